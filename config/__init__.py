@@ -1,0 +1,1 @@
+"""Settings schema and loading: the bottom of the config <- discovery <- daemon stack."""

@@ -1,0 +1,1 @@
+"""The daemon: plan, registries, the sync cycle, the CLI and its HTTP endpoints."""

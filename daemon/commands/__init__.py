@@ -1,0 +1,1 @@
+"""One module per `capsync` sub-command; daemon.cli wires them into argparse."""

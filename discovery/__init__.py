@@ -1,0 +1,1 @@
+"""Discovery: the capability model, its codecs, and the sources that find declarations."""

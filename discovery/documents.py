@@ -1,0 +1,92 @@
+"""Raw bytes -> parsed declaration objects, with the input limits applied first.
+
+Everything a source reads from the outside world (a label, an annotation, a file) passes
+through here, so hostile input fails in one place with one clear message: too large,
+not UTF-8, malformed, nested too deep, or a number too long to convert.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import yaml
+
+from config.errors import DeclarationError
+
+MAX_DOCUMENT_BYTES = 64 * 1024
+Format = Literal["json", "yaml", "auto"]
+
+
+def parse(
+    raw: bytes | str, *, ref: str, fmt: Format = "json", many: bool = False
+) -> list[tuple[str, Any]]:
+    """Parse one input into (ref, object) pairs.
+
+    ``many`` admits a JSON array of objects or a multi-document YAML stream (file inputs);
+    each element gets ``ref[i]``. A label or an annotation holds exactly one object.
+    """
+    data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise DeclarationError(
+            ref,
+            [("", f"input is {len(data)} bytes; a declaration may be at most "
+                  f"{MAX_DOCUMENT_BYTES} bytes (64 KiB)")],
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DeclarationError(
+            ref, [("", f"input is not valid UTF-8 (byte {exc.start}: {exc.reason})")]
+        ) from None
+    if fmt == "auto":
+        fmt = "json" if text.lstrip()[:1] in ("{", "[") else "yaml"
+    documents = _load_json(text, ref) if fmt == "json" else _load_yaml(text, ref)
+    if many and len(documents) == 1 and isinstance(documents[0], list):
+        items = documents[0]
+    elif len(documents) == 1:
+        return [(ref, documents[0])]
+    elif many:
+        items = documents
+    else:
+        raise DeclarationError(
+            ref, [("", f"expected one declaration, found {len(documents)} YAML documents")]
+        )
+    return [(f"{ref}[{index}]", item) for index, item in enumerate(items)]
+
+def _load_json(text: str, ref: str) -> list[Any]:
+    try:
+        return [json.loads(text, object_pairs_hook=_no_duplicate_keys)]
+    except json.JSONDecodeError as exc:
+        reason = f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    except RecursionError:
+        reason = "malformed JSON: nested too deeply"
+    except ValueError as exc:
+        # Duplicate keys, and integers longer than Python's int conversion limit.
+        too_long = "digits" in str(exc)
+        reason = "malformed JSON: a number is too long" if too_long else f"malformed JSON: {exc}"
+    raise DeclarationError(ref, [("", reason)])
+
+
+def _load_yaml(text: str, ref: str) -> list[Any]:
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DeclarationError(ref, [("", f"malformed YAML{where}: {problem}")]) from None
+    except RecursionError:
+        raise DeclarationError(ref, [("", "malformed YAML: nested too deeply")]) from None
+    if not documents:
+        raise DeclarationError(ref, [("", "empty document: no declaration found")])
+    return documents
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out

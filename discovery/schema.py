@@ -1,0 +1,222 @@
+"""The declaration as it arrives (JSON or YAML), validated into a ``Capabilities``.
+
+Pydantic checks structure and types (strictly: ``"required": "yes"`` is an error, not
+true); the naming rules are annotated types so each error carries its exact field path;
+rules that span fields (duplicates, reserved keys, Consul's size limits) run afterwards on
+the typed result. Every failure becomes a (field path, message) pair naming the rule.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from config.errors import DeclarationError
+from discovery import codec
+from discovery.model import CATEGORIES, Capabilities, ToolCapability
+
+MAX_NAME = 128
+MAX_ALTERNATIVES = 10
+MAX_KEY = 64
+MAX_META_VALUE = 512
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_FORBIDDEN_IN_NAME = re.compile(r"[\s,|!:=\x00-\x1f\x7f]")
+
+
+def _tool_name(value: str) -> str:
+    name = value.strip().lower()
+    if not 1 <= len(name) <= MAX_NAME:
+        raise PydanticCustomError(
+            "tool_name", f"tool name must be 1-{MAX_NAME} characters after trimming"
+        )
+    if bad := _FORBIDDEN_IN_NAME.search(name):
+        raise PydanticCustomError(
+            "tool_name",
+            "tool name {name} contains {char}; whitespace, control characters and "
+            ", | ! : = are not allowed (they separate entries in the registry encoding)",
+            {"name": repr(name), "char": repr(bad.group())},
+        )
+    return name
+
+
+def _worker_id(value: str) -> str:
+    if not _ID_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "worker_id",
+            "id {id} must be 1-128 characters of [A-Za-z0-9._-] starting with a letter "
+            "or digit",
+            {"id": repr(value)},
+        )
+    return value
+
+
+def _key(value: str) -> str:
+    if not _KEY_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "key",
+            "key {key} must be 1-{max} characters of [A-Za-z0-9_-] (Consul meta key rules)",
+            {"key": repr(value), "max": MAX_KEY},
+        )
+    return value
+
+
+def _meta_key(value: str) -> str:
+    if reason := codec.reserved_reason(_key(value)):
+        raise PydanticCustomError("reserved_key", "{reason}", {"reason": reason})
+    return value
+
+
+ToolName = Annotated[str, AfterValidator(_tool_name)]
+WorkerId = Annotated[str, AfterValidator(_worker_id)]
+Key = Annotated[str, AfterValidator(_key)]
+MetaKey = Annotated[str, AfterValidator(_meta_key)]
+MetaValue = Annotated[str, Field(max_length=MAX_META_VALUE)]
+
+
+class _Strict(BaseModel):
+    # snake_case (the seed's JSON) and camelCase (the Kubernetes CRD spec) both bind.
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="forbid",
+        strict=True,
+        frozen=True,
+    )
+
+
+class ToolIn(_Strict):
+    tool_name: ToolName
+    required: bool = False
+    alternatives: Annotated[list[ToolName], Field(max_length=MAX_ALTERNATIVES)] = []
+
+
+class DeclarationIn(_Strict):
+    id: WorkerId | None = None
+    static_analysis_tools: list[ToolIn] = []
+    security_scanning_tools: list[ToolIn] = []
+    dynamic_analysis_tools: list[ToolIn] = []
+    fuzzing_tools: list[ToolIn] = []
+    test_framework_tools: list[ToolIn] = []
+    flags: dict[Key, bool] = {}
+    metadata: dict[MetaKey, MetaValue] = {}
+
+
+_KNOWN_FIELDS = sorted(
+    {name for name in DeclarationIn.model_fields}
+    | {to_camel(name) for name in DeclarationIn.model_fields}
+    | {name for name in ToolIn.model_fields}
+    | {to_camel(name) for name in ToolIn.model_fields}
+)
+
+
+def validate(data: Any, *, ref: str, default_id: str | None = None) -> Capabilities:
+    """Validate one parsed declaration; raise DeclarationError listing every problem."""
+    if not isinstance(data, dict):
+        raise DeclarationError(
+            ref, [("", f"a declaration must be a JSON object, not {type(data).__name__}")]
+        )
+    if "id" not in data and default_id is not None:
+        data = {"id": default_id, **data}
+    try:
+        parsed = DeclarationIn.model_validate(data)
+    except ValidationError as exc:
+        raise DeclarationError(ref, [_describe(err) for err in exc.errors()]) from None
+    if parsed.id is None:
+        raise DeclarationError(ref, [("id", "required: this source supplies no default id")])
+    caps = Capabilities(
+        id=parsed.id,
+        tools={
+            category: tools
+            for category, field_name in CATEGORIES.items()
+            if (tools := _tools(getattr(parsed, field_name)))
+        },
+        flags=dict(parsed.flags),
+        metadata=dict(parsed.metadata),
+    )
+    problems = _duplicate_tools(parsed) + codec.limit_problems(caps)
+    if problems:
+        raise DeclarationError(ref, problems)
+    return caps
+
+
+def dump(caps: Capabilities) -> dict[str, Any]:
+    """The canonical declaration as JSON: snake_case, every field present."""
+    out: dict[str, Any] = {"id": caps.id}
+    for category, field_name in CATEGORIES.items():
+        out[field_name] = [
+            {
+                "tool_name": tool.tool_name,
+                "required": tool.required,
+                "alternatives": list(tool.alternatives),
+            }
+            for tool in caps.tools.get(category, ())
+        ]
+    out["flags"] = dict(caps.flags)
+    out["metadata"] = dict(caps.metadata)
+    return out
+
+
+def _tools(tools: list[ToolIn]) -> tuple[ToolCapability, ...]:
+    return tuple(
+        ToolCapability(
+            tool_name=tool.tool_name,
+            required=tool.required,
+            # Keep the declared order (it reads as a preference), drop repeats and self.
+            alternatives=tuple(
+                dict.fromkeys(alt for alt in tool.alternatives if alt != tool.tool_name)
+            ),
+        )
+        for tool in tools
+    )
+
+
+def _duplicate_tools(parsed: DeclarationIn) -> list[tuple[str, str]]:
+    problems = []
+    for field_name in CATEGORIES.values():
+        seen: dict[str, int] = {}
+        for index, tool in enumerate(getattr(parsed, field_name)):
+            if tool.tool_name in seen:
+                problems.append(
+                    (
+                        f"{field_name}[{index}].tool_name",
+                        f"duplicate tool {tool.tool_name!r} (also at index "
+                        f"{seen[tool.tool_name]}); a tool may appear once per category",
+                    )
+                )
+            seen.setdefault(tool.tool_name, index)
+    return problems
+
+
+def _describe(err: ErrorDetails) -> tuple[str, str]:
+    loc = format_loc(err["loc"])
+    if err["type"] == "extra_forbidden":
+        name = str(err["loc"][-1])
+        near = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return loc, f"unknown field {name!r}{hint}"
+    if err["type"] == "too_long" and err["loc"][-1] == "alternatives":
+        return loc, f"at most {MAX_ALTERNATIVES} alternatives per tool"
+    if err["type"] == "string_too_long":
+        return loc, f"metadata values are at most {MAX_META_VALUE} characters (Consul's limit)"
+    return loc, err["msg"]
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """('static_analysis_tools', 0, 'tool_name') -> 'static_analysis_tools[0].tool_name'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == "[key]":
+            out += " (key)"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

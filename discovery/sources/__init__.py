@@ -1,0 +1,1 @@
+"""Discovery sources: each lists the declarations it sees now, or raises SourceError."""

@@ -1,0 +1,38 @@
+"""What every source returns, and the one-method interface it implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from config.errors import DeclarationError
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A parsed but not yet validated declaration, with where it came from."""
+
+    source: str
+    ref: str
+    data: Any
+    default_id: str | None = None
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One successful listing: declarations to validate, and items already known bad
+    (unreadable, malformed) that must be reported and whose old entries must be kept."""
+
+    declarations: list[Declaration] = field(default_factory=list)
+    invalid: list[DeclarationError] = field(default_factory=list)
+
+
+class Source(Protocol):
+    """A discovery source. ``name`` is written to each entry's capsync-source."""
+
+    name: str
+
+    def list(self) -> Listing:
+        """Everything the source declares now; raise SourceError when it cannot tell."""
+        ...

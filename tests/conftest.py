@@ -1,0 +1,45 @@
+"""Shared test fixtures: an isolated environment and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_LABEL = (
+    '{"id":"rust-worker","static_analysis_tools":'
+    '[{"tool_name":"clippy","required":true,"alternatives":[]}]}'
+)
+ISOLATED_PREFIXES = ("CONSUL_", "CAPSYNC_", "DOCKER_", "KUBECONFIG", "NOTIFY_SOCKET", "WATCHDOG_")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the developer's Consul, Docker or capsync settings by accident."""
+    for name in list(os.environ):
+        if name.startswith(ISOLATED_PREFIXES):
+            monkeypatch.delenv(name)
+    yield
+
+
+def run_cli(
+    *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run `capsync ARGS` as a user would, in a child process, and capture its output."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES)}
+    child_env.update(env or {})
+    data = input.encode() if isinstance(input, str) else input
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        check=False, input=data, capture_output=True, env=child_env, cwd=ROOT, timeout=timeout,
+    )
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode,
+        proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"),
+    )

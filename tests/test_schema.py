@@ -1,0 +1,145 @@
+"""Validation and normalisation rules: each bad declaration names its field and rule."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from config.errors import DeclarationError
+from discovery import schema
+from discovery.model import ToolCapability
+from tests.conftest import SEED_LABEL
+
+SEED_CRD_SPEC = {
+    "id": "rust-worker-1",
+    "staticAnalysisTools": [
+        {"toolName": "clippy", "required": True, "alternatives": []},
+        {"toolName": "rustfmt", "required": False, "alternatives": ["cargo-fmt"]},
+    ],
+    "securityScanningTools": [{"toolName": "cargo-audit", "required": True}],
+    "flags": {"ast_support": True, "llm_support": True},
+    "metadata": {"version": "1.0.0", "platform": "linux"},
+}
+
+
+def problems(data: Any, default_id: str | None = None) -> list[tuple[str, str]]:
+    with pytest.raises(DeclarationError) as info:
+        schema.validate(data, ref="t", default_id=default_id)
+    return info.value.problems
+
+
+def test_seed_docker_label() -> None:
+    caps = schema.validate(json.loads(SEED_LABEL), ref="t")
+    assert caps.id == "rust-worker"
+    assert caps.tools == {"static_analysis": (ToolCapability("clippy", required=True),)}
+    assert caps.flags == {} and caps.metadata == {}
+
+
+def test_seed_crd_spec_camel_case() -> None:
+    caps = schema.validate(SEED_CRD_SPEC, ref="t")
+    assert caps.all_tools() == ["cargo-audit", "cargo-fmt", "clippy", "rustfmt"]
+    assert caps.tools["static_analysis"][1] == ToolCapability("rustfmt", False, ("cargo-fmt",))
+    assert caps.has_flag("llm_support")
+    assert caps.metadata == {"version": "1.0.0", "platform": "linux"}
+
+
+def test_normalisation() -> None:
+    caps = schema.validate(
+        {
+            "id": "w",
+            "fuzzing_tools": [
+                {"tool_name": "  AFL++ ", "alternatives": ["afl++", "HonggFuzz", "honggfuzz"]}
+            ],
+            "static_analysis_tools": [],
+        },
+        ref="t",
+    )
+    # trimmed and lower-cased; the alternative equal to the tool dropped; repeats merged;
+    # the empty category is absent.
+    assert caps.tools == {"fuzzing": (ToolCapability("afl++", False, ("honggfuzz",)),)}
+
+
+def test_default_id_from_source() -> None:
+    assert schema.validate({}, ref="t", default_id="container-7").id == "container-7"
+    assert schema.validate({"id": "own"}, ref="t", default_id="container-7").id == "own"
+    assert problems({}) == [("id", "required: this source supplies no default id")]
+    assert problems({}, default_id="/bad name")[0][0] == "id"
+
+
+@pytest.mark.parametrize(
+    ("data", "loc", "rule"),
+    [
+        ({"id": "-x"}, "id", "starting with a letter or digit"),
+        ({"id": "a" * 129}, "id", "1-128 characters"),
+        ({"id": "a b"}, "id", "[A-Za-z0-9._-]"),
+        ({"id": 7}, "id", "valid string"),
+        ({"id": "w", "static_analysis_tool": []}, "static_analysis_tool",
+         "did you mean 'static_analysis_tools'"),
+        ({"id": "w", "static_analysis_tools": [{"tool_name": "clippy", "requred": True}]},
+         "static_analysis_tools[0].requred", "unknown field"),
+        ({"id": "w", "static_analysis_tools": [{"tool_name": "a,b"}]},
+         "static_analysis_tools[0].tool_name", "','"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "x", "alternatives": ["a|b"]}]},
+         "fuzzing_tools[0].alternatives[0]", "'|'"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "x!"}]},
+         "fuzzing_tools[0].tool_name", "'!'"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "a:b"}]}, "fuzzing_tools[0].tool_name", "':'"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "a=b"}]}, "fuzzing_tools[0].tool_name", "'='"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "a\tb"}]},
+         "fuzzing_tools[0].tool_name", "whitespace"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "a\x00b"}]},
+         "fuzzing_tools[0].tool_name", "control characters"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "   "}]},
+         "fuzzing_tools[0].tool_name", "1-128 characters"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "x" * 129}]},
+         "fuzzing_tools[0].tool_name", "1-128 characters"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "x", "alternatives": list("abcdefghijk")}]},
+         "fuzzing_tools[0].alternatives", "at most 10 alternatives"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "x"}, {"tool_name": "X "}]},
+         "fuzzing_tools[1].tool_name", "duplicate tool 'x'"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": "x", "required": "yes"}]},
+         "fuzzing_tools[0].required", "valid boolean"),
+        ({"id": "w", "flags": {"bad flag": True}}, "flags.bad flag (key)", "[A-Za-z0-9_-]"),
+        ({"id": "w", "flags": {"f": "true"}}, "flags.f", "valid boolean"),
+        ({"id": "w", "metadata": {"k" * 65: "v"}}, "(key)", "1-64 characters"),
+        ({"id": "w", "metadata": {"v": 1}}, "metadata.v", "valid string"),
+        ({"id": "w", "metadata": {"v": "x" * 513}}, "metadata.v", "at most 512 characters"),
+        ({"id": "w", "metadata": {"capsync-owner": "me"}}, "metadata.capsync-owner (key)",
+         "reserved"),
+        ({"id": "w", "metadata": {"fuzzing": "yes"}}, "metadata.fuzzing (key)", "reserved"),
+        ({"id": "w", "metadata": {"flag-x": "1"}}, "metadata.flag-x (key)", "reserved"),
+        ({"id": "w", "metadata": {"external-source": "k8s"}}, "metadata.external-source (key)",
+         "reserved"),
+        ({"id": "w", "metadata": {"consul-x": "1"}}, "metadata.consul-x (key)",
+         "'consul-' prefix"),
+        ({"id": "w", "metadata": {f"k{i}": "v" for i in range(60)}}, "", "at most 64"),
+        ({"id": "w", "fuzzing_tools": [{"tool_name": f"t{i:03}-{'x' * 40}"} for i in range(12)]},
+         "fuzzing_tools", "at most 512 per meta value"),
+        ([{"id": "w"}], "", "must be a JSON object"),
+    ],
+)
+def test_rejections_name_field_and_rule(data: Any, loc: str, rule: str) -> None:
+    found = problems(data)
+    assert any(loc in p_loc and rule in msg for p_loc, msg in found), found
+
+
+def test_every_problem_reported_at_once() -> None:
+    found = problems({"id": "a b", "flags": {"x": 1}, "metadata": {"consul-a": "b"}})
+    assert {loc for loc, _ in found} == {"id", "flags.x", "metadata.consul-a (key)"}
+
+
+def test_snake_and_camel_for_same_field_is_an_error() -> None:
+    found = problems({"id": "w", "fuzzing_tools": [], "fuzzingTools": []})
+    assert any("unknown field" in msg for _, msg in found)
+
+
+def test_dump_is_canonical_and_revalidates() -> None:
+    caps = schema.validate(SEED_CRD_SPEC, ref="t")
+    dumped = schema.dump(caps)
+    assert set(dumped) == {
+        "id", "static_analysis_tools", "security_scanning_tools", "dynamic_analysis_tools",
+        "fuzzing_tools", "test_framework_tools", "flags", "metadata",
+    }
+    assert schema.validate(dumped, ref="t") == caps

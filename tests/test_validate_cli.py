@@ -1,0 +1,132 @@
+"""`capsync validate` through the real command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from discovery import codec, schema
+from tests.conftest import SEED_LABEL, run_cli
+from tests.test_schema import SEED_CRD_SPEC
+
+CRD_MANIFEST = {
+    "apiVersion": "valkra.io/v1",
+    "kind": "WorkerCapabilities",
+    "metadata": {"name": "rust-worker-1"},
+    "spec": SEED_CRD_SPEC,
+}
+
+
+def test_seed_label_from_stdin() -> None:
+    result = run_cli("validate", input=SEED_LABEL)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok rust-worker\n", "")
+
+
+def test_seed_crd_spec_as_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "rust.yaml"
+    path.write_text(yaml.safe_dump(CRD_MANIFEST["spec"]))
+    result = run_cli("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok rust-worker-1\n"
+
+
+def test_battery_reports_each_and_keeps_valid_ones(tmp_path: Path) -> None:
+    (tmp_path / "good.json").write_text(SEED_LABEL)
+    (tmp_path / "typo.json").write_text('{"id": "w1", "static_analysis_tool": []}')
+    (tmp_path / "name.json").write_text(
+        '{"id": "w2", "fuzzing_tools": [{"tool_name": "afl, libfuzzer"}]}'
+    )
+    (tmp_path / "reserved.yaml").write_text("id: w3\nmetadata:\n  capsync-owner: me\n")
+    (tmp_path / "long.json").write_text(json.dumps({"id": "w4", "metadata": {"v": "x" * 513}}))
+    (tmp_path / "many.json").write_text(
+        json.dumps({"id": "w5", "metadata": {f"k{i}": "v" for i in range(64)}})
+    )
+    (tmp_path / "broken.json").write_text('{"id": "w6",')
+    (tmp_path / "huge.json").write_text(json.dumps({"id": "w7", "pad": "x" * 70_000}))
+    (tmp_path / "latin1.json").write_bytes(b'{"id": "caf\xe9"}')
+    (tmp_path / "fleet.json").write_text(json.dumps([{"id": "ok-1"}, {"id": "bad id"}]))
+    (tmp_path / "notes.txt").write_text("ignored: not a declaration file")
+
+    result = run_cli("validate", str(tmp_path))
+
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert "ok rust-worker" in lines and "ok ok-1" in lines
+    expected = {
+        "typo.json": "static_analysis_tool: unknown field",
+        "name.json": "fuzzing_tools[0].tool_name: tool name 'afl, libfuzzer' contains ','",
+        "reserved.yaml": "metadata.capsync-owner (key): key 'capsync-owner' is reserved",
+        "long.json": "metadata.v: metadata values are at most 512 characters",
+        "many.json": "Consul allows at most 64",
+        "broken.json": "malformed JSON at line 1",
+        "huge.json": "a declaration may be at most 65536 bytes",
+        "latin1.json": "not valid UTF-8",
+        "fleet.json[1]": "id: id 'bad id' must be",
+    }
+    for ref, text in expected.items():
+        assert any(
+            line.startswith(f"error {tmp_path / ref}: ") and text in line for line in lines
+        ), (ref, lines)
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 2 + len(expected)
+
+
+def test_json_output(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(SEED_LABEL)
+    (tmp_path / "b.json").write_text('{"id": "b", "flags": {"x": "yes"}}')
+    result = run_cli("validate", "--json", str(tmp_path))
+    assert result.returncode == 1
+    out = json.loads(result.stdout)
+    assert out[0]["id"] == "rust-worker"
+    assert out[0]["static_analysis_tools"] == [
+        {"tool_name": "clippy", "required": True, "alternatives": []}
+    ]
+    assert out[1] == {
+        "ref": str(tmp_path / "b.json"),
+        "errors": [{"loc": "flags.x", "msg": "Input should be a valid boolean"}],
+    }
+
+
+def test_format_consul_fits_limits_and_decodes_back(tmp_path: Path) -> None:
+    (tmp_path / "rust.yaml").write_text(yaml.safe_dump(SEED_CRD_SPEC))
+    result = run_cli(
+        "validate", "--format", "consul", "--service", "analysis", "--owner", "ci-1",
+        str(tmp_path / "rust.yaml"),
+    )
+    assert result.returncode == 0, result.stderr
+    [fields] = json.loads(result.stdout)
+    assert fields["Service"] == "analysis" and fields["ID"] == "rust-worker-1"
+    assert fields["Meta"]["capsync-owner"] == "ci-1"
+    assert fields["Weights"] == {"Passing": 1, "Warning": 1}
+    assert len(fields["Meta"]) <= 64
+    assert all(len(k) <= 128 and len(v) <= 512 for k, v in fields["Meta"].items())
+    entry = codec.Entry(fields["ID"], fields["Service"], tuple(fields["Tags"]), fields["Meta"])
+    assert codec.decode(entry) == schema.validate(SEED_CRD_SPEC, ref="t")
+
+
+def test_hostile_stdin_inputs_give_one_error_each() -> None:
+    cases = {
+        b"[" * 20_000: "nested too deeply",
+        b'{"id": ' + b"1" * 10_000 + b"}": "a number is too long",
+        b'{"id": "a\x00b"}': "malformed JSON",
+        b"\xff\xfe{}": "not valid UTF-8",
+        b'{"id": "a", "id": "b"}': "duplicate key 'id'",
+    }
+    for data, text in cases.items():
+        result = run_cli("validate", input=data)
+        assert result.returncode == 1
+        assert result.stdout.count("\n") == 1 and text in result.stdout, result.stdout
+        assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run_cli("validate", str(tmp_path / "missing")).returncode == 2
+    assert run_cli("validate", "--format", "xml").returncode == 2
+
+
+def test_version_and_help() -> None:
+    assert run_cli("--version").stdout.startswith("capsync ")
+    help_text = run_cli("--help").stdout
+    assert "validate" in help_text

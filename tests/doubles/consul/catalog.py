@@ -1,0 +1,338 @@
+"""/v1/catalog endpoints: register, deregister and the reads.
+
+Order of checks and texts follow agent/catalog_endpoint.go (HTTP) and
+agent/consul/catalog_endpoint.go (Register, Deregister, vetRegisterWithACL, reads), with the
+state-store work in state.Tx (ensureRegistrationTxn's `failed inserting ...` wrapping here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import filter_fields
+from .filter import FilterError, compile_filter
+from .gojson import DecodeError, decode_body
+from .http_util import (
+    APIError,
+    Authz,
+    Request,
+    Response,
+    blocking,
+    check_scope,
+    json_response,
+    meta_headers,
+    parse_query,
+    resolve_token,
+)
+from .records import Check, Node, Service
+from .schemas import DEREGISTER_REQUEST, REGISTER_REQUEST
+from .state import FSMError, Store, Tx
+from .validation import node_pre_apply, service_pre_apply
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+def service_from(spec: dict[str, Any], node: str, default_weights: bool) -> Service:
+    """A NodeService from its decoded JSON; absent Weights become {1, 1} on register."""
+    weights = spec.get("Weights")
+    if weights is None:
+        weights = {"Passing": 1, "Warning": 1} if default_weights else {}
+    return Service(
+        node=node,
+        id=spec.get("ID", ""),
+        name=spec.get("Service", ""),
+        kind=spec.get("Kind", ""),
+        tags=spec.get("Tags"),
+        address=spec.get("Address", ""),
+        tagged_addresses=spec.get("TaggedAddresses"),
+        meta=spec.get("Meta"),
+        port=spec.get("Port", 0),
+        socket_path=spec.get("SocketPath", ""),
+        weights={"Passing": weights.get("Passing", 0), "Warning": weights.get("Warning", 0)},
+        enable_tag_override=spec.get("EnableTagOverride", False),
+        proxy=spec.get("Proxy"),
+        connect=spec.get("Connect"),
+        locality=spec.get("Locality"),
+    )
+
+
+def check_from(spec: dict[str, Any], node: str) -> Check:
+    """checkPreApply: CheckID defaults to the name; ensureCheckTxn: empty status is critical."""
+    return Check(
+        node=spec.get("Node") or node,
+        check_id=spec.get("CheckID") or spec.get("Name", ""),
+        name=spec.get("Name", ""),
+        status=spec.get("Status") or "critical",
+        notes=spec.get("Notes", ""),
+        output=spec.get("Output", ""),
+        service_id=spec.get("ServiceID", ""),
+        type=spec.get("Type", ""),
+        definition=spec.get("Definition"),
+    )
+
+
+def _decode(req: Request, schema: Any) -> dict[str, Any]:
+    try:
+        return decode_body(req.body, schema) or {}
+    except DecodeError as exc:
+        reason = str(exc)
+        if reason == 'json: unknown field "Namespace"':  # rewordUnknownEnterpriseFieldError
+            reason += " - Namespaces are a Consul Enterprise feature"
+        raise APIError(400, f"Request decode failed: {reason}") from None
+
+
+def _node_from(body: dict[str, Any]) -> Node:
+    return Node(
+        body.get("ID", ""),
+        body["Node"],
+        body.get("Address", ""),
+        body["Datacenter"],
+        body.get("TaggedAddresses"),
+        body.get("NodeMeta"),
+    )
+
+
+def _changes_node(existing: Node | None, body: dict[str, Any]) -> bool:
+    """RegisterRequest.ChangesNode: creating, or (without SkipNodeUpdate) any difference."""
+    if existing is None:
+        return True
+    return not body.get("SkipNodeUpdate") and not existing.same(_node_from(body))
+
+
+def _vet_register(store: Store, authz: Authz, body: dict[str, Any], checks: list[Check]) -> None:
+    """vetRegisterWithACL, including its checks on which node and service a check is for."""
+    name = body["Node"]
+    existing = store.tables.node(name)
+    on_node = {s.id: s for s in store.tables.services_on(name)} if existing else None
+    if _changes_node(existing, body):
+        authz.require("node:write", name)
+    service = body.get("Service")
+    service_id = service.get("ID", "") if service else ""
+    if service:
+        authz.require("service:write", service.get("Service", ""))
+        if on_node and service_id in on_node:
+            authz.require("service:write", on_node[service_id].name)
+    for check in checks:
+        if check.node.casefold() != name.casefold():
+            raise APIError(
+                500,
+                f"Node '{check.node}' for check '{check.check_id}' doesn't "
+                f"match register request node '{name}'",
+            )
+        if not check.service_id:
+            authz.require("node:write", name)
+        elif check.service_id != service_id:
+            other = (on_node or {}).get(check.service_id)
+            if other is None:
+                raise APIError(
+                    500, f"Unknown service ID '{check.service_id}' for check ID '{check.check_id}'"
+                )
+            authz.require("service:write", other.name)
+
+
+def register(store: Store, acl_token: str | None, req: Request) -> Response:
+    check_scope(req, store.datacenter)
+    body = _decode(req, REGISTER_REQUEST)
+    body["Datacenter"] = body.get("Datacenter") or store.datacenter
+    if body.get("PeerName"):
+        raise APIError(500, "cannot register requests with PeerName in them")
+    if body["Datacenter"] != store.datacenter:
+        raise APIError(500, "No path to datacenter")
+    authz = resolve_token(acl_token, req)
+    name = body["Node"] = body.get("Node", "")
+    reason = node_pre_apply(name, body.get("ID", ""))
+    if reason:
+        raise APIError(500, reason)
+    if not body.get("Address") and not body.get("SkipNodeUpdate"):
+        raise APIError(500, "Must provide address if SkipNodeUpdate is not set")
+    service = body.get("Service")
+    if service is not None:
+        reason = service_pre_apply(service)
+        if reason:
+            raise APIError(500, reason)
+        if service.get("Service") != "consul":
+            authz.require("service:write", service.get("Service", ""))
+    specs = ([body["Check"]] if body.get("Check") else []) + [
+        c for c in body.get("Checks") or [] if c
+    ]
+    checks = [check_from(spec, name) for spec in specs]
+    with store.lock:
+        _vet_register(store, authz, body, checks)
+
+    def apply(tx: Tx) -> None:
+        if _changes_node(tx.t.node(name), body):
+            _wrapped("failed inserting node", lambda: tx.ensure_node(_node_from(body)))
+        if service is not None:
+            svc = service_from(service, name, default_weights=True)
+            _wrapped("failed inserting service", lambda: tx.ensure_service(name, svc))
+        _wrapped("failed inserting check", lambda: [tx.ensure_check(c) for c in checks])
+
+    try:
+        store.write(apply)
+    except FSMError as exc:
+        raise APIError(500, str(exc)) from None
+    return json_response(req, True)
+
+
+def _wrapped(what: str, step: Callable[[], object]) -> None:
+    try:
+        step()
+    except FSMError as exc:
+        raise FSMError(f"{what}: {exc}") from None
+
+
+def deregister(store: Store, acl_token: str | None, req: Request) -> Response:
+    check_scope(req, store.datacenter)
+    body = _decode(req, DEREGISTER_REQUEST)
+    if (body.get("Datacenter") or store.datacenter) != store.datacenter:
+        raise APIError(500, "No path to datacenter")
+    node, service_id, check_id = (body.get(k, "") for k in ("Node", "ServiceID", "CheckID"))
+    if not node:
+        raise APIError(500, "Must provide node")
+    authz = resolve_token(acl_token, req)
+    if authz.denial("node:write", node):  # vetDeregisterWithACL
+        t = store.tables
+        if service_id:
+            svc = t.services.get((node.casefold(), service_id.casefold()))
+            if svc is None:
+                raise APIError(500, f"Unknown service ID '{service_id}'")
+            authz.require("service:write", svc.name)
+        elif check_id:
+            chk = t.checks.get((node.casefold(), check_id.casefold()))
+            if chk is None:
+                raise APIError(500, f"Unknown check ID '{check_id}'")
+            authz.require(
+                *(("service:write", chk.service_name) if chk.service_id else ("node:write", node))
+            )
+        else:
+            authz.require("node:write", node)
+    if service_id:
+        store.write(lambda tx: tx.delete_service(node, service_id))
+    elif check_id:
+        store.write(lambda tx: tx.delete_check(node, check_id))
+    else:
+        store.write(lambda tx: tx.delete_node(node))
+    return json_response(req, True)
+
+
+def _meta_filter(req: Request) -> dict[str, str]:
+    """parseMetaFilter: every `node-meta=key:value` must match exactly."""
+    pairs = (raw.split(":", 1) for raw in req.query.get("node-meta", []))
+    return {p[0]: (p[1] if len(p) > 1 else "") for p in pairs}
+
+
+def _node_ok(node: Node | None, wanted: dict[str, str]) -> bool:
+    meta = (node.meta if node else None) or {}
+    return node is not None and all(k in meta and meta[k] == v for k, v in wanted.items())
+
+
+def _compile(req: Request, fields: filter_fields.Field) -> Predicate:
+    if not req.arg("filter"):
+        return lambda _: True
+    try:
+        return compile_filter(req.arg("filter"), fields)
+    except FilterError as exc:
+        raise APIError(500, str(exc)) from None
+
+
+def _named(req: Request, prefix: str, what: str) -> str:
+    name = req.path[len(prefix) :]
+    if not name:
+        raise APIError(400, f"Missing {what} name")
+    return name
+
+
+def service_nodes(store: Store, acl_token: str | None, req: Request) -> Response:
+    check_scope(req, store.datacenter)
+    query = parse_query(req)
+    wanted, tags = _meta_filter(req), req.query.get("tag", [])
+    name = _named(req, "/v1/catalog/service/", "service")
+    authz = resolve_token(acl_token, req)
+    keep = _compile(req, filter_fields.SERVICE_NODE)
+
+    def run() -> tuple[int, list[dict[str, Any]]]:
+        t = store.tables
+        instances = t.instances(name)
+        folded = [tag.casefold() for tag in tags]
+        rows = []
+        for svc in instances:
+            node = t.node(svc.node)
+            have = {tag.casefold() for tag in svc.tags or []}
+            if node is not None and _node_ok(node, wanted) and all(f in have for f in folded):
+                rows.append(svc.service_node_json(node))
+        rows = [row for row in rows if keep(row)]
+        return t.service_index(name, bool(instances)), [] if authz.anonymous else rows
+
+    index, rows = blocking(store, query, run)
+    return json_response(req, rows, meta_headers(index, query))
+
+
+def services(store: Store, acl_token: str | None, req: Request) -> Response:
+    check_scope(req, store.datacenter)
+    query = parse_query(req)
+    wanted = _meta_filter(req)
+    authz = resolve_token(acl_token, req)
+    keep = _compile(req, filter_fields.SERVICE_NODE)
+
+    def run() -> tuple[int, dict[str, list[str]]]:
+        t = store.tables
+        names: dict[str, set[str]] = {}
+        for svc in sorted(t.services.values(), key=lambda s: s.name):
+            node = t.node(svc.node)
+            if node is not None and _node_ok(node, wanted) and keep(svc.service_node_json(node)):
+                names.setdefault(svc.name, set()).update(svc.tags or [])
+        listing = {} if authz.anonymous else {k: sorted(v) for k, v in names.items()}
+        return t.max_index("nodes", "services"), listing
+
+    index, listing = blocking(store, query, run)
+    return json_response(req, listing, meta_headers(index, query))
+
+
+def nodes(store: Store, acl_token: str | None, req: Request) -> Response:
+    check_scope(req, store.datacenter)
+    query = parse_query(req)
+    wanted = _meta_filter(req)
+    keep = _compile(req, filter_fields.NODE)
+    authz = resolve_token(acl_token, req)
+
+    def run() -> tuple[int, list[dict[str, Any]]]:
+        t = store.tables
+        found = sorted(t.nodes.values(), key=lambda n: n.name.casefold())
+        rows = [n.to_json() for n in found if _node_ok(n, wanted) and keep(n.to_json())]
+        return t.max_index("nodes"), [] if authz.anonymous else rows
+
+    index, rows = blocking(store, query, run)
+    return json_response(req, rows, meta_headers(index, query))
+
+
+def _node_read(
+    store: Store, acl_token: str | None, req: Request, prefix: str, as_list: bool
+) -> Response:
+    check_scope(req, store.datacenter)
+    query = parse_query(req)
+    name = _named(req, prefix, "node")
+    keep = _compile(req, filter_fields.NODE_SERVICE)
+    authz = resolve_token(acl_token, req)
+
+    def run() -> tuple[int, Any]:
+        t = store.tables
+        node = t.node(name)
+        index = t.max_index("nodes", "services")
+        if node is None or authz.anonymous:
+            return index, {"Node": None, "Services": None} if as_list else None
+        found = [s.node_service_json(normalise=True) for s in t.services_on(name)]
+        found = [s for s in found if keep(s)]
+        listed: Any = found if as_list else {s["ID"]: s for s in found}
+        return index, {"Node": node.to_json(), "Services": listed}
+
+    index, out = blocking(store, query, run)
+    return json_response(req, out, meta_headers(index, query))
+
+
+def node_services(store: Store, acl_token: str | None, req: Request) -> Response:
+    return _node_read(store, acl_token, req, "/v1/catalog/node-services/", as_list=True)
+
+
+def node(store: Store, acl_token: str | None, req: Request) -> Response:
+    return _node_read(store, acl_token, req, "/v1/catalog/node/", as_list=False)

@@ -1,11 +1,28 @@
-"""The settings schema: every option capsync has, its default, and its rule."""
+"""The settings schema: every option capsync has, its default, and its rule.
+
+Validated once at load time so that a bad setting fails start-up (or a reload) with its
+key path, never in the middle of a cycle.
+"""
 
 from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
 
 def default_owner() -> str:
@@ -13,3 +30,179 @@ def default_owner() -> str:
     name = socket.gethostname().split(".")[0] or "localhost"
     name = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")[:64]
     return name or "localhost"
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> object:
+    """``"90s"``, ``"5m"``, ``"1h30m"``, ``"500ms"`` or a number of seconds -> seconds."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    parts = _DURATION_RE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h30m or 500ms")
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConsulSettings(_Section):
+    """How to reach Consul. Unset values come from Consul's own CONSUL_* variables."""
+
+    address: str = "127.0.0.1:8500"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    scheme: Literal["http", "https"] | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ssl_verify: bool = True
+    datacenter: str | None = None
+    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    max_txn_ops: Annotated[int, Field(ge=1, le=128)] = 64
+
+    @model_validator(mode="after")
+    def _one_token(self) -> ConsulSettings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set token or token_file, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class RegistrySettings(_Section):
+    backend: Literal["consul", "sqlite"] = "consul"
+    path: Path = Path("/var/lib/capsync/registry.db")
+    service: str = "worker"
+    owner: str = Field(default_factory=default_owner)
+    node: str | None = None
+    node_address: str = "127.0.0.1"
+    policy: Literal["sync", "upsert-only", "create-only"] = "sync"
+    max_delete_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    max_delete_count: Annotated[int, Field(ge=0)] = 5
+    allow_mass_delete: bool = False
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str) -> str:
+        if not OWNER_RE.fullmatch(value):
+            raise ValueError("must be 1-64 characters of [A-Za-z0-9._-] starting with a "
+                             "letter or digit (it names the catalogue node)")
+        return value
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        if not SERVICE_RE.fullmatch(value):
+            raise ValueError("must be 1-63 characters of [A-Za-z0-9-] starting with a letter "
+                             "or digit (it is a DNS label: <tool>.<service>.service.consul)")
+        return value
+
+    @property
+    def node_name(self) -> str:
+        return self.node or f"capsync-{self.owner}"
+
+
+DEFAULT_LABEL = "worker.capabilities"
+SourceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+
+
+class FileSourceSettings(_Section):
+    """A directory of JSON/YAML declarations."""
+
+    type: Literal["file"]
+    name: SourceName = "file"
+    path: Path
+
+
+class DockerSourceSettings(_Section):
+    """Running containers of one engine; ``host`` defaults to DOCKER_HOST conventions."""
+
+    type: Literal["docker"]
+    name: SourceName = "docker"
+    label: str = DEFAULT_LABEL
+    host: str | None = None
+
+
+class SwarmSourceSettings(_Section):
+    """Swarm services, read from a manager."""
+
+    type: Literal["swarm"]
+    name: SourceName = "swarm"
+    label: str = DEFAULT_LABEL
+    host: str | None = None
+
+
+class KubernetesSourceSettings(_Section):
+    """Pods with the annotation and WorkerCapabilities resources; KUBECONFIG conventions."""
+
+    type: Literal["kubernetes"]
+    name: SourceName = "kubernetes"
+    namespace: str | None = None
+    label_selector: str | None = None
+    annotation: str = DEFAULT_LABEL
+    pods: bool = True
+    resources: bool = True
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+class ConsulSourceSettings(_Section):
+    """Services others registered in Consul (the [consul] connection is used)."""
+
+    type: Literal["consul"]
+    name: SourceName = "consul"
+    services: list[str] = []
+    tag: str | None = None
+    meta_key: str = "worker-capabilities"
+
+
+SourceSettings = Annotated[
+    FileSourceSettings
+    | DockerSourceSettings
+    | SwarmSourceSettings
+    | KubernetesSourceSettings
+    | ConsulSourceSettings,
+    Field(discriminator="type"),
+]
+
+
+class DaemonSettings(_Section):
+    interval: Duration = 60.0
+    min_gap: Duration = 1.0
+    listen: str = "127.0.0.1:9469"
+    log_format: Literal["text", "json"] = "text"
+    leader_election: bool = False
+    leader_key: str | None = None
+    session_ttl: Annotated[Duration, Field(ge=10, le=86400)] = 15.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value != "off":
+            _, sep, port = value.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError("must be HOST:PORT (e.g. 127.0.0.1:9469) or 'off'")
+        return value
+
+
+class Settings(_Section):
+    daemon: DaemonSettings = DaemonSettings()
+    registry: RegistrySettings = RegistrySettings()
+    consul: ConsulSettings = ConsulSettings()
+    sources: list[SourceSettings] = []
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> Settings:
+        names = [source.name for source in self.sources]
+        if duplicates := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"source names must be unique (give each a name): {duplicates}")
+        return self

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 
 from config.errors import CapsyncError
-from daemon.commands import validate
+from daemon.commands import config_check, find, run, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"capsync {version('capsync')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     validate.add_parser(sub)
+    run.add_parsers(sub)
+    find.add_parsers(sub)
+    config_check.add_parser(sub)
     return parser
 
 

@@ -10,11 +10,24 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.consul_target", "tests.backends", "tests.docker_engine"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED_LABEL = (
     '{"id":"rust-worker","static_analysis_tools":'
     '[{"tool_name":"clippy","required":true,"alternatives":[]}]}'
 )
+# The seed's CRD spec (integration-guide.md, "Kubernetes Integration").
+SEED_CRD_SPEC = {
+    "id": "rust-worker-1",
+    "staticAnalysisTools": [
+        {"toolName": "clippy", "required": True, "alternatives": []},
+        {"toolName": "rustfmt", "required": False, "alternatives": ["cargo-fmt"]},
+    ],
+    "securityScanningTools": [{"toolName": "cargo-audit", "required": True}],
+    "flags": {"ast_support": True, "llm_support": True},
+    "metadata": {"version": "1.0.0", "platform": "linux"},
+}
 ISOLATED_PREFIXES = ("CONSUL_", "CAPSYNC_", "DOCKER_", "KUBECONFIG", "NOTIFY_SOCKET", "WATCHDOG_")
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from config.errors import DeclarationError
 from discovery import codec, schema
-from tests.test_schema import SEED_CRD_SPEC
+from tests.conftest import SEED_CRD_SPEC
 
 NAME = st.from_regex(r"[a-z0-9][a-z0-9+._/-]{0,15}", fullmatch=True)
 KEY = st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True)

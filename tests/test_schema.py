@@ -10,18 +10,7 @@ import pytest
 from config.errors import DeclarationError
 from discovery import schema
 from discovery.model import ToolCapability
-from tests.conftest import SEED_LABEL
-
-SEED_CRD_SPEC = {
-    "id": "rust-worker-1",
-    "staticAnalysisTools": [
-        {"toolName": "clippy", "required": True, "alternatives": []},
-        {"toolName": "rustfmt", "required": False, "alternatives": ["cargo-fmt"]},
-    ],
-    "securityScanningTools": [{"toolName": "cargo-audit", "required": True}],
-    "flags": {"ast_support": True, "llm_support": True},
-    "metadata": {"version": "1.0.0", "platform": "linux"},
-}
+from tests.conftest import SEED_CRD_SPEC, SEED_LABEL
 
 
 def problems(data: Any, default_id: str | None = None) -> list[tuple[str, str]]:

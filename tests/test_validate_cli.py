@@ -8,8 +8,7 @@ from pathlib import Path
 import yaml
 
 from discovery import codec, schema
-from tests.conftest import SEED_LABEL, run_cli
-from tests.test_schema import SEED_CRD_SPEC
+from tests.conftest import SEED_CRD_SPEC, SEED_LABEL, run_cli
 
 CRD_MANIFEST = {
     "apiVersion": "valkra.io/v1",

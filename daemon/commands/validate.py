@@ -11,8 +11,8 @@ from typing import Any
 
 from config.errors import DeclarationError
 from config.settings import default_owner
-from daemon.consul_fields import service_fields
 from discovery import codec, documents, schema
+from discovery.consul_fields import service_fields
 from discovery.normalise import Found, Invalid, normalise
 from discovery.sources.base import Declaration, Listing
 from discovery.sources.file import FileSource, read_file

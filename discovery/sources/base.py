@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from config.errors import DeclarationError
 
@@ -36,3 +38,15 @@ class Source(Protocol):
     def list(self) -> Listing:
         """Everything the source declares now; raise SourceError when it cannot tell."""
         ...
+
+
+@runtime_checkable
+class Watchable(Protocol):
+    """A source that can tell when its declarations may have changed (events, watches).
+
+    ``watch`` blocks until ``stop`` is set, calling ``notify(reason)`` on each relevant
+    change. It reconnects with backoff on its own and never raises: a broken stream only
+    delays the next sync until the scheduled one.
+    """
+
+    def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None: ...

@@ -6,6 +6,8 @@ A single declaration without an ``id`` takes the file name's stem as its id.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from config.errors import DeclarationError, SourceError
 from discovery import documents
 from discovery.sources.base import Declaration, Listing
 
+POLL_SECONDS = 1.0
 SUFFIXES: dict[str, documents.Format] = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
 
@@ -36,6 +39,29 @@ class FileSource:
         for file in files:
             read_file(file, self.name, listing)
         return listing
+
+    def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
+        """Poll the directory's file names, sizes and modification times: portable, and
+        cheap next to a sync (inotify would need a dependency for little gain)."""
+        seen = self._signature()
+        while not stop.wait(POLL_SECONDS):
+            current = self._signature()
+            if current != seen:
+                changed = sorted(set(current.items()) ^ set(seen.items()))
+                notify(f"file {changed[0][0]} changed" + (
+                    f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""))
+                seen = current
+
+    def _signature(self) -> dict[str, tuple[int, int]]:
+        try:
+            return {
+                str(p): (st.st_mtime_ns, st.st_size)
+                for p in self.path.rglob("*")
+                if p.suffix in SUFFIXES and not _hidden(p, self.path)
+                and (st := p.stat())
+            }
+        except OSError:
+            return {}
 
 
 def read_file(path: Path, source: str, into: Listing) -> None:

@@ -24,21 +24,14 @@ def service_fields(entry: Entry) -> dict[str, Any]:
 
 
 def entry_from_service(service: dict[str, Any]) -> Entry:
-    """Read back a node-services (``Service``) or catalog-service (``ServiceName``) object."""
-    if "ServiceName" in service:
-        return Entry(
-            id=service["ServiceID"],
-            service=service["ServiceName"],
-            tags=tuple(service.get("ServiceTags") or ()),
-            meta=service.get("ServiceMeta") or {},
-            address=service.get("ServiceAddress") or "",
-            port=service.get("ServicePort") or 0,
-        )
+    """Read back a node-services object (``ID``, ``Service``, ``Tags``...) or a
+    catalog-service one (the same fields prefixed: ``ServiceID``, ``ServiceName``...)."""
+    p = "Service" if "ServiceName" in service else ""
     return Entry(
-        id=service["ID"],
-        service=service["Service"],
-        tags=tuple(service.get("Tags") or ()),
-        meta=service.get("Meta") or {},
-        address=service.get("Address") or "",
-        port=service.get("Port") or 0,
+        id=service[f"{p}ID"],
+        service=service["ServiceName" if p else "Service"],
+        tags=tuple(service.get(f"{p}Tags") or ()),
+        meta=service.get(f"{p}Meta") or {},
+        address=service.get(f"{p}Address") or "",
+        port=service.get(f"{p}Port") or 0,
     )

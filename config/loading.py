@@ -1,0 +1,102 @@
+"""Settings from a TOML file, Consul's environment conventions, and command-line overrides.
+
+Precedence, lowest first: built-in defaults, the TOML file, the environment (CONSUL_* as
+Consul's CLI reads them, then CAPSYNC_<SECTION>__<KEY>), then command-line options.
+Every error names its key path.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from config.errors import ConfigError
+from config.settings import Settings
+
+DEFAULT_PATH = Path("/etc/capsync/capsync.toml")
+
+# CONSUL_* variable -> key under [consul]; the same names Consul's own CLI reads.
+CONSUL_ENV = {
+    "CONSUL_HTTP_ADDR": "address",
+    "CONSUL_HTTP_TOKEN": "token",
+    "CONSUL_HTTP_TOKEN_FILE": "token_file",
+    "CONSUL_CACERT": "ca_file",
+    "CONSUL_CLIENT_CERT": "cert_file",
+    "CONSUL_CLIENT_KEY": "key_file",
+    "CONSUL_HTTP_SSL_VERIFY": "ssl_verify",
+}
+
+
+def load(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    sources: list[dict[str, Any]] | None = None,
+) -> Settings:
+    """Load settings. Without ``path`` the default file is read if it exists."""
+    environ = os.environ if environ is None else environ
+    data = _read_toml(path if path is not None else DEFAULT_PATH, required=path is not None)
+    consul = dict(data.get("consul") or {})
+    for variable, key in CONSUL_ENV.items():
+        if environ.get(variable):
+            consul[key] = environ[variable]
+    if environ.get("CONSUL_HTTP_SSL") == "true":
+        consul["scheme"] = "https"
+    if consul.get("token") and consul.get("token_file"):
+        # The environment's choice wins over the file's, as in Consul's CLI.
+        consul.pop("token_file" if environ.get("CONSUL_HTTP_TOKEN") else "token")
+    data["consul"] = consul
+    for variable, value in environ.items():
+        section, sep, key = variable.removeprefix("CAPSYNC_").lower().partition("__")
+        if variable.startswith("CAPSYNC_") and sep and section != "sources":
+            data.setdefault(section, {})[key] = _env_value(value)
+    for section, values in (overrides or {}).items():
+        data[section] = {**(data.get(section) or {}), **values}
+    if sources is not None:
+        data["sources"] = sources
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _env_value(value: str) -> Any:
+    """``true``, ``30``, ``0.5`` and ``["a", "b"]`` mean what they mean in TOML; anything
+    else is a plain string."""
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _read_toml(path: Path, *, required: bool) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f"config {path}" if path else "config"
+    lines = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        if len(loc) > 2 and loc[0] == "sources" and isinstance(loc[1], int):
+            del loc[2]  # pydantic names the union member ("file"); the index says enough
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")
+    return "\n".join(lines)

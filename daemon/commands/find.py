@@ -1,0 +1,127 @@
+"""`capsync find`, `list` and `show`: the seed's queries, answered from the registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from config.errors import DeclarationError
+from config.events import emit
+from daemon.commands.common import add_registry_options, settings_from_args
+from daemon.logs import configure
+from daemon.query import Query
+from daemon.wiring import build_registry
+from discovery import codec, schema
+from discovery.model import CATEGORIES, Capabilities
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    find = sub.add_parser(
+        "find", help="find workers by capability",
+        description="Find workers in the registry. --category C --tool T...: any tool of "
+                    "category C is one of T (by name or alternative). --has T...: provides "
+                    "every T. --flag F: flag F is true. --meta K=V: metadata K equals V. "
+                    "--all-required: every required tool is among the named tools.",
+    )
+    find.add_argument("--category", choices=list(CATEGORIES))
+    find.add_argument("--tool", nargs="+", default=[], metavar="T")
+    find.add_argument("--has", nargs="+", default=[], metavar="T")
+    find.add_argument("--flag", nargs="+", default=[], metavar="F")
+    find.add_argument("--meta", nargs="+", default=[], metavar="K=V")
+    find.add_argument("--all-required", action="store_true")
+    _common(find)
+    find.set_defaults(handler=find_command)
+    listing = sub.add_parser("list", help="list every worker in the registry")
+    _common(listing)
+    listing.set_defaults(handler=find_command, category=None, tool=[], has=[], flag=[],
+                         meta=[], all_required=False)
+    show = sub.add_parser("show", help="show one worker's entries in the registry")
+    show.add_argument("id")
+    add_registry_options(show)
+    show.set_defaults(handler=show_command)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_registry_options(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+
+
+def find_command(args: argparse.Namespace) -> int:
+    if bool(args.category) != bool(args.tool):
+        print("capsync find: --category and --tool go together", file=sys.stderr)
+        return 2
+    meta = []
+    for pair in args.meta:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            print(f"capsync find: --meta {pair!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        meta.append((key, value))
+    query = Query(
+        category=args.category,
+        tools=tuple(_tool(t) for t in args.tool),
+        has=tuple(_tool(t) for t in args.has),
+        flags=tuple(args.flag),
+        meta=tuple(meta),
+        all_required=args.all_required,
+    )
+    results = [r for r in _decoded(args, query) if query.matches(r[2])]
+    if args.json:
+        print(json.dumps([_as_json(node, entry, caps) for node, entry, caps in results],
+                         indent=2))
+        return 0
+    rows = [("ID", "NODE", "SOURCE", "TOOLS")] + [
+        (caps.id, node, entry.source, ",".join(caps.all_tools()))
+        for node, entry, caps in results
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
+              + "  " + row[3])
+    return 0
+
+
+def show_command(args: argparse.Namespace) -> int:
+    matches = [r for r in _decoded(args, Query()) if r[1].id == args.id]
+    if not matches:
+        print(f"capsync show: no worker {args.id!r} in the registry", file=sys.stderr)
+        return 1
+    print(json.dumps([_as_json(*match) for match in matches], indent=2))
+    return 0
+
+
+def _decoded(args: argparse.Namespace, query: Query) -> list[tuple[str, codec.Entry, Capabilities]]:
+    settings = settings_from_args(args)
+    configure()
+    registry = build_registry(settings)
+    try:
+        listed = registry.entries(query)
+    finally:
+        registry.close()
+    out = []
+    for item in listed:
+        try:
+            out.append((item.node, item.entry, codec.decode(item.entry)))
+        except DeclarationError as exc:
+            emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
+                 error=str(exc))
+    return out
+
+
+def _as_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:
+    return {
+        "id": caps.id,
+        "node": node,
+        "owner": entry.owner,
+        "source": entry.source,
+        "ref": entry.ref,
+        "address": entry.address,
+        "declaration": schema.dump(caps),
+    }
+
+
+def _tool(name: str) -> str:
+    return name.strip().lower()

@@ -1,0 +1,157 @@
+"""One sync cycle, read as the pipeline: registry -> sources -> normalise -> plan -> apply.
+
+``Syncer`` keeps the little state that spans cycles (which sources have listed since
+start, for the first-sync gate); everything else is recomputed each cycle, so a failed or
+interrupted apply is repaired by the next one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from config.errors import RegistryError, SourceError
+from daemon.plan import Changes, DeletionGuard, plan
+from daemon.registry.base import ApplyResult, Registry, Snapshot
+from discovery import codec
+from discovery.codec import Entry
+from discovery.normalise import Found, Invalid, normalise
+from discovery.sources.base import Source
+
+
+@dataclass
+class SourceOutcome:
+    name: str
+    ok: bool = True
+    error: str = ""
+    found: int = 0
+    invalid: int = 0
+
+
+@dataclass(frozen=True)
+class Conflict:
+    worker_id: str
+    source: str
+    ref: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    changes: Changes = field(default_factory=Changes)
+    sources: tuple[SourceOutcome, ...] = ()
+    invalid: tuple[Invalid, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    applied: ApplyResult | None = None
+    registry_error: str = ""
+    dry_run: bool = False
+    desired: dict[str, Entry] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        refused = self.applied.refused if self.applied else ()
+        return not self.registry_error and all(s.ok for s in self.sources) and not refused
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    service: str
+    owner: str
+    policy: str = "sync"
+    guard: DeletionGuard = field(default_factory=DeletionGuard)
+
+
+class Syncer:
+    def __init__(self, sources: Sequence[Source], registry: Registry, options: SyncOptions,
+                 *, listed_once: set[str] | None = None) -> None:
+        self.sources = list(sources)
+        self.registry = registry
+        self.options = options
+        # Sources that listed successfully since start: the first-sync gate. A reload
+        # hands it on, so a new configuration does not reopen the gate's wait.
+        self.listed_once: set[str] = set(listed_once or ())
+
+    def run_once(
+        self, *, dry_run: bool = False, stop: threading.Event | None = None
+    ) -> CycleReport:
+        try:
+            snapshot = self.registry.snapshot()
+        except RegistryError as exc:
+            return CycleReport(registry_error=str(exc), dry_run=dry_run)
+        outcomes, found, invalid = self._discover()
+        desired, conflicts = self._desired(found, snapshot)
+        failed = {outcome.name for outcome in outcomes if not outcome.ok}
+        changes = plan(
+            snapshot.owned,
+            desired,
+            keep=_kept(snapshot, failed, invalid),
+            deletions_open=all(source.name in self.listed_once for source in self.sources),
+            guard=self.options.guard,
+            policy=self.options.policy,
+        )
+        report = CycleReport(
+            changes=changes, sources=tuple(outcomes), invalid=tuple(invalid),
+            conflicts=tuple(conflicts), dry_run=dry_run, desired=desired,
+        )
+        if dry_run or not changes.writes:
+            return report
+        try:
+            applied = self.registry.apply(changes, stop)
+        except RegistryError as exc:
+            return replace(report, registry_error=str(exc))
+        return replace(report, applied=applied)
+
+    def _discover(self) -> tuple[list[SourceOutcome], list[Found], list[Invalid]]:
+        outcomes, found, invalid = [], [], []
+        for source in self.sources:
+            outcome = SourceOutcome(source.name)
+            try:
+                listing = source.list()
+            except SourceError as exc:
+                outcome.ok, outcome.error = False, str(exc)
+            else:
+                self.listed_once.add(source.name)
+                good, bad = normalise(listing, source.name)
+                outcome.found, outcome.invalid = len(good), len(bad)
+                found += good
+                invalid += bad
+            outcomes.append(outcome)
+        return outcomes, found, invalid
+
+    def _desired(
+        self, found: list[Found], snapshot: Snapshot
+    ) -> tuple[dict[str, Entry], list[Conflict]]:
+        """Encode every declaration; the first source (config order) wins a shared id."""
+        desired: dict[str, Entry] = {}
+        conflicts = []
+        for item in found:
+            decl, worker_id = item.declaration, item.caps.id
+            if worker_id in desired:
+                winner = desired[worker_id]
+                conflicts.append(Conflict(worker_id, decl.source, decl.ref,
+                                          f"already declared by {winner.source} {winner.ref}"))
+            elif worker_id in snapshot.foreign:
+                conflicts.append(Conflict(worker_id, decl.source, decl.ref,
+                                          "another writer registered this id on capsync's node"))
+            else:
+                desired[worker_id] = codec.encode(
+                    item.caps, service=self.options.service, owner=self.options.owner,
+                    source=decl.source, ref=decl.ref, address=decl.address,
+                )
+        return desired, conflicts
+
+
+def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:
+    """Owned entries to leave exactly as they are: their source failed, or their
+    declaration (same source, same id or same reference) is invalid this cycle."""
+    bad_ids = {(item.source, item.worker_id) for item in invalid if item.worker_id}
+    bad_refs = {(item.source, item.ref[: codec.MAX_META_VALUE]) for item in invalid}
+    return {
+        worker_id
+        for worker_id, entry in snapshot.owned.items()
+        if entry.source in failed
+        or (entry.source, worker_id) in bad_ids
+        or (entry.source, entry.ref) in bad_refs
+    }
+

@@ -1,0 +1,75 @@
+"""Prometheus metrics, one registry per daemon (no global state), fed from cycle reports."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from daemon.cycle import CycleReport
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.cycle_seconds = Histogram(
+            "capsync_cycle_duration_seconds", "Duration of a sync cycle", registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.cycles = Counter("capsync_cycles", "Sync cycles by result", ["result"], registry=r)
+        self.last_success = Gauge("capsync_last_success_timestamp_seconds",
+                                  "Unix time of the last successful cycle", registry=r)
+        self.entries = Gauge("capsync_entries", "Desired entries by source", ["source"],
+                             registry=r)
+        self.invalid = Gauge("capsync_invalid_declarations",
+                             "Invalid declarations in the last cycle, by source", ["source"],
+                             registry=r)
+        self.source_up = Gauge("capsync_source_up", "1 if the source listed in the last cycle",
+                               ["source"], registry=r)
+        self.source_errors = Counter("capsync_source_errors", "Failed listings by source",
+                                     ["source"], registry=r)
+        self.operations = Counter("capsync_registry_operations",
+                                  "Registry writes applied, by operation", ["operation"],
+                                  registry=r)
+        self.requests = Counter("capsync_registry_write_requests",
+                                "Write requests (transactions) sent to the registry",
+                                registry=r)
+        self.registry_errors = Counter("capsync_registry_errors",
+                                       "Cycles whose registry read or write failed, and "
+                                       "entries the registry refused", registry=r)
+        self.held = Gauge("capsync_deletions_held", "Deletions held in the last cycle",
+                          registry=r)
+        self.conflicts = Gauge("capsync_conflicts", "Worker ids declared twice, last cycle",
+                               registry=r)
+        self.leader = Gauge("capsync_leader", "1 if this instance may write", registry=r)
+        self.events = Counter("capsync_source_events", "Change events that requested a sync",
+                              registry=r)
+
+    def observe(self, report: CycleReport, seconds: float, now: float) -> None:
+        self.cycle_seconds.observe(seconds)
+        self.cycles.labels("success" if report.ok else "failure").inc()
+        if report.ok:
+            self.last_success.set(now)
+        if report.registry_error:
+            self.registry_errors.inc()
+            return
+        per_source: dict[str, int] = {}
+        for entry in report.desired.values():
+            per_source[entry.source] = per_source.get(entry.source, 0) + 1
+        for source in report.sources:
+            self.source_up.labels(source.name).set(1 if source.ok else 0)
+            if not source.ok:
+                self.source_errors.labels(source.name).inc()
+            self.entries.labels(source.name).set(per_source.get(source.name, 0))
+            self.invalid.labels(source.name).set(source.invalid)
+        self.held.set(len(report.changes.held))
+        self.conflicts.set(len(report.conflicts))
+        if report.applied:
+            self.requests.inc(report.applied.requests)
+            self.registry_errors.inc(len(report.applied.refused))
+            if not report.dry_run:
+                self.operations.labels("create").inc(len(report.changes.create))
+                self.operations.labels("update").inc(len(report.changes.update))
+                self.operations.labels("delete").inc(len(report.changes.delete))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

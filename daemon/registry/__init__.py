@@ -1,0 +1,1 @@
+"""Registries: where capsync keeps the entries (Consul; SQLite as the embedded default)."""

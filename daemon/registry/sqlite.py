@@ -1,0 +1,281 @@
+"""The embedded registry: Consul's catalogue (nodes and service instances) in one SQLite file.
+
+It mirrors the Consul registry so the two can be swapped: capsync writes only to its own
+node, updates and deletes only rows carrying its ``capsync-owner`` (checked in the SQL
+statement itself, so a row taken over between snapshot and apply is refused, not
+clobbered), and node, service id and service name compare case-insensitively as Consul's
+indexes do. Each batch of ops is one ``BEGIN IMMEDIATE`` transaction, like one /v1/txn.
+
+Schema::
+
+    nodes          name, address, meta (JSON)
+    services       (node, id) -> service, tags (JSON list, order kept), meta (JSON),
+                   address, port; owner and source derived from meta
+    service_tags   (node, id, tag), indexed by tag, so queries narrow in SQL
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from config.errors import RegistryError
+from daemon.plan import Changes
+from daemon.query import Query
+from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
+from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
+
+_SCHEMA_V1 = (
+    """CREATE TABLE nodes (
+        name    TEXT PRIMARY KEY COLLATE NOCASE,
+        address TEXT NOT NULL,
+        meta    TEXT NOT NULL
+    )""",
+    f"""CREATE TABLE services (
+        node    TEXT NOT NULL COLLATE NOCASE
+                REFERENCES nodes (name) ON DELETE CASCADE ON UPDATE CASCADE,
+        id      TEXT NOT NULL COLLATE NOCASE,
+        service TEXT NOT NULL COLLATE NOCASE,
+        tags    TEXT NOT NULL,
+        meta    TEXT NOT NULL,
+        address TEXT NOT NULL,
+        port    INTEGER NOT NULL,
+        owner   TEXT GENERATED ALWAYS AS (json_extract(meta, '$."{OWNER}"')) VIRTUAL,
+        source  TEXT GENERATED ALWAYS AS (json_extract(meta, '$."{EXTERNAL_SOURCE}"')) VIRTUAL,
+        PRIMARY KEY (node, id)
+    )""",
+    "CREATE INDEX services_by_service ON services (service, source)",
+    """CREATE TABLE service_tags (
+        node TEXT NOT NULL COLLATE NOCASE,
+        id   TEXT NOT NULL COLLATE NOCASE,
+        tag  TEXT NOT NULL,
+        PRIMARY KEY (node, id, tag),
+        FOREIGN KEY (node, id) REFERENCES services (node, id)
+            ON DELETE CASCADE ON UPDATE CASCADE
+    )""",
+    "CREATE INDEX service_tags_by_tag ON service_tags (tag)",
+)
+
+
+def _create_v1(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V1:
+        db.execute(statement)
+
+
+# Target version -> the step that brings a file from the version before it up to it.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+_UPSERT = """
+    INSERT INTO services (node, id, service, tags, meta, address, port)
+    VALUES (:node, :id, :service, :tags, :meta, :address, :port)
+    ON CONFLICT (node, id) DO UPDATE SET
+        id = excluded.id, service = excluded.service, tags = excluded.tags,
+        meta = excluded.meta, address = excluded.address, port = excluded.port
+    WHERE services.owner = :owner
+"""
+_SELECT = "SELECT node, id, service, tags, meta, address, port, owner FROM services AS s"
+_HAS_TAG = (
+    " AND EXISTS (SELECT 1 FROM service_tags AS t"
+    " WHERE t.node = s.node AND t.id = s.id AND t.tag IN ({}))"
+)
+
+
+class SqliteRegistry:
+    """One connection per instance, shared across threads behind a lock: the daemon
+    may call from its scheduler thread while the HTTP side reads."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        service: str,
+        owner: str,
+        node: str,
+        node_address: str = "127.0.0.1",
+        batch_size: int = 500,
+    ) -> None:
+        self._path = path
+        self._service = service
+        self._owner = owner
+        self._node = node
+        self._node_address = node_address
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise RegistryError(f"sqlite registry {path}: open failed: {exc}") from exc
+        self._db.row_factory = sqlite3.Row
+        try:
+            with self._using("open"):
+                self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        # The busy timeout comes first: switching to WAL itself may wait for a lock.
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        with self._transaction():
+            version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RegistryError(
+                    f"sqlite registry {self._path}: schema version {version} is newer than "
+                    f"this capsync understands ({SCHEMA_VERSION}); upgrade capsync"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](self._db)
+                self._db.execute(f"PRAGMA user_version = {target}")
+
+    def snapshot(self) -> Snapshot:
+        with self._using("snapshot") as db:
+            rows = db.execute(f"{_SELECT} WHERE node = ?", (self._node,)).fetchall()
+        owned = {row["id"]: _entry(row) for row in rows if row["owner"] == self._owner}
+        foreign = frozenset(row["id"] for row in rows if row["owner"] != self._owner)
+        return Snapshot(owned=owned, foreign=foreign)
+
+    def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        ops: list[tuple[Callable[[Entry], str], Entry]] = [
+            *((self._upsert, entry) for entry in changes.create),
+            *((self._upsert, update.new) for update in changes.update),
+            *((self._delete, entry) for entry in changes.delete),
+        ]
+        if not ops:
+            return ApplyResult()
+        requests = applied = 0
+        refused: list[Refused] = []
+        with self._using("apply"):
+            for start in range(0, len(ops), self._batch_size):
+                if stop is not None and stop.is_set():
+                    break
+                with self._transaction():
+                    self._ensure_node()
+                    for op, entry in ops[start : start + self._batch_size]:
+                        if reason := op(entry):
+                            refused.append(Refused(entry.id, reason))
+                        else:
+                            applied += 1
+                requests += 1
+        return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+
+    def entries(self, query: Query | None = None) -> list[Listed]:
+        sql = f"{_SELECT} WHERE s.service = ? AND s.source = 'capsync'"
+        params = [self._service]
+        if query is not None:
+            for tag in query.has:
+                sql += _HAS_TAG.format("?")
+                params.append(tag)
+            if query.tools:
+                sql += _HAS_TAG.format(", ".join("?" * len(query.tools)))
+                params.extend(query.tools)
+        with self._using("entries") as db:
+            rows = db.execute(sql + " ORDER BY s.node, s.id", params).fetchall()
+        return [Listed(node=row["node"], entry=_entry(row)) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _using(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """Serialise access to the connection and name the file and operation on failure."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise RegistryError(
+                    f"sqlite registry {self._path}: {operation} failed: {exc}"
+                ) from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front, so two writers queue on the busy
+        # timeout instead of one failing when it upgrades a read lock.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.rollback()
+            raise
+        self._db.execute("COMMIT")
+
+    def _ensure_node(self) -> None:
+        row = self._db.execute("SELECT meta FROM nodes WHERE name = ?", (self._node,)).fetchone()
+        if row is None:
+            meta = {"external-node": "true", EXTERNAL_SOURCE: "capsync", OWNER: self._owner}
+            self._db.execute(
+                "INSERT INTO nodes (name, address, meta) VALUES (?, ?, ?)",
+                (self._node, self._node_address, json.dumps(meta)),
+            )
+        elif (holder := json.loads(row["meta"]).get(OWNER)) != self._owner:
+            raise RegistryError(
+                f"sqlite registry {self._path}: node {self._node!r} has capsync-owner "
+                f"{holder!r}, not {self._owner!r}; capsync never writes onto a node it "
+                "does not own"
+            )
+
+    def _upsert(self, entry: Entry) -> str:
+        """Create or replace one of our entries; the reason when it is refused."""
+        if entry.owner != self._owner:
+            return f"entry carries capsync-owner {entry.owner!r}; this registry is {self._owner!r}"
+        written = self._db.execute(
+            _UPSERT,
+            {
+                "node": self._node,
+                "id": entry.id,
+                "service": entry.service,
+                "tags": json.dumps(entry.tags),
+                "meta": json.dumps(dict(entry.meta)),
+                "address": entry.address,
+                "port": entry.port,
+                "owner": self._owner,
+            },
+        ).rowcount
+        if not written:
+            return self._foreign_reason(entry.id)
+        self._db.execute(
+            "DELETE FROM service_tags WHERE node = ? AND id = ?", (self._node, entry.id)
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO service_tags (node, id, tag) VALUES (?, ?, ?)",
+            [(self._node, entry.id, tag) for tag in entry.tags],
+        )
+        return ""
+
+    def _delete(self, entry: Entry) -> str:
+        """Remove one of our entries; an absent one is already done, as in Consul."""
+        deleted = self._db.execute(
+            "DELETE FROM services WHERE node = ? AND id = ? AND owner = ?",
+            (self._node, entry.id, self._owner),
+        ).rowcount
+        return "" if deleted else self._foreign_reason(entry.id)
+
+    def _foreign_reason(self, worker_id: str) -> str:
+        row = self._db.execute(
+            "SELECT owner FROM services WHERE node = ? AND id = ?", (self._node, worker_id)
+        ).fetchone()
+        if row is None:
+            return ""
+        return (
+            f"{worker_id!r} on node {self._node!r} belongs to another writer "
+            f"(capsync-owner {row['owner']!r}); left as it is"
+        )
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(
+        id=row["id"],
+        service=row["service"],
+        tags=tuple(json.loads(row["tags"])),
+        meta=json.loads(row["meta"]),
+        address=row["address"],
+        port=row["port"],
+    )

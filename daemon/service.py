@@ -1,0 +1,147 @@
+"""`capsync run`: the long-running service around the sync cycle.
+
+One thread runs cycles (so they never overlap), woken by the Trigger: at start, on the
+interval, on source events (debounced), after a reload. systemd hears READY=1 once it
+runs, WATCHDOG=1 from this loop only (a stuck loop stops the pings), STATUS= after each
+cycle, RELOADING=1/READY=1 around SIGHUP, STOPPING=1 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from config.errors import CapsyncError
+from config.events import emit
+from config.settings import Settings
+from daemon.http_api import HttpApi
+from daemon.metrics import Metrics
+from daemon.report import log_problems, summary
+from daemon.runtime import Runtime
+from daemon.status import DaemonState
+from daemon.systemd import Notifier
+from daemon.trigger import Trigger
+
+TICK = 0.5
+
+
+class Daemon:
+    def __init__(self, load_settings: Callable[[], Settings],
+                 notifier: Notifier | None = None) -> None:
+        self.load_settings = load_settings
+        self.settings = load_settings()
+        self.notifier = notifier or Notifier()
+        self.state = DaemonState()
+        self.metrics = Metrics()
+        self.trigger = Trigger(self.settings.daemon.min_gap)
+        self.stopping = threading.Event()
+        self._reload = threading.Event()
+        self.http: HttpApi | None = None
+        self.runtime: Runtime | None = None
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        listen = self.settings.daemon.listen
+        if listen != "off":
+            self.http = HttpApi(listen, self.state, self.metrics).start()
+        self.runtime = Runtime(self.settings, self.trigger.request)
+        self.runtime.start(self._on_leadership)
+        self._publish_leadership()
+        emit(logging.INFO, "started", listen=self.http.address if self.http else "off",
+             registry=self.settings.registry.backend, owner=self.settings.registry.owner,
+             sources=",".join(s.name for s in self.settings.sources),
+             interval=f"{self.settings.daemon.interval:g}s")
+        self.notifier.ready("started")
+        self.trigger.request("start")
+        try:
+            self._loop()
+        finally:
+            self.notifier.stopping()
+            emit(logging.INFO, "stopping")
+            self.runtime.close()
+            if self.http:
+                self.http.stop()
+        return 0
+
+    def _loop(self) -> None:
+        tick = min(TICK, self.notifier.watchdog_interval or TICK)
+        while not self.stopping.is_set():
+            reasons = self.trigger.wait(tick)
+            self.notifier.watchdog()
+            if self._reload.is_set():
+                self._apply_reload()
+            if reasons:
+                self._cycle(reasons)
+
+    def _cycle(self, reasons: list[str]) -> None:
+        assert self.runtime is not None
+        started = time.monotonic()
+        try:
+            report = self.runtime.syncer.run_once(dry_run=not self.runtime.is_leader,
+                                                  stop=self.stopping)
+        finally:
+            self.trigger.finished()
+        seconds = time.monotonic() - started
+        log_problems(report)
+        text = summary(report)
+        emit(logging.INFO if report.ok else logging.WARNING, "cycle", summary=text,
+             ok=report.ok, seconds=f"{seconds:.3f}", reason=_reasons(reasons))
+        self.state.record(report, time.time())
+        self.metrics.observe(report, seconds, time.time())
+        self.notifier.status(text)
+
+    def _apply_reload(self) -> None:
+        self._reload.clear()
+        self.notifier.reloading()
+        assert self.runtime is not None
+        try:
+            settings = self.load_settings()
+            runtime = Runtime(settings, self.trigger.request,
+                              listed_once=self.runtime.syncer.listed_once)
+        except CapsyncError as exc:
+            emit(logging.ERROR, "reload_failed", error=str(exc),
+                 action="keeping the running configuration")
+            self.notifier.ready(f"reload failed: {exc}")
+            return
+        if settings.daemon.listen != self.settings.daemon.listen:
+            emit(logging.WARNING, "restart_needed", key="daemon.listen",
+                 reason="the HTTP listener is bound at start")
+        self.runtime.close()
+        self.settings, self.runtime = settings, runtime
+        self.trigger.min_gap = settings.daemon.min_gap
+        runtime.start(self._on_leadership)
+        self._publish_leadership()
+        emit(logging.INFO, "reloaded", sources=",".join(s.name for s in settings.sources),
+             service=settings.registry.service)
+        self.notifier.ready("reloaded")
+        self.trigger.request("reload")
+
+    def _on_leadership(self, leader: bool) -> None:
+        self._publish_leadership()
+        if leader:
+            self.trigger.request("became leader")
+
+    def _publish_leadership(self) -> None:
+        leader = self.runtime is not None and self.runtime.is_leader
+        self.state.leader = leader
+        self.metrics.leader.set(1 if leader else 0)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+        self.trigger.wake()
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        self._reload.set()
+        self.trigger.wake()
+
+
+def _reasons(reasons: list[str]) -> str:
+    unique = list(dict.fromkeys(reasons))
+    text = "; ".join(unique[:3])
+    return text + (f" (+{len(unique) - 3} more)" if len(unique) > 3 else "")

@@ -1,0 +1,66 @@
+"""What the daemon knows about itself, shared between the sync loop and the HTTP server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from daemon.cycle import CycleReport
+from daemon.report import plan_json, summary
+
+
+class DaemonState:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = time.time()
+        self.leader = True
+        self._report: CycleReport | None = None
+        self._finished_at = 0.0
+        self._last_success = 0.0
+        self._sources: dict[str, dict[str, Any]] = {}
+
+    def record(self, report: CycleReport, finished_at: float) -> None:
+        with self._lock:
+            self._report, self._finished_at = report, finished_at
+            if report.ok:
+                self._last_success = finished_at
+            for source in report.sources:
+                state = self._sources.setdefault(source.name, {"last_error": "",
+                                                               "last_success": None})
+                state.update(ok=source.ok, found=source.found, invalid=source.invalid)
+                if source.ok:
+                    state["last_success"] = finished_at
+                else:
+                    state["last_error"] = source.error
+
+    @property
+    def ready(self) -> bool:
+        """Ready: the registry answered and the last cycle succeeded."""
+        with self._lock:
+            return self._report is not None and self._report.ok
+
+    def summary(self) -> str:
+        with self._lock:
+            return summary(self._report) if self._report else "starting"
+
+    def as_json(self) -> dict[str, Any]:
+        with self._lock:
+            report = self._report
+            return {
+                "ready": report is not None and report.ok,
+                "leader": self.leader,
+                "started": self.started,
+                "last_cycle": None if report is None else {
+                    "finished": self._finished_at,
+                    "ok": report.ok,
+                    "dry_run": report.dry_run,
+                    "registry_error": report.registry_error,
+                    "summary": summary(report),
+                    "plan": plan_json(report),
+                    "refused": [vars(r) for r in (report.applied.refused
+                                                  if report.applied else ())],
+                },
+                "last_success": self._last_success or None,
+                "sources": {name: dict(state) for name, state in self._sources.items()},
+            }

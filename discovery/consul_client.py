@@ -1,0 +1,142 @@
+"""The one module that talks to python-consul2; swap the library here and nowhere else.
+
+python-consul2 provides the transport (a requests session with TLS verification, client
+certificates and time-outs) and builds URLs. Responses come back raw through its http
+getter so that this module, not the library, decides what each status means: the library
+hides a 409's JSON body inside an exception string and has no ``filter`` parameter.
+The ACL token travels only in the X-Consul-Token header (never the query string, so it
+cannot reach an access log) and never appears in a message.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from config.errors import CapsyncError, ConfigError, RegistryError
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import consul
+    import consul.base
+
+
+@dataclass(frozen=True)
+class ConsulEndpoint:
+    """Where and how to reach the Consul HTTP API (resolved from settings and CONSUL_*)."""
+
+    address: str = "127.0.0.1:8500"
+    token: str | None = None
+    scheme: str | None = None
+    verify: bool | str = True
+    cert: tuple[str, str] | None = None
+    datacenter: str | None = None
+    timeout: float = 10.0
+
+    def parts(self) -> tuple[str, str, int]:
+        """(scheme, host, port) from ``host:port`` or ``scheme://host:port``."""
+        raw = self.address if "://" in self.address else f"//{self.address}"
+        try:
+            split = urlsplit(raw)
+            port = split.port
+        except ValueError as exc:
+            raise ConfigError(f"consul.address {self.address!r}: {exc}") from None
+        scheme = split.scheme or self.scheme or "http"
+        if scheme not in ("http", "https") or not split.hostname:
+            raise ConfigError(
+                f"consul.address {self.address!r}: expected host:port or http(s)://host:port"
+            )
+        return scheme, split.hostname, port or (443 if scheme == "https" else 8500)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    index: int
+    body: Any
+    text: str
+
+
+class ConsulClient:
+    """``error`` is what failures raise: RegistryError for the registry, SourceError for
+    the consul source, so each caller's failure isolation applies unchanged."""
+
+    def __init__(self, endpoint: ConsulEndpoint, *, error: type[CapsyncError] = RegistryError,
+                 ) -> None:
+        self.error = error
+        scheme, host, port = endpoint.parts()
+        self.url = f"{scheme}://{host}:{port}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            client = consul.Consul(host=host, port=port, scheme=scheme)
+        # The library lets CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN override its arguments;
+        # we resolved those ourselves, so rebuild its transport from our values only.
+        client.token = None
+        self._http = client.http_connect(
+            host, port, scheme, verify=endpoint.verify, cert=endpoint.cert,
+            timeout=endpoint.timeout,
+        )
+        self._headers = {"X-Consul-Token": endpoint.token} if endpoint.token else {}
+        self._dc = endpoint.datacenter
+
+    def get(self, path: str, params: dict[str, str] | None = None,
+            timeout: float | None = None) -> Response:
+        return self._call("GET", path, params, None, timeout)
+
+    def put(self, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
+        data = "" if body is None else json.dumps(body, separators=(",", ":"))
+        return self._call("PUT", path, params, data, None)
+
+    def close(self) -> None:
+        self._http.session.close()
+
+    def _call(self, method: str, path: str, params: dict[str, str] | None, data: str | None,
+              timeout: float | None) -> Response:
+        query = dict(params or {})
+        if self._dc:
+            query["dc"] = self._dc
+        saved = self._http.timeout
+        if timeout is not None:
+            self._http.timeout = timeout
+        try:
+            if method == "GET":
+                raw = self._http.get(_identity, path, params=query, headers=self._headers)
+            else:
+                raw = self._http.put(_identity, path, params=query, data=data,
+                                     headers=self._headers)
+        except requests.Timeout:
+            raise self.error(f"Consul at {self.url} did not answer {method} {path} "
+                                f"in time") from None
+        except requests.RequestException as exc:
+            raise self.error(
+                f"cannot reach Consul at {self.url} ({type(exc).__name__})"
+            ) from None
+        finally:
+            self._http.timeout = saved
+        return _response(raw, method, path, self.error)
+
+
+def _identity(raw: consul.base.Response) -> consul.base.Response:
+    return raw
+
+
+def _response(
+    raw: consul.base.Response, method: str, path: str, error: type[CapsyncError]
+) -> Response:
+    text = raw.body or ""
+    if raw.code == 403:
+        raise error(f"Consul refused {method} {path} (403): {text.strip()}; "
+                            "check the ACL token's policy")
+    if raw.code >= 500:
+        raise error(f"Consul failed {method} {path} ({raw.code}): {text.strip()}")
+    try:
+        body = json.loads(text) if text and raw.code in (200, 409) else None
+    except json.JSONDecodeError:
+        raise error(f"Consul answered {method} {path} with invalid JSON") from None
+    index = int(raw.headers.get("X-Consul-Index", "0") or 0)
+    return Response(raw.code, index, body, text)

@@ -1,0 +1,106 @@
+"""The consul source: services that others registered in Consul declaring capabilities.
+
+An instance declares either with the meta key ``worker-capabilities`` holding the JSON
+declaration, or in the registry encoding itself (category keys, ``flag-*``). Anything
+carrying ``external-source=capsync`` was written by a capsync and is never read back:
+two capsyncs must not feed each other.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from config.errors import CapsyncError, DeclarationError
+from config.events import emit
+from discovery import codec, documents, schema
+from discovery.consul_client import ConsulClient
+from discovery.consul_fields import entry_from_service
+from discovery.model import CATEGORIES
+from discovery.sources.base import Declaration, Listing
+
+WAIT = "55s"
+
+
+@dataclass
+class ConsulSource:
+    client: ConsulClient
+    name: str = "consul"
+    services: builtins.list[str] = field(default_factory=builtins.list)
+    tag: str | None = None
+    meta_key: str = "worker-capabilities"
+
+    def list(self) -> Listing:
+        listing = Listing()
+        for service in self._service_names():
+            params = {"tag": self.tag} if self.tag else {}
+            response = self.client.get(f"/v1/catalog/service/{quote(service)}", params=params)
+            for instance in response.body or ():
+                self._add(listing, instance)
+        return listing
+
+    def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
+        """A blocking query on the catalogue; notify when what we would list changed.
+
+        capsync's own writes move the catalogue's index too, so the listing itself is
+        compared, not the index: our writes do not wake a sync of their own.
+        """
+        index, seen = 0, ""
+        while not stop.is_set():
+            try:
+                response = self.client.get("/v1/catalog/services",
+                                           params={"index": str(index), "wait": WAIT},
+                                           timeout=90)
+                index = response.index if response.index >= index else 0
+                current = _fingerprint(self.list())
+            except CapsyncError as exc:
+                emit(logging.WARNING, "watch_failed", source=self.name, error=str(exc),
+                     retry_in="5s")
+                stop.wait(5)
+                continue
+            if seen and current != seen:
+                notify(f"consul catalogue changed (index {index})")
+            seen = current
+
+    def _service_names(self) -> builtins.list[str]:
+        if self.services:
+            return self.services
+        body = self.client.get("/v1/catalog/services").body or {}
+        return sorted(name for name, tags in body.items() if not self.tag or self.tag in tags)
+
+    def _add(self, listing: Listing, instance: dict[str, Any]) -> None:
+        entry = entry_from_service(instance)
+        if entry.meta.get(codec.EXTERNAL_SOURCE) == "capsync":
+            return
+        ref = f"{instance.get('Node')}/{entry.id}"
+        address = entry.address or instance.get("Address") or ""
+        try:
+            data = self._declaration(entry, ref)
+        except DeclarationError as error:
+            listing.invalid.append(error)
+            return
+        if data is not None:
+            listing.declarations.append(
+                Declaration(self.name, ref, data, default_id=entry.id, address=address)
+            )
+
+    def _declaration(self, entry: codec.Entry, ref: str) -> Any:
+        if self.meta_key in entry.meta:
+            [(_, data)] = documents.parse(entry.meta[self.meta_key], ref=ref, fmt="json")
+            return data
+        if any(k in CATEGORIES or k.startswith(codec.FLAG_PREFIX) for k in entry.meta):
+            return schema.dump(codec.decode(entry))
+        return None
+
+
+def _fingerprint(listing: Listing) -> str:
+    items: list[Any] = [(d.ref, d.data, d.address) for d in listing.declarations]
+    items += [(e.ref, e.problems) for e in listing.invalid]
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()

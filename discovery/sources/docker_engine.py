@@ -1,0 +1,129 @@
+"""The Docker engine connection shared by the docker and swarm sources.
+
+Built lazily with ``docker.from_env()`` conventions (DOCKER_HOST, DOCKER_TLS_VERIFY,
+DOCKER_CERT_PATH) or an explicit base URL, and dropped after a failure so the next
+cycle reconnects to a restarted engine. docker's and requests' exceptions stop here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from config.errors import SourceError
+from config.events import emit
+
+BACKOFF_START = 1.0
+BACKOFF_MAX = 30.0
+
+
+class Engine:
+    def __init__(self, source: str, base_url: str | None = None, timeout: float = 30.0) -> None:
+        self.source = source
+        self.base_url = base_url
+        self.timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def api(self, what: str) -> Iterator[Any]:
+        """The low-level API client; any failure becomes a SourceError naming ``what``."""
+        try:
+            yield self._connect().api
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            self.reset()
+            raise SourceError(
+                f"source {self.source}: {what} failed: {_reason(exc, self._where())}"
+            ) from exc
+
+    def watch(
+        self,
+        filters: dict[str, Any],
+        on_event: Callable[[dict[str, Any]], None],
+        on_resume: Callable[[], None],
+        stop: threading.Event,
+    ) -> None:
+        """Follow the engine's event stream until ``stop``, reconnecting with backoff.
+
+        A reconnection asks the engine to replay from the last event seen (``since``), and
+        calls ``on_resume``: what happened while the engine was away (a restart empties
+        its event buffer) is only found by listing again.
+        """
+        delay = BACKOFF_START
+        since: int | None = None
+        broken = False
+        while not stop.is_set():
+            done = threading.Event()
+            try:
+                with self.api("event stream") as api:
+                    stream = api.events(decode=True, filters=filters, since=since)
+                    threading.Thread(
+                        target=_close_when, args=(stream, stop, done), daemon=True
+                    ).start()
+                    delay = BACKOFF_START
+                    if broken:
+                        broken = False
+                        on_resume()
+                    for event in stream:
+                        since = event.get("time", since)
+                        on_event(event)
+                error = "event stream ended"
+            except SourceError as exc:
+                error = str(exc)
+            except Exception as exc:  # a torn stream (engine killed) must not end the watch
+                self.reset()
+                error = f"event stream broke: {type(exc).__name__}"
+            finally:
+                done.set()
+            if stop.is_set():
+                return
+            broken = True
+            emit(logging.WARNING, "watch_failed", source=self.source, error=error,
+                 retry_in=f"{delay:g}s")
+            stop.wait(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def reset(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _where(self) -> str:
+        return self.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+    def _connect(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                self._client = (
+                    docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
+                    if self.base_url
+                    else docker.from_env(timeout=self.timeout)
+                )
+            return self._client
+
+
+def _close_when(stream: Any, stop: threading.Event, done: threading.Event) -> None:
+    """Unblock the stream's read when the watch is asked to stop."""
+    while not done.is_set():
+        if stop.wait(0.2):
+            stream.close()
+            return
+
+
+def _reason(exc: Exception, where: str) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return f"{exc.status_code} {exc.explanation or exc}"
+    if isinstance(exc, requests.ConnectionError) or isinstance(
+        exc.__cause__, requests.ConnectionError
+    ):
+        return f"cannot connect to the Docker engine at {where}"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,78 @@
+"""What the docker and swarm sources share: objects of one Docker engine whose labels
+carry a declaration, listed in one call and followed through the engine's events."""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+from config.errors import DeclarationError
+from discovery import documents
+from discovery.sources.base import Declaration, Listing
+from discovery.sources.docker_engine import Engine
+
+
+class Labelled(NamedTuple):
+    """One engine object as a source sees it."""
+
+    ref: str
+    name: str
+    labels: dict[str, str]
+    address: str = ""
+
+
+@dataclass
+class LabelledSource(ABC):
+    name: str
+    label: str = "worker.capabilities"
+    base_url: str | None = None
+    engine: Engine = field(init=False)
+
+    kind: ClassVar[str]  # "container" or "service": the event type and the log wording
+    events: ClassVar[tuple[str, ...]]
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(self.name, self.base_url)
+
+    def list(self) -> Listing:
+        with self.engine.api(f"listing {self.kind}s") as api:
+            objects = self.objects(api)
+        listing = Listing()
+        for item in objects:
+            self._add(listing, item)
+        return listing
+
+    def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
+        def on_event(event: dict[str, Any]) -> None:
+            attributes = (event.get("Actor") or {}).get("Attributes") or {}
+            notify(f"{self.name} {self.kind} {attributes.get('name', '?')} "
+                   f"{event.get('Action')}")
+
+        self.engine.watch(
+            {"type": self.kind, "event": list(self.events), **self.event_filters()},
+            on_event,
+            lambda: notify(f"{self.name} event stream reconnected"),
+            stop,
+        )
+
+    @abstractmethod
+    def objects(self, api: Any) -> builtins.list[Labelled]:
+        """The engine's objects carrying ``self.label``."""
+
+    def event_filters(self) -> dict[str, str]:
+        return {}
+
+    def _add(self, listing: Listing, item: Labelled) -> None:
+        try:
+            [(_, data)] = documents.parse(item.labels[self.label], ref=item.ref, fmt="json")
+        except DeclarationError as error:
+            listing.invalid.append(error)
+            return
+        listing.declarations.append(Declaration(
+            source=self.name, ref=item.ref, data=data, default_id=item.name,
+            address=item.address,
+        ))

@@ -1,0 +1,26 @@
+"""The swarm source: on a swarm manager, services whose spec labels carry a declaration.
+
+One entry per service (not per task): the id defaults to the service name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from discovery.sources.labelled import Labelled, LabelledSource
+
+
+@dataclass
+class SwarmSource(LabelledSource):
+    name: str = "swarm"
+    kind = "service"
+    events = ("create", "update", "remove")
+
+    def objects(self, api: Any) -> list[Labelled]:
+        out = []
+        for service in api.services(filters={"label": self.label}):
+            spec = service.get("Spec") or {}
+            name = spec.get("Name") or service["ID"][:12]
+            out.append(Labelled(f"{service['ID'][:12]}/{name}", name, spec.get("Labels") or {}))
+        return out

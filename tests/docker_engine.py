@@ -1,0 +1,154 @@
+"""A private Docker engine for the tests, started with the flags that work unprivileged
+enough here (ARCHITECTURE.md, Testing), and a tiny image made from static busybox.
+
+Under CI=true a missing dockerd or busybox fails the tests that need them; on a
+developer's machine they are skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+IMAGE = "capsync-test/busybox:1"  # carries a capabilities LABEL, as in the seed's Dockerfile
+PLAIN_IMAGE = "capsync-test/plain:1"
+LABEL = "worker.capabilities"
+IMAGE_LABEL = '{"static_analysis_tools":[{"tool_name":"semgrep"}]}'
+
+
+@dataclass
+class DockerEngine:
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+    _client: docker.DockerClient | None = None
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.root}/docker.sock"
+
+    def start(self) -> DockerEngine:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = (self.root / "dockerd.log").open("ab")
+        self.process = subprocess.Popen(
+            ["dockerd", "--host", self.host, "--data-root", f"{self.root}/data",
+             "--exec-root", f"{self.root}/exec", "--pidfile", f"{self.root}/docker.pid",
+             "--iptables=false", "--ip6tables=false", "--bridge=none",
+             "--storage-driver=vfs"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._pings():
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"dockerd did not start: {(self.root / 'dockerd.log').read_text()}")
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _pings(self) -> bool:
+        """GET /_ping on the raw socket (a docker client that fails to connect leaks its
+        socket, which the suite's warnings-as-errors would report)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(self.root / "docker.sock"))
+                sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return sock.recv(1024).startswith(b"HTTP/1.0 200")
+            except OSError:
+                return False
+
+    @contextmanager
+    def client(self) -> Iterator[docker.DockerClient]:
+        """One client per engine run, closed when the engine stops: the objects it returns
+        (containers, services) hold on to it."""
+        if self._client is None:
+            self._client = docker.DockerClient(base_url=self.host, timeout=60)
+        yield self._client
+
+    def import_image(self) -> None:
+        command = 'CMD ["/bin/sleep", "3600"]'
+        with self.client() as client:
+            for image, changes in ((IMAGE, [command, f"LABEL {LABEL}='{IMAGE_LABEL}'"]),
+                                   (PLAIN_IMAGE, [command])):
+                repository, tag = image.split(":")
+                client.api.import_image_from_data(_busybox_tar(), repository=repository,
+                                                  tag=tag, changes=changes)
+
+
+def _busybox_tar() -> bytes:
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox-static is not installed"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "sleep", "true"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return buffer.getvalue()
+
+
+def require_docker() -> None:
+    missing = [tool for tool in ("dockerd", "busybox") if shutil.which(tool) is None]
+    if not missing:
+        return
+    message = f"{', '.join(missing)} not installed (Debian: docker.io, busybox-static)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs a Docker engine: {message}")
+    pytest.skip(message)
+
+
+@contextmanager
+def running_engine() -> Iterator[DockerEngine]:
+    """An engine in a directory of its own, outside pytest's temporary tree (dockerd
+    leaves root-owned state there that pytest's clean-up cannot always remove)."""
+    require_docker()
+    root = Path(tempfile.mkdtemp(prefix="capsync-docker-"))
+    engine = DockerEngine(root)
+    try:
+        engine.start()
+        engine.import_image()
+        yield engine
+    finally:
+        engine.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    with running_engine() as engine:
+        yield engine
+
+
+@pytest.fixture
+def private_engine() -> Iterator[DockerEngine]:
+    """An engine of the test's own, for tests that stop it or change its mode."""
+    with running_engine() as engine:
+        yield engine

@@ -1,0 +1,152 @@
+"""A Kubernetes API double: list and watch of pods and valkra.io/v1 WorkerCapabilities.
+
+No cluster can run on the test machines, so the kubernetes source is driven through the
+real client against this stdlib HTTP server on loopback. It speaks the API server's JSON
+(lists with resourceVersion and continue, chunked watch streams, metav1 Status errors),
+checks a bearer token, and can be made to fail, forget its history (410) or go away.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from .server import DoubleServer
+from .store import PODS, RESOURCES, Store, now
+
+__all__ = ["KubernetesDouble"]
+
+
+class KubernetesDouble:
+    """The double's Python API. State survives ``stop()``/``start()`` like etcd would."""
+
+    def __init__(self, port: int = 0, *, crd_installed: bool = True,
+                 gone_as_http_error: bool = False) -> None:
+        self.port = port
+        self.crd_installed = crd_installed
+        # Expired watches: an ERROR event in a 200 stream (the default), or HTTP 410.
+        self.gone_as_http_error = gone_as_http_error
+        self.token = secrets.token_hex(16)
+        self.store = Store()
+        self.requests: list[tuple[str, str]] = []  # (method, path with its query string)
+        self._lock = threading.Lock()
+        self._fault: list[Any] | None = None  # [status, remaining count or None]
+        self._server: DoubleServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> KubernetesDouble:
+        server = DoubleServer(("127.0.0.1", self.port), self)
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"k8s-double-{self.port}", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and cut every open connection; ``start()`` again on the same port."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close_connections()
+        with self.store.cond:
+            self.store.cond.notify_all()
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> KubernetesDouble:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig for this double: plain http, the bearer token it checks."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "double", "cluster": {"server": self.url}}],
+            "users": [{"name": "capsync", "user": {"token": self.token}}],
+            "contexts": [{"name": "double",
+                          "context": {"cluster": "double", "user": "capsync"}}],
+            "current-context": "double",
+        }
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    # -- state --------------------------------------------------------------------------
+
+    def put_pod(self, namespace: str, name: str, *, annotations: dict[str, str] | None = None,
+                labels: dict[str, str] | None = None, phase: str = "Running",
+                pod_ip: str | None = "10.0.0.5", terminating: bool = False) -> dict[str, Any]:
+        """Create or replace a pod; ``terminating`` marks it as being deleted (graceful)."""
+        status: dict[str, Any] = {"phase": phase}
+        if pod_ip:
+            status.update(podIP=pod_ip, podIPs=[{"ip": pod_ip}])
+        body = {
+            "spec": {"containers": [{"name": "worker", "image": "example.invalid/worker:1"}],
+                     "nodeName": "node-1"},
+            "status": status,
+        }
+        if terminating:
+            body["metadata"] = {"deletionTimestamp": now(), "deletionGracePeriodSeconds": 30}
+        return self.store.put(PODS, namespace, name, body, labels=labels,
+                              annotations=annotations)
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        return self.store.delete(PODS, namespace, name)
+
+    def put_resource(self, namespace: str, name: str, spec: dict[str, Any],
+                     labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return self.store.put(RESOURCES, namespace, name, {"spec": spec}, labels=labels)
+
+    def delete_resource(self, namespace: str, name: str) -> bool:
+        return self.store.delete(RESOURCES, namespace, name)
+
+    def compact(self) -> None:
+        """Forget the event history: open watches end with 410, older versions are Expired."""
+        self.store.compact()
+
+    # -- faults and the request log -----------------------------------------------------
+
+    def fail_requests(self, status: int = 500, count: int | None = None) -> None:
+        """Answer the next ``count`` requests (all, when None) with a Status of ``status``."""
+        with self._lock:
+            self._fault = [status, count]
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._fault = None
+
+    def take_fault(self) -> int | None:
+        """The status to fail this request with, if a fault is armed (consumes one)."""
+        with self._lock:
+            if self._fault is None:
+                return None
+            status, remaining = self._fault
+            if remaining is not None:
+                if remaining <= 0:
+                    self._fault = None
+                    return None
+                self._fault[1] = remaining - 1
+            return int(status)
+
+    def log_request(self, method: str, path: str) -> None:
+        with self._lock:
+            self.requests.append((method, path))

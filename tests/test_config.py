@@ -1,0 +1,67 @@
+"""Settings from files and the environment, through `capsync config check`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "config/examples").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_examples_are_valid(example: Path) -> None:
+    result = run_cli("config", "check", str(example))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["sources"]
+
+
+def test_every_error_with_its_key_path(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[registry]\nowner = "bad owner"\npolicy = "yolo"\n'
+                      '[daemon]\ninterval = "5x"\nlisten = "nowhere"\n'
+                      '[[sources]]\ntype = "file"\n[[sources]]\ntype = "ftp"\n')
+    result = run_cli("config", "check", str(config))
+    assert result.returncode == 1
+    for key in ("registry.owner", "registry.policy", "daemon.interval", "daemon.listen",
+                "sources[0].path", "sources[1]"):
+        assert f"{config}: {key}:" in result.stderr, key
+
+
+def test_environment_and_redaction(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[consul]\ntoken = "from-file"\n')
+    result = run_cli("config", "check", str(config), env={
+        "CONSUL_HTTP_ADDR": "https://consul.example:8501",
+        "CONSUL_HTTP_TOKEN": "sekrit-token",
+        "CAPSYNC_DAEMON__INTERVAL": "90s",
+        "CAPSYNC_REGISTRY__ALLOW_MASS_DELETE": "true",
+        "CAPSYNC_REGISTRY__SERVICE": "analysis",
+    })
+    assert result.returncode == 0, result.stderr
+    effective = json.loads(result.stdout)
+    assert effective["consul"]["address"] == "https://consul.example:8501"
+    assert effective["consul"]["token"] == "<redacted>"
+    assert effective["daemon"]["interval"] == 90.0
+    assert effective["registry"]["allow_mass_delete"] is True
+    assert effective["registry"]["service"] == "analysis"
+    assert "sekrit-token" not in result.stdout + result.stderr
+    assert "from-file" not in result.stdout + result.stderr
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    missing = run_cli("config", "check", str(tmp_path / "none.toml"))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[registry\n")
+    result = run_cli("config", "check", str(broken))
+    assert result.returncode == 1 and "invalid TOML" in result.stderr
+
+
+def test_durations(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[daemon]\ninterval = "1h30m"\nmin_gap = "500ms"\nsession_ttl = 20\n')
+    daemon = json.loads(run_cli("config", "check", str(config)).stdout)["daemon"]
+    assert (daemon["interval"], daemon["min_gap"], daemon["session_ttl"]) == (5400, 0.5, 20)

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import catalog, kv_http, sessions, txn
+from . import agent, catalog, kv_http, sessions, txn
 from .http_util import APIError, Request, Response, json_response, resolve_token
 from .state import Store
 
@@ -115,6 +115,9 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/v1/status/leader": (("GET",), lambda ctx, req: json_response(req, "127.0.0.1:8300")),
     "/v1/status/peers": (("GET",), lambda ctx, req: json_response(req, ["127.0.0.1:8300"])),
     "/v1/agent/self": (("GET",), _agent_self),
+    "/v1/agent/services": (("GET",), _plain(agent.services)),
+    "/v1/agent/service/register": (("PUT",), _plain(agent.register)),
+    "/v1/agent/service/deregister/": (("PUT",), _plain(agent.deregister)),
 }
 
 

@@ -16,8 +16,11 @@ from daemon.plan import Changes, DeletionGuard, plan
 from daemon.registry.base import ApplyResult, Registry, Snapshot
 from discovery import codec
 from discovery.codec import Entry
-from discovery.normalise import Found, Invalid, normalise
+from discovery.model import Capabilities
+from discovery.normalise import Found, Invalid, Normaliser
 from discovery.sources.base import Source
+
+Encoded = tuple[Capabilities, tuple[str, str, str], Entry]
 
 
 @dataclass
@@ -71,6 +74,11 @@ class Syncer:
         # Sources that listed successfully since start: the first-sync gate. A reload
         # hands it on, so a new configuration does not reopen the gate's wait.
         self.listed_once: set[str] = set(listed_once or ())
+        self._normaliser = Normaliser()
+        # (source, ref) -> (the Capabilities object, where, its entry): an unchanged
+        # declaration comes back from the Normaliser as the same object, and is not
+        # encoded (and digested) again.
+        self._encoded: dict[tuple[str, str], Encoded] = {}
 
     def run_once(
         self, *, dry_run: bool = False, stop: threading.Event | None = None
@@ -112,7 +120,7 @@ class Syncer:
                 outcome.ok, outcome.error = False, str(exc)
             else:
                 self.listed_once.add(source.name)
-                good, bad = normalise(listing, source.name)
+                good, bad = self._normaliser.normalise(listing, source.name)
                 outcome.found, outcome.invalid = len(good), len(bad)
                 found += good
                 invalid += bad
@@ -125,6 +133,7 @@ class Syncer:
         """Encode every declaration; the first source (config order) wins a shared id."""
         desired: dict[str, Entry] = {}
         conflicts = []
+        encoded: dict[tuple[str, str], Encoded] = {}
         for item in found:
             decl, worker_id = item.declaration, item.caps.id
             if worker_id in desired:
@@ -135,11 +144,22 @@ class Syncer:
                 conflicts.append(Conflict(worker_id, decl.source, decl.ref,
                                           "another writer registered this id on capsync's node"))
             else:
-                desired[worker_id] = codec.encode(
-                    item.caps, service=self.options.service, owner=self.options.owner,
-                    source=decl.source, ref=decl.ref, address=decl.address,
-                )
+                desired[worker_id] = self._encode(item, encoded)
+        self._encoded = encoded
         return desired, conflicts
+
+    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded]) -> Entry:
+        decl = item.declaration
+        where = (self.options.service, self.options.owner, decl.address)
+        cached = self._encoded.get((decl.source, decl.ref))
+        if cached is not None and cached[0] is item.caps and cached[1] == where:
+            entry: Entry = cached[2]
+        else:
+            entry = codec.encode(item.caps, service=self.options.service,
+                                 owner=self.options.owner, source=decl.source, ref=decl.ref,
+                                 address=decl.address)
+        encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
+        return entry
 
 
 def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:

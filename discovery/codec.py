@@ -39,7 +39,7 @@ RESERVED_PREFIXES = ("capsync-", FLAG_PREFIX, "consul-")
 RESERVED_KEYS = frozenset(FIXED_KEYS) | frozenset(CATEGORIES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One service instance as capsync writes it and reads it back.
 

@@ -8,6 +8,7 @@ not UTF-8, malformed, nested too deep, or a number too long to convert.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any, Literal
 
 import yaml
@@ -84,9 +85,8 @@ def _load_yaml(text: str, ref: str) -> list[Any]:
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)  # the common case stays in C; only a short dict needs a look
+    if len(out) != len(pairs):
+        duplicate = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise ValueError(f"duplicate key {duplicate!r}")
     return out

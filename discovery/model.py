@@ -25,7 +25,7 @@ CATEGORIES: Mapping[str, str] = MappingProxyType(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ToolCapability:
     tool_name: str
     required: bool = False
@@ -36,7 +36,7 @@ class ToolCapability:
         return checker(self.tool_name) or any(checker(alt) for alt in self.alternatives)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     """One worker's validated, normalised declaration.
 

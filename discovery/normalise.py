@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from config.errors import DeclarationError
 from discovery import schema
@@ -10,7 +11,7 @@ from discovery.model import Capabilities
 from discovery.sources.base import Declaration, Listing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Found:
     caps: Capabilities
     declaration: Declaration
@@ -34,21 +35,49 @@ class Invalid:
 
 
 def normalise(listing: Listing, source: str) -> tuple[list[Found], list[Invalid]]:
-    found: list[Found] = []
-    invalid = [Invalid(source=source, error=error) for error in listing.invalid]
-    for declaration in listing.declarations:
-        try:
-            caps = schema.validate(
-                declaration.data, ref=declaration.ref, default_id=declaration.default_id
-            )
-        except DeclarationError as error:
-            invalid.append(Invalid(source, error, _claimed_id(declaration)))
-        else:
-            found.append(Found(caps, declaration))
-    return found, invalid
+    return Normaliser().normalise(listing, source)
+
+
+class Normaliser:
+    """Validation with a memory: a declaration whose source reports the same fingerprint
+    at the same reference as last cycle is not validated again (in a steady cycle of a
+    large fleet, validation is most of the work). Only what was listed in the latest
+    cycle is remembered, per source."""
+
+    def __init__(self) -> None:
+        self._memory: dict[str, dict[tuple[Any, ...], Found | Invalid]] = {}
+
+    def normalise(self, listing: Listing, source: str) -> tuple[list[Found], list[Invalid]]:
+        found: list[Found] = []
+        invalid = [Invalid(source=source, error=error) for error in listing.invalid]
+        previous, current = self._memory.get(source, {}), {}
+        for declaration in listing.declarations:
+            key = (declaration.ref, declaration.fingerprint, declaration.default_id,
+                   declaration.address)
+            result = previous.get(key) if declaration.fingerprint is not None else None
+            if result is None:
+                result = _validate(declaration, source)
+            if declaration.fingerprint is not None:
+                current[key] = result
+            if isinstance(result, Found):
+                found.append(result)
+            else:
+                invalid.append(result)
+        self._memory[source] = current
+        return found, invalid
+
+
+def _validate(declaration: Declaration, source: str) -> Found | Invalid:
+    try:
+        data = declaration.body()
+        caps = schema.validate(data, ref=declaration.ref, default_id=declaration.default_id)
+    except DeclarationError as error:
+        return Invalid(source, error, _claimed_id(declaration))
+    # Remembered until the next cycle: keep where it came from, not its raw body.
+    return Found(caps, replace(declaration, data=None, reload=None))
 
 
 def _claimed_id(declaration: Declaration) -> str | None:
-    data = declaration.data
+    data = declaration.data  # None when a re-read failed: no id to claim
     claimed = data.get("id") if isinstance(data, dict) else None
     return claimed if isinstance(claimed, str) else declaration.default_id

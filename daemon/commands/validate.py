@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
             listing.declarations.extend(sub.declarations)
             listing.invalid.extend(sub.invalid)
         elif path.exists():
-            read_file(path, "file", listing)
+            single = read_file(path, "file")
+            listing.declarations.extend(single.declarations)
+            listing.invalid.extend(single.invalid)
         else:
             print(f"capsync validate: {raw_path}: no such file or directory", file=sys.stderr)
             return 2

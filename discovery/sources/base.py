@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from config.errors import DeclarationError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Declaration:
-    """A parsed but not yet validated declaration, with where it came from."""
+    """A parsed but not yet validated declaration, with where it came from.
+
+    ``data`` is the parsed body, or None with ``reload`` set: a source that remembers
+    what it listed keeps a way to read the body again, not the body itself.
+    """
 
     source: str
     ref: str
     data: Any
     default_id: str | None = None
     address: str = ""
+    # What the source read, or a stamp of it (a file's stat, a label's text): the same
+    # fingerprint at the same ref means the same declaration, so its validation is reused.
+    fingerprint: Hashable = None
+    reload: Callable[[], Any] | None = None
+
+    def body(self) -> Any:
+        """The parsed body; DeclarationError if it has to be read again and cannot."""
+        return self.reload() if self.data is None and self.reload is not None else self.data
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ class DockerEngine:
              "--exec-root", f"{self.root}/exec", "--pidfile", f"{self.root}/docker.pid",
              "--iptables=false", "--ip6tables=false", "--bridge=none",
              "--storage-driver=vfs"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -60,6 +60,19 @@ class DockerEngine:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"dockerd did not start: {(self.root / 'dockerd.log').read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL the engine and everything it started (containerd and the container
+        shims run in process groups of their own), as killing docker.service's cgroup
+        would: a survivor holds the engine's state and the next dockerd cannot start."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        subprocess.run(["pkill", "-KILL", "-f", f"{self.root}/"], check=False)
+        # Here an orphan is not always reaped, and dockerd takes containerd's zombie for a
+        # live containerd; the engine is dead, so its pid file is stale.
+        (self.root / "exec" / "containerd" / "containerd.pid").unlink(missing_ok=True)
+        self._client = None
 
     def stop(self) -> None:
         if self._client is not None:

@@ -1,0 +1,204 @@
+"""`python -m tests.bench [--workers N] [--events N]`: capsync against the naive approach.
+
+Scenarios run side by side in one invocation, so ratios are fair on a noisy machine:
+- capsync: cold sync of N file declarations into a fresh Consul double, a steady cycle
+  with nothing changed, a cycle after 1% churn;
+- naive (the seed's Consul example): python-consul2 agent.service.register for every
+  worker on every cycle, no diff; cold and steady;
+- event latency on a private Docker engine: container started -> entry visible, with the
+  daemon's interval at 300 s.
+Each cycle runs in a fresh child process (tests/bench/child.py) that reports its own wall
+and CPU seconds and peak RSS; HTTP requests are counted by the double, in this process.
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ROOT
+from tests.doubles.consul import ConsulDouble
+
+TOOLS = {
+    "static_analysis_tools": ["clippy", "rustfmt", "ruff", "mypy", "eslint", "go-vet"],
+    "security_scanning_tools": ["cargo-audit", "semgrep", "bandit", "trivy", "gosec"],
+    "fuzzing_tools": ["afl++", "libfuzzer", "honggfuzz", "cargo-fuzz"],
+    "test_framework_tools": ["pytest", "jest", "go-test", "cargo-test"],
+}
+
+
+def write_fleet(directory: Path, count: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    for i in range(count):
+        declaration: dict[str, Any] = {"id": f"worker-{i:05}"}
+        for field, names in TOOLS.items():
+            chosen = rng.sample(names, rng.randint(0, 3))
+            declaration[field] = [
+                {"tool_name": n, "required": rng.random() < 0.3,
+                 "alternatives": [f"{n}-alt"] if rng.random() < 0.2 else []}
+                for n in chosen
+            ]
+        declaration["flags"] = {"llm_support": rng.random() < 0.5, "gpu": rng.random() < 0.1}
+        declaration["metadata"] = {"pool": f"pool-{i % 20}", "platform": "linux"}
+        (directory / f"worker-{i:05}.json").write_text(json.dumps(declaration))
+
+
+def churn(directory: Path, fraction: float) -> int:
+    files = sorted(directory.glob("*.json"))
+    changed = files[:: max(1, int(1 / fraction))]
+    for path in changed:
+        declaration = json.loads(path.read_text())
+        declaration["metadata"]["churned"] = "yes"
+        path.write_text(json.dumps(declaration))
+    return len(changed)
+
+
+class Child:
+    """An approach's process; each ``cycle()`` is one measured cycle in it."""
+
+    def __init__(self, approach: str, directory: Path, double: ConsulDouble) -> None:
+        self.double = double
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.child", approach, str(directory),
+             double.address],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+
+    def cycle(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.double.reset_counts()
+        self.proc.stdin.write("cycle\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"cycle failed (exit {self.proc.wait()})")
+        return measured(json.loads(line), self.double)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+def measured(figures: dict[str, Any], double: ConsulDouble) -> dict[str, Any]:
+    by_method = {m: double.count(m) for m in ("GET", "PUT", "DELETE") if double.count(m)}
+    return {
+        "wall_s": round(figures["wall_s"], 3),
+        "cpu_s": round(figures["cpu_s"], 3),
+        "requests": sum(by_method.values()),
+        "writes": by_method.get("PUT", 0) + by_method.get("DELETE", 0),
+        "by_method": by_method,
+        "peak_rss_mb": round(figures["peak_rss_mb"], 1),
+        "outcome": figures["outcome"],
+    }
+
+
+def event_latency(samples: int) -> dict[str, Any]:
+    from tests.consul_target import ConsulTarget  # noqa: PLC0415 - only with Docker
+    from tests.daemon_process import Daemon, wait_until  # noqa: PLC0415
+    from tests.docker_engine import running_engine  # noqa: PLC0415
+
+    latencies = []
+    with running_engine() as engine, ConsulDouble() as double:
+        target = ConsulTarget(double.address, double, owner="bench")
+        daemon = Daemon(["--owner", "bench", "--source", "docker", "--interval", "300s"],
+                        env=target.env(DOCKER_HOST=engine.host)).started()
+        try:
+            daemon.wait_for(lambda line: "event=cycle" in line)
+            with engine.client() as client:
+                for i in range(samples):
+                    name = f"latency-{i}"
+                    client.containers.run(
+                        "capsync-test/busybox:1", name=name, detach=True,
+                        labels={"worker.capabilities": json.dumps({"id": name})})
+                    started = time.perf_counter()
+                    wait_until(lambda n=name: n in target.services(), 30, 0.01)
+                    latencies.append(time.perf_counter() - started)
+                    time.sleep(0.3)
+        finally:
+            daemon.stop()
+    latencies.sort()
+    return {"p50": round(statistics.median(latencies), 3),
+            "p95": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 3),
+            "samples": len(latencies)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--workers", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=20,
+                        help="containers for the event-latency figure; 0 skips it")
+    args = parser.parse_args()
+    n = args.workers
+    results: dict[str, Any] = {"workers": n, "capsync": {}, "naive": {}}
+    with tempfile.TemporaryDirectory(prefix="capsync-bench-") as tmp:
+        fleet = Path(tmp)
+        write_fleet(fleet, n)
+        with ConsulDouble(max_txn_ops=64) as double:
+            daemon = Child("capsync", fleet, double)
+            results["capsync"]["cold"] = daemon.cycle()
+            results["capsync"]["steady"] = daemon.cycle()
+            results["churned"] = churn(fleet, 0.01)
+            results["capsync"]["churn"] = daemon.cycle()
+            daemon.close()
+            once = Child("capsync", fleet, double)  # `capsync run --once`: nothing learnt
+            results["capsync"]["steady_fresh_process"] = once.cycle()
+            once.close()
+        write_fleet(fleet, n)
+        with ConsulDouble(max_txn_ops=64) as double:
+            naive = Child("naive", fleet, double)
+            results["naive"]["cold"] = naive.cycle()
+            results["naive"]["steady"] = naive.cycle()
+            naive.close()
+    results["ratios"] = {
+        f"{phase}_{what}": round(results["capsync"][phase][what]
+                                 / max(results["naive"][phase][what], 1e-9), 4)
+        for phase in ("cold", "steady") for what in ("requests", "wall_s", "cpu_s")
+    }
+    results["peak_rss_mb"] = max(s["peak_rss_mb"] for s in results["capsync"].values())
+    results["targets"] = {
+        "cold_write_requests_max": math.ceil(n / 64) + 3,
+        "cold_write_requests_met": results["capsync"]["cold"]["writes"] <= math.ceil(n / 64) + 3,
+        "steady_zero_writes_met": results["capsync"]["steady"]["writes"] == 0,
+        "steady_requests_max_3_met": results["capsync"]["steady"]["requests"] <= 3,
+        "steady_cpu_under_1s_met": results["capsync"]["steady"]["cpu_s"] < 1.0,
+        "peak_rss_under_150mb_met": results["peak_rss_mb"] < 150,
+    }
+    if args.events:
+        results["event_latency_s"] = event_latency(args.events)
+        results["targets"]["event_p50_under_1_5s_met"] = (
+            results["event_latency_s"]["p50"] < 1.5)
+    print_summary(results)
+    print(json.dumps(results))
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    print(f"capsync vs naive, {results['workers']} workers (Consul double, this machine)")
+    for approach in ("capsync", "naive"):
+        for phase, s in results[approach].items():
+            print(f"  {approach:8} {phase:7} wall {s['wall_s']:7.3f}s  cpu {s['cpu_s']:7.3f}s"
+                  f"  requests {s['requests']:6}  writes {s['writes']:6}"
+                  f"  rss {s['peak_rss_mb']:6.1f} MB  ({s['outcome']})")
+    for name, value in results["ratios"].items():
+        print(f"  ratio capsync/naive {name:16} {value}")
+    if "event_latency_s" in results:
+        e = results["event_latency_s"]
+        print(f"  event latency: p50 {e['p50']}s  p95 {e['p95']}s over {e['samples']} containers")
+    for name, met in results["targets"].items():
+        if name.endswith("_met"):
+            print(f"  target {name.removesuffix('_met'):28} {'met' if met else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -223,3 +223,26 @@ def test_leader_election_one_writer_and_takeover(fleet: Path):
             assert second.status()["leader"] is True
         finally:
             second.stop()
+
+
+def test_leader_that_loses_its_lock_stops_writing(fleet: Path):
+    with ConsulDouble() as double:
+        target = ConsulTarget(double.address, double)
+        args = ("--source", f"file:{fleet}", "--interval", "1s")
+        env = {"CAPSYNC_DAEMON__LEADER_ELECTION": "true", "CAPSYNC_DAEMON__SESSION_TTL": "10s"}
+        daemons = [daemon(target, *args, env=env).started() for _ in range(2)]
+        try:
+            leaders = wait_until(lambda: [d for d in daemons if d.status()["leader"]], 10)
+            assert len(leaders) == 1
+            lock = target.get(f"/v1/kv/capsync/{target.owner}/leader")[0]
+            double.expire_session(lock["Session"])  # as if its TTL ran out
+            leaders[0].wait_for(lambda line: "event=leadership" in line and "leader=False"
+                                in line, 10)
+            wait_until(lambda: sum(d.status()["leader"] for d in daemons) == 1, 10)
+            (fleet / "after-loss.json").write_text('{"id": "after-loss"}')
+            wait_until(lambda: "after-loss" in target.services(), 10)
+            holder = target.get(f"/v1/kv/capsync/{target.owner}/leader")[0]["Session"]
+            assert holder != lock["Session"]
+        finally:
+            for proc in daemons:
+                assert proc.stop() == 0

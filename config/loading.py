@@ -39,9 +39,11 @@ def load(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     sources: list[dict[str, Any]] | None = None,
 ) -> Settings:
-    """Load settings. Without ``path`` the default file is read if it exists."""
+    """Load settings. Without ``path`` the default file (CAPSYNC_CONFIG, else
+    /etc/capsync/capsync.toml) is read if it exists."""
     environ = os.environ if environ is None else environ
-    data = _read_toml(path if path is not None else DEFAULT_PATH, required=path is not None)
+    default = Path(environ.get("CAPSYNC_CONFIG") or DEFAULT_PATH)
+    data = _read_toml(path if path is not None else default, required=path is not None)
     consul = dict(data.get("consul") or {})
     for variable, key in CONSUL_ENV.items():
         if environ.get(variable):

@@ -17,7 +17,7 @@ def summary(report: CycleReport) -> str:
     c = report.changes
     verb = "plan" if report.dry_run else "sync"
     requests = report.applied.requests if report.applied else 0
-    tail = "" if report.dry_run else f" ({requests} write requests)"
+    tail = "" if report.dry_run else f" ({requests} write request{'' if requests == 1 else 's'})"
     return (
         f"{verb}: {len(c.create)} created, {len(c.update)} updated, {len(c.delete)} deleted, "
         f"{c.unchanged} unchanged, {len(report.invalid)} invalid, {len(c.held)} held, "

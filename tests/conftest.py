@@ -40,13 +40,19 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a capsync child: none of the developer's Consul, Docker or
+    capsync settings, and no /etc/capsync/capsync.toml (an empty default config)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES)}
+    return {**env, "CAPSYNC_CONFIG": os.devnull, **(extra or {})}
+
+
 def run_cli(
     *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run `capsync ARGS` as a user would, in a child process, and capture its output."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES)}
-    child_env.update(env or {})
+    child_env = child_environment(env)
     data = input.encode() if isinstance(input, str) else input
     proc = subprocess.run(
         [sys.executable, "-m", "daemon.cli", *args],

@@ -4,7 +4,6 @@ NOTIFY_SOCKET that records what it tells systemd."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import requests
 
-from tests.conftest import ISOLATED_PREFIXES, ROOT
+from tests.conftest import ROOT, child_environment
 
 
 class NotifySocket:
@@ -55,8 +54,7 @@ class NotifySocket:
 
 class Daemon:
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES)}
-        child_env.update(env or {})
+        child_env = child_environment(env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "run", "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env, cwd=ROOT,

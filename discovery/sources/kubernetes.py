@@ -14,6 +14,7 @@ something changed; the daemon then lists again (level-triggered).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from typing import Any
 import urllib3
 
 from config.errors import DeclarationError, SourceError
+from config.events import emit
 from discovery import documents
 from discovery.sources.base import Declaration, Listing
 
@@ -262,6 +264,8 @@ class _KindWatch:
                     if self.rv is None and not relist_reason:
                         relist_reason = f"an error ({_cause(exc)})"
                     delay = self.backoff.failed()
+                    emit(logging.WARNING, "watch_failed", source=self.source.name,
+                         kind=self.kind, error=_cause(exc), retry_in=f"{delay:g}s")
             self.stop.wait(delay)
 
     def cut(self) -> None:

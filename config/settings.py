@@ -123,22 +123,25 @@ class FileSourceSettings(_Section):
     path: Path
 
 
-class DockerSourceSettings(_Section):
-    """Running containers of one engine; ``host`` defaults to DOCKER_HOST conventions."""
+class _EngineSourceSettings(_Section):
+    """A Docker engine's objects; ``host`` defaults to DOCKER_HOST conventions."""
 
-    type: Literal["docker"]
-    name: SourceName = "docker"
     label: str = DEFAULT_LABEL
     host: str | None = None
 
 
-class SwarmSourceSettings(_Section):
+class DockerSourceSettings(_EngineSourceSettings):
+    """Running containers."""
+
+    type: Literal["docker"]
+    name: SourceName = "docker"
+
+
+class SwarmSourceSettings(_EngineSourceSettings):
     """Swarm services, read from a manager."""
 
     type: Literal["swarm"]
     name: SourceName = "swarm"
-    label: str = DEFAULT_LABEL
-    host: str | None = None
 
 
 class KubernetesSourceSettings(_Section):

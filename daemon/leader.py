@@ -55,6 +55,7 @@ class Leadership:
             except CapsyncError as exc:
                 emit(logging.WARNING, "leader_release_failed", error=str(exc))
         self._set(False)
+        self.client.close()
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl / 3):

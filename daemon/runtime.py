@@ -13,11 +13,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from config.events import emit
 from config.settings import Settings
-from daemon.cycle import Syncer, SyncOptions
+from daemon.cycle import Syncer
 from daemon.leader import Leadership
-from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
-from daemon.wiring import build_registry, build_sources, consul_endpoint
+from daemon.wiring import build_registry, build_sources, consul_endpoint, sync_options
 from discovery.consul_client import ConsulClient
 from discovery.sources.base import Watchable
 
@@ -27,17 +26,11 @@ class Runtime:
                  *, listed_once: set[str] | None = None) -> None:
         self.settings = settings
         self.request = request
-        reg = settings.registry
         self.registry: Registry = build_registry(settings)
         sources = build_sources(settings)
         names = {source.name for source in sources}
-        self.syncer = Syncer(
-            sources, self.registry,
-            SyncOptions(service=reg.service, owner=reg.owner, policy=reg.policy,
-                        guard=DeletionGuard(reg.max_delete_fraction, reg.max_delete_count,
-                                            reg.allow_mass_delete)),
-            listed_once=(listed_once or set()) & names,
-        )
+        self.syncer = Syncer(sources, self.registry, sync_options(settings),
+                             listed_once=(listed_once or set()) & names)
         self.leadership: Leadership | None = None
         self._stop = threading.Event()
         self._watchers = [

@@ -8,6 +8,8 @@ from typing import Any
 
 from config.errors import ConfigError, SourceError
 from config.settings import ConsulSettings, Settings
+from daemon.cycle import SyncOptions
+from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
 from daemon.registry.consul import ConsulRegistry
 from daemon.registry.sqlite import SqliteRegistry
@@ -37,6 +39,15 @@ def consul_endpoint(settings: ConsulSettings) -> ConsulEndpoint:
     )
 
 
+def sync_options(settings: Settings) -> SyncOptions:
+    reg = settings.registry
+    return SyncOptions(
+        service=reg.service, owner=reg.owner, policy=reg.policy,
+        guard=DeletionGuard(reg.max_delete_fraction, reg.max_delete_count,
+                            reg.allow_mass_delete),
+    )
+
+
 def build_registry(settings: Settings) -> Registry:
     reg = settings.registry
     if reg.backend == "sqlite":
@@ -55,12 +66,9 @@ def _file(source: Any, settings: Settings) -> Source:
     return FileSource(source.path, name=source.name)
 
 
-def _docker(source: Any, settings: Settings) -> Source:
-    return DockerSource(name=source.name, label=source.label, base_url=source.host)
-
-
-def _swarm(source: Any, settings: Settings) -> Source:
-    return SwarmSource(name=source.name, label=source.label, base_url=source.host)
+def _engine(kind: type[DockerSource | SwarmSource]) -> Callable[[Any, Settings], Source]:
+    return lambda source, settings: kind(name=source.name, label=source.label,
+                                         base_url=source.host)
 
 
 def _kubernetes(source: Any, settings: Settings) -> Source:
@@ -82,8 +90,8 @@ def _consul(source: Any, settings: Settings) -> Source:
 
 SOURCE_BUILDERS: Mapping[str, Callable[[Any, Settings], Source]] = {
     "file": _file,
-    "docker": _docker,
-    "swarm": _swarm,
+    "docker": _engine(DockerSource),
+    "swarm": _engine(SwarmSource),
     "kubernetes": _kubernetes,
     "consul": _consul,
 }

@@ -1,9 +1,10 @@
 """The one module that talks to python-consul2; swap the library here and nowhere else.
 
-python-consul2 provides the transport (a requests session with TLS verification, client
-certificates and time-outs) and builds URLs. Responses come back raw through its http
-getter so that this module, not the library, decides what each status means: the library
-hides a 409's JSON body inside an exception string and has no ``filter`` parameter.
+python-consul2 provides the transport (its requests session with TLS verification and
+client certificates), builds URLs and wraps responses; this module sends each request
+itself so that it, not the library, decides what each status means (the library hides a
+409's JSON body inside an exception string and has no ``filter`` parameter) and so that a
+time-out can be given per request.
 The ACL token travels only in the X-Consul-Token header (never the query string, so it
 cannot reach an access log) and never appears in a message.
 """
@@ -100,29 +101,23 @@ class ConsulClient:
         query = dict(params or {})
         if self._dc:
             query["dc"] = self._dc
-        saved = self._http.timeout
-        if timeout is not None:
-            self._http.timeout = timeout
+        http = self._http
         try:
-            if method == "GET":
-                raw = self._http.get(_identity, path, params=query, headers=self._headers)
-            else:
-                raw = self._http.put(_identity, path, params=query, data=data,
-                                     headers=self._headers)
+            # The library's session, URL builder and response wrapper, with the time-out
+            # given per request: a blocking query's long wait must not leak into other
+            # threads' requests through the shared client.
+            raw = http.response(http.session.request(
+                method, http.uri(path, query), data=data, headers=self._headers,
+                verify=http.verify, cert=http.cert, timeout=timeout or http.timeout,
+            ))
         except requests.Timeout:
             raise self.error(f"Consul at {self.url} did not answer {method} {path} "
-                                f"in time") from None
+                             "in time") from None
         except requests.RequestException as exc:
             raise self.error(
                 f"cannot reach Consul at {self.url} ({type(exc).__name__})"
             ) from None
-        finally:
-            self._http.timeout = saved
         return _response(raw, method, path, self.error)
-
-
-def _identity(raw: consul.base.Response) -> consul.base.Response:
-    return raw
 
 
 def _response(

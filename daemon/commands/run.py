@@ -8,12 +8,11 @@ import sys
 
 from config.settings import Settings
 from daemon.commands.common import add_sync_options, settings_from_args
-from daemon.cycle import CycleReport, Syncer, SyncOptions
+from daemon.cycle import CycleReport, Syncer
 from daemon.logs import configure
-from daemon.plan import DeletionGuard
 from daemon.report import log_problems, plan_json, plan_table, summary
 from daemon.service import Daemon
-from daemon.wiring import build_registry, build_sources
+from daemon.wiring import build_registry, build_sources, sync_options
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,15 +64,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def sync_once(settings: Settings, *, dry_run: bool) -> CycleReport:
-    reg = settings.registry
-    options = SyncOptions(
-        service=reg.service,
-        owner=reg.owner,
-        policy=reg.policy,
-        guard=DeletionGuard(reg.max_delete_fraction, reg.max_delete_count, reg.allow_mass_delete),
-    )
     registry = build_registry(settings)
     try:
-        return Syncer(build_sources(settings), registry, options).run_once(dry_run=dry_run)
+        syncer = Syncer(build_sources(settings), registry, sync_options(settings))
+        return syncer.run_once(dry_run=dry_run)
     finally:
         registry.close()

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config.settings import Settings
-from daemon.cycle import Syncer, SyncOptions
+from daemon.cycle import Syncer
 from daemon.report import summary
-from daemon.wiring import build_registry, build_sources
+from daemon.wiring import build_registry, build_sources, sync_options
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -34,9 +34,7 @@ def capsync(directory: Path, address: str) -> Callable[[], str]:
         "consul": {"address": address},
         "sources": [{"type": "file", "path": str(directory)}],
     })
-    reg = settings.registry
-    syncer = Syncer(build_sources(settings), build_registry(settings),
-                    SyncOptions(service=reg.service, owner=reg.owner))
+    syncer = Syncer(build_sources(settings), build_registry(settings), sync_options(settings))
 
     def cycle() -> str:
         report = syncer.run_once()

@@ -12,14 +12,17 @@ cannot reach an access log) and never appears in a message.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from config.errors import CapsyncError, ConfigError, RegistryError
+from config.events import emit
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -83,6 +86,12 @@ class ConsulClient:
             timeout=endpoint.timeout,
         )
         self._headers = {"X-Consul-Token": endpoint.token} if endpoint.token else {}
+        if scheme == "https" and endpoint.verify is False:
+            # The operator chose this (CONSUL_HTTP_SSL_VERIFY=false): say it once, not
+            # in a urllib3 warning on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            emit(logging.WARNING, "tls_verification_off", consul=self.url,
+                 reason="CONSUL_HTTP_SSL_VERIFY=false or consul.ssl_verify = false")
         self._dc = endpoint.datacenter
 
     def get(self, path: str, params: dict[str, str] | None = None,

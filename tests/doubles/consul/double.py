@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from types import TracebackType
 
@@ -25,8 +26,10 @@ class ConsulDouble:
         acl_token: str | None = None,
         datacenter: str = "dc1",
         node_name: str = "consul-double",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.port = port
+        self.tls = tls
         self.store = Store(datacenter, node_name)
         self.requests: list[tuple[str, str]] = []
         self._record_lock = threading.Lock()
@@ -42,10 +45,10 @@ class ConsulDouble:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     def start(self) -> ConsulDouble:
-        httpd = Server(self.port, self._context)
+        httpd = Server(self.port, self._context, self.tls)
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self._threads = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -220,11 +221,13 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, context: Context) -> None:
+    def __init__(self, port: int, context: Context, tls: ssl.SSLContext | None = None) -> None:
         self.context = context
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(("127.0.0.1", port), _Handler)
+        if tls is not None:  # an agent with https on: the handshake happens on accept
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:

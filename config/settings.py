@@ -50,6 +50,12 @@ def parse_duration(value: object) -> object:
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
+def _matching(pattern: re.Pattern[str], value: str, rule: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"must be {rule}")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,18 +99,14 @@ class RegistrySettings(_Section):
     @field_validator("owner")
     @classmethod
     def _owner(cls, value: str) -> str:
-        if not OWNER_RE.fullmatch(value):
-            raise ValueError("must be 1-64 characters of [A-Za-z0-9._-] starting with a "
-                             "letter or digit (it names the catalogue node)")
-        return value
+        return _matching(OWNER_RE, value, "1-64 characters of [A-Za-z0-9._-] starting with a "
+                         "letter or digit (it names the catalogue node)")
 
     @field_validator("service")
     @classmethod
     def _service(cls, value: str) -> str:
-        if not SERVICE_RE.fullmatch(value):
-            raise ValueError("must be 1-63 characters of [A-Za-z0-9-] starting with a letter "
-                             "or digit (it is a DNS label: <tool>.<service>.service.consul)")
-        return value
+        return _matching(SERVICE_RE, value, "1-63 characters of [A-Za-z0-9-] starting with a "
+                         "letter or digit (it is a DNS label: <tool>.<service>.service.consul)")
 
     @property
     def node_name(self) -> str:

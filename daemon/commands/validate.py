@@ -53,13 +53,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         path = Path(raw_path)
         if path.is_dir():
-            sub = FileSource(path).list()
-            listing.declarations.extend(sub.declarations)
-            listing.invalid.extend(sub.invalid)
+            listing.extend(FileSource(path).list())
         elif path.exists():
-            single = read_file(path, "file")
-            listing.declarations.extend(single.declarations)
-            listing.invalid.extend(single.invalid)
+            listing.extend(read_file(path, "file"))
         else:
             print(f"capsync validate: {raw_path}: no such file or directory", file=sys.stderr)
             return 2

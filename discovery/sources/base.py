@@ -41,6 +41,10 @@ class Listing:
     declarations: list[Declaration] = field(default_factory=list)
     invalid: list[DeclarationError] = field(default_factory=list)
 
+    def extend(self, other: Listing) -> None:
+        self.declarations.extend(other.declarations)
+        self.invalid.extend(other.invalid)
+
 
 class Source(Protocol):
     """A discovery source. ``name`` is written to each entry's capsync-source."""

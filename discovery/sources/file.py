@@ -44,15 +44,14 @@ class FileSource:
             cached = self._cache.get(path)
             if cached is None or cached[0] != files[path]:
                 fresh = read_file(Path(path), self.name, files[path])
-                listing.declarations.extend(fresh.declarations)
+                listing.extend(fresh)
                 cached = (files[path], Listing(
                     [replace(d, data=None, reload=partial(_reread, path, d.ref))
                      for d in fresh.declarations],
                     fresh.invalid,
                 ))
             else:
-                listing.declarations.extend(cached[1].declarations)
-            listing.invalid.extend(cached[1].invalid)
+                listing.extend(cached[1])
             cache[path] = cached
         self._cache = cache
         return listing

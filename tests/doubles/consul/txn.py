@@ -9,6 +9,7 @@ failing op is reported, and the copy is committed only when none failed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import kv
@@ -172,7 +173,6 @@ def _kv(tx: Tx, op: dict[str, Any]) -> list[dict[str, Any]]:
 def _node(tx: Tx, op: dict[str, Any]) -> list[dict[str, Any]]:
     verb, spec = op.get("Verb", ""), op["Node"]
     name, node_id = spec.get("Node", ""), spec.get("ID", "")
-    quoted = go_quote(name)
 
     def lookup() -> Node | None:
         if node_id:
@@ -190,63 +190,67 @@ def _node(tx: Tx, op: dict[str, Any]) -> list[dict[str, Any]]:
         spec.get("TaggedAddresses"),
         spec.get("Meta"),
     )
-    index = spec.get("ModifyIndex", 0)
-    if verb == "get":
-        if existing is None:
-            raise FSMError(f"node {quoted} doesn't exist")
-    elif verb in ("set", "cas"):
-        if verb == "cas" and _stale(index, existing):
-            raise FSMError(f"failed to set node {quoted}, index is stale")
+
+    def put() -> Node | None:
         tx.ensure_node(wanted)
-        existing = lookup()
-    else:
-        if verb == "delete-cas" and (existing is None or existing.modify_index != index):
-            raise FSMError(f"failed to delete node {quoted}, index is stale")
-        tx.delete_node(name)
-        return []
-    return [{"Node": existing.to_json()}] if existing else []
+        return lookup()
+
+    record = _catalog_verb(verb, f"node {go_quote(name)}", existing, spec.get("ModifyIndex", 0),
+                           put, lambda: tx.delete_node(name))
+    return [{"Node": record.to_json()}] if isinstance(record, Node) else []
 
 
 def _service(tx: Tx, op: dict[str, Any]) -> list[dict[str, Any]]:
     verb, node, spec = op.get("Verb", ""), op.get("Node", ""), op["Service"]
     service_id = spec.get("ID", "")
-    where = f"service {go_quote(service_id)} on node {go_quote(node)}"
-    existing = tx.t.services.get((node.casefold(), service_id.casefold()))
-    index = spec.get("ModifyIndex", 0)
-    if verb == "get":
-        if existing is None:
-            raise FSMError(f"{where} doesn't exist")
-    elif verb in ("set", "cas"):
-        if verb == "cas" and _stale(index, existing):
-            raise FSMError(f"failed to set {where}, index is stale")
-        existing = tx.ensure_service(node, service_from(spec, node, default_weights=False))
-    else:
-        if verb == "delete-cas" and (existing is None or existing.modify_index != index):
-            raise FSMError(f"failed to delete {where}, index is stale")
-        tx.delete_service(node, service_id)
-        return []
-    return [{"Service": existing.node_service_json(normalise=False)}]
+    record = _catalog_verb(
+        verb,
+        f"service {go_quote(service_id)} on node {go_quote(node)}",
+        tx.t.services.get((node.casefold(), service_id.casefold())),
+        spec.get("ModifyIndex", 0),
+        lambda: tx.ensure_service(node, service_from(spec, node, default_weights=False)),
+        lambda: tx.delete_service(node, service_id),
+    )
+    return [{"Service": record.node_service_json(normalise=False)}] if isinstance(
+        record, Service) else []
 
 
 def _check(tx: Tx, op: dict[str, Any]) -> list[dict[str, Any]]:
     verb, spec = op.get("Verb", ""), op["Check"]
     node, check_id = spec.get("Node", ""), spec.get("CheckID", "")
-    where = f"check {go_quote(check_id)} on node {go_quote(node)}"
-    existing = tx.t.checks.get((node.casefold(), check_id.casefold()))
-    index = spec.get("ModifyIndex", 0)
+    record = _catalog_verb(
+        verb,
+        f"check {go_quote(check_id)} on node {go_quote(node)}",
+        tx.t.checks.get((node.casefold(), check_id.casefold())),
+        spec.get("ModifyIndex", 0),
+        lambda: tx.ensure_check(check_from(spec, node)),
+        lambda: tx.delete_check(node, check_id),
+    )
+    return [{"Check": record.to_json()}] if isinstance(record, Check) else []
+
+
+def _catalog_verb(
+    verb: str,
+    where: str,
+    existing: Node | Service | Check | None,
+    index: int,
+    put: Callable[[], Node | Service | Check | None],
+    remove: Callable[[], None],
+) -> Node | Service | Check | None:
+    """The verbs Node, Service and Check ops share (state/txn.go): get, set, cas, delete,
+    delete-cas. Returns the record to report; None after a delete (no result entry)."""
     if verb == "get":
         if existing is None:
             raise FSMError(f"{where} doesn't exist")
-    elif verb in ("set", "cas"):
+        return existing
+    if verb in ("set", "cas"):
         if verb == "cas" and _stale(index, existing):
             raise FSMError(f"failed to set {where}, index is stale")
-        existing = tx.ensure_check(check_from(spec, node))
-    else:
-        if verb == "delete-cas" and (existing is None or existing.modify_index != index):
-            raise FSMError(f"failed to delete {where}, index is stale")
-        tx.delete_check(node, check_id)
-        return []
-    return [{"Check": existing.to_json()}]
+        return put()
+    if verb == "delete-cas" and (existing is None or existing.modify_index != index):
+        raise FSMError(f"failed to delete {where}, index is stale")
+    remove()
+    return None
 
 
 _DISPATCH = {"KV": _kv, "Node": _node, "Service": _service, "Check": _check}

@@ -22,12 +22,15 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from config.errors import RegistryError
+from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
+from discovery.kinds import BuildContext, Kind, field_arg
 
 _SCHEMA_V1 = (
     """CREATE TABLE nodes (
@@ -279,3 +282,19 @@ def _entry(row: sqlite3.Row) -> Entry:
         address=row["address"],
         port=row["port"],
     )
+
+
+class SqliteRegistrySettings(RegistrySettingsBase):
+    """One SQLite file: the embedded registry."""
+
+    backend: Literal["sqlite"]
+    name: KindName = "sqlite"
+    path: Path = Path("/var/lib/capsync/registry.db")
+
+
+def build(settings: SqliteRegistrySettings, ctx: BuildContext) -> SqliteRegistry:
+    return SqliteRegistry(settings.path, service=settings.service, owner=settings.owner,
+                          node=settings.node_name, node_address=settings.node_address)
+
+
+KIND = Kind("sqlite", SqliteRegistrySettings, "PATH", field_arg("path", required=True), build)

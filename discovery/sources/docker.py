@@ -8,8 +8,11 @@ container name; the address is the container's IP when it has one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from config.settings import SourceName
+from discovery.kinds import BuildContext, Kind, field_arg
+from discovery.sources.docker_engine import EngineSourceSettings
 from discovery.sources.labelled import Labelled, LabelledSource
 
 
@@ -35,3 +38,17 @@ def _container(container: dict[str, Any]) -> Labelled:
                     if (net or {}).get("IPAddress")), "")
     return Labelled(f"{container['Id'][:12]}/{name}", name, container.get("Labels") or {},
                     address)
+
+
+class DockerSourceSettings(EngineSourceSettings):
+    """Running containers."""
+
+    type: Literal["docker"]
+    name: SourceName = "docker"
+
+
+def build(settings: DockerSourceSettings, ctx: BuildContext) -> DockerSource:
+    return DockerSource(name=settings.name, label=settings.label, base_url=settings.host)
+
+
+KIND = Kind("docker", DockerSourceSettings, "[HOST]", field_arg("host", required=False), build)

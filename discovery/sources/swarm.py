@@ -6,8 +6,11 @@ One entry per service (not per task): the id defaults to the service name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from config.settings import SourceName
+from discovery.kinds import BuildContext, Kind, field_arg
+from discovery.sources.docker_engine import EngineSourceSettings
 from discovery.sources.labelled import Labelled, LabelledSource
 
 
@@ -24,3 +27,17 @@ class SwarmSource(LabelledSource):
             name = spec.get("Name") or service["ID"][:12]
             out.append(Labelled(f"{service['ID'][:12]}/{name}", name, spec.get("Labels") or {}))
         return out
+
+
+class SwarmSourceSettings(EngineSourceSettings):
+    """Swarm services, read from a manager."""
+
+    type: Literal["swarm"]
+    name: SourceName = "swarm"
+
+
+def build(settings: SwarmSourceSettings, ctx: BuildContext) -> SwarmSource:
+    return SwarmSource(name=settings.name, label=settings.label, base_url=settings.host)
+
+
+KIND = Kind("swarm", SwarmSourceSettings, "[HOST]", field_arg("host", required=False), build)

@@ -49,13 +49,13 @@ def log_problems(report: CycleReport) -> None:
              ref=conflict.ref, reason=conflict.reason)
     for reg in report.registries:
         if reg.registry_error:
-            emit(logging.ERROR, "registry_failed", registry=reg.name, error=reg.registry_error)
+            emit(logging.ERROR, "registry_failed", error=reg.registry_error, registry=reg.name)
         if reg.changes.held:
-            emit(logging.WARNING, "deletions_held", registry=reg.name,
-                 count=len(reg.changes.held), reason=reg.changes.held_reason)
+            emit(logging.WARNING, "deletions_held", count=len(reg.changes.held),
+                 reason=reg.changes.held_reason, registry=reg.name)
         for refused in reg.applied.refused if reg.applied else ():
-            emit(logging.ERROR, "entry_refused", registry=reg.name, id=refused.id,
-                 reason=refused.reason)
+            emit(logging.ERROR, "entry_refused", id=refused.id, reason=refused.reason,
+                 registry=reg.name)
 
 
 def plan_rows(changes: Changes) -> list[tuple[str, Entry, str]]:

@@ -9,7 +9,8 @@ entries on its own node, so a row taken over between snapshot and apply is refus
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,9 +43,10 @@ class MemoryRegistry:
         self.catalog = catalog or MemoryCatalog()
         self.service, self.owner, self.node = service, owner, node
         self.batch_size = batch_size
+        self.closed = False
 
     def snapshot(self) -> Snapshot:
-        with self.catalog.lock:
+        with self._catalog():
             node = self.catalog.nodes.get(self.node.lower())
             services = list(node.services.values()) if node else []
         return Snapshot(
@@ -63,7 +65,7 @@ class MemoryRegistry:
         for start in range(0, len(ops), self.batch_size):
             if stop is not None and stop.is_set():
                 break
-            with self.catalog.lock:
+            with self._catalog():
                 node = self._own_node()
                 for op, entry in ops[start : start + self.batch_size]:
                     if reason := op(node, entry):
@@ -75,7 +77,7 @@ class MemoryRegistry:
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         query = query or Query()
-        with self.catalog.lock:
+        with self._catalog():
             listed = [
                 Listed(node=name, entry=entry)
                 for name, node in sorted(self.catalog.nodes.items())
@@ -86,7 +88,15 @@ class MemoryRegistry:
         return [item for item in listed if _narrowed(query, set(item.entry.tags))]
 
     def close(self) -> None:
-        """Nothing to release: the catalog lives as long as its holder keeps it."""
+        """The catalog lives on with its holder; this registry answers no more."""
+        self.closed = True
+
+    @contextmanager
+    def _catalog(self) -> Iterator[None]:
+        if self.closed:
+            raise RegistryError("memory registry: used after close")
+        with self.catalog.lock:
+            yield
 
     def _own_node(self) -> _Node:
         node = self.catalog.nodes.setdefault(

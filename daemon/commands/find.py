@@ -65,8 +65,8 @@ def find_command(args: argparse.Namespace) -> int:
         meta.append((key, value))
     query = Query(
         category=args.category,
-        tools=tuple(_tool(t) for t in args.tool),
-        has=tuple(_tool(t) for t in args.has),
+        tools=tuple(schema.tool_key(t) for t in args.tool),
+        has=tuple(schema.tool_key(t) for t in args.has),
         flags=tuple(args.flag),
         meta=tuple(meta),
         all_required=args.all_required,
@@ -137,7 +137,3 @@ def _as_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any
         "address": entry.address,
         "declaration": schema.dump(caps),
     }
-
-
-def _tool(name: str) -> str:
-    return name.strip().lower()

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from config.settings import SourceName
-from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.docker_engine import EngineSourceSettings
-from discovery.sources.labelled import Labelled, LabelledSource
+from discovery.sources.labelled import Labelled, LabelledSource, engine_kind
 
 
 @dataclass
@@ -47,8 +46,4 @@ class DockerSourceSettings(EngineSourceSettings):
     name: SourceName = "docker"
 
 
-def build(settings: DockerSourceSettings, ctx: BuildContext) -> DockerSource:
-    return DockerSource(name=settings.name, label=settings.label, base_url=settings.host)
-
-
-KIND = Kind("docker", DockerSourceSettings, "[HOST]", field_arg("host", required=False), build)
+KIND = engine_kind("docker", DockerSourceSettings, DockerSource)

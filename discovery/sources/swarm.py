@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from config.settings import SourceName
-from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.docker_engine import EngineSourceSettings
-from discovery.sources.labelled import Labelled, LabelledSource
+from discovery.sources.labelled import Labelled, LabelledSource, engine_kind
 
 
 @dataclass
@@ -36,8 +35,4 @@ class SwarmSourceSettings(EngineSourceSettings):
     name: SourceName = "swarm"
 
 
-def build(settings: SwarmSourceSettings, ctx: BuildContext) -> SwarmSource:
-    return SwarmSource(name=settings.name, label=settings.label, base_url=settings.host)
-
-
-KIND = Kind("swarm", SwarmSourceSettings, "[HOST]", field_arg("host", required=False), build)
+KIND = engine_kind("swarm", SwarmSourceSettings, SwarmSource)

@@ -9,7 +9,7 @@ interrupted apply is repaired by the next one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -52,6 +52,7 @@ class RegistryReport:
     applied: ApplyResult | None = None
     registry_error: str = ""
     desired: dict[str, Entry] = field(default_factory=dict)
+    owned: Mapping[str, Entry] = field(default_factory=dict)  # the snapshot, before apply
 
     @property
     def ok(self) -> bool:
@@ -172,7 +173,7 @@ class RegistrySync:
             policy=self.options.policy,
         )
         report = RegistryReport(self.name, changes=changes, conflicts=tuple(conflicts),
-                                desired=desired)
+                                desired=desired, owned=snapshot.owned)
         if dry_run or not changes.writes:
             return report
         try:

@@ -7,10 +7,20 @@ registry gives the same answer.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from discovery import codec
-from discovery.model import Capabilities
+from config.errors import DeclarationError
+from config.events import emit
+from discovery import codec, schema
+from discovery.model import CATEGORIES, Capabilities
+
+if TYPE_CHECKING:
+    from daemon.registry.base import Listed
+
+Decoded = tuple[str, codec.Entry, Capabilities]
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,26 @@ class Query:
     flags: tuple[str, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()
     all_required: bool = False
+
+    @classmethod
+    def of(cls, *, category: str | None, tools: Sequence[str], has: Sequence[str],
+           flags: Sequence[str], meta: Sequence[str], all_required: bool) -> Query:
+        """The query the user asked for (``find``'s options, the API's parameters);
+        ValueError naming the option when it does not make sense."""
+        if bool(category) != bool(tools):
+            raise ValueError("--category and --tool go together")
+        if category is not None and category not in CATEGORIES:
+            raise ValueError(f"--category {category!r}: expected one of "
+                             f"{', '.join(CATEGORIES)}")
+        pairs = []
+        for pair in meta:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--meta {pair!r}: expected KEY=VALUE")
+            pairs.append((key, value))
+        return cls(category=category or None, tools=tuple(schema.tool_key(t) for t in tools),
+                   has=tuple(schema.tool_key(t) for t in has), flags=tuple(flags),
+                   meta=tuple(pairs), all_required=all_required)
 
     def matches(self, caps: Capabilities) -> bool:
         named = set(self.tools) | set(self.has)
@@ -61,3 +91,27 @@ def _quote(text: str) -> str:
     if '"' not in text and "\\" not in text:
         return f'"{text}"'
     return f"`{text}`" if "`" not in text else ""
+
+
+def decoded(listed: list[Listed]) -> list[Decoded]:
+    """The registry's entries decoded; one that cannot be is reported and left out."""
+    out = []
+    for item in listed:
+        try:
+            out.append((item.node, item.entry, codec.decode(item.entry)))
+        except DeclarationError as exc:
+            emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
+                 error=str(exc))
+    return out
+
+
+def worker_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:
+    return {
+        "id": caps.id,
+        "node": node,
+        "owner": entry.owner,
+        "source": entry.source,
+        "ref": entry.ref,
+        "address": entry.address,
+        "declaration": schema.dump(caps),
+    }

@@ -17,7 +17,9 @@ from daemon.cycle import Syncer
 from daemon.leader import Leadership
 from daemon.wiring import build_registries, build_sources, consul_endpoint
 from discovery.consul_client import ConsulClient
-from discovery.sources.base import Watchable
+from discovery.inbox import Inbox
+from discovery.sources.base import Closable, Watchable
+from discovery.sources.push import PushSource
 
 
 class Runtime:
@@ -48,6 +50,11 @@ class Runtime:
                                 max_instances=1, id="resync")
 
     @property
+    def inbox(self) -> Inbox | None:
+        """The push source's inbox, where the front ends write (None: no push source)."""
+        return next((s.inbox for s in self.syncer.sources if isinstance(s, PushSource)), None)
+
+    @property
     def is_leader(self) -> bool:
         return self.leadership is None or self.leadership.is_leader
 
@@ -73,7 +80,13 @@ class Runtime:
         for watcher in self._watchers:
             if watcher.is_alive():
                 watcher.join(timeout=2)
+        self._close_sources()
         self._close_registries()
+
+    def _close_sources(self) -> None:
+        for source in self.syncer.sources:
+            if isinstance(source, Closable):
+                source.close()
 
     def _close_registries(self) -> None:
         for target in self.registries:

@@ -18,8 +18,10 @@ from types import FrameType
 from config.errors import CapsyncError
 from config.events import emit
 from config.settings import Settings
-from daemon.http_api import HttpApi
+from daemon.events import EventBus, publish
+from daemon.http_api import HttpApi, read_token
 from daemon.metrics import Metrics
+from daemon.push import PushContext
 from daemon.report import log_problems, summary
 from daemon.runtime import Runtime
 from daemon.status import DaemonState
@@ -42,6 +44,7 @@ class Daemon:
         self._reload = threading.Event()
         self.http: HttpApi | None = None
         self.runtime: Runtime | None = None
+        self.events = EventBus(queue=self.settings.api.watch_queue)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -49,7 +52,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_reload)
         listen = self.settings.daemon.listen
         if listen != "off":
-            self.http = HttpApi(listen, self.state, self.metrics).start()
+            self.http = HttpApi(listen, self.state, self.metrics, self._push_context()).start()
         self.runtime = Runtime(self.settings, self.trigger.request)
         self.runtime.start(self._on_leadership)
         self._publish_leadership()
@@ -94,6 +97,7 @@ class Daemon:
         emit(logging.INFO if report.ok else logging.WARNING, "cycle", summary=text,
              ok=report.ok, seconds=f"{seconds:.3f}", reason=_reasons(reasons))
         self.state.record(report, time.time())
+        publish(self.events, report)
         self.metrics.observe(report, seconds, time.time())
         self.notifier.status(text)
 
@@ -122,6 +126,16 @@ class Daemon:
              registries=",".join(r.name for r in settings.registries))
         self.notifier.ready("reloaded")
         self.trigger.request("reload")
+
+    def _push_context(self) -> PushContext:
+        """What the push and watch API reach through a reload: the current runtime's inbox
+        and first registry."""
+        return PushContext(
+            inbox=lambda: self.runtime.inbox if self.runtime else None,
+            registry=lambda: self.runtime.registries[0].registry if self.runtime else None,
+            request=self.trigger.request, bus=self.events, settings=self.settings.api,
+            token=read_token(self.settings.api),
+        )
 
     def _on_leadership(self, leader: bool) -> None:
         self._publish_leadership()

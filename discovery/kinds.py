@@ -27,10 +27,12 @@ ParseArg = Callable[[str], dict[str, object]]
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a kind may need beyond its own settings: the shared [consul] connection."""
+    """What a kind may need beyond its own settings: the shared [consul] connection, and
+    whether leader election is on (the push source's inbox then lives in Consul KV)."""
 
     consul: ConsulSettings
     consul_endpoint: Callable[[], ConsulEndpoint]
+    leader_election: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-from typing import Any
 
-from config.errors import ConfigError, DeclarationError
-from config.events import emit
+from config.errors import ConfigError
 from config.settings import RegistrySettingsBase, Settings
 from daemon.commands.common import add_registry_options, settings_from_args
 from daemon.logs import configure
-from daemon.query import Query
+from daemon.query import Decoded, Query, decoded, worker_json
 from daemon.registry.table import REGISTRY_KINDS
 from daemon.text_table import render
 from daemon.wiring import build_registry
-from discovery import codec, schema
-from discovery.model import CATEGORIES, Capabilities
+from discovery.model import CATEGORIES
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,27 +49,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def find_command(args: argparse.Namespace) -> int:
-    if bool(args.category) != bool(args.tool):
-        print("capsync find: --category and --tool go together", file=sys.stderr)
+    try:
+        query = Query.of(category=args.category, tools=args.tool, has=args.has,
+                         flags=args.flag, meta=args.meta, all_required=args.all_required)
+    except ValueError as exc:
+        print(f"capsync find: {exc}", file=sys.stderr)
         return 2
-    meta = []
-    for pair in args.meta:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            print(f"capsync find: --meta {pair!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
-        meta.append((key, value))
-    query = Query(
-        category=args.category,
-        tools=tuple(schema.tool_key(t) for t in args.tool),
-        has=tuple(schema.tool_key(t) for t in args.has),
-        flags=tuple(args.flag),
-        meta=tuple(meta),
-        all_required=args.all_required,
-    )
     results = [r for r in _decoded(args, query) if query.matches(r[2])]
     if args.json:
-        print(json.dumps([_as_json(node, entry, caps) for node, entry, caps in results],
+        print(json.dumps([worker_json(node, entry, caps) for node, entry, caps in results],
                          indent=2))
         return 0
     rows = [("ID", "NODE", "SOURCE", "TOOLS")] + [
@@ -89,26 +73,18 @@ def show_command(args: argparse.Namespace) -> int:
     if not matches:
         print(f"capsync show: no worker {args.id!r} in the registry", file=sys.stderr)
         return 1
-    print(json.dumps([_as_json(*match) for match in matches], indent=2))
+    print(json.dumps([worker_json(*match) for match in matches], indent=2))
     return 0
 
 
-def _decoded(args: argparse.Namespace, query: Query) -> list[tuple[str, codec.Entry, Capabilities]]:
+def _decoded(args: argparse.Namespace, query: Query) -> list[Decoded]:
     settings, chosen = _chosen_registry(args)
     configure()
     registry = build_registry(settings, chosen)
     try:
-        listed = registry.entries(query)
+        return decoded(registry.entries(query))
     finally:
         registry.close()
-    out = []
-    for item in listed:
-        try:
-            out.append((item.node, item.entry, codec.decode(item.entry)))
-        except DeclarationError as exc:
-            emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
-                 error=str(exc))
-    return out
 
 
 def _chosen_registry(args: argparse.Namespace) -> tuple[Settings, RegistrySettingsBase]:
@@ -125,15 +101,3 @@ def _chosen_registry(args: argparse.Namespace) -> tuple[Settings, RegistrySettin
                               f"that name ({names}) and not {REGISTRY_KINDS.expected()}")
     settings = settings_from_args(args)
     return settings, settings.registries[0]
-
-
-def _as_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:
-    return {
-        "id": caps.id,
-        "node": node,
-        "owner": entry.owner,
-        "source": entry.source,
-        "ref": entry.ref,
-        "address": entry.address,
-        "declaration": schema.dump(caps),
-    }

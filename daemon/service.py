@@ -91,13 +91,13 @@ class Daemon:
                                                   stop=self.stopping)
         finally:
             self.trigger.finished()
+        publish(self.events, report)
         seconds = time.monotonic() - started
         log_problems(report)
         text = summary(report)
         emit(logging.INFO if report.ok else logging.WARNING, "cycle", summary=text,
              ok=report.ok, seconds=f"{seconds:.3f}", reason=_reasons(reasons))
         self.state.record(report, time.time())
-        publish(self.events, report)
         self.metrics.observe(report, seconds, time.time())
         self.notifier.status(text)
 

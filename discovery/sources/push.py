@@ -9,17 +9,24 @@ reports them instead of emptying the registry.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from config.errors import SourceError
+from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
 from discovery.inbox import PURGE_AFTER, Inbox, SqliteInbox
 from discovery.inbox_consul import ConsulInbox
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
+
+
+POLL_SECONDS = 1.0
 
 
 @dataclass
@@ -39,6 +46,23 @@ class PushSource:
                         fingerprint=repr(sorted(r.body.items())))
             for r in registrations if r.live(now)
         ])
+
+    def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
+        """Ask for a cycle when a lease runs out (nothing else would until the interval):
+        the inbox is read once a second, as cheap as the file source's poll."""
+        last = self.clock()
+        while not stop.wait(POLL_SECONDS):
+            now = self.clock()
+            try:
+                expired = [r.id for r in self.inbox.all()
+                           if r.expires is not None and last < r.expires <= now]
+            except SourceError as exc:
+                emit(logging.DEBUG, "inbox_poll_failed", source=self.name, error=str(exc))
+                continue  # the next listing reports it
+            last = now
+            if expired:
+                notify(f"push: lease of {expired[0]} expired" + (
+                    f" (+{len(expired) - 1} more)" if len(expired) > 1 else ""))
 
     def close(self) -> None:
         self.inbox.close()

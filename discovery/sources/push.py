@@ -37,10 +37,13 @@ class PushSource:
 
     def list(self) -> Listing:
         now = self.clock()
-        registrations = self.inbox.all()
-        if any(r.expires is not None and r.expires < now - PURGE_AFTER
-               for r in registrations):
-            self.inbox.purge(now - PURGE_AFTER)
+        try:
+            registrations = self.inbox.all()
+            if any(r.expires is not None and r.expires < now - PURGE_AFTER
+                   for r in registrations):
+                self.inbox.purge(now - PURGE_AFTER)
+        except SourceError as exc:
+            raise SourceError(f"source {self.name}: {exc}") from exc
         return Listing([
             Declaration(source=self.name, ref=f"{r.via}/{r.id}", data=r.body,
                         fingerprint=repr(sorted(r.body.items())))

@@ -78,7 +78,9 @@ def _body(model_schema: dict[str, Any]) -> dict[str, Any]:
         "schema": _inline(model_schema, model_schema.get("$defs", {}))}}}}
 
 
-DECLARATION_BODY = _body(schema.DeclarationIn.model_json_schema(by_alias=False))
+# The id is optional in the model (a file or a label may supply it), required when pushed.
+DECLARATION_BODY = _body({**schema.DeclarationIn.model_json_schema(by_alias=False),
+                          "required": ["id"]})
 FIND_BODY = _body(FindRequest.model_json_schema())
 
 

@@ -87,7 +87,10 @@ class Query:
 
 
 def _quote(text: str) -> str:
-    """A go-bexpr string literal: double quotes, else backticks, else "" (cannot)."""
+    """A go-bexpr string literal: double quotes, else backticks, else "" (cannot: it has
+    both, or a character go-bexpr's grammar does not take, such as a control character)."""
+    if not text.isprintable():
+        return ""
     if '"' not in text and "\\" not in text:
         return f'"{text}"'
     return f"`{text}`" if "`" not in text else ""

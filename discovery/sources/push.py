@@ -25,7 +25,6 @@ from discovery.inbox_consul import ConsulInbox
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
 
-
 POLL_SECONDS = 1.0
 
 

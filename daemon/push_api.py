@@ -235,12 +235,12 @@ def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
         if not authorized(websocket.headers.get("authorization"), ctx.token):
             await websocket.close(WS_POLICY, "writes need the API token")
             return
-        if len(sockets) >= ctx.settings.max_websockets:
+        await websocket.accept()
+        if len(sockets) >= ctx.settings.max_websockets:  # accepted, to say why
             await websocket.close(WS_TRY_LATER, "too many WebSocket connections")
             return
         conn = uuid.uuid4().hex
         sockets.add(conn)
-        await websocket.accept()
         registrar.bind(conn)
         pace = Pace(ctx.settings.max_messages)
         try:

@@ -45,10 +45,10 @@ def add_routes(app: FastAPI, ctx: PushContext) -> None:
     async def watch(websocket: WebSocket, since: int | None = None,
                     stream: str | None = None) -> None:
         """A snapshot of every registry's entries, then one event per change."""
-        if len(watchers) >= ctx.settings.max_watchers:
+        await websocket.accept()
+        if len(watchers) >= ctx.settings.max_watchers:  # accepted, to say why
             await websocket.close(WS_TRY_LATER, "too many watchers")
             return
-        await websocket.accept()
         watchers.add(id(websocket))
         loop = asyncio.get_running_loop()
         arrived = asyncio.Event()

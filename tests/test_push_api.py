@@ -162,3 +162,38 @@ def test_non_loopback_listen_without_token_is_refused(tmp_path: Path):
                      "--registry", f"sqlite:{tmp_path / 'r.db'}", timeout=30)
     assert result.returncode == 1
     assert "not a loopback address and no API token" in result.stderr
+
+
+def test_token_from_the_systemd_credential(consul: ConsulTarget, tmp_path: Path):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "capsync-api-token").write_text("cred-" + TOKEN)
+    proc = PushDaemon(consul, tmp_path, "--listen", "0.0.0.0:0", token=None,
+                      env={"CREDENTIALS_DIRECTORY": str(credentials)}).started()
+    try:
+        assert proc.address.startswith("0.0.0.0:")  # allowed: there is a token
+        assert proc.register({"id": "a"}, token=TOKEN).status_code == 401
+        assert proc.register({"id": "a"}, token="cred-" + TOKEN).status_code == 200
+    finally:
+        assert proc.stop() == 0
+    assert "cred-" + TOKEN not in "\n".join(proc.lines)
+
+
+def test_with_leader_election_any_daemon_accepts_and_the_leader_syncs(tmp_path: Path):
+    env = {"CAPSYNC_DAEMON__LEADER_ELECTION": "true", "CAPSYNC_DAEMON__SESSION_TTL": "10s"}
+    with ConsulDouble() as double:
+        target = ConsulTarget(double.address, double)
+        daemons = []
+        for name in ("one", "two"):
+            (tmp_path / name).mkdir()
+            daemons.append(PushDaemon(target, tmp_path / name, env=env).started())
+        try:
+            follower = wait_until(lambda: [d for d in daemons if d.status()["last_cycle"]
+                                           and not d.status()["leader"]], 15)[0]
+            assert follower.register({"id": "via-follower"}).ok
+            wait_until(lambda: "via-follower" in target.services(), 15)
+            stored = target.get("/v1/kv/capsync/inbox/via-follower")
+            assert stored[0]["Key"] == "capsync/inbox/via-follower"
+        finally:
+            for proc in daemons:
+                assert proc.stop() == 0

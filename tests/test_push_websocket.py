@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import wait_until
@@ -107,3 +107,25 @@ def test_watch_snapshot_events_and_resume(push: PushDaemon, target: ConsulTarget
     with push.websocket("/workers/watch?stream=another-daemon&since=3") as watch:
         fresh = json.loads(watch.recv(timeout=10))
         assert fresh["type"] == "snapshot" and [e["id"] for e in fresh["entries"]] == ["after"]
+
+
+def test_connection_and_message_limits(target: ConsulTarget, tmp_path: Path):
+    proc = PushDaemon(target, tmp_path, env={"CAPSYNC_API__MAX_WEBSOCKETS": "1",
+                                             "CAPSYNC_API__MAX_WATCHERS": "1"}).started()
+    try:
+        with proc.websocket() as first:
+            with pytest.raises(ConnectionClosed) as refused, proc.websocket() as second:
+                second.recv(timeout=10)
+            assert refused.value.rcvd.code == 1013
+            first.send(json.dumps({"action": "Register",
+                                   "capabilities": {"id": "big", "metadata": {"k": "v" * 70_000}}}))
+            with pytest.raises(ConnectionClosed) as too_big:
+                first.recv(timeout=10)
+            assert too_big.value.rcvd.code == 1009
+        with proc.websocket("/workers/watch") as watcher:
+            assert json.loads(watcher.recv(timeout=10))["type"] == "snapshot"
+            with pytest.raises(ConnectionClosed), proc.websocket("/workers/watch") as extra:
+                extra.recv(timeout=10)
+        assert proc.get("/healthz").status_code == 200  # the daemon carries on
+    finally:
+        assert proc.stop() == 0

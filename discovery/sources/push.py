@@ -9,6 +9,7 @@ reports them instead of emptying the registry.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Literal
 from config.errors import SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
-from discovery.inbox import PURGE_AFTER, Inbox, SqliteInbox
+from discovery.inbox import PURGE_AFTER, Inbox, Registration, SqliteInbox
 from discovery.inbox_consul import ConsulInbox
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
@@ -45,29 +46,41 @@ class PushSource:
             raise SourceError(f"source {self.name}: {exc}") from exc
         return Listing([
             Declaration(source=self.name, ref=f"{r.via}/{r.id}", data=r.body,
-                        fingerprint=repr(sorted(r.body.items())))
+                        fingerprint=_fingerprint(r.body))
             for r in registrations if r.live(now)
         ])
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
-        """Ask for a cycle when a lease runs out (nothing else would until the interval):
-        the inbox is read once a second, as cheap as the file source's poll."""
-        last = self.clock()
+        """Ask for a cycle when a lease runs out or the inbox changed behind this process
+        (another daemon's front end wrote to the Consul KV inbox): nothing else would
+        until the interval. The inbox is read once a second, like the file source's poll;
+        this process's own writes already asked for their cycle."""
+        last, seen = self.clock(), self._seen()
         while not stop.wait(POLL_SECONDS):
             now = self.clock()
             try:
-                expired = [r.id for r in self.inbox.all()
-                           if r.expires is not None and last < r.expires <= now]
+                registrations = self.inbox.all()
             except SourceError as exc:
                 emit(logging.DEBUG, "inbox_poll_failed", source=self.name, error=str(exc))
                 continue  # the next listing reports it
-            last = now
+            current = _seen(registrations)
+            expired = [r.id for r in registrations
+                       if r.expires is not None and last < r.expires <= now]
             if expired:
                 notify(f"push: lease of {expired[0]} expired" + (
                     f" (+{len(expired) - 1} more)" if len(expired) > 1 else ""))
+            elif seen is not None and current != seen:
+                notify("push: the inbox changed")
+            last, seen = now, current
 
     def close(self) -> None:
         self.inbox.close()
+
+    def _seen(self) -> set[tuple[str, str]] | None:
+        try:
+            return _seen(self.inbox.all())
+        except SourceError:
+            return None  # unknown: the first successful poll sets it
 
 
 class PushSourceSettings(SourceSettingsBase):
@@ -91,3 +104,11 @@ def build(settings: PushSourceSettings, ctx: BuildContext) -> PushSource:
 
 
 KIND = Kind("push", PushSourceSettings, "[PATH]", field_arg("path", required=False), build)
+
+
+def _fingerprint(body: dict[str, object]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def _seen(registrations: list[Registration]) -> set[tuple[str, str]]:
+    return {(r.key, _fingerprint(r.body)) for r in registrations}

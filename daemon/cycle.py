@@ -8,19 +8,20 @@ interrupted apply is repaired by the next one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from config.errors import RegistryError, SourceError
 from daemon.plan import Changes, DeletionGuard, plan
 from daemon.registry.base import ApplyResult, Registry, Snapshot
-from discovery import codec
+from discovery import codec, full_entry
 from discovery.codec import Entry
 from discovery.model import Capabilities
 from discovery.normalise import Found, Invalid, Normaliser
 from discovery.sources.base import Source
 
-Encoded = tuple[Capabilities, tuple[str, str, str], Entry]
+Encoded = tuple[Capabilities, tuple[object, ...], Entry]
 
 
 @dataclass
@@ -50,6 +51,9 @@ class CycleReport:
     registry_error: str = ""
     dry_run: bool = False
     desired: dict[str, Entry] = field(default_factory=dict)
+    # The next instant (Unix seconds) at which time alone changes a desired entry: a
+    # tool's expiry passing, an attestation ageing out. The daemon runs a cycle then.
+    next_change: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -67,8 +71,10 @@ class SyncOptions:
 
 class Syncer:
     def __init__(self, sources: Sequence[Source], registry: Registry, options: SyncOptions,
-                 *, listed_once: set[str] | None = None) -> None:
+                 *, listed_once: set[str] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.sources = list(sources)
+        self.clock = clock
         self.registry = registry
         self.options = options
         # Sources that listed successfully since start: the first-sync gate. A reload
@@ -88,7 +94,8 @@ class Syncer:
         except RegistryError as exc:
             return CycleReport(registry_error=str(exc), dry_run=dry_run)
         outcomes, found, invalid = self._discover()
-        desired, conflicts = self._desired(found, snapshot)
+        now = int(self.clock())
+        desired, conflicts = self._desired(found, snapshot, now)
         failed = {outcome.name for outcome in outcomes if not outcome.ok}
         changes = plan(
             snapshot.owned,
@@ -101,6 +108,8 @@ class Syncer:
         report = CycleReport(
             changes=changes, sources=tuple(outcomes), invalid=tuple(invalid),
             conflicts=tuple(conflicts), dry_run=dry_run, desired=desired,
+            next_change=min((at for item in found if (at := item.caps.changes_at(now))),
+                            default=None),
         )
         if dry_run or not changes.writes:
             return report
@@ -128,7 +137,7 @@ class Syncer:
         return outcomes, found, invalid
 
     def _desired(
-        self, found: list[Found], snapshot: Snapshot
+        self, found: list[Found], snapshot: Snapshot, now: int
     ) -> tuple[dict[str, Entry], list[Conflict]]:
         """Encode every declaration; the first source (config order) wins a shared id."""
         desired: dict[str, Entry] = {}
@@ -144,20 +153,23 @@ class Syncer:
                 conflicts.append(Conflict(worker_id, decl.source, decl.ref,
                                           "another writer registered this id on capsync's node"))
             else:
-                desired[worker_id] = self._encode(item, encoded)
+                desired[worker_id] = self._encode(item, encoded, now)
         self._encoded = encoded
         return desired, conflicts
 
-    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded]) -> Entry:
+    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded], now: int) -> Entry:
         decl = item.declaration
-        where = (self.options.service, self.options.owner, decl.address)
+        # Which tools are live is part of the entry: a cached one is reused only while
+        # time has changed nothing about it.
+        where = (self.options.service, self.options.owner, decl.address,
+                 item.caps.changes_at(now))
         cached = self._encoded.get((decl.source, decl.ref))
         if cached is not None and cached[0] is item.caps and cached[1] == where:
             entry: Entry = cached[2]
         else:
-            entry = codec.encode(item.caps, service=self.options.service,
-                                 owner=self.options.owner, source=decl.source, ref=decl.ref,
-                                 address=decl.address)
+            entry = full_entry.encode(item.caps, now=now, service=self.options.service,
+                                      owner=self.options.owner, source=decl.source,
+                                      ref=decl.ref, address=decl.address)
         encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
         return entry
 

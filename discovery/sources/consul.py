@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from config.errors import CapsyncError, DeclarationError
 from config.events import emit
-from discovery import codec, documents, schema
+from discovery import codec, documents, full_entry, seed_json
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service
 from discovery.model import CATEGORIES
@@ -96,7 +96,7 @@ class ConsulSource:
             [(_, data)] = documents.parse(entry.meta[self.meta_key], ref=ref, fmt="json")
             return data
         if any(k in CATEGORIES or k.startswith(codec.FLAG_PREFIX) for k in entry.meta):
-            return schema.dump(codec.decode(entry))
+            return seed_json.to_seed(full_entry.decode(entry))
         return None
 
 

@@ -115,11 +115,23 @@ def encode(
         tags += _term_tags(caps, now)
         meta.update(_term_meta(caps, now, document_key))
     meta[DIGEST] = _digest(
-        caps.id, service=service, tags=tags, meta=meta, address=address, port=port,
+        caps.id,
+        service=service,
+        tags=tags,
+        meta=meta,
+        address=address,
+        port=port,
         document=document,
     )
-    return Entry(id=caps.id, service=service, tags=tags, meta=meta, address=address, port=port,
-                 document=document)
+    return Entry(
+        id=caps.id,
+        service=service,
+        tags=tags,
+        meta=meta,
+        address=address,
+        port=port,
+        document=document,
+    )
 
 
 def decode(entry: Entry) -> Capabilities:

@@ -37,12 +37,29 @@ def encode(
     port: int = 0,
 ) -> Entry:
     if not caps.has_terms():
-        return codec.encode(caps, service=service, owner=owner, source=source, ref=ref,
-                            address=address, port=port, now=now)
+        return codec.encode(
+            caps,
+            service=service,
+            owner=owner,
+            source=source,
+            ref=ref,
+            address=address,
+            port=port,
+            now=now,
+        )
     document = json.dumps(seed_json.to_seed(caps), separators=(",", ":"), sort_keys=True)
-    return codec.encode(caps, service=service, owner=owner, source=source, ref=ref,
-                        address=address, port=port, now=now, document=document,
-                        document_key=document_key(owner, service, caps.id))
+    return codec.encode(
+        caps,
+        service=service,
+        owner=owner,
+        source=source,
+        ref=ref,
+        address=address,
+        port=port,
+        now=now,
+        document=document,
+        document_key=document_key(owner, service, caps.id),
+    )
 
 
 def decode(entry: Entry) -> Capabilities:
@@ -50,10 +67,15 @@ def decode(entry: Entry) -> Capabilities:
     if codec.DOCUMENT not in entry.meta:
         return codec.decode(entry)
     if not entry.document:
-        raise DeclarationError(entry.id, [(
-            f"ServiceMeta.{codec.DOCUMENT}",
-            f"the full-form document {entry.meta[codec.DOCUMENT]!r} is missing",
-        )])
+        raise DeclarationError(
+            entry.id,
+            [
+                (
+                    f"ServiceMeta.{codec.DOCUMENT}",
+                    f"the full-form document {entry.meta[codec.DOCUMENT]!r} is missing",
+                )
+            ],
+        )
     try:
         data = json.loads(entry.document)
     except ValueError as exc:

@@ -60,15 +60,24 @@ class ToolCapability:
     def hash_matches(self) -> bool:
         """The library's verify_capability_hash: the attested hash is this tool's."""
         return self.attestation is not None and self.attestation.capability_hash == (
-            capability_hash(self.tool_name, self.required, self.alternatives,
-                            self.permissions, self.expiration.expires_at)
+            capability_hash(
+                self.tool_name,
+                self.required,
+                self.alternatives,
+                self.permissions,
+                self.expiration.expires_at,
+            )
         )
 
     def has_terms(self) -> bool:
         """True when this tool says more than the minimal form can (tool, required,
         alternatives): the registry then keeps its full form beside the entry."""
         return (self.permissions, self.expiration, self.attestation, self.verified) != (
-            Permissions(), Expiration(), None, False)
+            Permissions(),
+            Expiration(),
+            None,
+            False,
+        )
 
     def changes_at(self, now: int) -> int | None:
         """The next instant after ``now`` at which time changes what this tool answers."""
@@ -99,8 +108,7 @@ class Capabilities:
         return any(tool.satisfied(checker, now=now) for tool in self.tools.get(category, ()))
 
     def has_all_required_tools(self, checker: Checker, *, now: int) -> bool:
-        return all(tool.satisfied(checker, now=now) for tool in self.iter_tools()
-                   if tool.required)
+        return all(tool.satisfied(checker, now=now) for tool in self.iter_tools() if tool.required)
 
     def all_tools(self) -> list[str]:
         """Every tool name and alternative, expired and revoked ones included (as the
@@ -114,8 +122,7 @@ class Capabilities:
     def verify_all_capabilities(self, now: int) -> bool:
         """The library's test for find_verified_workers: every tool live and attested
         (so a worker without tools passes, as in the library)."""
-        return all(tool.expiration.live(now) and tool.attested(now)
-                   for tool in self.iter_tools())
+        return all(tool.expiration.live(now) and tool.attested(now) for tool in self.iter_tools())
 
     def has_required_permissions(self, category: str, permission: str) -> bool:
         """The library's test for find_workers_with_permissions: any tool of the category
@@ -127,8 +134,7 @@ class Capabilities:
 
     def changes_at(self, now: int) -> int | None:
         """The next instant after ``now`` at which time alone changes an answer."""
-        return min((at for tool in self.iter_tools() if (at := tool.changes_at(now))),
-                   default=None)
+        return min((at for tool in self.iter_tools() if (at := tool.changes_at(now))), default=None)
 
     def has_flag(self, name: str) -> bool:
         return self.flags.get(name, False)

@@ -27,8 +27,13 @@ U64_MAX = 2**64 - 1
 NEVER_EXPIRES = 2**53 - 1
 
 # The permission names the library's has_permission knows, in its order.
-PERMISSIONS = ("filesystem_access", "network_access", "process_spawn", "env_access",
-               "system_access")
+PERMISSIONS = (
+    "filesystem_access",
+    "network_access",
+    "process_spawn",
+    "env_access",
+    "system_access",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,19 +21,30 @@ CATEGORY_FIELDS = {
     "fuzzing": "fuzzing_tools",
     "test_framework": "test_framework_tools",
 }
-PERMISSION_NAMES = ("filesystem_access", "network_access", "process_spawn", "env_access",
-                    "system_access")
+PERMISSION_NAMES = (
+    "filesystem_access",
+    "network_access",
+    "process_spawn",
+    "env_access",
+    "system_access",
+)
 
 
 def library_hash(tool: dict[str, Any]) -> str:
     """generate_capability_hash, spelled out over the serde JSON."""
     p, e = tool["permissions"], tool["expiration"]
-    text = "".join([
-        tool["tool_name"], str(tool["required"]).lower(), ",".join(tool["alternatives"]),
-        *(str(p[name]).lower() for name in PERMISSION_NAMES),
-        str(p["memory_limit_mb"]), str(p["cpu_limit_percent"]), str(p["timeout_seconds"]),
-        str(e["expires_at"]),
-    ])
+    text = "".join(
+        [
+            tool["tool_name"],
+            str(tool["required"]).lower(),
+            ",".join(tool["alternatives"]),
+            *(str(p[name]).lower() for name in PERMISSION_NAMES),
+            str(p["memory_limit_mb"]),
+            str(p["cpu_limit_percent"]),
+            str(p["timeout_seconds"]),
+            str(e["expires_at"]),
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -76,7 +87,8 @@ def library_tool(
             "signature": "" if attestation == "unsigned" else "signature_abc_1",
             "public_key": "pubkey_attester-key",
             "timestamp": {"old": now - 366 * DAY, "future": now + 3600}.get(
-                attestation, now - 30 * DAY),
+                attestation, now - 30 * DAY
+            ),
             "algorithm": "MD5-DSA" if attestation == "algorithm" else "SHA256-RSA",
             "attester": "ci-attester",
         }
@@ -102,18 +114,34 @@ def fleet(now: int) -> list[dict[str, Any]]:
     for (label, expires_at), revoked, attestation in itertools.product(
         expiries.items(), (False, True), attestations
     ):
-        tool = library_tool("clippy", required=True, alternatives=("cargo-clippy",),
-                            expires_at=expires_at, revoked=revoked, attestation=attestation,
-                            permissions=("filesystem_access",) if revoked else (), now=now)
+        tool = library_tool(
+            "clippy",
+            required=True,
+            alternatives=("cargo-clippy",),
+            expires_at=expires_at,
+            revoked=revoked,
+            attestation=attestation,
+            permissions=("filesystem_access",) if revoked else (),
+            now=now,
+        )
         wid = f"w-{label}-{'revoked' if revoked else 'live'}-{attestation}"
         workers.append(library_worker(wid, static_analysis=[tool]))
-    live = library_tool("semgrep", expires_at=now + 3600, attestation="valid",
-                        permissions=("network_access", "process_spawn"), now=now)
-    dead = library_tool("bandit", required=True, expires_at=now - 1, attestation="valid",
-                        now=now)
+    live = library_tool(
+        "semgrep",
+        expires_at=now + 3600,
+        attestation="valid",
+        permissions=("network_access", "process_spawn"),
+        now=now,
+    )
+    dead = library_tool("bandit", required=True, expires_at=now - 1, attestation="valid", now=now)
     workers.append(library_worker("mixed-1", security_scanning=[live, dead]))
-    workers.append(library_worker("mixed-2", security_scanning=[live],
-                                  fuzzing=[library_tool("afl++", expires_at=now + 60, now=now)]))
+    workers.append(
+        library_worker(
+            "mixed-2",
+            security_scanning=[live],
+            fuzzing=[library_tool("afl++", expires_at=now + 60, now=now)],
+        )
+    )
     workers.append(library_worker("empty"))
     return workers
 
@@ -128,16 +156,18 @@ def _satisfied(tool: dict[str, Any], checker: Callable[[str], bool], now: int) -
     return checker(tool["tool_name"]) or any(checker(alt) for alt in tool["alternatives"])
 
 
-def oracle_has_capability(worker: dict[str, Any], category: str,
-                          checker: Callable[[str], bool], now: int) -> bool:
+def oracle_has_capability(
+    worker: dict[str, Any], category: str, checker: Callable[[str], bool], now: int
+) -> bool:
     field_name = CATEGORY_FIELDS.get(category)
     if field_name is None:
         return False
     return any(_satisfied(tool, checker, now) for tool in worker[field_name])
 
 
-def oracle_has_all_required(worker: dict[str, Any], checker: Callable[[str], bool],
-                            now: int) -> bool:
+def oracle_has_all_required(
+    worker: dict[str, Any], checker: Callable[[str], bool], now: int
+) -> bool:
     return all(_satisfied(t, checker, now) for t in _tools(worker) if t["required"])
 
 
@@ -153,7 +183,8 @@ def oracle_verify_attestation(tool: dict[str, Any], now: int) -> bool:
 
 def oracle_verified(worker: dict[str, Any], now: int) -> bool:
     return all(
-        now <= t["expiration"]["expires_at"] and not t["expiration"]["revoked"]
+        now <= t["expiration"]["expires_at"]
+        and not t["expiration"]["revoked"]
         and oracle_verify_attestation(t, now)
         for t in _tools(worker)
     )

@@ -45,8 +45,9 @@ def expected(workers: list[dict[str, Any]], keep: Any) -> list[str]:
     return sorted(w["id"] for w in workers if keep(w))
 
 
-def test_full_form_round_trips_and_queries_give_the_library_answers(backend: Backend,
-                                                                     tmp_path: Path):
+def test_full_form_round_trips_and_queries_give_the_library_answers(
+    backend: Backend, tmp_path: Path
+):
     workers, now = stable_fleet(tmp_path / "fleet")
     result = sync(backend, "--source", f"file:{tmp_path / 'fleet'}")
     assert result.returncode == 0, result.stderr
@@ -59,40 +60,50 @@ def test_full_form_round_trips_and_queries_give_the_library_answers(backend: Bac
 
     clippy = {"clippy"}.__contains__
     assert find(backend, "--category", "static_analysis", "--tool", "clippy") == expected(
-        workers, lambda w: oracle_has_capability(w, "static_analysis", clippy, now))
+        workers, lambda w: oracle_has_capability(w, "static_analysis", clippy, now)
+    )
     assert find(backend, "--has", "semgrep") == expected(
-        workers, lambda w: oracle_has_capability(w, "security_scanning",
-                                                 {"semgrep"}.__contains__, now))
+        workers,
+        lambda w: oracle_has_capability(w, "security_scanning", {"semgrep"}.__contains__, now),
+    )
     assert find(backend, "--has", "clippy", "--all-required") == expected(
-        workers, lambda w: oracle_has_all_required(w, clippy, now)
-        and oracle_has_capability(w, "static_analysis", clippy, now))
+        workers,
+        lambda w: (
+            oracle_has_all_required(w, clippy, now)
+            and oracle_has_capability(w, "static_analysis", clippy, now)
+        ),
+    )
     assert find(backend, "--verified") == expected(workers, lambda w: oracle_verified(w, now))
-    for category, permission in [("static_analysis", "filesystem_access"),
-                                 ("security_scanning", "network_access"),
-                                 ("fuzzing", "process_spawn")]:
+    for category, permission in [
+        ("static_analysis", "filesystem_access"),
+        ("security_scanning", "network_access"),
+        ("fuzzing", "process_spawn"),
+    ]:
         assert find(backend, "--permission", f"{category}:{permission}") == expected(
-            workers, lambda w, c=category, p=permission: oracle_has_permission(w, c, p))
+            workers, lambda w, c=category, p=permission: oracle_has_permission(w, c, p)
+        )
 
-    bad = run_cli("find", *backend.args(), "--permission", "static_analysis:root",
-                  env=backend.env())
+    bad = run_cli(
+        "find", *backend.args(), "--permission", "static_analysis:root", env=backend.env()
+    )
     assert bad.returncode == 2 and "CATEGORY:PERMISSION" in bad.stderr
 
 
 def test_an_expiry_change_is_an_update_and_minimal_entries_stay_as_they_were(
-        backend: Backend, tmp_path: Path):
+    backend: Backend, tmp_path: Path
+):
     directory = tmp_path / "fleet"
     directory.mkdir()
-    (directory / "plain.json").write_text('{"id": "plain", "fuzzing_tools": '
-                                          '[{"tool_name": "afl++"}]}')
+    (directory / "plain.json").write_text(
+        '{"id": "plain", "fuzzing_tools": [{"tool_name": "afl++"}]}'
+    )
     tool = library_tool("clippy", expires_at=int(time.time()) + 3600)
-    (directory / "full.json").write_text(json.dumps(library_worker("full",
-                                                                   static_analysis=[tool])))
+    (directory / "full.json").write_text(json.dumps(library_worker("full", static_analysis=[tool])))
     assert sync(backend, "--source", f"file:{directory}").returncode == 0
     plain = backend.services()["plain"]
     assert plain.tags == ("afl++",) and codec.DOCUMENT not in plain.meta
     tool["expiration"]["expires_at"] += 60
-    (directory / "full.json").write_text(json.dumps(library_worker("full",
-                                                                   static_analysis=[tool])))
+    (directory / "full.json").write_text(json.dumps(library_worker("full", static_analysis=[tool])))
     again = sync(backend, "--source", f"file:{directory}")
     assert "1 updated" in again.stdout and "1 unchanged" in again.stdout
     shown = run_cli("show", "full", *backend.args(), env=backend.env())
@@ -103,8 +114,9 @@ def test_an_expiry_change_is_an_update_and_minimal_entries_stay_as_they_were(
 def test_consul_tags_meta_and_the_kv_document(consul: ConsulTarget, tmp_path: Path):
     workers, now = stable_fleet(tmp_path / "fleet")
     args = ("--owner", consul.owner, "--service", consul.service)
-    result = run_cli("run", "--once", *args, "--source", f"file:{tmp_path / 'fleet'}",
-                     env=consul.env())
+    result = run_cli(
+        "run", "--once", *args, "--source", f"file:{tmp_path / 'fleet'}", env=consul.env()
+    )
     assert result.returncode == 0, result.stderr
     services = consul.services()
     expired = services["w-past-live-valid"]
@@ -112,17 +124,17 @@ def test_consul_tags_meta_and_the_kv_document(consul: ConsulTarget, tmp_path: Pa
     assert expired["ServiceMeta"][codec.VERIFIED] == "false"
     revoked = services["w-future-revoked-none"]
     assert {"revoked:clippy", "perm:static_analysis:filesystem_access"} <= set(
-        revoked["ServiceTags"])
+        revoked["ServiceTags"]
+    )
     valid = services["w-future-live-valid"]
     assert "clippy" in valid["ServiceTags"] and valid["ServiceMeta"][codec.VERIFIED] == "true"
     assert valid["ServiceMeta"][codec.NEXT_EXPIRY] == str(now + 3600)
 
     # A plain Consul query gives the library's answer.
-    filtered = consul.get(f"/v1/catalog/service/{consul.service}",
-                          filter='"clippy" in ServiceTags')
+    filtered = consul.get(f"/v1/catalog/service/{consul.service}", filter='"clippy" in ServiceTags')
     assert sorted(s["ServiceID"] for s in filtered if s["Node"] == consul.node) == expected(
-        workers, lambda w: oracle_has_capability(w, "static_analysis",
-                                                 {"clippy"}.__contains__, now))
+        workers, lambda w: oracle_has_capability(w, "static_analysis", {"clippy"}.__contains__, now)
+    )
 
     key = valid["ServiceMeta"][codec.DOCUMENT]
     assert key == f"capsync/documents/{consul.owner}/{consul.service}/w-future-live-valid"
@@ -132,8 +144,9 @@ def test_consul_tags_meta_and_the_kv_document(consul: ConsulTarget, tmp_path: Pa
 
     # The document leaves with its entry.
     (tmp_path / "fleet" / "w-future-live-valid.json").unlink()
-    result = run_cli("run", "--once", *args, "--source", f"file:{tmp_path / 'fleet'}",
-                     env=consul.env())
+    result = run_cli(
+        "run", "--once", *args, "--source", f"file:{tmp_path / 'fleet'}", env=consul.env()
+    )
     assert "1 deleted" in result.stdout, result.stdout + result.stderr
     assert consul.put(f"/v1/kv/{key}?cas=0", "x").json() is True  # absent: cas=0 creates
 
@@ -142,14 +155,17 @@ def test_sqlite_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path):
     path = tmp_path / "v1.db"
     with closing(sqlite3.connect(path)) as db, db:
         MIGRATIONS[1](db)
-        db.execute("INSERT INTO nodes VALUES ('capsync-h', '127.0.0.1', ?)",
-                   (json.dumps({"capsync-owner": "h"}),))
-        caps = schema.validate({"id": "old", "fuzzing_tools": [{"tool_name": "afl++"}]},
-                               ref="t")
+        db.execute(
+            "INSERT INTO nodes VALUES ('capsync-h', '127.0.0.1', ?)",
+            (json.dumps({"capsync-owner": "h"}),),
+        )
+        caps = schema.validate({"id": "old", "fuzzing_tools": [{"tool_name": "afl++"}]}, ref="t")
         old = codec.encode(caps, service="worker", owner="h", source="file", ref="/old")
-        db.execute("INSERT INTO services (node, id, service, tags, meta, address, port) "
-                   "VALUES ('capsync-h', 'old', 'worker', ?, ?, '', 0)",
-                   (json.dumps(old.tags), json.dumps(dict(old.meta))))
+        db.execute(
+            "INSERT INTO services (node, id, service, tags, meta, address, port) "
+            "VALUES ('capsync-h', 'old', 'worker', ?, ?, '', 0)",
+            (json.dumps(old.tags), json.dumps(dict(old.meta))),
+        )
         db.execute("PRAGMA user_version = 1")
     registry = SqliteRegistry(path, service="worker", owner="h", node="capsync-h")
     try:
@@ -160,24 +176,36 @@ def test_sqlite_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path):
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
 
 
-def test_running_daemon_drops_a_tool_from_consul_tags_when_it_expires(consul: ConsulTarget,
-                                                                      tmp_path: Path):
+def test_running_daemon_drops_a_tool_from_consul_tags_when_it_expires(
+    consul: ConsulTarget, tmp_path: Path
+):
     directory = tmp_path / "fleet"
     directory.mkdir()
     soon = library_tool("clippy", expires_at=int(time.time()) + 2)
     lasting = library_tool("rustfmt", expires_at=int(time.time()) + 3600)
-    (directory / "w.json").write_text(json.dumps(
-        library_worker("expiring", static_analysis=[soon, lasting])))
-    proc = Daemon(["--owner", consul.owner, "--service", consul.service,
-                   "--source", f"file:{directory}", "--interval", "300s"],
-                  env=consul.env()).started()
+    (directory / "w.json").write_text(
+        json.dumps(library_worker("expiring", static_analysis=[soon, lasting]))
+    )
+    proc = Daemon(
+        [
+            "--owner",
+            consul.owner,
+            "--service",
+            consul.service,
+            "--source",
+            f"file:{directory}",
+            "--interval",
+            "300s",
+        ],
+        env=consul.env(),
+    ).started()
     try:
-        wait_until(lambda: "clippy" in consul.services().get("expiring", {}).get(
-            "ServiceTags", ()), 5)
+        wait_until(
+            lambda: "clippy" in consul.services().get("expiring", {}).get("ServiceTags", ()), 5
+        )
         wait_until(lambda: "clippy" not in consul.services()["expiring"]["ServiceTags"], 8)
         tags = consul.services()["expiring"]["ServiceTags"]
         assert "rustfmt" in tags and "expired:clippy" in tags  # the entry stays
         proc.wait_for(lambda line: "event=cycle" in line and "expiry" in line)
     finally:
         assert proc.stop() == 0
-

@@ -86,9 +86,7 @@ _UPSERT = """
         document = excluded.document
     WHERE services.owner = :owner
 """
-_SELECT = (
-    "SELECT node, id, service, tags, meta, address, port, owner, document FROM services AS s"
-)
+_SELECT = "SELECT node, id, service, tags, meta, address, port, owner, document FROM services AS s"
 _HAS_TAG = (
     " AND EXISTS (SELECT 1 FROM service_tags AS t"
     " WHERE t.node = s.node AND t.id = s.id AND t.tag IN ({}))"

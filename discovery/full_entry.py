@@ -20,9 +20,14 @@ DOCUMENT_ROOT = "capsync/documents"
 
 
 def document_key(owner: str, service: str, worker_id: str) -> str:
-    """Where a registry keeps an entry's document: per owner (it owns the key), per
-    service, by the id lower-cased (ids compare case-insensitively)."""
-    return f"{DOCUMENT_ROOT}/{owner}/{service}/{worker_id.lower()}"
+    """Where a registry keeps an entry's document: per service (a query reads one
+    prefix), per owner (it owns the key), by the id lower-cased (ids compare
+    case-insensitively)."""
+    return f"{document_prefix(service)}{owner}/{worker_id.lower()}"
+
+
+def document_prefix(service: str) -> str:
+    return f"{DOCUMENT_ROOT}/{service}/"
 
 
 def encode(
@@ -80,4 +85,9 @@ def decode(entry: Entry) -> Capabilities:
         data = json.loads(entry.document)
     except ValueError as exc:
         raise DeclarationError(entry.id, [("document", f"not JSON: {exc}")]) from None
-    return seed_json.from_seed(data, ref=entry.id)
+    caps = seed_json.from_seed(data, ref=entry.id)
+    if caps.id.lower() != entry.id.lower():
+        raise DeclarationError(
+            entry.id, [("document.id", f"the document declares {caps.id!r}, not this entry's id")]
+        )
+    return caps

@@ -137,7 +137,7 @@ def test_consul_tags_meta_and_the_kv_document(consul: ConsulTarget, tmp_path: Pa
     )
 
     key = valid["ServiceMeta"][codec.DOCUMENT]
-    assert key == f"capsync/documents/{consul.owner}/{consul.service}/w-future-live-valid"
+    assert key == f"capsync/documents/{consul.service}/{consul.owner}/w-future-live-valid"
     [stored] = consul.get(f"/v1/kv/{key}")
     document = json.loads(base64.b64decode(stored["Value"]))
     assert document == next(w for w in workers if w["id"] == "w-future-live-valid")

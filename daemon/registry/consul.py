@@ -28,7 +28,7 @@ from discovery import codec
 from discovery.codec import Entry
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service, service_fields
-from discovery.full_entry import DOCUMENT_ROOT
+from discovery.full_entry import document_key, document_prefix
 
 Unit = tuple[str, list[dict[str, Any]]]  # one entry's id and its ops, sent together
 
@@ -78,7 +78,7 @@ class ConsulRegistry:
         ops: list[Unit] = [
             *((e.id, self._set_ops(e, None)) for e in changes.create),
             *((u.new.id, self._set_ops(u.new, u.old)) for u in changes.update),
-            *((e.id, [self._service_op("delete", e), *_document_ops(None, e)])
+            *((e.id, [self._service_op("delete", e), *self._document_ops(None, e)])
               for e in changes.delete),
         ]
         if not ops:
@@ -112,12 +112,13 @@ class ConsulRegistry:
         ]
 
     def _documents(self) -> dict[str, str]:
-        """Every full-form document, by key, in one read."""
-        response = self.client.get(f"/v1/kv/{DOCUMENT_ROOT}/", params={"recurse": ""})
+        """Every full-form document of the service, by key, in one read."""
+        prefix = document_prefix(self.service)
+        response = self.client.get(f"/v1/kv/{quote(prefix)}", params={"recurse": ""})
         if response.status == 404 and response.index:
             return {}
         if response.status != 200 or not isinstance(response.body, list):
-            raise RegistryError(f"Consul answered the read of {DOCUMENT_ROOT}/ with "
+            raise RegistryError(f"Consul answered the read of {prefix} with "
                                 f"{response.status}: {response.text.strip()[:200]}")
         return {item["Key"]: base64.b64decode(item.get("Value") or "").decode("utf-8")
                 for item in response.body}
@@ -158,7 +159,22 @@ class ConsulRegistry:
         return requests, 0, refused
 
     def _set_ops(self, new: Entry, old: Entry | None) -> list[dict[str, Any]]:
-        return [self._service_op("set", new), *_document_ops(new, old)]
+        return [self._service_op("set", new), *self._document_ops(new, old)]
+
+    def _document_ops(self, new: Entry | None, old: Entry | None) -> list[dict[str, Any]]:
+        """Write the new entry's document; delete the old one's when the new has none or
+        keeps it elsewhere. The old key is derived, never taken from meta, so only this
+        owner's documents are ever deleted, and without a read."""
+        ops = []
+        new_key = new.meta.get(codec.DOCUMENT, "") if new else ""
+        old_key = (document_key(self.owner, old.service, old.id)
+                   if old is not None and codec.DOCUMENT in old.meta else "")
+        if new is not None and new_key:
+            value = base64.b64encode(new.document.encode("utf-8")).decode("ascii")
+            ops.append({"KV": {"Verb": "set", "Key": new_key, "Value": value}})
+        if old_key and old_key != new_key:
+            ops.append({"KV": {"Verb": "delete", "Key": old_key}})
+        return ops
 
     def _service_op(self, verb: str, entry: Entry) -> dict[str, Any]:
         # A delete names the service too: Consul validates (and ACL-checks
@@ -183,20 +199,6 @@ class ConsulRegistry:
                 },
             }
         }
-
-
-def _document_ops(new: Entry | None, old: Entry | None) -> list[dict[str, Any]]:
-    """Write the new entry's document; delete the old one's when the new has none or
-    keeps it elsewhere. Keys are named in meta, so a delete needs no read."""
-    ops = []
-    new_key = new.meta.get(codec.DOCUMENT, "") if new else ""
-    old_key = old.meta.get(codec.DOCUMENT, "") if old else ""
-    if new is not None and new_key:
-        value = base64.b64encode(new.document.encode("utf-8")).decode("ascii")
-        ops.append({"KV": {"Verb": "set", "Key": new_key, "Value": value}})
-    if old_key and old_key != new_key:
-        ops.append({"KV": {"Verb": "delete", "Key": old_key}})
-    return ops
 
 
 def _batches(units: list[Unit], size: int) -> Iterator[list[Unit]]:

@@ -209,3 +209,48 @@ def test_running_daemon_drops_a_tool_from_consul_tags_when_it_expires(
         proc.wait_for(lambda line: "event=cycle" in line and "expiry" in line)
     finally:
         assert proc.stop() == 0
+
+
+def test_a_tampered_document_key_never_points_a_delete_elsewhere(
+    consul: ConsulTarget, tmp_path: Path
+):
+    assert consul.put("/v1/kv/precious", "keep").status_code == 200
+    directory = tmp_path / "fleet"
+    directory.mkdir()
+    tool = library_tool("clippy", expires_at=int(time.time()) + 3600)
+    (directory / "w.json").write_text(json.dumps(library_worker("w", static_analysis=[tool])))
+    args = ("--owner", consul.owner, "--service", consul.service)
+    assert (
+        run_cli(
+            "run", "--once", *args, "--source", f"file:{directory}", env=consul.env()
+        ).returncode
+        == 0
+    )
+    entry = consul.services()["w"]
+    tampered = {
+        "Node": consul.node,
+        "Address": "127.0.0.1",
+        "NodeMeta": entry["NodeMeta"],
+        "Service": {
+            "ID": "w",
+            "Service": consul.service,
+            "Tags": entry["ServiceTags"],
+            "Meta": {**entry["ServiceMeta"], codec.DOCUMENT: "precious"},
+        },
+    }
+    assert consul.put("/v1/catalog/register", tampered).status_code == 200
+    (directory / "w.json").unlink()
+    result = run_cli(
+        "run",
+        "--once",
+        *args,
+        "--source",
+        f"file:{directory}",
+        "--allow-mass-delete",
+        env=consul.env(),
+    )
+    assert "1 deleted" in result.stdout, result.stdout + result.stderr
+    [kept] = consul.get("/v1/kv/precious")
+    assert base64.b64decode(kept["Value"]) == b'"keep"'
+    document = f"capsync/documents/{consul.service}/{consul.owner}/w"
+    assert consul.put(f"/v1/kv/{document}?cas=0", "x").json() is True  # ours is gone

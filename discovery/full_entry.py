@@ -41,18 +41,7 @@ def encode(
     address: str = "",
     port: int = 0,
 ) -> Entry:
-    if not caps.has_terms():
-        return codec.encode(
-            caps,
-            service=service,
-            owner=owner,
-            source=source,
-            ref=ref,
-            address=address,
-            port=port,
-            now=now,
-        )
-    document = json.dumps(seed_json.to_seed(caps), separators=(",", ":"), sort_keys=True)
+    full = caps.has_terms()
     return codec.encode(
         caps,
         service=service,
@@ -62,9 +51,13 @@ def encode(
         address=address,
         port=port,
         now=now,
-        document=document,
-        document_key=document_key(owner, service, caps.id),
+        document=_document(caps) if full else "",
+        document_key=document_key(owner, service, caps.id) if full else "",
     )
+
+
+def _document(caps: Capabilities) -> str:
+    return json.dumps(seed_json.to_seed(caps), separators=(",", ":"), sort_keys=True)
 
 
 def decode(entry: Entry) -> Capabilities:

@@ -7,18 +7,13 @@ with an HTML page (a proxy), or slowly. The fault fields are the double's own (f
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.doubles.consul import ConsulDouble, Fault
 
-ROOT = Path(__file__).resolve().parents[1]
 CONTROL = "/_double/faults"
 HTML = {"Content-Type": "text/html"}
 BAD_GATEWAY = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
@@ -122,38 +117,3 @@ def test_faults_apply_in_order_and_the_first_status_wins(consul: ConsulDouble) -
     assert requests.get(consul.url + "/v1/kv/a", timeout=10).text == "first"
     assert requests.get(consul.url + "/v1/kv/a", timeout=10).text == "second"
     assert requests.get(consul.url + "/v1/kv/b", timeout=10).status_code == 404
-
-
-def test_command_line_fault_flag() -> None:
-    """`python -m tests.doubles.consul --fault JSON` starts with the fault in place; a bad
-    one is a usage error (exit 2) naming the field."""
-    fault = json.dumps(
-        {"path": "/v1/catalog/services", "status": 429, "headers": {"Retry-After": "1"}, "times": 1}
-    )
-    with subprocess.Popen(
-        [sys.executable, "-m", "tests.doubles.consul", "--port", "0", "--fault", fault],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        try:
-            limited = requests.get(url + "/v1/catalog/services", timeout=5)
-            assert (limited.status_code, limited.headers["Retry-After"]) == (429, "1")
-            assert requests.get(url + "/v1/catalog/services", timeout=5).status_code == 200
-        finally:
-            proc.terminate()
-        assert proc.wait(timeout=10) == 0
-    bad = subprocess.run(
-        [sys.executable, "-m", "tests.doubles.consul", "--fault", '{"delay": -1}'],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert bad.returncode == 2
-    assert "--fault: invalid fault: delay: Input should be greater than or equal to 0" in (
-        bad.stderr
-    )

@@ -88,6 +88,7 @@ def test_control_endpoint_adds_lists_counts_down_and_clears(consul: ConsulDouble
     ("body", "problem"),
     [
         ('{"status": 1000}', "status: Input should be less than or equal to 599"),
+        ('{"status": 42}', "status: Value error, an HTTP status is 100-599"),
         ('{"stauts": 500}', "stauts: Extra inputs are not permitted"),
         ('{"times": -1}', "times: Input should be greater than or equal to 0"),
         ("not json", "body: Invalid JSON"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONTROL_PATH = "/_double/faults"
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
@@ -39,6 +39,13 @@ class Fault(BaseModel):
     times: int | None = Field(None, ge=0, description="answer this many requests, then stop")
     delay: float = Field(0.0, ge=0.0, description="seconds to wait before answering")
 
+    @field_validator("status")
+    @classmethod
+    def _http_status(cls, status: int) -> int:
+        if status and status < 100:
+            raise ValueError("an HTTP status is 100-599 (or 0 for a delay only)")
+        return status
+
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method:
             return False
@@ -46,10 +53,12 @@ class Fault(BaseModel):
 
 
 def _headers(given: dict[str, str]) -> dict[str, str]:
-    """The fault's headers, plain text unless it names its own Content-Type."""
-    if any(name.lower() == "content-type" for name in given):
-        return dict(given)
-    return {**_TEXT, **given}
+    """The fault's headers, plain text unless it names its own Content-Type; the server
+    sets Content-Length from the body."""
+    kept = {name: value for name, value in given.items() if name.lower() != "content-length"}
+    if any(name.lower() == "content-type" for name in kept):
+        return kept
+    return {**_TEXT, **kept}
 
 
 class FaultError(ValueError):
@@ -75,6 +84,8 @@ class Faults:
         self._active: list[Fault] = []
 
     def add(self, fault: Fault) -> None:
+        if fault.times == 0:
+            return
         with self._lock:
             self._active.append(fault.model_copy(deep=True))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,8 +23,9 @@ from config.errors import SourceError
 from discovery import normalise, schema
 from discovery.sources import kubernetes as k8s
 from discovery.sources.kubernetes import KubernetesSource
-from tests.conftest import ROOT, SEED_CRD_SPEC, SEED_LABEL
+from tests.conftest import ROOT, SEED_CRD_SPEC
 from tests.doubles.kubernetes import KubernetesDouble
+from tests.kubernetes_helpers import Watching, annotated, eventually, out_of_sync, watches
 
 CRD = ROOT / "config" / "kubernetes" / "workercapabilities-crd.yaml"
 RBAC = ROOT / "config" / "kubernetes" / "rbac.yaml"
@@ -42,10 +42,6 @@ def double() -> Iterator[KubernetesDouble]:
 def make_source(double: KubernetesDouble, tmp_path: Path) -> Callable[..., KubernetesSource]:
     kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig")
     return lambda **kw: KubernetesSource(kubeconfig=str(kubeconfig), **kw)
-
-
-def annotated(value: str = SEED_LABEL) -> dict[str, str]:
-    return {ANNOTATION: value}
 
 
 # -- list -------------------------------------------------------------------------------
@@ -197,41 +193,6 @@ def test_without_the_extra_construction_names_it(monkeypatch: pytest.MonkeyPatch
 # -- watch ------------------------------------------------------------------------------
 
 
-class Watching:
-    """Runs source.watch() in a thread and records its notes; ``finish`` times the stop."""
-
-    def __init__(self, source: KubernetesSource) -> None:
-        self.seen: list[str] = []  # every note, in order
-        self.unclaimed: list[str] = []  # notes no expect() has matched yet
-        self.arrived = threading.Condition()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=source.watch, args=(self.note, self.stop),
-                                       daemon=True)  # a failed test must not hang the run
-        self.thread.start()
-
-    def note(self, reason: str) -> None:
-        with self.arrived:
-            self.seen.append(reason)
-            self.unclaimed.append(reason)
-            self.arrived.notify_all()
-
-    def expect(self, text: str, timeout: float = 5.0) -> None:
-        """Claim the first unclaimed note containing ``text`` (the kinds' threads race)."""
-        with self.arrived:
-            found = self.arrived.wait_for(
-                lambda: any(text in n for n in self.unclaimed), timeout=timeout
-            )
-            assert found, f"no note with {text!r} within {timeout} s; got {self.seen}"
-            self.unclaimed.remove(next(n for n in self.unclaimed if text in n))
-
-    def finish(self) -> float:
-        started = time.monotonic()
-        self.stop.set()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive(), "watch() did not return after stop was set"
-        return time.monotonic() - started
-
-
 @pytest.fixture
 def watching(make_source: Callable[..., KubernetesSource],
              double: KubernetesDouble) -> Iterator[Watching]:
@@ -239,25 +200,6 @@ def watching(make_source: Callable[..., KubernetesSource],
     eventually(lambda: watches(double) >= 2)  # both kinds are streaming
     yield running
     assert running.finish() < 2.0
-
-
-def out_of_sync(source: KubernetesSource) -> bool:
-    try:
-        source.list()
-    except SourceError as exc:
-        return "cache not in sync" in str(exc)
-    return False
-
-
-def watches(double: KubernetesDouble) -> int:
-    return sum("watch=true" in path for _, path in list(double.requests))
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_watch_notifies_changes_to_annotated_pods_and_to_resources(

@@ -45,7 +45,10 @@ REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds) for one list page
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then resumed
 FIRST_LIST_WAIT = 35.0  # list() waits this long for a cache's first list to end
 
-Objs = list[Obj]  # spelt here: inside KubernetesSource, ``list`` is the method
+# Spelt here: inside KubernetesSource, ``list`` is the method.
+Objs = list[Obj]
+Views = list[View]
+Kinds = list[str]
 
 
 def _kube() -> Any:
@@ -108,10 +111,10 @@ class KubernetesSource:
         for reflector in reflectors:
             reflector.halt()
 
-    def _kinds(self) -> list[str]:
+    def _kinds(self) -> Kinds:
         return [kind for kind, on in ((POD, self.pods), (RESOURCE, self.resources)) if on]
 
-    def _listing(self, views: list[View]) -> Listing:
+    def _listing(self, views: Views) -> Listing:
         listing = Listing()
         for view in views:
             if isinstance(view.parsed, DeclarationError):

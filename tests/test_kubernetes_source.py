@@ -29,7 +29,6 @@ from tests.doubles.kubernetes import KubernetesDouble
 from tests.kubernetes_helpers import Watching, annotated, eventually, out_of_sync, watches
 
 CRD = ROOT / "config" / "kubernetes" / "workercapabilities-crd.yaml"
-RBAC = ROOT / "config" / "kubernetes" / "rbac.yaml"
 ANNOTATION = "worker.capabilities"
 
 
@@ -429,15 +428,3 @@ def rule_accepts(name: str) -> bool:
     except PydanticCustomError:
         return False
     return True
-
-
-def test_rbac_example_grants_read_only_access_to_pods_and_workercapabilities() -> None:
-    docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
-    [role] = [d for d in docs if d["kind"] == "ClusterRole"]
-    grants = {(g, r): set(rule["verbs"]) for rule in role["rules"]
-              for g in rule["apiGroups"] for r in rule["resources"]}
-    assert grants == {("", "pods"): {"get", "list", "watch"},
-                      ("valkra.io", "workercapabilities"): {"get", "list", "watch"}}
-    [binding] = [d for d in docs if d["kind"] == "RoleBinding"]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
-                                  "kind": "ClusterRole", "name": role["metadata"]["name"]}

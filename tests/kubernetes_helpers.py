@@ -62,7 +62,7 @@ def out_of_sync(source: KubernetesSource) -> bool:
 
 
 def watches(double: KubernetesDouble) -> int:
-    return sum("watch=true" in path for _, path in list(double.requests))
+    return sum("watch=true" in path.lower() for _, path in list(double.requests))
 
 
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:

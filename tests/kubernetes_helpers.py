@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
 
 from config.errors import SourceError
 from discovery.sources.kubernetes import KubernetesSource
@@ -12,6 +15,18 @@ from tests.conftest import SEED_LABEL
 from tests.doubles.kubernetes import KubernetesDouble
 
 ANNOTATION = "worker.capabilities"
+
+
+@pytest.fixture
+def double() -> Iterator[KubernetesDouble]:
+    with KubernetesDouble() as running:
+        yield running
+
+
+@pytest.fixture
+def make_source(double: KubernetesDouble, tmp_path: Path) -> Callable[..., KubernetesSource]:
+    kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig")
+    return lambda **kw: KubernetesSource(kubeconfig=str(kubeconfig), **kw)
 
 
 def annotated(value: str = SEED_LABEL) -> dict[str, str]:

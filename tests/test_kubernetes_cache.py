@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,20 +13,9 @@ import pytest
 from config.errors import SourceError
 from discovery.normalise import Normaliser
 from discovery.sources.kubernetes import KubernetesSource
+from tests import kubernetes_helpers as helpers
 from tests.doubles.kubernetes import KubernetesDouble
-from tests.kubernetes_helpers import Watching, annotated, eventually, out_of_sync, watches
-
-
-@pytest.fixture
-def double() -> Iterator[KubernetesDouble]:
-    with KubernetesDouble() as running:
-        yield running
-
-
-@pytest.fixture
-def make_source(double: KubernetesDouble, tmp_path: Path) -> Callable[..., KubernetesSource]:
-    kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig")
-    return lambda **kw: KubernetesSource(kubeconfig=str(kubeconfig), **kw)
+from tests.kubernetes_helpers import double, make_source  # noqa: F401 - fixtures
 
 
 def lists(double: KubernetesDouble) -> int:
@@ -37,13 +26,13 @@ def test_at_10000_pods_a_steady_cycle_costs_no_request_and_status_updates_are_si
     double: KubernetesDouble, make_source: Callable[..., KubernetesSource]
 ) -> None:
     for i in range(10_000):
-        double.put_pod(f"ns-{i % 10}", f"w{i:05d}", annotations=annotated(),
+        double.put_pod(f"ns-{i % 10}", f"w{i:05d}", annotations=helpers.annotated(),
                        labels={"role": "worker"})
     source = make_source(label_selector="role=worker")
-    running = Watching(source)
+    running = helpers.Watching(source)
     running.expect("kubernetes pod listed", timeout=60)
     running.expect("kubernetes workercapabilities listed")
-    eventually(lambda: watches(double) >= 2)
+    helpers.eventually(lambda: helpers.watches(double) >= 2)
     before = len(double.requests)
     assert lists(double) == 21  # 20 pages of pods, one of resources: once
 
@@ -52,10 +41,10 @@ def test_at_10000_pods_a_steady_cycle_costs_no_request_and_status_updates_are_si
     assert len(double.requests) == before  # answered from the cache
 
     # A status-only update of an annotated pod cannot change its declaration.
-    double.put_pod("ns-1", "w00001", annotations=annotated(), labels={"role": "worker"},
+    double.put_pod("ns-1", "w00001", annotations=helpers.annotated(), labels={"role": "worker"},
                    ready=False)
     # Relabelled out of the selector: the API server sends DELETED, and it leaves.
-    double.put_pod("ns-2", "w00002", annotations=annotated(), labels={"role": "retired"})
+    double.put_pod("ns-2", "w00002", annotations=helpers.annotated(), labels={"role": "retired"})
     running.expect("kubernetes pod ns-2/w00002 DELETED")
     assert not [note for note in running.seen if "w00001" in note]
     refs = {d.ref for d in source.list().declarations}
@@ -67,14 +56,14 @@ def test_at_10000_pods_a_steady_cycle_costs_no_request_and_status_updates_are_si
 def test_the_declarations_fingerprint_is_their_raw_text_so_validation_is_reused(
     double: KubernetesDouble, make_source: Callable[..., KubernetesSource]
 ) -> None:
-    double.put_pod("ns", "w", annotations=annotated())
+    double.put_pod("ns", "w", annotations=helpers.annotated())
     double.put_resource("ns", "r", {"fuzzingTools": [{"toolName": "afl++"}]})
     source, normaliser = make_source(), Normaliser()
     first, _ = normaliser.normalise(source.list(), "kubernetes")
-    double.put_pod("ns", "w", annotations=annotated(), ready=False)  # status only
+    double.put_pod("ns", "w", annotations=helpers.annotated(), ready=False)  # status only
     listing = source.list()
     assert [d.fingerprint for d in listing.declarations] == [
-        annotated()["worker.capabilities"], '{"fuzzingTools": [{"toolName": "afl++"}]}']
+        helpers.annotated()["worker.capabilities"], '{"fuzzingTools": [{"toolName": "afl++"}]}']
     again, _ = normaliser.normalise(listing, "kubernetes")
     assert all(a is b for a, b in zip(first, again, strict=True))  # not validated again
 
@@ -83,8 +72,8 @@ def test_close_ends_the_watch_threads_within_two_seconds(
     make_source: Callable[..., KubernetesSource], double: KubernetesDouble
 ) -> None:
     source = make_source()
-    running = Watching(source)
-    eventually(lambda: watches(double) >= 2)
+    running = helpers.Watching(source)
+    helpers.eventually(lambda: helpers.watches(double) >= 2)
     alive = {t.name for t in threading.enumerate() if "reflector" in t.name}
     assert alive == {"kubernetes-reflector-pod", "kubernetes-reflector-workercapabilities"}
     source.close()  # the daemon's reload: the blocking watches are cut
@@ -99,14 +88,14 @@ def test_a_watch_that_ends_at_once_is_a_failure_and_backs_off(
     # client-go tools/cache/reflector.go: "very short watch" (under a second, no event).
     double.cut_watches = True
     source = make_source(resources=False)
-    running = Watching(source)
+    running = helpers.Watching(source)
     running.expect("kubernetes pod listed")
-    eventually(lambda: out_of_sync(source))
+    helpers.eventually(lambda: helpers.out_of_sync(source))
     with pytest.raises(SourceError, match="very short watch"):
         source.list()
     threading.Event().wait(1.5)
     assert running.finish() < 2.0
-    assert watches(double) <= 2  # at 0 s and after the 1 s backoff: no tight loop
+    assert helpers.watches(double) <= 2  # at 0 s and after the 1 s backoff: no tight loop
     assert any(r.getMessage() == "watch_failed" and "very short watch" in r.fields["error"]
                for r in caplog.records)
 
@@ -157,7 +146,7 @@ def test_only_a_clean_list_is_data(
     double: KubernetesDouble, make_source: Callable[..., KubernetesSource],
     status: int, body: str, content_type: str,
 ) -> None:
-    double.put_pod("ns", "w", annotations=annotated())
+    double.put_pod("ns", "w", annotations=helpers.annotated())
     double.fail_requests(status, body=body, content_type=content_type)
     with pytest.raises(SourceError, match=r"source kubernetes: cannot list pod"):
         make_source().list()
@@ -169,7 +158,7 @@ def test_a_list_failing_on_its_second_page_fails_the_whole_listing(
     double: KubernetesDouble, make_source: Callable[..., KubernetesSource]
 ) -> None:
     for i in range(501):
-        double.put_pod("ns", f"w{i:04d}", annotations=annotated())
+        double.put_pod("ns", f"w{i:04d}", annotations=helpers.annotated())
     source = make_source(resources=False)
     first = double.store.list("pods", None, "", 500, None)
     assert "continue" in first["metadata"]
@@ -192,9 +181,9 @@ def test_a_daemon_style_watcher_logs_its_failures_and_keeps_going(
 ) -> None:
     caplog.set_level(logging.WARNING)
     double.fail_requests(500, count=1)
-    running = Watching(make_source(resources=False))
+    running = helpers.Watching(make_source(resources=False))
     running.expect("kubernetes pod relisted after an error", timeout=5)
-    double.put_pod("ns", "w", annotations=annotated())
+    double.put_pod("ns", "w", annotations=helpers.annotated())
     running.expect("kubernetes pod ns/w ADDED")
     assert running.finish() < 2.0
     assert any("watch_failed" in r.getMessage() for r in caplog.records)

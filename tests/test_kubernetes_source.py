@@ -26,22 +26,18 @@ from discovery.sources import kubernetes as k8s
 from discovery.sources.kubernetes import KubernetesSource
 from tests.conftest import ROOT, SEED_CRD_SPEC
 from tests.doubles.kubernetes import KubernetesDouble
-from tests.kubernetes_helpers import Watching, annotated, eventually, out_of_sync, watches
+from tests.kubernetes_helpers import (  # noqa: F401 - fixtures
+    Watching,
+    annotated,
+    double,
+    eventually,
+    make_source,
+    out_of_sync,
+    watches,
+)
 
 CRD = ROOT / "config" / "kubernetes" / "workercapabilities-crd.yaml"
 ANNOTATION = "worker.capabilities"
-
-
-@pytest.fixture
-def double() -> Iterator[KubernetesDouble]:
-    with KubernetesDouble() as running:
-        yield running
-
-
-@pytest.fixture
-def make_source(double: KubernetesDouble, tmp_path: Path) -> Callable[..., KubernetesSource]:
-    kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig")
-    return lambda **kw: KubernetesSource(kubeconfig=str(kubeconfig), **kw)
 
 
 # -- list -------------------------------------------------------------------------------

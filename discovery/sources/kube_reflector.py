@@ -25,7 +25,6 @@ from config.events import emit
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 SHORT_WATCH = 1.0  # seconds: a watch that ends sooner with no event is a failure
 STOP_POLL = 0.05  # how often a halt re-cuts a stream while the thread winds down
-HALT_SECONDS = 2.0  # a halted reflector's thread is given this long to end
 WATCH_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK")
 
 Obj = dict[str, Any]  # an API object as JSON
@@ -119,10 +118,10 @@ class Reflector:
                 )
             return [self._views[key] for key in sorted(self._views)]
 
-    def halt(self) -> None:
-        """Stop the thread, cutting its watch stream; wait for it (bounded)."""
+    def halt(self, deadline: float) -> None:
+        """Stop the thread, cutting its watch stream; wait for it until ``deadline``
+        (time.monotonic()), so that several reflectors halt within one bound."""
         self.halted.set()
-        deadline = time.monotonic() + HALT_SECONDS
         while self._thread.is_alive() and time.monotonic() < deadline:
             self._cut()  # repeated: a stream may have been opening while the last cut ran
             self._thread.join(STOP_POLL)

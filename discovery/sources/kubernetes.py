@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ RESOURCE_NAMES = {POD: "pods", RESOURCE: f"{PLURAL}.{GROUP}"}  # as RBAC rules n
 PAGE_LIMIT = 500
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds) for one list page
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then resumed
+HALT_SECONDS = 1.5  # close() gives the watch threads this long, within the 2 s promised
 FIRST_LIST_WAIT = 35.0  # list() waits this long for a cache's first list to end
 
 # Spelt here: inside KubernetesSource, ``list`` is the method.
@@ -109,7 +111,10 @@ class KubernetesSource:
         with self._lock:
             reflectors, self._reflectors = self._reflectors, []
         for reflector in reflectors:
-            reflector.halt()
+            reflector.halted.set()
+        deadline = time.monotonic() + HALT_SECONDS
+        for reflector in reflectors:
+            reflector.halt(deadline)
 
     def _kinds(self) -> Kinds:
         return [kind for kind, on in ((POD, self.pods), (RESOURCE, self.resources)) if on]

@@ -55,8 +55,11 @@ def test_steady_cycles_of_the_daemon_read_the_cache_not_the_api(
 ):
     with KubernetesDouble() as kube:
         kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
-        kube.put_pod("ci", "cached-pod", annotations={"worker.capabilities": "{}"})
-        proc = Daemon(["--owner", consul.owner, "--source", "kubernetes", "--interval", "1s"],
+        config = tmp_path / "capsync.toml"
+        config.write_text('[[sources]]\ntype = "kubernetes"\nlabel_selector = "role=worker"\n')
+        declares = {"worker.capabilities": "{}"}
+        kube.put_pod("ci", "cached-pod", annotations=declares, labels={"role": "worker"})
+        proc = Daemon(["--config", str(config), "--owner", consul.owner, "--interval", "1s"],
                       env=consul.env(KUBECONFIG=str(kubeconfig))).started()
 
         def cycles() -> int:
@@ -70,7 +73,8 @@ def test_steady_cycles_of_the_daemon_read_the_cache_not_the_api(
             wait_until(lambda: sum("watch=true" in p for _, p in list(kube.requests)) >= 2)
             before, seen = lists(), cycles()
             wait_until(lambda: cycles() >= seen + 2, 10, 0.05)  # two interval cycles
-            kube.delete_pod("ci", "cached-pod")  # a watch event, applied to the cache
+            # Relabelled out of the selector: it leaves through the watch's DELETED event.
+            kube.put_pod("ci", "cached-pod", annotations=declares, labels={"role": "retired"})
             wait_until(lambda: "cached-pod" not in consul.services(), 5, 0.05)
             assert lists() == before
         finally:

@@ -26,6 +26,7 @@ from daemon.registry.base import Registry
 from daemon.registry.consul import ConsulRegistry
 from daemon.registry.memory import MemoryCatalog, MemoryRegistry, _Node
 from daemon.registry.sqlite import SqliteRegistry
+from daemon.registry.table import REGISTRY_KINDS
 from discovery import codec, schema
 from discovery.consul_client import ConsulClient, ConsulEndpoint
 from discovery.consul_fields import service_fields
@@ -114,6 +115,10 @@ def consul_place() -> Iterator[Place]:
 
 
 PLACES = ["memory_place", "sqlite_place", "consul_place"]
+
+
+def test_every_registry_kind_has_a_place() -> None:
+    assert {place.removesuffix("_place") for place in PLACES} == set(REGISTRY_KINDS.kinds)
 
 
 @pytest.fixture(params=PLACES)

@@ -23,13 +23,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import urllib3
 
 from config.errors import DeclarationError, SourceError
 from config.events import emit
+from config.settings import DEFAULT_LABEL, SourceName, SourceSettingsBase
 from discovery import documents
+from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
 from discovery.sources.kube_reflector import Gone, Obj, Reflector, View
 
@@ -305,3 +307,31 @@ def _cause(exc: BaseException) -> str:
     if isinstance(exc, SourceError) and exc.__cause__ is not None:
         return _cause(exc.__cause__)
     return f"{type(exc).__name__}: {exc}"
+
+
+class KubernetesSourceSettings(SourceSettingsBase):
+    """Pods with the annotation and WorkerCapabilities resources; KUBECONFIG conventions."""
+
+    type: Literal["kubernetes"]
+    name: SourceName = "kubernetes"
+    namespace: str | None = None
+    label_selector: str | None = None
+    annotation: str = DEFAULT_LABEL
+    pods: bool = True
+    resources: bool = True
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+def build(settings: KubernetesSourceSettings, ctx: BuildContext) -> KubernetesSource:
+    _kube()  # a missing extra fails at start-up, naming the extra to install
+    return KubernetesSource(
+        name=settings.name, namespace=settings.namespace,
+        label_selector=settings.label_selector, annotation=settings.annotation,
+        pods=settings.pods, resources=settings.resources, kubeconfig=settings.kubeconfig,
+        context=settings.context,
+    )
+
+
+KIND = Kind("kubernetes", KubernetesSourceSettings, "[NAMESPACE]",
+            field_arg("namespace", required=False), build)

@@ -85,7 +85,9 @@ class ToolCapability:
         expires = self.expiration.expires_at
         if not self.expiration.revoked and now <= expires < NEVER_EXPIRES:
             times.append(expires + 1)
-        if self.attestation is not None and (at := self.attestation.changes_at(now)):
+        # An attestation matters only while the tool is live (the library's verify test).
+        live = self.expiration.live(now)
+        if live and self.attestation is not None and (at := self.attestation.changes_at(now)):
             times.append(at)
         return min(times, default=None)
 

@@ -17,10 +17,11 @@ import base64
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from config.errors import RegistryError
+from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
@@ -29,6 +30,7 @@ from discovery.codec import Entry
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
+from discovery.kinds import BuildContext, Kind, no_arg
 
 Unit = tuple[str, list[dict[str, Any]]]  # one entry's id and its ops, sent together
 
@@ -213,3 +215,21 @@ def _batches(units: list[Unit], size: int) -> Iterator[list[Unit]]:
         count += len(unit[1])
     if batch:
         yield batch
+
+
+class ConsulRegistrySettings(RegistrySettingsBase):
+    """The Consul catalogue, reached through the top-level [consul] connection."""
+
+    backend: Literal["consul"]
+    name: KindName = "consul"
+
+
+def build(settings: ConsulRegistrySettings, ctx: BuildContext) -> ConsulRegistry:
+    return ConsulRegistry(
+        ConsulClient(ctx.consul_endpoint()), service=settings.service, owner=settings.owner,
+        node=settings.node_name, node_address=settings.node_address,
+        max_ops=ctx.consul.max_txn_ops,
+    )
+
+
+KIND = Kind("consul", ConsulRegistrySettings, "", no_arg, build)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from config.errors import DeclarationError
 from daemon.cycle import CycleReport, RegistryReport
-from discovery import codec, schema
+from discovery import full_entry, seed_json
 from discovery.codec import Entry
 
 Action = Literal["created", "updated", "deleted"]
@@ -46,7 +46,7 @@ class ChangeEvent:
 def describe(entry: Entry) -> dict[str, Any]:
     """Where an entry came from and its declaration (None when it cannot be decoded)."""
     try:
-        declaration: dict[str, Any] | None = schema.dump(codec.decode(entry))
+        declaration: dict[str, Any] | None = seed_json.to_seed(full_entry.decode(entry))
     except DeclarationError:
         declaration = None
     return {"source": entry.source, "ref": entry.ref, "owner": entry.owner,

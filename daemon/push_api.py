@@ -30,7 +30,7 @@ from config.errors import DeclarationError, RegistryError
 from config.events import emit
 from daemon import query
 from daemon.push import PushUnavailable, Registrar
-from discovery import schema
+from discovery import schema, seed_json
 from discovery.wire import (
     CapabilityUpdate,
     FieldError,
@@ -182,19 +182,22 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
                 FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
                 for e in exc.errors()])
         q = query.Query(category=req.capability_type,
-                        tools=tuple(schema.tool_key(t) for t in req.required_tools))
-        return [schema.dump(caps) for _, _, caps in await entries(q)]
+                        tools=tuple(schema.tool_key(t) for t in req.required_tools),
+                        now=int(time.time()))
+        return [seed_json.to_seed(caps) for _, _, caps in await entries(q)]
 
     @app.get("/workers", response_model=list[WorkerOut], responses=_errors(400, 422, 503))
     async def list_workers(
         *, category: str | None = None, tool: Strings = (), has: Strings = (),
         flag: Strings = (), meta: Annotated[Sequence[str], Query(description="KEY=VALUE")] = (),
-        all_required: bool = False,
+        all_required: bool = False, verified: bool = False,
+        permission: Annotated[Sequence[str], Query(description="CATEGORY:PERMISSION")] = (),
     ) -> Any:
         """Workers in the registry, filtered as ``capsync find`` filters them."""
         try:
             q = query.Query.of(category=category, tools=tool, has=has, flags=flag, meta=meta,
-                               all_required=all_required)
+                               all_required=all_required, verified=verified,
+                               permissions=permission, now=int(time.time()))
         except ValueError as exc:
             raise Refused(400, str(exc)) from None
         return [query.worker_json(*found) for found in await entries(q)]

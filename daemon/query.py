@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from config.errors import DeclarationError
 from config.events import emit
-from discovery import codec, schema
+from discovery import codec, full_entry, schema, seed_json
 from discovery.model import CATEGORIES, Capabilities
+from discovery.tool_terms import PERMISSIONS
 
 if TYPE_CHECKING:
     from daemon.registry.base import Listed
@@ -29,6 +30,10 @@ class Query:
     ``--has T...``: every T provided, by name or alternative.
     ``--flag F``: has_flag(F). ``--meta K=V``: metadata[K] == V.
     ``--all-required``: every required tool is among the named tools (--tool and --has).
+    ``--verified``: the library's find_verified_workers (every tool live and attested).
+    ``--permission C:P``: the library's find_workers_with_permissions(C, P).
+    An expired or revoked tool provides nothing, judged at ``now`` (Unix seconds; the
+    command passes the clock).
     """
 
     category: str | None = None
@@ -37,10 +42,14 @@ class Query:
     flags: tuple[str, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()
     all_required: bool = False
+    verified: bool = False
+    permissions: tuple[tuple[str, str], ...] = ()
+    now: int = 0
 
     @classmethod
     def of(cls, *, category: str | None, tools: Sequence[str], has: Sequence[str],
-           flags: Sequence[str], meta: Sequence[str], all_required: bool) -> Query:
+           flags: Sequence[str], meta: Sequence[str], all_required: bool,
+           verified: bool = False, permissions: Sequence[str] = (), now: int = 0) -> Query:
         """The query the user asked for (``find``'s options, the API's parameters);
         ValueError naming the option when it does not make sense."""
         if bool(category) != bool(tools):
@@ -54,19 +63,32 @@ class Query:
             if not sep or not key:
                 raise ValueError(f"--meta {pair!r}: expected KEY=VALUE")
             pairs.append((key, value))
+        held = []
+        for pair in permissions:
+            cat, _, permission = pair.partition(":")
+            if cat not in CATEGORIES or permission not in PERMISSIONS:
+                raise ValueError(f"--permission {pair!r}: expected CATEGORY:PERMISSION with "
+                                 f"CATEGORY one of {', '.join(CATEGORIES)} and PERMISSION "
+                                 f"one of {', '.join(PERMISSIONS)}")
+            held.append((cat, permission))
         return cls(category=category or None, tools=tuple(schema.tool_key(t) for t in tools),
                    has=tuple(schema.tool_key(t) for t in has), flags=tuple(flags),
-                   meta=tuple(pairs), all_required=all_required)
+                   meta=tuple(pairs), all_required=all_required, verified=verified,
+                   permissions=tuple(held), now=now)
 
     def matches(self, caps: Capabilities) -> bool:
         named = set(self.tools) | set(self.has)
-        provided = set(caps.all_tools())
+        provided = set(caps.provided_tools(self.now))
         return (
-            (self.category is None or caps.has_capability(self.category, self.tools.__contains__))
+            (self.category is None
+             or caps.has_capability(self.category, self.tools.__contains__, now=self.now))
             and all(tool in provided for tool in self.has)
             and all(caps.has_flag(flag) for flag in self.flags)
             and all(caps.metadata.get(key) == value for key, value in self.meta)
-            and (not self.all_required or caps.has_all_required_tools(named.__contains__))
+            and (not self.all_required
+                 or caps.has_all_required_tools(named.__contains__, now=self.now))
+            and (not self.verified or caps.verify_all_capabilities(self.now))
+            and all(caps.has_required_permissions(c, p) for c, p in self.permissions)
         )
 
     def consul_filter(self) -> str:
@@ -83,6 +105,11 @@ class Query:
         terms += [f'ServiceMeta["{codec.FLAG_PREFIX}{flag}"] == "true"' for flag in self.flags]
         terms += [f"ServiceMeta[{k}] == {v}" for key, value in self.meta
                   if (k := _quote(key)) and (v := _quote(value))]
+        # A minimal-form entry has no verified key (it is verified only without tools).
+        if self.verified:
+            terms.append(f'ServiceMeta["{codec.VERIFIED}"] != "false"')
+        terms += [f"{q} in ServiceTags" for c, p in self.permissions
+                  if (q := _quote(f"perm:{c}:{p}"))]
         return " and ".join(terms)
 
 
@@ -101,7 +128,7 @@ def decoded(listed: list[Listed]) -> list[Decoded]:
     out = []
     for item in listed:
         try:
-            out.append((item.node, item.entry, codec.decode(item.entry)))
+            out.append((item.node, item.entry, full_entry.decode(item.entry)))
         except DeclarationError as exc:
             emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
                  error=str(exc))
@@ -116,5 +143,5 @@ def worker_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, 
         "source": entry.source,
         "ref": entry.ref,
         "address": entry.address,
-        "declaration": schema.dump(caps),
+        "declaration": seed_json.to_seed(caps),
     }

@@ -45,6 +45,9 @@ class Daemon:
         self.http: HttpApi | None = None
         self.runtime: Runtime | None = None
         self.events = EventBus(queue=self.settings.api.watch_queue)
+        # When time alone next changes the registry (a tool's expiry passing), in Unix
+        # seconds: the loop requests a cycle then, with no other event.
+        self.change_at: float | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -78,6 +81,9 @@ class Daemon:
         while not self.stopping.is_set():
             reasons = self.trigger.wait(tick)
             self.notifier.watchdog()
+            if self.change_at is not None and time.time() >= self.change_at:
+                self.change_at = None
+                self.trigger.request("expiry")
             if self._reload.is_set():
                 self._apply_reload()
             if reasons:
@@ -93,6 +99,7 @@ class Daemon:
             self.trigger.finished()
         publish(self.events, report)
         seconds = time.monotonic() - started
+        self.change_at = report.next_change
         log_problems(report)
         text = summary(report)
         emit(logging.INFO if report.ok else logging.WARNING, "cycle", summary=text,

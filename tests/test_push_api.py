@@ -50,8 +50,9 @@ def test_seed_find_and_the_listing_routes(push: PushDaemon, consul: ConsulTarget
     wait_until(lambda: len(consul.services()) == 2)
     found = push.post("/workers/find", FIND_CLIPPY).json()
     assert [w["id"] for w in found] == ["rust-worker-1"]
-    assert found[0]["static_analysis_tools"][0] == {"tool_name": "clippy", "required": True,
-                                                    "alternatives": []}
+    clippy = found[0]["static_analysis_tools"][0]  # the library's full serde form
+    assert (clippy["tool_name"], clippy["required"], clippy["alternatives"]) == (
+        "clippy", True, [])
     by_alternative = {"capability_type": "static_analysis", "required_tools": ["cargo-fmt"]}
     assert [w["id"] for w in push.post("/workers/find", by_alternative).json()] == [
         "rust-worker-1"]

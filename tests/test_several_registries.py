@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from daemon.cycle import Syncer
 from daemon.query import Query
 from daemon.registry.sqlite import SqliteRegistry
+from daemon.settings_model import SETTINGS
+from daemon.wiring import build_registries, build_sources
 from discovery.codec import Entry
 from tests.conftest import run_cli
 from tests.consul_target import ConsulTarget
@@ -167,3 +170,27 @@ def test_repeated_registry_option_and_its_help(tmp_path: Path) -> None:
         in bad.stderr
     help_text = run_cli("run", "--help").stdout
     assert "consul|sqlite:PATH|memory" in help_text
+
+
+def test_a_registry_that_times_out_holds_back_none_of_the_others(
+    double: ConsulDouble, setup: tuple[Path, Path, Path]
+) -> None:
+    fleet, db, _ = setup
+    settings = SETTINGS.model_validate({
+        "consul": {"address": double.address, "timeout": 0.2},
+        "registries": [{"backend": "consul", "owner": OWNER},
+                       {"backend": "sqlite", "name": "local", "path": str(db), "owner": OWNER}],
+        "sources": [{"type": "file", "path": str(fleet)}],
+    })
+    registries = build_registries(settings)
+    try:
+        double.delay_requests(1.0)  # every Consul answer comes after the client gave up
+        report = Syncer(build_sources(settings), registries).run_once()
+    finally:
+        for target in registries:
+            target.registry.close()
+        double.clear_faults()
+    consul, local = report.registries
+    assert "did not answer" in consul.registry_error
+    assert local.ok and len(local.changes.create) == 9
+    assert len(sqlite_entries(db)) == 9 and consul_entries(double) == {}

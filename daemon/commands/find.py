@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from config.errors import ConfigError
 from config.settings import RegistrySettingsBase, Settings
@@ -23,7 +24,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Find workers in the registry. --category C --tool T...: any tool of "
                     "category C is one of T (by name or alternative). --has T...: provides "
                     "every T. --flag F: flag F is true. --meta K=V: metadata K equals V. "
-                    "--all-required: every required tool is among the named tools.",
+                    "--all-required: every required tool is among the named tools. "
+                    "--verified: every tool live and attested (the library's check; it "
+                    "does not verify signatures). --permission C:P: some tool of category "
+                    "C holds permission P. Expired and revoked tools provide nothing.",
     )
     find.add_argument("--category", choices=list(CATEGORIES))
     find.add_argument("--tool", nargs="+", default=[], metavar="T")
@@ -31,12 +35,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     find.add_argument("--flag", nargs="+", default=[], metavar="F")
     find.add_argument("--meta", nargs="+", default=[], metavar="K=V")
     find.add_argument("--all-required", action="store_true")
+    find.add_argument("--verified", action="store_true")
+    find.add_argument("--permission", nargs="+", default=[], metavar="CATEGORY:PERMISSION")
     _common(find)
     find.set_defaults(handler=find_command)
     listing = sub.add_parser("list", help="list every worker in the registry")
     _common(listing)
     listing.set_defaults(handler=find_command, category=None, tool=[], has=[], flag=[],
-                         meta=[], all_required=False)
+                         meta=[], all_required=False, verified=False, permission=[])
     show = sub.add_parser("show", help="show one worker's entries in the registry")
     show.add_argument("id")
     add_registry_options(show, select=True)
@@ -51,7 +57,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def find_command(args: argparse.Namespace) -> int:
     try:
         query = Query.of(category=args.category, tools=args.tool, has=args.has,
-                         flags=args.flag, meta=args.meta, all_required=args.all_required)
+                         flags=args.flag, meta=args.meta, all_required=args.all_required,
+                         verified=args.verified, permissions=args.permission,
+                         now=int(time.time()))
     except ValueError as exc:
         print(f"capsync find: {exc}", file=sys.stderr)
         return 2
@@ -61,7 +69,7 @@ def find_command(args: argparse.Namespace) -> int:
                          indent=2))
         return 0
     rows = [("ID", "NODE", "SOURCE", "TOOLS")] + [
-        (caps.id, node, entry.source, ",".join(caps.all_tools()))
+        (caps.id, node, entry.source, ",".join(caps.provided_tools(query.now)))
         for node, entry, caps in results
     ]
     print(render(rows))

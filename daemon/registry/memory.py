@@ -9,7 +9,7 @@ entries on its own node, so a row taken over between snapshot and apply is refus
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -18,7 +18,7 @@ from config.errors import RegistryError
 from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
+from daemon.registry.base import ApplyResult, Listed, Snapshot, apply_in_batches
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
 from discovery.kinds import BuildContext, Kind, no_arg
 
@@ -44,6 +44,7 @@ class MemoryRegistry:
         self.service, self.owner, self.node = service, owner, node
         self.batch_size = batch_size
         self.closed = False
+        self._node = _Node({})  # this owner's node, while a batch holds the catalog
 
     def snapshot(self) -> Snapshot:
         with self._catalog():
@@ -55,25 +56,8 @@ class MemoryRegistry:
         )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        ops: list[tuple[Callable[[_Node, Entry], str], Entry]] = [
-            *((self._upsert, entry) for entry in changes.create),
-            *((self._upsert, update.new) for update in changes.update),
-            *((self._delete, entry) for entry in changes.delete),
-        ]
-        requests = applied = 0
-        refused: list[Refused] = []
-        for start in range(0, len(ops), self.batch_size):
-            if stop is not None and stop.is_set():
-                break
-            with self._catalog():
-                node = self._own_node()
-                for op, entry in ops[start : start + self.batch_size]:
-                    if reason := op(node, entry):
-                        refused.append(Refused(entry.id, reason))
-                    else:
-                        applied += 1
-            requests += 1
-        return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+        return apply_in_batches(changes, upsert=self._upsert, delete=self._delete,
+                                size=self.batch_size, stop=stop, batch=self._batch)
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         query = query or Query()
@@ -98,33 +82,36 @@ class MemoryRegistry:
         with self.catalog.lock:
             yield
 
-    def _own_node(self) -> _Node:
-        node = self.catalog.nodes.setdefault(
-            self.node.lower(),
-            _Node({"external-node": "true", EXTERNAL_SOURCE: "capsync", OWNER: self.owner}),
-        )
-        if (holder := node.meta.get(OWNER)) != self.owner:
-            raise RegistryError(f"memory registry: node {self.node!r} has capsync-owner "
-                                f"{holder!r}, not {self.owner!r}; capsync never writes "
-                                "onto a node it does not own")
-        return node
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        with self._catalog():
+            node = self.catalog.nodes.setdefault(
+                self.node.lower(),
+                _Node({"external-node": "true", EXTERNAL_SOURCE: "capsync", OWNER: self.owner}),
+            )
+            if (holder := node.meta.get(OWNER)) != self.owner:
+                raise RegistryError(f"memory registry: node {self.node!r} has capsync-owner "
+                                    f"{holder!r}, not {self.owner!r}; capsync never writes "
+                                    "onto a node it does not own")
+            self._node = node
+            yield
 
-    def _upsert(self, node: _Node, entry: Entry) -> str:
+    def _upsert(self, entry: Entry) -> str:
         if entry.owner != self.owner:
             return f"entry carries capsync-owner {entry.owner!r}; this registry is {self.owner!r}"
-        if reason := self._foreign_reason(node, entry.id):
+        if reason := self._foreign_reason(entry.id):
             return reason
-        node.services[entry.id.lower()] = entry
+        self._node.services[entry.id.lower()] = entry
         return ""
 
-    def _delete(self, node: _Node, entry: Entry) -> str:
-        if reason := self._foreign_reason(node, entry.id):
+    def _delete(self, entry: Entry) -> str:
+        if reason := self._foreign_reason(entry.id):
             return reason
-        node.services.pop(entry.id.lower(), None)
+        self._node.services.pop(entry.id.lower(), None)
         return ""
 
-    def _foreign_reason(self, node: _Node, worker_id: str) -> str:
-        current = node.services.get(worker_id.lower())
+    def _foreign_reason(self, worker_id: str) -> str:
+        current = self._node.services.get(worker_id.lower())
         if current is None or current.owner == self.owner:
             return ""
         return (f"{worker_id!r} on node {self.node!r} belongs to another writer "

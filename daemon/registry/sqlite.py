@@ -12,6 +12,9 @@ Schema::
     services       (node, id) -> service, tags (JSON list, order kept), meta (JSON),
                    address, port; owner and source derived from meta
     service_tags   (node, id, tag), indexed by tag, so queries narrow in SQL
+
+Version 2 adds ``services.document``: the declaration's full form (the library's serde
+JSON) when it has one, '' otherwise; a version 1 file is migrated in place, rows kept.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from config.errors import RegistryError
 from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
+from daemon.registry.base import ApplyResult, Listed, Snapshot, apply_in_batches
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
 from discovery.kinds import BuildContext, Kind, field_arg
 
@@ -69,19 +72,24 @@ def _create_v1(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _add_document(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE services ADD COLUMN document TEXT NOT NULL DEFAULT ''")
+
+
 # Target version -> the step that brings a file from the version before it up to it.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _add_document}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _UPSERT = """
-    INSERT INTO services (node, id, service, tags, meta, address, port)
-    VALUES (:node, :id, :service, :tags, :meta, :address, :port)
+    INSERT INTO services (node, id, service, tags, meta, address, port, document)
+    VALUES (:node, :id, :service, :tags, :meta, :address, :port, :document)
     ON CONFLICT (node, id) DO UPDATE SET
         id = excluded.id, service = excluded.service, tags = excluded.tags,
-        meta = excluded.meta, address = excluded.address, port = excluded.port
+        meta = excluded.meta, address = excluded.address, port = excluded.port,
+        document = excluded.document
     WHERE services.owner = :owner
 """
-_SELECT = "SELECT node, id, service, tags, meta, address, port, owner FROM services AS s"
+_SELECT = "SELECT node, id, service, tags, meta, address, port, owner, document FROM services AS s"
 _HAS_TAG = (
     " AND EXISTS (SELECT 1 FROM service_tags AS t"
     " WHERE t.node = s.node AND t.id = s.id AND t.tag IN ({}))"
@@ -146,28 +154,17 @@ class SqliteRegistry:
         return Snapshot(owned=owned, foreign=foreign)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        ops: list[tuple[Callable[[Entry], str], Entry]] = [
-            *((self._upsert, entry) for entry in changes.create),
-            *((self._upsert, update.new) for update in changes.update),
-            *((self._delete, entry) for entry in changes.delete),
-        ]
-        if not ops:
+        if not changes.writes:
             return ApplyResult()
-        requests = applied = 0
-        refused: list[Refused] = []
         with self._using("apply"):
-            for start in range(0, len(ops), self._batch_size):
-                if stop is not None and stop.is_set():
-                    break
-                with self._transaction():
-                    self._ensure_node()
-                    for op, entry in ops[start : start + self._batch_size]:
-                        if reason := op(entry):
-                            refused.append(Refused(entry.id, reason))
-                        else:
-                            applied += 1
-                requests += 1
-        return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+            return apply_in_batches(changes, upsert=self._upsert, delete=self._delete,
+                                    size=self._batch_size, stop=stop, batch=self._batch)
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        with self._transaction():
+            self._ensure_node()
+            yield
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         sql = f"{_SELECT} WHERE s.service = ? AND s.source = 'capsync'"
@@ -239,6 +236,7 @@ class SqliteRegistry:
                 "meta": json.dumps(dict(entry.meta)),
                 "address": entry.address,
                 "port": entry.port,
+                "document": entry.document,
                 "owner": self._owner,
             },
         ).rowcount
@@ -281,6 +279,7 @@ def _entry(row: sqlite3.Row) -> Entry:
         meta=json.loads(row["meta"]),
         address=row["address"],
         port=row["port"],
+        document=row["document"],
     )
 
 

@@ -8,7 +8,9 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
 - event latency on a private Docker engine: container started -> entry visible, with the
   daemon's interval at 300 s;
 - the push API (tests/bench/push.py): N workers registering over REST with 50 clients,
-  register-to-visible latency at a steady trickle, RSS with N open WebSocket connections.
+  register-to-visible latency at a steady trickle, RSS with N open WebSocket connections;
+- the kubernetes source's steady cycle at 10,000 pods, before and after its cache
+  (tests/bench/kubernetes.py).
 Each cycle runs in a fresh child process (tests/bench/child.py) that reports its own wall
 and CPU seconds and peak RSS; HTTP requests are counted by the double, in this process.
 The last line printed is one JSON object with every figure.
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import push
+from tests.bench import kubernetes, push
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -146,6 +148,8 @@ def main() -> None:
                         help="workers for the push API figures; 0 skips them")
     parser.add_argument("--only-push", action="store_true",
                         help="only the push API figures")
+    parser.add_argument("--pods", type=int, default=10_000,
+                        help="pods for the Kubernetes steady-cycle figure; 0 skips it")
     args = parser.parse_args()
     if args.only_push:
         report_push(args.push)
@@ -192,6 +196,8 @@ def main() -> None:
     if args.push:
         with tempfile.TemporaryDirectory(prefix="capsync-bench-push-") as tmp:
             results["push"] = push.run(args.push, Path(tmp))
+    if args.pods:
+        results["kubernetes_steady"] = kubernetes.steady_cycle(args.pods)
     print_summary(results)
     print(json.dumps(results))
 
@@ -229,6 +235,12 @@ def print_summary(results: dict[str, Any]) -> None:
         print(f"  event latency: p50 {e['p50']}s  p95 {e['p95']}s over {e['samples']} containers")
     if "push" in results:
         print_push(results["push"])
+    if "kubernetes_steady" in results:
+        k = results["kubernetes_steady"]
+        for phase in ("before", "after"):
+            s = k[phase]
+            print(f"  kubernetes steady cycle at {k['pods']} pods, {phase:6} the cache: "
+                  f"requests {s['requests']:3}  cpu {s['cpu_s']:6.3f}s  wall {s['wall_s']:6.3f}s")
     for name, met in results["targets"].items():
         if name.endswith("_met"):
             print(f"  target {name.removesuffix('_met'):28} {'met' if met else 'MISSED'}")

@@ -121,9 +121,12 @@ class Daemon:
                  action="keeping the running configuration")
             self.notifier.ready(f"reload failed: {exc}")
             return
-        if settings.daemon.listen != self.settings.daemon.listen:
-            emit(logging.WARNING, "restart_needed", key="daemon.listen",
-                 reason="the HTTP listener is bound at start")
+        for key, new, old in (("daemon.listen", settings.daemon.listen,
+                               self.settings.daemon.listen),
+                              ("api", settings.api, self.settings.api)):
+            if new != old:
+                emit(logging.WARNING, "restart_needed", key=key,
+                     reason="the HTTP listener is bound at start")
         self.runtime.close()
         self.settings, self.runtime = settings, runtime
         self.trigger.min_gap = settings.daemon.min_gap

@@ -4,6 +4,9 @@ a running daemon and the Consul double."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import wait_until
 from tests.doubles.consul import ConsulDouble
-from tests.push_daemon import PushDaemon, send
+from tests.push_daemon import TOKEN, PushDaemon, send
 
 GRACE = 2.0
 
@@ -128,4 +131,34 @@ def test_connection_and_message_limits(target: ConsulTarget, tmp_path: Path):
                 extra.recv(timeout=10)
         assert proc.get("/healthz").status_code == 200  # the daemon carries on
     finally:
+        assert proc.stop() == 0
+
+
+CLIENT = """
+import json, sys, time
+from websockets.sync.client import connect
+with connect(sys.argv[1], additional_headers={"Authorization": "Bearer " + sys.argv[2]}) as ws:
+    ws.send(json.dumps({"action": "Register", "capabilities": {"id": "frozen"}}))
+    print(ws.recv(timeout=10), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_client_that_stops_answering_pings_is_dropped_after_the_grace(target: ConsulTarget,
+                                                                        tmp_path: Path):
+    proc = PushDaemon(target, tmp_path, env={"CAPSYNC_API__GRACE": f"{GRACE}s",
+                                             "CAPSYNC_API__PING_INTERVAL": "1s"}).started()
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, f"ws://{proc.address}/workers/ws",
+                               TOKEN], stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None and '"ok":true' in client.stdout.readline()
+        wait_until(lambda: "frozen" in target.services())
+        client.send_signal(signal.SIGSTOP)  # the connection stays open, nothing answers
+        frozen = time.monotonic()
+        wait_until(lambda: "frozen" not in target.services(), 15, 0.05)
+        assert time.monotonic() - frozen >= GRACE  # a missed ping, then the grace period
+    finally:
+        client.kill()
+        client.wait()
+        client.stdout.close()
         assert proc.stop() == 0

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -18,6 +19,7 @@ from daemon.leader import Leadership
 from daemon.wiring import build_registries, build_sources, consul_endpoint
 from discovery.consul_client import ConsulClient
 from discovery.inbox import Inbox
+from discovery.sources.amqp import AmqpSource
 from discovery.sources.base import Closable, Watchable
 from discovery.sources.push import PushSource
 
@@ -52,7 +54,13 @@ class Runtime:
     @property
     def inbox(self) -> Inbox | None:
         """The push source's inbox, where the front ends write (None: no push source)."""
-        return next((s.inbox for s in self.syncer.sources if isinstance(s, PushSource)), None)
+        return next((s.inbox for s in self.syncer.sources
+                     if isinstance(s, PushSource) and not isinstance(s, AmqpSource)), None)
+
+    def consumers(self) -> dict[str, dict[str, Any]]:
+        """Each amqp source's consumer: state and counters (/status, metrics)."""
+        return {s.name: s.stats.as_json() for s in self.syncer.sources
+                if isinstance(s, AmqpSource)}
 
     @property
     def is_leader(self) -> bool:

@@ -14,10 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from config.errors import CapsyncError
 from config.events import emit
 from config.settings import Settings
+from daemon.amqp_events import EventPublisher
 from daemon.events import EventBus, publish
 from daemon.http_api import HttpApi, read_token
 from daemon.metrics import Metrics
@@ -45,6 +47,9 @@ class Daemon:
         self.http: HttpApi | None = None
         self.runtime: Runtime | None = None
         self.events = EventBus(queue=self.settings.api.watch_queue)
+        self.publisher: EventPublisher | None = None
+        self.state.amqp = self._amqp_status
+        self.metrics.watch_amqp(self._amqp_status)
         # When time alone next changes the registry (a tool's expiry passing), in Unix
         # seconds: the loop requests a cycle then, with no other event.
         self.change_at: float | None = None
@@ -56,6 +61,8 @@ class Daemon:
         listen = self.settings.daemon.listen
         if listen != "off":
             self.http = HttpApi(listen, self.state, self.metrics, self._push_context()).start()
+        if self.settings.amqp_events.enabled:
+            self.publisher = EventPublisher(self.events, self.settings.amqp_events).start()
         self.runtime = Runtime(self.settings, self.trigger.request)
         self.runtime.start(self._on_leadership)
         self._publish_leadership()
@@ -72,6 +79,8 @@ class Daemon:
             self.notifier.stopping()
             emit(logging.INFO, "stopping")
             self.runtime.close()
+            if self.publisher:
+                self.publisher.stop()
             if self.http:
                 self.http.stop()
         return 0
@@ -123,10 +132,12 @@ class Daemon:
             return
         for key, new, old in (("daemon.listen", settings.daemon.listen,
                                self.settings.daemon.listen),
-                              ("api", settings.api, self.settings.api)):
+                              ("api", settings.api, self.settings.api),
+                              ("amqp_events", settings.amqp_events,
+                               self.settings.amqp_events)):
             if new != old:
                 emit(logging.WARNING, "restart_needed", key=key,
-                     reason="the HTTP listener is bound at start")
+                     reason="the HTTP listener and the event publisher start with the daemon")
         self.runtime.close()
         self.settings, self.runtime = settings, runtime
         self.trigger.min_gap = settings.daemon.min_gap
@@ -146,6 +157,12 @@ class Daemon:
             request=self.trigger.request, bus=self.events, settings=self.settings.api,
             token=read_token(self.settings.api),
         )
+
+    def _amqp_status(self) -> dict[str, Any]:
+        view: dict[str, Any] = {"consumers": self.runtime.consumers() if self.runtime else {}}
+        if self.publisher is not None:
+            view["publisher"] = self.publisher.stats.as_json()
+        return view
 
     def _on_leadership(self, leader: bool) -> None:
         self._publish_leadership()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.consul_target", "tests.backends", "tests.docker_engine"]
+pytest_plugins = ["tests.consul_target", "tests.backends", "tests.docker_engine",
+                  "tests.rabbitmq"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_LABEL = (

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 from config.errors import ConfigError
 from config.events import emit
 from config.settings import AmqpEventsSettings, redact_url
-from daemon.events import ChangeEvent, EventBus
+from daemon.events import ChangeEvent, EventBus, Start, Subscription
 from discovery import amqp_link
 
 BATCH = 500
@@ -130,8 +131,7 @@ class EventPublisher:
             self._thread.join(timeout=10)
 
     def _run(self, outbox: Outbox) -> None:
-        _, subscription = self.bus.subscribe(wakeup=lambda: None,
-                                             limit=self.settings.outbox_max)
+        _, subscription = self._subscribe()
         link = Link(self.settings, self.stats)
         try:
             while not self._stop.is_set():
@@ -140,13 +140,12 @@ class EventPublisher:
                     if subscription.dropped:
                         emit(logging.WARNING, "amqp_events_lost", reason=subscription.dropped)
                         subscription.close()
-                        _, subscription = self.bus.subscribe(wakeup=lambda: None,
-                                                             limit=self.settings.outbox_max)
+                        _, subscription = self._subscribe()
                     link.send(outbox)
-                except sqlite3.Error as exc:  # the outbox's disk: events wait in the queue
+                except sqlite3.Error as exc:  # the outbox's disk
                     self.stats.state, self.stats.last_error = "failing", f"outbox: {exc}"
                     emit(logging.ERROR, "amqp_outbox_failed", path=str(self.settings.outbox),
-                         error=str(exc))
+                         error=str(exc), action="the events of this turn are lost")
                     self._stop.wait(1.0)
             self._take(outbox, subscription.drain())
             link.send(outbox)
@@ -155,6 +154,11 @@ class EventPublisher:
             link.close()
             outbox.close()
             self.stats.state = "stopped"
+
+    def _subscribe(self) -> tuple[Start, Subscription]:
+        """Its queue is emptied into the outbox at every turn of the loop; the outbox is
+        the bound (one cycle's events may be more than the bus's default queue)."""
+        return self.bus.subscribe(wakeup=lambda: None, limit=sys.maxsize)
 
     def _take(self, outbox: Outbox, events: list[ChangeEvent]) -> None:
         if not events:

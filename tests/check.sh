@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need: a Docker engine and a static busybox for its test image,
-# and systemd-analyze (works without a running systemd) for the unit's checks.
+# systemd-analyze (works without a running systemd) for the unit's checks, and RabbitMQ
+# (started privately by tests/rabbitmq.py; under CI=true its tests fail without it).
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -x /bin/kill ] || need+=(procps)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)

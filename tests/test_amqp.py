@@ -11,13 +11,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
+from config.settings import AmqpEventsSettings
+from daemon.amqp_events import EventPublisher, Outbox
+from daemon.events import EventBus
+from discovery.codec import Entry
+from discovery.sources.amqp import Invalid, decode
 from tests.conftest import SEED_CRD_SPEC, SEED_LABEL, run_cli
-from tests.consul_target import ConsulTarget
+from tests.consul_target import ConsulTarget, needs_double
 from tests.daemon_process import Daemon, wait_until
 from tests.push_daemon import TOKEN
-from tests.rabbitmq import Broker
+from tests.rabbitmq import Broker, free_port
 
 SEED = json.loads(SEED_LABEL)  # the seed's own declaration: {"id": "rust-worker", ...}
 
@@ -125,6 +131,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_once(rabbitmq: Broker,
 
 def test_broker_restarted_mid_stream_loses_nothing(rabbitmq: Broker, consul: ConsulTarget,
                                                    tmp_path: Path):
+    needs_double(consul)
     queue = queue_name()
     proc = start(consul, tmp_path, rabbitmq, amqp={"queue": queue, "prefetch": 20})
     try:
@@ -142,6 +149,12 @@ def test_broker_restarted_mid_stream_loses_nothing(rabbitmq: Broker, consul: Con
         assert all(services[f"w-{i}"]["ServiceMeta"]["n"] == str(i) for i in range(1600))
         assert rabbitmq.depth(queue) == 0
         assert any("amqp_consumer_down" in line for line in proc.lines)
+        # Redelivered or republished, the same declaration has no second effect.
+        before, consumed = consul.writes(), consumer(proc)["consumed"]
+        rabbitmq.publish(queue, *first[:50], {"id": "sentinel"})
+        wait_until(lambda: "sentinel" in consul.services())
+        assert consumer(proc)["consumed"] == consumed + 51
+        assert consul.writes() == before + 1
     finally:
         assert proc.stop() == 0
 
@@ -252,3 +265,57 @@ def test_wrong_password_is_reported_never_logged(rabbitmq: Broker, consul: Consu
         assert proc.stop() == 0
     assert secret not in "\n".join(proc.lines)
     assert secret not in json.dumps(down)
+
+
+@pytest.mark.parametrize(("body", "headers", "reason"), [
+    (b"\xff\xfe", None, "malformed JSON"),
+    (b'"just a string"', None, "invalid declaration"),
+    (b'{"id": "x", "flags": {"a": 1}}', None, "flags.a"),
+    (b'{"action": "Register", "capabilities": {"id": "x"}, "extra": 1}', None, "extra"),
+    (b'{"action": "Register", "capabilities": {"id": "x"}, "ttl": 0}', None, "ttl"),
+    (b'{"action": "Unregister", "capabilities": {"id": 7}}', None, "capabilities.id"),
+    (b'{"id": "x"}', {"ttl": True}, "ttl"),
+    (b'{"id": "x"}', {"ttl": "60"}, "ttl"),
+    (b'{"id": "x"}', {"ttl": 90_000}, "at most 86400"),
+], ids=["not-utf8", "not-an-object", "bad-flag", "envelope-extra", "envelope-ttl-0",
+        "unregister-id-number", "ttl-bool", "ttl-string", "ttl-over-max"])
+def test_what_the_consumer_refuses(body: bytes, headers: dict[str, Any] | None, reason: str):
+    with pytest.raises(Invalid, match=reason):
+        decode(body, headers, now=1000.0, max_ttl=86400.0)
+
+
+def test_what_the_consumer_accepts():
+    plain = decode(json.dumps(SEED).encode(), {"ttl": 60}, now=1000.0, max_ttl=86400.0)
+    assert plain.registration is not None
+    assert (plain.registration.id, plain.registration.body, plain.registration.expires) == (
+        "rust-worker", SEED, 1060.0)
+    update = decode(b'{"action": "Update", "capabilities": {"id": "w"}}', None, now=0,
+                    max_ttl=10)
+    assert update.registration is not None and update.registration.expires is None
+    gone = decode(b'{"action": "Unregister", "capabilities": {"id": "w"}}', None, now=0,
+                  max_ttl=10)
+    assert (gone.registration, gone.unregister) == (None, "w")
+
+
+def test_a_full_outbox_drops_the_oldest_and_says_so(tmp_path: Path):
+    """The broker is unreachable: events wait in the outbox, the oldest beyond its bound
+    are dropped, counted and logged; what is kept survives a restart of the daemon."""
+    bus = EventBus()
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F?connection_attempts=1"
+    settings = AmqpEventsSettings(enabled=True, url=closed, outbox=tmp_path / "outbox.db",
+                                  outbox_max=10)
+    publisher = EventPublisher(bus, settings).start()
+    try:
+        bus.update("consul", {f"w-{i:02}": Entry(f"w-{i:02}", "worker", ()) for i in range(15)})
+        wait_until(lambda: publisher.stats.dropped == 5 and publisher.stats.outbox == 10)
+        wait_until(lambda: publisher.stats.state == "disconnected")
+    finally:
+        publisher.stop()
+    outbox = Outbox(tmp_path / "outbox.db", 10)
+    try:
+        kept = [json.loads(body) for _, _, body in outbox.oldest(100)]
+    finally:
+        outbox.close()
+    assert [(e["id"], e["action"]) for e in kept] == [(f"w-{i:02}", "created")
+                                                      for i in range(5, 15)]
+    assert [e["sequence"] for e in kept] == list(range(6, 16))

@@ -1,4 +1,5 @@
-"""`python -m tests.bench [--workers N] [--events N] [--push N]`: capsync vs the naive approach.
+"""`python -m tests.bench [--workers N] [--events N] [--push N] [--amqp N]`: capsync vs the
+naive approach.
 
 Scenarios run side by side in one invocation, so ratios are fair on a noisy machine:
 - capsync: cold sync of N file declarations into a fresh Consul double, a steady cycle
@@ -9,6 +10,8 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
   daemon's interval at 300 s;
 - the push API (tests/bench/push.py): N workers registering over REST with 50 clients,
   register-to-visible latency at a steady trickle, RSS with N open WebSocket connections;
+- RabbitMQ (tests/bench/amqp.py): N declarations through the queue into Consul, and the
+  change events published per second with confirms;
 - the kubernetes source's steady cycle at 10,000 pods, before and after its cache
   (tests/bench/kubernetes.py).
 Each cycle runs in a fresh child process (tests/bench/child.py) that reports its own wall
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import kubernetes, push
+from tests.bench import amqp, kubernetes, push
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -148,11 +151,19 @@ def main() -> None:
                         help="workers for the push API figures; 0 skips them")
     parser.add_argument("--only-push", action="store_true",
                         help="only the push API figures")
+    parser.add_argument("--amqp", type=int, default=10_000,
+                        help="declarations and events for the RabbitMQ figures; 0 skips them")
+    parser.add_argument("--only-amqp", action="store_true", help="only the RabbitMQ figures")
     parser.add_argument("--pods", type=int, default=10_000,
                         help="pods for the Kubernetes steady-cycle figure; 0 skips it")
     args = parser.parse_args()
     if args.only_push:
         report_push(args.push)
+        return
+    if args.only_amqp:
+        figures = {"amqp": amqp.run(args.amqp)}
+        print("\n".join(amqp.summary(figures["amqp"])))
+        print(json.dumps(figures))
         return
     n = args.workers
     results: dict[str, Any] = {"workers": n, "capsync": {}, "naive": {}}
@@ -196,6 +207,8 @@ def main() -> None:
     if args.push:
         with tempfile.TemporaryDirectory(prefix="capsync-bench-push-") as tmp:
             results["push"] = push.run(args.push, Path(tmp))
+    if args.amqp:
+        results["amqp"] = amqp.run(args.amqp)
     if args.pods:
         results["kubernetes_steady"] = kubernetes.steady_cycle(args.pods)
     print_summary(results)
@@ -235,6 +248,8 @@ def print_summary(results: dict[str, Any]) -> None:
         print(f"  event latency: p50 {e['p50']}s  p95 {e['p95']}s over {e['samples']} containers")
     if "push" in results:
         print_push(results["push"])
+    if "amqp" in results:
+        print("\n".join(amqp.summary(results["amqp"])))
     if "kubernetes_steady" in results:
         k = results["kubernetes_steady"]
         for phase in ("before", "after"):

@@ -31,11 +31,13 @@ from typing import Any
 from config.errors import ConfigError
 from config.events import emit
 from config.settings import AmqpEventsSettings, redact_url
-from daemon.events import ChangeEvent, EventBus, Start, Subscription
+from daemon.events import ChangeEvent, EventBus, Subscription
 from discovery import amqp_link
 
-BATCH = 500
-WAIT = 0.5
+WAIT = 0.5  # seconds between two looks at the bus while the broker is away
+TICK = 0.1  # seconds between two looks at the bus while connected
+WINDOW = 1000  # events sent and not yet confirmed
+STOP_GRACE = 5.0  # seconds a stopping publisher waits for the confirms in flight
 
 
 def routing_key(event: ChangeEvent) -> str:
@@ -74,9 +76,10 @@ class Outbox:
                                  "ORDER BY seq LIMIT ?)", (over,))
         return max(over, 0)
 
-    def oldest(self, count: int) -> list[tuple[int, str, str]]:
-        return self._db.execute("SELECT seq, key, body FROM outbox ORDER BY seq LIMIT ?",
-                                (count,)).fetchall()
+    def after(self, seq: int, count: int) -> list[tuple[int, str, str]]:
+        """The oldest ``count`` events after outbox sequence ``seq``: (seq, key, body)."""
+        return self._db.execute("SELECT seq, key, body FROM outbox WHERE seq > ? ORDER BY "
+                                "seq LIMIT ?", (seq, count)).fetchall()
 
     def remove_through(self, seq: int) -> None:
         with self._db:
@@ -112,6 +115,7 @@ class EventPublisher:
     stats: PublisherStats = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _subscription: Subscription = field(init=False)
 
     def __post_init__(self) -> None:
         self.stats = PublisherStats(self.settings.exchange)
@@ -125,40 +129,58 @@ class EventPublisher:
         self._thread.start()
         return self
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
     def _run(self, outbox: Outbox) -> None:
-        _, subscription = self._subscribe()
-        link = Link(self.settings, self.stats)
+        self._subscription = self._subscribe()
+        backoff = amqp_link.Backoff()
         try:
             while not self._stop.is_set():
-                try:
-                    self._take(outbox, subscription.wait(WAIT))
-                    if subscription.dropped:
-                        emit(logging.WARNING, "amqp_events_lost", reason=subscription.dropped)
-                        subscription.close()
-                        _, subscription = self._subscribe()
-                    link.send(outbox)
-                except sqlite3.Error as exc:  # the outbox's disk
-                    self.stats.state, self.stats.last_error = "failing", f"outbox: {exc}"
-                    emit(logging.ERROR, "amqp_outbox_failed", path=str(self.settings.outbox),
-                         error=str(exc), action="the events of this turn are lost")
-                    self._stop.wait(1.0)
-            self._take(outbox, subscription.drain())
-            link.send(outbox)
+                session = Session(self, outbox)
+                error = session.run()
+                if self._stop.is_set():
+                    break
+                if session.ready:
+                    backoff.reset()
+                wait = backoff.next()
+                self.stats.state, self.stats.last_error = "disconnected", error[:500]
+                emit(logging.WARNING, "amqp_events_down", url=redact_url(self.settings.url),
+                     error=self.stats.last_error, waiting=len(outbox), retry=f"{wait:g}s")
+                deadline = time.monotonic() + wait
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    self.collect(outbox, min(WAIT, deadline - time.monotonic()))
+            self.collect(outbox, 0)  # kept in the outbox for the next start
         finally:
-            subscription.close()
-            link.close()
+            self._subscription.close()
             outbox.close()
             self.stats.state = "stopped"
 
-    def _subscribe(self) -> tuple[Start, Subscription]:
+    def collect(self, outbox: Outbox, timeout: float) -> None:
+        """Move the bus's events into the outbox (waiting up to ``timeout`` for some)."""
+        subscription = self._subscription
+        events = subscription.wait(timeout) if timeout > 0 else subscription.drain()
+        try:
+            self._take(outbox, events)
+        except sqlite3.Error as exc:  # the outbox's disk
+            self.stats.state, self.stats.last_error = "failing", f"outbox: {exc}"
+            emit(logging.ERROR, "amqp_outbox_failed", path=str(self.settings.outbox),
+                 error=str(exc), lost=len(events))
+        if subscription.dropped:
+            emit(logging.WARNING, "amqp_events_lost", reason=subscription.dropped)
+            subscription.close()
+            self._subscription = self._subscribe()
+
+    def _subscribe(self) -> Subscription:
         """Its queue is emptied into the outbox at every turn of the loop; the outbox is
         the bound (one cycle's events may be more than the bus's default queue)."""
-        return self.bus.subscribe(wakeup=lambda: None, limit=sys.maxsize)
+        return self.bus.subscribe(wakeup=lambda: None, limit=sys.maxsize)[1]
 
     def _take(self, outbox: Outbox, events: list[ChangeEvent]) -> None:
         if not events:
@@ -174,60 +196,106 @@ class EventPublisher:
         self.stats.outbox = len(outbox)
 
 
-class Link:
-    """The publisher's connection: opened when there is something to send, reopened with
-    backoff after a failure (the events wait in the outbox meanwhile)."""
+class Session:
+    """One connection (pika's asynchronous adapter, in the publisher's thread): events go
+    out in outbox order, up to ``WINDOW`` unconfirmed at a time, and leave the outbox as
+    the broker confirms them. A nack, a closed channel or a lost connection ends the
+    session; the next one sends again from the oldest event still in the outbox (so a
+    subscriber may see an event twice after an outage: ``stream`` and ``sequence`` tell)."""
 
-    def __init__(self, settings: AmqpEventsSettings, stats: PublisherStats) -> None:
-        self.settings, self.stats = settings, stats
-        self.backoff = amqp_link.Backoff()
-        self._retry_at = 0.0
+    def __init__(self, publisher: EventPublisher, outbox: Outbox) -> None:
+        self.publisher, self.outbox = publisher, outbox
+        self.settings, self.stats = publisher.settings, publisher.stats
+        self.ready = False
+        self.error = ""
         self._connection: Any = None
         self._channel: Any = None
+        self._tag = 0
+        self._sent_through = 0  # the outbox sequence of the last event sent
+        self._inflight: dict[int, int] = {}  # delivery tag -> outbox sequence, in order
+        self._confirmed: set[int] = set()
+        self._stopping_since = 0.0
 
-    def send(self, outbox: Outbox) -> None:
-        if not len(outbox) or time.monotonic() < self._retry_at:
-            return
-        failures: tuple[type[BaseException], ...] = (*amqp_link.failures(), ConfigError)
+    def run(self) -> str:
+        """Until the connection ends; the reason it ended ("" when stopped)."""
+        pika = amqp_link.pika_module()
+        failures: tuple[type[BaseException], ...] = (*amqp_link.failures(), ConfigError,
+                                                     sqlite3.Error)
         try:
-            channel = self._channel or self._open()
-            while rows := outbox.oldest(BATCH):
-                confirmed = 0
-                try:
-                    for seq, key, body in rows:
-                        channel.basic_publish(self.settings.exchange, key, body.encode(),
-                                              amqp_link.persistent())
-                        confirmed = seq
-                        self.stats.published += 1
-                finally:
-                    if confirmed:
-                        outbox.remove_through(confirmed)
-            self.stats.outbox = len(outbox)
+            self._connection = pika.SelectConnection(
+                amqp_link.parameters(self.settings, "capsync change events"),
+                on_open_callback=self._opened, on_open_error_callback=self._ended,
+                on_close_callback=self._ended)
+            self._connection.ioloop.start()
         except failures as exc:
-            self.close()
-            wait = self.backoff.next()
-            self._retry_at = time.monotonic() + wait
-            self.stats.state, self.stats.last_error = "disconnected", f"{exc!r}"[:500]
-            self.stats.outbox = len(outbox)
-            emit(logging.WARNING, "amqp_events_down", url=redact_url(self.settings.url),
-                 error=self.stats.last_error, waiting=len(outbox), retry=f"{wait:g}s")
+            self.error = self.error or f"{type(exc).__name__}: {exc}"
+        return self.error
 
-    def _open(self) -> Any:
-        self._connection = amqp_link.connect(self.settings, "capsync change events")
-        channel = self._connection.channel()
-        channel.confirm_delivery()
-        channel.exchange_declare(self.settings.exchange, exchange_type="topic", durable=True)
+    def _opened(self, connection: Any) -> None:
+        connection.channel(on_open_callback=self._channel_opened)
+
+    def _channel_opened(self, channel: Any) -> None:
         self._channel = channel
-        self.backoff.reset()
+        channel.add_on_close_callback(self._channel_closed)
+        channel.confirm_delivery(ack_nack_callback=self._confirm, callback=lambda _: (
+            channel.exchange_declare(self.settings.exchange, exchange_type="topic",
+                                     durable=True, callback=self._declared)))
+
+    def _declared(self, frame: Any) -> None:
+        self.ready = True
         self.stats.state, self.stats.last_error = "connected", ""
         emit(logging.INFO, "amqp_events_connected", exchange=self.settings.exchange,
-             url=redact_url(self.settings.url))
-        return channel
+             url=redact_url(self.settings.url), waiting=len(self.outbox))
+        self._tick()
 
-    def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except amqp_link.failures():
-                pass  # already broken
+    def _tick(self) -> None:
+        self.publisher.collect(self.outbox, 0)
+        if self.publisher.stopping:
+            now = time.monotonic()
+            self._stopping_since = self._stopping_since or now
+            if not self._inflight or now - self._stopping_since > STOP_GRACE:
+                self._connection.close()
+                return
+        self._pump()
+        self._connection.ioloop.call_later(TICK, self._tick)
+
+    def _pump(self) -> None:
+        room = WINDOW - len(self._inflight)
+        if room <= 0 or not self._channel.is_open:
+            return
+        for seq, key, body in self.outbox.after(self._sent_through, room):
+            self._channel.basic_publish(self.settings.exchange, key, body.encode(),
+                                        amqp_link.persistent())
+            self._tag += 1
+            self._inflight[self._tag] = self._sent_through = seq
+
+    def _confirm(self, frame: Any) -> None:
+        method = frame.method
+        if method.NAME != "Basic.Ack":
+            self.error = f"the broker refused event {self._inflight.get(method.delivery_tag)}"
+            self._connection.close()
+            return
+        if method.multiple:
+            self._confirmed.update(t for t in self._inflight if t <= method.delivery_tag)
+        else:
+            self._confirmed.add(method.delivery_tag)
+        through = 0
+        while self._inflight and next(iter(self._inflight)) in self._confirmed:
+            tag = next(iter(self._inflight))
+            self._confirmed.discard(tag)
+            through = self._inflight.pop(tag)
+            self.stats.published += 1
+        if through:
+            self.outbox.remove_through(through)
+            self.stats.outbox = len(self.outbox)
+        self._pump()
+
+    def _channel_closed(self, channel: Any, reason: Exception) -> None:
+        self.error = self.error or f"channel closed: {reason}"
+        if self._connection.is_open:
+            self._connection.close()
+
+    def _ended(self, connection: Any, reason: Exception) -> None:
+        if not self.publisher.stopping:
+            self.error = self.error or f"{type(reason).__name__}: {reason}"
+        connection.ioloop.stop()

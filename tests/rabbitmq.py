@@ -119,13 +119,16 @@ class Broker:
         finally:
             connection.close()
 
-    def publish(self, queue: str, *bodies: Any, headers: dict[str, Any] | None = None) -> None:
+    def publish(self, queue: str, *bodies: Any, headers: dict[str, Any] | None = None,
+                confirm: bool = True) -> None:
         """Publish as the seed's publish_capabilities does (default exchange, routing key
-        = the queue), persistent, with confirms."""
+        = the queue), persistent, with confirms unless told not to (the seed waits for
+        none)."""
         connection = self.connection()
         try:
             channel = connection.channel()
-            channel.confirm_delivery()
+            if confirm:
+                channel.confirm_delivery()
             for body in bodies:
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()
                 channel.basic_publish("", queue, raw, pika.BasicProperties(

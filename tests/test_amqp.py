@@ -313,7 +313,7 @@ def test_a_full_outbox_drops_the_oldest_and_says_so(tmp_path: Path):
         publisher.stop()
     outbox = Outbox(tmp_path / "outbox.db", 10)
     try:
-        kept = [json.loads(body) for _, _, body in outbox.oldest(100)]
+        kept = [json.loads(body) for _, _, body in outbox.after(0, 100)]
     finally:
         outbox.close()
     assert [(e["id"], e["action"]) for e in kept] == [(f"w-{i:02}", "created")

@@ -1,8 +1,9 @@
 """RabbitMQ figures, against a private broker (tests/rabbitmq.py) and the Consul double:
 
-- N declarations published to ``worker.capabilities`` (persistent, with confirms, as
-  ``capsync publish`` sends them) while a daemon with the amqp source consumes: the time
-  until all are in Consul, and the write requests it took (coalesced by the cycle);
+- N declarations published to ``worker.capabilities`` (persistent, without waiting for
+  confirms, as the seed's publish_capabilities sends them) while a daemon with the amqp
+  source consumes: the time until all are in Consul, and the write requests it took
+  (coalesced by the cycle);
 - the change-event publisher: N events through the outbox to the topic exchange, with
   publisher confirms, per second.
 """
@@ -40,7 +41,7 @@ def consume(broker: Broker, state: Path, count: int) -> dict[str, Any]:
             bodies = [{"id": f"queued-{i:05}", "static_analysis_tools": [{"tool_name": "clippy"}],
                        "metadata": {"pool": f"pool-{i % 20}"}} for i in range(count)]
             started = time.perf_counter()
-            broker.publish("worker.capabilities", *bodies)
+            broker.publish("worker.capabilities", *bodies, confirm=False)
             published = time.perf_counter() - started
             wait_until(lambda: len(target.services()) == count, 300, 0.1)
             visible = time.perf_counter() - started

@@ -1,18 +1,22 @@
 """One sync cycle, read as the pipeline: registry -> sources -> normalise -> plan -> apply.
 
-``Syncer`` keeps the little state that spans cycles (which sources have listed since
-start, for the first-sync gate); everything else is recomputed each cycle, so a failed or
-interrupted apply is repaired by the next one.
+``Syncer`` keeps the little state that spans cycles: which sources have listed since
+start (the first-sync gate) and the owned counts of recent cycles (the deletion guard's
+high-water marks, in memory: a restart starts them afresh). Everything else is recomputed
+each cycle, so a failed or interrupted apply is repaired by the next one.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from config.errors import RegistryError, SourceError
-from daemon.plan import Changes, DeletionGuard, plan
+from daemon.plan import Changes, DeletionGuard, counts, plan
 from daemon.registry.base import ApplyResult, Registry, Snapshot
 from discovery import codec
 from discovery.codec import Entry
@@ -53,8 +57,8 @@ class CycleReport:
 
     @property
     def ok(self) -> bool:
-        refused = self.applied.refused if self.applied else ()
-        return not self.registry_error and all(s.ok for s in self.sources) and not refused
+        complete = self.applied.complete if self.applied else True
+        return not self.registry_error and all(s.ok for s in self.sources) and complete
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,14 @@ class SyncOptions:
     owner: str
     policy: str = "sync"
     guard: DeletionGuard = field(default_factory=DeletionGuard)
+    # Removing this file (``touch`` it) releases held deletions for one cycle.
+    release_file: Path | None = None
 
 
 class Syncer:
     def __init__(self, sources: Sequence[Source], registry: Registry, options: SyncOptions,
-                 *, listed_once: set[str] | None = None) -> None:
+                 *, listed_once: set[str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sources = list(sources)
         self.registry = registry
         self.options = options
@@ -79,6 +86,9 @@ class Syncer:
         # declaration comes back from the Normaliser as the same object, and is not
         # encoded (and digested) again.
         self._encoded: dict[tuple[str, str], Encoded] = {}
+        self._clock = clock
+        # (when, owned entries per guard scope) of recent cycles, oldest first.
+        self._marks: deque[tuple[float, dict[str, int]]] = deque()
 
     def run_once(
         self, *, dry_run: bool = False, stop: threading.Event | None = None
@@ -90,14 +100,20 @@ class Syncer:
         outcomes, found, invalid = self._discover()
         desired, conflicts = self._desired(found, snapshot)
         failed = {outcome.name for outcome in outcomes if not outcome.ok}
+        guard = self.options.guard
+        if not dry_run and not guard.allow and self._released():
+            guard = replace(guard, allow=True)
         changes = plan(
             snapshot.owned,
             desired,
             keep=_kept(snapshot, failed, invalid),
             deletions_open=all(source.name in self.listed_once for source in self.sources),
-            guard=self.options.guard,
+            guard=guard,
+            high_water=self._high_water(counts(snapshot.owned.values())),
             policy=self.options.policy,
         )
+        if guard.allow and changes.delete and not dry_run:
+            self._marks.clear()  # an allowed mass deletion is the new baseline
         report = CycleReport(
             changes=changes, sources=tuple(outcomes), invalid=tuple(invalid),
             conflicts=tuple(conflicts), dry_run=dry_run, desired=desired,
@@ -109,6 +125,29 @@ class Syncer:
         except RegistryError as exc:
             return replace(report, registry_error=str(exc))
         return replace(report, applied=applied)
+
+    def _high_water(self, current: dict[str, int]) -> dict[str, int]:
+        """Record this cycle's owned counts; the most seen per scope within the window."""
+        now = self._clock()
+        self._marks.append((now, current))
+        while self._marks[0][0] < now - self.options.guard.window:
+            self._marks.popleft()
+        marks: dict[str, int] = {}
+        for _, sample in self._marks:
+            for scope, count in sample.items():
+                marks[scope] = max(marks.get(scope, 0), count)
+        return marks
+
+    def _released(self) -> bool:
+        """An operator released held deletions: the release file was there, and is now
+        consumed (only a successful removal counts, so a release never sticks)."""
+        if self.options.release_file is None:
+            return False
+        try:
+            self.options.release_file.unlink()
+        except OSError:
+            return False
+        return True
 
     def _discover(self) -> tuple[list[SourceOutcome], list[Found], list[Invalid]]:
         outcomes, found, invalid = [], [], []
@@ -130,21 +169,28 @@ class Syncer:
     def _desired(
         self, found: list[Found], snapshot: Snapshot
     ) -> tuple[dict[str, Entry], list[Conflict]]:
-        """Encode every declaration; the first source (config order) wins a shared id."""
+        """Encode every declaration; the first source (config order) wins a shared id.
+
+        Ids compare case-folded, as the registries compare them: ``W1`` after ``w1`` is
+        a conflict, and so is an id another writer holds in any case.
+        """
         desired: dict[str, Entry] = {}
         conflicts = []
         encoded: dict[tuple[str, str], Encoded] = {}
         for item in found:
             decl, worker_id = item.declaration, item.caps.id
-            if worker_id in desired:
-                winner = desired[worker_id]
+            folded = worker_id.casefold()
+            if folded in desired:
+                winner = desired[folded]
                 conflicts.append(Conflict(worker_id, decl.source, decl.ref,
-                                          f"already declared by {winner.source} {winner.ref}"))
-            elif worker_id in snapshot.foreign:
+                                          f"{winner.id!r} already declared by {winner.source} "
+                                          f"{winner.ref} (ids compare case-insensitively)"))
+            elif folded in snapshot.foreign:
                 conflicts.append(Conflict(worker_id, decl.source, decl.ref,
-                                          "another writer registered this id on capsync's node"))
+                                          "another writer (owner or service) registered this "
+                                          "id, in some letter case, on capsync's node"))
             else:
-                desired[worker_id] = self._encode(item, encoded)
+                desired[folded] = self._encode(item, encoded)
         self._encoded = encoded
         return desired, conflicts
 
@@ -163,15 +209,23 @@ class Syncer:
 
 
 def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:
-    """Owned entries to leave exactly as they are: their source failed, or their
-    declaration (same source, same id or same reference) is invalid this cycle."""
-    bad_ids = {(item.source, item.worker_id) for item in invalid if item.worker_id}
-    bad_refs = {(item.source, item.ref[: codec.MAX_META_VALUE]) for item in invalid}
+    """Case-folded ids of the owned entries to leave exactly as they are: their source
+    failed, or their declaration is invalid this cycle (same source, and the same id or
+    a reference the invalid item covers: ``f.json`` covers ``f.json`` and its items
+    ``f.json[0]``, ``f.json[1]``...)."""
+    bad_ids = {(item.source, item.worker_id.casefold()) for item in invalid if item.worker_id}
+    bad_refs = {(item.source, codec.ref_value(item.ref)) for item in invalid}
     return {
-        worker_id
+        worker_id.casefold()
         for worker_id, entry in snapshot.owned.items()
         if entry.source in failed
-        or (entry.source, worker_id) in bad_ids
+        or (entry.source, worker_id.casefold()) in bad_ids
         or (entry.source, entry.ref) in bad_refs
+        or (entry.source, _container(entry.ref)) in bad_refs
     }
+
+
+def _container(ref: str) -> str:
+    """``f.json[3]`` -> ``f.json``: the object an item's reference belongs to."""
+    return ref[: ref.rindex("[")] if ref.endswith("]") and "[" in ref else ref
 

@@ -36,8 +36,13 @@ class Metrics:
         self.registry_errors = Counter("capsync_registry_errors",
                                        "Cycles whose registry read or write failed, and "
                                        "entries the registry refused", registry=r)
-        self.held = Gauge("capsync_deletions_held", "Deletions held in the last cycle",
-                          registry=r)
+        self.unwritten = Counter("capsync_registry_operations_unwritten",
+                                 "Planned operations not written, by why (refused by the "
+                                 "registry, unsent when stopping, interrupted)", ["reason"],
+                                 registry=r)
+        self.held = Gauge("capsync_deletions_held",
+                          "Deletions held in the last cycle (first-sync gate or the "
+                          "mass-deletion guard)", registry=r)
         self.conflicts = Gauge("capsync_conflicts", "Worker ids declared twice, last cycle",
                                registry=r)
         self.leader = Gauge("capsync_leader", "1 if this instance may write", registry=r)
@@ -66,10 +71,11 @@ class Metrics:
         if report.applied:
             self.requests.inc(report.applied.requests)
             self.registry_errors.inc(len(report.applied.refused))
-            if not report.dry_run:
-                self.operations.labels("create").inc(len(report.changes.create))
-                self.operations.labels("update").inc(len(report.changes.update))
-                self.operations.labels("delete").inc(len(report.changes.delete))
+            for operation, count in report.applied.written.items():
+                self.operations.labels(operation).inc(count)
+            self.unwritten.labels("refused").inc(len(report.applied.refused))
+            self.unwritten.labels("unsent").inc(report.applied.unsent)
+            self.unwritten.labels("interrupted").inc(report.applied.interrupted)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,20 +8,37 @@ from typing import Any
 from config.events import emit
 from daemon.cycle import CycleReport
 from daemon.plan import Changes
+from daemon.registry.base import ApplyResult
 from discovery.codec import Entry
+
+RELEASE = ("--allow-mass-delete for one run, or touch registry.release_file "
+           "(default /var/lib/capsync/release-deletions) for one cycle of a running daemon")
 
 
 def summary(report: CycleReport) -> str:
+    """The plan's counts for a dry run; for a sync, what the registry confirmed written,
+    with what it refused, what was never sent and what failed without a verdict."""
     if report.registry_error:
         return f"registry failed: {report.registry_error}"
     c = report.changes
+    done = report.applied or ApplyResult()
+    written = (
+        {"create": len(c.create), "update": len(c.update), "delete": len(c.delete)}
+        if report.dry_run else done.written
+    )
     verb = "plan" if report.dry_run else "sync"
-    requests = report.applied.requests if report.applied else 0
+    requests = done.requests
     tail = "" if report.dry_run else f" ({requests} write request{'' if requests == 1 else 's'})"
+    failed = "".join(
+        f", {count} {what}"
+        for count, what in ((len(done.refused), "refused"), (done.unsent, "unsent"),
+                            (done.interrupted, "interrupted"))
+        if count
+    )
     return (
-        f"{verb}: {len(c.create)} created, {len(c.update)} updated, {len(c.delete)} deleted, "
-        f"{c.unchanged} unchanged, {len(report.invalid)} invalid, {len(c.held)} held, "
-        f"{c.kept} kept{tail}"
+        f"{verb}: {written.get('create', 0)} created, {written.get('update', 0)} updated, "
+        f"{written.get('delete', 0)} deleted{failed}, {c.unchanged} unchanged, "
+        f"{len(report.invalid)} invalid, {len(c.held)} held, {c.kept} kept{tail}"
     )
 
 
@@ -42,9 +59,15 @@ def log_problems(report: CycleReport) -> None:
              ref=conflict.ref, reason=conflict.reason)
     if report.changes.held:
         emit(logging.WARNING, "deletions_held", count=len(report.changes.held),
-             reason=report.changes.held_reason)
-    for refused in report.applied.refused if report.applied else ():
+             reason=report.changes.held_reason, release=RELEASE)
+    done = report.applied or ApplyResult()
+    for refused in done.refused:
         emit(logging.ERROR, "entry_refused", id=refused.id, reason=refused.reason)
+    for error in done.errors:
+        emit(logging.ERROR, "write_failed", error=error,
+             action="its operations are retried by the next cycle")
+    if done.unsent:
+        emit(logging.WARNING, "writes_unsent", count=done.unsent, reason="stopping")
 
 
 def plan_rows(changes: Changes) -> list[tuple[str, Entry, str]]:
@@ -83,6 +106,7 @@ def plan_json(report: CycleReport) -> dict[str, Any]:
             "kept": c.kept, "conflicts": len(report.conflicts),
         },
         "held_reason": c.held_reason,
+        "release": RELEASE if c.held else "",
         "failed_sources": [s.name for s in report.sources if not s.ok],
     }
 

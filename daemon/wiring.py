@@ -44,7 +44,8 @@ def sync_options(settings: Settings) -> SyncOptions:
     return SyncOptions(
         service=reg.service, owner=reg.owner, policy=reg.policy,
         guard=DeletionGuard(reg.max_delete_fraction, reg.max_delete_count,
-                            reg.allow_mass_delete),
+                            reg.allow_mass_delete, reg.guard_window),
+        release_file=reg.release_file,
     )
 
 
@@ -53,12 +54,15 @@ def build_registry(settings: Settings) -> Registry:
     if reg.backend == "sqlite":
         return SqliteRegistry(
             reg.path, service=reg.service, owner=reg.owner, node=reg.node_name,
-            node_address=reg.node_address,
+            node_address=reg.node_address, writer=reg.writer,
+            takeover=settings.daemon.leader_election,
         )
     return ConsulRegistry(
         ConsulClient(consul_endpoint(settings.consul)),
         service=reg.service, owner=reg.owner, node=reg.node_name,
         node_address=reg.node_address, max_ops=settings.consul.max_txn_ops,
+        max_bytes=settings.consul.max_txn_bytes, writer=reg.writer,
+        takeover=settings.daemon.leader_election,
     )
 
 

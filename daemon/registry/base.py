@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from daemon.plan import Changes
 from daemon.query import Query
@@ -16,8 +17,9 @@ from discovery.codec import Entry
 class Snapshot:
     """What this owner may touch, read in one go at the start of a cycle.
 
-    ``foreign`` are ids on capsync's own node that another writer registered: a desired
-    entry with such an id is reported as a conflict, never written over.
+    ``owned`` are this owner's entries of this service. ``foreign`` are the case-folded
+    ids of everything else on capsync's node (another owner's, or another service's):
+    a desired entry with such an id is reported as a conflict, never written over.
     """
 
     owned: Mapping[str, Entry]
@@ -30,11 +32,75 @@ class Refused:
     reason: str
 
 
+Kind = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One planned write; an update keeps the old entry (its id may differ in case)."""
+
+    kind: Kind
+    entry: Entry
+    old: Entry | None = None
+
+
+def operations(changes: Changes) -> list[Operation]:
+    return [
+        *(Operation("create", entry) for entry in changes.create),
+        *(Operation("update", u.new, u.old) for u in changes.update),
+        *(Operation("delete", entry) for entry in changes.delete),
+    ]
+
+
 @dataclass(frozen=True)
 class ApplyResult:
+    """What an apply did, counted from the registry's answers, not from the plan.
+
+    ``unsent``: never sent (the daemon was stopping). ``interrupted``: sent in a request
+    that failed without a verdict (time-out, 5xx); the next cycle finds out.
+    """
+
     requests: int = 0
-    applied: int = 0
+    written: Mapping[Kind, int] = field(default_factory=dict)
     refused: tuple[Refused, ...] = field(default_factory=tuple)
+    unsent: int = 0
+    interrupted: int = 0
+    errors: tuple[str, ...] = ()
+
+    @property
+    def applied(self) -> int:
+        return sum(self.written.values())
+
+    @property
+    def complete(self) -> bool:
+        return not (self.refused or self.unsent or self.interrupted)
+
+
+@dataclass
+class Tally:
+    """An apply's running count, shared by the registries."""
+
+    requests: int = 0
+    written: Counter[Kind] = field(default_factory=Counter)
+    refused: list[Refused] = field(default_factory=list)
+    unsent: int = 0
+    interrupted: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def wrote(self, batch: list[Operation]) -> None:
+        self.written.update(op.kind for op in batch)
+
+    def refuse(self, batch: list[Operation], reason: str) -> None:
+        self.refused += [Refused(op.entry.id, reason) for op in batch]
+
+    def fail(self, batch: list[Operation], reason: str) -> None:
+        """A request failed without a verdict on its operations."""
+        self.interrupted += len(batch)
+        self.errors.append(reason)
+
+    def result(self) -> ApplyResult:
+        return ApplyResult(self.requests, dict(self.written), tuple(self.refused),
+                           self.unsent, self.interrupted, tuple(self.errors))
 
 
 @dataclass(frozen=True)

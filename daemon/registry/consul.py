@@ -32,6 +32,7 @@ from discovery.consul_fields import entry_from_service, service_fields
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
 MAX_TXN_BYTES = 512 * 1024
+NODE = -1  # the node's registration, in a 409's failing operations
 
 Txn = list[dict[str, Any]]
 
@@ -164,11 +165,17 @@ class ConsulRegistry:
                 tally.refuse(ops, "Consul rolled back the transaction without saying why: "
                                   f"{response.text.strip()[:300]}")
                 return
-            acl = (f"; check the ACL token's policy (node {self.node!r} and service "
-                   f"{self.service!r} need write)")
+            denied = [what for what in failing.values() if what.startswith(ACL_DENIALS)]
+            if denied:
+                # The token, not an entry, is at fault: one clear cycle error.
+                raise RegistryError(f"Consul refused the write: {denied[0]}; check the ACL "
+                                    f"token's policy (node {self.node!r} and service "
+                                    f"{self.service!r} need write)")
+            if NODE in failing:
+                tally.refuse(ops, f"capsync's node registration was refused: {failing[NODE]}")
+                return
             for index, what in failing.items():
-                tally.refuse([batch[index][0]], what + (acl if what.startswith(ACL_DENIALS)
-                                                        else ""))
+                tally.refuse([batch[index][0]], what)
             batch = [unit for i, unit in enumerate(batch) if i not in failing]
 
     def _txn(self, op: Operation) -> Txn:
@@ -193,17 +200,17 @@ class ConsulRegistry:
 
 
 def _failing(body: Any, node: Txn, batch: list[tuple[Operation, Txn]]) -> dict[int, str] | None:
-    """Consul's 409 errors as batch index -> reason; None when it named none."""
-    errors = (body or {}).get("Errors") if isinstance(body, dict) else None
+    """Consul's 409 errors as batch index (or NODE) -> reason; None when it named none."""
+    errors = body.get("Errors") if isinstance(body, dict) else None
     if not isinstance(errors, list) or not errors:
         return None
-    owner_of: list[int] = [-1] * len(node)
+    owner_of: list[int] = [NODE] * len(node)
     for index, (_, txn) in enumerate(batch):
         owner_of += [index] * len(txn)
     failing: dict[int, str] = {}
     for error in errors:
         at = error.get("OpIndex") if isinstance(error, dict) else None
-        if not isinstance(at, int) or not 0 <= at < len(owner_of) or owner_of[at] < 0:
+        if not isinstance(at, int) or not 0 <= at < len(owner_of):
             return None
         failing.setdefault(owner_of[at], str(error.get("What", "")))
     return failing

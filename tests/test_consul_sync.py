@@ -3,10 +3,9 @@ ACL tokens and an unreachable agent. Shared scenarios live in test_sync_contract
 
 from __future__ import annotations
 
-import socket
-
 import json
 import math
+import socket
 from pathlib import Path
 
 from daemon.plan import Changes

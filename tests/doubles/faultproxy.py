@@ -72,7 +72,7 @@ class FaultProxy:
     def fault_for(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for index, (m, prefix, fault) in enumerate(self._faults):
-                if m == method and path.split("?")[0].startswith(prefix):
+                if m == method and path.split("?", maxsplit=1)[0].startswith(prefix):
                     if fault.count is not None:
                         fault.count -= 1
                         if fault.count <= 0:
@@ -101,16 +101,16 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read the registry, not the proxy's log."""
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._serve()
 
-        def do_PUT(self) -> None:  # noqa: N802
+        def do_PUT(self) -> None:
             self._serve()
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             self._serve()
 
         def _serve(self) -> None:

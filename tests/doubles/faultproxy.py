@@ -52,6 +52,7 @@ class FaultProxy:
         self._faults: list[tuple[str, str, Fault]] = []
         self._lock = threading.Lock()
         self.hits: list[tuple[str, str]] = []  # (method, path) of each faulted request
+        self.sizes: list[tuple[str, str, int]] = []  # (method, path, body bytes), all
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever,
@@ -116,6 +117,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             request_body = self.rfile.read(length) if length else b""
+            proxy.sizes.append((self.command, self.path, len(request_body)))
             fault = proxy.fault_for(self.command, self.path)
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)

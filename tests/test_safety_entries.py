@@ -66,21 +66,6 @@ def test_case_only_rename_is_one_update(backend: Backend, tmp_path: Path):
     assert "2 unchanged" in again.stdout and "(0 write requests)" in again.stdout
 
 
-def test_ids_differing_in_case_are_a_stable_conflict(backend: Backend, tmp_path: Path):
-    first, second = tmp_path / "a", tmp_path / "b"
-    first.mkdir()
-    second.mkdir()
-    (first / "x.json").write_text('{"id": "gpu-1", "flags": {"first": true}}')
-    (second / "y.json").write_text('{"id": "GPU-1", "flags": {"second": true}}')
-    args = ("--source", f"file:{first}", "--source", f"file:{second}")
-    for _ in range(3):  # no churn across cycles
-        result = sync(backend, *args)
-        assert "event=conflict id=GPU-1 source=file-2" in result.stderr
-        assert "0 updated" in result.stdout and "0 deleted" in result.stdout
-        assert list(backend.services()) == ["gpu-1"]
-        assert backend.services()["gpu-1"].meta["flag-first"] == "true"
-
-
 def test_foreign_entry_differing_in_case_is_never_overwritten(backend: Backend,
                                                               tmp_path: Path):
     squatter = backend.with_service("builder")  # another unit, same node

@@ -203,16 +203,21 @@ def test_invalid_declaration_keeps_its_entry(backend: Backend, tmp_path: Path):
     assert backend.services() == before
 
 
-def test_same_id_from_two_sources_first_wins(backend: Backend, tmp_path: Path):
+@pytest.mark.parametrize("second", ["shared", "SHARED"], ids=["same", "case-only"])
+def test_same_id_from_two_sources_first_wins(backend: Backend, tmp_path: Path, second: str):
+    """Ids compare case-insensitively: ``SHARED`` is the same worker, a stable conflict."""
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
     (a / "x.json").write_text('{"id": "shared", "flags": {"from_a": true}}')
-    (b / "y.json").write_text('{"id": "shared", "flags": {"from_b": true}}')
-    result = sync(backend, "--source", f"file:{a}", "--source", f"file:{b}")
-    assert result.returncode == 0
-    assert "event=conflict id=shared source=file-2" in result.stderr
-    assert backend.services()["shared"].meta["flag-from_a"] == "true"
+    (b / "y.json").write_text(json.dumps({"id": second, "flags": {"from_b": True}}))
+    for _ in range(2):  # no churn across cycles
+        result = sync(backend, "--source", f"file:{a}", "--source", f"file:{b}")
+        assert result.returncode == 0
+        assert f"event=conflict id={second} source=file-2" in result.stderr
+        assert "0 updated" in result.stdout and "0 deleted" in result.stdout
+        assert list(backend.services()) == ["shared"]
+        assert backend.services()["shared"].meta["flag-from_a"] == "true"
 
 
 def test_units_with_different_services_on_one_node_coexist(backend: Backend, tmp_path: Path):

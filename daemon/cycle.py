@@ -34,6 +34,7 @@ class SourceOutcome:
     error: str = ""
     found: int = 0
     invalid: int = 0
+    retry_after: float | None = None  # the source's peer asked for this wait (429/503)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,15 @@ class CycleReport:
     registry_error: str = ""
     dry_run: bool = False
     desired: dict[str, Entry] = field(default_factory=dict)
+    registry_retry_after: float | None = None
+
+    @property
+    def retry_after(self) -> float | None:
+        """The longest wait a peer asked for (``Retry-After``), for the loop's retry."""
+        waits = [s.retry_after for s in self.sources if s.retry_after is not None]
+        if self.registry_retry_after is not None:
+            waits.append(self.registry_retry_after)
+        return max(waits, default=None)
 
     @property
     def ok(self) -> bool:
@@ -96,7 +106,8 @@ class Syncer:
         try:
             snapshot = self.registry.snapshot()
         except RegistryError as exc:
-            return CycleReport(registry_error=str(exc), dry_run=dry_run)
+            return CycleReport(registry_error=str(exc), dry_run=dry_run,
+                               registry_retry_after=exc.retry_after)
         outcomes, found, invalid = self._discover()
         desired, conflicts = self._desired(found, snapshot)
         failed = {outcome.name for outcome in outcomes if not outcome.ok}
@@ -123,7 +134,7 @@ class Syncer:
         try:
             applied = self.registry.apply(changes, stop)
         except RegistryError as exc:
-            return replace(report, registry_error=str(exc))
+            return replace(report, registry_error=str(exc), registry_retry_after=exc.retry_after)
         return replace(report, applied=applied)
 
     def _high_water(self, current: dict[str, int]) -> dict[str, int]:
@@ -157,6 +168,7 @@ class Syncer:
                 listing = source.list()
             except SourceError as exc:
                 outcome.ok, outcome.error = False, str(exc)
+                outcome.retry_after = exc.retry_after
             else:
                 self.listed_once.add(source.name)
                 good, bad = self._normaliser.normalise(listing, source.name)

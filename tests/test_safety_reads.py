@@ -9,11 +9,16 @@ its entries; a failed registry read writes nothing; find/list/show exit non-zero
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from email.utils import formatdate
 from typing import Any
 
 import pytest
 
+from config.errors import SourceError
+from discovery.consul_client import ConsulClient, ConsulEndpoint
+from discovery.sources.consul import ConsulSource
 from tests.conftest import run_cli
 from tests.consul_target import ConsulTarget
 from tests.doubles.consul import ConsulDouble
@@ -118,3 +123,19 @@ def test_queries_fail_loudly_instead_of_printing_nothing(
     result = run(proxy, target, *command)
     assert result.returncode == 1 and result.stdout == ""
     assert "Consul" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("header", ["7", "date"], ids=["seconds", "http-date"])
+def test_retry_after_travels_on_the_error(proxied: tuple[ConsulTarget, FaultProxy],
+                                          header: str) -> None:
+    _, proxy = proxied
+    value = header if header != "date" else formatdate(time.time() + 30, usegmt=True)
+    proxy.inject("GET", "/v1/catalog/service/legacy",
+                 Fault(429, b"slow down", {"Retry-After": value}))
+    source = ConsulSource(ConsulClient(ConsulEndpoint(proxy.address), error=SourceError),
+                          services=["legacy"])
+    with pytest.raises(SourceError) as failed:
+        source.list()
+    assert failed.value.retry_after is not None
+    assert (failed.value.retry_after == 7.0) if header == "7" else (
+        20 < failed.value.retry_after <= 30)

@@ -108,3 +108,10 @@ def test_second_host_with_the_same_owner_refuses_to_write(backend: Backend, tmp_
     assert "'host-a'" in result.stderr and "'host-b'" in result.stderr
     assert "leader_election" in result.stderr and "Traceback" not in result.stderr
     assert backend.services() == before
+
+    # With leader election writers are serialised: the leader takes the node over.
+    leader = sync(backend, "--source", f"file:{other}", "--allow-mass-delete",
+                  env={"CAPSYNC_REGISTRY__WRITER": "host-b",
+                       "CAPSYNC_DAEMON__LEADER_ELECTION": "true"})
+    assert leader.returncode == 0, leader.stderr
+    assert list(backend.services()) == ["b"]

@@ -1,9 +1,11 @@
-"""One sync cycle, read as the pipeline: registry -> sources -> normalise -> plan -> apply.
+"""One sync cycle, read as the pipeline: sources -> normalise, then for each registry
+(at once, in threads): snapshot -> plan -> apply.
 
 ``Syncer`` keeps the little state that spans cycles: which sources have listed since
-start (the first-sync gate) and the owned counts of recent cycles (the deletion guard's
-high-water marks, in memory: a restart starts them afresh). Everything else is recomputed
-each cycle, so a failed or interrupted apply is repaired by the next one.
+start (the first-sync gate) and, per registry, the owned counts of recent cycles (the
+deletion guard's memory, ``GuardMemory``: a reload hands both on, a restart starts them
+afresh). Everything else is recomputed each cycle, so a failed or interrupted apply is
+repaired by the next one.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config.errors import RegistryError, SourceError
 from daemon.plan import Changes, DeletionGuard, counts, plan
 from daemon.registry.base import ApplyResult, Registry, Snapshot
-from discovery import codec
+from discovery import codec, full_entry
 from discovery.codec import Entry
 from discovery.model import Capabilities
 from discovery.normalise import Found, Invalid, Normaliser
 from discovery.sources.base import Source
 
-Encoded = tuple[Capabilities, tuple[str, str, str], Entry]
+Encoded = tuple[Capabilities, tuple[object, ...], Entry]
 
 
 @dataclass
@@ -46,29 +49,58 @@ class Conflict:
 
 
 @dataclass(frozen=True)
-class CycleReport:
+class RegistryReport:
+    """One registry's part of a cycle: its plan and what it made of it."""
+
+    name: str
     changes: Changes = field(default_factory=Changes)
-    sources: tuple[SourceOutcome, ...] = ()
-    invalid: tuple[Invalid, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
     applied: ApplyResult | None = None
     registry_error: str = ""
-    dry_run: bool = False
     desired: dict[str, Entry] = field(default_factory=dict)
-    registry_retry_after: float | None = None
+    retry_after: float | None = None  # the registry asked for this wait (429/503)
+
+    @property
+    def ok(self) -> bool:
+        complete = self.applied.complete if self.applied else True
+        return not self.registry_error and complete
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    sources: tuple[SourceOutcome, ...] = ()
+    invalid: tuple[Invalid, ...] = ()
+    registries: tuple[RegistryReport, ...] = ()
+    dry_run: bool = False
+    # The next instant (Unix seconds) at which time alone changes a desired entry: a
+    # tool's expiry passing, an attestation ageing out. The daemon runs a cycle then.
+    next_change: int | None = None
 
     @property
     def retry_after(self) -> float | None:
         """The longest wait a peer asked for (``Retry-After``), for the loop's retry."""
         waits = [s.retry_after for s in self.sources if s.retry_after is not None]
-        if self.registry_retry_after is not None:
-            waits.append(self.registry_retry_after)
+        waits += [r.retry_after for r in self.registries if r.retry_after is not None]
         return max(waits, default=None)
 
     @property
     def ok(self) -> bool:
-        complete = self.applied.complete if self.applied else True
-        return not self.registry_error and all(s.ok for s in self.sources) and complete
+        return all(s.ok for s in self.sources) and all(r.ok for r in self.registries)
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """What the sources said this cycle: listed and normalised once, planned against
+    every registry."""
+
+    found: list[Found]
+    invalid: list[Invalid]
+    failed: set[str]
+    deletions_open: bool
+    now: int  # Unix seconds: which tools are live is judged at this instant
+    # Release files an operator touched, consumed this cycle: their registries' held
+    # deletions go through once.
+    released: frozenset[Path] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -81,84 +113,92 @@ class SyncOptions:
     release_file: Path | None = None
 
 
+class GuardMemory:
+    """The deletion guard's memory for one registry: the owned entries per guard scope
+    (the owner, each source) of recent cycles, so that deletions are measured against
+    the high-water mark over the window and cannot be sliced across cycles."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._marks: deque[tuple[float, dict[str, int]]] = deque()
+        self._lock = threading.Lock()
+
+    def high_water(self, current: dict[str, int], window: float) -> dict[str, int]:
+        """Record this cycle's owned counts; the most seen per scope within the window."""
+        with self._lock:
+            now = self.clock()
+            self._marks.append((now, current))
+            while self._marks[0][0] < now - window:
+                self._marks.popleft()
+            marks: dict[str, int] = {}
+            for _, sample in self._marks:
+                for scope, count in sample.items():
+                    marks[scope] = max(marks.get(scope, 0), count)
+            return marks
+
+    def reset(self) -> None:
+        """An allowed mass deletion is the new baseline."""
+        with self._lock:
+            self._marks.clear()
+
+
 class Syncer:
-    def __init__(self, sources: Sequence[Source], registry: Registry, options: SyncOptions,
+    def __init__(self, sources: Sequence[Source], registries: Sequence[RegistrySync],
                  *, listed_once: set[str] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.sources = list(sources)
-        self.registry = registry
-        self.options = options
+        self.clock = clock
+        self.registries = list(registries)
         # Sources that listed successfully since start: the first-sync gate. A reload
         # hands it on, so a new configuration does not reopen the gate's wait.
         self.listed_once: set[str] = set(listed_once or ())
+        # A reload hands on each registry's guard memory too (same name, service and
+        # owner), so a reload does not reset the high-water marks.
+        for target in self.registries:
+            if (memory := (guard_memory or {}).get(target.identity)) is not None:
+                target.memory = memory
         self._normaliser = Normaliser()
-        # (source, ref) -> (the Capabilities object, where, its entry): an unchanged
-        # declaration comes back from the Normaliser as the same object, and is not
-        # encoded (and digested) again.
-        self._encoded: dict[tuple[str, str], Encoded] = {}
-        self._clock = clock
-        # (when, owned entries per guard scope) of recent cycles, oldest first.
-        self._marks: deque[tuple[float, dict[str, int]]] = deque()
+
+    @property
+    def guard_memory(self) -> dict[tuple[str, ...], GuardMemory]:
+        """What a reload hands on to the next Syncer."""
+        return {target.identity: target.memory for target in self.registries}
 
     def run_once(
         self, *, dry_run: bool = False, stop: threading.Event | None = None
     ) -> CycleReport:
-        try:
-            snapshot = self.registry.snapshot()
-        except RegistryError as exc:
-            return CycleReport(registry_error=str(exc), dry_run=dry_run,
-                               registry_retry_after=exc.retry_after)
         outcomes, found, invalid = self._discover()
-        desired, conflicts = self._desired(found, snapshot)
-        failed = {outcome.name for outcome in outcomes if not outcome.ok}
-        guard = self.options.guard
-        if not dry_run and not guard.allow and self._released():
-            guard = replace(guard, allow=True)
-        changes = plan(
-            snapshot.owned,
-            desired,
-            keep=_kept(snapshot, failed, invalid),
+        discovered = Discovered(
+            found, invalid,
+            failed={outcome.name for outcome in outcomes if not outcome.ok},
             deletions_open=all(source.name in self.listed_once for source in self.sources),
-            guard=guard,
-            high_water=self._high_water(counts(snapshot.owned.values())),
-            policy=self.options.policy,
+            now=int(self.clock()),
+            released=frozenset() if dry_run else self._released(),
         )
-        if guard.allow and changes.delete and not dry_run:
-            self._marks.clear()  # an allowed mass deletion is the new baseline
-        report = CycleReport(
-            changes=changes, sources=tuple(outcomes), invalid=tuple(invalid),
-            conflicts=tuple(conflicts), dry_run=dry_run, desired=desired,
+        reports = self._each_registry(
+            lambda target: target.sync(discovered, dry_run=dry_run, stop=stop)
         )
-        if dry_run or not changes.writes:
-            return report
-        try:
-            applied = self.registry.apply(changes, stop)
-        except RegistryError as exc:
-            return replace(report, registry_error=str(exc), registry_retry_after=exc.retry_after)
-        return replace(report, applied=applied)
+        next_change = min(
+            (at for item in found if (at := item.caps.changes_at(discovered.now))), default=None
+        )
+        return CycleReport(sources=tuple(outcomes), invalid=tuple(invalid),
+                           registries=tuple(reports), dry_run=dry_run, next_change=next_change)
 
-    def _high_water(self, current: dict[str, int]) -> dict[str, int]:
-        """Record this cycle's owned counts; the most seen per scope within the window."""
-        now = self._clock()
-        self._marks.append((now, current))
-        while self._marks[0][0] < now - self.options.guard.window:
-            self._marks.popleft()
-        marks: dict[str, int] = {}
-        for _, sample in self._marks:
-            for scope, count in sample.items():
-                marks[scope] = max(marks.get(scope, 0), count)
-        return marks
-
-    def _released(self) -> bool:
-        """An operator released held deletions: the release file was there, and is now
-        consumed (only a successful removal counts, so a release never sticks)."""
-        if self.options.release_file is None:
-            return False
-        try:
-            self.options.release_file.unlink()
-        except OSError:
-            return False
-        return True
+    def _released(self) -> frozenset[Path]:
+        """The release files an operator touched, now consumed (only a successful removal
+        counts, so a release never sticks). Read once per cycle for all registries, so
+        registries sharing a file are all released by it."""
+        paths = {t.options.release_file for t in self.registries
+                 if t.options.release_file is not None and not t.options.guard.allow}
+        released = set()
+        for path in paths:
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            released.add(path)
+        return frozenset(released)
 
     def _discover(self) -> tuple[list[SourceOutcome], list[Found], list[Invalid]]:
         outcomes, found, invalid = [], [], []
@@ -178,8 +218,72 @@ class Syncer:
             outcomes.append(outcome)
         return outcomes, found, invalid
 
+    def _each_registry(
+        self, sync: Callable[[RegistrySync], RegistryReport]
+    ) -> list[RegistryReport]:
+        """Every registry at once, each in its own thread: a slow or failing one does not
+        hold back the others' writes (its own entries stay as they were)."""
+        if len(self.registries) == 1:
+            return [sync(self.registries[0])]
+        with ThreadPoolExecutor(len(self.registries), "registry") as pool:
+            return list(pool.map(sync, self.registries))
+
+
+class RegistrySync:
+    """One registry's half of the cycle: its snapshot, its plan (with its own guard, guard
+    memory and policy) and its apply."""
+
+    def __init__(self, name: str, registry: Registry, options: SyncOptions,
+                 memory: GuardMemory | None = None) -> None:
+        self.name = name
+        self.registry = registry
+        self.options = options
+        self.memory = memory or GuardMemory()
+        # (source, ref) -> (the Capabilities object, where, its entry): an unchanged
+        # declaration comes back from the Normaliser as the same object, and is not
+        # encoded (and digested) again. Per registry: the entry carries its service
+        # and owner.
+        self._encoded: dict[tuple[str, str], Encoded] = {}
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Whose entries the guard memory counts: a reload hands it on to the same."""
+        return (self.name, self.options.service.lower(), self.options.owner)
+
+    def sync(self, discovered: Discovered, *, dry_run: bool,
+             stop: threading.Event | None) -> RegistryReport:
+        try:
+            snapshot = self.registry.snapshot()
+        except RegistryError as exc:
+            return RegistryReport(self.name, registry_error=str(exc),
+                                  retry_after=exc.retry_after)
+        desired, conflicts = self._desired(discovered.found, snapshot, discovered.now)
+        guard = self.options.guard
+        if not guard.allow and self.options.release_file in discovered.released:
+            guard = replace(guard, allow=True)
+        changes = plan(
+            snapshot.owned,
+            desired,
+            keep=_kept(snapshot, discovered.failed, discovered.invalid),
+            deletions_open=discovered.deletions_open,
+            guard=guard,
+            high_water=self.memory.high_water(counts(snapshot.owned.values()), guard.window),
+            policy=self.options.policy,
+        )
+        if guard.allow and changes.delete and not dry_run:
+            self.memory.reset()  # an allowed mass deletion is the new baseline
+        report = RegistryReport(self.name, changes=changes, conflicts=tuple(conflicts),
+                                desired=desired)
+        if dry_run or not changes.writes:
+            return report
+        try:
+            applied = self.registry.apply(changes, stop)
+        except RegistryError as exc:
+            return replace(report, registry_error=str(exc), retry_after=exc.retry_after)
+        return replace(report, applied=applied)
+
     def _desired(
-        self, found: list[Found], snapshot: Snapshot
+        self, found: list[Found], snapshot: Snapshot, now: int
     ) -> tuple[dict[str, Entry], list[Conflict]]:
         """Encode every declaration; the first source (config order) wins a shared id.
 
@@ -202,20 +306,23 @@ class Syncer:
                                           "another writer (owner or service) registered this "
                                           "id, in some letter case, on capsync's node"))
             else:
-                desired[folded] = self._encode(item, encoded)
+                desired[folded] = self._encode(item, encoded, now)
         self._encoded = encoded
         return desired, conflicts
 
-    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded]) -> Entry:
+    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded], now: int) -> Entry:
         decl = item.declaration
-        where = (self.options.service, self.options.owner, decl.address)
+        # Which tools are live is part of the entry: a cached one is reused only while
+        # time has changed nothing about it.
+        where = (self.options.service, self.options.owner, decl.address,
+                 item.caps.changes_at(now))
         cached = self._encoded.get((decl.source, decl.ref))
         if cached is not None and cached[0] is item.caps and cached[1] == where:
             entry: Entry = cached[2]
         else:
-            entry = codec.encode(item.caps, service=self.options.service,
-                                 owner=self.options.owner, source=decl.source, ref=decl.ref,
-                                 address=decl.address)
+            entry = full_entry.encode(item.caps, now=now, service=self.options.service,
+                                      owner=self.options.owner, source=decl.source,
+                                      ref=decl.ref, address=decl.address)
         encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
         return entry
 
@@ -240,4 +347,3 @@ def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[s
 def _container(ref: str) -> str:
     """``f.json[3]`` -> ``f.json``: the object an item's reference belongs to."""
     return ref[: ref.rindex("[")] if ref.endswith("]") and "[" in ref else ref
-

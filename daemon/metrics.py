@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from daemon.cycle import CycleReport
+from daemon.cycle import CycleReport, RegistryReport
 
 
 class Metrics:
@@ -28,23 +28,27 @@ class Metrics:
         self.source_errors = Counter("capsync_source_errors", "Failed listings by source",
                                      ["source"], registry=r)
         self.operations = Counter("capsync_registry_operations",
-                                  "Registry writes applied, by operation", ["operation"],
-                                  registry=r)
+                                  "Registry writes applied, by registry and operation",
+                                  ["registry", "operation"], registry=r)
         self.requests = Counter("capsync_registry_write_requests",
-                                "Write requests (transactions) sent to the registry",
-                                registry=r)
+                                "Write requests (transactions) sent, by registry",
+                                ["registry"], registry=r)
         self.registry_errors = Counter("capsync_registry_errors",
                                        "Cycles whose registry read or write failed, and "
-                                       "entries the registry refused", registry=r)
+                                       "entries the registry refused", ["registry"],
+                                       registry=r)
         self.unwritten = Counter("capsync_registry_operations_unwritten",
-                                 "Planned operations not written, by why (refused by the "
-                                 "registry, unsent when stopping, interrupted)", ["reason"],
-                                 registry=r)
+                                 "Planned operations not written, by registry and why "
+                                 "(refused by the registry, unsent when stopping, "
+                                 "interrupted)", ["registry", "reason"], registry=r)
         self.held = Gauge("capsync_deletions_held",
                           "Deletions held in the last cycle (first-sync gate or the "
-                          "mass-deletion guard)", registry=r)
+                          "mass-deletion guard)", ["registry"], registry=r)
         self.conflicts = Gauge("capsync_conflicts", "Worker ids declared twice, last cycle",
-                               registry=r)
+                               ["registry"], registry=r)
+        self.registry_up = Gauge("capsync_registry_up",
+                                 "1 if the registry was read and written in the last cycle",
+                                 ["registry"], registry=r)
         self.leader = Gauge("capsync_leader", "1 if this instance may write", registry=r)
         self.events = Counter("capsync_source_events", "Change events that requested a sync",
                               registry=r)
@@ -54,28 +58,41 @@ class Metrics:
         self.cycles.labels("success" if report.ok else "failure").inc()
         if report.ok:
             self.last_success.set(now)
-        if report.registry_error:
-            self.registry_errors.inc()
-            return
+        # Desired entries are the same for every registry but for the ids another writer
+        # holds there; counted from the first registry that could be read.
+        desired = next((r.desired for r in report.registries if not r.registry_error), None)
         per_source: dict[str, int] = {}
-        for entry in report.desired.values():
+        for entry in (desired or {}).values():
             per_source[entry.source] = per_source.get(entry.source, 0) + 1
         for source in report.sources:
             self.source_up.labels(source.name).set(1 if source.ok else 0)
             if not source.ok:
                 self.source_errors.labels(source.name).inc()
-            self.entries.labels(source.name).set(per_source.get(source.name, 0))
+            if desired is not None:
+                self.entries.labels(source.name).set(per_source.get(source.name, 0))
             self.invalid.labels(source.name).set(source.invalid)
-        self.held.set(len(report.changes.held))
-        self.conflicts.set(len(report.conflicts))
-        if report.applied:
-            self.requests.inc(report.applied.requests)
-            self.registry_errors.inc(len(report.applied.refused))
-            for operation, count in report.applied.written.items():
-                self.operations.labels(operation).inc(count)
-            self.unwritten.labels("refused").inc(len(report.applied.refused))
-            self.unwritten.labels("unsent").inc(report.applied.unsent)
-            self.unwritten.labels("interrupted").inc(report.applied.interrupted)
+        for reg in report.registries:
+            self._observe_registry(reg)
+
+    def _observe_registry(self, reg: RegistryReport) -> None:
+        name = reg.name
+        self.registry_up.labels(name).set(0 if reg.registry_error else 1)
+        errors = self.registry_errors.labels(name)
+        if reg.registry_error:
+            errors.inc()
+            return
+        self.held.labels(name).set(len(reg.changes.held))
+        self.conflicts.labels(name).set(len(reg.conflicts))
+        if reg.applied:  # never set on a dry run
+            done = reg.applied
+            self.requests.labels(name).inc(done.requests)
+            errors.inc(len(done.refused))
+            # What the registry confirmed written, not what was planned.
+            for operation, count in done.written.items():
+                self.operations.labels(name, operation).inc(count)
+            self.unwritten.labels(name, "refused").inc(len(done.refused))
+            self.unwritten.labels(name, "unsent").inc(done.unsent)
+            self.unwritten.labels(name, "interrupted").inc(done.interrupted)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from config.events import emit
-from daemon.cycle import CycleReport
+from daemon.cycle import CycleReport, RegistryReport
 from daemon.plan import Changes
 from daemon.registry.base import ApplyResult
+from daemon.text_table import render
 from discovery.codec import Entry
 
-RELEASE = ("--allow-mass-delete for one run, or touch registry.release_file "
+RELEASE = ("--allow-mass-delete for one run, or touch the registry's release_file "
            "(default /var/lib/capsync/release-deletions) for one cycle of a running daemon")
 
 
 def summary(report: CycleReport) -> str:
+    """The cycle in one line; with several registries, one part per registry."""
+    parts = [(reg.name, _summary(report, reg)) for reg in report.registries]
+    if len(parts) == 1:
+        return parts[0][1]
+    return "; ".join(f"{name}: {text}" for name, text in parts)
+
+
+def _summary(report: CycleReport, reg: RegistryReport) -> str:
     """The plan's counts for a dry run; for a sync, what the registry confirmed written,
     with what it refused, what was never sent and what failed without a verdict."""
-    if report.registry_error:
-        return f"registry failed: {report.registry_error}"
-    c = report.changes
-    done = report.applied or ApplyResult()
+    if reg.registry_error:
+        return f"registry failed: {reg.registry_error}"
+    c = reg.changes
+    done = reg.applied or ApplyResult()
     written = (
         {"create": len(c.create), "update": len(c.update), "delete": len(c.delete)}
         if report.dry_run else done.written
@@ -39,13 +49,22 @@ def summary(report: CycleReport) -> str:
         f"{verb}: {written.get('create', 0)} created, {written.get('update', 0)} updated, "
         f"{written.get('delete', 0)} deleted{failed}, {c.unchanged} unchanged, "
         f"{len(report.invalid)} invalid, {len(c.held)} held, {c.kept} kept{tail}"
+        f"{_next_change(report)}"
     )
 
 
+def _next_change(report: CycleReport) -> str:
+    """When a tool's expiry (or an attestation's age) next changes the registry."""
+    if report.next_change is None:
+        return ""
+    try:
+        when = datetime.fromtimestamp(report.next_change, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # beyond the calendar datetime knows
+        when = f"{report.next_change} (Unix seconds)"
+    return f"; next expiry {when}"
+
+
 def log_problems(report: CycleReport) -> None:
-    if report.registry_error:
-        emit(logging.ERROR, "registry_failed", error=report.registry_error)
-        return
     for source in report.sources:
         if not source.ok:
             emit(logging.ERROR, "source_failed", source=source.name, error=source.error,
@@ -54,20 +73,26 @@ def log_problems(report: CycleReport) -> None:
         for loc, msg in item.error.problems:
             emit(logging.WARNING, "invalid_declaration", source=item.source,
                  ref=item.ref, field=loc or "-", error=msg)
-    for conflict in report.conflicts:
+    # The same conflict is usually found against every registry: reported once.
+    for conflict in dict.fromkeys(c for reg in report.registries for c in reg.conflicts):
         emit(logging.WARNING, "conflict", id=conflict.worker_id, source=conflict.source,
              ref=conflict.ref, reason=conflict.reason)
-    if report.changes.held:
-        emit(logging.WARNING, "deletions_held", count=len(report.changes.held),
-             reason=report.changes.held_reason, release=RELEASE)
-    done = report.applied or ApplyResult()
-    for refused in done.refused:
-        emit(logging.ERROR, "entry_refused", id=refused.id, reason=refused.reason)
-    for error in done.errors:
-        emit(logging.ERROR, "write_failed", error=error,
-             action="its operations are retried by the next cycle")
-    if done.unsent:
-        emit(logging.WARNING, "writes_unsent", count=done.unsent, reason="stopping")
+    for reg in report.registries:
+        if reg.registry_error:
+            emit(logging.ERROR, "registry_failed", error=reg.registry_error, registry=reg.name)
+        if reg.changes.held:
+            emit(logging.WARNING, "deletions_held", count=len(reg.changes.held),
+                 reason=reg.changes.held_reason, registry=reg.name, release=RELEASE)
+        done = reg.applied or ApplyResult()
+        for refused in done.refused:
+            emit(logging.ERROR, "entry_refused", id=refused.id, reason=refused.reason,
+                 registry=reg.name)
+        for error in done.errors:
+            emit(logging.ERROR, "write_failed", error=error, registry=reg.name,
+                 action="its operations are retried by the next cycle")
+        if done.unsent:
+            emit(logging.WARNING, "writes_unsent", count=done.unsent, reason="stopping",
+                 registry=reg.name)
 
 
 def plan_rows(changes: Changes) -> list[tuple[str, Entry, str]]:
@@ -82,18 +107,11 @@ def plan_table(changes: Changes) -> str:
     rows = [(action, e.id, e.source, e.ref, note) for action, e, note in plan_rows(changes)]
     if not rows:
         return "no changes"
-    header = ("ACTION", "ID", "SOURCE", "REF", "CHANGED")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row[:4], widths, strict=True))
-        + f"  {row[4]}"
-        for row in [header, *rows]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return render([("ACTION", "ID", "SOURCE", "REF", "CHANGED"), *rows])
 
 
-def plan_json(report: CycleReport) -> dict[str, Any]:
-    c = report.changes
+def plan_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
+    c = reg.changes
     return {
         "changes": [
             {"action": action, "id": e.id, "source": e.source, "ref": e.ref,
@@ -103,10 +121,11 @@ def plan_json(report: CycleReport) -> dict[str, Any]:
         "summary": {
             "create": len(c.create), "update": len(c.update), "delete": len(c.delete),
             "unchanged": c.unchanged, "invalid": len(report.invalid), "held": len(c.held),
-            "kept": c.kept, "conflicts": len(report.conflicts),
+            "kept": c.kept, "conflicts": len(reg.conflicts),
         },
         "held_reason": c.held_reason,
         "release": RELEASE if c.held else "",
+        "next_change": report.next_change,
         "failed_sources": [s.name for s in report.sources if not s.ok],
     }
 

@@ -42,6 +42,9 @@ class Daemon:
         self._reload = threading.Event()
         self.http: HttpApi | None = None
         self.runtime: Runtime | None = None
+        # When time alone next changes the registry (a tool's expiry passing), in Unix
+        # seconds: the loop requests a cycle then, with no other event.
+        self.change_at: float | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -54,7 +57,8 @@ class Daemon:
         self.runtime.start(self._on_leadership)
         self._publish_leadership()
         emit(logging.INFO, "started", listen=self.http.address if self.http else "off",
-             registry=self.settings.registry.backend, owner=self.settings.registry.owner,
+             registries=",".join(r.name for r in self.settings.registries),
+             owner=self.settings.registries[0].owner,
              sources=",".join(s.name for s in self.settings.sources),
              interval=f"{self.settings.daemon.interval:g}s")
         self.notifier.ready("started")
@@ -74,6 +78,9 @@ class Daemon:
         while not self.stopping.is_set():
             reasons = self.trigger.wait(tick)
             self.notifier.watchdog()
+            if self.change_at is not None and time.time() >= self.change_at:
+                self.change_at = None
+                self.trigger.request("expiry")
             if self._reload.is_set():
                 self._apply_reload()
             if reasons:
@@ -88,6 +95,7 @@ class Daemon:
         finally:
             self.trigger.finished()
         seconds = time.monotonic() - started
+        self.change_at = report.next_change
         log_problems(report)
         text = summary(report)
         emit(logging.INFO if report.ok else logging.WARNING, "cycle", summary=text,
@@ -103,7 +111,8 @@ class Daemon:
         try:
             settings = self.load_settings()
             runtime = Runtime(settings, self.trigger.request,
-                              listed_once=self.runtime.syncer.listed_once)
+                              listed_once=self.runtime.syncer.listed_once,
+                              guard_memory=self.runtime.syncer.guard_memory)
         except CapsyncError as exc:
             emit(logging.ERROR, "reload_failed", error=str(exc),
                  action="keeping the running configuration")
@@ -118,7 +127,7 @@ class Daemon:
         runtime.start(self._on_leadership)
         self._publish_leadership()
         emit(logging.INFO, "reloaded", sources=",".join(s.name for s in settings.sources),
-             service=settings.registry.service)
+             registries=",".join(r.name for r in settings.registries))
         self.notifier.ready("reloaded")
         self.trigger.request("reload")
 

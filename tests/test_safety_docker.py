@@ -49,7 +49,7 @@ NOT_A_LISTING = {
 def test_engine_answer_of_the_wrong_shape_keeps_the_entries(
     engine: FaultProxy, fault: Fault, tmp_path: Path
 ) -> None:
-    backend = Backend("sqlite", db=tmp_path / "registry.db")  # the rule is the source's
+    backend = Backend("sqlite", f"sqlite:{tmp_path / 'registry.db'}")  # the rule is the source's
     source = ("--source", f"docker:tcp://{engine.address}")
     engine.inject("GET", LISTING, Fault(**{**vars(json_fault([CONTAINER])), "count": 1}))
     first = sync(backend, *source)

@@ -139,4 +139,4 @@ def test_sigterm_mid_apply_reports_what_was_written(tmp_path: Path):
 
 
 def target_backend(target: ConsulTarget) -> Backend:
-    return Backend("double", consul=target, owner=target.owner)
+    return Backend("double", "consul", target.env(), target, owner=target.owner)

@@ -6,16 +6,21 @@ import argparse
 import json
 import logging
 import sys
+import time
 from typing import Any
 
-from config.errors import DeclarationError
+from config.errors import ConfigError, DeclarationError
 from config.events import emit
+from config.settings import RegistrySettingsBase, Settings
 from daemon.commands.common import add_registry_options, settings_from_args
 from daemon.logs import configure
 from daemon.query import Query
+from daemon.registry.table import REGISTRY_KINDS
+from daemon.text_table import render
 from daemon.wiring import build_registry
-from discovery import codec, schema
+from discovery import codec, full_entry, schema, seed_json
 from discovery.model import CATEGORIES, Capabilities
+from discovery.tool_terms import PERMISSIONS
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +29,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Find workers in the registry. --category C --tool T...: any tool of "
                     "category C is one of T (by name or alternative). --has T...: provides "
                     "every T. --flag F: flag F is true. --meta K=V: metadata K equals V. "
-                    "--all-required: every required tool is among the named tools.",
+                    "--all-required: every required tool is among the named tools. "
+                    "--verified: every tool live and attested (the library's check; it "
+                    "does not verify signatures). --permission C:P: some tool of category "
+                    "C holds permission P. Expired and revoked tools provide nothing.",
     )
     find.add_argument("--category", choices=list(CATEGORIES))
     find.add_argument("--tool", nargs="+", default=[], metavar="T")
@@ -32,20 +40,22 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     find.add_argument("--flag", nargs="+", default=[], metavar="F")
     find.add_argument("--meta", nargs="+", default=[], metavar="K=V")
     find.add_argument("--all-required", action="store_true")
+    find.add_argument("--verified", action="store_true")
+    find.add_argument("--permission", nargs="+", default=[], metavar="CATEGORY:PERMISSION")
     _common(find)
     find.set_defaults(handler=find_command)
     listing = sub.add_parser("list", help="list every worker in the registry")
     _common(listing)
     listing.set_defaults(handler=find_command, category=None, tool=[], has=[], flag=[],
-                         meta=[], all_required=False)
+                         meta=[], all_required=False, verified=False, permission=[])
     show = sub.add_parser("show", help="show one worker's entries in the registry")
     show.add_argument("id")
-    add_registry_options(show)
+    add_registry_options(show, select=True)
     show.set_defaults(handler=show_command)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    add_registry_options(parser)
+    add_registry_options(parser, select=True)
     parser.add_argument("--json", action="store_true", help="print a JSON list")
 
 
@@ -60,13 +70,26 @@ def find_command(args: argparse.Namespace) -> int:
             print(f"capsync find: --meta {pair!r}: expected KEY=VALUE", file=sys.stderr)
             return 2
         meta.append((key, value))
+    permissions = []
+    for pair in args.permission:
+        category, _, permission = pair.partition(":")
+        if category not in CATEGORIES or permission not in PERMISSIONS:
+            print(f"capsync find: --permission {pair!r}: expected CATEGORY:PERMISSION with "
+                  f"CATEGORY one of {', '.join(CATEGORIES)} and PERMISSION one of "
+                  f"{', '.join(PERMISSIONS)}", file=sys.stderr)
+            return 2
+        permissions.append((category, permission))
+    now = int(time.time())
     query = Query(
         category=args.category,
-        tools=tuple(_tool(t) for t in args.tool),
-        has=tuple(_tool(t) for t in args.has),
+        tools=tuple(schema.tool_key(t) for t in args.tool),
+        has=tuple(schema.tool_key(t) for t in args.has),
         flags=tuple(args.flag),
         meta=tuple(meta),
         all_required=args.all_required,
+        verified=args.verified,
+        permissions=tuple(permissions),
+        now=now,
     )
     results = [r for r in _decoded(args, query) if query.matches(r[2])]
     if args.json:
@@ -74,13 +97,10 @@ def find_command(args: argparse.Namespace) -> int:
                          indent=2))
         return 0
     rows = [("ID", "NODE", "SOURCE", "TOOLS")] + [
-        (caps.id, node, entry.source, ",".join(caps.all_tools()))
+        (caps.id, node, entry.source, ",".join(caps.provided_tools(now)))
         for node, entry, caps in results
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
-              + "  " + row[3])
+    print(render(rows))
     return 0
 
 
@@ -94,9 +114,9 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def _decoded(args: argparse.Namespace, query: Query) -> list[tuple[str, codec.Entry, Capabilities]]:
-    settings = settings_from_args(args)
+    settings, chosen = _chosen_registry(args)
     configure()
-    registry = build_registry(settings)
+    registry = build_registry(settings, chosen)
     try:
         listed = registry.entries(query)
     finally:
@@ -104,11 +124,27 @@ def _decoded(args: argparse.Namespace, query: Query) -> list[tuple[str, codec.En
     out = []
     for item in listed:
         try:
-            out.append((item.node, item.entry, codec.decode(item.entry)))
+            out.append((item.node, item.entry, full_entry.decode(item.entry)))
         except DeclarationError as exc:
             emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
                  error=str(exc))
     return out
+
+
+def _chosen_registry(args: argparse.Namespace) -> tuple[Settings, RegistrySettingsBase]:
+    """``--registry NAME`` picks a configured registry; a registry given as KIND[:ARG]
+    (or none) means the first."""
+    if args.registry and len(args.registry) == 1:
+        configured = settings_from_args(args, registries=False)
+        for reg in configured.registries:
+            if reg.name == args.registry[0]:
+                return configured, reg
+        if args.registry[0].partition(":")[0] not in REGISTRY_KINDS.kinds:
+            names = ", ".join(reg.name for reg in configured.registries)
+            raise ConfigError(f"--registry {args.registry[0]!r}: no configured registry of "
+                              f"that name ({names}) and not {REGISTRY_KINDS.expected()}")
+    settings = settings_from_args(args)
+    return settings, settings.registries[0]
 
 
 def _as_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:
@@ -119,9 +155,5 @@ def _as_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any
         "source": entry.source,
         "ref": entry.ref,
         "address": entry.address,
-        "declaration": schema.dump(caps),
+        "declaration": seed_json.to_seed(caps),
     }
-
-
-def _tool(name: str) -> str:
-    return name.strip().lower()

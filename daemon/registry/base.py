@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from config.errors import RegistryError
 from daemon.plan import Changes
 from daemon.query import Query
 from discovery.codec import Entry
@@ -129,3 +131,40 @@ class Registry(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+WriteOp = Callable[[Operation], str]  # writes one operation; the reason when refused, else ""
+
+
+def apply_in_batches(
+    changes: Changes,
+    *,
+    write: WriteOp,
+    size: int,
+    stop: threading.Event | None,
+    batch: Callable[[], AbstractContextManager[object]],
+) -> ApplyResult:
+    """The write loop of a registry that checks ownership row by row (SQLite, memory):
+    creates and updates, then deletes, ``size`` to a ``batch`` (a transaction). When
+    ``stop`` is set the batches not begun are counted unsent; a batch that fails as a
+    whole (RegistryError: rolled back) refuses its operations and the next batch is
+    tried all the same. Counts come from what each write answered."""
+    ops = operations(changes)
+    tally = Tally()
+    for start in range(0, len(ops), size):
+        chunk = ops[start : start + size]
+        if stop is not None and stop.is_set():
+            tally.unsent += len(chunk)
+            continue
+        tally.requests += 1
+        try:
+            with batch():
+                results = [(op, write(op)) for op in chunk]
+        except RegistryError as exc:  # rolled back: nothing of the batch was written
+            tally.refuse(chunk, str(exc))
+            continue
+        tally.wrote([op for op, reason in results if not reason])
+        for op, reason in results:
+            if reason:
+                tally.refuse([op], reason)
+    return tally.result()

@@ -4,10 +4,15 @@ Reads are one request (``/v1/catalog/node-services/<node>``), accepted only as a
 answer. Writes go in transactions of at most ``max_ops`` operations (64 up to Consul
 1.13, 128 from 1.14) and ``max_bytes`` of body (Consul's ``txn_max_req_len``, 512 KiB by
 default); the node's registration (its meta names the writer) rides in the first
-transaction whenever it must change. An operation too big for any transaction is
-refused alone. A transaction Consul rolls back (409) names its failing operations:
-those are reported as refused and the rest are sent again; a transaction that fails
-as a whole is reported and the next one is sent all the same.
+transaction whenever it must change. A transaction Consul rolls back (409) names its
+failing operations: those entries are reported as refused and the rest are sent again;
+a transaction that fails as a whole is reported and the next one is sent all the same.
+
+An entry with a full-form document (``discovery.full_entry``) has it written as a KV
+key in the same transaction as its service, and deleted with it: the ops of one entry
+(its service, its document, and on a case-only rename the old id's delete) are a unit
+that is counted in both limits, never split across transactions nor half refused. A
+unit too big for any transaction is refused alone.
 
 A case-only rename of an id is a delete and a set in the same transaction, so a reader
 never sees the worker missing (Consul's service ids compare case-insensitively).
@@ -15,26 +20,32 @@ never sees the worker missing (Consul's service ids compare case-insensitively).
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 from urllib.parse import quote
 
 from config.errors import RegistryError
+from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, Tally, operations
 from daemon.registry.writer import claim
+from discovery import codec
 from discovery.codec import Entry
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service, service_fields
+from discovery.full_entry import document_key, document_prefix
+from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
 MAX_TXN_BYTES = 512 * 1024
 NODE = -1  # the node's registration, in a 409's failing operations
 
-Txn = list[dict[str, Any]]
+Txn = list[dict[str, Any]]  # one entry's ops, sent together
 
 
 class ConsulRegistry:
@@ -62,6 +73,7 @@ class ConsulRegistry:
         self.takeover = takeover
         self._node_meta: dict[str, str] | None = None
         self._node_seen = False
+        self._node_read = False  # the node's claim is known only after a snapshot
 
     def snapshot(self) -> Snapshot:
         path = f"/v1/catalog/node-services/{quote(self.node)}"
@@ -78,6 +90,7 @@ class ConsulRegistry:
         meta = None if node is None else node.get("Meta") or {}
         self._node_meta = claim(meta, node=self.node, owner=self.owner, service=self.service,
                                 writer=self.writer, takeover=self.takeover)
+        self._node_read = True
         owned: dict[str, Entry] = {}
         foreign: set[str] = set()
         for service in services or ():
@@ -93,6 +106,8 @@ class ConsulRegistry:
         units = [(op, self._txn(op)) for op in operations(changes)]
         if not units:
             return tally.result()
+        if not self._node_read:
+            self.snapshot()  # who holds the node is checked before any write
         for batch in self._batches(units, tally):
             if stop is not None and stop.is_set():
                 tally.unsent += len(batch)
@@ -112,7 +127,32 @@ class ConsulRegistry:
                 raise RegistryError(f"Consul answered GET {path} with an instance without "
                                     "a Node name")
             listed.append(Listed(node, _entry(item, path)))
-        return listed
+        if not any(codec.DOCUMENT in item.entry.meta for item in listed):
+            return listed
+        documents = self._documents()
+        return [
+            Listed(item.node, replace(item.entry, document=documents.get(
+                item.entry.meta.get(codec.DOCUMENT, ""), "")))
+            for item in listed
+        ]
+
+    def _documents(self) -> dict[str, str]:
+        """Every full-form document of the service, by key, in one read (a clean answer
+        only: 404 with an index is Consul's empty prefix, anything else fails)."""
+        prefix = document_prefix(self.service)
+        path = f"/v1/kv/{quote(prefix)}"
+        response = self.client.get(path, params={"recurse": ""})
+        if response.status == 404 and response.index:
+            return {}
+        if response.status != 200 or not isinstance(response.body, list):
+            raise RegistryError(f"Consul answered the read of {prefix} with "
+                                f"{response.status}: {response.text.strip()[:200]}")
+        try:
+            return {item["Key"]: base64.b64decode(item.get("Value") or "").decode("utf-8")
+                    for item in response.body}
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise RegistryError(f"Consul answered GET {path} with a KV entry of the wrong "
+                                f"shape ({type(exc).__name__}: {exc})") from None
 
     def close(self) -> None:
         self.client.close()
@@ -120,7 +160,8 @@ class ConsulRegistry:
     def _batches(
         self, units: list[tuple[Operation, Txn]], tally: Tally
     ) -> Iterator[list[tuple[Operation, Txn]]]:
-        """Consecutive units within both limits, the node's registration counted in."""
+        """Consecutive whole units within both limits, the node's registration counted
+        in; a unit that fits in no transaction is refused alone."""
         reserve = _size([self._node_op(self._node_meta)]) if self._node_meta else 2
         reserve_ops = 1 if self._node_meta else 0
         batch: list[tuple[Operation, Txn]] = []
@@ -128,9 +169,10 @@ class ConsulRegistry:
         for op, txn in units:
             need = _size(txn) - 1  # its ops and one separating comma
             if len(txn) + reserve_ops > self.max_ops or need + reserve > self.max_bytes:
-                tally.refuse([op], f"{need} bytes of transaction body alone; consul."
-                                   f"max_txn_bytes allows {self.max_bytes} (Consul's "
-                                   "txn_max_req_len)")
+                tally.refuse([op], f"{need} bytes ({len(txn)} operations) of transaction "
+                                   f"body alone; consul.max_txn_bytes allows "
+                                   f"{self.max_bytes} (Consul's txn_max_req_len) and "
+                                   f"consul.max_txn_ops {self.max_ops}")
                 continue
             if batch and (ops + len(txn) + reserve_ops > self.max_ops
                           or size + need + reserve > self.max_bytes):
@@ -179,11 +221,31 @@ class ConsulRegistry:
             batch = [unit for i, unit in enumerate(batch) if i not in failing]
 
     def _txn(self, op: Operation) -> Txn:
+        """One entry's ops: its service, its document, and on a case-only rename the
+        delete of the old id."""
         if op.kind == "delete":
-            return [self._service_op("delete", op.entry)]
-        if op.old is not None and op.old.id != op.entry.id:
-            return [self._service_op("delete", op.old), self._service_op("set", op.entry)]
-        return [self._service_op("set", op.entry)]
+            return [self._service_op("delete", op.entry), *self._document_ops(None, op.entry)]
+        renamed = op.old is not None and op.old.id != op.entry.id
+        return [
+            *([self._service_op("delete", op.old)] if renamed and op.old else []),
+            self._service_op("set", op.entry),
+            *self._document_ops(op.entry, op.old),
+        ]
+
+    def _document_ops(self, new: Entry | None, old: Entry | None) -> Txn:
+        """Write the new entry's document; delete the old one's when the new has none or
+        keeps it elsewhere. The old key is derived, never taken from meta, so only this
+        owner's documents are ever deleted, and without a read."""
+        ops = []
+        new_key = new.meta.get(codec.DOCUMENT, "") if new else ""
+        old_key = (document_key(self.owner, old.service, old.id)
+                   if old is not None and codec.DOCUMENT in old.meta else "")
+        if new is not None and new_key:
+            value = base64.b64encode(new.document.encode("utf-8")).decode("ascii")
+            ops.append({"KV": {"Verb": "set", "Key": new_key, "Value": value}})
+        if old_key and old_key != new_key:
+            ops.append({"KV": {"Verb": "delete", "Key": old_key}})
+        return ops
 
     def _service_op(self, verb: str, entry: Entry) -> dict[str, Any]:
         # A delete names the service too: Consul validates (and ACL-checks
@@ -227,3 +289,23 @@ def _entry(service: Any, path: str) -> Entry:
 def _size(txn: Txn) -> int:
     """Bytes of ``txn`` as a JSON array, exactly as the client encodes it."""
     return len(json.dumps(txn, separators=(",", ":")))
+
+
+class ConsulRegistrySettings(RegistrySettingsBase):
+    """The Consul catalogue, reached through the top-level [consul] connection (its
+    max_txn_ops and max_txn_bytes bound each transaction)."""
+
+    backend: Literal["consul"]
+    name: KindName = "consul"
+
+
+def build(settings: ConsulRegistrySettings, ctx: BuildContext) -> ConsulRegistry:
+    return ConsulRegistry(
+        ConsulClient(ctx.consul_endpoint()), service=settings.service, owner=settings.owner,
+        node=settings.node_name, node_address=settings.node_address,
+        max_ops=ctx.consul.max_txn_ops, max_bytes=ctx.consul.max_txn_bytes,
+        writer=settings.writer, takeover=ctx.takeover,
+    )
+
+
+KIND = Kind("consul", ConsulRegistrySettings, "", no_arg, build)

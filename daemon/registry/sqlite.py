@@ -13,6 +13,9 @@ Schema::
     services       (node, id) -> service, tags (JSON list, order kept), meta (JSON),
                    address, port; owner and source derived from meta
     service_tags   (node, id, tag), indexed by tag, so queries narrow in SQL
+
+Version 2 adds ``services.document``: the declaration's full form (the library's serde
+JSON) when it has one, '' otherwise; a version 1 file is migrated in place, rows kept.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from config.errors import RegistryError
+from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, Tally, operations
+from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, apply_in_batches
 from daemon.registry.writer import claim
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
+from discovery.kinds import BuildContext, Kind, field_arg
 
 _SCHEMA_V1 = (
     """CREATE TABLE nodes (
@@ -69,18 +75,23 @@ def _create_v1(db: sqlite3.Connection) -> None:
 
 
 # Target version -> the step that brings a file from the version before it up to it.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+def _add_document(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE services ADD COLUMN document TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _add_document}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _UPSERT = """
-    INSERT INTO services (node, id, service, tags, meta, address, port)
-    VALUES (:node, :id, :service, :tags, :meta, :address, :port)
+    INSERT INTO services (node, id, service, tags, meta, address, port, document)
+    VALUES (:node, :id, :service, :tags, :meta, :address, :port, :document)
     ON CONFLICT (node, id) DO UPDATE SET
         id = excluded.id, service = excluded.service, tags = excluded.tags,
-        meta = excluded.meta, address = excluded.address, port = excluded.port
+        meta = excluded.meta, address = excluded.address, port = excluded.port,
+        document = excluded.document
     WHERE services.owner = :owner AND services.service = :ours
 """
-_SELECT = "SELECT node, id, service, tags, meta, address, port, owner FROM services AS s"
+_SELECT = "SELECT node, id, service, tags, meta, address, port, owner, document FROM services AS s"
 _HAS_TAG = (
     " AND EXISTS (SELECT 1 FROM service_tags AS t"
     " WHERE t.node = s.node AND t.id = s.id AND t.tag IN ({}))"
@@ -154,29 +165,17 @@ class SqliteRegistry:
         return Snapshot(owned=owned, foreign=foreign)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        ops = operations(changes)
-        tally = Tally()
-        if ops:
+        if changes.writes:
             with self._using("apply"):
                 self._claim()  # a node this capsync may not write fails the whole apply
-        for start in range(0, len(ops), self._batch_size):
-            batch = ops[start : start + self._batch_size]
-            if stop is not None and stop.is_set():
-                tally.unsent += len(batch)
-                continue
-            tally.requests += 1
-            try:
-                with self._using("apply"), self._transaction():
-                    self._ensure_node()
-                    results = [(op, self._write(op)) for op in batch]
-            except RegistryError as exc:  # rolled back: nothing of the batch was written
-                tally.refuse(batch, str(exc))
-                continue
-            tally.wrote([op for op, reason in results if not reason])
-            for op, reason in results:
-                if reason:
-                    tally.refuse([op], reason)
-        return tally.result()
+        return apply_in_batches(changes, write=self._write, size=self._batch_size,
+                                stop=stop, batch=self._batch)
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        with self._using("apply"), self._transaction():
+            self._ensure_node()
+            yield
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         sql = f"{_SELECT} WHERE s.service = ? AND s.source = 'capsync'"
@@ -258,6 +257,7 @@ class SqliteRegistry:
                 "meta": json.dumps(dict(entry.meta)),
                 "address": entry.address,
                 "port": entry.port,
+                "document": entry.document,
                 "owner": self._owner,
                 "ours": self._service,
             },
@@ -302,4 +302,22 @@ def _entry(row: sqlite3.Row) -> Entry:
         meta=json.loads(row["meta"]),
         address=row["address"],
         port=row["port"],
+        document=row["document"],
     )
+
+
+class SqliteRegistrySettings(RegistrySettingsBase):
+    """One SQLite file: the embedded registry."""
+
+    backend: Literal["sqlite"]
+    name: KindName = "sqlite"
+    path: Path = Path("/var/lib/capsync/registry.db")
+
+
+def build(settings: SqliteRegistrySettings, ctx: BuildContext) -> SqliteRegistry:
+    return SqliteRegistry(settings.path, service=settings.service, owner=settings.owner,
+                          node=settings.node_name, node_address=settings.node_address,
+                          writer=settings.writer, takeover=ctx.takeover)
+
+
+KIND = Kind("sqlite", SqliteRegistrySettings, "PATH", field_arg("path", required=True), build)

@@ -17,10 +17,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from config.settings import Settings
 from daemon.cycle import Syncer
 from daemon.report import summary
-from daemon.wiring import build_registry, build_sources, sync_options
+from daemon.settings_model import SETTINGS
+from daemon.wiring import build_registries, build_sources
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -29,12 +29,12 @@ with warnings.catch_warnings():
 
 def capsync(directory: Path, address: str) -> Callable[[], str]:
     """The daemon's cycle: one Syncer (and registry connection) for every cycle."""
-    settings = Settings.model_validate({
+    settings = SETTINGS.model_validate({
         "registry": {"owner": "bench", "allow_mass_delete": True},
         "consul": {"address": address},
         "sources": [{"type": "file", "path": str(directory)}],
     })
-    syncer = Syncer(build_sources(settings), build_registry(settings), sync_options(settings))
+    syncer = Syncer(build_sources(settings), build_registries(settings))
 
     def cycle() -> str:
         report = syncer.run_once()

@@ -38,7 +38,8 @@ def sync_options(reg: RegistrySettingsBase) -> SyncOptions:
     return SyncOptions(
         service=reg.service, owner=reg.owner, policy=reg.policy,
         guard=DeletionGuard(reg.max_delete_fraction, reg.max_delete_count,
-                            reg.allow_mass_delete),
+                            reg.allow_mass_delete, reg.guard_window),
+        release_file=reg.release_file,
     )
 
 

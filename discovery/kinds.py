@@ -34,6 +34,12 @@ class BuildContext:
     consul_endpoint: Callable[[], ConsulEndpoint]
     leader_election: bool = False
 
+    @property
+    def takeover(self) -> bool:
+        """Leader election serialises the writers: the leader takes capsync's node over
+        from a writer recorded before it (daemon/registry/writer.py)."""
+        return self.leader_election
+
 
 @dataclass(frozen=True)
 class Kind(Generic[S, T_co]):

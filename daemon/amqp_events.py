@@ -229,6 +229,9 @@ class Session:
             self._connection.ioloop.start()
         except failures as exc:
             self.error = self.error or f"{type(exc).__name__}: {exc}"
+        finally:
+            if self._connection is not None:
+                self._connection.ioloop.close()  # its wake-up socket pair
         return self.error
 
     def _opened(self, connection: Any) -> None:

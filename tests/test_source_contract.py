@@ -115,9 +115,24 @@ def _push(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iter
         yield ({"type": "push", "store": "consul"}, {"CONSUL_HTTP_ADDR": double.address})
 
 
+@contextmanager
+def _amqp(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iterator[Any]:
+    """What the consumer stored lists without the broker (tests/test_amqp.py consumes)."""
+    if working:
+        inbox = SqliteInbox(tmp_path / "amqp-inbox.db")
+        inbox.put([Registration("rust-worker", json.loads(SEED_LABEL), "amqp")])
+        inbox.close()
+        yield {"type": "amqp", "path": str(tmp_path / "amqp-inbox.db"),
+               "url": f"amqp://guest:guest@127.0.0.1:{_closed_port()}/%2F"}, {}
+        return
+    with ConsulDouble() as double:
+        double.stop()
+        yield ({"type": "amqp", "store": "consul"}, {"CONSUL_HTTP_ADDR": double.address})
+
+
 KINDS: dict[str, Scenario] = {
     "file": _file, "docker": _docker, "swarm": _swarm, "kubernetes": _kubernetes,
-    "consul": _consul, "push": _push,
+    "consul": _consul, "push": _push, "amqp": _amqp,
 }
 
 

@@ -119,7 +119,8 @@ class EventPublisher:
 
     def __post_init__(self) -> None:
         self.stats = PublisherStats(self.settings.exchange)
-        amqp_link.pika_module()  # a missing extra fails at start-up, naming the extra
+        # A missing extra, password file or TLS file fails at start-up, named.
+        amqp_link.parameters(self.settings, "check")
 
     def start(self) -> EventPublisher:
         outbox = Outbox(self.settings.outbox, self.settings.outbox_max)

@@ -47,7 +47,8 @@ class Daemon:
         self.http: HttpApi | None = None
         self.runtime: Runtime | None = None
         self.events = EventBus(queue=self.settings.api.watch_queue)
-        self.publisher: EventPublisher | None = None
+        self.publisher = (EventPublisher(self.events, self.settings.amqp_events)
+                          if self.settings.amqp_events.enabled else None)
         self.state.amqp = self._amqp_status
         self.metrics.watch_amqp(self._amqp_status)
         # When time alone next changes the registry (a tool's expiry passing), in Unix
@@ -61,8 +62,8 @@ class Daemon:
         listen = self.settings.daemon.listen
         if listen != "off":
             self.http = HttpApi(listen, self.state, self.metrics, self._push_context()).start()
-        if self.settings.amqp_events.enabled:
-            self.publisher = EventPublisher(self.events, self.settings.amqp_events).start()
+        if self.publisher:
+            self.publisher.start()
         self.runtime = Runtime(self.settings, self.trigger.request)
         self.runtime.start(self._on_leadership)
         self._publish_leadership()

@@ -66,7 +66,8 @@ def parameters(conn: AmqpConnection, name: str) -> pika.URLParameters:
             if conn.cert_file and conn.key_file:
                 context.load_cert_chain(str(conn.cert_file), str(conn.key_file))
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"amqp TLS files: {exc}") from None
+            files = ", ".join(str(f) for f in (conn.ca_file, conn.cert_file, conn.key_file) if f)
+            raise ConfigError(f"amqp TLS files ({files}): {exc}") from None
         params.ssl_options = pika.SSLOptions(context, params.host)
     params.client_properties = {"connection_name": name}
     return params

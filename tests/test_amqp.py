@@ -319,3 +319,27 @@ def test_a_full_outbox_drops_the_oldest_and_says_so(tmp_path: Path):
     assert [(e["id"], e["action"]) for e in kept] == [(f"w-{i:02}", "created")
                                                       for i in range(5, 15)]
     assert [e["sequence"] for e in kept] == list(range(6, 16))
+
+
+def test_unreadable_secrets_and_tls_files_fail_at_start(tmp_path: Path):
+    registry = f"sqlite:{tmp_path / 'registry.db'}"
+    for table, expected in (
+        ({"url": "amqp://capsync@127.0.0.1:1/%2F",
+          "password_file": str(tmp_path / "missing-password")}, "missing-password"),
+        ({"url": "amqps://capsync:pw@127.0.0.1:1/%2F", "ca_file": str(tmp_path / "no-ca.pem")},
+         "no-ca.pem"),
+        ({"url": "http://127.0.0.1:1/"}, "amqp:// or amqps://"),
+    ):
+        config = tmp_path / "capsync.toml"
+        config.write_text("[[sources]]\n" + toml({"type": "amqp", **table,
+                                                  "path": str(tmp_path / "inbox.db")}) + "\n")
+        failed = run_cli("run", "--once", "--config", str(config), "--registry", registry)
+        assert failed.returncode == 1 and expected in failed.stderr, failed.stderr
+        assert "pw@" not in failed.stderr
+    config = tmp_path / "events.toml"
+    config.write_text("[amqp_events]\n" + toml({
+        "enabled": True, "password_file": str(tmp_path / "no-events-password"),
+        "outbox": str(tmp_path / "outbox.db")}) + "\n")
+    failed = run_cli("run", "--config", str(config), "--registry", registry, "--listen", "off",
+                     "--source", f"push:{tmp_path / 'push.db'}")
+    assert failed.returncode == 1 and "no-events-password" in failed.stderr, failed.stderr

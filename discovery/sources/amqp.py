@@ -284,7 +284,8 @@ def _describe(exc: Exception) -> str:
 
 
 def build(settings: AmqpSourceSettings, ctx: BuildContext) -> AmqpSource:
-    amqp_link.pika_module()  # a missing extra fails at start-up, naming the extra
+    # A missing extra, password file or TLS file fails at start-up (or the reload), named.
+    amqp_link.parameters(settings, "check")
     return AmqpSource(open_inbox(settings, ctx), name=settings.name, settings=settings,
                       clock=time.time)
 

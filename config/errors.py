@@ -37,8 +37,22 @@ class DeclarationError(CapsyncError):
 
 
 class SourceError(CapsyncError):
-    """A source failed to list (daemon unreachable, API error, time-out)."""
+    """A source failed to list (daemon unreachable, API error, time-out).
+
+    ``retry_after``: seconds the peer asked us to wait (a 429's Retry-After), if any.
+    """
+
+    def __init__(self, *args: object, retry_after: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
 
 
 class RegistryError(CapsyncError):
-    """The registry could not be read or written."""
+    """The registry could not be read or written.
+
+    ``retry_after``: seconds the peer asked us to wait (a 429's Retry-After), if any.
+    """
+
+    def __init__(self, *args: object, retry_after: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after

@@ -7,11 +7,14 @@ interrupted apply is repaired by the next one.
 
 from __future__ import annotations
 
+import logging
 import threading
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from config.errors import RegistryError, SourceError
+from config.events import emit
 from daemon.plan import Changes, DeletionGuard, plan
 from daemon.registry.base import ApplyResult, Registry, Snapshot
 from discovery import codec
@@ -30,6 +33,7 @@ class SourceOutcome:
     error: str = ""
     found: int = 0
     invalid: int = 0
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class CycleReport:
     registry_error: str = ""
     dry_run: bool = False
     desired: dict[str, Entry] = field(default_factory=dict)
+    # A 429's Retry-After (seconds): the earliest a retry may be sent.
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -83,10 +89,18 @@ class Syncer:
     def run_once(
         self, *, dry_run: bool = False, stop: threading.Event | None = None
     ) -> CycleReport:
+        """One cycle; never raises. Anything unexpected (a bug, a library rejecting a
+        value while encoding or writing) is a failed cycle the next one retries."""
         try:
-            snapshot = self.registry.snapshot()
+            return self._run(dry_run, stop)
         except RegistryError as exc:
-            return CycleReport(registry_error=str(exc), dry_run=dry_run)
+            return CycleReport(registry_error=str(exc), dry_run=dry_run,
+                               retry_after=exc.retry_after)
+        except Exception as exc:  # the daemon outlives any one cycle
+            return CycleReport(registry_error=unexpected(exc, "cycle"), dry_run=dry_run)
+
+    def _run(self, dry_run: bool, stop: threading.Event | None) -> CycleReport:
+        snapshot = self.registry.snapshot()
         outcomes, found, invalid = self._discover()
         desired, conflicts = self._desired(found, snapshot)
         failed = {outcome.name for outcome in outcomes if not outcome.ok}
@@ -101,13 +115,14 @@ class Syncer:
         report = CycleReport(
             changes=changes, sources=tuple(outcomes), invalid=tuple(invalid),
             conflicts=tuple(conflicts), dry_run=dry_run, desired=desired,
+            retry_after=max((o.retry_after for o in outcomes if o.retry_after), default=None),
         )
         if dry_run or not changes.writes:
             return report
         try:
             applied = self.registry.apply(changes, stop)
         except RegistryError as exc:
-            return replace(report, registry_error=str(exc))
+            return replace(report, registry_error=str(exc), retry_after=exc.retry_after)
         return replace(report, applied=applied)
 
     def _discover(self) -> tuple[list[SourceOutcome], list[Found], list[Invalid]]:
@@ -118,6 +133,9 @@ class Syncer:
                 listing = source.list()
             except SourceError as exc:
                 outcome.ok, outcome.error = False, str(exc)
+                outcome.retry_after = exc.retry_after
+            except Exception as exc:  # a source's bug is that source's failure
+                outcome.ok, outcome.error = False, unexpected(exc, f"source {source.name}")
             else:
                 self.listed_once.add(source.name)
                 good, bad = self._normaliser.normalise(listing, source.name)
@@ -160,6 +178,15 @@ class Syncer:
                                  address=decl.address)
         encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
         return entry
+
+
+def unexpected(exc: BaseException, where: str) -> str:
+    """An exception nobody raised on purpose, as one short line for the error report;
+    its traceback goes to the debug log (one line, JSON-quoted)."""
+    emit(logging.DEBUG, "traceback", where=where,
+         traceback="".join(traceback.format_exception(exc)))
+    text = " ".join(str(exc).split())[:300]
+    return f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
 
 
 def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:

@@ -1,5 +1,10 @@
 """Everything one configuration brings to life: registry, sources and their watchers, the
-interval job, leadership. A reload builds a new Runtime and closes the old one."""
+interval job, leadership. A reload builds a new Runtime and closes the old one.
+
+Everything that can fail (a client refusing its settings, a library missing) happens while
+it is built, before anything starts: a reload that cannot build keeps the running one, and
+what was built up to the failure is closed again, so nothing leaks.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,17 @@ from config.settings import Settings
 from daemon.cycle import Syncer
 from daemon.leader import Leadership
 from daemon.registry.base import Registry
-from daemon.wiring import build_registry, build_sources, consul_endpoint, sync_options
+from daemon.wiring import (
+    build_registry,
+    build_sources,
+    close_all,
+    consul_endpoint,
+    sync_options,
+)
 from discovery.consul_client import ConsulClient
-from discovery.sources.base import Watchable
+from discovery.sources.base import Source, Watchable
+
+WATCHER_JOIN_SECONDS = 2.0
 
 
 class Runtime:
@@ -26,51 +39,67 @@ class Runtime:
                  *, listed_once: set[str] | None = None) -> None:
         self.settings = settings
         self.request = request
-        self.registry: Registry = build_registry(settings)
-        sources = build_sources(settings)
-        names = {source.name for source in sources}
-        self.syncer = Syncer(sources, self.registry, sync_options(settings),
-                             listed_once=(listed_once or set()) & names)
+        self.sources: list[Source] = []
         self.leadership: Leadership | None = None
+        self._registry: Registry | None = None
         self._stop = threading.Event()
+        self._watchers: list[threading.Thread] = []
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        try:
+            self._registry = self.registry = build_registry(settings)
+            self.sources = build_sources(settings)
+            names = {source.name for source in self.sources}
+            self.syncer = Syncer(self.sources, self.registry, sync_options(settings),
+                                 listed_once=(listed_once or set()) & names)
+            self.leadership = self._leadership(settings)
+            self._scheduler.add_job(request, "interval", args=["interval"],
+                                    seconds=settings.daemon.interval, coalesce=True,
+                                    max_instances=1, id="resync")
+        except BaseException:
+            self.close()
+            raise
         self._watchers = [
             threading.Thread(target=source.watch, args=(self._on_event, self._stop),
                              name=f"watch-{source.name}", daemon=True)
-            for source in sources
+            for source in self.sources
             if isinstance(source, Watchable)
         ]
-        self._scheduler = BackgroundScheduler(timezone="UTC")
-        self._scheduler.add_job(request, "interval", args=["interval"],
-                                seconds=settings.daemon.interval, coalesce=True,
-                                max_instances=1, id="resync")
 
     @property
     def is_leader(self) -> bool:
         return self.leadership is None or self.leadership.is_leader
 
     def start(self, on_leadership: Callable[[bool], None]) -> None:
-        daemon = self.settings.daemon
-        if daemon.leader_election:
-            owner = self.settings.registry.owner
-            self.leadership = Leadership(
-                ConsulClient(consul_endpoint(self.settings.consul)),
-                key=daemon.leader_key or f"capsync/{owner}/leader", ttl=daemon.session_ttl,
-                holder=_holder(owner), on_change=on_leadership,
-            ).start()
+        if self.leadership is not None:
+            self.leadership.start(on_leadership)
         for watcher in self._watchers:
             watcher.start()
         self._scheduler.start()
 
     def close(self) -> None:
+        """Stop and release everything; each part is closed even if another fails."""
         self._stop.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        if self.leadership is not None:
-            self.leadership.stop()
+        close_all([self.leadership, *self.sources])
         for watcher in self._watchers:
             if watcher.is_alive():
-                watcher.join(timeout=2)
-        self.registry.close()
+                watcher.join(timeout=WATCHER_JOIN_SECONDS)
+            if watcher.is_alive():
+                emit(logging.WARNING, "watcher_still_running", thread=watcher.name,
+                     after=f"{WATCHER_JOIN_SECONDS:g}s")
+        close_all([self._registry])
+
+    def _leadership(self, settings: Settings) -> Leadership | None:
+        daemon = settings.daemon
+        if not daemon.leader_election:
+            return None
+        owner = settings.registry.owner
+        return Leadership(
+            ConsulClient(consul_endpoint(settings.consul)),
+            key=daemon.leader_key or f"capsync/{owner}/leader", ttl=daemon.session_ttl,
+            holder=_holder(owner),
+        )
 
     def _on_event(self, reason: str) -> None:
         emit(logging.DEBUG, "change_event", reason=reason)

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from config.errors import ConfigError, SourceError
-from config.settings import ConsulSettings, Settings
+from config.events import emit
+from config.settings import ConsulSettings, Settings, check_token
 from daemon.cycle import SyncOptions
 from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
 from daemon.registry.consul import ConsulRegistry
 from daemon.registry.sqlite import SqliteRegistry
 from discovery.consul_client import ConsulClient, ConsulEndpoint
+from discovery.documents import read_bounded
 from discovery.sources.base import Source
 from discovery.sources.consul import ConsulSource
 from discovery.sources.docker import DockerSource
 from discovery.sources.file import FileSource
 from discovery.sources.swarm import SwarmSource
+
+TOKEN_FILE_LIMIT = 4096  # an ACL token is a 36-character UUID; anything huge is a mistake
 
 
 def consul_endpoint(settings: ConsulSettings) -> ConsulEndpoint:
@@ -71,8 +76,9 @@ def _engine(kind: type[DockerSource | SwarmSource]) -> Callable[[Any, Settings],
                                          base_url=source.host)
 
 
-def _kubernetes(source: Any, settings: Settings) -> Source:
-    # Imported here: the kubernetes client is an optional extra.
+def _kubernetes(source: Any, settings: Settings) -> Any:
+    # Imported here: the kubernetes client is an optional extra. Typed Any until the
+    # kubernetes source implements Source.close (its owner adds it).
     from discovery.sources.kubernetes import KubernetesSource  # noqa: PLC0415
 
     return KubernetesSource(
@@ -98,10 +104,34 @@ SOURCE_BUILDERS: Mapping[str, Callable[[Any, Settings], Source]] = {
 
 
 def build_sources(settings: Settings) -> list[Source]:
+    """Every configured source; if one cannot be built, those built before it are
+    closed again."""
+    built: list[Source] = []
     try:
-        return [SOURCE_BUILDERS[source.type](source, settings) for source in settings.sources]
-    except ImportError as exc:
-        raise ConfigError(str(exc)) from None
+        for source in settings.sources:
+            built.append(SOURCE_BUILDERS[source.type](source, settings))
+    except BaseException as exc:
+        close_all(built)
+        if isinstance(exc, ImportError):
+            raise ConfigError(str(exc)) from None
+        raise
+    return built
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_all(parts: Iterable[Closable | None]) -> None:
+    """Close each part; one that fails to close is logged and the rest still close."""
+    for part in parts:
+        if part is None:
+            continue
+        try:
+            part.close()
+        except Exception as exc:  # closing must reach every part
+            emit(logging.WARNING, "close_failed", part=type(part).__name__,
+                 error=f"{type(exc).__name__}: {exc}")
 
 
 def parse_source_arg(arg: str) -> dict[str, Any]:
@@ -141,7 +171,17 @@ def parse_registry_arg(arg: str) -> dict[str, Any]:
 
 
 def _read_token(path: Path) -> str:
+    where = f"consul.token_file {path}"
     try:
-        return path.read_text().strip()
+        raw = read_bounded(path, TOKEN_FILE_LIMIT)
+        if len(raw) > TOKEN_FILE_LIMIT:
+            raise ConfigError(f"{where}: larger than {TOKEN_FILE_LIMIT} bytes; it should "
+                              "hold only the token")
+        token = raw.decode("utf-8").strip()
+        return check_token(token, "the token")
     except OSError as exc:
-        raise ConfigError(f"consul.token_file {path}: {exc.strerror}") from None
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8; a token is printable ASCII") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

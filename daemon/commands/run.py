@@ -12,7 +12,8 @@ from daemon.cycle import CycleReport, Syncer
 from daemon.logs import configure
 from daemon.report import log_problems, plan_json, plan_table, summary
 from daemon.service import Daemon
-from daemon.wiring import build_registry, build_sources, sync_options
+from daemon.wiring import build_registry, build_sources, close_all, sync_options
+from discovery.sources.base import Source
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "run", help="sync declarations into the registry",
         description="Discover declarations, validate them, diff against the registry and "
                     "write only the changes. Exit 0 when the cycle succeeded, 1 when a "
-                    "source or the registry failed.",
+                    "source or the registry failed, 2 on a configuration or usage error.",
     )
     add_sync_options(run)
     run.add_argument("--once", action="store_true", help="run one cycle and exit")
@@ -65,8 +66,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def sync_once(settings: Settings, *, dry_run: bool) -> CycleReport:
     registry = build_registry(settings)
+    sources: list[Source] = []
     try:
-        syncer = Syncer(build_sources(settings), registry, sync_options(settings))
-        return syncer.run_once(dry_run=dry_run)
+        sources = build_sources(settings)
+        return Syncer(sources, registry, sync_options(settings)).run_once(dry_run=dry_run)
     finally:
-        registry.close()
+        close_all([*sources, registry])

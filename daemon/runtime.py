@@ -20,6 +20,7 @@ from config.events import emit
 from config.settings import Settings
 from daemon.cycle import Syncer
 from daemon.leader import Leadership
+from daemon.liveness import ConsulLiveness
 from daemon.registry.base import Registry
 from daemon.wiring import (
     build_registry,
@@ -41,6 +42,7 @@ class Runtime:
         self.request = request
         self.sources: list[Source] = []
         self.leadership: Leadership | None = None
+        self._liveness: ConsulLiveness | None = None
         self._registry: Registry | None = None
         self._stop = threading.Event()
         self._watchers: list[threading.Thread] = []
@@ -52,6 +54,8 @@ class Runtime:
             self.syncer = Syncer(self.sources, self.registry, sync_options(settings),
                                  listed_once=(listed_once or set()) & names)
             self.leadership = self._leadership(settings)
+            if settings.registry.backend == "consul":
+                self._liveness = ConsulLiveness(ConsulClient(consul_endpoint(settings.consul)))
             self._scheduler.add_job(request, "interval", args=["interval"],
                                     seconds=settings.daemon.interval, coalesce=True,
                                     max_instances=1, id="resync")
@@ -61,7 +65,7 @@ class Runtime:
         self._watchers = [
             threading.Thread(target=source.watch, args=(self._on_event, self._stop),
                              name=f"watch-{source.name}", daemon=True)
-            for source in self.sources
+            for source in [*self.sources, self._liveness]
             if isinstance(source, Watchable)
         ]
 
@@ -81,7 +85,7 @@ class Runtime:
         self._stop.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        close_all([self.leadership, *self.sources])
+        close_all([self.leadership, self._liveness, *self.sources])
         for watcher in self._watchers:
             if watcher.is_alive():
                 watcher.join(timeout=WATCHER_JOIN_SECONDS)

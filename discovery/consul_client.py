@@ -134,13 +134,19 @@ def _response(
 ) -> Response:
     text = raw.body or ""
     if raw.code == 403:
-        raise error(f"Consul refused {method} {path} (403): {text.strip()}; "
+        raise error(f"Consul refused {method} {path} (403): {_short(text)}; "
                             "check the ACL token's policy")
     if raw.code >= 500:
-        raise error(f"Consul failed {method} {path} ({raw.code}): {text.strip()}")
+        raise error(f"Consul failed {method} {path} ({raw.code}): {_short(text)}")
     try:
         body = json.loads(text) if text and raw.code in (200, 409) else None
     except json.JSONDecodeError:
         raise error(f"Consul answered {method} {path} with invalid JSON") from None
     index = int(raw.headers.get("X-Consul-Index", "0") or 0)
     return Response(raw.code, index, body, text)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """An error body as one short line: a proxy's HTML page must not flood the log."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit] + "..."

@@ -292,3 +292,14 @@ def test_find_into_a_closed_pipe_is_quiet(tmp_path: Path):
         check=False)
     assert pipeline.stdout.count(b"\n") == 1
     assert b"Traceback" not in pipeline.stderr and b"BrokenPipe" not in pipeline.stderr
+
+
+def test_an_error_page_from_consul_is_cut_to_one_short_line():
+    page = "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>" + "x" * 5000
+    with ConsulDouble() as double:
+        double.fail_requests(502, page + "</body>\n</html>\n")
+        result = run_cli("run", "--once", "--owner", "t", "--source", f"file:{EXAMPLES}",
+                         env={"CONSUL_HTTP_ADDR": double.address})
+    assert result.returncode == 1
+    [line] = [line for line in result.stderr.splitlines() if "registry_failed" in line]
+    assert "(502): <html> <head><title>502 Bad Gateway" in line and len(line) < 400

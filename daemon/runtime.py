@@ -18,7 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from config.events import emit
 from config.settings import Settings
-from daemon.cycle import Syncer
+from daemon.cycle import Syncer, unexpected
 from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
 from daemon.registry.base import Registry
@@ -33,6 +33,7 @@ from discovery.consul_client import ConsulClient
 from discovery.sources.base import Source, Watchable
 
 WATCHER_JOIN_SECONDS = 2.0
+WATCH_RESTART_SECONDS = 5.0
 
 
 class Runtime:
@@ -63,7 +64,7 @@ class Runtime:
             self.close()
             raise
         self._watchers = [
-            threading.Thread(target=source.watch, args=(self._on_event, self._stop),
+            threading.Thread(target=self._watch, args=(source,),
                              name=f"watch-{source.name}", daemon=True)
             for source in [*self.sources, self._liveness]
             if isinstance(source, Watchable)
@@ -104,6 +105,18 @@ class Runtime:
             key=daemon.leader_key or f"capsync/{owner}/leader", ttl=daemon.session_ttl,
             holder=_holder(owner),
         )
+
+    def _watch(self, source: Watchable) -> None:
+        """Run a source's watch until stop; one that raises (a bug, a library surprise)
+        is logged on one line and started again after a pause, never left dead."""
+        while not self._stop.is_set():
+            try:
+                source.watch(self._on_event, self._stop)
+                return
+            except Exception as exc:  # a watch must not die silently in its thread
+                emit(logging.ERROR, "watch_failed", source=getattr(source, "name", "?"),
+                     error=unexpected(exc, "watch"), retry_in=f"{WATCH_RESTART_SECONDS:g}s")
+                self._stop.wait(WATCH_RESTART_SECONDS)
 
     def _on_event(self, reason: str) -> None:
         emit(logging.DEBUG, "change_event", reason=reason)

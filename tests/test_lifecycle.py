@@ -83,3 +83,28 @@ def test_leadership_after_close_takes_no_session_and_no_lock():
         assert double.count("PUT") == before and not leadership.is_leader
         assert not any(t.name.startswith("leader-") and t.is_alive()
                        for t in threading.enumerate())
+
+
+def test_a_watch_that_raises_is_logged_and_started_again(tmp_path: Path, monkeypatch):
+    from config.settings import Settings  # noqa: PLC0415
+    from daemon import runtime as runtime_module  # noqa: PLC0415
+
+    monkeypatch.setattr(runtime_module, "WATCH_RESTART_SECONDS", 0.05)
+    settings = Settings.model_validate({
+        "registry": {"backend": "sqlite", "path": str(tmp_path / "r.db"), "owner": "t"},
+        "sources": [{"type": "file", "path": str(EXAMPLES)}],
+    })
+    runtime = runtime_module.Runtime(settings, lambda reason: None)
+    calls: list[int] = []
+
+    def broken_watch(notify, stop):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        raise RuntimeError("bug in a watch")
+
+    runtime.sources[0].watch = broken_watch  # type: ignore[method-assign]
+    runtime.start(lambda leader: None)
+    try:
+        wait_until(lambda: len(calls) >= 3, 5, 0.02)
+    finally:
+        runtime.close()
+    assert not any(t.name == "watch-file" and t.is_alive() for t in threading.enumerate())

@@ -10,9 +10,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from config.errors import ConfigError
+from config.settings import Settings
+from daemon import runtime as runtime_module
+from daemon import wiring
 from daemon.leader import Leadership
 from discovery.consul_client import ConsulClient, ConsulEndpoint
 from discovery.sources.consul import ConsulSource
+from discovery.sources.file import FileSource
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import Daemon, wait_until
 from tests.doubles.consul import ConsulDouble
@@ -86,9 +93,6 @@ def test_leadership_after_close_takes_no_session_and_no_lock():
 
 
 def test_a_watch_that_raises_is_logged_and_started_again(tmp_path: Path, monkeypatch):
-    from config.settings import Settings  # noqa: PLC0415
-    from daemon import runtime as runtime_module  # noqa: PLC0415
-
     monkeypatch.setattr(runtime_module, "WATCH_RESTART_SECONDS", 0.05)
     settings = Settings.model_validate({
         "registry": {"backend": "sqlite", "path": str(tmp_path / "r.db"), "owner": "t"},
@@ -108,3 +112,18 @@ def test_a_watch_that_raises_is_logged_and_started_again(tmp_path: Path, monkeyp
     finally:
         runtime.close()
     assert not any(t.name == "watch-file" and t.is_alive() for t in threading.enumerate())
+
+
+def test_sources_built_before_a_failing_one_are_closed_again(monkeypatch, tmp_path: Path):
+    closed: list[str] = []
+    monkeypatch.setattr(FileSource, "close", lambda self: closed.append(self.name))
+    settings = Settings.model_validate({
+        "registry": {"backend": "sqlite", "path": str(tmp_path / "r.db"), "owner": "t"},
+        "consul": {"address": "http://[::1"},  # refused when the consul source is built
+        "sources": [{"type": "file", "name": "a", "path": str(EXAMPLES)},
+                    {"type": "file", "name": "b", "path": str(EXAMPLES)},
+                    {"type": "consul"}],
+    })
+    with pytest.raises(ConfigError, match="consul.address"):
+        wiring.build_sources(settings)
+    assert closed == ["a", "b"]

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -303,3 +304,36 @@ def test_an_error_page_from_consul_is_cut_to_one_short_line():
     assert result.returncode == 1
     [line] = [line for line in result.stderr.splitlines() if "registry_failed" in line]
     assert "(502): <html> <head><title>502 Bad Gateway" in line and len(line) < 400
+
+
+def test_a_reload_that_fails_for_any_reason_keeps_the_running_configuration(
+        tmp_path: Path):
+    fleet = tmp_path / "fleet"
+    shutil.copytree(EXAMPLES, fleet)
+    db = tmp_path / "r.db"
+    config = tmp_path / "capsync.toml"
+    good = (f'[registry]\nbackend = "sqlite"\npath = "{db}"\nowner = "t"\n'
+            f'[[sources]]\ntype = "file"\npath = "{fleet}"\n')
+    config.write_text(good)
+    proc = Daemon(["--config", str(config), "--interval", "600s"]).started()
+    try:
+        proc.wait_for(lambda line: "event=cycle" in line)
+        for bad in (b"[registry]\nowner = \"caf\xe9\"\n",
+                    b"[daemon]\nmin_gap = \"" + b"9" * 400 + b"s\"\n",
+                    good.encode() + b'[consul]\naddress = "http://[::1"\n'
+                    b'[[sources]]\ntype = "consul"\n'):
+            config.write_bytes(bad)
+            seen = sum("event=reload_failed" in line for line in proc.lines)
+            proc.signal(signal.SIGHUP)
+            wait_until(lambda n=seen: sum("event=reload_failed" in line
+                                          for line in proc.lines) > n, 10)
+        failures = [line for line in proc.lines if "event=reload_failed" in line]
+        assert "not UTF-8" in failures[0] and "daemon.min_gap" in failures[1]
+        assert "consul.address" in failures[2]
+        assert all("keeping the running configuration" in line for line in failures)
+        (fleet / "late.json").write_text('{"id": "late-worker"}')
+        wait_until(lambda: "late-worker" in run_cli(
+            "list", "--registry", f"sqlite:{db}", "--owner", "t").stdout, 10)
+        assert proc.get("/healthz").status_code == 200
+    finally:
+        assert proc.stop() == 0

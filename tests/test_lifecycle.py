@@ -124,6 +124,6 @@ def test_sources_built_before_a_failing_one_are_closed_again(monkeypatch, tmp_pa
                     {"type": "file", "name": "b", "path": str(EXAMPLES)},
                     {"type": "consul"}],
     })
-    with pytest.raises(ConfigError, match="consul.address"):
+    with pytest.raises(ConfigError, match=r"consul\.address"):
         wiring.build_sources(settings)
     assert closed == ["a", "b"]

@@ -10,7 +10,7 @@ import math
 import re
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -116,9 +116,15 @@ class ConsulSettings(_Section):
         return self
 
 
-class RegistrySettings(_Section):
-    backend: Literal["consul", "sqlite"] = "consul"
-    path: Path = Path("/var/lib/capsync/registry.db")
+KindName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+
+
+class RegistrySettingsBase(_Section):
+    """What every registry kind shares; each kind's module adds its own fields and
+    narrows ``backend`` to its name (daemon/registry/table.py lists them)."""
+
+    backend: str
+    name: KindName
     service: str = "worker"
     owner: str = Field(default_factory=default_owner)
     node: str | None = None
@@ -146,70 +152,15 @@ class RegistrySettings(_Section):
 
 
 DEFAULT_LABEL = "worker.capabilities"
-SourceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+SourceName = KindName
 
 
-class FileSourceSettings(_Section):
-    """A directory of JSON/YAML declarations."""
+class SourceSettingsBase(_Section):
+    """What every source kind shares; each kind's module adds its own fields and narrows
+    ``type`` to its name (discovery/sources/table.py lists them)."""
 
-    type: Literal["file"]
-    name: SourceName = "file"
-    path: Path
-
-
-class _EngineSourceSettings(_Section):
-    """A Docker engine's objects; ``host`` defaults to DOCKER_HOST conventions."""
-
-    label: str = DEFAULT_LABEL
-    host: str | None = None
-
-
-class DockerSourceSettings(_EngineSourceSettings):
-    """Running containers."""
-
-    type: Literal["docker"]
-    name: SourceName = "docker"
-
-
-class SwarmSourceSettings(_EngineSourceSettings):
-    """Swarm services, read from a manager."""
-
-    type: Literal["swarm"]
-    name: SourceName = "swarm"
-
-
-class KubernetesSourceSettings(_Section):
-    """Pods with the annotation and WorkerCapabilities resources; KUBECONFIG conventions."""
-
-    type: Literal["kubernetes"]
-    name: SourceName = "kubernetes"
-    namespace: str | None = None
-    label_selector: str | None = None
-    annotation: str = DEFAULT_LABEL
-    pods: bool = True
-    resources: bool = True
-    kubeconfig: str | None = None
-    context: str | None = None
-
-
-class ConsulSourceSettings(_Section):
-    """Services others registered in Consul (the [consul] connection is used)."""
-
-    type: Literal["consul"]
-    name: SourceName = "consul"
-    services: list[str] = []
-    tag: str | None = None
-    meta_key: str = "worker-capabilities"
-
-
-SourceSettings = Annotated[
-    FileSourceSettings
-    | DockerSourceSettings
-    | SwarmSourceSettings
-    | KubernetesSourceSettings
-    | ConsulSourceSettings,
-    Field(discriminator="type"),
-]
+    type: str
+    name: SourceName
 
 
 class DaemonSettings(_Section):
@@ -234,14 +185,51 @@ class DaemonSettings(_Section):
 
 
 class Settings(_Section):
+    """The generic shape; the model that validates a real configuration is derived from
+    the kind tables (daemon/settings_model.py)."""
+
     daemon: DaemonSettings = DaemonSettings()
-    registry: RegistrySettings = RegistrySettings()
+    registries: list[RegistrySettingsBase]
     consul: ConsulSettings = ConsulSettings()
-    sources: list[SourceSettings] = []
+    sources: list[SourceSettingsBase] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _registry_list(cls, data: object) -> object:
+        return registry_list(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
-    def _unique_source_names(self) -> Settings:
-        names = [source.name for source in self.sources]
-        if duplicates := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"source names must be unique (give each a name): {duplicates}")
+    def _unique_names(self) -> Settings:
+        if not self.registries:
+            raise ValueError("registries: give at least one registry")
+        for what, items in (("source", self.sources), ("registry", self.registries)):
+            names = [item.name for item in items]
+            if duplicates := sorted({n for n in names if names.count(n) > 1}):
+                raise ValueError(f"{what} names must be unique (give each a name): "
+                                 f"{duplicates}")
         return self
+
+
+DEFAULT_REGISTRY = "consul"
+
+
+def registry_list(data: dict[str, Any]) -> dict[str, Any]:
+    """``[registry]`` (one table, the original form) is a list of one ``[[registries]]``;
+    neither means one Consul registry. A registry without ``backend`` is Consul, and
+    its ``name`` defaults to its backend."""
+    data = dict(data)
+    single = data.pop("registry", None)
+    many = data.get("registries")
+    if single is not None and many is not None:
+        raise ValueError("give [registry] or [[registries]], not both (CAPSYNC_REGISTRY__* "
+                         "variables set [registry])")
+    tables = many if many is not None else [single if single is not None else {}]
+    if isinstance(tables, list):
+        tables = [_registry_defaults(t) if isinstance(t, dict) else t for t in tables]
+    data["registries"] = tables
+    return data
+
+
+def _registry_defaults(table: dict[str, Any]) -> dict[str, Any]:
+    backend = table.get("backend", DEFAULT_REGISTRY)
+    return {"backend": backend, "name": backend, **table}

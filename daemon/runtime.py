@@ -1,4 +1,4 @@
-"""Everything one configuration brings to life: registry, sources and their watchers, the
+"""Everything one configuration brings to life: registries, sources and their watchers, the
 interval job, leadership. A reload builds a new Runtime and closes the old one.
 
 Everything that can fail (a client refusing its settings, a library missing) happens while
@@ -18,17 +18,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from config.events import emit
 from config.settings import Settings
-from daemon.cycle import Syncer, unexpected
+from daemon.cycle import RegistrySync, Syncer, unexpected
 from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
-from daemon.registry.base import Registry
-from daemon.wiring import (
-    build_registry,
-    build_sources,
-    close_all,
-    consul_endpoint,
-    sync_options,
-)
+from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
 from discovery.consul_client import ConsulClient
 from discovery.sources.base import Source, Watchable
 
@@ -41,21 +34,21 @@ class Runtime:
                  *, listed_once: set[str] | None = None) -> None:
         self.settings = settings
         self.request = request
+        self.registries: list[RegistrySync] = []
         self.sources: list[Source] = []
         self.leadership: Leadership | None = None
         self._liveness: ConsulLiveness | None = None
-        self._registry: Registry | None = None
         self._stop = threading.Event()
         self._watchers: list[threading.Thread] = []
         self._scheduler = BackgroundScheduler(timezone="UTC")
         try:
-            self._registry = self.registry = build_registry(settings)
+            self.registries = build_registries(settings)
             self.sources = build_sources(settings)
             names = {source.name for source in self.sources}
-            self.syncer = Syncer(self.sources, self.registry, sync_options(settings),
+            self.syncer = Syncer(self.sources, self.registries,
                                  listed_once=(listed_once or set()) & names)
             self.leadership = self._leadership(settings)
-            if settings.registry.backend == "consul":
+            if any(reg.backend == "consul" for reg in settings.registries):
                 self._liveness = ConsulLiveness(ConsulClient(consul_endpoint(settings.consul)))
             self._scheduler.add_job(request, "interval", args=["interval"],
                                     seconds=settings.daemon.interval, coalesce=True,
@@ -93,13 +86,13 @@ class Runtime:
             if watcher.is_alive():
                 emit(logging.WARNING, "watcher_still_running", thread=watcher.name,
                      after=f"{WATCHER_JOIN_SECONDS:g}s")
-        close_all([self._registry])
+        close_all(target.registry for target in self.registries)
 
     def _leadership(self, settings: Settings) -> Leadership | None:
         daemon = settings.daemon
         if not daemon.leader_election:
             return None
-        owner = settings.registry.owner
+        owner = settings.registries[0].owner
         return Leadership(
             ConsulClient(consul_endpoint(settings.consul)),
             key=daemon.leader_key or f"capsync/{owner}/leader", ttl=daemon.session_ttl,

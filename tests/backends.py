@@ -1,31 +1,38 @@
-"""One registry scenario, every registry: the fixture behind the contract tests.
+"""One registry scenario, every registry: the fixture behind the CLI contract tests.
 
-``backend`` is SQLite on a temporary file, the Consul double, and a real Consul agent
-when one is available (see tests/consul_target.py), so the two implementations cannot
-drift apart.
+``backend`` is each registry kind as the CLI reaches it: SQLite on a temporary file, the
+Consul double, and a real Consul agent when one is available (see tests/consul_target.py),
+so the implementations cannot drift apart. A kind is one entry in ``OPENERS``: the
+``--registry`` argument and environment that select it; the test reads the registry back
+through the same kind table the daemon builds it from.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
+from config import loading
 from daemon.query import Query
-from daemon.registry.sqlite import SqliteRegistry
+from daemon.registry.table import REGISTRY_KINDS
+from daemon.settings_model import SETTINGS
+from daemon.wiring import build_registry
 from discovery.codec import Entry
-from discovery.consul_fields import entry_from_service
 from tests.consul_target import TARGETS, ConsulTarget, open_target
 
 
-@dataclass
+@dataclass(frozen=True)
 class Backend:
     name: str
+    registry: str  # the --registry argument
+    environment: dict[str, str] = field(default_factory=dict)
     consul: ConsulTarget | None = None
-    db: Path | None = None
     owner: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:8]}")
     service: str = "worker"
 
@@ -34,22 +41,26 @@ class Backend:
         return f"capsync-{self.owner}"
 
     def args(self) -> list[str]:
-        registry = ["--registry", f"sqlite:{self.db}"] if self.db else []
-        return ["--owner", self.owner, "--service", self.service, *registry]
+        return ["--owner", self.owner, "--service", self.service, "--registry", self.registry]
 
     def env(self) -> dict[str, str]:
-        return self.consul.env() if self.consul else {}
+        return dict(self.environment)
 
     def with_service(self, service: str) -> Backend:
-        return Backend(self.name, self.consul, self.db, self.owner, service)
+        return replace(self, service=service)
+
+    def another_owner(self) -> Backend:
+        """The same registry, written by another capsync."""
+        return replace(self, owner=f"t-{uuid.uuid4().hex[:8]}")
 
     def services(self) -> dict[str, Entry]:
         """Our node's instances of our service, as entries."""
-        if self.consul is not None:
-            items = self.consul.get(f"/v1/catalog/service/{self.service}")
-            return {i["ServiceID"]: entry_from_service(i) for i in items if i["Node"] == self.node}
-        assert self.db is not None
-        registry = SqliteRegistry(self.db, service=self.service, owner=self.owner, node=self.node)
+        settings = loading.load(
+            SETTINGS, environ={**self.env(), "CAPSYNC_CONFIG": os.devnull},
+            registries=[REGISTRY_KINDS.parse_arg(self.registry)],
+            overrides={"registry": {"owner": self.owner, "service": self.service}},
+        )
+        registry = build_registry(settings, settings.registries[0])
         try:
             listed = registry.entries(Query())
         finally:
@@ -57,10 +68,27 @@ class Backend:
         return {item.entry.id: item.entry for item in listed if item.node == self.node}
 
 
-@pytest.fixture(params=["sqlite", *TARGETS])
+Opener = Callable[[pytest.FixtureRequest, Path], AbstractContextManager[Backend]]
+
+
+@contextmanager
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    yield Backend("sqlite", f"sqlite:{tmp_path / 'registry.db'}")
+
+
+def _consul(target_kind: str) -> Opener:
+    @contextmanager
+    def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+        with open_target(target_kind, request) as target:
+            yield Backend(target_kind, "consul", target.env(), target, owner=target.owner)
+
+    return opener
+
+
+OPENERS: dict[str, Opener] = {"sqlite": _sqlite, **{t: _consul(t) for t in TARGETS}}
+
+
+@pytest.fixture(params=list(OPENERS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        yield Backend("sqlite", db=tmp_path / "registry.db")
-    else:
-        with open_target(request.param, request) as target:
-            yield Backend(request.param, consul=target, owner=target.owner)
+    with OPENERS[request.param](request, tmp_path) as opened:
+        yield opened

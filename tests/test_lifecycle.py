@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from config.errors import ConfigError
-from config.settings import Settings
 from daemon import runtime as runtime_module
 from daemon import wiring
 from daemon.leader import Leadership
+from daemon.settings_model import SETTINGS
 from discovery.consul_client import ConsulClient, ConsulEndpoint
 from discovery.sources.consul import ConsulSource
 from discovery.sources.file import FileSource
@@ -94,7 +94,7 @@ def test_leadership_after_close_takes_no_session_and_no_lock():
 
 def test_a_watch_that_raises_is_logged_and_started_again(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(runtime_module, "WATCH_RESTART_SECONDS", 0.05)
-    settings = Settings.model_validate({
+    settings = SETTINGS.model_validate({
         "registry": {"backend": "sqlite", "path": str(tmp_path / "r.db"), "owner": "t"},
         "sources": [{"type": "file", "path": str(EXAMPLES)}],
     })
@@ -117,7 +117,7 @@ def test_a_watch_that_raises_is_logged_and_started_again(tmp_path: Path, monkeyp
 def test_sources_built_before_a_failing_one_are_closed_again(monkeypatch, tmp_path: Path):
     closed: list[str] = []
     monkeypatch.setattr(FileSource, "close", lambda self: closed.append(self.name))
-    settings = Settings.model_validate({
+    settings = SETTINGS.model_validate({
         "registry": {"backend": "sqlite", "path": str(tmp_path / "r.db"), "owner": "t"},
         "consul": {"address": "http://[::1"},  # refused when the consul source is built
         "sources": [{"type": "file", "name": "a", "path": str(EXAMPLES)},

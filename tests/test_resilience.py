@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from config.errors import RegistryError
-from daemon.cycle import Syncer, SyncOptions
+from daemon.cycle import RegistrySync, Syncer, SyncOptions
 from daemon.registry.sqlite import SqliteRegistry
 from daemon.retry import Backoff
 from daemon.trigger import Trigger
@@ -96,16 +96,20 @@ def sqlite(tmp_path: Path) -> SqliteRegistry:
                           node_address="127.0.0.1")
 
 
+def target(registry: SqliteRegistry) -> RegistrySync:
+    return RegistrySync("sqlite", registry, SyncOptions("worker", "t"))
+
+
 def test_a_source_that_raises_anything_is_that_source_failed(tmp_path: Path):
     registry = sqlite(tmp_path)
     fleet = tmp_path / "fleet"
     shutil.copytree(EXAMPLES, fleet)
-    syncer = Syncer([FileSource(fleet), Broken()], registry, SyncOptions("worker", "t"))
+    syncer = Syncer([FileSource(fleet), Broken()], [target(registry)])
     try:
         report = syncer.run_once()
         broken = report.sources[1]
         assert not broken.ok and broken.error == "unexpected KeyError: 'missing'"
-        assert report.sources[0].ok and len(report.changes.create) == 9
+        assert report.sources[0].ok and len(report.registries[0].changes.create) == 9
         assert len(registry.snapshot().owned) == 9
     finally:
         registry.close()
@@ -121,12 +125,12 @@ def test_an_unexpected_registry_exception_is_a_failed_cycle(tmp_path: Path):
     fleet = tmp_path / "fleet"
     shutil.copytree(EXAMPLES, fleet)
     try:
-        report = Syncer([FileSource(fleet)], registry, SyncOptions("worker", "t")).run_once()
+        report = Syncer([FileSource(fleet)], [target(registry)]).run_once()
     finally:
         registry.close()
     assert not report.ok
-    assert report.registry_error.startswith("unexpected UnicodeEncodeError: ")
-    assert "\n" not in report.registry_error
+    error = report.registries[0].registry_error
+    assert error.startswith("unexpected UnicodeEncodeError: ") and "\n" not in error
 
 
 def test_retry_after_reaches_the_report(tmp_path: Path):
@@ -137,7 +141,7 @@ def test_retry_after_reaches_the_report(tmp_path: Path):
     registry = Throttled(tmp_path / "r.db", service="worker", owner="t", node="capsync-t",
                          node_address="127.0.0.1")
     try:
-        report = Syncer([], registry, SyncOptions("worker", "t")).run_once()
+        report = Syncer([], [target(registry)]).run_once()
     finally:
         registry.close()
     assert report.retry_after == 7.0 and not report.ok

@@ -70,7 +70,7 @@ def test_cold_sync_noop_update_delete(backend: Backend, tmp_path: Path):
 
 
 def test_other_owners_entries_never_touched(backend: Backend, tmp_path: Path):
-    other = Backend(backend.name, backend.consul, backend.db)  # same registry, another owner
+    other = backend.another_owner()
     assert sync(other, "--source", f"file:{EXAMPLES}").returncode == 0
     theirs = other.services()
     assert sync(backend, "--source", f"file:{EXAMPLES}").returncode == 0

@@ -8,10 +8,11 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
+from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Listing, from_text
-from discovery.sources.docker_engine import Engine
+from discovery.sources.docker_engine import Engine, EngineSourceSettings
 
 
 class Labelled(NamedTuple):
@@ -74,3 +75,16 @@ class LabelledSource(ABC):
             self.name, item.ref, item.labels[self.label], default_id=item.name,
             address=item.address,
         ))
+
+
+L = TypeVar("L", bound=LabelledSource)
+
+
+def engine_kind(name: str, settings: type[EngineSourceSettings],
+                source: type[L]) -> Kind[EngineSourceSettings, L]:
+    """The kind of a Docker engine source: its argument is the engine's host."""
+
+    def build(chosen: EngineSourceSettings, ctx: BuildContext) -> L:
+        return source(name=chosen.name, label=chosen.label, base_url=chosen.host)
+
+    return Kind(name, settings, "[HOST]", field_arg("host", required=False), build)

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings
 from daemon.cycle import Syncer
 from daemon.report import summary
-from daemon.wiring import build_registry, build_sources, sync_options
+from daemon.settings_model import SETTINGS
+from daemon.wiring import build_registries, build_sources
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -40,12 +40,12 @@ def capsync_consul(service: Path, address: str) -> Callable[[], str]:
 
 def syncing(address: str, source: dict[str, Any]) -> Callable[[], str]:
     """One Syncer (and registry connection) for every cycle, as in the daemon."""
-    settings = Settings.model_validate({
+    settings = SETTINGS.model_validate({
         "registry": {"owner": "bench", "allow_mass_delete": True},
         "consul": {"address": address},
         "sources": [source],
     })
-    syncer = Syncer(build_sources(settings), build_registry(settings), sync_options(settings))
+    syncer = Syncer(build_sources(settings), build_registries(settings))
 
     def cycle() -> str:
         report = syncer.run_once()

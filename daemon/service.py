@@ -47,6 +47,9 @@ class Daemon:
         self._reload = threading.Event()
         self.http: HttpApi | None = None
         self.runtime: Runtime | None = None
+        # When time alone next changes the registry (a tool's expiry passing), in Unix
+        # seconds: the loop requests a cycle then, with no other event.
+        self.change_at: float | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -86,6 +89,9 @@ class Daemon:
             reasons = self.trigger.wait(tick)
             self.notifier.watchdog()
             try:
+                if self.change_at is not None and time.time() >= self.change_at:
+                    self.change_at = None
+                    self.trigger.request("expiry")
                 if self._reload.is_set():
                     self._apply_reload()
                 if reasons:
@@ -105,6 +111,7 @@ class Daemon:
         seconds = time.monotonic() - started
         if "retry" in reasons:
             self.metrics.retries.inc()
+        self.change_at = report.next_change
         log_problems(report)
         text = summary(report)
         emit(logging.INFO if report.ok else logging.WARNING, "cycle", summary=text,

@@ -24,7 +24,7 @@ from pydantic import Field
 from config.errors import CapsyncError, SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
-from discovery import codec, schema
+from discovery import codec, full_entry, seed_json
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service
 from discovery.kinds import BuildContext, Kind
@@ -113,7 +113,7 @@ class ConsulSource:
 
 
 def _decoded(entry: codec.Entry) -> Any:
-    return schema.dump(codec.decode(entry))
+    return seed_json.to_seed(full_entry.decode(entry))
 
 
 def _fingerprint(listing: Listing) -> str:

@@ -97,6 +97,8 @@ class Discovered:
     failed: set[str]
     deletions_open: bool
     now: int  # Unix seconds: which tools are live is judged at this instant
+    # id(caps) -> when time alone next changes that declaration's answers (None: never)
+    changes_at: dict[int, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class Syncer:
         # hands it on, so a new configuration does not reopen the gate's wait.
         self.listed_once: set[str] = set(listed_once or ())
         self._normaliser = Normaliser()
+        # id(caps) -> (caps, its changes_at): kept from cycle to cycle (see _changes_at).
+        self._times: dict[int, tuple[Capabilities, int | None]] = {}
 
     def run_once(
         self, *, dry_run: bool = False, stop: threading.Event | None = None
@@ -137,14 +141,13 @@ class Syncer:
             found, invalid,
             failed={outcome.name for outcome in outcomes if not outcome.ok},
             deletions_open=all(source.name in self.listed_once for source in self.sources),
-            now=int(self.clock()),
+            now=(now := int(self.clock())),
+            changes_at=self._changes_at(found, now),
         )
         reports = self._each_registry(
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop)
         )
-        next_change = min(
-            (at for item in found if (at := item.caps.changes_at(discovered.now))), default=None
-        )
+        next_change = min((at for at in discovered.changes_at.values() if at), default=None)
         return CycleReport(sources=tuple(outcomes), invalid=tuple(invalid),
                            registries=tuple(reports), dry_run=dry_run, next_change=next_change)
 
@@ -167,6 +170,21 @@ class Syncer:
                 invalid += bad
             outcomes.append(outcome)
         return outcomes, found, invalid
+
+    def _changes_at(self, found: list[Found], now: int) -> dict[int, int | None]:
+        """Each declaration's next change in time. Time only moves on, so an answer that
+        is still ahead of ``now`` (or None) is reused for the same, unchanged
+        declaration: a steady cycle of a large fleet does not walk every tool again."""
+        times: dict[int, tuple[Capabilities, int | None]] = {}
+        for item in found:
+            key = id(item.caps)
+            known = self._times.get(key)
+            passed = known is not None and known[1] is not None and known[1] <= now
+            if known is None or known[0] is not item.caps or passed:
+                known = (item.caps, item.caps.changes_at(now))
+            times[key] = known
+        self._times = times
+        return {key: at for key, (_, at) in times.items()}
 
     def _each_registry(
         self, sync: Callable[[RegistrySync], RegistryReport]
@@ -208,7 +226,7 @@ class RegistrySync:
     def _sync(self, discovered: Discovered, dry_run: bool,
               stop: threading.Event | None) -> RegistryReport:
         snapshot = self.registry.snapshot()
-        desired, conflicts = self._desired(discovered.found, snapshot, discovered.now)
+        desired, conflicts = self._desired(discovered, snapshot)
         changes = plan(
             snapshot.owned,
             desired,
@@ -228,13 +246,13 @@ class RegistrySync:
         return replace(report, applied=applied)
 
     def _desired(
-        self, found: list[Found], snapshot: Snapshot, now: int
+        self, discovered: Discovered, snapshot: Snapshot
     ) -> tuple[dict[str, Entry], list[Conflict]]:
         """Encode every declaration; the first source (config order) wins a shared id."""
         desired: dict[str, Entry] = {}
         conflicts = []
         encoded: dict[tuple[str, str], Encoded] = {}
-        for item in found:
+        for item in discovered.found:
             decl, worker_id = item.declaration, item.caps.id
             if worker_id in desired:
                 winner = desired[worker_id]
@@ -244,16 +262,17 @@ class RegistrySync:
                 conflicts.append(Conflict(worker_id, decl.source, decl.ref,
                                           "another writer registered this id on capsync's node"))
             else:
-                desired[worker_id] = self._encode(item, encoded, now)
+                desired[worker_id] = self._encode(item, encoded, discovered)
         self._encoded = encoded
         return desired, conflicts
 
-    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded], now: int) -> Entry:
-        decl = item.declaration
+    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded],
+                discovered: Discovered) -> Entry:
+        decl, now = item.declaration, discovered.now
         # Which tools are live is part of the entry: a cached one is reused only while
         # time has changed nothing about it.
         where = (self.options.service, self.options.owner, decl.address,
-                 item.caps.changes_at(now))
+                 discovered.changes_at[id(item.caps)])
         cached = self._encoded.get((decl.source, decl.ref))
         if cached is not None and cached[0] is item.caps and cached[1] == where:
             entry: Entry = cached[2]

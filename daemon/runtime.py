@@ -12,13 +12,13 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from config.events import emit
 from config.settings import Settings
-from daemon.cycle import RegistrySync, Syncer, unexpected
+from daemon.cycle import GuardMemory, RegistrySync, Syncer, unexpected
 from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
 from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
@@ -31,7 +31,8 @@ WATCH_RESTART_SECONDS = 5.0
 
 class Runtime:
     def __init__(self, settings: Settings, request: Callable[[str], None],
-                 *, listed_once: set[str] | None = None) -> None:
+                 *, listed_once: set[str] | None = None,
+                 guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None) -> None:
         self.settings = settings
         self.request = request
         self.registries: list[RegistrySync] = []
@@ -46,7 +47,8 @@ class Runtime:
             self.sources = build_sources(settings)
             names = {source.name for source in self.sources}
             self.syncer = Syncer(self.sources, self.registries,
-                                 listed_once=(listed_once or set()) & names)
+                                 listed_once=(listed_once or set()) & names,
+                                 guard_memory=guard_memory)
             self.leadership = self._leadership(settings)
             if any(reg.backend == "consul" for reg in settings.registries):
                 self._liveness = ConsulLiveness(ConsulClient(consul_endpoint(settings.consul)))

@@ -141,7 +141,8 @@ class Daemon:
         try:
             settings = self.load_settings()
             runtime = Runtime(settings, self.trigger.request,
-                              listed_once=self.runtime.syncer.listed_once)
+                              listed_once=self.runtime.syncer.listed_once,
+                              guard_memory=self.runtime.syncer.guard_memory)
         except Exception as exc:  # any failure keeps the running config
             error = str(exc) if isinstance(exc, CapsyncError) else unexpected(exc, "reload")
             emit(logging.ERROR, "reload_failed", error=" ".join(error.split()),

@@ -45,12 +45,15 @@ class ConsulSource:
     meta_key: str = "worker-capabilities"
 
     def list(self) -> Listing:
+        """Every read must be a clean answer (ConsulClient.read): a rate limit or a
+        proxy's page raises SourceError, so the source's entries freeze, never empty."""
         listing = Listing()
         for service in self._service_names():
             params = {"tag": self.tag} if self.tag else {}
-            response = self.client.get(f"/v1/catalog/service/{quote(service)}", params=params)
-            for instance in response.body or ():
-                self._add(listing, instance)
+            path = f"/v1/catalog/service/{quote(service)}"
+            instances, _ = self.client.read(path, list, params=params)
+            for instance in instances:
+                self._add(listing, instance, path)
         return listing
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
@@ -63,11 +66,11 @@ class ConsulSource:
         index, seen = 0, ""
         while not stop.is_set():
             try:
-                response = self.client.get("/v1/catalog/services",
-                                           params={"index": str(index), "wait": WAIT},
-                                           timeout=30)
-                moved = response.index != index
-                index = response.index if response.index >= index else 0
+                _, answered = self.client.read("/v1/catalog/services", dict,
+                                               params={"index": str(index), "wait": WAIT},
+                                               timeout=30)
+                moved = answered != index
+                index = answered if answered >= index else 0
                 current = _fingerprint(self.list()) if moved or not seen else seen
             except CapsyncError as exc:
                 if stop.is_set():
@@ -86,24 +89,29 @@ class ConsulSource:
     def _service_names(self) -> builtins.list[str]:
         if self.services:
             return self.services
-        body = self.client.get("/v1/catalog/services").body or {}
-        return sorted(name for name, tags in body.items() if not self.tag or self.tag in tags)
+        body, _ = self.client.read("/v1/catalog/services", dict)
+        if not all(isinstance(tags, list | None) for tags in body.values()):
+            raise SourceError(f"source {self.name}: Consul answered GET /v1/catalog/services "
+                              "with tags that are not lists")
+        return sorted(name for name, tags in body.items()
+                      if not self.tag or self.tag in (tags or ()))
 
-    def _add(self, listing: Listing, instance: dict[str, Any]) -> None:
-        # Read straight from the catalogue's fields: in a steady cycle of a large fleet
-        # this loop is most of the source's work.
-        meta = instance.get("ServiceMeta") or {}
-        if meta.get(codec.EXTERNAL_SOURCE) == "capsync":
+    def _add(self, listing: Listing, instance: Any, path: str) -> None:
+        try:
+            entry = entry_from_service(instance)
+        except ValueError as exc:
+            raise SourceError(f"source {self.name}: Consul answered GET {path} with an "
+                              f"instance of the wrong shape: {exc}") from None
+        if entry.meta.get(codec.EXTERNAL_SOURCE) == "capsync":
             return
-        service_id = instance["ServiceID"]
-        ref = f"{instance.get('Node')}/{service_id}"
-        address = instance.get("ServiceAddress") or instance.get("Address") or ""
+        meta = entry.meta
+        ref = f"{instance.get('Node')}/{entry.id}"
+        address = entry.address or instance.get("Address") or ""
         if self.meta_key in meta:
             listing.declarations.append(from_text(
-                self.name, ref, meta[self.meta_key], default_id=service_id, address=address,
+                self.name, ref, meta[self.meta_key], default_id=entry.id, address=address,
             ))
         elif any(k in CATEGORIES or k.startswith(codec.FLAG_PREFIX) for k in meta):
-            entry = entry_from_service(instance)
             # The registry encoding: its meta and tags are the raw text.
             listing.declarations.append(Declaration(
                 self.name, ref, None, default_id=entry.id, address=address,

@@ -53,8 +53,8 @@ def test_fifty_sighups_leak_no_thread_and_no_descriptor(tmp_path: Path):
             for _ in range(50):
                 proc.signal(signal.SIGHUP)
                 time.sleep(0.1)
-            reloads = sum("event=reloaded" in line for line in proc.lines)
-            assert reloads >= 5
+            # Signals that arrive during a reload collapse into one more reload.
+            wait_until(lambda: sum("event=reloaded" in line for line in proc.lines) >= 3, 30)
             wait_until(lambda: counts(pid)[0] <= threads + 2, 15, 0.5)
             assert counts(pid)[1] <= fds + 4
             assert proc.get("/healthz").status_code == 200

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from config.errors import ConfigError
 from daemon.metrics import Metrics
 from daemon.status import DaemonState
 
@@ -19,7 +20,11 @@ class HttpApi:
     def __init__(self, listen: str, state: DaemonState, metrics: Metrics) -> None:
         host, _, port = listen.rpartition(":")
         handler = type("Handler", (_Handler,), {"state": state, "metrics": metrics})
-        self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
+        try:
+            self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
+        except OSError as exc:  # occupied, not an address of this host, unresolvable
+            raise ConfigError(f"daemon.listen {listen!r}: cannot listen there: "
+                              f"{exc.strerror or exc}") from None
         self.server.daemon_threads = True
         self.address = "{}:{}".format(*self.server.server_address[:2])
         self._thread = threading.Thread(target=self.server.serve_forever, name="http",

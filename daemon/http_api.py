@@ -111,18 +111,20 @@ class HttpApi:
                  push: PushContext) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
-        if push.token is None and not is_loopback(host):
-            raise ConfigError(f"daemon.listen {listen}: not a loopback address and no API "
-                              f"token: set api.token_file or the systemd credential "
-                              f"{CREDENTIAL}, or listen on 127.0.0.1")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.sock.bind((host, int(port)))
-        except OSError as exc:
+        except OSError as exc:  # occupied, not an address of this host, unresolvable
             self.sock.close()
-            raise ConfigError(f"daemon.listen {listen}: cannot bind: {exc.strerror}") from None
+            raise ConfigError(f"daemon.listen {listen!r}: cannot listen there: "
+                              f"{exc.strerror or exc}") from None
+        if push.token is None and not is_loopback(host):
+            self.sock.close()
+            raise ConfigError(f"daemon.listen {listen}: not a loopback address and no API "
+                              f"token: set api.token_file or the systemd credential "
+                              f"{CREDENTIAL}, or listen on 127.0.0.1")
         self.sock.listen(1024)
         self.address = "{}:{}".format(*self.sock.getsockname()[:2])
         api = push.settings

@@ -334,7 +334,7 @@ def test_unreadable_secrets_and_tls_files_fail_at_start(tmp_path: Path):
         config.write_text("[[sources]]\n" + toml({"type": "amqp", **table,
                                                   "path": str(tmp_path / "inbox.db")}) + "\n")
         failed = run_cli("run", "--once", "--config", str(config), "--registry", registry)
-        assert failed.returncode == 1 and expected in failed.stderr, failed.stderr
+        assert failed.returncode == 2 and expected in failed.stderr, failed.stderr
         assert "pw@" not in failed.stderr
     config = tmp_path / "events.toml"
     config.write_text("[amqp_events]\n" + toml({
@@ -342,4 +342,4 @@ def test_unreadable_secrets_and_tls_files_fail_at_start(tmp_path: Path):
         "outbox": str(tmp_path / "outbox.db")}) + "\n")
     failed = run_cli("run", "--config", str(config), "--registry", registry, "--listen", "off",
                      "--source", f"push:{tmp_path / 'push.db'}")
-    assert failed.returncode == 1 and "no-events-password" in failed.stderr, failed.stderr
+    assert failed.returncode == 2 and "no-events-password" in failed.stderr, failed.stderr

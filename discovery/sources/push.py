@@ -97,7 +97,8 @@ class PushSourceSettings(SourceSettingsBase):
 
 
 def build(settings: PushSourceSettings, ctx: BuildContext) -> PushSource:
-    consul = settings.store == "consul" or (settings.store == "auto" and ctx.leader_election)
+    # ctx.takeover is on exactly when leader election is.
+    consul = settings.store == "consul" or (settings.store == "auto" and ctx.takeover)
     inbox: Inbox = (ConsulInbox(ctx.consul_endpoint(), settings.kv_prefix) if consul
                     else SqliteInbox(settings.path))
     return PushSource(inbox, name=settings.name)

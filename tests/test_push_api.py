@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -212,5 +213,18 @@ def test_the_push_source_position_is_its_precedence(consul: ConsulTarget, tmp_pa
                    .get("capsync-source") == "push")
         line = proc.wait_for(lambda line: "event=conflict" in line and "shared" in line)
         assert "push" in line
+    finally:
+        assert proc.stop() == 0
+
+
+def test_registrations_are_taken_across_a_reload(consul: ConsulTarget, tmp_path: Path):
+    proc = PushDaemon(consul, tmp_path).started()
+    try:
+        assert proc.register({"id": "before-reload"}).ok
+        wait_until(lambda: "before-reload" in consul.services())
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(lambda line: "event=reloaded" in line)
+        assert proc.register({"id": "after-reload"}).ok
+        wait_until(lambda: {"before-reload", "after-reload"} <= set(consul.services()))
     finally:
         assert proc.stop() == 0

@@ -52,7 +52,7 @@ def sync_options(reg: RegistrySettingsBase) -> SyncOptions:
 
 def build_context(settings: Settings) -> BuildContext:
     return BuildContext(settings.consul, lambda: consul_endpoint(settings.consul),
-                        settings.daemon.leader_election)
+                        takeover=settings.daemon.leader_election)
 
 
 def build_registry(settings: Settings, reg: RegistrySettingsBase) -> Registry:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -199,3 +200,31 @@ def test_with_leader_election_any_daemon_accepts_and_the_leader_syncs(tmp_path: 
         finally:
             for proc in daemons:
                 assert proc.stop() == 0
+
+
+def test_the_push_source_position_is_its_precedence(consul: ConsulTarget, tmp_path: Path):
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "shared.json").write_text('{"id": "shared", "flags": {"from_file": true}}')
+    proc = PushDaemon(consul, tmp_path, "--source", f"file:{fleet}").started()  # push first
+    try:
+        assert proc.register({"id": "shared", "flags": {"from_push": True}}).ok
+        wait_until(lambda: consul.services().get("shared", {}).get("ServiceMeta", {})
+                   .get("capsync-source") == "push")
+        line = proc.wait_for(lambda line: "event=conflict" in line and "shared" in line)
+        assert "push" in line
+    finally:
+        assert proc.stop() == 0
+
+
+def test_registrations_are_taken_across_a_reload(consul: ConsulTarget, tmp_path: Path):
+    proc = PushDaemon(consul, tmp_path).started()
+    try:
+        assert proc.register({"id": "before-reload"}).ok
+        wait_until(lambda: "before-reload" in consul.services())
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(lambda line: "event=reloaded" in line)
+        assert proc.register({"id": "after-reload"}).ok
+        wait_until(lambda: {"before-reload", "after-reload"} <= set(consul.services()))
+    finally:
+        assert proc.stop() == 0

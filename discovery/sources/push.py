@@ -34,6 +34,8 @@ class PushSource:
     inbox: Inbox
     name: str = "push"
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    # What the last listing read: the watch asks for a cycle only when the inbox differs.
+    _listed: set[tuple[str, str]] | None = field(default=None, repr=False)
 
     def list(self) -> Listing:
         now = self.clock()
@@ -44,6 +46,7 @@ class PushSource:
                 self.inbox.purge(now - PURGE_AFTER)
         except SourceError as exc:
             raise SourceError(f"source {self.name}: {exc}") from exc
+        self._listed = _seen(registrations)
         return Listing([
             Declaration(source=self.name, ref=f"{r.via}/{r.id}", data=r.body,
                         fingerprint=_fingerprint(r.body))
@@ -51,11 +54,11 @@ class PushSource:
         ])
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
-        """Ask for a cycle when a lease runs out or the inbox changed behind this process
-        (another daemon's front end wrote to the Consul KV inbox): nothing else would
-        until the interval. The inbox is read once a second, like the file source's poll;
-        this process's own writes already asked for their cycle."""
-        last, seen = self.clock(), self._seen()
+        """Ask for a cycle when a lease runs out, or when the inbox holds what the last
+        listing did not (another daemon's front end wrote to the Consul KV inbox): nothing
+        else would until the interval. The inbox is read once a second, like the file
+        source's poll."""
+        last = self.clock()
         while not stop.wait(POLL_SECONDS):
             now = self.clock()
             try:
@@ -63,24 +66,17 @@ class PushSource:
             except SourceError as exc:
                 emit(logging.DEBUG, "inbox_poll_failed", source=self.name, error=str(exc))
                 continue  # the next listing reports it
-            current = _seen(registrations)
             expired = [r.id for r in registrations
                        if r.expires is not None and last < r.expires <= now]
             if expired:
                 notify(f"push: lease of {expired[0]} expired" + (
                     f" (+{len(expired) - 1} more)" if len(expired) > 1 else ""))
-            elif seen is not None and current != seen:
+            elif self._listed is not None and _seen(registrations) != self._listed:
                 notify("push: the inbox changed")
-            last, seen = now, current
+            last = now
 
     def close(self) -> None:
         self.inbox.close()
-
-    def _seen(self) -> set[tuple[str, str]] | None:
-        try:
-            return _seen(self.inbox.all())
-        except SourceError:
-            return None  # unknown: the first successful poll sets it
 
 
 class InboxSettings(SourceSettingsBase):
@@ -102,7 +98,8 @@ class PushSourceSettings(InboxSettings):
 
 
 def open_inbox(settings: InboxSettings, ctx: BuildContext) -> Inbox:
-    consul = settings.store == "consul" or (settings.store == "auto" and ctx.leader_election)
+    # ctx.takeover is on exactly when leader election is.
+    consul = settings.store == "consul" or (settings.store == "auto" and ctx.takeover)
     return (ConsulInbox(ctx.consul_endpoint(), settings.kv_prefix) if consul
             else SqliteInbox(settings.path))
 

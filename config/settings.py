@@ -85,8 +85,23 @@ class ConsulSettings(_Section):
 
 
 class RegistrySettings(_Section):
-    backend: Literal["consul", "sqlite"] = "consul"
+    """Where entries go. ``url``, ``password_file``, the TLS files and ``timeout`` reach
+    Redis (redis:// or rediss://; REDIS_URL when unset) and PostgreSQL (a postgresql://
+    DSN or key=value string; libpq's PG* variables fill in what it leaves out)."""
+
+    backend: Literal["consul", "sqlite", "redis", "postgres"] = "consul"
     path: Path = Path("/var/lib/capsync/registry.db")
+    url: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ssl_verify: bool = True
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca",
+                     "verify-full"] | None = None
+    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    prefix: Annotated[str, Field(max_length=64)] = ""
+    schema_name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "public"
     service: str = "worker"
     owner: str = Field(default_factory=default_owner)
     node: str | None = None
@@ -107,6 +122,12 @@ class RegistrySettings(_Section):
     def _service(cls, value: str) -> str:
         return _matching(SERVICE_RE, value, "1-63 characters of [A-Za-z0-9-] starting with a "
                          "letter or digit (it is a DNS label: <tool>.<service>.service.consul)")
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> RegistrySettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
 
     @property
     def node_name(self) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from config.errors import ConfigError, SourceError
-from config.settings import ConsulSettings, Settings
+from config.settings import ConsulSettings, RegistrySettings, Settings
 from daemon.cycle import SyncOptions
 from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
@@ -50,6 +51,13 @@ def sync_options(settings: Settings) -> SyncOptions:
 
 def build_registry(settings: Settings) -> Registry:
     reg = settings.registry
+    try:
+        if reg.backend == "redis":
+            return _redis(reg)
+        if reg.backend == "postgres":
+            return _postgres(reg)
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from None
     if reg.backend == "sqlite":
         return SqliteRegistry(
             reg.path, service=reg.service, owner=reg.owner, node=reg.node_name,
@@ -60,6 +68,32 @@ def build_registry(settings: Settings) -> Registry:
         service=reg.service, owner=reg.owner, node=reg.node_name,
         node_address=reg.node_address, max_ops=settings.consul.max_txn_ops,
     )
+
+
+def _redis(reg: RegistrySettings) -> Registry:
+    # Imported here: redis-py is an optional extra.
+    from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect  # noqa: PLC0415
+
+    url = reg.url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    endpoint = RedisEndpoint(
+        url=url, password_file=reg.password_file, ca_file=reg.ca_file, cert_file=reg.cert_file,
+        key_file=reg.key_file, ssl_verify=reg.ssl_verify, timeout=reg.timeout,
+    )
+    return RedisRegistry(connect(endpoint), service=reg.service, owner=reg.owner,
+                         prefix=reg.prefix)
+
+
+def _postgres(reg: RegistrySettings) -> Registry:
+    # Imported here: psycopg is an optional extra.
+    from daemon.registry.postgres import PostgresEndpoint, PostgresRegistry  # noqa: PLC0415
+
+    endpoint = PostgresEndpoint(
+        dsn=reg.url or "", password_file=reg.password_file, sslmode=reg.sslmode,
+        ca_file=reg.ca_file, cert_file=reg.cert_file, key_file=reg.key_file,
+        timeout=reg.timeout,
+    )
+    return PostgresRegistry(endpoint, service=reg.service, owner=reg.owner,
+                            schema=reg.schema_name)
 
 
 def _file(source: Any, settings: Settings) -> Source:
@@ -131,13 +165,17 @@ def parse_source_arg(arg: str) -> dict[str, Any]:
 
 
 def parse_registry_arg(arg: str) -> dict[str, Any]:
-    """``--registry consul`` or ``--registry sqlite:PATH`` -> [registry] keys."""
-    if arg == "consul":
-        return {"backend": "consul"}
-    kind, _, path = arg.partition(":")
-    if kind == "sqlite" and path:
-        return {"backend": "sqlite", "path": path}
-    raise ConfigError(f"--registry {arg!r}: expected 'consul' or 'sqlite:PATH'")
+    """``--registry consul``, ``sqlite:PATH``, ``redis[:URL]`` or ``postgres[:DSN]``
+    -> [registry] keys (without a URL: REDIS_URL, or libpq's PG* variables)."""
+    if arg in ("consul", "redis", "postgres"):
+        return {"backend": arg}
+    kind, _, value = arg.partition(":")
+    if kind == "sqlite" and value:
+        return {"backend": "sqlite", "path": value}
+    if kind in ("redis", "postgres") and value:
+        return {"backend": kind, "url": value}
+    raise ConfigError(f"--registry {arg!r}: expected 'consul', 'sqlite:PATH', "
+                      "'redis[:URL]' or 'postgres[:DSN]'")
 
 
 def _read_token(path: Path) -> str:

@@ -14,7 +14,8 @@ from daemon.wiring import parse_registry_arg, parse_source_arg
 def add_registry_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help=f"TOML settings (default: {loading.DEFAULT_PATH} if it exists)")
-    parser.add_argument("--registry", default=None, metavar="consul|sqlite:PATH",
+    parser.add_argument("--registry", default=None,
+                        metavar="consul|sqlite:PATH|redis[:URL]|postgres[:DSN]",
                         help="registry backend (default: consul, from CONSUL_HTTP_ADDR)")
     parser.add_argument("--service", default=None, help="service name (default: worker)")
     parser.add_argument("--owner", default=None,

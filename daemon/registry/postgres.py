@@ -1,0 +1,336 @@
+"""The PostgreSQL registry, in the seed's table, so the seed's queries work unchanged.
+
+Table ``worker_capabilities`` (in ``schema``, default public) has the seed's columns
+(``id VARCHAR(255) PRIMARY KEY``, one JSONB list per category, ``flags``, ``metadata``,
+``created_at``, ``updated_at``) and GIN index ``idx_tools``, plus capsync's own columns,
+all named ``capsync_*``: owner, service, source, ref, digest, address, port, and tools
+(``all_tools()`` as text[]). Rows whose ``capsync_owner`` is not this owner (the seed's
+own rows have none) are never updated or deleted: the condition is in the statement
+itself, so a row taken over between snapshot and apply is refused, not clobbered.
+
+Every batch is one transaction sent in one round trip (pipeline mode): one multi-row
+upsert and one multi-row delete. ``created_at`` is set by the insert only; ``updated_at``
+moves only when the declaration columns change. The schema version is recorded in
+``capsync_schema``; migrations only add, never drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from config.errors import DeclarationError, RegistryError
+from config.events import emit
+from daemon.plan import Changes
+from daemon.query import Query
+from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
+from daemon.registry.redis import read_secret
+from discovery import seed_json
+from discovery.codec import Entry
+from discovery.model import CATEGORIES
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
+EXTRA_HINT = "the postgres registry needs the 'postgres' extra: pip install 'capsync[postgres]'"
+SCHEMA_VERSION = 1
+_LOCK = 0x63617073  # advisory lock key ("caps"): one migrating daemon at a time
+_SEED = (*CATEGORIES.values(), "flags", "metadata")
+_OWN = ("owner", "service", "source", "ref", "digest", "address", "port", "tools")
+
+# Target version -> statements bringing the schema from the version before it. {s} is the
+# schema. Only IF NOT EXISTS / ADD: an upgrade never drops data, and the seed's own table,
+# when it is already there, is adopted as it is.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS {s}.worker_capabilities (
+            id VARCHAR(255) PRIMARY KEY,
+            static_analysis_tools JSONB, security_scanning_tools JSONB,
+            dynamic_analysis_tools JSONB, fuzzing_tools JSONB, test_framework_tools JSONB,
+            flags JSONB, metadata JSONB,
+            created_at TIMESTAMP DEFAULT NOW(), updated_at TIMESTAMP DEFAULT NOW())""",
+        """CREATE INDEX IF NOT EXISTS idx_tools ON {s}.worker_capabilities
+            USING GIN ((static_analysis_tools || security_scanning_tools))""",
+        """ALTER TABLE {s}.worker_capabilities
+            ADD COLUMN IF NOT EXISTS capsync_owner TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_service TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_source TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_ref TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_digest TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_address TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_port INTEGER,
+            ADD COLUMN IF NOT EXISTS capsync_tools TEXT[]""",
+        """CREATE INDEX IF NOT EXISTS worker_capabilities_capsync_owner
+            ON {s}.worker_capabilities (capsync_owner)""",
+        """CREATE INDEX IF NOT EXISTS worker_capabilities_capsync_tools
+            ON {s}.worker_capabilities USING GIN (capsync_tools)""",
+        *(
+            f"""CREATE INDEX IF NOT EXISTS worker_capabilities_{column}
+            ON {{s}}.worker_capabilities USING GIN ({column} jsonb_path_ops)"""
+            for column in _SEED
+        ),
+    ),
+}
+
+_COLUMNS = ", ".join((*_SEED, *(f"capsync_{name}" for name in _OWN)))
+_SELECT = f"SELECT id, {_COLUMNS} FROM {{s}}.worker_capabilities"
+_RECORD = ", ".join(
+    (
+        "id text",
+        *(f"{column} jsonb" for column in _SEED),
+        *(f"{name} text" for name in _OWN[:-2]),
+        "port integer",
+        "tools text[]",
+    )
+)
+_UPSERT = (
+    f"INSERT INTO {{s}}.worker_capabilities AS w (id, {_COLUMNS}) "
+    f"SELECT id, {', '.join((*_SEED, *_OWN))} FROM jsonb_to_recordset(%s::jsonb) AS r({_RECORD}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", "))
+    + f", updated_at = CASE WHEN ({', '.join(f'w.{c}' for c in _SEED)}) IS DISTINCT FROM "
+    f"({', '.join(f'EXCLUDED.{c}' for c in _SEED)}) THEN NOW() ELSE w.updated_at END "
+    "WHERE w.capsync_owner = EXCLUDED.capsync_owner RETURNING w.id"
+)
+_DELETE = (
+    "DELETE FROM {s}.worker_capabilities WHERE id = ANY(%s) AND capsync_owner = %s RETURNING id"
+)
+
+
+@dataclass(frozen=True)
+class PostgresEndpoint:
+    """A postgresql:// DSN or key=value string; libpq fills in the rest from PGHOST,
+    PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE, PGSSLMODE..."""
+
+    dsn: str = ""
+    password_file: Path | None = None
+    sslmode: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    timeout: float = 10.0
+
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "connect_timeout": max(2, round(self.timeout)),
+            "options": f"-c statement_timeout={round(self.timeout * 1000)}",
+            "application_name": "capsync",
+        }
+        if self.password_file is not None:
+            options["password"] = read_secret(self.password_file, "registry.password_file")
+        tls = {"sslmode": self.sslmode, "sslrootcert": self.ca_file,
+               "sslcert": self.cert_file, "sslkey": self.key_file}
+        options.update({key: str(value) for key, value in tls.items() if value is not None})
+        return options
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError(EXTRA_HINT) from exc
+    return psycopg
+
+
+class PostgresRegistry:
+    """One connection, opened (and the schema migrated) on first use and again after it
+    breaks, so a server that is down fails a cycle, never the daemon's start."""
+
+    def __init__(
+        self,
+        endpoint: PostgresEndpoint,
+        *,
+        service: str,
+        owner: str,
+        schema: str = "public",
+        batch_size: int = 500,
+    ) -> None:
+        self._psycopg = _psycopg()
+        self._endpoint = endpoint
+        self._service = service
+        self._owner = owner
+        self._schema = schema
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def snapshot(self) -> Snapshot:
+        with self._using("snapshot") as conn:
+            rows = conn.execute(
+                self._sql(_SELECT + " WHERE capsync_owner = %s"), (self._owner,)
+            ).fetchall()
+        owned: dict[str, Entry] = {}
+        foreign: set[str] = set()
+        for row in rows:
+            found = self._decode(row)
+            if found is None:
+                foreign.add(row[0])
+            else:
+                owned[found.id] = found
+        return Snapshot(owned=owned, foreign=frozenset(foreign))
+
+    def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        ops: list[tuple[Entry, bool]] = [
+            *((entry, True) for entry in changes.create),
+            *((update.new, True) for update in changes.update),
+            *((entry, False) for entry in changes.delete),
+        ]
+        requests = applied = 0
+        refused: list[Refused] = []
+        with self._using("apply") as conn:
+            for start in range(0, len(ops), self._batch_size):
+                if stop is not None and stop.is_set():
+                    break
+                batch = ops[start : start + self._batch_size]
+                done, rejected = self._batch(conn, batch)
+                requests += 1
+                applied += done
+                refused += rejected
+        return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+
+    def entries(self, query: Query | None = None) -> list[Listed]:
+        query = query or Query()
+        where = ["capsync_service = %s", "capsync_owner IS NOT NULL"]
+        params: list[Any] = [self._service]
+        if query.has:
+            where.append("capsync_tools @> %s::text[]")
+            params.append(list(query.has))
+        column = CATEGORIES.get(query.category or "")
+        if query.tools and column:
+            # Containment on the category's GIN index, by name or by alternative.
+            where.append(f"({column} @> ANY(%s::jsonb[]))")
+            params.append([self._json(pattern) for tool in query.tools
+                           for pattern in ([{"tool_name": tool}], [{"alternatives": [tool]}])])
+        elif query.tools:
+            where.append("capsync_tools && %s::text[]")
+            params.append(list(query.tools))
+        for flag in query.flags:
+            where.append("flags @> %s::jsonb")
+            params.append(self._json({flag: True}))
+        for key, value in query.meta:
+            where.append("metadata @> %s::jsonb")
+            params.append(self._json({key: value}))
+        text = _SELECT + " WHERE " + " AND ".join(where) + " ORDER BY id"
+        with self._using("entries") as conn:
+            rows = conn.execute(self._sql(text), params).fetchall()
+        return [Listed(node=row[-8], entry=found) for row in rows
+                if (found := self._decode(row)) is not None]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _batch(self, conn: psycopg.Connection[Any],
+               batch: list[tuple[Entry, bool]]) -> tuple[int, list[Refused]]:
+        """One transaction, one round trip: the upsert and the delete pipelined."""
+        rows = [self._row(entry) for entry, upsert in batch if upsert]
+        gone = [entry.id for entry, upsert in batch if not upsert]
+        with conn.pipeline() as pipeline:
+            with conn.transaction():
+                upserted = conn.execute(self._sql(_UPSERT), (self._json(rows),)) if rows else None
+                deleted = (conn.execute(self._sql(_DELETE), (gone, self._owner))
+                           if gone else None)
+            pipeline.sync()
+        landed = {row[0] for row in upserted.fetchall()} if upserted else set()
+        landed |= {row[0] for row in deleted.fetchall()} if deleted else set()
+        missed = [entry.id for entry, _ in batch if entry.id not in landed]
+        return len(landed), self._refusals(conn, missed)
+
+    def _refusals(self, conn: psycopg.Connection[Any], missed: list[str]) -> list[Refused]:
+        """Why writes did not land: the row is another writer's (a delete of a row that is
+        already gone has nothing to do)."""
+        if not missed:
+            return []
+        rows = conn.execute(
+            self._sql("SELECT id, capsync_owner FROM {s}.worker_capabilities WHERE id = ANY(%s)"),
+            (missed,),
+        ).fetchall()
+        return [
+            Refused(worker_id, f"row {worker_id!r} belongs to another writer (capsync_owner "
+                               f"{holder!r}); left as it is")
+            for worker_id, holder in rows
+        ]
+
+    def _row(self, entry: Entry) -> dict[str, Any]:
+        stored = seed_json.stored(entry)
+        row = {column: stored.declaration[column] for column in _SEED}
+        row.update({name: getattr(stored.origin, name) for name in _OWN[:-1]})
+        return {"id": entry.id, **row, "tools": list(stored.tags)}
+
+    def _decode(self, row: tuple[Any, ...]) -> Entry | None:
+        """A row as an entry; one that does not decode is reported and left alone."""
+        worker_id, *values = row
+        seed = dict(zip(_SEED, values[: len(_SEED)], strict=True))
+        own = dict(zip(_OWN, values[len(_SEED) :], strict=True))
+        declaration = {"id": worker_id, **{k: v for k, v in seed.items() if v is not None}}
+        try:
+            origin = seed_json.Origin(**{name: own[name] or "" for name in _OWN[:-2]},
+                                      port=own["port"] or 0)
+            return seed_json.entry(declaration, origin, where=f"worker_capabilities row {worker_id!r}")
+        except DeclarationError as exc:
+            emit(logging.WARNING, "bad_registry_entry", registry="postgres", id=worker_id,
+                 problem=str(exc))
+            return None
+
+    def _json(self, value: Any) -> Any:
+        return self._psycopg.types.json.Jsonb(value)
+
+    def _sql(self, text: str) -> sql.Composed:
+        return self._psycopg.sql.SQL(text).format(s=self._psycopg.sql.Identifier(self._schema))  # type: ignore[no-any-return]
+
+    @contextmanager
+    def _using(self, operation: str) -> Iterator[psycopg.Connection[Any]]:
+        """Serialise use of the connection; reopen it when it broke; name the failure."""
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = self._open()
+                yield self._conn
+            except self._psycopg.Error as exc:
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise RegistryError(f"postgres registry: {operation} failed: {detail}") from exc
+
+    def _open(self) -> psycopg.Connection[Any]:
+        conn = self._psycopg.connect(self._endpoint.dsn, autocommit=True,
+                                     **self._endpoint.options())
+        try:
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn  # type: ignore[no-any-return]
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        if self._version(conn) == SCHEMA_VERSION:
+            return  # nothing to write: a read-only replica can still be read
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            conn.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
+            conn.execute(self._sql(
+                "CREATE TABLE IF NOT EXISTS {s}.capsync_schema (version INTEGER NOT NULL, "
+                "migrated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"))
+            version = self._version(conn)
+            if version > SCHEMA_VERSION:
+                raise RegistryError(
+                    f"postgres registry: schema {self._schema!r} is at version {version}, "
+                    f"newer than this capsync understands ({SCHEMA_VERSION}); upgrade capsync")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    conn.execute(self._sql(statement))
+                conn.execute(self._sql("INSERT INTO {s}.capsync_schema (version) VALUES (%s)"),
+                             (target,))
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        table = conn.execute("SELECT to_regclass(%s)", (f"{self._schema}.capsync_schema",))
+        if table.fetchone() == (None,):
+            return 0
+        row = conn.execute(self._sql("SELECT MAX(version) FROM {s}.capsync_schema")).fetchone()
+        return int(row[0] or 0) if row else 0

@@ -1,0 +1,256 @@
+"""The Redis registry, in the seed's layout, so the seed's readers work unchanged.
+
+Keys, with ``P`` the configured prefix (default empty, which is the seed's own layout)::
+
+    P<id>                       string: the declaration JSON (seed snake_case)
+    Ptool:<name>                set: ids of the workers whose all_tools() has <name>
+    Pcapsync:entry:<id>         hash: owner service source ref digest address port tags
+    Pcapsync:owner:<owner>      set: the ids this owner wrote
+    Pcapsync:entries            set: every id capsync wrote, any owner
+
+Ids and tool names never contain ``:``, so a worker key can never be a ``tool:`` set or a
+``capsync:`` key. A key capsync did not write (no ``capsync:entry`` hash, or another
+owner's) is never written or deleted: the entry is refused and reported.
+
+Every batch is one Lua script (one round trip, atomic): a reader never sees an entry
+without its tool sets or a set member without its entry. Redis does not roll back a
+script that fails half-way, so the script checks every key of the batch before its first
+write. Reads are one read-only script each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from config.errors import DeclarationError, RegistryError
+from config.events import emit
+from daemon.plan import Changes
+from daemon.query import Query
+from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
+from discovery import seed_json
+from discovery.codec import Entry
+
+if TYPE_CHECKING:
+    import redis
+
+EXTRA_HINT = "the redis registry needs the 'redis' extra: pip install 'capsync[redis]'"
+_ORIGIN_FIELDS = ("owner", "service", "source", "ref", "digest", "address", "port")
+
+_APPLY = """#!lua
+local b = cjson.decode(ARGV[1])
+local p, owner = b.prefix, b.owner
+local function book(id) return p .. 'capsync:entry:' .. id end
+local function problem(op)
+  local holder = redis.call('HGET', book(op.id), 'owner')
+  local kind = redis.call('TYPE', p .. op.id).ok
+  if holder == false then
+    if kind ~= 'none' then
+      return 'key ' .. p .. op.id .. ' (' .. kind .. ') was not written by capsync; left as it is'
+    end
+  elseif holder ~= owner then
+    return 'belongs to another writer (capsync-owner ' .. holder .. '); left as it is'
+  elseif kind ~= 'string' and kind ~= 'none' then
+    return 'key ' .. p .. op.id .. ' now holds a ' .. kind .. '; left as it is'
+  end
+  for _, tool in ipairs(op.tags or {}) do
+    local t = redis.call('TYPE', p .. 'tool:' .. tool).ok
+    if t ~= 'none' and t ~= 'set' then
+      return 'key ' .. p .. 'tool:' .. tool .. ' is a ' .. t .. ', not a set; left as it is'
+    end
+  end
+  return nil
+end
+local refused, good = {}, {}
+for _, op in ipairs(b.ops) do
+  local reason = problem(op)
+  if reason then refused[#refused + 1] = {op.id, reason} else good[#good + 1] = op end
+end
+for _, op in ipairs(good) do
+  local key, bk = p .. op.id, book(op.id)
+  local old = redis.call('HGET', bk, 'tags')
+  if old then
+    for _, tool in ipairs(cjson.decode(old)) do redis.call('SREM', p .. 'tool:' .. tool, op.id) end
+  end
+  if op.value then
+    redis.call('SET', key, op.value)
+    for _, tool in ipairs(op.tags) do redis.call('SADD', p .. 'tool:' .. tool, op.id) end
+    local fields = {'tags', op.tagtext}
+    for name, value in pairs(op.origin) do fields[#fields + 1] = name; fields[#fields + 1] = value end
+    redis.call('HSET', bk, unpack(fields))
+    redis.call('SADD', p .. 'capsync:owner:' .. owner, op.id)
+    redis.call('SADD', p .. 'capsync:entries', op.id)
+  elseif old then
+    redis.call('DEL', key, bk)
+    redis.call('SREM', p .. 'capsync:owner:' .. owner, op.id)
+    redis.call('SREM', p .. 'capsync:entries', op.id)
+  end
+end
+return cjson.encode(refused)
+"""
+
+# Reads: ARGV[1] the prefix, ARGV[2] {"all": sets to intersect, "any": sets of which an
+# id must be in one}. Each id comes back as {id, its capsync:entry hash (flat), value}.
+_READ = """#!lua flags=no-writes
+local p, q = ARGV[1], cjson.decode(ARGV[2])
+local out = {}
+for _, id in ipairs(redis.call('SINTER', unpack(q.all))) do
+  local keep = #q.any == 0
+  for _, set in ipairs(q.any) do
+    if not keep and redis.call('SISMEMBER', set, id) == 1 then keep = true end
+  end
+  if keep then
+    local value = redis.pcall('GET', p .. id)
+    if type(value) == 'table' then value = false end
+    out[#out + 1] = {id, redis.call('HGETALL', p .. 'capsync:entry:' .. id), value}
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class RedisEndpoint:
+    """Where the server is; ``url`` is redis:// or rediss:// (TLS)."""
+
+    url: str
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ssl_verify: bool = True
+    timeout: float = 10.0
+
+
+def connect(endpoint: RedisEndpoint) -> redis.Redis:
+    try:
+        import redis  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError(EXTRA_HINT) from exc
+    options: dict[str, Any] = {
+        "socket_timeout": endpoint.timeout,
+        "socket_connect_timeout": endpoint.timeout,
+        "decode_responses": True,
+    }
+    if endpoint.password_file is not None:
+        options["password"] = read_secret(endpoint.password_file, "redis.password_file")
+    if endpoint.url.startswith("rediss://"):
+        options.update(
+            ssl_ca_certs=str(endpoint.ca_file) if endpoint.ca_file else None,
+            ssl_certfile=str(endpoint.cert_file) if endpoint.cert_file else None,
+            ssl_keyfile=str(endpoint.key_file) if endpoint.key_file else None,
+            ssl_cert_reqs="required" if endpoint.ssl_verify else "none",
+        )
+    try:
+        return redis.Redis.from_url(endpoint.url, **options)
+    except ValueError as exc:
+        raise RegistryError(f"redis registry: bad url: {exc}") from None
+
+
+def read_secret(path: Path, key: str) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise RegistryError(f"{key} {path}: {exc.strerror}") from None
+
+
+class RedisRegistry:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        service: str,
+        owner: str,
+        prefix: str = "",
+        batch_size: int = 500,
+    ) -> None:
+        self._client = client
+        self._service = service
+        self._owner = owner
+        self._prefix = prefix
+        self._batch_size = batch_size
+
+    def snapshot(self) -> Snapshot:
+        owned: dict[str, Entry] = {}
+        foreign: set[str] = set()
+        for worker_id, found in self._read([f"{self._prefix}capsync:owner:{self._owner}"], []):
+            if found is None:
+                foreign.add(worker_id)
+            elif found.owner == self._owner:
+                owned[worker_id] = found
+        return Snapshot(owned=owned, foreign=frozenset(foreign))
+
+    def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        ops = [
+            *(self._set(entry) for entry in changes.create),
+            *(self._set(update.new) for update in changes.update),
+            *({"id": entry.id, "tags": []} for entry in changes.delete),
+        ]
+        requests = applied = 0
+        refused: list[Refused] = []
+        for start in range(0, len(ops), self._batch_size):
+            if stop is not None and stop.is_set():
+                break
+            batch = ops[start : start + self._batch_size]
+            body = json.dumps({"prefix": self._prefix, "owner": self._owner, "ops": batch})
+            answer = self._call("apply", _APPLY, body)
+            requests += 1
+            rejected = [Refused(worker_id, reason) for worker_id, reason in json.loads(answer) or []]
+            refused += rejected
+            applied += len(batch) - len(rejected)
+        return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+
+    def entries(self, query: Query | None = None) -> list[Listed]:
+        query = query or Query()
+        tool = f"{self._prefix}tool:"
+        every = [f"{self._prefix}capsync:entries", *(tool + name for name in query.has)]
+        listed = [
+            Listed(node=found.owner, entry=found)
+            for _, found in self._read(every, [tool + name for name in query.tools])
+            if found is not None and found.service == self._service
+        ]
+        return sorted(listed, key=lambda item: item.entry.id)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _set(self, entry: Entry) -> dict[str, Any]:
+        stored = seed_json.stored(entry)
+        origin = {name: str(getattr(stored.origin, name)) for name in _ORIGIN_FIELDS}
+        return {"id": entry.id, "value": stored.text, "tags": list(entry.tags),
+                "tagtext": json.dumps(list(entry.tags)), "origin": origin}
+
+    def _read(self, every: list[str], some: list[str]) -> list[tuple[str, Entry | None]]:
+        """Decode the ids in every set of ``every`` and in one of ``some``; an entry that
+        cannot be decoded is reported and comes back as None (left alone)."""
+        selection = json.dumps({"all": every, "any": some})
+        out: list[tuple[str, Entry | None]] = []
+        for worker_id, flat, value in self._call("read", _READ, self._prefix, selection):
+            origin = dict(zip(flat[::2], flat[1::2], strict=True))
+            out.append((worker_id, self._decode(worker_id, origin, value)))
+        return out
+
+    def _decode(self, worker_id: str, origin: dict[str, str], value: str | None) -> Entry | None:
+        key = f"{self._prefix}{worker_id}"
+        try:
+            if not value or set(_ORIGIN_FIELDS) - origin.keys():
+                raise ValueError("missing, or not capsync's (no complete capsync:entry hash)")
+            fields: dict[str, Any] = {name: origin[name] for name in _ORIGIN_FIELDS}
+            fields["port"] = int(fields["port"])
+            return seed_json.entry(json.loads(value), seed_json.Origin(**fields), where=f"redis key {key}")
+        except (ValueError, DeclarationError) as exc:
+            emit(logging.WARNING, "bad_registry_entry", registry="redis", key=key,
+                 problem=str(exc))
+            return None
+
+    def _call(self, operation: str, script: str, *args: str) -> Any:
+        import redis  # noqa: PLC0415
+
+        try:
+            return self._client.eval(script, 0, *args)  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            raise RegistryError(f"redis registry: {operation} failed: {exc}") from exc

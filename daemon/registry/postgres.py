@@ -161,12 +161,14 @@ class PostgresRegistry:
         self._conn: psycopg.Connection[Any] | None = None
 
     def snapshot(self) -> Snapshot:
-        with self._using("snapshot") as conn:
-            rows = conn.execute(
-                self._sql(_SELECT + " WHERE capsync_owner = %s"), (self._owner,)
-            ).fetchall()
+        with self._using("snapshot") as conn, conn.pipeline():
+            mine = conn.execute(self._sql(_SELECT + " WHERE capsync_owner = %s"), (self._owner,))
+            # Other writers' rows (the seed's own too): one row per id, never ours to write.
+            others = conn.execute(
+                self._sql("SELECT id FROM {s}.worker_capabilities "
+                          "WHERE capsync_owner IS DISTINCT FROM %s"), (self._owner,))
+            rows, foreign = mine.fetchall(), {row[0] for row in others.fetchall()}
         owned: dict[str, Entry] = {}
-        foreign: set[str] = set()
         for row in rows:
             found = self._decode(row)
             if found is None:

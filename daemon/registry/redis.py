@@ -94,10 +94,11 @@ return cjson.encode(refused)
 """
 
 # Reads: ARGV[1] the prefix, ARGV[2] {"all": sets to intersect, "any": sets of which an
-# id must be in one}. Each id comes back as {id, its capsync:entry hash (flat), value}.
+# id must be in one, "minus": [set, sets...] for SDIFF}. Answers {rows, SDIFF ids}, a row
+# being {id, its capsync:entry hash (flat), value or false}.
 _READ = """#!lua flags=no-writes
 local p, q = ARGV[1], cjson.decode(ARGV[2])
-local out = {}
+local rows = {}
 for _, id in ipairs(redis.call('SINTER', unpack(q.all))) do
   local keep = #q.any == 0
   for _, set in ipairs(q.any) do
@@ -106,10 +107,12 @@ for _, id in ipairs(redis.call('SINTER', unpack(q.all))) do
   if keep then
     local value = redis.pcall('GET', p .. id)
     if type(value) == 'table' then value = false end
-    out[#out + 1] = {id, redis.call('HGETALL', p .. 'capsync:entry:' .. id), value}
+    rows[#rows + 1] = {id, redis.call('HGETALL', p .. 'capsync:entry:' .. id), value}
   end
 end
-return out
+local others = {}
+if #q.minus > 0 then others = redis.call('SDIFF', unpack(q.minus)) end
+return {rows, others}
 """
 
 
@@ -175,12 +178,16 @@ class RedisRegistry:
         self._batch_size = batch_size
 
     def snapshot(self) -> Snapshot:
+        mine = f"{self._prefix}capsync:owner:{self._owner}"
+        rows, others = self._read([mine], [], minus=[f"{self._prefix}capsync:entries", mine])
         owned: dict[str, Entry] = {}
-        foreign: set[str] = set()
-        for worker_id, found in self._read([f"{self._prefix}capsync:owner:{self._owner}"], []):
-            if found is None:
+        # Ids other owners wrote (one key per id: never ours to write), and ours that no
+        # longer decode (someone else wrote over them): reported as conflicts, left alone.
+        foreign = set(others)
+        for worker_id, found in rows:
+            if found is None or found.owner != self._owner:
                 foreign.add(worker_id)
-            elif found.owner == self._owner:
+            else:
                 owned[worker_id] = found
         return Snapshot(owned=owned, foreign=frozenset(foreign))
 
@@ -210,7 +217,7 @@ class RedisRegistry:
         every = [f"{self._prefix}capsync:entries", *(tool + name for name in query.has)]
         listed = [
             Listed(node=found.owner, entry=found)
-            for _, found in self._read(every, [tool + name for name in query.tools])
+            for _, found in self._read(every, [tool + name for name in query.tools])[0]
             if found is not None and found.service == self._service
         ]
         return sorted(listed, key=lambda item: item.entry.id)
@@ -224,15 +231,18 @@ class RedisRegistry:
         return {"id": entry.id, "value": stored.text, "tags": list(entry.tags),
                 "tagtext": json.dumps(list(entry.tags)), "origin": origin}
 
-    def _read(self, every: list[str], some: list[str]) -> list[tuple[str, Entry | None]]:
-        """Decode the ids in every set of ``every`` and in one of ``some``; an entry that
-        cannot be decoded is reported and comes back as None (left alone)."""
-        selection = json.dumps({"all": every, "any": some})
+    def _read(
+        self, every: list[str], some: list[str], minus: tuple[str, ...] | list[str] = ()
+    ) -> tuple[list[tuple[str, Entry | None]], list[str]]:
+        """Decode the ids in every set of ``every`` and in one of ``some`` (an entry that
+        cannot be decoded is reported and comes back as None), and SDIFF ``minus``."""
+        selection = json.dumps({"all": every, "any": some, "minus": list(minus)})
+        rows, others = self._call("read", _READ, self._prefix, selection)
         out: list[tuple[str, Entry | None]] = []
-        for worker_id, flat, value in self._call("read", _READ, self._prefix, selection):
+        for worker_id, flat, value in rows:
             origin = dict(zip(flat[::2], flat[1::2], strict=True))
             out.append((worker_id, self._decode(worker_id, origin, value)))
-        return out
+        return out, others
 
     def _decode(self, worker_id: str, origin: dict[str, str], value: str | None) -> Entry | None:
         key = f"{self._prefix}{worker_id}"

@@ -78,8 +78,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
+# Statements are assembled from the constant column names above; values always travel as
+# parameters and the schema as a quoted identifier ({s}).
 _COLUMNS = ", ".join((*_SEED, *(f"capsync_{name}" for name in _OWN)))
-_SELECT = f"SELECT id, {_COLUMNS} FROM {{s}}.worker_capabilities"
+_SELECT = f"SELECT id, {_COLUMNS} FROM {{s}}.worker_capabilities"  # noqa: S608
+_OWNER_AT = 1 + len(_SEED)  # capsync_owner's place in a _SELECT row
 _RECORD = ", ".join(
     (
         "id text",
@@ -90,8 +93,9 @@ _RECORD = ", ".join(
     )
 )
 _UPSERT = (
-    f"INSERT INTO {{s}}.worker_capabilities AS w (id, {_COLUMNS}) "
-    f"SELECT id, {', '.join((*_SEED, *_OWN))} FROM jsonb_to_recordset(%s::jsonb) AS r({_RECORD}) "
+    f"INSERT INTO {{s}}.worker_capabilities AS w (id, {_COLUMNS}) "  # noqa: S608
+    f"SELECT id, {', '.join((*_SEED, *_OWN))} "
+    f"FROM jsonb_to_recordset(%s::jsonb) AS r({_RECORD}) "
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", "))
     + f", updated_at = CASE WHEN ({', '.join(f'w.{c}' for c in _SEED)}) IS DISTINCT FROM "
@@ -161,16 +165,14 @@ class PostgresRegistry:
         self._conn: psycopg.Connection[Any] | None = None
 
     def snapshot(self) -> Snapshot:
-        with self._using("snapshot") as conn, conn.pipeline():
-            mine = conn.execute(self._sql(_SELECT + " WHERE capsync_owner = %s"), (self._owner,))
-            # Other writers' rows (the seed's own too): one row per id, never ours to write.
-            others = conn.execute(
-                self._sql("SELECT id FROM {s}.worker_capabilities "
-                          "WHERE capsync_owner IS DISTINCT FROM %s"), (self._owner,))
-            rows, foreign = mine.fetchall(), {row[0] for row in others.fetchall()}
+        # One statement: every row, though only ours are decoded. The others (another
+        # writer's, the seed's own) hold ids that are never ours to write.
+        with self._using("snapshot") as conn:
+            rows = conn.execute(self._sql(_SELECT)).fetchall()
         owned: dict[str, Entry] = {}
+        foreign: set[str] = set()
         for row in rows:
-            found = self._decode(row)
+            found = self._decode(row) if row[_OWNER_AT] == self._owner else None
             if found is None:
                 foreign.add(row[0])
             else:
@@ -221,7 +223,7 @@ class PostgresRegistry:
         text = _SELECT + " WHERE " + " AND ".join(where) + " ORDER BY id"
         with self._using("entries") as conn:
             rows = conn.execute(self._sql(text), params).fetchall()
-        return [Listed(node=row[-8], entry=found) for row in rows
+        return [Listed(node=row[_OWNER_AT], entry=found) for row in rows
                 if (found := self._decode(row)) is not None]
 
     def close(self) -> None:
@@ -235,12 +237,19 @@ class PostgresRegistry:
         """One transaction, one round trip: the upsert and the delete pipelined."""
         rows = [self._row(entry) for entry, upsert in batch if upsert]
         gone = [entry.id for entry, upsert in batch if not upsert]
-        with conn.pipeline() as pipeline:
-            with conn.transaction():
+        # BEGIN and COMMIT are sent in the pipeline too (the connection is in autocommit
+        # mode): psycopg's transaction block would wait for an answer at each end.
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
                 upserted = conn.execute(self._sql(_UPSERT), (self._json(rows),)) if rows else None
                 deleted = (conn.execute(self._sql(_DELETE), (gone, self._owner))
                            if gone else None)
-            pipeline.sync()
+                conn.execute("COMMIT")
+        except self._psycopg.Error:
+            if not conn.broken:
+                conn.execute("ROLLBACK")
+            raise
         landed = {row[0] for row in upserted.fetchall()} if upserted else set()
         landed |= {row[0] for row in deleted.fetchall()} if deleted else set()
         missed = [entry.id for entry, _ in batch if entry.id not in landed]
@@ -276,7 +285,8 @@ class PostgresRegistry:
         try:
             origin = seed_json.Origin(**{name: own[name] or "" for name in _OWN[:-2]},
                                       port=own["port"] or 0)
-            return seed_json.entry(declaration, origin, where=f"worker_capabilities row {worker_id!r}")
+            where = f"worker_capabilities row {worker_id!r}"
+            return seed_json.entry(declaration, origin, where=where)
         except DeclarationError as exc:
             emit(logging.WARNING, "bad_registry_entry", registry="postgres", id=worker_id,
                  problem=str(exc))
@@ -297,7 +307,7 @@ class PostgresRegistry:
                     self._conn = self._open()
                 yield self._conn
             except self._psycopg.Error as exc:
-                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 raise RegistryError(f"postgres registry: {operation} failed: {detail}") from exc
 
     def _open(self) -> psycopg.Connection[Any]:
@@ -331,8 +341,9 @@ class PostgresRegistry:
                              (target,))
 
     def _version(self, conn: psycopg.Connection[Any]) -> int:
-        table = conn.execute("SELECT to_regclass(%s)", (f"{self._schema}.capsync_schema",))
-        if table.fetchone() == (None,):
+        """The recorded version, 0 before the first migration; one round trip."""
+        try:
+            row = conn.execute(self._sql("SELECT MAX(version) FROM {s}.capsync_schema"))
+            return int((row.fetchone() or (0,))[0] or 0)
+        except (self._psycopg.errors.UndefinedTable, self._psycopg.errors.InvalidSchemaName):
             return 0
-        row = conn.execute(self._sql("SELECT MAX(version) FROM {s}.capsync_schema")).fetchone()
-        return int(row[0] or 0) if row else 0

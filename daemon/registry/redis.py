@@ -80,7 +80,10 @@ for _, op in ipairs(good) do
     redis.call('SET', key, op.value)
     for _, tool in ipairs(op.tags) do redis.call('SADD', p .. 'tool:' .. tool, op.id) end
     local fields = {'tags', op.tagtext}
-    for name, value in pairs(op.origin) do fields[#fields + 1] = name; fields[#fields + 1] = value end
+    for name, value in pairs(op.origin) do
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
     redis.call('HSET', bk, unpack(fields))
     redis.call('SADD', p .. 'capsync:owner:' .. owner, op.id)
     redis.call('SADD', p .. 'capsync:entries', op.id)
@@ -138,6 +141,10 @@ def connect(endpoint: RedisEndpoint) -> redis.Redis:
         "socket_timeout": endpoint.timeout,
         "socket_connect_timeout": endpoint.timeout,
         "decode_responses": True,
+        # No CLIENT SETINFO on connect: a round trip per connection for nothing we use.
+        "lib_name": None,
+        "lib_version": None,
+        "protocol": 2,  # RESP2: no HELLO round trip on connect
     }
     if endpoint.password_file is not None:
         options["password"] = read_secret(endpoint.password_file, "redis.password_file")
@@ -206,7 +213,7 @@ class RedisRegistry:
             body = json.dumps({"prefix": self._prefix, "owner": self._owner, "ops": batch})
             answer = self._call("apply", _APPLY, body)
             requests += 1
-            rejected = [Refused(worker_id, reason) for worker_id, reason in json.loads(answer) or []]
+            rejected = [Refused(worker_id, why) for worker_id, why in json.loads(answer) or []]
             refused += rejected
             applied += len(batch) - len(rejected)
         return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
@@ -249,9 +256,10 @@ class RedisRegistry:
         try:
             if not value or set(_ORIGIN_FIELDS) - origin.keys():
                 raise ValueError("missing, or not capsync's (no complete capsync:entry hash)")
-            fields: dict[str, Any] = {name: origin[name] for name in _ORIGIN_FIELDS}
-            fields["port"] = int(fields["port"])
-            return seed_json.entry(json.loads(value), seed_json.Origin(**fields), where=f"redis key {key}")
+            where = seed_json.Origin(
+                **{name: origin[name] for name in _ORIGIN_FIELDS[:-1]}, port=int(origin["port"])
+            )
+            return seed_json.entry(json.loads(value), where, where=f"redis key {key}")
         except (ValueError, DeclarationError) as exc:
             emit(logging.WARNING, "bad_registry_entry", registry="redis", key=key,
                  problem=str(exc))
@@ -261,6 +269,6 @@ class RedisRegistry:
         import redis  # noqa: PLC0415
 
         try:
-            return self._client.eval(script, 0, *args)  # type: ignore[no-untyped-call]
+            return self._client.eval(script, 0, *args)
         except redis.RedisError as exc:
             raise RegistryError(f"redis registry: {operation} failed: {exc}") from exc

@@ -1,0 +1,89 @@
+"""A loopback TCP proxy that counts round trips and breaks connections on cue.
+
+A round trip is a client send that follows an answer from the server (or opens the
+connection): pipelined requests sent before any answer count once, as on the wire.
+``cut_at`` forwards half of that round trip's request and then drops both sides, as a
+lost connection mid-batch does; ``hold_at`` keeps it back until ``release`` is set, so a
+test can kill the server while a batch is in flight.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Proxy:
+    target: int
+    cut_at: int | None = None
+    hold_at: int | None = None
+    round_trips: int = 0
+    release: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._closing = True
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            answered = threading.Event()
+            answered.set()  # the connection's first send is a round trip
+            threading.Thread(target=self._upstream, args=(client, server, answered),
+                             daemon=True).start()
+            threading.Thread(target=self._downstream, args=(server, client, answered),
+                             daemon=True).start()
+
+    def _upstream(self, client: socket.socket, server: socket.socket,
+                  answered: threading.Event) -> None:
+        try:
+            while data := client.recv(65536):
+                if answered.is_set():
+                    answered.clear()
+                    with self._lock:
+                        self.round_trips += 1
+                        turn = self.round_trips
+                    if turn == self.hold_at:
+                        self.held.set()
+                        self.release.wait(60)
+                        raise OSError("held round trip dropped")
+                    if turn == self.cut_at:
+                        server.sendall(data[: len(data) // 2])
+                        raise OSError("cut")
+                server.sendall(data)
+        except OSError:
+            pass
+        _close(client, server)
+
+    def _downstream(self, server: socket.socket, client: socket.socket,
+                    answered: threading.Event) -> None:
+        try:
+            while data := server.recv(65536):
+                answered.set()
+                client.sendall(data)
+        except OSError:
+            pass
+        _close(client, server)
+
+
+def _close(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()

@@ -1,14 +1,16 @@
 """A loopback TCP proxy that counts round trips and breaks connections on cue.
 
-A round trip is a client send that follows an answer from the server (or opens the
-connection): pipelined requests sent before any answer count once, as on the wire.
-``cut_at`` forwards half of that round trip's request and then drops both sides, as a
+A turn is a client send that follows an answer from the server (or opens the
+connection): pipelined requests sent before any answer are one turn. A round trip is a
+turn the server answered (a closing message nobody waits for is a turn, not a round
+trip). ``cut_at`` forwards half of that turn's request and then drops both sides, as a
 lost connection mid-batch does; ``hold_at`` keeps it back until ``release`` is set, so a
 test can kill the server while a batch is in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ class Proxy:
     target: int
     cut_at: int | None = None
     hold_at: int | None = None
+    turns: int = 0
     round_trips: int = 0
     release: threading.Event = field(default_factory=threading.Event)
     held: threading.Event = field(default_factory=threading.Event)
@@ -55,8 +58,8 @@ class Proxy:
                 if answered.is_set():
                     answered.clear()
                     with self._lock:
-                        self.round_trips += 1
-                        turn = self.round_trips
+                        self.turns += 1
+                        turn = self.turns
                     if turn == self.hold_at:
                         self.held.set()
                         self.release.wait(60)
@@ -73,7 +76,10 @@ class Proxy:
                     answered: threading.Event) -> None:
         try:
             while data := server.recv(65536):
-                answered.set()
+                if not answered.is_set():
+                    answered.set()
+                    with self._lock:
+                        self.round_trips += 1
                 client.sendall(data)
         except OSError:
             pass
@@ -82,8 +88,6 @@ class Proxy:
 
 def _close(*sockets: socket.socket) -> None:
     for sock in sockets:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         sock.close()

@@ -11,12 +11,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +72,9 @@ class RedisServer:
         )
         wait_for_port(self.port, self.proc, "redis-server")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            self.proc.terminate()
             self.proc.wait(timeout=30)
 
 
@@ -102,9 +102,11 @@ class PostgresServer:
             check=True, capture_output=True,
         )
 
-    def start(self) -> None:
-        options = (f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    def start(self, *settings: str) -> None:
+        """Start; ``settings`` (``-c name=value``) come last and win."""
+        options = " ".join((f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+                            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                            *settings))
         self._ctl("-l", str(self.directory / "log"), "-w", "-o", options, "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -134,8 +136,9 @@ def redis_server() -> Iterator[RedisServer]:
             server.stop()
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A fresh cluster, started; stopped and removed on exit."""
     bindir = postgres_bindir()
     if bindir is None:
         missing("PostgreSQL (initdb)")
@@ -149,3 +152,9 @@ def postgres_server() -> Iterator[PostgresServer]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server

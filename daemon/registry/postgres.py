@@ -17,6 +17,7 @@ moves only when the declaration columns change. The schema version is recorded i
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,10 +121,13 @@ class PostgresEndpoint:
     key_file: Path | None = None
     timeout: float = 10.0
 
-    def options(self) -> dict[str, Any]:
+    def options(self, conninfo_to_dict: Any) -> dict[str, Any]:
+        # The statement time-out goes first so that the DSN's (or PGOPTIONS') own server
+        # options, kept after it, win: default_transaction_read_only and the like.
+        given = conninfo_to_dict(self.dsn).get("options") or os.environ.get("PGOPTIONS", "")
         options: dict[str, Any] = {
             "connect_timeout": max(2, round(self.timeout)),
-            "options": f"-c statement_timeout={round(self.timeout * 1000)}",
+            "options": f"-c statement_timeout={round(self.timeout * 1000)} {given}".strip(),
             "application_name": "capsync",
         }
         if self.password_file is not None:
@@ -311,8 +315,8 @@ class PostgresRegistry:
                 raise RegistryError(f"postgres registry: {operation} failed: {detail}") from exc
 
     def _open(self) -> psycopg.Connection[Any]:
-        conn = self._psycopg.connect(self._endpoint.dsn, autocommit=True,
-                                     **self._endpoint.options())
+        options = self._endpoint.options(self._psycopg.conninfo.conninfo_to_dict)
+        conn = self._psycopg.connect(self._endpoint.dsn, autocommit=True, **options)
         try:
             self._migrate(conn)
         except BaseException:

@@ -23,6 +23,7 @@ import redis
 from discovery import schema
 from discovery.normalise import normalise
 from discovery.sources.file import FileSource
+from tests.bench.child import SEED_TABLE
 from tests.conftest import ROOT, child_environment, run_cli
 from tests.proxy import Proxy
 from tests.services import PostgresServer, RedisServer, free_port, running_postgres
@@ -314,3 +315,22 @@ def test_round_trips_per_cold_and_steady_sync(
         # Everything the process said to the server, connection set-up included.
         assert trips[0] <= budget, (kind, trips)
         assert trips[1] <= 3, (kind, trips)
+
+
+def test_postgres_adopts_the_seeds_table_and_keeps_its_rows(
+    pg_db: tuple[str, psycopg.Connection[Any]]
+):
+    dsn, conn = pg_db
+    conn.execute(SEED_TABLE)  # the seed's application created the table first
+    conn.execute("""INSERT INTO worker_capabilities (id, static_analysis_tools, flags, metadata)
+                    VALUES ('seed-worker', '[{"tool_name":"clippy","required":true,
+                    "alternatives":[]}]', '{}', '{}')""")
+    for _ in range(2):
+        assert sync(f"postgres:{dsn}").returncode == 0
+    assert conn.execute("SELECT version FROM capsync_schema").fetchall() == [(1,)]
+    found = conn.execute("""SELECT id FROM worker_capabilities
+                            WHERE static_analysis_tools @> '[{"tool_name":"clippy"}]'""")
+    assert "seed-worker" in {row[0] for row in found}
+    conn.execute("INSERT INTO capsync_schema (version) VALUES (99)")
+    result = sync(f"postgres:{dsn}")
+    assert result.returncode == 1 and "at version 99, newer than this capsync" in result.stderr

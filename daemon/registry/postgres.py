@@ -46,8 +46,9 @@ _SEED = (*CATEGORIES.values(), "flags", "metadata")
 _OWN = ("owner", "service", "source", "ref", "digest", "address", "port", "tools")
 
 # Target version -> statements bringing the schema from the version before it. {s} is the
-# schema. Only IF NOT EXISTS / ADD: an upgrade never drops data, and the seed's own table,
-# when it is already there, is adopted as it is.
+# schema. Only IF NOT EXISTS / ADD ... IF NOT EXISTS: an upgrade never drops data, running
+# a step twice is harmless, and the seed's own table, when it is already there, is adopted
+# as it is.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE IF NOT EXISTS {s}.worker_capabilities (
@@ -241,19 +242,11 @@ class PostgresRegistry:
         """One transaction, one round trip: the upsert and the delete pipelined."""
         rows = [self._row(entry) for entry, upsert in batch if upsert]
         gone = [entry.id for entry, upsert in batch if not upsert]
-        # BEGIN and COMMIT are sent in the pipeline too (the connection is in autocommit
-        # mode): psycopg's transaction block would wait for an answer at each end.
-        try:
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                upserted = conn.execute(self._sql(_UPSERT), (self._json(rows),)) if rows else None
-                deleted = (conn.execute(self._sql(_DELETE), (gone, self._owner))
-                           if gone else None)
-                conn.execute("COMMIT")
-        except self._psycopg.Error:
-            if not conn.broken:
-                conn.execute("ROLLBACK")
-            raise
+        with self._sent_as_one(conn):
+            conn.execute("BEGIN")
+            upserted = conn.execute(self._sql(_UPSERT), (self._json(rows),)) if rows else None
+            deleted = conn.execute(self._sql(_DELETE), (gone, self._owner)) if gone else None
+            conn.execute("COMMIT")
         landed = {row[0] for row in upserted.fetchall()} if upserted else set()
         landed |= {row[0] for row in deleted.fetchall()} if deleted else set()
         missed = [entry.id for entry, _ in batch if entry.id not in landed]
@@ -325,24 +318,44 @@ class PostgresRegistry:
         return conn  # type: ignore[no-any-return]
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        if self._version(conn) == SCHEMA_VERSION:
+        """Bring the schema up to SCHEMA_VERSION: one transaction, one round trip. Every
+        step is idempotent and the version row is added once, so two daemons migrating at
+        the same time (serialised by an advisory lock) cannot conflict."""
+        version = self._version(conn)
+        if version == SCHEMA_VERSION:
             return  # nothing to write: a read-only replica can still be read
-        with conn.transaction():
+        if version > SCHEMA_VERSION:
+            raise RegistryError(
+                f"postgres registry: schema {self._schema!r} is at version {version}, newer "
+                f"than this capsync understands ({SCHEMA_VERSION}); upgrade capsync")
+        with self._sent_as_one(conn):
+            conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
             conn.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
             conn.execute(self._sql(
                 "CREATE TABLE IF NOT EXISTS {s}.capsync_schema (version INTEGER NOT NULL, "
                 "migrated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"))
-            version = self._version(conn)
-            if version > SCHEMA_VERSION:
-                raise RegistryError(
-                    f"postgres registry: schema {self._schema!r} is at version {version}, "
-                    f"newer than this capsync understands ({SCHEMA_VERSION}); upgrade capsync")
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target]:
                     conn.execute(self._sql(statement))
-                conn.execute(self._sql("INSERT INTO {s}.capsync_schema (version) VALUES (%s)"),
-                             (target,))
+                conn.execute(self._sql(
+                    "INSERT INTO {s}.capsync_schema (version) SELECT %s WHERE NOT EXISTS "
+                    "(SELECT 1 FROM {s}.capsync_schema WHERE version >= %s)"), (target, target))
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _sent_as_one(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        """Pipeline the statements (one round trip). BEGIN and COMMIT are sent as
+        statements, the connection being in autocommit mode: psycopg's own transaction
+        block would wait for an answer at each end. On any failure the transaction is
+        rolled back, so nothing of it is ever visible."""
+        try:
+            with conn.pipeline():
+                yield
+        except BaseException:
+            if not conn.broken and not conn.closed:
+                conn.execute("ROLLBACK")
+            raise
 
     def _version(self, conn: psycopg.Connection[Any]) -> int:
         """The recorded version, 0 before the first migration; one round trip."""

@@ -6,7 +6,9 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
 - naive (the seed's Consul example): python-consul2 agent.service.register for every
   worker on every cycle, no diff; cold and steady;
 - event latency on a private Docker engine: container started -> entry visible, with the
-  daemon's interval at 300 s.
+  daemon's interval at 300 s;
+- Redis and PostgreSQL (tests/bench/stores.py): capsync's cold, steady and 1% churn
+  cycles against the seed's naive loops, round trips counted on the wire.
 Each cycle runs in a fresh child process (tests/bench/child.py) that reports its own wall
 and CPU seconds and peak RSS; HTTP requests are counted by the double, in this process.
 The last line printed is one JSON object with every figure.
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.bench import stores
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -66,17 +69,18 @@ def churn(directory: Path, fraction: float) -> int:
 class Child:
     """An approach's process; each ``cycle()`` is one measured cycle in it."""
 
-    def __init__(self, approach: str, directory: Path, double: ConsulDouble) -> None:
+    def __init__(self, approach: str, directory: Path, address: str,
+                 double: ConsulDouble | None = None) -> None:
         self.double = double
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.bench.child", approach, str(directory),
-             double.address],
+            [sys.executable, "-m", "tests.bench.child", approach, str(directory), address],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
 
     def cycle(self) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.double.reset_counts()
+        if self.double is not None:
+            self.double.reset_counts()
         self.proc.stdin.write("cycle\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -91,17 +95,19 @@ class Child:
         self.proc.stdout.close()
 
 
-def measured(figures: dict[str, Any], double: ConsulDouble) -> dict[str, Any]:
-    by_method = {m: double.count(m) for m in ("GET", "PUT", "DELETE") if double.count(m)}
-    return {
+def measured(figures: dict[str, Any], double: ConsulDouble | None) -> dict[str, Any]:
+    out = {
         "wall_s": round(figures["wall_s"], 3),
         "cpu_s": round(figures["cpu_s"], 3),
-        "requests": sum(by_method.values()),
-        "writes": by_method.get("PUT", 0) + by_method.get("DELETE", 0),
-        "by_method": by_method,
         "peak_rss_mb": round(figures["peak_rss_mb"], 1),
         "outcome": figures["outcome"],
     }
+    if double is not None:
+        by_method = {m: double.count(m) for m in ("GET", "PUT", "DELETE") if double.count(m)}
+        out.update(requests=sum(by_method.values()),
+                   writes=by_method.get("PUT", 0) + by_method.get("DELETE", 0),
+                   by_method=by_method)
+    return out
 
 
 def event_latency(samples: int) -> dict[str, Any]:
@@ -139,6 +145,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=20,
                         help="containers for the event-latency figure; 0 skips it")
+    parser.add_argument("--no-stores", action="store_true",
+                        help="skip the Redis and PostgreSQL runs")
     args = parser.parse_args()
     n = args.workers
     results: dict[str, Any] = {"workers": n, "capsync": {}, "naive": {}}
@@ -146,21 +154,25 @@ def main() -> None:
         fleet = Path(tmp)
         write_fleet(fleet, n)
         with ConsulDouble(max_txn_ops=64) as double:
-            daemon = Child("capsync", fleet, double)
+            daemon = Child("capsync", fleet, double.address, double)
             results["capsync"]["cold"] = daemon.cycle()
             results["capsync"]["steady"] = daemon.cycle()
             results["churned"] = churn(fleet, 0.01)
             results["capsync"]["churn"] = daemon.cycle()
             daemon.close()
-            once = Child("capsync", fleet, double)  # `capsync run --once`: nothing learnt
+            # `capsync run --once`: nothing learnt
+            once = Child("capsync", fleet, double.address, double)
             results["capsync"]["steady_fresh_process"] = once.cycle()
             once.close()
         write_fleet(fleet, n)
         with ConsulDouble(max_txn_ops=64) as double:
-            naive = Child("naive", fleet, double)
+            naive = Child("naive", fleet, double.address, double)
             results["naive"]["cold"] = naive.cycle()
             results["naive"]["steady"] = naive.cycle()
             naive.close()
+        if not args.no_stores:
+            results["stores"] = stores.run(fleet, Child, lambda: churn(fleet, 0.01),
+                                           lambda: write_fleet(fleet, n))
     results["ratios"] = {
         f"{phase}_{what}": round(results["capsync"][phase][what]
                                  / max(results["naive"][phase][what], 1e-9), 4)
@@ -192,6 +204,13 @@ def print_summary(results: dict[str, Any]) -> None:
                   f"  rss {s['peak_rss_mb']:6.1f} MB  ({s['outcome']})")
     for name, value in results["ratios"].items():
         print(f"  ratio capsync/naive {name:16} {value}")
+    for store, figures in results.get("stores", {}).items():
+        for approach in ("capsync", "naive"):
+            for phase, s in figures[approach].items():
+                print(f"  {store:8} {approach:8} {phase:7} wall {s['wall_s']:7.3f}s  cpu "
+                      f"{s['cpu_s']:7.3f}s  round trips {s['round_trips']:6}  ({s['outcome']})")
+        for name, value in figures["ratios"].items():
+            print(f"  {store:8} ratio capsync/naive {name:18} {value}")
     if "event_latency_s" in results:
         e = results["event_latency_s"]
         print(f"  event latency: p50 {e['p50']}s  p95 {e['p95']}s over {e['samples']} containers")

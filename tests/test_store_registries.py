@@ -334,3 +334,35 @@ def test_postgres_adopts_the_seeds_table_and_keeps_its_rows(
     conn.execute("INSERT INTO capsync_schema (version) VALUES (99)")
     result = sync(f"postgres:{dsn}")
     assert result.returncode == 1 and "at version 99, newer than this capsync" in result.stderr
+
+
+def test_connection_settings_errors_and_password_file(tmp_path: Path):
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    server = RedisServer(free_port(), tmp_path)
+    server.start("--requirepass", "s3cret")
+    try:
+        config = tmp_path / "c.toml"
+        config.write_text(f'[registry]\nbackend = "redis"\nurl = "{server.url}"\n'
+                          f'password_file = "{secret}"\n')
+        ok = run_cli("run", "--once", "--owner", OWNER, "--config", str(config),
+                     "--source", f"file:{EXAMPLES}")
+        assert ok.returncode == 0 and "9 created" in ok.stdout, ok.stderr
+        denied = sync(f"redis:{server.url}")  # no password
+        assert denied.returncode == 1 and "event=registry_failed" in denied.stderr
+        assert "s3cret" not in denied.stderr + ok.stderr
+    finally:
+        server.stop()
+    missing = run_cli("run", "--once", "--registry", "postgres:host=x", "--source",
+                      f"file:{EXAMPLES}", "--config",
+                      str(_config(tmp_path, 'backend = "postgres"\npassword_file = "/nope"')))
+    assert missing.returncode != 0 and "registry.password_file /nope" in missing.stderr
+    bad = sync("postgres:not a dsn")
+    assert bad.returncode != 0 and "registry.url" in bad.stderr
+    assert "Traceback" not in missing.stderr + bad.stderr
+
+
+def _config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "extra.toml"
+    path.write_text(f"[registry]\n{body}\n")
+    return path

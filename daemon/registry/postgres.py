@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from config.errors import DeclarationError, RegistryError
+from config.errors import ConfigError, DeclarationError, RegistryError
 from config.events import emit
 from daemon.plan import Changes
 from daemon.query import Query
@@ -161,7 +161,11 @@ class PostgresRegistry:
         batch_size: int = 500,
     ) -> None:
         self._psycopg = _psycopg()
-        self._endpoint = endpoint
+        self._dsn = endpoint.dsn
+        try:
+            self._options = endpoint.options(self._psycopg.conninfo.conninfo_to_dict)
+        except self._psycopg.Error as exc:
+            raise ConfigError(f"registry.url: not a libpq connection string: {exc}") from None
         self._service = service
         self._owner = owner
         self._schema = schema
@@ -308,8 +312,7 @@ class PostgresRegistry:
                 raise RegistryError(f"postgres registry: {operation} failed: {detail}") from exc
 
     def _open(self) -> psycopg.Connection[Any]:
-        options = self._endpoint.options(self._psycopg.conninfo.conninfo_to_dict)
-        conn = self._psycopg.connect(self._endpoint.dsn, autocommit=True, **options)
+        conn = self._psycopg.connect(self._dsn, autocommit=True, **self._options)
         try:
             self._migrate(conn)
         except BaseException:

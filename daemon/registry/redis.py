@@ -26,8 +26,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from config.errors import DeclarationError, RegistryError
+from config.errors import ConfigError, DeclarationError, RegistryError
 from config.events import emit
 from daemon.plan import Changes
 from daemon.query import Query
@@ -147,7 +148,11 @@ def connect(endpoint: RedisEndpoint) -> redis.Redis:
         "protocol": 2,  # RESP2: no HELLO round trip on connect
     }
     if endpoint.password_file is not None:
-        options["password"] = read_secret(endpoint.password_file, "redis.password_file")
+        if urlsplit(endpoint.url).password:
+            # redis-py lets the URL's password win over the file's: say so, never guess.
+            raise ConfigError("redis registry: the url carries a password and "
+                                "registry.password_file is set; keep one of them")
+        options["password"] = read_secret(endpoint.password_file, "registry.password_file")
     if endpoint.url.startswith("rediss://"):
         options.update(
             ssl_ca_certs=str(endpoint.ca_file) if endpoint.ca_file else None,
@@ -158,14 +163,15 @@ def connect(endpoint: RedisEndpoint) -> redis.Redis:
     try:
         return redis.Redis.from_url(endpoint.url, **options)
     except ValueError as exc:
-        raise RegistryError(f"redis registry: bad url: {exc}") from None
+        raise ConfigError(f"registry.url: {exc}") from None
 
 
 def read_secret(path: Path, key: str) -> str:
+    """A secret file's content, read once at start (or reload), like the Consul token."""
     try:
         return path.read_text().strip()
     except OSError as exc:
-        raise RegistryError(f"{key} {path}: {exc.strerror}") from None
+        raise ConfigError(f"{key} {path}: {exc.strerror}") from None
 
 
 class RedisRegistry:

@@ -366,3 +366,22 @@ def _config(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "extra.toml"
     path.write_text(f"[registry]\n{body}\n")
     return path
+
+
+def test_postgres_from_libpq_environment_and_redis_from_redis_url(
+    pg_db: tuple[str, psycopg.Connection[Any]], redis_db: tuple[str, redis.Redis]
+):
+    dsn, conn = pg_db
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    env = {"PGHOST": str(info["host"]), "PGPORT": str(info["port"]),
+           "PGUSER": str(info["user"]), "PGDATABASE": str(info["dbname"]),
+           "PGSSLMODE": "disable"}
+    result = run_cli("run", "--once", "--owner", OWNER, "--registry", "postgres",
+                     "--source", f"file:{EXAMPLES}", env=env)
+    assert result.returncode == 0 and "9 created" in result.stdout, result.stderr
+    assert conn.execute("SELECT count(*) FROM worker_capabilities").fetchone() == (9,)
+    url, client = redis_db
+    result = run_cli("run", "--once", "--owner", OWNER, "--registry", "redis",
+                     "--source", f"file:{EXAMPLES}", env={"REDIS_URL": url})
+    assert result.returncode == 0 and "9 created" in result.stdout, result.stderr
+    assert client.exists("rust-worker-1")

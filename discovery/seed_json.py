@@ -10,7 +10,9 @@ here.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,3 +74,28 @@ def entry(declaration: Any, origin: Origin, *, where: str) -> Entry:
         caps, service=origin.service, owner=origin.owner, source=origin.source,
         ref=origin.ref, address=origin.address, port=origin.port,
     )
+
+
+class Decoder:
+    """Stored declarations -> entries, remembering the last ones: an entry whose stored
+    text and origin are unchanged is not parsed, validated or digested again, so a steady
+    cycle costs a read and a hash per entry."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[bytes, Entry]] = {}
+
+    def entry(self, worker_id: str, raw: tuple[str | None, ...], origin: Origin,
+              load: Callable[[], Any], *, where: str) -> Entry:
+        """``raw`` is the stored text as read; ``load`` parses it into the declaration.
+        DeclarationError (or ValueError from ``load``) when it does not decode."""
+        key = hashlib.blake2b(repr((raw, origin)).encode(), digest_size=16).digest()
+        known = self._known.get(worker_id)
+        if known is not None and known[0] == key:
+            return known[1]
+        found = entry(load(), origin, where=where)
+        self._known[worker_id] = (key, found)
+        return found
+
+    def keep_only(self, worker_ids: Collection[str]) -> None:
+        """Forget entries that are gone, so the memory follows the registry."""
+        self._known = {k: v for k, v in self._known.items() if k in worker_ids}

@@ -16,6 +16,7 @@ moves only when the declaration columns change. The schema version is recorded i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -83,7 +84,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 # Statements are assembled from the constant column names above; values always travel as
 # parameters and the schema as a quoted identifier ({s}).
 _COLUMNS = ", ".join((*_SEED, *(f"capsync_{name}" for name in _OWN)))
-_SELECT = f"SELECT id, {_COLUMNS} FROM {{s}}.worker_capabilities"  # noqa: S608
+# The JSONB columns are read as text: an unchanged row is recognised by its text and not
+# parsed again (seed_json.Decoder).
+_READ = ", ".join((*(f"{c}::text" for c in _SEED), *(f"capsync_{name}" for name in _OWN)))
+_SELECT = f"SELECT id, {_READ} FROM {{s}}.worker_capabilities"  # noqa: S608
 _OWNER_AT = 1 + len(_SEED)  # capsync_owner's place in a _SELECT row
 _RECORD = ", ".join(
     (
@@ -172,6 +176,7 @@ class PostgresRegistry:
         self._batch_size = batch_size
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
+        self._decoder = seed_json.Decoder()
 
     def snapshot(self) -> Snapshot:
         # One statement: every row, though only ours are decoded. The others (another
@@ -186,6 +191,7 @@ class PostgresRegistry:
                 foreign.add(row[0])
             else:
                 owned[found.id] = found
+        self._decoder.keep_only(owned.keys())
         return Snapshot(owned=owned, foreign=frozenset(foreign))
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
@@ -280,15 +286,20 @@ class PostgresRegistry:
     def _decode(self, row: tuple[Any, ...]) -> Entry | None:
         """A row as an entry; one that does not decode is reported and left alone."""
         worker_id, *values = row
-        seed = dict(zip(_SEED, values[: len(_SEED)], strict=True))
+        texts = tuple(values[: len(_SEED)])
         own = dict(zip(_OWN, values[len(_SEED) :], strict=True))
-        declaration = {"id": worker_id, **{k: v for k, v in seed.items() if v is not None}}
+
+        def load() -> dict[str, Any]:
+            return {"id": worker_id, **{column: json.loads(text)
+                                        for column, text in zip(_SEED, texts, strict=True)
+                                        if text is not None}}
+
         try:
             origin = seed_json.Origin(**{name: own[name] or "" for name in _OWN[:-2]},
                                       port=own["port"] or 0)
-            where = f"worker_capabilities row {worker_id!r}"
-            return seed_json.entry(declaration, origin, where=where)
-        except DeclarationError as exc:
+            return self._decoder.entry(worker_id, texts, origin, load,
+                                       where=f"worker_capabilities row {worker_id!r}")
+        except (ValueError, DeclarationError) as exc:
             emit(logging.WARNING, "bad_registry_entry", registry="postgres", id=worker_id,
                  problem=str(exc))
             return None

@@ -143,8 +143,7 @@ def connect(endpoint: RedisEndpoint) -> redis.Redis:
         "socket_connect_timeout": endpoint.timeout,
         "decode_responses": True,
         # No CLIENT SETINFO on connect: a round trip per connection for nothing we use.
-        "lib_name": None,
-        "lib_version": None,
+        "driver_info": None,
         "protocol": 2,  # RESP2: no HELLO round trip on connect
     }
     if endpoint.password_file is not None:
@@ -189,6 +188,7 @@ class RedisRegistry:
         self._owner = owner
         self._prefix = prefix
         self._batch_size = batch_size
+        self._decoder = seed_json.Decoder()
 
     def snapshot(self) -> Snapshot:
         mine = f"{self._prefix}capsync:owner:{self._owner}"
@@ -202,6 +202,7 @@ class RedisRegistry:
                 foreign.add(worker_id)
             else:
                 owned[worker_id] = found
+        self._decoder.keep_only(owned.keys())
         return Snapshot(owned=owned, foreign=frozenset(foreign))
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
@@ -262,10 +263,11 @@ class RedisRegistry:
         try:
             if not value or set(_ORIGIN_FIELDS) - origin.keys():
                 raise ValueError("missing, or not capsync's (no complete capsync:entry hash)")
-            where = seed_json.Origin(
+            found = seed_json.Origin(
                 **{name: origin[name] for name in _ORIGIN_FIELDS[:-1]}, port=int(origin["port"])
             )
-            return seed_json.entry(json.loads(value), where, where=f"redis key {key}")
+            return self._decoder.entry(worker_id, (value,), found, lambda: json.loads(value),
+                                       where=f"redis key {key}")
         except (ValueError, DeclarationError) as exc:
             emit(logging.WARNING, "bad_registry_entry", registry="redis", key=key,
                  problem=str(exc))

@@ -93,7 +93,7 @@ def naive_store(directory: Path, url: str) -> Callable[[], str]:
     if url.startswith("redis"):
         import redis  # noqa: PLC0415
 
-        client = redis.Redis.from_url(url, protocol=2, lib_name=None, lib_version=None)
+        client = redis.Redis.from_url(url, protocol=2, driver_info=None)
 
         def redis_cycle() -> str:
             count = 0

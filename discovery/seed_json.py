@@ -88,7 +88,7 @@ class Decoder:
               load: Callable[[], Any], *, where: str) -> Entry:
         """``raw`` is the stored text as read; ``load`` parses it into the declaration.
         DeclarationError (or ValueError from ``load``) when it does not decode."""
-        key = hashlib.blake2b(repr((raw, origin)).encode(), digest_size=16).digest()
+        key = _fingerprint(raw, origin)
         known = self._known.get(worker_id)
         if known is not None and known[0] == key:
             return known[1]
@@ -96,6 +96,15 @@ class Decoder:
         self._known[worker_id] = (key, found)
         return found
 
+    def written(self, found: Entry, raw: tuple[str | None, ...], origin: Origin) -> None:
+        """An entry just written, with the stored text it reads back as: the next
+        snapshot knows it without decoding."""
+        self._known[found.id] = (_fingerprint(raw, origin), found)
+
     def keep_only(self, worker_ids: Collection[str]) -> None:
         """Forget entries that are gone, so the memory follows the registry."""
         self._known = {k: v for k, v in self._known.items() if k in worker_ids}
+
+
+def _fingerprint(raw: tuple[str | None, ...], origin: Origin) -> bytes:
+    return hashlib.blake2b(repr((raw, origin)).encode(), digest_size=16).digest()

@@ -72,9 +72,10 @@ class RedisServer:
         )
         wait_for_port(self.port, self.proc, "redis-server")
 
-    def stop(self) -> None:
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (a clean shutdown), or SIGKILL: the server dies where it stands."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            (self.proc.kill if kill else self.proc.terminate)()
             self.proc.wait(timeout=30)
 
 

@@ -257,6 +257,43 @@ def test_redis_connection_lost_mid_batch_leaves_nothing_half_visible(
     assert len(consistent_redis(client)) == 1200
 
 
+def run_held(registry: str, fleet: Path) -> subprocess.Popen[str]:
+    """`capsync run --once` in the background; the test decides when its batch lands."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "run", "--once", "--owner", OWNER,
+         "--registry", registry, "--source", f"file:{fleet}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=child_environment(), cwd=ROOT,
+    )
+
+
+def test_redis_server_killed_mid_cycle_then_repaired(tmp_path: Path):
+    fleet = tmp_path / "fleet"
+    write_fleet(fleet, 1200)
+    server = RedisServer(free_port(), tmp_path)
+    durable = ("--appendonly", "yes", "--appendfsync", "always")  # a script outlives a kill
+    server.start(*durable)
+    try:
+        # Round trips: the snapshot, batch 1, then batch 2 is held.
+        proxy = Proxy(server.port, hold_at=3)
+        child = run_held(f"redis:redis://127.0.0.1:{proxy.port}/0", fleet)
+        assert proxy.held.wait(60)
+        server.stop(kill=True)  # SIGKILL with batch 2 in flight
+        server.start(*durable)
+        proxy.release.set()
+        out, err = child.communicate(timeout=60)
+        proxy.close()
+        assert child.returncode == 1 and "event=registry_failed" in err, out + err
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        assert len(consistent_redis(client)) == 500
+        repaired = sync(f"redis:{server.url}", fleet)
+        assert "700 created" in repaired.stdout and "500 unchanged" in repaired.stdout
+        assert len(consistent_redis(client)) == 1200
+        client.close()
+    finally:
+        server.stop()
+
+
 def test_postgres_server_killed_mid_cycle_then_repaired(tmp_path: Path):
     fleet = tmp_path / "fleet"
     write_fleet(fleet, 1200)
@@ -269,13 +306,8 @@ def test_postgres_server_killed_mid_cycle_then_repaired(tmp_path: Path):
         assert run_cli("list", "--registry", f"postgres:{dsn}").returncode == 0  # schema
         # Round trips: connect, schema version, snapshot, batch 1, then batch 2 is held.
         proxy = Proxy(server.port, hold_at=5)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run", "--once", "--owner", OWNER,
-             "--registry", f"postgres:postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
-             "?sslmode=disable", "--source", f"file:{fleet}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=child_environment(), cwd=ROOT,
-        )
+        child = run_held(f"postgres:postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+                         "?sslmode=disable", fleet)
         assert proxy.held.wait(60)
         server.stop("immediate")  # the server dies with batch 2 in flight
         server.start(durable)

@@ -106,7 +106,8 @@ _UPSERT = (
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", "))
     + f", updated_at = CASE WHEN ({', '.join(f'w.{c}' for c in _SEED)}) IS DISTINCT FROM "
     f"({', '.join(f'EXCLUDED.{c}' for c in _SEED)}) THEN NOW() ELSE w.updated_at END "
-    "WHERE w.capsync_owner = EXCLUDED.capsync_owner RETURNING w.id"
+    "WHERE w.capsync_owner = EXCLUDED.capsync_owner "
+    f"RETURNING w.id, {', '.join(f'w.{c}::text' for c in _SEED)}"
 )
 _DELETE = (
     "DELETE FROM {s}.worker_capabilities WHERE id = ANY(%s) AND capsync_owner = %s RETURNING id"
@@ -250,16 +251,21 @@ class PostgresRegistry:
     def _batch(self, conn: psycopg.Connection[Any],
                batch: list[tuple[Entry, bool]]) -> tuple[int, list[Refused]]:
         """One transaction, one round trip: the upsert and the delete pipelined."""
-        rows = [self._row(entry) for entry, upsert in batch if upsert]
+        stored = {entry.id: seed_json.stored(entry) for entry, upsert in batch if upsert}
         gone = [entry.id for entry, upsert in batch if not upsert]
         with self._sent_as_one(conn):
             conn.execute("BEGIN")
-            upserted = conn.execute(self._sql(_UPSERT), (self._json(rows),)) if rows else None
+            upserted = (conn.execute(self._sql(_UPSERT), (self._json(_rows(stored)),))
+                        if stored else None)
             deleted = conn.execute(self._sql(_DELETE), (gone, self._owner)) if gone else None
             conn.execute("COMMIT")
-        landed = {row[0] for row in upserted.fetchall()} if upserted else set()
+        entries = {entry.id: entry for entry, _ in batch}
+        landed: set[str] = set()
+        for worker_id, *texts in upserted.fetchall() if upserted else ():
+            landed.add(worker_id)
+            self._decoder.written(entries[worker_id], tuple(texts), stored[worker_id].origin)
         landed |= {row[0] for row in deleted.fetchall()} if deleted else set()
-        missed = [entry.id for entry, _ in batch if entry.id not in landed]
+        missed = [worker_id for worker_id in entries if worker_id not in landed]
         return len(landed), self._refusals(conn, missed)
 
     def _refusals(self, conn: psycopg.Connection[Any], missed: list[str]) -> list[Refused]:
@@ -276,12 +282,6 @@ class PostgresRegistry:
                                f"{holder!r}); left as it is")
             for worker_id, holder in rows
         ]
-
-    def _row(self, entry: Entry) -> dict[str, Any]:
-        stored = seed_json.stored(entry)
-        row = {column: stored.declaration[column] for column in _SEED}
-        row.update({name: getattr(stored.origin, name) for name in _OWN[:-1]})
-        return {"id": entry.id, **row, "tools": list(stored.tags)}
 
     def _decode(self, row: tuple[Any, ...]) -> Entry | None:
         """A row as an entry; one that does not decode is reported and left alone."""
@@ -378,3 +378,12 @@ class PostgresRegistry:
             return int((row.fetchone() or (0,))[0] or 0)
         except (self._psycopg.errors.UndefinedTable, self._psycopg.errors.InvalidSchemaName):
             return 0
+
+
+def _rows(stored: dict[str, seed_json.Stored]) -> list[dict[str, Any]]:
+    """The upsert's records: the seed's columns, then capsync's."""
+    return [
+        {"id": worker_id, **{column: item.declaration[column] for column in _SEED},
+         **{name: getattr(item.origin, name) for name in _OWN[:-1]}, "tools": list(item.tags)}
+        for worker_id, item in stored.items()
+    ]

@@ -206,11 +206,13 @@ class RedisRegistry:
         return Snapshot(owned=owned, foreign=frozenset(foreign))
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        writes = [*changes.create, *(update.new for update in changes.update)]
+        stored = {entry.id: seed_json.stored(entry) for entry in writes}
         ops = [
-            *(self._set(entry) for entry in changes.create),
-            *(self._set(update.new) for update in changes.update),
+            *(_set_op(item) for item in stored.values()),
             *({"id": entry.id, "tags": []} for entry in changes.delete),
         ]
+        by_id = {entry.id: entry for entry in writes}
         requests = applied = 0
         refused: list[Refused] = []
         for start in range(0, len(ops), self._batch_size):
@@ -223,6 +225,11 @@ class RedisRegistry:
             rejected = [Refused(worker_id, why) for worker_id, why in json.loads(answer) or []]
             refused += rejected
             applied += len(batch) - len(rejected)
+            skipped = {item.id for item in rejected}
+            for op in batch:
+                if "value" in op and op["id"] not in skipped:
+                    written = stored[op["id"]]
+                    self._decoder.written(by_id[op["id"]], (op["value"],), written.origin)
         return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
 
     def entries(self, query: Query | None = None) -> list[Listed]:
@@ -238,12 +245,6 @@ class RedisRegistry:
 
     def close(self) -> None:
         self._client.close()
-
-    def _set(self, entry: Entry) -> dict[str, Any]:
-        stored = seed_json.stored(entry)
-        origin = {name: str(getattr(stored.origin, name)) for name in _ORIGIN_FIELDS}
-        return {"id": entry.id, "value": stored.text, "tags": list(entry.tags),
-                "tagtext": json.dumps(list(entry.tags)), "origin": origin}
 
     def _read(
         self, every: list[str], some: list[str], minus: tuple[str, ...] | list[str] = ()
@@ -280,3 +281,10 @@ class RedisRegistry:
             return self._client.eval(script, 0, *args)
         except redis.RedisError as exc:
             raise RegistryError(f"redis registry: {operation} failed: {exc}") from exc
+
+
+def _set_op(stored: seed_json.Stored) -> dict[str, Any]:
+    """One write, as the apply script reads it."""
+    origin = {name: str(getattr(stored.origin, name)) for name in _ORIGIN_FIELDS}
+    return {"id": stored.id, "value": stored.text, "tags": list(stored.tags),
+            "tagtext": json.dumps(list(stored.tags)), "origin": origin}

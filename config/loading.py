@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from config.errors import ConfigError
-from config.settings import Settings
+from config.settings import RegistrySettingsBase, Settings, registry_list
 
 DEFAULT_PATH = Path("/etc/capsync/capsync.toml")
 
@@ -33,14 +33,21 @@ CONSUL_ENV = {
 
 
 def load(
+    model: type[Settings],
     path: Path | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     sources: list[dict[str, Any]] | None = None,
+    registries: list[dict[str, Any]] | None = None,
 ) -> Settings:
-    """Load settings. Without ``path`` the default file (CAPSYNC_CONFIG, else
-    /etc/capsync/capsync.toml) is read if it exists."""
+    """Load settings into ``model`` (the Settings derived from the kind tables). Without
+    ``path`` the default file (CAPSYNC_CONFIG, else /etc/capsync/capsync.toml) is read if
+    it exists.
+
+    ``overrides["registry"]`` applies to every registry; ``registries`` replaces the
+    configured ones, each taking the common settings (owner, service, policy...) of the
+    first configured registry."""
     environ = os.environ if environ is None else environ
     default = Path(environ.get("CAPSYNC_CONFIG") or DEFAULT_PATH)
     data = _read_toml(path if path is not None else default, required=path is not None)
@@ -56,16 +63,34 @@ def load(
     data["consul"] = consul
     for variable, value in environ.items():
         section, sep, key = variable.removeprefix("CAPSYNC_").lower().partition("__")
-        if variable.startswith("CAPSYNC_") and sep and section != "sources":
+        if variable.startswith("CAPSYNC_") and sep and section not in ("sources", "registries"):
             data.setdefault(section, {})[key] = _env_value(value)
-    for section, values in (overrides or {}).items():
+    single = isinstance(data.get("registry"), dict)
+    try:
+        data = registry_list(data)
+    except ValueError as exc:
+        raise ConfigError(f"{_where(path)}: {exc}") from None
+    overrides = dict(overrides or {})
+    if registries is not None:
+        data["registries"] = [{**_common(data["registries"]), **r} for r in registries]
+    every = overrides.pop("registry", {})
+    if isinstance(data["registries"], list):
+        data["registries"] = [{**r, **every} if isinstance(r, dict) else r
+                              for r in data["registries"]]
+    for section, values in overrides.items():
         data[section] = {**(data.get(section) or {}), **values}
     if sources is not None:
         data["sources"] = sources
     try:
-        return Settings.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, path, single=single and registries is None)) from None
+
+
+def _common(configured: list[Any]) -> dict[str, Any]:
+    first = configured[0] if configured and isinstance(configured[0], dict) else {}
+    shared = RegistrySettingsBase.model_fields.keys() - {"backend", "name"}
+    return {key: value for key, value in first.items() if key in shared}
 
 
 def _env_value(value: str) -> Any:
@@ -91,13 +116,19 @@ def _read_toml(path: Path, *, required: bool) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = f"config {path}" if path else "config"
+def _where(path: Path | None) -> str:
+    return f"config {path}" if path else "config"
+
+
+def _describe(exc: ValidationError, path: Path | None, *, single: bool) -> str:
+    where = _where(path)
     lines = []
     for err in exc.errors():
         loc = list(err["loc"])
-        if len(loc) > 2 and loc[0] == "sources" and isinstance(loc[1], int):
+        if len(loc) > 2 and loc[0] in ("sources", "registries") and isinstance(loc[1], int):
             del loc[2]  # pydantic names the union member ("file"); the index says enough
+        if single and loc[:2] == ["registries", 0]:
+            loc[:2] = ["registry"]  # named as the user wrote it: one [registry] table
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")

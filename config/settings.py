@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -84,24 +84,15 @@ class ConsulSettings(_Section):
         return self
 
 
-class RegistrySettings(_Section):
-    """Where entries go. ``url``, ``password_file``, the TLS files and ``timeout`` reach
-    Redis (redis:// or rediss://; REDIS_URL when unset) and PostgreSQL (a postgresql://
-    DSN or key=value string; libpq's PG* variables fill in what it leaves out)."""
+KindName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 
-    backend: Literal["consul", "sqlite", "redis", "postgres"] = "consul"
-    path: Path = Path("/var/lib/capsync/registry.db")
-    url: str | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    ssl_verify: bool = True
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca",
-                     "verify-full"] | None = None
-    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
-    prefix: Annotated[str, Field(max_length=64)] = ""
-    schema_name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "public"
+
+class RegistrySettingsBase(_Section):
+    """What every registry kind shares; each kind's module adds its own fields and
+    narrows ``backend`` to its name (daemon/registry/table.py lists them)."""
+
+    backend: str
+    name: KindName
     service: str = "worker"
     owner: str = Field(default_factory=default_owner)
     node: str | None = None
@@ -123,82 +114,21 @@ class RegistrySettings(_Section):
         return _matching(SERVICE_RE, value, "1-63 characters of [A-Za-z0-9-] starting with a "
                          "letter or digit (it is a DNS label: <tool>.<service>.service.consul)")
 
-    @model_validator(mode="after")
-    def _client_pair(self) -> RegistrySettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
-
     @property
     def node_name(self) -> str:
         return self.node or f"capsync-{self.owner}"
 
 
 DEFAULT_LABEL = "worker.capabilities"
-SourceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+SourceName = KindName
 
 
-class FileSourceSettings(_Section):
-    """A directory of JSON/YAML declarations."""
+class SourceSettingsBase(_Section):
+    """What every source kind shares; each kind's module adds its own fields and narrows
+    ``type`` to its name (discovery/sources/table.py lists them)."""
 
-    type: Literal["file"]
-    name: SourceName = "file"
-    path: Path
-
-
-class _EngineSourceSettings(_Section):
-    """A Docker engine's objects; ``host`` defaults to DOCKER_HOST conventions."""
-
-    label: str = DEFAULT_LABEL
-    host: str | None = None
-
-
-class DockerSourceSettings(_EngineSourceSettings):
-    """Running containers."""
-
-    type: Literal["docker"]
-    name: SourceName = "docker"
-
-
-class SwarmSourceSettings(_EngineSourceSettings):
-    """Swarm services, read from a manager."""
-
-    type: Literal["swarm"]
-    name: SourceName = "swarm"
-
-
-class KubernetesSourceSettings(_Section):
-    """Pods with the annotation and WorkerCapabilities resources; KUBECONFIG conventions."""
-
-    type: Literal["kubernetes"]
-    name: SourceName = "kubernetes"
-    namespace: str | None = None
-    label_selector: str | None = None
-    annotation: str = DEFAULT_LABEL
-    pods: bool = True
-    resources: bool = True
-    kubeconfig: str | None = None
-    context: str | None = None
-
-
-class ConsulSourceSettings(_Section):
-    """Services others registered in Consul (the [consul] connection is used)."""
-
-    type: Literal["consul"]
-    name: SourceName = "consul"
-    services: list[str] = []
-    tag: str | None = None
-    meta_key: str = "worker-capabilities"
-
-
-SourceSettings = Annotated[
-    FileSourceSettings
-    | DockerSourceSettings
-    | SwarmSourceSettings
-    | KubernetesSourceSettings
-    | ConsulSourceSettings,
-    Field(discriminator="type"),
-]
+    type: str
+    name: SourceName
 
 
 class DaemonSettings(_Section):
@@ -221,14 +151,51 @@ class DaemonSettings(_Section):
 
 
 class Settings(_Section):
+    """The generic shape; the model that validates a real configuration is derived from
+    the kind tables (daemon/settings_model.py)."""
+
     daemon: DaemonSettings = DaemonSettings()
-    registry: RegistrySettings = RegistrySettings()
+    registries: list[RegistrySettingsBase]
     consul: ConsulSettings = ConsulSettings()
-    sources: list[SourceSettings] = []
+    sources: list[SourceSettingsBase] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _registry_list(cls, data: object) -> object:
+        return registry_list(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
-    def _unique_source_names(self) -> Settings:
-        names = [source.name for source in self.sources]
-        if duplicates := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"source names must be unique (give each a name): {duplicates}")
+    def _unique_names(self) -> Settings:
+        if not self.registries:
+            raise ValueError("registries: give at least one registry")
+        for what, items in (("source", self.sources), ("registry", self.registries)):
+            names = [item.name for item in items]
+            if duplicates := sorted({n for n in names if names.count(n) > 1}):
+                raise ValueError(f"{what} names must be unique (give each a name): "
+                                 f"{duplicates}")
         return self
+
+
+DEFAULT_REGISTRY = "consul"
+
+
+def registry_list(data: dict[str, Any]) -> dict[str, Any]:
+    """``[registry]`` (one table, the original form) is a list of one ``[[registries]]``;
+    neither means one Consul registry. A registry without ``backend`` is Consul, and
+    its ``name`` defaults to its backend."""
+    data = dict(data)
+    single = data.pop("registry", None)
+    many = data.get("registries")
+    if single is not None and many is not None:
+        raise ValueError("give [registry] or [[registries]], not both (CAPSYNC_REGISTRY__* "
+                         "variables set [registry])")
+    tables = many if many is not None else [single if single is not None else {}]
+    if isinstance(tables, list):
+        tables = [_registry_defaults(t) if isinstance(t, dict) else t for t in tables]
+    data["registries"] = tables
+    return data
+
+
+def _registry_defaults(table: dict[str, Any]) -> dict[str, Any]:
+    backend = table.get("backend", DEFAULT_REGISTRY)
+    return {"backend": backend, "name": backend, **table}

@@ -1,4 +1,5 @@
-"""One sync cycle, read as the pipeline: registry -> sources -> normalise -> plan -> apply.
+"""One sync cycle, read as the pipeline: sources -> normalise, then for each registry
+(at once, in threads): snapshot -> plan -> apply.
 
 ``Syncer`` keeps the little state that spans cycles (which sources have listed since
 start, for the first-sync gate); everything else is recomputed each cycle, so a failed or
@@ -8,7 +9,8 @@ interrupted apply is repaired by the next one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from config.errors import RegistryError, SourceError
@@ -41,20 +43,42 @@ class Conflict:
 
 
 @dataclass(frozen=True)
-class CycleReport:
+class RegistryReport:
+    """One registry's part of a cycle: its plan and what it made of it."""
+
+    name: str
     changes: Changes = field(default_factory=Changes)
-    sources: tuple[SourceOutcome, ...] = ()
-    invalid: tuple[Invalid, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
     applied: ApplyResult | None = None
     registry_error: str = ""
-    dry_run: bool = False
     desired: dict[str, Entry] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        refused = self.applied.refused if self.applied else ()
-        return not self.registry_error and all(s.ok for s in self.sources) and not refused
+        return not self.registry_error and not (self.applied.refused if self.applied else ())
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    sources: tuple[SourceOutcome, ...] = ()
+    invalid: tuple[Invalid, ...] = ()
+    registries: tuple[RegistryReport, ...] = ()
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.sources) and all(r.ok for r in self.registries)
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """What the sources said this cycle: listed and normalised once, planned against
+    every registry."""
+
+    found: list[Found]
+    invalid: list[Invalid]
+    failed: set[str]
+    deletions_open: bool
 
 
 @dataclass(frozen=True)
@@ -66,49 +90,29 @@ class SyncOptions:
 
 
 class Syncer:
-    def __init__(self, sources: Sequence[Source], registry: Registry, options: SyncOptions,
+    def __init__(self, sources: Sequence[Source], registries: Sequence[RegistrySync],
                  *, listed_once: set[str] | None = None) -> None:
         self.sources = list(sources)
-        self.registry = registry
-        self.options = options
+        self.registries = list(registries)
         # Sources that listed successfully since start: the first-sync gate. A reload
         # hands it on, so a new configuration does not reopen the gate's wait.
         self.listed_once: set[str] = set(listed_once or ())
         self._normaliser = Normaliser()
-        # (source, ref) -> (the Capabilities object, where, its entry): an unchanged
-        # declaration comes back from the Normaliser as the same object, and is not
-        # encoded (and digested) again.
-        self._encoded: dict[tuple[str, str], Encoded] = {}
 
     def run_once(
         self, *, dry_run: bool = False, stop: threading.Event | None = None
     ) -> CycleReport:
-        try:
-            snapshot = self.registry.snapshot()
-        except RegistryError as exc:
-            return CycleReport(registry_error=str(exc), dry_run=dry_run)
         outcomes, found, invalid = self._discover()
-        desired, conflicts = self._desired(found, snapshot)
-        failed = {outcome.name for outcome in outcomes if not outcome.ok}
-        changes = plan(
-            snapshot.owned,
-            desired,
-            keep=_kept(snapshot, failed, invalid),
+        discovered = Discovered(
+            found, invalid,
+            failed={outcome.name for outcome in outcomes if not outcome.ok},
             deletions_open=all(source.name in self.listed_once for source in self.sources),
-            guard=self.options.guard,
-            policy=self.options.policy,
         )
-        report = CycleReport(
-            changes=changes, sources=tuple(outcomes), invalid=tuple(invalid),
-            conflicts=tuple(conflicts), dry_run=dry_run, desired=desired,
+        reports = self._each_registry(
+            lambda target: target.sync(discovered, dry_run=dry_run, stop=stop)
         )
-        if dry_run or not changes.writes:
-            return report
-        try:
-            applied = self.registry.apply(changes, stop)
-        except RegistryError as exc:
-            return replace(report, registry_error=str(exc))
-        return replace(report, applied=applied)
+        return CycleReport(sources=tuple(outcomes), invalid=tuple(invalid),
+                           registries=tuple(reports), dry_run=dry_run)
 
     def _discover(self) -> tuple[list[SourceOutcome], list[Found], list[Invalid]]:
         outcomes, found, invalid = [], [], []
@@ -126,6 +130,56 @@ class Syncer:
                 invalid += bad
             outcomes.append(outcome)
         return outcomes, found, invalid
+
+    def _each_registry(
+        self, sync: Callable[[RegistrySync], RegistryReport]
+    ) -> list[RegistryReport]:
+        """Every registry at once, each in its own thread: a slow or failing one does not
+        hold back the others' writes (its own entries stay as they were)."""
+        if len(self.registries) == 1:
+            return [sync(self.registries[0])]
+        with ThreadPoolExecutor(len(self.registries), "registry") as pool:
+            return list(pool.map(sync, self.registries))
+
+
+class RegistrySync:
+    """One registry's half of the cycle: its snapshot, its plan (with its own guard and
+    policy) and its apply."""
+
+    def __init__(self, name: str, registry: Registry, options: SyncOptions) -> None:
+        self.name = name
+        self.registry = registry
+        self.options = options
+        # (source, ref) -> (the Capabilities object, where, its entry): an unchanged
+        # declaration comes back from the Normaliser as the same object, and is not
+        # encoded (and digested) again. Per registry: the entry carries its service
+        # and owner.
+        self._encoded: dict[tuple[str, str], Encoded] = {}
+
+    def sync(self, discovered: Discovered, *, dry_run: bool,
+             stop: threading.Event | None) -> RegistryReport:
+        try:
+            snapshot = self.registry.snapshot()
+        except RegistryError as exc:
+            return RegistryReport(self.name, registry_error=str(exc))
+        desired, conflicts = self._desired(discovered.found, snapshot)
+        changes = plan(
+            snapshot.owned,
+            desired,
+            keep=_kept(snapshot, discovered.failed, discovered.invalid),
+            deletions_open=discovered.deletions_open,
+            guard=self.options.guard,
+            policy=self.options.policy,
+        )
+        report = RegistryReport(self.name, changes=changes, conflicts=tuple(conflicts),
+                                desired=desired)
+        if dry_run or not changes.writes:
+            return report
+        try:
+            applied = self.registry.apply(changes, stop)
+        except RegistryError as exc:
+            return replace(report, registry_error=str(exc))
+        return replace(report, applied=applied)
 
     def _desired(
         self, found: list[Found], snapshot: Snapshot

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from daemon.cycle import CycleReport
+from daemon.cycle import CycleReport, RegistryReport
 
 
 class Metrics:
@@ -28,18 +28,22 @@ class Metrics:
         self.source_errors = Counter("capsync_source_errors", "Failed listings by source",
                                      ["source"], registry=r)
         self.operations = Counter("capsync_registry_operations",
-                                  "Registry writes applied, by operation", ["operation"],
-                                  registry=r)
+                                  "Registry writes applied, by registry and operation",
+                                  ["registry", "operation"], registry=r)
         self.requests = Counter("capsync_registry_write_requests",
-                                "Write requests (transactions) sent to the registry",
-                                registry=r)
+                                "Write requests (transactions) sent, by registry",
+                                ["registry"], registry=r)
         self.registry_errors = Counter("capsync_registry_errors",
                                        "Cycles whose registry read or write failed, and "
-                                       "entries the registry refused", registry=r)
+                                       "entries the registry refused", ["registry"],
+                                       registry=r)
         self.held = Gauge("capsync_deletions_held", "Deletions held in the last cycle",
-                          registry=r)
+                          ["registry"], registry=r)
         self.conflicts = Gauge("capsync_conflicts", "Worker ids declared twice, last cycle",
-                               registry=r)
+                               ["registry"], registry=r)
+        self.registry_up = Gauge("capsync_registry_up",
+                                 "1 if the registry was read and written in the last cycle",
+                                 ["registry"], registry=r)
         self.leader = Gauge("capsync_leader", "1 if this instance may write", registry=r)
         self.events = Counter("capsync_source_events", "Change events that requested a sync",
                               registry=r)
@@ -49,27 +53,38 @@ class Metrics:
         self.cycles.labels("success" if report.ok else "failure").inc()
         if report.ok:
             self.last_success.set(now)
-        if report.registry_error:
-            self.registry_errors.inc()
-            return
+        # Desired entries are the same for every registry but for the ids another writer
+        # holds there; counted from the first registry that could be read.
+        desired = next((r.desired for r in report.registries if not r.registry_error), None)
         per_source: dict[str, int] = {}
-        for entry in report.desired.values():
+        for entry in (desired or {}).values():
             per_source[entry.source] = per_source.get(entry.source, 0) + 1
         for source in report.sources:
             self.source_up.labels(source.name).set(1 if source.ok else 0)
             if not source.ok:
                 self.source_errors.labels(source.name).inc()
-            self.entries.labels(source.name).set(per_source.get(source.name, 0))
+            if desired is not None:
+                self.entries.labels(source.name).set(per_source.get(source.name, 0))
             self.invalid.labels(source.name).set(source.invalid)
-        self.held.set(len(report.changes.held))
-        self.conflicts.set(len(report.conflicts))
-        if report.applied:
-            self.requests.inc(report.applied.requests)
-            self.registry_errors.inc(len(report.applied.refused))
-            if not report.dry_run:
-                self.operations.labels("create").inc(len(report.changes.create))
-                self.operations.labels("update").inc(len(report.changes.update))
-                self.operations.labels("delete").inc(len(report.changes.delete))
+        for reg in report.registries:
+            self._observe_registry(reg, dry_run=report.dry_run)
+
+    def _observe_registry(self, reg: RegistryReport, *, dry_run: bool) -> None:
+        name = reg.name
+        self.registry_up.labels(name).set(0 if reg.registry_error else 1)
+        errors = self.registry_errors.labels(name)
+        if reg.registry_error:
+            errors.inc()
+            return
+        self.held.labels(name).set(len(reg.changes.held))
+        self.conflicts.labels(name).set(len(reg.conflicts))
+        if reg.applied:
+            self.requests.labels(name).inc(reg.applied.requests)
+            errors.inc(len(reg.applied.refused))
+            if not dry_run:
+                self.operations.labels(name, "create").inc(len(reg.changes.create))
+                self.operations.labels(name, "update").inc(len(reg.changes.update))
+                self.operations.labels(name, "delete").inc(len(reg.changes.delete))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,17 +6,26 @@ import logging
 from typing import Any
 
 from config.events import emit
-from daemon.cycle import CycleReport
+from daemon.cycle import CycleReport, RegistryReport
 from daemon.plan import Changes
+from daemon.text_table import render
 from discovery.codec import Entry
 
 
 def summary(report: CycleReport) -> str:
-    if report.registry_error:
-        return f"registry failed: {report.registry_error}"
-    c = report.changes
+    """The cycle in one line; with several registries, one part per registry."""
+    parts = [(reg.name, _summary(report, reg)) for reg in report.registries]
+    if len(parts) == 1:
+        return parts[0][1]
+    return "; ".join(f"{name}: {text}" for name, text in parts)
+
+
+def _summary(report: CycleReport, reg: RegistryReport) -> str:
+    if reg.registry_error:
+        return f"registry failed: {reg.registry_error}"
+    c = reg.changes
     verb = "plan" if report.dry_run else "sync"
-    requests = report.applied.requests if report.applied else 0
+    requests = reg.applied.requests if reg.applied else 0
     tail = "" if report.dry_run else f" ({requests} write request{'' if requests == 1 else 's'})"
     return (
         f"{verb}: {len(c.create)} created, {len(c.update)} updated, {len(c.delete)} deleted, "
@@ -26,9 +35,6 @@ def summary(report: CycleReport) -> str:
 
 
 def log_problems(report: CycleReport) -> None:
-    if report.registry_error:
-        emit(logging.ERROR, "registry_failed", error=report.registry_error)
-        return
     for source in report.sources:
         if not source.ok:
             emit(logging.ERROR, "source_failed", source=source.name, error=source.error,
@@ -37,14 +43,19 @@ def log_problems(report: CycleReport) -> None:
         for loc, msg in item.error.problems:
             emit(logging.WARNING, "invalid_declaration", source=item.source,
                  ref=item.ref, field=loc or "-", error=msg)
-    for conflict in report.conflicts:
+    # The same conflict is usually found against every registry: reported once.
+    for conflict in dict.fromkeys(c for reg in report.registries for c in reg.conflicts):
         emit(logging.WARNING, "conflict", id=conflict.worker_id, source=conflict.source,
              ref=conflict.ref, reason=conflict.reason)
-    if report.changes.held:
-        emit(logging.WARNING, "deletions_held", count=len(report.changes.held),
-             reason=report.changes.held_reason)
-    for refused in report.applied.refused if report.applied else ():
-        emit(logging.ERROR, "entry_refused", id=refused.id, reason=refused.reason)
+    for reg in report.registries:
+        if reg.registry_error:
+            emit(logging.ERROR, "registry_failed", error=reg.registry_error, registry=reg.name)
+        if reg.changes.held:
+            emit(logging.WARNING, "deletions_held", count=len(reg.changes.held),
+                 reason=reg.changes.held_reason, registry=reg.name)
+        for refused in reg.applied.refused if reg.applied else ():
+            emit(logging.ERROR, "entry_refused", id=refused.id, reason=refused.reason,
+                 registry=reg.name)
 
 
 def plan_rows(changes: Changes) -> list[tuple[str, Entry, str]]:
@@ -59,18 +70,11 @@ def plan_table(changes: Changes) -> str:
     rows = [(action, e.id, e.source, e.ref, note) for action, e, note in plan_rows(changes)]
     if not rows:
         return "no changes"
-    header = ("ACTION", "ID", "SOURCE", "REF", "CHANGED")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row[:4], widths, strict=True))
-        + f"  {row[4]}"
-        for row in [header, *rows]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return render([("ACTION", "ID", "SOURCE", "REF", "CHANGED"), *rows])
 
 
-def plan_json(report: CycleReport) -> dict[str, Any]:
-    c = report.changes
+def plan_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
+    c = reg.changes
     return {
         "changes": [
             {"action": action, "id": e.id, "source": e.source, "ref": e.ref,
@@ -80,7 +84,7 @@ def plan_json(report: CycleReport) -> dict[str, Any]:
         "summary": {
             "create": len(c.create), "update": len(c.update), "delete": len(c.delete),
             "unchanged": c.unchanged, "invalid": len(report.invalid), "held": len(c.held),
-            "kept": c.kept, "conflicts": len(report.conflicts),
+            "kept": c.kept, "conflicts": len(reg.conflicts),
         },
         "held_reason": c.held_reason,
         "failed_sources": [s.name for s in report.sources if not s.ok],

@@ -1,4 +1,4 @@
-"""Everything one configuration brings to life: registry, sources and their watchers, the
+"""Everything one configuration brings to life: registries, sources and their watchers, the
 interval job, leadership. A reload builds a new Runtime and closes the old one."""
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from config.events import emit
 from config.settings import Settings
 from daemon.cycle import Syncer
 from daemon.leader import Leadership
-from daemon.registry.base import Registry
-from daemon.wiring import build_registry, build_sources, consul_endpoint, sync_options
+from daemon.wiring import build_registries, build_sources, consul_endpoint
 from discovery.consul_client import ConsulClient
 from discovery.sources.base import Watchable
 
@@ -26,10 +25,14 @@ class Runtime:
                  *, listed_once: set[str] | None = None) -> None:
         self.settings = settings
         self.request = request
-        self.registry: Registry = build_registry(settings)
-        sources = build_sources(settings)
+        self.registries = build_registries(settings)
+        try:
+            sources = build_sources(settings)
+        except BaseException:
+            self._close_registries()
+            raise
         names = {source.name for source in sources}
-        self.syncer = Syncer(sources, self.registry, sync_options(settings),
+        self.syncer = Syncer(sources, self.registries,
                              listed_once=(listed_once or set()) & names)
         self.leadership: Leadership | None = None
         self._stop = threading.Event()
@@ -51,7 +54,7 @@ class Runtime:
     def start(self, on_leadership: Callable[[bool], None]) -> None:
         daemon = self.settings.daemon
         if daemon.leader_election:
-            owner = self.settings.registry.owner
+            owner = self.settings.registries[0].owner
             self.leadership = Leadership(
                 ConsulClient(consul_endpoint(self.settings.consul)),
                 key=daemon.leader_key or f"capsync/{owner}/leader", ttl=daemon.session_ttl,
@@ -70,7 +73,11 @@ class Runtime:
         for watcher in self._watchers:
             if watcher.is_alive():
                 watcher.join(timeout=2)
-        self.registry.close()
+        self._close_registries()
+
+    def _close_registries(self) -> None:
+        for target in self.registries:
+            target.registry.close()
 
     def _on_event(self, reason: str) -> None:
         emit(logging.DEBUG, "change_event", reason=reason)

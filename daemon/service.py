@@ -54,7 +54,8 @@ class Daemon:
         self.runtime.start(self._on_leadership)
         self._publish_leadership()
         emit(logging.INFO, "started", listen=self.http.address if self.http else "off",
-             registry=self.settings.registry.backend, owner=self.settings.registry.owner,
+             registries=",".join(r.name for r in self.settings.registries),
+             owner=self.settings.registries[0].owner,
              sources=",".join(s.name for s in self.settings.sources),
              interval=f"{self.settings.daemon.interval:g}s")
         self.notifier.ready("started")
@@ -118,7 +119,7 @@ class Daemon:
         runtime.start(self._on_leadership)
         self._publish_leadership()
         emit(logging.INFO, "reloaded", sources=",".join(s.name for s in settings.sources),
-             service=settings.registry.service)
+             registries=",".join(r.name for r in settings.registries))
         self.notifier.ready("reloaded")
         self.trigger.request("reload")
 

@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from daemon.cycle import CycleReport
+from daemon.cycle import CycleReport, RegistryReport
 from daemon.report import plan_json, summary
 
 
@@ -36,7 +36,8 @@ class DaemonState:
 
     @property
     def ready(self) -> bool:
-        """Ready: the registry answered and the last cycle succeeded."""
+        """Ready: every registry answered and the last cycle succeeded in each (and every
+        source listed)."""
         with self._lock:
             return self._report is not None and self._report.ok
 
@@ -55,12 +56,20 @@ class DaemonState:
                     "finished": self._finished_at,
                     "ok": report.ok,
                     "dry_run": report.dry_run,
-                    "registry_error": report.registry_error,
                     "summary": summary(report),
-                    "plan": plan_json(report),
-                    "refused": [vars(r) for r in (report.applied.refused
-                                                  if report.applied else ())],
+                    # The first registry, as before there were several; each in "registries".
+                    **_registry_json(report, report.registries[0]),
+                    "registries": {reg.name: {"ok": reg.ok, **_registry_json(report, reg)}
+                                   for reg in report.registries},
                 },
                 "last_success": self._last_success or None,
                 "sources": {name: dict(state) for name, state in self._sources.items()},
             }
+
+
+def _registry_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
+    return {
+        "registry_error": reg.registry_error,
+        "plan": plan_json(report, reg),
+        "refused": [vars(r) for r in (reg.applied.refused if reg.applied else ())],
+    }

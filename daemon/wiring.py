@@ -1,25 +1,19 @@
-"""Settings -> live objects: the registry and the sources, chosen by explicit name tables."""
+"""Settings -> live objects: the registries and the sources, built through the kind tables."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-from config.errors import ConfigError, SourceError
-from config.settings import ConsulSettings, RegistrySettings, Settings
-from daemon.cycle import SyncOptions
+from config.errors import ConfigError
+from config.settings import ConsulSettings, RegistrySettingsBase, Settings
+from daemon.cycle import RegistrySync, SyncOptions
 from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
-from daemon.registry.consul import ConsulRegistry
-from daemon.registry.sqlite import SqliteRegistry
-from discovery.consul_client import ConsulClient, ConsulEndpoint
+from daemon.registry.table import REGISTRY_KINDS
+from discovery.consul_client import ConsulEndpoint
+from discovery.kinds import BuildContext
 from discovery.sources.base import Source
-from discovery.sources.consul import ConsulSource
-from discovery.sources.docker import DockerSource
-from discovery.sources.file import FileSource
-from discovery.sources.swarm import SwarmSource
+from discovery.sources.table import SOURCE_KINDS
 
 
 def consul_endpoint(settings: ConsulSettings) -> ConsulEndpoint:
@@ -40,8 +34,7 @@ def consul_endpoint(settings: ConsulSettings) -> ConsulEndpoint:
     )
 
 
-def sync_options(settings: Settings) -> SyncOptions:
-    reg = settings.registry
+def sync_options(reg: RegistrySettingsBase) -> SyncOptions:
     return SyncOptions(
         service=reg.service, owner=reg.owner, policy=reg.policy,
         guard=DeletionGuard(reg.max_delete_fraction, reg.max_delete_count,
@@ -49,133 +42,34 @@ def sync_options(settings: Settings) -> SyncOptions:
     )
 
 
-def build_registry(settings: Settings) -> Registry:
-    reg = settings.registry
+def build_context(settings: Settings) -> BuildContext:
+    return BuildContext(settings.consul, lambda: consul_endpoint(settings.consul))
+
+
+def build_registry(settings: Settings, reg: RegistrySettingsBase) -> Registry:
+    return REGISTRY_KINDS.create(reg, build_context(settings))
+
+
+def build_registries(settings: Settings) -> list[RegistrySync]:
+    """One RegistrySync per configured registry; those built so far are closed when a
+    later one cannot be built."""
+    built: list[RegistrySync] = []
     try:
-        if reg.backend == "redis":
-            return _redis(reg)
-        if reg.backend == "postgres":
-            return _postgres(reg)
-    except ImportError as exc:
-        raise ConfigError(str(exc)) from None
-    if reg.backend == "sqlite":
-        return SqliteRegistry(
-            reg.path, service=reg.service, owner=reg.owner, node=reg.node_name,
-            node_address=reg.node_address,
-        )
-    return ConsulRegistry(
-        ConsulClient(consul_endpoint(settings.consul)),
-        service=reg.service, owner=reg.owner, node=reg.node_name,
-        node_address=reg.node_address, max_ops=settings.consul.max_txn_ops,
-    )
-
-
-def _redis(reg: RegistrySettings) -> Registry:
-    # Imported here: redis-py is an optional extra.
-    from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect  # noqa: PLC0415
-
-    url = reg.url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    endpoint = RedisEndpoint(
-        url=url, password_file=reg.password_file, ca_file=reg.ca_file, cert_file=reg.cert_file,
-        key_file=reg.key_file, ssl_verify=reg.ssl_verify, timeout=reg.timeout,
-    )
-    return RedisRegistry(connect(endpoint), service=reg.service, owner=reg.owner,
-                         prefix=reg.prefix)
-
-
-def _postgres(reg: RegistrySettings) -> Registry:
-    # Imported here: psycopg is an optional extra.
-    from daemon.registry.postgres import PostgresEndpoint, PostgresRegistry  # noqa: PLC0415
-
-    endpoint = PostgresEndpoint(
-        dsn=reg.url or "", password_file=reg.password_file, sslmode=reg.sslmode,
-        ca_file=reg.ca_file, cert_file=reg.cert_file, key_file=reg.key_file,
-        timeout=reg.timeout,
-    )
-    return PostgresRegistry(endpoint, service=reg.service, owner=reg.owner,
-                            schema=reg.schema_name)
-
-
-def _file(source: Any, settings: Settings) -> Source:
-    return FileSource(source.path, name=source.name)
-
-
-def _engine(kind: type[DockerSource | SwarmSource]) -> Callable[[Any, Settings], Source]:
-    return lambda source, settings: kind(name=source.name, label=source.label,
-                                         base_url=source.host)
-
-
-def _kubernetes(source: Any, settings: Settings) -> Source:
-    # Imported here: the kubernetes client is an optional extra.
-    from discovery.sources.kubernetes import KubernetesSource  # noqa: PLC0415
-
-    return KubernetesSource(
-        name=source.name, namespace=source.namespace, label_selector=source.label_selector,
-        annotation=source.annotation, pods=source.pods, resources=source.resources,
-        kubeconfig=source.kubeconfig, context=source.context,
-    )
-
-
-def _consul(source: Any, settings: Settings) -> Source:
-    client = ConsulClient(consul_endpoint(settings.consul), error=SourceError)
-    return ConsulSource(client, name=source.name, services=list(source.services),
-                        tag=source.tag, meta_key=source.meta_key)
-
-
-SOURCE_BUILDERS: Mapping[str, Callable[[Any, Settings], Source]] = {
-    "file": _file,
-    "docker": _engine(DockerSource),
-    "swarm": _engine(SwarmSource),
-    "kubernetes": _kubernetes,
-    "consul": _consul,
-}
+        for reg in settings.registries:
+            built.append(RegistrySync(reg.name, build_registry(settings, reg), sync_options(reg)))
+    except BaseException:
+        for target in built:
+            target.registry.close()
+        raise
+    return built
 
 
 def build_sources(settings: Settings) -> list[Source]:
+    ctx = build_context(settings)
     try:
-        return [SOURCE_BUILDERS[source.type](source, settings) for source in settings.sources]
+        return [SOURCE_KINDS.create(source, ctx) for source in settings.sources]
     except ImportError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def parse_source_arg(arg: str) -> dict[str, Any]:
-    """``--source TYPE[:ARG]`` -> a [[sources]] table.
-
-    file:DIR | docker[:HOST] | swarm[:HOST] | kubernetes[:NAMESPACE] |
-    consul:SERVICE[,SERVICE...] | consul:tag=TAG
-    """
-    kind, _, value = arg.partition(":")
-    table: dict[str, Any] = {"type": kind}
-    if kind == "file" and value:
-        table["path"] = value
-    elif kind in ("docker", "swarm"):
-        table.update({"host": value} if value else {})
-    elif kind == "kubernetes":
-        table.update({"namespace": value} if value else {})
-    elif kind == "consul" and value.startswith("tag="):
-        table["tag"] = value.removeprefix("tag=")
-    elif kind == "consul" and value:
-        table["services"] = value.split(",")
-    else:
-        raise ConfigError(
-            f"--source {arg!r}: expected file:DIR, docker[:HOST], swarm[:HOST], "
-            "kubernetes[:NAMESPACE], consul:SERVICE[,SERVICE] or consul:tag=TAG"
-        )
-    return table
-
-
-def parse_registry_arg(arg: str) -> dict[str, Any]:
-    """``--registry consul``, ``sqlite:PATH``, ``redis[:URL]`` or ``postgres[:DSN]``
-    -> [registry] keys (without a URL: REDIS_URL, or libpq's PG* variables)."""
-    if arg in ("consul", "redis", "postgres"):
-        return {"backend": arg}
-    kind, _, value = arg.partition(":")
-    if kind == "sqlite" and value:
-        return {"backend": "sqlite", "path": value}
-    if kind in ("redis", "postgres") and value:
-        return {"backend": kind, "url": value}
-    raise ConfigError(f"--registry {arg!r}: expected 'consul', 'sqlite:PATH', "
-                      "'redis[:URL]' or 'postgres[:DSN]'")
 
 
 def _read_token(path: Path) -> str:

@@ -30,8 +30,13 @@ _KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _FORBIDDEN_IN_NAME = re.compile(r"[\s,|!:=\x00-\x1f\x7f]")
 
 
+def tool_key(value: str) -> str:
+    """A tool name as declarations store it and queries compare it: trimmed, lower-cased."""
+    return value.strip().lower()
+
+
 def _tool_name(value: str) -> str:
-    name = value.strip().lower()
+    name = tool_key(value)
     if not 1 <= len(name) <= MAX_NAME:
         raise PydanticCustomError(
             "tool_name", f"tool name must be 1-{MAX_NAME} characters after trimming"

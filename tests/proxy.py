@@ -31,11 +31,15 @@ class Proxy:
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._closing = False
+        self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
+        """Stop listening and drop every connection: to a client, the server is gone."""
         self._closing = True
-        self._listener.close()
+        _close(self._listener)  # shutdown first: a bare close leaves accept() listening
+        with self._lock:
+            _close(*self._open)
 
     def _accept(self) -> None:
         while not self._closing:
@@ -44,6 +48,8 @@ class Proxy:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.target))
+            with self._lock:
+                self._open += [client, server]
             answered = threading.Event()
             answered.set()  # the connection's first send is a round trip
             threading.Thread(target=self._upstream, args=(client, server, answered),

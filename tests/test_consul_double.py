@@ -304,3 +304,74 @@ def test_bad_blocking_parameters(consul: ConsulDouble, params: dict[str, str], t
     # API.md §Indexes: bad values are 400 `Invalid index` / `Invalid wait time` (agent/http.go).
     response = get(consul, "/v1/catalog/services", **params)
     assert (response.status_code, response.text) == (400, text)
+
+
+def test_existing_node_without_services(consul: ConsulDouble) -> None:
+    """agent/consul/state/catalog.go NodeServiceList appends to a nil slice, so a node with no
+    services lists `"Services": null`; NodeServices makes a map, so /v1/catalog/node gives
+    `{}` (agent/catalog_endpoint.go CatalogNodeServiceList / CatalogNodeServices)."""
+    register(consul)
+    listed = get(consul, "/v1/catalog/node-services/n1").json()
+    assert (listed["Node"]["Node"], listed["Services"]) == ("n1", None)
+    mapped = get(consul, "/v1/catalog/node/n1").json()
+    assert (mapped["Node"]["Node"], mapped["Services"]) == ("n1", {})
+
+
+NODE_ID = "4f6a5b0e-1c2d-4e3f-8a9b-0c1d2e3f4a5b"
+
+
+@pytest.mark.parametrize(
+    ("key", "found"),
+    [
+        (NODE_ID, True),
+        ("4f6a", True),
+        ("4F6A5B0E-1C2D-4E", True),  # hex digits in either case, dashes ignored
+        ("4f6a5", True),  # odd length: the last character is dropped (resizeNodeLookupKey)
+        (NODE_ID + "0", True),  # 37 characters, dropped to 36
+        ("4f6a5b0e-1c", False),  # dropped to 4f6a5b0e-1: nine hex digits do not pair up
+        (NODE_ID + "00", False),  # longer than a UUID
+        ("4f", False),  # shared with the second node: ambiguous, so no node
+        ("4", False),  # shorter than minUUIDLookupLen
+        ("zz", False),  # not hex
+    ],
+)
+def test_node_endpoints_resolve_a_node_id_prefix(
+    consul: ConsulDouble, key: str, found: bool
+) -> None:
+    """agent/consul/state/catalog.go nodeServices (behind both NodeServices and
+    NodeServiceList): the node by name, else by the nodes table's uuid prefix index when the
+    key has at least minUUIDLookupLen (2) characters; one match only."""
+    put(
+        consul,
+        "/v1/catalog/register",
+        {"Node": "n1", "ID": NODE_ID, "Address": "10.0.0.1", "Service": {"Service": "web"}},
+    )
+    other = "4f00aaaa-0000-4000-8000-000000000000"
+    put(consul, "/v1/catalog/register", {"Node": "n2", "ID": other, "Address": "10.0.0.2"})
+    listed = get(consul, f"/v1/catalog/node-services/{key}").json()
+    mapped = get(consul, f"/v1/catalog/node/{key}").json()
+    if found:
+        assert listed["Node"]["Node"] == "n1"
+        assert [s["ID"] for s in listed["Services"]] == ["web"]
+        assert mapped["Node"]["Node"] == "n1"
+    else:
+        assert listed == {"Node": None, "Services": None}
+        assert mapped is None
+
+
+def test_catalog_services_index_moves_only_with_services(consul: ConsulDouble) -> None:
+    """agent/consul/state/catalog.go Services: the index is the services table's
+    (catalogServicesMaxIndex); only ServicesByNodeMeta, behind ?node-meta=, also takes the
+    nodes table's."""
+
+    def index(**params: str) -> int:
+        return int(get(consul, "/v1/catalog/services", **params).headers["X-Consul-Index"])
+
+    register(consul, Service="web")
+    before, before_meta = index(), index(**{"node-meta": "rack:r1"})
+    put(consul, "/v1/catalog/register", {"Node": "n2", "Address": "10.0.0.2"})
+    put(consul, "/v1/catalog/register", {"Node": "n1", "Address": "10.0.0.9"})
+    assert index() == before
+    assert index(**{"node-meta": "rack:r1"}) > before_meta
+    register(consul, "n2", Service="api")
+    assert index() > before

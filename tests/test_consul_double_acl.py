@@ -74,7 +74,7 @@ def test_unknown_token_is_acl_not_found(consul: ConsulDouble) -> None:
 
 
 def test_anonymous_reads_are_filtered(consul: ConsulDouble) -> None:
-    # API.md §ACL: with default deny, anonymous reads are filtered (empty lists, 404 on KV).
+    # API.md §ACL: with default deny, anonymous listings are filtered (empty lists).
     requests.put(consul.url + "/v1/kv/k", data=b"v", params={"token": TOKEN}, timeout=10)
     assert requests.get(consul.url + "/v1/catalog/service/web", timeout=10).json() == []
     assert requests.get(consul.url + "/v1/catalog/services", timeout=10).json() == {}
@@ -83,7 +83,6 @@ def test_anonymous_reads_are_filtered(consul: ConsulDouble) -> None:
         "Node": None,
         "Services": None,
     }
-    assert requests.get(consul.url + "/v1/kv/k", timeout=10).status_code == 404
     assert requests.get(consul.url + "/v1/status/leader", timeout=10).json() == "127.0.0.1:8300"
     visible = requests.get(
         consul.url + "/v1/catalog/service/web", params={"token": TOKEN}, timeout=10
@@ -109,3 +108,52 @@ def test_anonymous_txn_write_is_a_409_per_op(consul: ConsulDouble) -> None:
             "What": "Permission denied: anonymous token lacks permission 'node:write' on \"n9\"",
         },
     ]
+
+
+def test_single_key_read_without_permission_is_403(consul: ConsulDouble) -> None:
+    """agent/consul/kvs_endpoint.go KVS.Get: KeyReadAllowed is checked on the key asked for,
+    whether it exists or not, so a single-key GET is refused (403), never a 404; KVS.List
+    and KVS.ListKeys filter instead (FilterDirEnt)."""
+    requests.put(consul.url + "/v1/kv/app/k", data=b"v", params={"token": TOKEN}, timeout=10)
+    denied = "Permission denied: anonymous token lacks permission 'key:read' on "
+    for key in ("app/k", "app/missing"):
+        response = requests.get(consul.url + f"/v1/kv/{key}", timeout=10)
+        assert (response.status_code, response.text) == (403, denied + f'"{key}"')
+    listing = requests.get(consul.url + "/v1/kv/app/", params={"recurse": ""}, timeout=10)
+    assert listing.status_code == 404
+    keys = requests.get(consul.url + "/v1/kv/", params={"keys": ""}, timeout=10)
+    assert (keys.status_code, keys.json()) == (200, [])
+    allowed = requests.get(consul.url + "/v1/kv/app/missing", params={"token": TOKEN}, timeout=10)
+    assert allowed.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("default_token", "status", "body"),
+    [
+        ("", 403, "Permission denied: anonymous token lacks permission 'key:write' on \"k\""),
+        (TOKEN, 200, "true"),
+        ("stale-default", 403, "ACL not found"),
+    ],
+    ids=["anonymous", "management", "unknown"],
+)
+def test_no_token_means_the_agents_default_token(
+    default_token: str, status: int, body: str
+) -> None:
+    """agent/http.go parseTokenWithDefault: a request without ?token, X-Consul-Token or a
+    Bearer token carries the agent's UserToken (acl.tokens.default, agent/token/store.go),
+    which the servers resolve like any other; "" is the anonymous token."""
+    with ConsulDouble(acl_token=TOKEN, default_token=default_token) as double:
+        response = requests.put(double.url + "/v1/kv/k", data=b"v", timeout=10)
+        assert (response.status_code, response.text) == (status, body)
+        explicit = requests.put(
+            double.url + "/v1/kv/k", data=b"v", headers={"X-Consul-Token": TOKEN}, timeout=10
+        )
+        assert (explicit.status_code, explicit.json()) == (200, True)
+
+
+def test_default_token_is_ignored_without_acls() -> None:
+    """agent/consul/acl.go: with ACLs disabled every token, the default one included,
+    resolves to allow-all."""
+    with ConsulDouble(default_token="whatever") as double:
+        response = requests.put(double.url + "/v1/kv/k", data=b"v", timeout=10)
+        assert (response.status_code, response.json()) == (200, True)

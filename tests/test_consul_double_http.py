@@ -6,6 +6,8 @@ source file mirrored; the test controls come from the double's brief.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -128,23 +130,49 @@ def test_stop_cuts_keep_alive_clients_and_is_idempotent() -> None:
             client.get(double.url + "/v1/status/leader", timeout=2)
 
 
-def test_module_entry_point_prints_url_and_exits_cleanly() -> None:
-    # Brief: `python -m tests.doubles.consul --port 0` prints the URL it bound, exits 0 on TERM.
-    with subprocess.Popen(
-        [sys.executable, "-m", "tests.doubles.consul", "--port", "0", "--max-txn-ops", "64"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as proc:
+@contextlib.contextmanager
+def standalone(*args: str) -> Iterator[str]:
+    """`python -m tests.doubles.consul --port 0 ARGS`: its URL while it runs; it must exit 0
+    on SIGTERM having printed nothing else."""
+    command = [sys.executable, "-m", "tests.doubles.consul", "--port", "0", *args]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         try:
-            assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
-            assert requests.get(url + "/v1/status/leader", timeout=5).json() == "127.0.0.1:8300"
-            ops = [{"KV": {"Verb": "get", "Key": f"k{i}"}} for i in range(65)]
-            too_many = requests.put(url + "/v1/txn", json=ops, timeout=5)
-            assert too_many.text == "Transaction contains too many operations (65 > 64)"
+            yield url
         finally:
             proc.terminate()
         assert proc.wait(timeout=10) == 0
         assert proc.stdout.read() == ""
+
+
+def test_module_entry_point_prints_url_and_exits_cleanly() -> None:
+    # Brief: `python -m tests.doubles.consul --port 0` prints the URL it bound, exits 0 on TERM.
+    with standalone("--max-txn-ops", "64") as url:
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        assert requests.get(url + "/v1/status/leader", timeout=5).json() == "127.0.0.1:8300"
+        ops = [{"KV": {"Verb": "get", "Key": f"k{i}"}} for i in range(65)]
+        too_many = requests.put(url + "/v1/txn", json=ops, timeout=5)
+        assert too_many.text == "Transaction contains too many operations (65 > 64)"
+
+
+def test_command_line_fault_flag() -> None:
+    """`python -m tests.doubles.consul --fault JSON` (faults.py) starts with the fault in
+    place; a bad one is a usage error (exit 2) naming the field."""
+    fault = {"path": "/v1/catalog/services", "status": 429, "headers": {"Retry-After": "1"}}
+    with standalone("--fault", json.dumps({**fault, "times": 1})) as url:
+        limited = requests.get(url + "/v1/catalog/services", timeout=5)
+        assert (limited.status_code, limited.headers["Retry-After"]) == (429, "1")
+        assert requests.get(url + "/v1/catalog/services", timeout=5).status_code == 200
+    bad = subprocess.run(
+        [sys.executable, "-m", "tests.doubles.consul", "--fault", '{"delay": -1}'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "--fault: invalid fault: delay: Input should be greater than or equal to 0" in (
+        bad.stderr
+    )

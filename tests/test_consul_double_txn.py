@@ -4,6 +4,7 @@ agent/consul/txn_endpoint.go (preCheck) and agent/consul/state/txn.go."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,20 +91,25 @@ def test_service_set_needs_the_node_first(consul: ConsulDouble) -> None:
     assert [e["Node"] for e in entries] == ["capsync-me"]
 
 
-def test_weights_are_stored_as_given(consul: ConsulDouble) -> None:
-    # API.md §PUT /v1/txn: Weights stored exactly as given; convertOps copies an absent
-    # AgentWeights as its zero value.
+def test_weights_are_stored_as_to_service_node_stores_them(consul: ConsulDouble) -> None:
+    """agent/txn_endpoint.go convertOps copies the api Weights value, so an omitted one is
+    {0, 0}; agent/structs/structs.go NodeService.ToServiceNode then stores {1, 1} for any
+    weights that fail ValidateWeights (Passing < 1, Warning < 0, over 65535), valid ones as
+    given. The txn result reads the stored service back (state/txn.go txnService)."""
     ops = [
         node_set(),
         service_set(ID="a", Weights={"Passing": 3, "Warning": 0}),
         service_set(ID="b", Weights=None),
+        service_set(ID="c", Weights={"Passing": 0, "Warning": 5}),
+        service_set(ID="d", Weights={"Passing": 70000, "Warning": 1}),
     ]
-    assert txn(consul, ops).status_code == 200
+    response = txn(consul, ops)
+    assert response.status_code == 200, response.text
+    defaulted = {"Passing": 1, "Warning": 1}
+    expected = [{"Passing": 3, "Warning": 0}, defaulted, defaulted, defaulted]
+    assert [r["Service"]["Weights"] for r in response.json()["Results"][1:]] == expected
     entries = requests.get(consul.url + "/v1/catalog/service/worker", timeout=10).json()
-    assert [e["ServiceWeights"] for e in entries] == [
-        {"Passing": 3, "Warning": 0},
-        {"Passing": 0, "Warning": 0},
-    ]
+    assert [e["ServiceWeights"] for e in entries] == expected
 
 
 def test_service_meta_validated_like_register(consul: ConsulDouble) -> None:
@@ -135,11 +141,32 @@ def test_operation_limit(limit: int, status: int) -> None:
         )
 
 
+DOC = "https://developer.hashicorp.com/docs/agent/config/config-files#txn_max_req_len"
+
+
 def test_body_over_512_kib_is_413(consul: ConsulDouble) -> None:
-    # API.md §PUT /v1/txn: body over 512 KiB is 413 `Request body(N bytes) too large, ...`.
+    """agent/txn_endpoint.go convertOps: a Content-Length over txn_max_req_len (524288 by
+    default) is 413 before anything is decoded, the text naming both sizes; exactly the
+    limit is still read."""
     response = requests.put(consul.url + "/v1/txn", data=b" " * (512 * 1024 + 1), timeout=10)
-    assert response.status_code == 413
-    assert response.text.startswith("Request body(524289 bytes) too large, max size: 524288 bytes.")
+    assert (response.status_code, response.text) == (
+        413,
+        f"Request body(524289 bytes) too large, max size: 524288 bytes. See {DOC}.",
+    )
+    at_limit = requests.put(consul.url + "/v1/txn", data=b" " * (512 * 1024), timeout=10)
+    assert at_limit.status_code == 400  # decoded: whitespace is not a JSON array
+
+
+def test_chunked_body_over_512_kib_is_413_without_its_size(consul: ConsulDouble) -> None:
+    """agent/txn_endpoint.go convertOps: without a Content-Length, http.MaxBytesReader stops
+    the decode at the limit and the 413 text cannot say how big the body was."""
+    ops = json.dumps([{"KV": {"Verb": "set", "Key": "k", "Value": b64("x" * 400_000)}}])
+    response = requests.put(consul.url + "/v1/txn", data=iter([ops.encode()]), timeout=10)
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert (response.status_code, response.text) == (
+        413,
+        f"Request body too large, max size: 524288 bytes. See {DOC}.",
+    )
 
 
 @pytest.mark.parametrize(

@@ -48,3 +48,34 @@ def test_watch_event_triggers_a_sync(consul: ConsulTarget, tmp_path: Path):
             wait_until(lambda: "late-worker" not in consul.services(), 3, 0.05)
         finally:
             assert proc.stop() == 0
+
+
+def test_steady_cycles_of_the_daemon_read_the_cache_not_the_api(
+    consul: ConsulTarget, tmp_path: Path
+):
+    with KubernetesDouble() as kube:
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        config = tmp_path / "capsync.toml"
+        config.write_text('[[sources]]\ntype = "kubernetes"\nlabel_selector = "role=worker"\n')
+        declares = {"worker.capabilities": "{}"}
+        kube.put_pod("ci", "cached-pod", annotations=declares, labels={"role": "worker"})
+        proc = Daemon(["--config", str(config), "--owner", consul.owner, "--interval", "1s"],
+                      env=consul.env(KUBECONFIG=str(kubeconfig))).started()
+
+        def cycles() -> int:
+            return sum("event=cycle" in line for line in proc.lines)
+
+        def lists() -> int:
+            return sum("watch=" not in path.lower() for _, path in list(kube.requests))
+
+        try:
+            wait_until(lambda: "cached-pod" in consul.services(), 10, 0.05)
+            wait_until(lambda: sum("watch=true" in p for _, p in list(kube.requests)) >= 2)
+            before, seen = lists(), cycles()
+            wait_until(lambda: cycles() >= seen + 2, 10, 0.05)  # two interval cycles
+            # Relabelled out of the selector: it leaves through the watch's DELETED event.
+            kube.put_pod("ci", "cached-pod", annotations=declares, labels={"role": "retired"})
+            wait_until(lambda: "cached-pod" not in consul.services(), 5, 0.05)
+            assert lists() == before
+        finally:
+            assert proc.stop() == 0

@@ -385,9 +385,8 @@ def test_connection_settings_errors_and_password_file(tmp_path: Path):
         assert "s3cret" not in denied.stderr + ok.stderr
     finally:
         server.stop()
-    missing = run_cli("run", "--once", "--registry", "postgres:host=x", "--source",
-                      f"file:{EXAMPLES}", "--config",
-                      str(_config(tmp_path, 'backend = "postgres"\npassword_file = "/nope"')))
+    missing = run_cli("run", "--once", "--source", f"file:{EXAMPLES}", "--config", str(
+        _config(tmp_path, 'backend = "postgres"\nurl = "host=x"\npassword_file = "/nope"')))
     assert missing.returncode != 0 and "registry.password_file /nope" in missing.stderr
     bad = sync("postgres:not a dsn")
     assert bad.returncode != 0 and "registry.url" in bad.stderr

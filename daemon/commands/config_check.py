@@ -9,6 +9,7 @@ from pathlib import Path
 
 from config import loading
 from config.errors import ConfigError
+from daemon.settings_model import SETTINGS
 
 REDACTED = "<redacted>"
 
@@ -30,11 +31,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def check_command(args: argparse.Namespace) -> int:
     try:
-        settings = loading.load(args.file)
+        settings = loading.load(SETTINGS, args.file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
     effective = settings.model_dump(mode="json")
+    if len(settings.registries) == 1:
+        # One registry is shown as the one [registry] table it can be written as.
+        effective["registry"] = effective.pop("registries")[0]
     if settings.consul.token is not None:
         effective["consul"]["token"] = REDACTED
     print(json.dumps(effective, indent=2))

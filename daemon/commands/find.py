@@ -8,11 +8,14 @@ import logging
 import sys
 from typing import Any
 
-from config.errors import DeclarationError
+from config.errors import ConfigError, DeclarationError
 from config.events import emit
+from config.settings import RegistrySettingsBase, Settings
 from daemon.commands.common import add_registry_options, settings_from_args
 from daemon.logs import configure
 from daemon.query import Query
+from daemon.registry.table import REGISTRY_KINDS
+from daemon.text_table import render
 from daemon.wiring import build_registry
 from discovery import codec, schema
 from discovery.model import CATEGORIES, Capabilities
@@ -40,12 +43,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                          meta=[], all_required=False)
     show = sub.add_parser("show", help="show one worker's entries in the registry")
     show.add_argument("id")
-    add_registry_options(show)
+    add_registry_options(show, select=True)
     show.set_defaults(handler=show_command)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    add_registry_options(parser)
+    add_registry_options(parser, select=True)
     parser.add_argument("--json", action="store_true", help="print a JSON list")
 
 
@@ -62,8 +65,8 @@ def find_command(args: argparse.Namespace) -> int:
         meta.append((key, value))
     query = Query(
         category=args.category,
-        tools=tuple(_tool(t) for t in args.tool),
-        has=tuple(_tool(t) for t in args.has),
+        tools=tuple(schema.tool_key(t) for t in args.tool),
+        has=tuple(schema.tool_key(t) for t in args.has),
         flags=tuple(args.flag),
         meta=tuple(meta),
         all_required=args.all_required,
@@ -77,10 +80,7 @@ def find_command(args: argparse.Namespace) -> int:
         (caps.id, node, entry.source, ",".join(caps.all_tools()))
         for node, entry, caps in results
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
-              + "  " + row[3])
+    print(render(rows))
     return 0
 
 
@@ -94,9 +94,9 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def _decoded(args: argparse.Namespace, query: Query) -> list[tuple[str, codec.Entry, Capabilities]]:
-    settings = settings_from_args(args)
+    settings, chosen = _chosen_registry(args)
     configure()
-    registry = build_registry(settings)
+    registry = build_registry(settings, chosen)
     try:
         listed = registry.entries(query)
     finally:
@@ -111,6 +111,22 @@ def _decoded(args: argparse.Namespace, query: Query) -> list[tuple[str, codec.En
     return out
 
 
+def _chosen_registry(args: argparse.Namespace) -> tuple[Settings, RegistrySettingsBase]:
+    """``--registry NAME`` picks a configured registry; a registry given as KIND[:ARG]
+    (or none) means the first."""
+    if args.registry and len(args.registry) == 1:
+        configured = settings_from_args(args, registries=False)
+        for reg in configured.registries:
+            if reg.name == args.registry[0]:
+                return configured, reg
+        if args.registry[0].partition(":")[0] not in REGISTRY_KINDS.kinds:
+            names = ", ".join(reg.name for reg in configured.registries)
+            raise ConfigError(f"--registry {args.registry[0]!r}: no configured registry of "
+                              f"that name ({names}) and not {REGISTRY_KINDS.expected()}")
+    settings = settings_from_args(args)
+    return settings, settings.registries[0]
+
+
 def _as_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:
     return {
         "id": caps.id,
@@ -121,7 +137,3 @@ def _as_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any
         "address": entry.address,
         "declaration": schema.dump(caps),
     }
-
-
-def _tool(name: str) -> str:
-    return name.strip().lower()

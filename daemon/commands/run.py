@@ -12,7 +12,7 @@ from daemon.cycle import CycleReport, Syncer
 from daemon.logs import configure
 from daemon.report import log_problems, plan_json, plan_table, summary
 from daemon.service import Daemon
-from daemon.wiring import build_registry, build_sources, sync_options
+from daemon.wiring import build_registries, build_sources
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,12 +51,17 @@ def run_command(args: argparse.Namespace) -> int:
         return Daemon(lambda: settings_from_args(args)).run()
     report = sync_once(settings, dry_run=args.dry_run)
     log_problems(report)
-    if report.registry_error:
+    if all(reg.registry_error for reg in report.registries):
         return 1
+    several = len(report.registries) > 1
     if args.dry_run and args.json:
-        print(json.dumps(plan_json(report), indent=2))
+        plans = {reg.name: plan_json(report, reg) for reg in report.registries}
+        print(json.dumps(plans if several else plans[report.registries[0].name], indent=2))
     elif args.dry_run:
-        print(plan_table(report.changes))
+        for reg in report.registries:
+            if several:
+                print(f"registry {reg.name}:")
+            print(plan_table(reg.changes))
         print(summary(report))
     else:
         print(summary(report))
@@ -64,9 +69,10 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def sync_once(settings: Settings, *, dry_run: bool) -> CycleReport:
-    registry = build_registry(settings)
+    registries = build_registries(settings)
     try:
-        syncer = Syncer(build_sources(settings), registry, sync_options(settings))
+        syncer = Syncer(build_sources(settings), registries)
         return syncer.run_once(dry_run=dry_run)
     finally:
-        registry.close()
+        for target in registries:
+            target.registry.close()

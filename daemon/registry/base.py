@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,3 +64,38 @@ class Registry(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+WriteOp = Callable[[Entry], str]  # writes one entry; the reason when refused, else ""
+
+
+def apply_in_batches(
+    changes: Changes,
+    *,
+    upsert: WriteOp,
+    delete: WriteOp,
+    size: int,
+    stop: threading.Event | None,
+    batch: Callable[[], AbstractContextManager[object]],
+) -> ApplyResult:
+    """The write loop of a registry that checks ownership row by row: creates and
+    updates, then deletes, ``size`` to a ``batch`` (a transaction), stopping between
+    batches when ``stop`` is set."""
+    ops: list[tuple[WriteOp, Entry]] = [
+        *((upsert, entry) for entry in changes.create),
+        *((upsert, update.new) for update in changes.update),
+        *((delete, entry) for entry in changes.delete),
+    ]
+    requests = applied = 0
+    refused: list[Refused] = []
+    for start in range(0, len(ops), size):
+        if stop is not None and stop.is_set():
+            break
+        with batch():
+            for op, entry in ops[start : start + size]:
+                if reason := op(entry):
+                    refused.append(Refused(entry.id, reason))
+                else:
+                    applied += 1
+        requests += 1
+    return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from config.errors import RegistryError
+from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
@@ -22,6 +23,7 @@ from discovery import codec
 from discovery.codec import Entry
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service, service_fields
+from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
 
@@ -154,3 +156,21 @@ def _batches(
 ) -> Iterator[list[tuple[str, dict[str, Any]]]]:
     for start in range(0, len(ops), size):
         yield ops[start : start + size]
+
+
+class ConsulRegistrySettings(RegistrySettingsBase):
+    """The Consul catalogue, reached through the top-level [consul] connection."""
+
+    backend: Literal["consul"]
+    name: KindName = "consul"
+
+
+def build(settings: ConsulRegistrySettings, ctx: BuildContext) -> ConsulRegistry:
+    return ConsulRegistry(
+        ConsulClient(ctx.consul_endpoint()), service=settings.service, owner=settings.owner,
+        node=settings.node_name, node_address=settings.node_address,
+        max_ops=ctx.consul.max_txn_ops,
+    )
+
+
+KIND = Kind("consul", ConsulRegistrySettings, "", no_arg, build)

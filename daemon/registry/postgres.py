@@ -24,16 +24,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
 
 from config.errors import ConfigError, DeclarationError, RegistryError
 from config.events import emit
+from config.settings import KindName
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
-from daemon.registry.redis import read_secret
+from daemon.registry.store import StoreSettings, read_secret, writes
 from discovery import seed_json
 from discovery.codec import Entry
+from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.model import CATEGORIES
 
 if TYPE_CHECKING:
@@ -162,6 +166,7 @@ class PostgresRegistry:
         *,
         service: str,
         owner: str,
+        node: str,
         schema: str = "public",
         batch_size: int = 500,
     ) -> None:
@@ -173,6 +178,7 @@ class PostgresRegistry:
             raise ConfigError(f"registry.url: not a libpq connection string: {exc}") from None
         self._service = service
         self._owner = owner
+        self._node = node
         self._schema = schema
         self._batch_size = batch_size
         self._lock = threading.Lock()
@@ -196,13 +202,13 @@ class PostgresRegistry:
         return Snapshot(owned=owned, foreign=frozenset(foreign))
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        plan = writes(changes, self._owner)
         ops: list[tuple[Entry, bool]] = [
-            *((entry, True) for entry in changes.create),
-            *((update.new, True) for update in changes.update),
-            *((entry, False) for entry in changes.delete),
+            *((entry, True) for entry in plan.upserts),
+            *((entry, False) for entry in plan.deletes),
         ]
         requests = applied = 0
-        refused: list[Refused] = []
+        refused: list[Refused] = list(plan.refused)
         with self._using("apply") as conn:
             for start in range(0, len(ops), self._batch_size):
                 if stop is not None and stop.is_set():
@@ -239,8 +245,9 @@ class PostgresRegistry:
         text = _SELECT + " WHERE " + " AND ".join(where) + " ORDER BY id"
         with self._using("entries") as conn:
             rows = conn.execute(self._sql(text), params).fetchall()
-        return [Listed(node=row[_OWNER_AT], entry=found) for row in rows
-                if (found := self._decode(row)) is not None]
+        return [Listed(node=self._node if found.owner == self._owner
+                       else f"capsync-{found.owner}", entry=found)
+                for row in rows if (found := self._decode(row)) is not None]
 
     def close(self) -> None:
         with self._lock:
@@ -387,3 +394,27 @@ def _rows(stored: dict[str, seed_json.Stored]) -> list[dict[str, Any]]:
          **{name: getattr(item.origin, name) for name in _OWN[:-1]}, "tools": list(item.tags)}
         for worker_id, item in stored.items()
     ]
+
+
+class PostgresRegistrySettings(StoreSettings):
+    """PostgreSQL in the seed's table; ``url`` a libpq connection string, else PG*."""
+
+    backend: Literal["postgres"]
+    name: KindName = "postgres"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca",
+                     "verify-full"] | None = None
+    schema_name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "public"
+
+
+def build(settings: PostgresRegistrySettings, ctx: BuildContext) -> PostgresRegistry:
+    endpoint = PostgresEndpoint(
+        dsn=settings.url or "", password_file=settings.password_file,
+        sslmode=settings.sslmode, ca_file=settings.ca_file, cert_file=settings.cert_file,
+        key_file=settings.key_file, timeout=settings.timeout,
+    )
+    return PostgresRegistry(endpoint, service=settings.service, owner=settings.owner,
+                            node=settings.node_name, schema=settings.schema_name)
+
+
+KIND = Kind("postgres", PostgresRegistrySettings, "[DSN]", field_arg("url", required=False),
+            build)

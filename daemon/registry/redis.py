@@ -22,19 +22,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+from pydantic import Field
 
 from config.errors import ConfigError, DeclarationError, RegistryError
 from config.events import emit
+from config.settings import KindName
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
+from daemon.registry.store import StoreSettings, read_secret, writes
 from discovery import seed_json
 from discovery.codec import Entry
+from discovery.kinds import BuildContext, Kind, field_arg
 
 if TYPE_CHECKING:
     import redis
@@ -165,14 +171,6 @@ def connect(endpoint: RedisEndpoint) -> redis.Redis:
         raise ConfigError(f"registry.url: {exc}") from None
 
 
-def read_secret(path: Path, key: str) -> str:
-    """A secret file's content, read once at start (or reload), like the Consul token."""
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{key} {path}: {exc.strerror}") from None
-
-
 class RedisRegistry:
     def __init__(
         self,
@@ -180,6 +178,7 @@ class RedisRegistry:
         *,
         service: str,
         owner: str,
+        node: str,
         prefix: str = "",
         batch_size: int = 500,
     ) -> None:
@@ -188,6 +187,7 @@ class RedisRegistry:
         self._owner = owner
         self._prefix = prefix
         self._batch_size = batch_size
+        self._node = node
         self._decoder = seed_json.Decoder()
 
     def snapshot(self) -> Snapshot:
@@ -206,15 +206,15 @@ class RedisRegistry:
         return Snapshot(owned=owned, foreign=frozenset(foreign))
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        writes = [*changes.create, *(update.new for update in changes.update)]
-        stored = {entry.id: seed_json.stored(entry) for entry in writes}
+        plan = writes(changes, self._owner)
+        stored = {entry.id: seed_json.stored(entry) for entry in plan.upserts}
         ops = [
             *(_set_op(item) for item in stored.values()),
-            *({"id": entry.id, "tags": []} for entry in changes.delete),
+            *({"id": entry.id, "tags": []} for entry in plan.deletes),
         ]
-        by_id = {entry.id: entry for entry in writes}
+        by_id = {entry.id: entry for entry in plan.upserts}
         requests = applied = 0
-        refused: list[Refused] = []
+        refused: list[Refused] = list(plan.refused)
         for start in range(0, len(ops), self._batch_size):
             if stop is not None and stop.is_set():
                 break
@@ -237,7 +237,8 @@ class RedisRegistry:
         tool = f"{self._prefix}tool:"
         every = [f"{self._prefix}capsync:entries", *(tool + name for name in query.has)]
         listed = [
-            Listed(node=found.owner, entry=found)
+            Listed(node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
+                   entry=found)
             for _, found in self._read(every, [tool + name for name in query.tools])[0]
             if found is not None and found.service == self._service
         ]
@@ -288,3 +289,26 @@ def _set_op(stored: seed_json.Stored) -> dict[str, Any]:
     origin = {name: str(getattr(stored.origin, name)) for name in _ORIGIN_FIELDS}
     return {"id": stored.id, "value": stored.text, "tags": list(stored.tags),
             "tagtext": json.dumps(list(stored.tags)), "origin": origin}
+
+
+class RedisRegistrySettings(StoreSettings):
+    """Redis in the seed's layout; ``url`` redis:// or rediss://, else REDIS_URL."""
+
+    backend: Literal["redis"]
+    name: KindName = "redis"
+    ssl_verify: bool = True
+    prefix: Annotated[str, Field(max_length=64)] = ""
+
+
+def build(settings: RedisRegistrySettings, ctx: BuildContext) -> RedisRegistry:
+    url = settings.url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    endpoint = RedisEndpoint(
+        url=url, password_file=settings.password_file, ca_file=settings.ca_file,
+        cert_file=settings.cert_file, key_file=settings.key_file,
+        ssl_verify=settings.ssl_verify, timeout=settings.timeout,
+    )
+    return RedisRegistry(connect(endpoint), service=settings.service, owner=settings.owner,
+                         node=settings.node_name, prefix=settings.prefix)
+
+
+KIND = Kind("redis", RedisRegistrySettings, "[URL]", field_arg("url", required=False), build)

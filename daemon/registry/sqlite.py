@@ -22,12 +22,15 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from config.errors import RegistryError
+from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
+from daemon.registry.base import ApplyResult, Listed, Snapshot, apply_in_batches
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
+from discovery.kinds import BuildContext, Kind, field_arg
 
 _SCHEMA_V1 = (
     """CREATE TABLE nodes (
@@ -143,28 +146,17 @@ class SqliteRegistry:
         return Snapshot(owned=owned, foreign=foreign)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        ops: list[tuple[Callable[[Entry], str], Entry]] = [
-            *((self._upsert, entry) for entry in changes.create),
-            *((self._upsert, update.new) for update in changes.update),
-            *((self._delete, entry) for entry in changes.delete),
-        ]
-        if not ops:
+        if not changes.writes:
             return ApplyResult()
-        requests = applied = 0
-        refused: list[Refused] = []
         with self._using("apply"):
-            for start in range(0, len(ops), self._batch_size):
-                if stop is not None and stop.is_set():
-                    break
-                with self._transaction():
-                    self._ensure_node()
-                    for op, entry in ops[start : start + self._batch_size]:
-                        if reason := op(entry):
-                            refused.append(Refused(entry.id, reason))
-                        else:
-                            applied += 1
-                requests += 1
-        return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+            return apply_in_batches(changes, upsert=self._upsert, delete=self._delete,
+                                    size=self._batch_size, stop=stop, batch=self._batch)
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        with self._transaction():
+            self._ensure_node()
+            yield
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         sql = f"{_SELECT} WHERE s.service = ? AND s.source = 'capsync'"
@@ -279,3 +271,19 @@ def _entry(row: sqlite3.Row) -> Entry:
         address=row["address"],
         port=row["port"],
     )
+
+
+class SqliteRegistrySettings(RegistrySettingsBase):
+    """One SQLite file: the embedded registry."""
+
+    backend: Literal["sqlite"]
+    name: KindName = "sqlite"
+    path: Path = Path("/var/lib/capsync/registry.db")
+
+
+def build(settings: SqliteRegistrySettings, ctx: BuildContext) -> SqliteRegistry:
+    return SqliteRegistry(settings.path, service=settings.service, owner=settings.owner,
+                          node=settings.node_name, node_address=settings.node_address)
+
+
+KIND = Kind("sqlite", SqliteRegistrySettings, "PATH", field_arg("path", required=True), build)

@@ -15,14 +15,18 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
-from config.errors import CapsyncError, DeclarationError
+from pydantic import Field
+
+from config.errors import CapsyncError, DeclarationError, SourceError
 from config.events import emit
+from config.settings import SourceName, SourceSettingsBase
 from discovery import codec, documents, schema
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service
+from discovery.kinds import BuildContext, Kind
 from discovery.model import CATEGORIES
 from discovery.sources.base import Declaration, Listing
 
@@ -104,3 +108,31 @@ def _fingerprint(listing: Listing) -> str:
     items: list[Any] = [(d.ref, d.data, d.address) for d in listing.declarations]
     items += [(e.ref, e.problems) for e in listing.invalid]
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ConsulSourceSettings(SourceSettingsBase):
+    """Services others registered in Consul (the [consul] connection is used)."""
+
+    type: Literal["consul"]
+    name: SourceName = "consul"
+    services: builtins.list[str] = Field(default_factory=builtins.list)
+    tag: str | None = None
+    meta_key: str = "worker-capabilities"
+
+
+def parse_arg(value: str) -> dict[str, object]:
+    """``SERVICE[,SERVICE...]`` or ``tag=TAG``."""
+    if value.startswith("tag="):
+        return {"tag": value.removeprefix("tag=")}
+    if not value:
+        raise ValueError("services or tag missing")
+    return {"services": value.split(",")}
+
+
+def build(settings: ConsulSourceSettings, ctx: BuildContext) -> ConsulSource:
+    client = ConsulClient(ctx.consul_endpoint(), error=SourceError)
+    return ConsulSource(client, name=settings.name, services=builtins.list(settings.services),
+                        tag=settings.tag, meta_key=settings.meta_key)
+
+
+KIND = Kind("consul", ConsulSourceSettings, "SERVICE[,SERVICE]|tag=TAG", parse_arg, build)

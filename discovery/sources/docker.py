@@ -8,9 +8,11 @@ container name; the address is the container's IP when it has one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from discovery.sources.labelled import Labelled, LabelledSource
+from config.settings import SourceName
+from discovery.sources.docker_engine import EngineSourceSettings
+from discovery.sources.labelled import Labelled, LabelledSource, engine_kind
 
 
 @dataclass
@@ -35,3 +37,13 @@ def _container(container: dict[str, Any]) -> Labelled:
                     if (net or {}).get("IPAddress")), "")
     return Labelled(f"{container['Id'][:12]}/{name}", name, container.get("Labels") or {},
                     address)
+
+
+class DockerSourceSettings(EngineSourceSettings):
+    """Running containers."""
+
+    type: Literal["docker"]
+    name: SourceName = "docker"
+
+
+KIND = engine_kind("docker", DockerSourceSettings, DockerSource)

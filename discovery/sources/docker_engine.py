@@ -20,6 +20,7 @@ import requests
 
 from config.errors import SourceError
 from config.events import emit
+from config.settings import DEFAULT_LABEL, SourceSettingsBase
 
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
@@ -127,3 +128,10 @@ def _reason(exc: Exception, where: str) -> str:
     ):
         return f"cannot connect to the Docker engine at {where}"
     return str(exc) or type(exc).__name__
+
+
+class EngineSourceSettings(SourceSettingsBase):
+    """A Docker engine's objects; ``host`` defaults to DOCKER_HOST conventions."""
+
+    label: str = DEFAULT_LABEL
+    host: str | None = None

@@ -12,10 +12,12 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from config.errors import DeclarationError, SourceError
+from config.settings import SourceName, SourceSettingsBase
 from discovery import documents
+from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
 
 POLL_SECONDS = 1.0
@@ -123,3 +125,17 @@ def read_file(path: Path, source: str, fingerprint: Hashable = None) -> Listing:
         for item_ref, data in items
     ])
 
+
+class FileSourceSettings(SourceSettingsBase):
+    """A directory of JSON/YAML declarations."""
+
+    type: Literal["file"]
+    name: SourceName = "file"
+    path: Path
+
+
+def build(settings: FileSourceSettings, ctx: BuildContext) -> FileSource:
+    return FileSource(settings.path, name=settings.name)
+
+
+KIND = Kind("file", FileSourceSettings, "DIR", field_arg("path", required=True), build)

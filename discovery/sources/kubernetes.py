@@ -7,8 +7,10 @@ touched. Lists are paged (limit/continue) so a large cluster is never one huge r
 Objects are read as plain JSON rather than the client's models: only a few fields
 matter, and custom resources are plain JSON anyway.
 
-``watch`` runs list-then-watch per kind, like an informer, but only to say *that*
-something changed; the daemon then lists again (level-triggered).
+While ``watch`` runs, one informer-style cache per kind (kube_reflector) answers
+``list`` without a request; without it (``run --once``, ``validate``) ``list`` pages
+through the API. Only a clean answer is data: a page that is not the documented list
+shape (an HTML error page, a truncated body, a Status) fails the listing.
 """
 
 from __future__ import annotations
@@ -17,32 +19,40 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import urllib3
 
 from config.errors import DeclarationError, SourceError
 from config.events import emit
+from config.settings import DEFAULT_LABEL, SourceName, SourceSettingsBase
 from discovery import documents
+from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
+from discovery.sources.kube_reflector import Gone, Obj, Reflector, View
 
 GROUP, VERSION, PLURAL = "valkra.io", "v1", "workercapabilities"
 CRD_MANIFEST = "config/kubernetes/workercapabilities-crd.yaml"
+RBAC_CLUSTER = "config/kubernetes/rbac-cluster.yaml"
+RBAC_NAMESPACE = "config/kubernetes/rbac-namespace.yaml"
 EXTRA_HINT = "the kubernetes source needs the 'kubernetes' extra: pip install 'capsync[kubernetes]'"
 POD, RESOURCE = "pod", "workercapabilities"  # the kinds, as named in notify() reasons
-CHANGES = ("ADDED", "MODIFIED", "DELETED")
+RESOURCE_NAMES = {POD: "pods", RESOURCE: f"{PLURAL}.{GROUP}"}  # as RBAC rules name them
 
 PAGE_LIMIT = 500
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds) for one list page
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then resumed
-BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
-STOP_POLL = 0.05  # how often watch() re-cuts the streams while its threads wind down
+HALT_SECONDS = 1.5  # close() gives the watch threads this long, within the 2 s promised
+FIRST_LIST_WAIT = 35.0  # list() waits this long for a cache's first list to end
 
-Obj = dict[str, Any]  # an API object as JSON
-Objs = list[Obj]  # spelt here: inside KubernetesSource, ``list`` is the method
+# Spelt here: inside KubernetesSource, ``list`` is the method.
+Objs = list[Obj]
+Views = list[View]
+Kinds = list[str]
 
 
 def _kube() -> Any:
@@ -50,7 +60,6 @@ def _kube() -> Any:
     try:
         import kubernetes.client  # noqa: PLC0415
         import kubernetes.config  # noqa: PLC0415
-        import kubernetes.watch  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError(EXTRA_HINT) from exc
     return kubernetes
@@ -66,47 +75,89 @@ class KubernetesSource:
     resources: bool = True
     kubeconfig: str | None = None  # None: in-cluster, else KUBECONFIG or ~/.kube/config
     context: str | None = None
+    _reflectors: list[Reflector] = field(default_factory=list, init=False, repr=False)
+    _warned: set[str] = field(default_factory=set, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         _kube()  # fail at construction, with the extra to install, not at the first list
 
-    # -- list ---------------------------------------------------------------------------
+    # -- the Source interface -----------------------------------------------------------
 
     def list(self) -> Listing:
+        """From the caches while ``watch`` runs (SourceError if one is out of sync), else
+        one paged list per kind."""
+        with self._lock:
+            reflectors = self._reflectors[:]
+        if reflectors:
+            return self._listing([view for r in reflectors for view in r.views(FIRST_LIST_WAIT)])
+        with self.session() as api:
+            return self._listing([
+                view for kind in self._kinds() for obj in self.fetch(api, kind)[0]
+                if (view := self.view(kind, obj)) is not None
+            ])
+
+    def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
+        """Keep the caches in step until ``stop`` is set; ``notify`` on each change that
+        can alter a declaration."""
+        reflectors = [Reflector(self, kind, notify) for kind in self._kinds()]
+        with self._lock:
+            self._reflectors = reflectors
+        for reflector in reflectors:
+            reflector.start()
+        stop.wait()
+        self.close()
+
+    def close(self) -> None:
+        """End the watch threads (their streams are cut, so within about 2 s)."""
+        with self._lock:
+            reflectors, self._reflectors = self._reflectors, []
+        for reflector in reflectors:
+            reflector.halted.set()
+        deadline = time.monotonic() + HALT_SECONDS
+        for reflector in reflectors:
+            reflector.halt(deadline)
+
+    def _kinds(self) -> Kinds:
+        return [kind for kind, on in ((POD, self.pods), (RESOURCE, self.resources)) if on]
+
+    def _listing(self, views: Views) -> Listing:
         listing = Listing()
-        with self._session() as api:
-            if self.pods:
-                for pod in self._fetch(api, POD)[0]:
-                    self._add_pod(pod, listing)
-            if self.resources:
-                for obj in self._fetch(api, RESOURCE)[0]:
-                    meta = obj.get("metadata") or {}
-                    listing.declarations.append(Declaration(
-                        source=self.name,
-                        ref=f"{meta.get('namespace')}/{PLURAL}/{meta.get('name')}",
-                        data=obj.get("spec"),
-                        default_id=meta.get("name"),
-                    ))
+        for view in views:
+            if isinstance(view.parsed, DeclarationError):
+                listing.invalid.append(view.parsed)
+                continue
+            listing.declarations.append(Declaration(
+                source=self.name, ref=view.ref, data=view.parsed, default_id=view.default_id,
+                address=view.address, fingerprint=view.text,
+            ))
         return listing
 
-    def _add_pod(self, pod: Obj, listing: Listing) -> None:
-        """Running pods only; a terminating one is leaving, so it no longer declares."""
-        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-        raw = (meta.get("annotations") or {}).get(self.annotation)
-        if raw is None or status.get("phase") != "Running" or meta.get("deletionTimestamp"):
-            return
-        ref = f"{meta.get('namespace')}/{meta.get('name')}"
-        try:
-            [(_, data)] = documents.parse(raw, ref=ref, fmt="json")
-        except DeclarationError as exc:
-            listing.invalid.append(exc)
-            return
-        listing.declarations.append(Declaration(
-            source=self.name, ref=ref, data=data, default_id=meta.get("name"),
-            address=status.get("podIP") or "",
-        ))
+    # -- what the reflectors use --------------------------------------------------------
 
-    def _fetch(self, api: Any, kind: str) -> tuple[Objs, str]:
+    def view(self, kind: str, obj: Obj) -> View | None:
+        """The declaration-relevant part of an object; None when it declares nothing
+        (a pod without the annotation, not running, or terminating)."""
+        meta = obj.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        if kind == RESOURCE:
+            spec = obj.get("spec")
+            return View(f"{namespace}/{PLURAL}/{name}", name,
+                        json.dumps(spec, sort_keys=True, ensure_ascii=False), "", spec)
+        status = obj.get("status") or {}
+        raw = (meta.get("annotations") or {}).get(self.annotation)
+        if not isinstance(raw, str) or status.get("phase") != "Running" \
+                or meta.get("deletionTimestamp"):
+            return None
+        ref = f"{namespace}/{name}"
+        parsed: Any
+        try:
+            [(_, parsed)] = documents.parse(raw, ref=ref, fmt="json")
+        except DeclarationError as exc:
+            parsed = exc
+        return View(ref, name, raw, status.get("podIP") or "", parsed)
+
+    def fetch(self, api: Any, kind: str) -> tuple[Objs, str]:
         """Every item of one kind, page by page, and the collection's resourceVersion."""
         func, args = self._lister(api, kind)
         items: Objs = []
@@ -118,48 +169,39 @@ class KubernetesSource:
                     _continue=token, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
                 )
                 try:
-                    body = json.loads(response.data)
+                    page, token, rv = _page(json.loads(response.data))
                 finally:
                     response.release_conn()
-                items.extend(body.get("items") or [])
-                meta = body.get("metadata") or {}
-                token = meta.get("continue")
+                items.extend(page)
                 if not token:
-                    return items, str(meta.get("resourceVersion") or "")
+                    return items, rv
         except (_kube().client.ApiException, urllib3.exceptions.HTTPError, OSError,
                 ValueError) as exc:
-            raise self._failure(kind, exc) from exc
+            raise self._failure(kind, "list", exc) from exc
 
-    def _lister(self, api: Any, kind: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
-        """The client's list function for a kind (all namespaces or one) and its args."""
-        client = _kube().client
-        if kind == POD:
-            core = client.CoreV1Api(api)
-            if self.namespace:
-                return core.list_namespaced_pod, (self.namespace,)
-            return core.list_pod_for_all_namespaces, ()
-        custom = client.CustomObjectsApi(api)
-        if self.namespace:
-            return custom.list_namespaced_custom_object, (GROUP, VERSION, self.namespace, PLURAL)
-        return custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
-
-    def _path(self, kind: str) -> str:
-        base, plural = ("/api/v1", "pods") if kind == POD else (f"/apis/{GROUP}/{VERSION}", PLURAL)
-        scope = f"/namespaces/{self.namespace}" if self.namespace else ""
-        return f"{base}{scope}/{plural}"
-
-    def _failure(self, kind: str, exc: BaseException) -> SourceError:
-        what = f"source {self.name}: cannot list {kind} (GET {self._path(kind)})"
-        if kind == RESOURCE and getattr(exc, "status", None) == 404:
-            return SourceError(
-                f"{what}: HTTP 404 Not Found: the WorkerCapabilities CRD "
-                f"({PLURAL}.{GROUP}, version {VERSION}) is not installed in the cluster; "
-                f"apply {CRD_MANIFEST} (or set resources = false)"
+    def open_watch(self, api: Any, kind: str, resource_version: str) -> Any:
+        """The streaming response of one watch request from ``resource_version``."""
+        func, args = self._lister(api, kind)
+        try:
+            return func(
+                *args, watch=True, label_selector=self.label_selector,
+                resource_version=resource_version, allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS, _preload_content=False,
+                _request_timeout=(REQUEST_TIMEOUT[0], WATCH_SECONDS + REQUEST_TIMEOUT[1]),
             )
-        return SourceError(f"{what}: {_cause(exc)}")
+        except (_kube().client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if getattr(exc, "status", None) == 410:
+                raise Gone(_cause(exc)) from exc
+            raise self._failure(kind, "watch", exc) from exc
+
+    def describe(self, kind: str, exc: BaseException) -> str:
+        """A failure of this source, without the ``source NAME:`` prefix."""
+        if isinstance(exc, SourceError):
+            return str(exc).removeprefix(f"source {self.name}: ")
+        return f"cannot follow {kind}: {_cause(exc)}"
 
     @contextmanager
-    def _session(self) -> Iterator[Any]:
+    def session(self) -> Iterator[Any]:
         """A private ApiClient for one list or one watch connection, closed afterwards."""
         kube = _kube()
         in_cluster = self.kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
@@ -186,139 +228,66 @@ class KubernetesSource:
         finally:
             api.close()
 
-    # -- watch --------------------------------------------------------------------------
+    # -- requests and their failures ----------------------------------------------------
 
-    def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
-        """One thread per kind; when ``stop`` is set, cut their streams and wait for them."""
-        loops = [
-            _KindWatch(self, kind, notify, stop)
-            for kind, enabled in ((POD, self.pods), (RESOURCE, self.resources)) if enabled
-        ]
-        threads = [
-            threading.Thread(target=loop.run, name=f"{self.name}-watch-{loop.kind}", daemon=True)
-            for loop in loops
-        ]
-        for thread in threads:
-            thread.start()
-        stop.wait()
-        while any(thread.is_alive() for thread in threads):
-            # Repeated: a stream may have been opening while the previous cut was made.
-            for loop in loops:
-                loop.cut()
-            for thread in threads:
-                thread.join(STOP_POLL)
+    def _lister(self, api: Any, kind: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        """The client's list function for a kind (all namespaces or one) and its args."""
+        client = _kube().client
+        if kind == POD:
+            core = client.CoreV1Api(api)
+            if self.namespace:
+                return core.list_namespaced_pod, (self.namespace,)
+            return core.list_pod_for_all_namespaces, ()
+        custom = client.CustomObjectsApi(api)
+        if self.namespace:
+            return custom.list_namespaced_custom_object, (GROUP, VERSION, self.namespace, PLURAL)
+        return custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
 
-    def _annotated(self, obj: Obj) -> bool:
-        return self.annotation in ((obj.get("metadata") or {}).get("annotations") or {})
+    def _path(self, kind: str) -> str:
+        base, plural = ("/api/v1", "pods") if kind == POD else (f"/apis/{GROUP}/{VERSION}", PLURAL)
+        scope = f"/namespaces/{self.namespace}" if self.namespace else ""
+        return f"{base}{scope}/{plural}"
 
+    def _failure(self, kind: str, verb: str, exc: BaseException) -> SourceError:
+        what = f"source {self.name}: cannot {verb} {kind} (GET {self._path(kind)})"
+        status = getattr(exc, "status", None)
+        if kind == RESOURCE and status == 404:
+            return SourceError(
+                f"{what}: HTTP 404 Not Found: the WorkerCapabilities CRD "
+                f"({PLURAL}.{GROUP}, version {VERSION}) is not installed in the cluster; "
+                f"apply {CRD_MANIFEST} (or set resources = false)"
+            )
+        if status == 403:
+            return SourceError(f"{what}: {self._forbidden(kind, verb, exc)}")
+        return SourceError(f"{what}: {_cause(exc)}")
 
-@dataclass
-class _Backoff:
-    """Reconnect delay: 1 s doubling to 30 s, back to none after a healthy stream."""
-
-    delay: float = 0.0
-
-    def failed(self) -> float:
-        self.delay = min(max(self.delay * 2, BACKOFF_FIRST), BACKOFF_MAX)
-        return self.delay
-
-    def reset(self) -> None:
-        self.delay = 0.0
-
-
-@dataclass
-class _KindWatch:
-    """List, then watch from the list's resourceVersion, for ever, for one kind."""
-
-    source: KubernetesSource
-    kind: str
-    notify: Callable[[str], None]
-    stop: threading.Event
-    backoff: _Backoff = field(default_factory=_Backoff)
-    known: set[str] = field(default_factory=set)  # annotated pods, to see one lose it
-    rv: str | None = None  # the last resourceVersion seen; None: list first
-    stream: Any = None  # the Watch in use, so that watch() can cut it
-
-    def run(self) -> None:
-        """Never raises: every failure is retried, 410 with a relist, others after backoff."""
-        relist_reason = ""  # why the next list is a relist; told to notify once it works
-        while not self.stop.is_set():
-            try:
-                with self.source._session() as api:
-                    if self.rv is None:
-                        self._relist(api)
-                        if relist_reason:
-                            self.notify(f"kubernetes {self.kind} relisted after {relist_reason}")
-                            relist_reason = ""
-                    self._follow(api)
-                continue
-            except Exception as exc:
-                if self.stop.is_set():
-                    return
-                if _gone(exc):
-                    # History expired: relist at once, unless that keeps happening.
-                    self.rv, relist_reason = None, "the watch expired (410 Gone)"
-                    delay = self.backoff.delay
-                    self.backoff.failed()
-                else:
-                    if self.rv is None and not relist_reason:
-                        relist_reason = f"an error ({_cause(exc)})"
-                    delay = self.backoff.failed()
-                    emit(logging.WARNING, "watch_failed", source=self.source.name,
-                         kind=self.kind, error=_cause(exc), retry_in=f"{delay:g}s")
-            self.stop.wait(delay)
-
-    def cut(self) -> None:
-        if self.stream is not None:
-            self.stream.stop()
-
-    def _relist(self, api: Any) -> None:
-        items, self.rv = self.source._fetch(api, self.kind)
-        if self.kind == POD:
-            self.known = {_key(pod) for pod in items if self.source._annotated(pod)}
-
-    def _follow(self, api: Any) -> None:
-        """Follow one watch request from ``rv`` until it ends, advancing ``rv``."""
-        self.stream = _kube().watch.Watch(return_type=object)  # object: events as plain JSON
-        if self.stop.is_set():
-            return
-        func, args = self.source._lister(api, self.kind)
-        for event in self.stream.stream(
-            func, *args, label_selector=self.source.label_selector, resource_version=self.rv,
-            allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
-            _request_timeout=(REQUEST_TIMEOUT[0], WATCH_SECONDS + REQUEST_TIMEOUT[1]),
-        ):
-            self.backoff.reset()
-            obj = event["raw_object"]
-            self.rv = str((obj.get("metadata") or {}).get("resourceVersion") or self.rv)
-            if event["type"] in CHANGES and self._matters(event["type"], obj):
-                self.notify(f"kubernetes {self.kind} {_key(obj)} {event['type']}")
-            if self.stop.is_set():
-                break
+    def _forbidden(self, kind: str, verb: str, exc: BaseException) -> str:
+        """The permission that is missing, and the manifest that grants it; warned once,
+        as the configured scope and the credentials' permissions do not match."""
+        if self.namespace:
+            scope = f'in the namespace "{self.namespace}"'
+            grant = f"apply {RBAC_NAMESPACE} with its namespace set to {self.namespace}"
         else:
-            self.backoff.reset()
-
-    def _matters(self, type_: str, obj: Obj) -> bool:
-        """Every resource change matters; a pod's only if it carries the annotation, before
-        or after the change."""
-        if self.kind != POD:
-            return True
-        key, has = _key(obj), self.source._annotated(obj)
-        had = key in self.known
-        if has and type_ != "DELETED":
-            self.known.add(key)
-        else:
-            self.known.discard(key)
-        return has or had
+            scope = "at the cluster scope (namespace unset: all namespaces)"
+            grant = (f"apply {RBAC_CLUSTER}, or set the source's namespace and apply "
+                     f"{RBAC_NAMESPACE}")
+        missing = f"{verb} {RESOURCE_NAMES[kind]} {scope}"
+        if missing not in self._warned:
+            self._warned.add(missing)
+            emit(logging.WARNING, "kubernetes_forbidden", source=self.name, missing=missing,
+                 hint=grant)
+        return f"{_cause(exc)}; missing permission: {missing}; {grant}"
 
 
-def _key(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"
-
-
-def _gone(exc: BaseException) -> bool:
-    return isinstance(exc, _kube().client.ApiException) and exc.status == 410
+def _page(body: Any) -> tuple[Objs, str | None, str]:
+    """Items, continue token and resourceVersion of a list page of the documented shape."""
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(meta, dict) or not isinstance(items, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("metadata"), dict) for item in items):
+        kind = body.get("kind") if isinstance(body, dict) else type(body).__name__
+        raise ValueError(f"the answer is not a list of objects (kind {kind!r})")
+    return items, meta.get("continue") or None, str(meta.get("resourceVersion") or "")
 
 
 def _cause(exc: BaseException) -> str:
@@ -326,12 +295,43 @@ def _cause(exc: BaseException) -> str:
     if isinstance(exc, _kube().client.ApiException):
         if not exc.status:
             return f"request failed: {exc.reason}"
+        body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
         detail = ""
         with suppress(ValueError, AttributeError):
-            detail = json.loads(exc.body or "").get("message") or ""
+            detail = json.loads(body or "").get("message") or ""
+        if not detail and body:  # not a Status: a proxy's page, "404 page not found"...
+            detail = " ".join(str(body).split())[:120]
         return f"HTTP {exc.status} {exc.reason}" + (f": {detail}" if detail else "")
     if isinstance(exc, urllib3.exceptions.MaxRetryError):
         return f"cannot reach the API server: {exc.reason}"
     if isinstance(exc, SourceError) and exc.__cause__ is not None:
         return _cause(exc.__cause__)
     return f"{type(exc).__name__}: {exc}"
+
+
+class KubernetesSourceSettings(SourceSettingsBase):
+    """Pods with the annotation and WorkerCapabilities resources; KUBECONFIG conventions."""
+
+    type: Literal["kubernetes"]
+    name: SourceName = "kubernetes"
+    namespace: str | None = None
+    label_selector: str | None = None
+    annotation: str = DEFAULT_LABEL
+    pods: bool = True
+    resources: bool = True
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+def build(settings: KubernetesSourceSettings, ctx: BuildContext) -> KubernetesSource:
+    _kube()  # a missing extra fails at start-up, naming the extra to install
+    return KubernetesSource(
+        name=settings.name, namespace=settings.namespace,
+        label_selector=settings.label_selector, annotation=settings.annotation,
+        pods=settings.pods, resources=settings.resources, kubeconfig=settings.kubeconfig,
+        context=settings.context,
+    )
+
+
+KIND = Kind("kubernetes", KubernetesSourceSettings, "[NAMESPACE]",
+            field_arg("namespace", required=False), build)

@@ -8,12 +8,13 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from config.errors import DeclarationError
 from discovery import documents
+from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
-from discovery.sources.docker_engine import Engine
+from discovery.sources.docker_engine import Engine, EngineSourceSettings
 
 
 class Labelled(NamedTuple):
@@ -76,3 +77,16 @@ class LabelledSource(ABC):
             source=self.name, ref=item.ref, data=data, default_id=item.name,
             address=item.address,
         ))
+
+
+L = TypeVar("L", bound=LabelledSource)
+
+
+def engine_kind(name: str, settings: type[EngineSourceSettings],
+                source: type[L]) -> Kind[EngineSourceSettings, L]:
+    """The kind of a Docker engine source: its argument is the engine's host."""
+
+    def build(chosen: EngineSourceSettings, ctx: BuildContext) -> L:
+        return source(name=chosen.name, label=chosen.label, base_url=chosen.host)
+
+    return Kind(name, settings, "[HOST]", field_arg("host", required=False), build)

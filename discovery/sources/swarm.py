@@ -6,9 +6,11 @@ One entry per service (not per task): the id defaults to the service name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from discovery.sources.labelled import Labelled, LabelledSource
+from config.settings import SourceName
+from discovery.sources.docker_engine import EngineSourceSettings
+from discovery.sources.labelled import Labelled, LabelledSource, engine_kind
 
 
 @dataclass
@@ -24,3 +26,13 @@ class SwarmSource(LabelledSource):
             name = spec.get("Name") or service["ID"][:12]
             out.append(Labelled(f"{service['ID'][:12]}/{name}", name, spec.get("Labels") or {}))
         return out
+
+
+class SwarmSourceSettings(EngineSourceSettings):
+    """Swarm services, read from a manager."""
+
+    type: Literal["swarm"]
+    name: SourceName = "swarm"
+
+
+KIND = engine_kind("swarm", SwarmSourceSettings, SwarmSource)

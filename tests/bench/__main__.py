@@ -9,6 +9,8 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
   daemon's interval at 300 s;
 - Redis and PostgreSQL (tests/bench/stores.py): capsync's cold, steady and 1% churn
   cycles against the seed's naive loops, round trips counted on the wire.
+- the kubernetes source's steady cycle at 10,000 pods, before and after its cache
+  (tests/bench/kubernetes.py).
 Each cycle runs in a fresh child process (tests/bench/child.py) that reports its own wall
 and CPU seconds and peak RSS; HTTP requests are counted by the double, in this process.
 The last line printed is one JSON object with every figure.
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import stores
+from tests.bench import kubernetes, stores
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -147,6 +149,8 @@ def main() -> None:
                         help="containers for the event-latency figure; 0 skips it")
     parser.add_argument("--no-stores", action="store_true",
                         help="skip the Redis and PostgreSQL runs")
+    parser.add_argument("--pods", type=int, default=10_000,
+                        help="pods for the Kubernetes steady-cycle figure; 0 skips it")
     args = parser.parse_args()
     n = args.workers
     results: dict[str, Any] = {"workers": n, "capsync": {}, "naive": {}}
@@ -191,6 +195,8 @@ def main() -> None:
         results["event_latency_s"] = event_latency(args.events)
         results["targets"]["event_p50_under_1_5s_met"] = (
             results["event_latency_s"]["p50"] < 1.5)
+    if args.pods:
+        results["kubernetes_steady"] = kubernetes.steady_cycle(args.pods)
     print_summary(results)
     print(json.dumps(results))
 
@@ -214,6 +220,12 @@ def print_summary(results: dict[str, Any]) -> None:
     if "event_latency_s" in results:
         e = results["event_latency_s"]
         print(f"  event latency: p50 {e['p50']}s  p95 {e['p95']}s over {e['samples']} containers")
+    if "kubernetes_steady" in results:
+        k = results["kubernetes_steady"]
+        for phase in ("before", "after"):
+            s = k[phase]
+            print(f"  kubernetes steady cycle at {k['pods']} pods, {phase:6} the cache: "
+                  f"requests {s['requests']:3}  cpu {s['cpu_s']:6.3f}s  wall {s['wall_s']:6.3f}s")
     for name, met in results["targets"].items():
         if name.endswith("_met"):
             print(f"  target {name.removesuffix('_met'):28} {'met' if met else 'MISSED'}")

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings
 from daemon.cycle import Syncer
 from daemon.report import summary
-from daemon.wiring import build_registry, build_sources, sync_options
+from daemon.settings_model import SETTINGS
+from daemon.wiring import build_registries, build_sources
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -43,11 +43,11 @@ def capsync_store(directory: Path, url: str) -> Callable[[], str]:
 
 def capsync_with(settings_: dict[str, Any], directory: Path) -> Callable[[], str]:
     registry = {"owner": "bench", "allow_mass_delete": True, **settings_.pop("registry", {})}
-    settings = Settings.model_validate({
+    settings = SETTINGS.model_validate({
         "registry": registry, **settings_,
         "sources": [{"type": "file", "path": str(directory)}],
     })
-    syncer = Syncer(build_sources(settings), build_registry(settings), sync_options(settings))
+    syncer = Syncer(build_sources(settings), build_registries(settings))
 
     def cycle() -> str:
         report = syncer.run_once()

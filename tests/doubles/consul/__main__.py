@@ -1,5 +1,7 @@
 """Run the double standalone: `python -m tests.doubles.consul --port PORT`.
 
+Options mirror `ConsulDouble`'s; `--fault JSON` (repeatable) injects a fault from the start
+(fields in faults.py), and `/_double/faults` changes them while it runs.
 Prints the URL it bound (the real port when given 0) as its only output line, then serves
 until SIGTERM or SIGINT and exits 0.
 """
@@ -13,6 +15,7 @@ import threading
 from types import FrameType
 
 from .double import ConsulDouble
+from .faults import FaultError, parse_fault
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,9 +23,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-txn-ops", type=int, choices=(64, 128), default=128)
     parser.add_argument("--acl-token", default=None)
+    parser.add_argument("--default-token", default="", help="used when a request has none")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='a fault to inject, e.g. {"path": "/v1/txn", "status": 502}; repeatable',
+    )
     parser.add_argument("--datacenter", default="dc1")
     parser.add_argument("--node-name", default="consul-double")
     args = parser.parse_args(argv)
+    try:
+        faults = [parse_fault(text) for text in args.fault]
+    except FaultError as exc:
+        parser.error(f"--fault: {exc}")
     done = threading.Event()
 
     def finish(signum: int, frame: FrameType | None) -> None:
@@ -34,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         max_txn_ops=args.max_txn_ops,
         acl_token=args.acl_token,
+        default_token=args.default_token,
         datacenter=args.datacenter,
         node_name=args.node_name,
-    ).start()
+    )
+    for fault in faults:
+        double.inject(fault)
+    double.start()
     print(double.url, flush=True)
     try:
         done.wait()

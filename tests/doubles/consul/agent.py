@@ -13,7 +13,7 @@ from typing import Any
 
 from .catalog import service_from
 from .gojson import DecodeError, ListOf, MapOf, Raw, Struct, decode_body
-from .http_util import APIError, Request, Response, json_response, resolve_token
+from .http_util import Acl, APIError, Request, Response, json_response, resolve_token
 from .schemas import BOOL, INT, STR, STR_MAP, STRINGS, WEIGHTS
 from .state import Store, Tx
 from .validation import meta_error
@@ -43,7 +43,7 @@ SERVICE_DEFINITION = Struct(
 )
 
 
-def register(store: Store, acl_token: str | None, req: Request) -> Response:
+def register(store: Store, acl: Acl, req: Request) -> Response:
     try:
         body: dict[str, Any] = decode_body(req.body, SERVICE_DEFINITION) or {}
     except DecodeError as exc:
@@ -53,17 +53,17 @@ def register(store: Store, acl_token: str | None, req: Request) -> Response:
         raise APIError(400, "Missing service name")
     if reason := meta_error(body.get("Meta")):
         raise APIError(400, f"Invalid Service Meta: {reason}")
-    resolve_token(acl_token, req).require("service:write", name)
+    resolve_token(acl, req).require("service:write", name)
     spec = {**body, "Service": name, "ID": body.get("ID") or name}
 
     def apply(tx: Tx) -> None:
-        tx.ensure_service(store.node_name, service_from(spec, store.node_name, True))
+        tx.ensure_service(store.node_name, service_from(spec, store.node_name))
 
     store.write(apply)
     return Response(200, b"", {})
 
 
-def deregister(store: Store, acl_token: str | None, req: Request) -> Response:
+def deregister(store: Store, acl: Acl, req: Request) -> Response:
     service_id = req.path.removeprefix("/v1/agent/service/deregister/")
     with store.lock:
         known = any(s.id == service_id for s in store.tables.services_on(store.node_name))
@@ -74,7 +74,7 @@ def deregister(store: Store, acl_token: str | None, req: Request) -> Response:
     return Response(200, b"", {})
 
 
-def services(store: Store, acl_token: str | None, req: Request) -> Response:
+def services(store: Store, acl: Acl, req: Request) -> Response:
     with store.lock:
         local = store.tables.services_on(store.node_name)
     return json_response(req, {s.id: {"ID": s.id, "Service": s.name, "Tags": s.tags or [],

@@ -14,6 +14,7 @@ from . import filter_fields
 from .filter import FilterError, compile_filter
 from .gojson import DecodeError, decode_body
 from .http_util import (
+    Acl,
     APIError,
     Authz,
     Request,
@@ -27,17 +28,15 @@ from .http_util import (
 )
 from .records import Check, Node, Service
 from .schemas import DEREGISTER_REQUEST, REGISTER_REQUEST
-from .state import FSMError, Store, Tx
+from .state import FSMError, Store, Tables, Tx
 from .validation import node_pre_apply, service_pre_apply
 
 Predicate = Callable[[dict[str, Any]], bool]
+MIN_UUID_LOOKUP_LEN = 2  # state/catalog.go minUUIDLookupLen
 
 
-def service_from(spec: dict[str, Any], node: str, default_weights: bool) -> Service:
-    """A NodeService from its decoded JSON; absent Weights become {1, 1} on register."""
-    weights = spec.get("Weights")
-    if weights is None:
-        weights = {"Passing": 1, "Warning": 1} if default_weights else {}
+def service_from(spec: dict[str, Any], node: str) -> Service:
+    """A NodeService from its decoded JSON, Weights as NodeService.ToServiceNode stores them."""
     return Service(
         node=node,
         id=spec.get("ID", ""),
@@ -49,12 +48,24 @@ def service_from(spec: dict[str, Any], node: str, default_weights: bool) -> Serv
         meta=spec.get("Meta"),
         port=spec.get("Port", 0),
         socket_path=spec.get("SocketPath", ""),
-        weights={"Passing": weights.get("Passing", 0), "Warning": weights.get("Warning", 0)},
+        weights=stored_weights(spec.get("Weights")),
         enable_tag_override=spec.get("EnableTagOverride", False),
         proxy=spec.get("Proxy"),
         connect=spec.get("Connect"),
         locality=spec.get("Locality"),
     )
+
+
+def stored_weights(given: dict[str, int] | None) -> dict[str, int]:
+    """ToServiceNode (agent/structs/structs.go): weights that are absent, or that fail
+    ValidateWeights (Passing >= 1, Warning >= 0, both <= 65535), are stored as {1, 1}. A txn
+    Service op always carries them (convertOps copies an omitted one as {0, 0}), so an
+    omitted Weights ends up {1, 1} there too."""
+    passing = (given or {}).get("Passing", 0)
+    warning = (given or {}).get("Warning", 0)
+    if given is None or passing < 1 or warning < 0 or max(passing, warning) > 65535:
+        return {"Passing": 1, "Warning": 1}
+    return {"Passing": passing, "Warning": warning}
 
 
 def check_from(spec: dict[str, Any], node: str) -> Check:
@@ -131,7 +142,7 @@ def _vet_register(store: Store, authz: Authz, body: dict[str, Any], checks: list
             authz.require("service:write", other.name)
 
 
-def register(store: Store, acl_token: str | None, req: Request) -> Response:
+def register(store: Store, acl: Acl, req: Request) -> Response:
     check_scope(req, store.datacenter)
     body = _decode(req, REGISTER_REQUEST)
     body["Datacenter"] = body.get("Datacenter") or store.datacenter
@@ -139,7 +150,7 @@ def register(store: Store, acl_token: str | None, req: Request) -> Response:
         raise APIError(500, "cannot register requests with PeerName in them")
     if body["Datacenter"] != store.datacenter:
         raise APIError(500, "No path to datacenter")
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     name = body["Node"] = body.get("Node", "")
     reason = node_pre_apply(name, body.get("ID", ""))
     if reason:
@@ -164,7 +175,7 @@ def register(store: Store, acl_token: str | None, req: Request) -> Response:
         if _changes_node(tx.t.node(name), body):
             _wrapped("failed inserting node", lambda: tx.ensure_node(_node_from(body)))
         if service is not None:
-            svc = service_from(service, name, default_weights=True)
+            svc = service_from(service, name)
             _wrapped("failed inserting service", lambda: tx.ensure_service(name, svc))
         _wrapped("failed inserting check", lambda: [tx.ensure_check(c) for c in checks])
 
@@ -182,7 +193,7 @@ def _wrapped(what: str, step: Callable[[], object]) -> None:
         raise FSMError(f"{what}: {exc}") from None
 
 
-def deregister(store: Store, acl_token: str | None, req: Request) -> Response:
+def deregister(store: Store, acl: Acl, req: Request) -> Response:
     check_scope(req, store.datacenter)
     body = _decode(req, DEREGISTER_REQUEST)
     if (body.get("Datacenter") or store.datacenter) != store.datacenter:
@@ -190,7 +201,7 @@ def deregister(store: Store, acl_token: str | None, req: Request) -> Response:
     node, service_id, check_id = (body.get(k, "") for k in ("Node", "ServiceID", "CheckID"))
     if not node:
         raise APIError(500, "Must provide node")
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     if authz.denial("node:write", node):  # vetDeregisterWithACL
         t = store.tables
         if service_id:
@@ -243,12 +254,12 @@ def _named(req: Request, prefix: str, what: str) -> str:
     return name
 
 
-def service_nodes(store: Store, acl_token: str | None, req: Request) -> Response:
+def service_nodes(store: Store, acl: Acl, req: Request) -> Response:
     check_scope(req, store.datacenter)
     query = parse_query(req)
     wanted, tags = _meta_filter(req), req.query.get("tag", [])
     name = _named(req, "/v1/catalog/service/", "service")
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     keep = _compile(req, filter_fields.SERVICE_NODE)
 
     def run() -> tuple[int, list[dict[str, Any]]]:
@@ -268,12 +279,14 @@ def service_nodes(store: Store, acl_token: str | None, req: Request) -> Response
     return json_response(req, rows, meta_headers(index, query))
 
 
-def services(store: Store, acl_token: str | None, req: Request) -> Response:
+def services(store: Store, acl: Acl, req: Request) -> Response:
     check_scope(req, store.datacenter)
     query = parse_query(req)
     wanted = _meta_filter(req)
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     keep = _compile(req, filter_fields.SERVICE_NODE)
+    # state.Services: the services table's index; ServicesByNodeMeta adds the nodes table's.
+    tables = ("services", "nodes") if wanted else ("services",)
 
     def run() -> tuple[int, dict[str, list[str]]]:
         t = store.tables
@@ -283,18 +296,18 @@ def services(store: Store, acl_token: str | None, req: Request) -> Response:
             if node is not None and _node_ok(node, wanted) and keep(svc.service_node_json(node)):
                 names.setdefault(svc.name, set()).update(svc.tags or [])
         listing = {} if authz.anonymous else {k: sorted(v) for k, v in names.items()}
-        return t.max_index("nodes", "services"), listing
+        return t.max_index(*tables), listing
 
     index, listing = blocking(store, query, run)
     return json_response(req, listing, meta_headers(index, query))
 
 
-def nodes(store: Store, acl_token: str | None, req: Request) -> Response:
+def nodes(store: Store, acl: Acl, req: Request) -> Response:
     check_scope(req, store.datacenter)
     query = parse_query(req)
     wanted = _meta_filter(req)
     keep = _compile(req, filter_fields.NODE)
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
 
     def run() -> tuple[int, list[dict[str, Any]]]:
         t = store.tables
@@ -306,33 +319,53 @@ def nodes(store: Store, acl_token: str | None, req: Request) -> Response:
     return json_response(req, rows, meta_headers(index, query))
 
 
-def _node_read(
-    store: Store, acl_token: str | None, req: Request, prefix: str, as_list: bool
-) -> Response:
+def _node_read(store: Store, acl: Acl, req: Request, prefix: str, as_list: bool) -> Response:
+    """Catalog.NodeServices / NodeServiceList over state.Store.nodeServices: the node by name,
+    else by node ID prefix; the map form always has a Services object, the list form
+    leaves Services null when the node has none."""
     check_scope(req, store.datacenter)
     query = parse_query(req)
     name = _named(req, prefix, "node")
     keep = _compile(req, filter_fields.NODE_SERVICE)
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
 
     def run() -> tuple[int, Any]:
         t = store.tables
-        node = t.node(name)
+        node = node_by_name_or_id(t, name)
         index = t.max_index("nodes", "services")
         if node is None or authz.anonymous:
             return index, {"Node": None, "Services": None} if as_list else None
-        found = [s.node_service_json(normalise=True) for s in t.services_on(name)]
+        found = [s.node_service_json(normalise=True) for s in t.services_on(node.name)]
         found = [s for s in found if keep(s)]
-        listed: Any = found if as_list else {s["ID"]: s for s in found}
+        listed: Any = (found or None) if as_list else {s["ID"]: s for s in found}
         return index, {"Node": node.to_json(), "Services": listed}
 
     index, out = blocking(store, query, run)
     return json_response(req, out, meta_headers(index, query))
 
 
-def node_services(store: Store, acl_token: str | None, req: Request) -> Response:
-    return _node_read(store, acl_token, req, "/v1/catalog/node-services/", as_list=True)
+def node_by_name_or_id(t: Tables, key: str) -> Node | None:
+    """nodeServices (agent/consul/state/catalog.go): the name first; else, for keys of two
+    characters or more, the one node whose ID starts with the key. Like memdb's UUID prefix
+    index, an odd-length key loses its last character (resizeNodeLookupKey); then
+    variableLengthUUIDStringToBytes (state/indexer.go) wants at most 36 characters and 4
+    dashes, and hex digits that pair up once the dashes are gone. Two matches are no match."""
+    node = t.node(key)
+    if node is not None or len(key) < MIN_UUID_LOOKUP_LEN:
+        return node
+    key = key[:-1] if len(key) % 2 else key
+    wanted = key.replace("-", "").lower()
+    if len(key) > 36 or key.count("-") > 4 or len(wanted) % 2:
+        return None
+    if any(c not in "0123456789abcdef" for c in wanted):
+        return None
+    found = [n for n in t.nodes.values() if n.id.replace("-", "").lower().startswith(wanted)]
+    return found[0] if len(found) == 1 else None
 
 
-def node(store: Store, acl_token: str | None, req: Request) -> Response:
-    return _node_read(store, acl_token, req, "/v1/catalog/node/", as_list=False)
+def node_services(store: Store, acl: Acl, req: Request) -> Response:
+    return _node_read(store, acl, req, "/v1/catalog/node-services/", as_list=True)
+
+
+def node(store: Store, acl: Acl, req: Request) -> Response:
+    return _node_read(store, acl, req, "/v1/catalog/node/", as_list=False)

@@ -6,16 +6,21 @@ import ssl
 import threading
 from types import TracebackType
 
-from .server import Context, Faults, Server
+from .faults import Fault, Faults
+from .http_util import Acl
+from .server import Context, Server
 from .state import Store
 
 
 class ConsulDouble:
     """A Consul agent's HTTP API on 127.0.0.1, served from a daemon thread.
 
-    `requests` records (method, path) of every request in arrival order; `fail_requests`
-    and `delay_requests` inject faults ahead of routing; `store` is the state behind it
-    (tests may swap `store.clock` to drive session timers without sleeping).
+    `acl_token` turns ACLs on with that one management token; `default_token` is what a
+    request without a token is treated as (acl.tokens.default; anonymous when "").
+    `requests` records (method, path) of every request in arrival order; `inject` (and its
+    shorthands `fail_requests`, `delay_requests`) adds a fault ahead of routing, as does
+    `PUT /_double/faults` from outside (see faults.py); `store` is the state behind it (tests
+    may swap `store.clock` to drive session timers without sleeping).
     """
 
     def __init__(
@@ -24,6 +29,7 @@ class ConsulDouble:
         port: int = 0,
         max_txn_ops: int = 128,
         acl_token: str | None = None,
+        default_token: str = "",
         datacenter: str = "dc1",
         node_name: str = "consul-double",
         tls: ssl.SSLContext | None = None,
@@ -34,7 +40,8 @@ class ConsulDouble:
         self.requests: list[tuple[str, str]] = []
         self._record_lock = threading.Lock()
         self._faults = Faults()
-        self._context = Context(self.store, acl_token, max_txn_ops, self._faults, self._record)
+        acl = Acl(acl_token, default_token)
+        self._context = Context(self.store, acl, max_txn_ops, self._faults, self._record)
         self._httpd: Server | None = None
         self._threads: list[threading.Thread] = []
 
@@ -104,6 +111,10 @@ class ConsulDouble:
         with self._record_lock:
             self.requests.clear()
 
+    def inject(self, fault: Fault) -> None:
+        """Add a fault; it applies to requests that arrive from now on."""
+        self._faults.add(fault)
+
     def fail_requests(
         self,
         status: int = 500,
@@ -111,16 +122,14 @@ class ConsulDouble:
         count: int | None = None,
     ) -> None:
         """Answer the next `count` requests (all of them if None) with `status` and `body`."""
-        with self._faults.lock:
-            self._faults.status, self._faults.body, self._faults.remaining = status, body, count
+        self.inject(Fault(status=status, body=body, times=count))
 
     def delay_requests(self, seconds: float) -> None:
         """Sleep this long before answering each request, to provoke client timeouts."""
-        self._faults.delay = seconds
+        self.inject(Fault(delay=seconds))
 
     def clear_faults(self) -> None:
-        with self._faults.lock:
-            self._faults.status, self._faults.remaining, self._faults.delay = 0, None, 0.0
+        self._faults.clear()
 
     def expire_session(self, session_id: str) -> None:
         """Invalidate a session now, exactly as its TTL timer would."""

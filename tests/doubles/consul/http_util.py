@@ -181,10 +181,26 @@ class Authz:
             raise APIError(403, reason)
 
 
-def resolve_token(acl_token: str | None, req: Request) -> Authz:
-    """With ACLs off every token is ignored; with them on, unknown tokens are refused."""
-    token = req.token()
-    if acl_token is None or token == acl_token:
+@dataclass(frozen=True)
+class Acl:
+    """The agent's ACL settings: `management` is the one token the double knows (None turns
+    ACLs off); `default_token` stands in for a request that carries none (acl.tokens.default,
+    "" meaning the anonymous token)."""
+
+    management: str | None = None
+    default_token: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.management is not None
+
+
+def resolve_token(acl: Acl, req: Request) -> Authz:
+    """parseTokenWithDefault (agent/http.go): no token in the request means the agent's
+    default token. With ACLs off every token is ignored; with them on, unknown tokens are
+    refused and the empty token is the anonymous one."""
+    token = req.token() or acl.default_token
+    if acl.management is None or token == acl.management:
         return Authz(anonymous=False)
     if token == "":
         return Authz(anonymous=True)

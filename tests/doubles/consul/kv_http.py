@@ -3,7 +3,8 @@
 PUT answers `true` for a plain set and the store's verdict for cas/acquire/release; lock-delay
 is enforced before the write as on the leader. Refusals from the store come back as 500
 `raft apply failed: ...`. Reads of a missing key are 404 with an empty body but still carry
-the index headers.
+the index headers; a single key the token may not read is 403 whether it exists or not
+(only recursive and keys listings are filtered).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from urllib.parse import quote_plus
 from . import kv
 from .gojson import parse_uint
 from .http_util import (
+    Acl,
     APIError,
     Query,
     Request,
@@ -47,31 +49,31 @@ def _uint(req: Request, name: str) -> int:
         raise APIError(500, str(exc)) from None
 
 
-def endpoint(store: Store, acl_token: str | None, req: Request) -> Response:
+def endpoint(store: Store, acl: Acl, req: Request) -> Response:
     check_scope(req, store.datacenter)
     query = parse_query(req)
     key = req.path[len("/v1/kv/") :]
     if req.method == "GET":
-        return _get(store, acl_token, req, query, key)
+        return _get(store, acl, req, query, key)
     if req.method == "PUT":
-        return _put(store, acl_token, req, key)
-    return _delete(store, acl_token, req, key)
+        return _put(store, acl, req, key)
+    return _delete(store, acl, req, key)
 
 
-def _get(store: Store, acl_token: str | None, req: Request, query: Query, key: str) -> Response:
+def _get(store: Store, acl: Acl, req: Request, query: Query, key: str) -> Response:
     listing = req.has("recurse") or req.has("keys")
     if not listing and not key:
         raise APIError(400, "Missing key name")
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     separator = req.arg("separator") if req.has("separator") else req.arg("seperator")
 
     def run() -> tuple[int, list[KVEntry] | list[str]]:
         found: list[KVEntry] | list[str]
         t = store.tables
-        if not listing:
+        if not listing:  # KVS.Get: a single key the token may not read is refused
             index, entry = kv.get(t, key)
-            found = [] if entry is None or authz.anonymous else [entry]
-            return index, found
+            authz.require("key:read", key)
+            return index, [] if entry is None else [entry]
         index, entries = kv.listing(t, key)
         entries = [] if authz.anonymous else entries
         found = kv.keys(entries, key, separator) if req.has("keys") else entries
@@ -96,7 +98,7 @@ def _get(store: Store, acl_token: str | None, req: Request, query: Query, key: s
     return json_response(req, [e.to_json() for e in entries], headers)
 
 
-def _put(store: Store, acl_token: str | None, req: Request, key: str) -> Response:
+def _put(store: Store, acl: Acl, req: Request, key: str) -> Response:
     if not key:
         raise APIError(400, "Missing key name")
     _conflict(req, "cas", "acquire", "release")
@@ -114,7 +116,7 @@ def _put(store: Store, acl_token: str | None, req: Request, key: str) -> Respons
             f"Request body({len(req.body)} bytes) too large, max size: {KV_MAX_VALUE_SIZE} "
             f"bytes. See {_DOC}.",
         )
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     authz.require("key:write", key)
     if verb == "lock" and store.lock_delayed(key):
         return json_response(req, False)
@@ -134,13 +136,13 @@ def _put(store: Store, acl_token: str | None, req: Request, key: str) -> Respons
     return json_response(req, done)
 
 
-def _delete(store: Store, acl_token: str | None, req: Request, key: str) -> Response:
+def _delete(store: Store, acl: Acl, req: Request, key: str) -> Response:
     _conflict(req, "recurse", "cas")
     recurse = req.has("recurse")
     if not recurse and not key:
         raise APIError(400, "Missing key name")
     index = _uint(req, "cas") if req.has("cas") else None
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     authz.require("key:write", key)
     if index is not None:
         return json_response(req, store.write(lambda tx: kv.delete_cas(tx, key, index)))

@@ -14,15 +14,15 @@ import socket
 import ssl
 import sys
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import agent, catalog, kv_http, sessions, txn
-from .http_util import APIError, Request, Response, json_response, resolve_token
+from .faults import CONTROL_PATH, FaultError, Faults, parse_fault
+from .http_util import Acl, APIError, Request, Response, json_response, resolve_token
 from .state import Store
 
 VERSION = "1.21.0"
@@ -31,28 +31,9 @@ _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 
 
 @dataclass
-class Faults:
-    """Injected failures and latency, applied before any routing."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    status: int = 0
-    body: str = ""
-    remaining: int | None = None
-    delay: float = 0.0
-
-    def take(self) -> tuple[int, str] | None:
-        with self.lock:
-            if not self.status or self.remaining == 0:
-                return None
-            if self.remaining is not None:
-                self.remaining -= 1
-            return self.status, self.body
-
-
-@dataclass
 class Context:
     store: Store
-    acl_token: str | None
+    acl: Acl
     max_txn_ops: int
     faults: Faults
     record: Callable[[str, str], None]
@@ -63,7 +44,7 @@ Handler = Callable[[Context, Request], Response]
 
 def _agent_self(ctx: Context, req: Request) -> Response:
     store = ctx.store
-    resolve_token(ctx.acl_token, req).require("agent:read", store.node_name)
+    resolve_token(ctx.acl, req).require("agent:read", store.node_name)
     meta = {"consul-network-segment": "", "consul-version": VERSION}
     return json_response(
         req,
@@ -90,8 +71,8 @@ def _agent_self(ctx: Context, req: Request) -> Response:
     )
 
 
-def _plain(fn: Callable[[Store, str | None, Request], Response]) -> Handler:
-    return lambda ctx, req: fn(ctx.store, ctx.acl_token, req)
+def _plain(fn: Callable[[Store, Acl, Request], Response]) -> Handler:
+    return lambda ctx, req: fn(ctx.store, ctx.acl, req)
 
 
 ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
@@ -105,7 +86,7 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/v1/kv/": (("GET", "PUT", "DELETE"), _plain(kv_http.endpoint)),
     "/v1/txn": (
         ("PUT",),
-        lambda ctx, req: txn.handle(ctx.store, ctx.acl_token, ctx.max_txn_ops, req),
+        lambda ctx, req: txn.handle(ctx.store, ctx.acl, ctx.max_txn_ops, req),
     ),
     "/v1/session/create": (("PUT",), _plain(sessions.create)),
     "/v1/session/destroy/": (("PUT",), _plain(sessions.destroy)),
@@ -130,13 +111,27 @@ def _route(path: str) -> str | None:
     return max(prefixes, key=len) if prefixes else None
 
 
+def _control(ctx: Context, req: Request) -> Response:
+    """/_double/faults: the test-facing fault controls (see faults.py)."""
+    if req.method == "PUT":
+        try:
+            ctx.faults.add(parse_fault(req.body))
+        except FaultError as exc:
+            return Response(400, str(exc).encode(), dict(_TEXT))
+    elif req.method == "DELETE":
+        ctx.faults.clear()
+    elif req.method != "GET":
+        return Response(405, b"method not allowed", {**_TEXT, "Allow": "GET,PUT,DELETE"})
+    return json_response(req, [fault.model_dump() for fault in ctx.faults.active()])
+
+
 def dispatch(ctx: Context, req: Request) -> Response:
+    if req.path == CONTROL_PATH:
+        return _control(ctx, req)
     ctx.record(req.method, req.path)
-    if ctx.faults.delay:
-        time.sleep(ctx.faults.delay)
-    injected = ctx.faults.take()
+    injected = ctx.faults.answer(req.method, req.path)
     if injected:
-        return Response(injected[0], injected[1].encode(), dict(_TEXT))
+        return Response(*injected)
     pattern = _route(req.path)
     if pattern is None:
         if req.path + "/" in ROUTES:
@@ -154,7 +149,7 @@ def dispatch(ctx: Context, req: Request) -> Response:
         )
         return Response(404, f"Invalid URL path: {hint}\n".encode(), dict(_TEXT))
     methods, handler = ROUTES[pattern]
-    policy = {"X-Consul-Default-ACL-Policy": "deny" if ctx.acl_token is not None else "allow"}
+    policy = {"X-Consul-Default-ACL-Policy": "deny" if ctx.acl.enabled else "allow"}
     allow = ",".join(("OPTIONS", *methods))
     if req.method == "OPTIONS":
         return Response(200, b"", {**policy, "Allow": allow})

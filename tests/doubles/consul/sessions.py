@@ -13,6 +13,7 @@ from typing import Any
 
 from .gojson import DecodeError, decode_body, parse_duration
 from .http_util import (
+    Acl,
     APIError,
     Request,
     Response,
@@ -59,7 +60,7 @@ def _ttl_ns(ttl: str) -> int:
     return value
 
 
-def create(store: Store, acl_token: str | None, req: Request) -> Response:
+def create(store: Store, acl: Acl, req: Request) -> Response:
     check_scope(req, store.datacenter)
     body: dict[str, Any] = {}
     if req.body:
@@ -77,7 +78,7 @@ def create(store: Store, acl_token: str | None, req: Request) -> Response:
     node = body.get("Node", store.node_name)
     if not node:
         raise APIError(500, "Must provide Node")
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     authz.require("session:write", node)
     behavior = body.get("Behavior") or "release"
     if behavior not in ("release", "delete"):
@@ -108,11 +109,11 @@ def _session_id(req: Request, prefix: str) -> str:
     return session_id
 
 
-def renew(store: Store, acl_token: str | None, req: Request) -> Response:
+def renew(store: Store, acl: Acl, req: Request) -> Response:
     check_scope(req, store.datacenter)
     parse_query(req)
     session_id = _session_id(req, "/v1/session/renew/")
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     with store.lock:
         session = store.tables.sessions.get(session_id)
     if session is None:
@@ -122,10 +123,10 @@ def renew(store: Store, acl_token: str | None, req: Request) -> Response:
     return json_response(req, [session.to_json()])
 
 
-def destroy(store: Store, acl_token: str | None, req: Request) -> Response:
+def destroy(store: Store, acl: Acl, req: Request) -> Response:
     check_scope(req, store.datacenter)
     session_id = _session_id(req, "/v1/session/destroy/")
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     with store.lock:
         session = store.tables.sessions.get(session_id)
     if session is not None:
@@ -134,10 +135,10 @@ def destroy(store: Store, acl_token: str | None, req: Request) -> Response:
     return json_response(req, True)
 
 
-def _listing(store: Store, acl_token: str | None, req: Request, pick: Any) -> Response:
+def _listing(store: Store, acl: Acl, req: Request, pick: Any) -> Response:
     check_scope(req, store.datacenter)
     query = parse_query(req)
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
 
     def run() -> tuple[int, list[dict[str, Any]]]:
         t = store.tables
@@ -148,17 +149,17 @@ def _listing(store: Store, acl_token: str | None, req: Request, pick: Any) -> Re
     return json_response(req, found, meta_headers(index, query))
 
 
-def info(store: Store, acl_token: str | None, req: Request) -> Response:
+def info(store: Store, acl: Acl, req: Request) -> Response:
     session_id = _session_id(req, "/v1/session/info/")
-    return _listing(store, acl_token, req, lambda s: s.id == session_id)
+    return _listing(store, acl, req, lambda s: s.id == session_id)
 
 
-def listing(store: Store, acl_token: str | None, req: Request) -> Response:
-    return _listing(store, acl_token, req, lambda s: True)
+def listing(store: Store, acl: Acl, req: Request) -> Response:
+    return _listing(store, acl, req, lambda s: True)
 
 
-def node_sessions(store: Store, acl_token: str | None, req: Request) -> Response:
+def node_sessions(store: Store, acl: Acl, req: Request) -> Response:
     node = req.path[len("/v1/session/node/") :]
     if not node:
         raise APIError(400, "Missing node name")
-    return _listing(store, acl_token, req, lambda s: s.node.casefold() == node.casefold())
+    return _listing(store, acl, req, lambda s: s.node.casefold() == node.casefold())

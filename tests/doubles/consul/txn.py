@@ -15,7 +15,7 @@ from typing import Any
 from . import kv
 from .catalog import check_from, service_from
 from .gojson import DecodeError, decode_body, go_quote
-from .http_util import APIError, Authz, Request, Response, encode, resolve_token
+from .http_util import Acl, APIError, Authz, Request, Response, encode, resolve_token
 from .kv_http import KV_MAX_VALUE_SIZE
 from .records import Check, KVEntry, Node, Service
 from .schemas import TXN_OPS
@@ -23,7 +23,7 @@ from .state import FSMError, Store, Tables, Tx
 from .validation import node_pre_apply, service_pre_apply
 
 TXN_MAX_REQ_LEN = 512 * 1024
-_DOC = "https://www.consul.io/docs/agent/config/config-files#txn_max_req_len"
+_DOC = "https://developer.hashicorp.com/docs/agent/config/config-files#txn_max_req_len"
 _READ_META = {
     "Index": 0,
     "LastContact": 0,
@@ -208,7 +208,7 @@ def _service(tx: Tx, op: dict[str, Any]) -> list[dict[str, Any]]:
         f"service {go_quote(service_id)} on node {go_quote(node)}",
         tx.t.services.get((node.casefold(), service_id.casefold())),
         spec.get("ModifyIndex", 0),
-        lambda: tx.ensure_service(node, service_from(spec, node, default_weights=False)),
+        lambda: tx.ensure_service(node, service_from(spec, node)),
         lambda: tx.delete_service(node, service_id),
     )
     return [{"Service": record.node_service_json(normalise=False)}] if isinstance(
@@ -270,13 +270,21 @@ def _run(tx: Tx, ops: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     return results
 
 
-def handle(store: Store, acl_token: str | None, max_ops: int, req: Request) -> Response:
-    if len(req.body) > TXN_MAX_REQ_LEN:
-        raise APIError(
-            413,
-            f"Request body({len(req.body)} bytes) too large, max size: "
-            f"{TXN_MAX_REQ_LEN} bytes. See {_DOC}.",
-        )
+def _check_size(req: Request) -> None:
+    """convertOps: a declared Content-Length over txn_max_req_len is refused before reading
+    and named in the text; a body without one (chunked) is cut off by http.MaxBytesReader
+    while decoding, and the text cannot give its size."""
+    if len(req.body) <= TXN_MAX_REQ_LEN:
+        return
+    declared = req.headers.get("Content-Length")
+    size = f"({declared} bytes)" if declared is not None else ""
+    raise APIError(
+        413, f"Request body{size} too large, max size: {TXN_MAX_REQ_LEN} bytes. See {_DOC}."
+    )
+
+
+def handle(store: Store, acl: Acl, max_ops: int, req: Request) -> Response:
+    _check_size(req)
     try:
         raw_ops = decode_body(req.body, TXN_OPS) or []
     except DecodeError as exc:
@@ -288,7 +296,7 @@ def handle(store: Store, acl_token: str | None, max_ops: int, req: Request) -> R
     ops, writes = _convert(raw_ops, store.datacenter)
     if req.arg("dc") and req.arg("dc") != store.datacenter:
         raise APIError(500, "No path to datacenter")
-    authz = resolve_token(acl_token, req)
+    authz = resolve_token(acl, req)
     extra = {} if writes else _READ_META
     headers = {} if writes else {"X-Consul-LastContact": "0", "X-Consul-KnownLeader": "true"}
     verdicts = _pre_check(store, authz, ops)

@@ -10,32 +10,48 @@ from __future__ import annotations
 
 import secrets
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import yaml
 
-from .server import DoubleServer
+from .server import DoubleServer, status_object
 from .store import PODS, RESOURCES, Store, now
 
-__all__ = ["KubernetesDouble"]
+__all__ = ["Fault", "KubernetesDouble"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    status: int
+    body: str | None  # None: a metav1 Status saying "injected fault"
+    content_type: str
 
 
 class KubernetesDouble:
     """The double's Python API. State survives ``stop()``/``start()`` like etcd would."""
 
     def __init__(self, port: int = 0, *, crd_installed: bool = True,
-                 gone_as_http_error: bool = False) -> None:
+                 gone_as_http_error: bool = False,
+                 namespaces: set[str] | None = None) -> None:
         self.port = port
         self.crd_installed = crd_installed
+        self.crd_starting = False  # installed but not yet served: 503
+        # Where the caller may list and watch: None everywhere (a ClusterRoleBinding),
+        # else only these namespaces (RoleBindings); elsewhere 403.
+        self.namespaces = namespaces
+        self.user = "system:serviceaccount:capsync:capsync"
+        # A proxy that closes every watch at once: 200, then the end of the stream.
+        self.cut_watches = False
         # Expired watches: an ERROR event in a 200 stream (the default), or HTTP 410.
         self.gone_as_http_error = gone_as_http_error
         self.token = secrets.token_hex(16)
         self.store = Store()
         self.requests: list[tuple[str, str]] = []  # (method, path with its query string)
         self._lock = threading.Lock()
-        self._fault: list[Any] | None = None  # [status, remaining count or None]
+        self._fault: list[Any] | None = None  # [Fault, remaining count or None]
         self._server: DoubleServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -94,9 +110,12 @@ class KubernetesDouble:
 
     def put_pod(self, namespace: str, name: str, *, annotations: dict[str, str] | None = None,
                 labels: dict[str, str] | None = None, phase: str = "Running",
-                pod_ip: str | None = "10.0.0.5", terminating: bool = False) -> dict[str, Any]:
+                pod_ip: str | None = "10.0.0.5", terminating: bool = False,
+                ready: bool = True) -> dict[str, Any]:
         """Create or replace a pod; ``terminating`` marks it as being deleted (graceful)."""
-        status: dict[str, Any] = {"phase": phase}
+        status: dict[str, Any] = {
+            "phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}],
+        }
         if pod_ip:
             status.update(podIP=pod_ip, podIPs=[{"ip": pod_ip}])
         body = {
@@ -123,29 +142,45 @@ class KubernetesDouble:
         """Forget the event history: open watches end with 410, older versions are Expired."""
         self.store.compact()
 
-    # -- faults and the request log -----------------------------------------------------
+    # -- permissions, faults and the request log ----------------------------------------
 
-    def fail_requests(self, status: int = 500, count: int | None = None) -> None:
-        """Answer the next ``count`` requests (all, when None) with a Status of ``status``."""
+    def forbidden(self, verb: str, resource: str, namespace: str | None) -> dict[str, Any] | None:
+        """The 403 Status the API server answers when RBAC denies the request, else None."""
+        if self.namespaces is None or namespace in self.namespaces:
+            return None
+        group = "" if resource == PODS else "valkra.io"
+        qualified = resource if not group else f"{resource}.{group}"
+        scope = "at the cluster scope" if namespace is None else f'in the namespace "{namespace}"'
+        status = status_object(403, f'{qualified} is forbidden: User "{self.user}" cannot '
+                                    f'{verb} resource "{resource}" in API group "{group}" '
+                                    f"{scope}")
+        status["details"] = {"group": group, "kind": resource} if group else {"kind": resource}
+        return status
+
+
+    def fail_requests(self, status: int = 500, count: int | None = None, *,
+                      body: str | None = None, content_type: str = "text/html") -> None:
+        """Answer the next ``count`` requests (all, when None) with ``status``: a Status
+        object, or ``body`` as given (a proxy's HTML page, a truncated or odd JSON)."""
         with self._lock:
-            self._fault = [status, count]
+            self._fault = [Fault(status, body, content_type), count]
 
     def clear_faults(self) -> None:
         with self._lock:
             self._fault = None
 
-    def take_fault(self) -> int | None:
-        """The status to fail this request with, if a fault is armed (consumes one)."""
+    def take_fault(self) -> Fault | None:
+        """The answer to fail this request with, if a fault is armed (consumes one)."""
         with self._lock:
             if self._fault is None:
                 return None
-            status, remaining = self._fault
+            fault, remaining = self._fault
             if remaining is not None:
                 if remaining <= 0:
                     self._fault = None
                     return None
                 self._fault[1] = remaining - 1
-            return int(status)
+            return fault
 
     def log_request(self, method: str, path: str) -> None:
         with self._lock:

@@ -82,11 +82,14 @@ class Handler(BaseHTTPRequestHandler):
         double = self.server.double
         double.log_request("GET", self.path)
         if fault := double.take_fault():
-            return self.send_status(status_object(fault, "injected fault"))
+            if fault.body is None:
+                return self.send_status(status_object(fault.status, "injected fault"))
+            return self.send_text(fault.status, fault.body, fault.content_type)
         if self.headers.get("Authorization") != f"Bearer {double.token}":
             return self.send_status(status_object(401, "Unauthorized"))
         url = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        # The first value of a repeated parameter, as apimachinery's converters take it.
+        query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         parts = [p for p in url.path.split("/") if p]
         try:
             self.route(parts, query)
@@ -114,14 +117,30 @@ class Handler(BaseHTTPRequestHandler):
             return self.serve_collection(resource, namespace, query)
         if doc := _discovery(parts, double.crd_installed):
             return self.send_json(200, doc)
-        return self.send_status(
-            status_object(404, "the server could not find the requested resource")
-        )
+        if parts[:2] == ["api", "v1"]:
+            return self.send_status(
+                status_object(404, "the server could not find the requested resource")
+            )
+        # A group nobody serves (a CRD not installed) falls through every API handler to
+        # Go's http.NotFound: plain text, not a Status.
+        return self.send_text(404, "404 page not found\n")
 
     def serve_collection(self, resource: str, namespace: str | None,
                          query: dict[str, str]) -> None:
+        double = self.server.double
+        if resource == RESOURCES and double.crd_starting:
+            return self.send_status(status_object(
+                503, "the server is currently unable to handle the request",
+                "ServiceUnavailable"))
+        verb = "watch" if _flag(query, "watch") else "list"
+        if (forbidden := double.forbidden(verb, resource, namespace)) is not None:
+            return self.send_status(forbidden)
+        for unsupported in ("fieldSelector", "resourceVersionMatch"):
+            if query.get(unsupported):
+                raise BadRequest(f"{unsupported}: the double does not implement it; "
+                                 "implement it here before the source sends it")
         selector = query.get("labelSelector", "")
-        if query.get("watch") in ("true", "1"):
+        if verb == "watch":
             return self.serve_watch(resource, namespace, selector, query)
         limit = _integer(query, "limit", 0)
         body = self.server.double.store.list(
@@ -147,6 +166,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        if self.server.double.cut_watches:
+            self.write_chunk(b"")
+            return
         try:
             for event in pending:
                 self.send_event(event.type, event.obj)
@@ -154,7 +176,7 @@ class Handler(BaseHTTPRequestHandler):
             if end is None:  # the double is stopping: drop the connection mid-stream
                 self.close_connection = True
                 return
-            if query.get("allowWatchBookmarks") in ("true", "1") and end >= 0:
+            if _flag(query, "allowWatchBookmarks") and end >= 0:
                 self.send_event("BOOKMARK", _bookmark(resource, end))
             self.write_chunk(b"")
         except OSError:
@@ -208,6 +230,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_status(self, status: dict[str, Any]) -> None:
         self.send_json(int(status["code"]), status)
+
+    def send_text(self, code: int, text: str,
+                  content_type: str = "text/plain; charset=utf-8") -> None:
+        data = text.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _flag(query: dict[str, str], name: str) -> bool:
+    """A boolean query parameter as the API server converts it: absent, "0" or "false"
+    in any case is false; anything else, the empty string and "True" included, is true."""
+    if name not in query:
+        return False
+    value = query[name]
+    return not (value == "0" or value.lower() == "false")
 
 
 def _integer(query: dict[str, str], name: str, default: int) -> int:

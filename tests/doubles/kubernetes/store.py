@@ -40,6 +40,7 @@ class Event:
     resource: str
     type: str
     obj: dict[str, Any]
+    prev: dict[str, Any] | None = None  # the object before a MODIFIED or DELETED
 
 
 # -- label selectors ---------------------------------------------------------------------
@@ -133,7 +134,7 @@ class Store:
             meta.update(body.pop("metadata", {}))  # extra metadata, e.g. deletionTimestamp
             obj = {"apiVersion": api_version, "kind": kind, "metadata": meta, **body}
             self.objects[resource][(namespace, name)] = obj
-            self._record(resource, "MODIFIED" if old else "ADDED", obj)
+            self._record(resource, "MODIFIED" if old else "ADDED", obj, old)
             return copy.deepcopy(obj)
 
     def delete(self, resource: str, namespace: str, name: str) -> bool:
@@ -142,8 +143,9 @@ class Store:
             if obj is None:
                 return False
             self.rv += 1
+            prev = copy.deepcopy(obj)
             obj["metadata"]["resourceVersion"] = str(self.rv)
-            self._record(resource, "DELETED", obj)
+            self._record(resource, "DELETED", obj, prev)
             return True
 
     def compact(self) -> None:
@@ -163,17 +165,21 @@ class Store:
                 raise Expired("The provided continue parameter is too old to display a "
                               "consistent list result. You can start a new list without the "
                               "continue parameter.")
-            items = [
-                copy.deepcopy(obj)
-                for key, obj in sorted(self.objects[resource].items())
-                if _in_scope(obj, namespace, requirements) and "/".join(key) > start
+            matching = [
+                obj for key, obj in sorted(self.objects[resource].items())
+                if key > tuple(start.split("/", 1)) and _in_scope(obj, namespace, requirements)
             ]
-        page = items[:limit] if limit > 0 else items
+            page = [copy.deepcopy(obj) for obj in (matching[:limit] if limit > 0 else matching)]
+        if resource == PODS:
+            # Items of a built-in list carry no kind or apiVersion: only the list does.
+            for item in page:
+                item.pop("kind", None)
+                item.pop("apiVersion", None)
         meta: dict[str, Any] = {"resourceVersion": str(snapshot)}
-        if len(page) < len(items):
+        if len(page) < len(matching):
             last = page[-1]["metadata"]
             meta["continue"] = _encode_token(snapshot, f"{last['namespace']}/{last['name']}")
-            meta["remainingItemCount"] = len(items) - len(page)
+            meta["remainingItemCount"] = len(matching) - len(page)
         api_version, kind = LIST_KINDS[resource]
         return {"apiVersion": api_version, "kind": kind, "metadata": meta, "items": page}
 
@@ -189,18 +195,37 @@ class Store:
 
     def events_after(self, resource: str, rv: int, namespace: str | None,
                      requirements: list[tuple[str, str, frozenset[str]]]) -> list[Event]:
-        """Events newer than ``rv``; the caller holds ``cond``."""
+        """Events newer than ``rv`` as this watcher sees them; the caller holds ``cond``."""
         if rv < self.compacted:
             raise Expired(f"too old resource version: {rv} ({self.compacted})")
-        return [
-            event for event in self.history
-            if event.rv > rv and event.resource == resource
-            and _in_scope(event.obj, namespace, requirements)
-        ]
+        seen = (_as_seen(event, namespace, requirements) for event in self.history
+                if event.rv > rv and event.resource == resource)
+        return [event for event in seen if event is not None]
 
-    def _record(self, resource: str, type_: str, obj: dict[str, Any]) -> None:
-        self.history.append(Event(self.rv, resource, type_, copy.deepcopy(obj)))
+    def _record(self, resource: str, type_: str, obj: dict[str, Any],
+                prev: dict[str, Any] | None = None) -> None:
+        self.history.append(Event(self.rv, resource, type_, copy.deepcopy(obj),
+                                  copy.deepcopy(prev)))
         self.cond.notify_all()
+
+
+def _as_seen(event: Event, namespace: str | None,
+             requirements: list[tuple[str, str, frozenset[str]]]) -> Event | None:
+    """An event through a watcher's filter, as the API server's watch cache turns it: an
+    object that starts matching is ADDED, one that stops matching is DELETED (carrying
+    its last matching state at the event's resourceVersion), one that never matched is
+    not sent."""
+    now_in = event.type != "DELETED" and _in_scope(event.obj, namespace, requirements)
+    was_in = event.prev is not None and _in_scope(event.prev, namespace, requirements)
+    if now_in and was_in:
+        return Event(event.rv, event.resource, "MODIFIED", event.obj)
+    if now_in:
+        return Event(event.rv, event.resource, "ADDED", event.obj)
+    if was_in and event.prev is not None:
+        last = copy.deepcopy(event.prev)
+        last["metadata"]["resourceVersion"] = str(event.rv)
+        return Event(event.rv, event.resource, "DELETED", last)
+    return None
 
 
 def _in_scope(obj: dict[str, Any], namespace: str | None,

@@ -1,0 +1,140 @@
+"""The in-memory registry: Consul's catalogue shape (nodes holding service instances) in a
+dict, with the same contract as the others, for tests and dry runs without a server.
+
+Several registries (owners) may share one ``MemoryCatalog`` to play writers side by side.
+Ids compare case-insensitively, as in Consul; updates and deletes touch only this owner's
+entries on its own node, so a row taken over between snapshot and apply is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+from config.errors import RegistryError
+from config.settings import KindName, RegistrySettingsBase
+from daemon.plan import Changes
+from daemon.query import Query
+from daemon.registry.base import ApplyResult, Listed, Snapshot, apply_in_batches
+from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
+from discovery.kinds import BuildContext, Kind, no_arg
+
+
+@dataclass
+class _Node:
+    meta: dict[str, str]
+    services: dict[str, Entry] = field(default_factory=dict)  # lower-cased id -> entry
+
+
+@dataclass
+class MemoryCatalog:
+    """The shared state: node name (lower-cased) -> node."""
+
+    nodes: dict[str, _Node] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class MemoryRegistry:
+    def __init__(self, catalog: MemoryCatalog | None = None, *, service: str, owner: str,
+                 node: str, batch_size: int = 64) -> None:
+        self.catalog = catalog or MemoryCatalog()
+        self.service, self.owner, self.node = service, owner, node
+        self.batch_size = batch_size
+        self.closed = False
+        self._node = _Node({})  # this owner's node, while a batch holds the catalog
+
+    def snapshot(self) -> Snapshot:
+        with self._catalog():
+            node = self.catalog.nodes.get(self.node.lower())
+            services = list(node.services.values()) if node else []
+        return Snapshot(
+            owned={e.id: e for e in services if e.owner == self.owner},
+            foreign=frozenset(e.id for e in services if e.owner != self.owner),
+        )
+
+    def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        return apply_in_batches(changes, upsert=self._upsert, delete=self._delete,
+                                size=self.batch_size, stop=stop, batch=self._batch)
+
+    def entries(self, query: Query | None = None) -> list[Listed]:
+        query = query or Query()
+        with self._catalog():
+            listed = [
+                Listed(node=name, entry=entry)
+                for name, node in sorted(self.catalog.nodes.items())
+                for _, entry in sorted(node.services.items())
+                if entry.service.lower() == self.service.lower()
+                and entry.meta.get(EXTERNAL_SOURCE) == "capsync"
+            ]
+        return [item for item in listed if _narrowed(query, set(item.entry.tags))]
+
+    def close(self) -> None:
+        """The catalog lives on with its holder; this registry answers no more."""
+        self.closed = True
+
+    @contextmanager
+    def _catalog(self) -> Iterator[None]:
+        if self.closed:
+            raise RegistryError("memory registry: used after close")
+        with self.catalog.lock:
+            yield
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        with self._catalog():
+            node = self.catalog.nodes.setdefault(
+                self.node.lower(),
+                _Node({"external-node": "true", EXTERNAL_SOURCE: "capsync", OWNER: self.owner}),
+            )
+            if (holder := node.meta.get(OWNER)) != self.owner:
+                raise RegistryError(f"memory registry: node {self.node!r} has capsync-owner "
+                                    f"{holder!r}, not {self.owner!r}; capsync never writes "
+                                    "onto a node it does not own")
+            self._node = node
+            yield
+
+    def _upsert(self, entry: Entry) -> str:
+        if entry.owner != self.owner:
+            return f"entry carries capsync-owner {entry.owner!r}; this registry is {self.owner!r}"
+        if reason := self._foreign_reason(entry.id):
+            return reason
+        self._node.services[entry.id.lower()] = entry
+        return ""
+
+    def _delete(self, entry: Entry) -> str:
+        if reason := self._foreign_reason(entry.id):
+            return reason
+        self._node.services.pop(entry.id.lower(), None)
+        return ""
+
+    def _foreign_reason(self, worker_id: str) -> str:
+        current = self._node.services.get(worker_id.lower())
+        if current is None or current.owner == self.owner:
+            return ""
+        return (f"{worker_id!r} on node {self.node!r} belongs to another writer "
+                f"(capsync-owner {current.owner!r}); left as it is")
+
+
+def _narrowed(query: Query, tags: set[str]) -> bool:
+    """What the tag index narrows to, as the SQLite registry's SQL does."""
+    return all(tool in tags for tool in query.has) and (
+        not query.tools or any(tool in tags for tool in query.tools)
+    )
+
+
+class MemoryRegistrySettings(RegistrySettingsBase):
+    """Entries kept in this process only: for tests and trying a configuration out."""
+
+    backend: Literal["memory"]
+    name: KindName = "memory"
+
+
+def build(settings: MemoryRegistrySettings, ctx: BuildContext) -> MemoryRegistry:
+    return MemoryRegistry(service=settings.service, owner=settings.owner,
+                          node=settings.node_name)
+
+
+KIND = Kind("memory", MemoryRegistrySettings, "", no_arg, build)

@@ -1,0 +1,245 @@
+"""An informer-style cache of one Kubernetes kind: list once, then apply the watch's events.
+
+Modelled on client-go's Reflector (tools/cache/reflector.go): a paged list fills the
+cache and gives the resourceVersion to watch from; each event is applied to the cache;
+only a 410 Gone or a failure makes it list again. A steady cycle then reads the cache and
+costs the API server nothing. The cache holds ``View``s, the few fields of an object that
+can change its declaration, so an event that changes nothing else (a pod's status, say)
+is applied silently and wakes no cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from config.errors import SourceError
+from config.events import emit
+
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+SHORT_WATCH = 1.0  # seconds: a watch that ends sooner with no event is a failure
+STOP_POLL = 0.05  # how often a halt re-cuts a stream while the thread winds down
+WATCH_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK")
+
+Obj = dict[str, Any]  # an API object as JSON
+
+
+@dataclass(frozen=True)
+class View:
+    """What of one object makes its declaration: equal views, the same declaration.
+
+    ``text`` is the raw declaration (annotation text, or the spec as canonical JSON) and
+    doubles as the declaration's fingerprint; ``parsed`` is its parse, done once per
+    change, and plays no part in equality.
+    """
+
+    ref: str
+    default_id: str | None
+    text: str
+    address: str = ""
+    parsed: Any = field(default=None, compare=False)
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is older than the server's history (HTTP 410)."""
+
+
+class VeryShortWatchError(Exception):
+    """A watch ended within a second without any event, as client-go names it: a server
+    or proxy that closes watches at once must not be polled in a tight loop."""
+
+
+class KindClient(Protocol):
+    """What a reflector needs from its source, for one kind."""
+
+    name: str
+
+    def session(self) -> AbstractContextManager[Any]: ...
+
+    def fetch(self, api: Any, kind: str) -> tuple[list[Obj], str]: ...
+
+    def open_watch(self, api: Any, kind: str, resource_version: str) -> Any: ...
+
+    def view(self, kind: str, obj: Obj) -> View | None: ...
+
+    def describe(self, kind: str, exc: BaseException) -> str: ...
+
+
+@dataclass
+class Backoff:
+    """Retry delay: 1 s doubling to 30 s, back to none after a healthy watch."""
+
+    delay: float = 0.0
+
+    def failed(self) -> float:
+        self.delay = min(max(self.delay * 2, BACKOFF_FIRST), BACKOFF_MAX)
+        return self.delay
+
+    def reset(self) -> None:
+        self.delay = 0.0
+
+
+class Reflector:
+    """The cache of one kind and the thread that keeps it in step with the API server."""
+
+    def __init__(self, client: KindClient, kind: str, notify: Callable[[str], None]) -> None:
+        self.client, self.kind, self.notify = client, kind, notify
+        self.backoff = Backoff()
+        self.halted = threading.Event()
+        self._lock = threading.Lock()
+        self._views: dict[str, View] = {}
+        self._synced = False
+        self._problem = "its cache is not filled yet (the first list is running)"
+        self._rv = ""
+        self._settled = threading.Event()  # set once the first list has succeeded or failed
+        self._response: Any = None  # the open watch response, so that halt() can cut it
+        self._thread = threading.Thread(target=self.run, daemon=True,
+                                        name=f"{client.name}-reflector-{kind}")
+
+    def start(self) -> Reflector:
+        self._thread.start()
+        return self
+
+    def views(self, first_wait: float) -> list[View]:
+        """The cached views; SourceError while the cache may be missing events. Waits up
+        to ``first_wait`` seconds for the first list, so that a cycle at start-up is not
+        reported failed while it runs."""
+        self._settled.wait(first_wait)
+        with self._lock:
+            if not self._synced:
+                raise SourceError(
+                    f"source {self.client.name}: {self.kind} cache not in sync: {self._problem}"
+                )
+            return [self._views[key] for key in sorted(self._views)]
+
+    def halt(self, deadline: float) -> None:
+        """Stop the thread, cutting its watch stream; wait for it until ``deadline``
+        (time.monotonic()), so that several reflectors halt within one bound."""
+        self.halted.set()
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._cut()  # repeated: a stream may have been opening while the last cut ran
+            self._thread.join(STOP_POLL)
+
+    def run(self) -> None:
+        """Never raises: 410 relists at once, anything else relists after a backoff."""
+        after = ""  # why the next list is a relist
+        while not self.halted.is_set():
+            try:
+                with self.client.session() as api:
+                    if not self._in_sync():
+                        self._relist(api)
+                        self.notify(f"kubernetes {self.kind} "
+                                    + (f"relisted after {after}" if after else "listed"))
+                        after = ""
+                    self._follow(api)
+                continue
+            except Exception as exc:  # any failure of this source; logged, then retried
+                if self.halted.is_set():
+                    return
+                cause = self.client.describe(self.kind, exc)
+                with self._lock:
+                    self._synced, self._problem = False, cause
+                self._settled.set()
+                if isinstance(exc, Gone):
+                    after, delay = "the watch expired (410 Gone)", self.backoff.delay
+                    self.backoff.failed()
+                else:
+                    after, delay = f"an error ({cause})", self.backoff.failed()
+                    emit(logging.WARNING, "watch_failed", source=self.client.name,
+                         kind=self.kind, error=cause, retry_in=f"{delay:g}s")
+                    logging.getLogger(__name__).debug("watch failure", exc_info=True)
+            self.halted.wait(delay)
+
+    def _in_sync(self) -> bool:
+        with self._lock:
+            return self._synced
+
+    def _relist(self, api: Any) -> None:
+        items, rv = self.client.fetch(api, self.kind)
+        views = {}
+        for obj in items:
+            if (view := self.client.view(self.kind, obj)) is not None:
+                views[_key(obj)] = view
+        with self._lock:
+            self._views, self._rv, self._synced, self._problem = views, rv, True, ""
+        self._settled.set()
+
+    def _follow(self, api: Any) -> None:
+        """One watch request from the cached resourceVersion, applied until it ends."""
+        started, events = time.monotonic(), 0
+        response = self.client.open_watch(api, self.kind, self._rv)
+        self._response = response
+        try:
+            if self.halted.is_set():
+                return
+            for event in _events(response):
+                events += 1
+                self._apply(event)
+                if self.halted.is_set():
+                    return
+        finally:
+            self._response = None
+            response.release_conn()
+        if not events and time.monotonic() - started < SHORT_WATCH:
+            raise VeryShortWatchError(
+                "very short watch: the watch ended in under a second with no event"
+            )
+        self.backoff.reset()
+
+    def _apply(self, event: Obj) -> None:
+        type_, obj = event["type"], event["object"]
+        if type_ == "ERROR":
+            code = obj.get("code")
+            if code == 410:
+                raise Gone(obj.get("message") or "410 Gone")
+            raise SourceError(f"watch ERROR event: HTTP {code} {obj.get('reason')}: "
+                              f"{obj.get('message')}")
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if type_ == "BOOKMARK":
+            self._rv = str(rv or self._rv)
+            return
+        key = _key(obj)
+        new = None if type_ == "DELETED" else self.client.view(self.kind, obj)
+        with self._lock:
+            self._rv = str(rv or self._rv)
+            old = self._views.get(key)
+            if new == old:
+                return
+            if new is None:
+                del self._views[key]
+            else:
+                self._views[key] = new
+        self.notify(f"kubernetes {self.kind} {key} {type_}")
+
+    def _cut(self) -> None:
+        """Shut the watch's socket down: unlike closing it, that ends a blocked read."""
+        response = self._response
+        if response is not None:
+            with suppress(OSError, AttributeError):
+                response.shutdown()
+
+
+def _events(response: Any) -> Iterator[Obj]:
+    """The stream's events, each checked for the shape the API documents."""
+    for line in response:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError as exc:
+            raise SourceError(f"watch stream: not a JSON event: {exc}") from None
+        if (not isinstance(event, dict) or not isinstance(event.get("object"), dict)
+                or event.get("type") not in (*WATCH_TYPES, "ERROR")):
+            raise SourceError("watch stream: an event without the type and object fields")
+        yield event
+
+
+def _key(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"

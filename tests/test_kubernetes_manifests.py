@@ -1,0 +1,150 @@
+"""The shipped Kubernetes manifests, read as an operator applies them: each documented
+setup (cluster-wide, one namespace) grants exactly what its configuration needs, checked
+against the API double with the permissions those bindings give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from config.errors import SourceError
+from config.loading import load
+from config.settings import KubernetesSourceSettings
+from discovery.sources.kubernetes import KubernetesSource
+from tests.conftest import ROOT
+from tests.doubles.kubernetes import KubernetesDouble
+from tests.kubernetes_helpers import annotated
+
+MANIFESTS = ROOT / "config" / "kubernetes"
+READ = {"get", "list", "watch"}
+NEEDED = {("", "pods"), ("valkra.io", "workercapabilities")}
+
+
+def documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((MANIFESTS / name).read_text()) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [doc] = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+def deployment_config(tmp_path: Path, *, single_namespace: bool) -> KubernetesSourceSettings:
+    """The ConfigMap's capsync.toml, as shipped or with its namespace line uncommented."""
+    text = one(documents("deployment.yaml"), "ConfigMap")["data"]["capsync.toml"]
+    if single_namespace:
+        text = text.replace('# namespace = "workers"', 'namespace = "workers"')
+    path = tmp_path / "capsync.toml"
+    path.write_text(text)
+    [source] = load(path, environ={}).sources
+    assert isinstance(source, KubernetesSourceSettings)
+    return source
+
+
+def service_account() -> tuple[str, str]:
+    docs = documents("deployment.yaml")
+    account = one(docs, "ServiceAccount")["metadata"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["name"]
+    return account["namespace"], account["name"]
+
+
+def granted_namespaces(docs: list[dict[str, Any]]) -> set[str] | None:
+    """Where the bindings let the deployment's ServiceAccount read both kinds: None for
+    everywhere (a ClusterRoleBinding), else the namespaces of its RoleBindings."""
+    namespace, name = service_account()
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+             for d in docs if d["kind"] in ("Role", "ClusterRole")}
+    where: set[str] = set()
+    for binding in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+        if subject not in binding["subjects"]:
+            continue
+        ref = binding["roleRef"]
+        scope = None if ref["kind"] == "ClusterRole" else binding["metadata"]["namespace"]
+        role = roles[(ref["kind"], scope, ref["name"])]
+        grants = {(g, r) for rule in role["rules"] if set(rule["verbs"]) >= READ
+                  for g in rule["apiGroups"] for r in rule["resources"]}
+        if grants >= NEEDED:
+            if binding["kind"] == "ClusterRoleBinding":
+                return None
+            where.add(binding["metadata"]["namespace"])
+    return where
+
+
+def lists_without_403(tmp_path: Path, namespaces: set[str] | None,
+                      settings: KubernetesSourceSettings) -> list[str]:
+    with KubernetesDouble(namespaces=namespaces) as double:
+        double.put_pod("workers", "w1", annotations=annotated())
+        double.put_resource("workers", "r1", {})
+        kubeconfig = str(double.write_kubeconfig(tmp_path / "kubeconfig"))
+        source = KubernetesSource(kubeconfig=kubeconfig, namespace=settings.namespace,
+                                  label_selector=settings.label_selector)
+        return [d.ref for d in source.list().declarations]
+
+
+def test_the_cluster_wide_setup_binds_a_cluster_role_to_the_deployments_account(
+    tmp_path: Path,
+) -> None:
+    docs = documents("rbac-cluster.yaml")
+    assert {d["kind"] for d in docs} == {"ClusterRole", "ClusterRoleBinding"}
+    settings = deployment_config(tmp_path, single_namespace=False)
+    assert settings.namespace is None  # the default: every namespace
+    namespaces = granted_namespaces(docs)
+    assert namespaces is None
+    assert lists_without_403(tmp_path, namespaces, settings) == [
+        "workers/w1", "workers/workercapabilities/r1"]
+
+
+def test_the_single_namespace_setup_names_one_namespace_everywhere(tmp_path: Path) -> None:
+    docs = documents("rbac-namespace.yaml")
+    assert {d["kind"] for d in docs} == {"Namespace", "Role", "RoleBinding"}
+    names = {one(docs, "Namespace")["metadata"]["name"],
+             one(docs, "Role")["metadata"]["namespace"],
+             one(docs, "RoleBinding")["metadata"]["namespace"]}
+    settings = deployment_config(tmp_path, single_namespace=True)
+    assert names == {settings.namespace} == {"workers"}
+    namespaces = granted_namespaces(docs)
+    assert namespaces == {"workers"}
+    assert lists_without_403(tmp_path, namespaces, settings) == [
+        "workers/w1", "workers/workercapabilities/r1"]
+
+
+def test_a_scope_the_bindings_do_not_cover_is_a_403_naming_the_permission(
+    tmp_path: Path,
+) -> None:
+    # The old shipped state: RoleBindings, but the default cluster-wide configuration.
+    settings = deployment_config(tmp_path, single_namespace=False)
+    with pytest.raises(SourceError, match=r"missing permission: list pods at the cluster scope"):
+        lists_without_403(tmp_path, granted_namespaces(documents("rbac-namespace.yaml")),
+                          settings)
+
+
+def test_the_deployment_runs_non_root_with_probes_on_healthz_and_readyz(
+    tmp_path: Path,
+) -> None:
+    docs = documents("deployment.yaml")
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # never two writers
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]}}
+    [port] = container["ports"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
+    config = Path(tmp_path / "capsync.toml")
+    config.write_text(one(docs, "ConfigMap")["data"]["capsync.toml"])
+    settings = load(config, environ={})
+    assert settings.daemon.listen == f"0.0.0.0:{port['containerPort']}"
+    assert settings.registry.owner == "capsync-k8s"  # not the pod's changing name
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["config"]
+    assert env["CAPSYNC_CONFIG"] == f"{mount}/capsync.toml"

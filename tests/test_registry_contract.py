@@ -1,0 +1,321 @@
+"""One registry contract, every registry kind, in process: the in-memory registry, SQLite,
+Redis and PostgreSQL (real servers, tests/services.py) and Consul (the double). A new kind
+joins by one entry in ``PLACES``: how to open it, how another writer plants an entry
+behind capsync's back, and an entry it refuses.
+
+The cycle runs through ``Syncer`` with a scripted source, so every scenario is fast and
+says what a user would see in the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis as redis_client
+
+from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.plan import Changes, Update
+from daemon.query import Query
+from daemon.registry.base import Registry
+from daemon.registry.consul import ConsulRegistry
+from daemon.registry.memory import MemoryCatalog, MemoryRegistry, _Node
+from daemon.registry.postgres import PostgresEndpoint, PostgresRegistry
+from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect
+from daemon.registry.sqlite import SqliteRegistry
+from daemon.registry.table import REGISTRY_KINDS
+from discovery import codec, schema
+from discovery.consul_client import ConsulClient, ConsulEndpoint
+from discovery.consul_fields import service_fields
+from tests.doubles.consul import ConsulDouble
+from tests.proxy import Proxy
+from tests.scripted_source import ScriptedSource
+from tests.services import PostgresServer, RedisServer
+
+OWNER = "host-1"
+
+
+def entry(worker_id: str, *tools: str, owner: str = OWNER) -> codec.Entry:
+    data = {"id": worker_id, "static_analysis_tools": [{"tool_name": t} for t in tools]}
+    caps = schema.validate(data, ref="t")
+    return codec.encode(caps, service="worker", owner=owner, source="file", ref=f"/{worker_id}")
+
+
+@dataclass
+class Place:
+    """Where one kind's registries live in a test, and what only that kind knows."""
+
+    open_at: Callable[[str], Registry]  # owner -> a registry on node capsync-<owner>
+    plant: Callable[[str, codec.Entry], None]  # another writer's entry on a node
+    refusable: Callable[[], codec.Entry]  # an entry this kind refuses, as built
+    outage: Callable[[Registry], None] = lambda registry: registry.close()  # stops answering
+    opened: list[Registry] = field(default_factory=list)
+
+    def open(self, owner: str = OWNER) -> Registry:
+        registry = self.open_at(owner)
+        self.opened.append(registry)
+        return registry
+
+
+def _foreign_owner() -> codec.Entry:
+    """SQLite and memory refuse an entry carrying another owner's id."""
+    return entry("stray-1", owner="someone-else")
+
+
+@pytest.fixture
+def memory_place() -> Iterator[Place]:
+    catalog = MemoryCatalog()
+
+    def plant(node: str, e: codec.Entry) -> None:
+        with catalog.lock:
+            catalog.nodes.setdefault(node.lower(), _Node({})).services[e.id.lower()] = e
+
+    yield Place(lambda owner: MemoryRegistry(catalog, service="worker", owner=owner,
+                                             node=f"capsync-{owner}"), plant, _foreign_owner)
+
+
+@pytest.fixture
+def sqlite_place(tmp_path: Path) -> Iterator[Place]:
+    path = tmp_path / "registry.db"
+
+    def plant(node: str, e: codec.Entry) -> None:
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("INSERT INTO services (node, id, service, tags, meta, address, port)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (node, e.id, e.service, json.dumps(e.tags), json.dumps(dict(e.meta)),
+                        "", 0))
+
+    yield Place(lambda owner: SqliteRegistry(path, service="worker", owner=owner,
+                                             node=f"capsync-{owner}"), plant, _foreign_owner)
+
+
+@pytest.fixture
+def consul_place() -> Iterator[Place]:
+    with ConsulDouble() as double:
+        def open_at(owner: str) -> Registry:
+            return ConsulRegistry(ConsulClient(ConsulEndpoint(double.address)),
+                                  service="worker", owner=owner, node=f"capsync-{owner}")
+
+        def plant(node: str, e: codec.Entry) -> None:
+            body = {"Node": node, "Address": "127.0.0.1", "SkipNodeUpdate": True,
+                    "Service": service_fields(e)}
+            client = ConsulClient(ConsulEndpoint(double.address))
+            try:
+                assert client.put("/v1/catalog/register", body).status == 200
+            finally:
+                client.close()
+
+        def refusable() -> codec.Entry:
+            # Bypasses validation on purpose: Consul refuses a meta key with a space.
+            good = entry("stray-1")
+            return codec.Entry(good.id, "worker", (), {**good.meta, "bad key": "x"})
+
+        yield Place(open_at, plant, refusable, lambda registry: double.stop())
+
+
+def _store_place(open_registry: Callable[[str, str], Registry], target: int) -> Iterator[Place]:
+    """Redis or PostgreSQL, reached through a proxy so that an outage is the server
+    going away; another writer plants an entry by writing it as its own owner."""
+    proxy = Proxy(target)
+
+    def open_at(owner: str) -> Registry:
+        return open_registry(owner, f"127.0.0.1:{proxy.port}")
+
+    def plant(node: str, e: codec.Entry) -> None:
+        writer = open_at(e.owner)
+        try:
+            assert not writer.apply(Changes(create=(e,))).refused
+        finally:
+            writer.close()
+
+    yield Place(open_at, plant, _foreign_owner, lambda registry: proxy.close())
+    proxy.close()
+
+
+@pytest.fixture
+def redis_place(redis_server: RedisServer) -> Iterator[Place]:
+    client = redis_client.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/3")
+    client.flushdb()
+    client.close()
+    yield from _store_place(
+        lambda owner, address: RedisRegistry(
+            connect(RedisEndpoint(f"redis://{address}/3")), service="worker", owner=owner,
+            node=f"capsync-{owner}"),
+        redis_server.port)
+
+
+@pytest.fixture
+def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
+    name = f"c{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield from _store_place(
+        lambda owner, address: PostgresRegistry(
+            PostgresEndpoint(f"postgresql://postgres@{address}/{name}?sslmode=disable"),
+            service="worker", owner=owner, node=f"capsync-{owner}"),
+        postgres_server.port)
+
+
+PLACES = ["memory_place", "sqlite_place", "redis_place", "postgres_place", "consul_place"]
+
+
+def test_every_registry_kind_has_a_place() -> None:
+    assert {place.removesuffix("_place") for place in PLACES} == set(REGISTRY_KINDS.kinds)
+
+
+@pytest.fixture(params=PLACES)
+def place(request: pytest.FixtureRequest) -> Iterator[Place]:
+    opened: Place = request.getfixturevalue(request.param)
+    yield opened
+    for registry in opened.opened:
+        registry.close()
+
+
+def syncer(place: Place, *sources: ScriptedSource, owner: str = OWNER) -> Syncer:
+    target = RegistrySync("r", place.open(owner), SyncOptions(service="worker", owner=owner))
+    return Syncer(list(sources), [target])
+
+
+def declared(*ids: str, tools: tuple[str, ...] = ("clippy",)) -> list[dict[str, Any]]:
+    return [{"id": i, "static_analysis_tools": [{"tool_name": t} for t in tools]} for i in ids]
+
+
+def test_round_trip(place: Place) -> None:
+    desired = {e.id: e for e in (entry("rust-1", "clippy", "rustfmt"), entry("py-1", "ruff"))}
+    registry = place.open()
+    result = registry.apply(Changes(create=tuple(desired.values())))
+    assert result.applied >= 2 and not result.refused
+    assert dict(registry.snapshot().owned) == desired
+    listed = {item.entry.id: item for item in registry.entries(Query())}
+    assert {i: item.entry for i, item in listed.items()} == desired
+    assert {item.node for item in listed.values()} == {f"capsync-{OWNER}"}
+    assert codec.decode(listed["rust-1"].entry).all_tools() == ["clippy", "rustfmt"]
+
+
+def test_cycle_creates_then_rests_then_deletes(place: Place) -> None:
+    source = ScriptedSource(declarations=declared("a-1", "a-2", "a-3"))
+    sync = syncer(place, source)
+    first = sync.run_once().registries[0]
+    assert len(first.changes.create) == 3 and first.ok
+    assert sync.run_once().registries[0].changes.unchanged == 3
+    source.declarations = declared("a-1", "a-2")
+    third = sync.run_once().registries[0]
+    assert [e.id for e in third.changes.delete] == ["a-3"]
+    assert sorted(place.open().snapshot().owned) == ["a-1", "a-2"]
+
+
+def test_ownership_other_owners_entries_are_never_touched(place: Place) -> None:
+    theirs = ScriptedSource(declarations=declared("w-1", "w-2"))
+    assert syncer(place, theirs, owner="other").run_once().ok
+    ours = ScriptedSource(declarations=declared("w-1"))
+    sync = syncer(place, ours)
+    assert sync.run_once().ok
+    ours.declarations = []
+    sync.run_once()
+    assert place.open().snapshot().owned == {}
+    other = place.open("other")
+    assert sorted(other.snapshot().owned) == ["w-1", "w-2"]
+    nodes = {(item.node, item.entry.id) for item in other.entries(Query())}
+    assert nodes == {("capsync-other", "w-1"), ("capsync-other", "w-2")}
+
+
+def test_foreign_entry_on_our_node_is_a_conflict_never_written(place: Place) -> None:
+    sync = syncer(place, ScriptedSource(declarations=declared("mine-1")))
+    assert sync.run_once().ok  # our node exists now
+    squatter = entry("taken-1", "semgrep", owner="someone-else")
+    place.plant(f"capsync-{OWNER}", squatter)
+    sync.sources[0] = ScriptedSource(declarations=declared("mine-1", "taken-1"))
+    report = sync.run_once().registries[0]
+    assert [c.worker_id for c in report.conflicts] == ["taken-1"]
+    assert "another writer" in report.conflicts[0].reason
+    snapshot = place.open().snapshot()
+    assert "taken-1" in snapshot.foreign and "taken-1" not in snapshot.owned
+    listed = {i.entry.id: i.entry for i in place.open().entries(Query())}
+    assert listed["taken-1"] == squatter
+
+
+def test_conflicts_first_source_wins(place: Place) -> None:
+    first = ScriptedSource("first", declarations=declared("shared-1"))
+    second = ScriptedSource("second", declarations=declared("shared-1", tools=("ruff",)))
+    report = syncer(place, first, second).run_once().registries[0]
+    assert [(c.worker_id, c.source) for c in report.conflicts] == [("shared-1", "second")]
+    assert [e.id for e in report.changes.create] == ["shared-1"]
+    [listed] = place.open().entries(Query())
+    assert listed.entry.source == "first" and listed.entry.tags == ("clippy",)
+
+
+def test_ids_compare_case_insensitively(place: Place) -> None:
+    registry = place.open()
+    old = entry("Rust-1", "clippy")
+    registry.apply(Changes(create=(old,)))
+    # A case-only rename is an update of the same entry, never a second one.
+    assert registry.apply(Changes(update=(Update(old, entry("rust-1", "clippy")),))).refused == ()
+    assert [i.entry.id for i in registry.entries(Query())] == ["rust-1"]
+
+
+def test_batches_land_whole_and_stop_ends_after_the_batch_in_flight(place: Place) -> None:
+    many = tuple(entry(f"w-{i:03d}") for i in range(150))
+    registry = place.open()
+    stopped = threading.Event()
+    stopped.set()
+    registry.snapshot()
+    assert registry.apply(Changes(create=many), stopped).applied == 0
+    registry.snapshot()  # as every cycle does before it applies
+    result = registry.apply(Changes(create=many))
+    assert result.requests >= 1 and not result.refused
+    assert len(registry.snapshot().owned) == 150
+    updates = tuple(Update(e, entry(e.id, "clippy")) for e in many[:70])
+    assert registry.apply(Changes(update=updates, delete=many[70:])).refused == ()
+    owned = registry.snapshot().owned
+    assert sorted(owned) == [e.id for e in many[:70]]
+    assert all(e.tags == ("clippy",) for e in owned.values())
+
+
+def test_refused_entry_is_reported_and_the_others_land(place: Place) -> None:
+    registry = place.open()
+    registry.snapshot()
+    good = tuple(entry(f"ok-{i}") for i in range(5))
+    result = registry.apply(Changes(create=(*good[:2], place.refusable(), *good[2:])))
+    assert [r.id for r in result.refused] == ["stray-1"] and result.refused[0].reason
+    assert sorted(registry.snapshot().owned) == sorted(e.id for e in good)
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    (Query(), ["py-1", "rust-1", "rust-2"]),
+    (Query(has=("clippy",)), ["rust-1", "rust-2"]),
+    (Query(has=("clippy", "rustfmt")), ["rust-2"]),
+    (Query(category="static_analysis", tools=("ruff", "rustfmt")), ["py-1", "rust-2"]),
+], ids=["all", "has-one", "has-two", "category-tools"])
+def test_query_narrowing_is_a_superset_and_matches_exactly(
+    place: Place, query: Query, expected: list[str]
+) -> None:
+    registry = place.open()
+    registry.apply(Changes(create=(entry("rust-1", "clippy"), entry("rust-2", "clippy", "rustfmt"),
+                                   entry("py-1", "ruff"))))
+    narrowed = registry.entries(query)
+    matching = sorted(i.entry.id for i in narrowed if query.matches(codec.decode(i.entry)))
+    assert matching == expected
+    # Narrowed by the registry's own index: entries without any asked-for tool stay out.
+    if query.has or query.tools:
+        assert all(set(i.entry.tags) & set(query.has or query.tools) for i in narrowed)
+
+
+def test_unreachable_registry_fails_the_cycle_and_changes_nothing(place: Place) -> None:
+    source = ScriptedSource(declarations=declared("a-1"))
+    sync = syncer(place, source)
+    assert sync.run_once().ok
+    place.outage(sync.registries[0].registry)
+    source.declarations = []
+    report = sync.run_once()
+    assert not report.ok and report.registries[0].registry_error
+    assert not report.registries[0].changes.writes
+

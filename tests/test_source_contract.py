@@ -1,0 +1,144 @@
+"""One source contract, every source kind, built through the kind table as the daemon
+builds it: a working source lists what it sees; a broken one raises SourceError (never
+another exception, never an empty listing). A new kind joins by one entry in ``KINDS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import loading
+from config.errors import SourceError
+from daemon.settings_model import SETTINGS
+from daemon.wiring import build_sources
+from discovery.sources.base import Source
+from discovery.sources.table import SOURCE_KINDS
+from tests.conftest import SEED_LABEL
+from tests.docker_engine import IMAGE, DockerEngine
+from tests.doubles.consul import ConsulDouble
+from tests.doubles.kubernetes import KubernetesDouble
+
+# A kind's scenario: given the test's request and directory, the [[sources]] table and
+# environment of a source that sees the seed's "rust-worker", and of one that is broken.
+Scenario = Callable[[pytest.FixtureRequest, Path, bool],
+                    AbstractContextManager[tuple[dict[str, Any], dict[str, str]]]]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _file(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iterator[Any]:
+    directory = tmp_path / "declarations"
+    if working:
+        directory.mkdir()
+        (directory / "rust.json").write_text(SEED_LABEL)
+    yield {"type": "file", "path": str(directory)}, {}
+
+
+@contextmanager
+def _docker(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iterator[Any]:
+    if not working:
+        yield {"type": "docker", "host": f"tcp://127.0.0.1:{_closed_port()}"}, {}
+        return
+    engine: DockerEngine = request.getfixturevalue("docker_engine")
+    with engine.client() as client:
+        container = client.containers.run(IMAGE, name="contract-rust", detach=True,
+                                          labels={"worker.capabilities": SEED_LABEL})
+    try:
+        yield {"type": "docker"}, {"DOCKER_HOST": engine.host}
+    finally:
+        container.remove(force=True)
+
+
+@contextmanager
+def _swarm(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iterator[Any]:
+    if not working:
+        yield {"type": "swarm", "host": f"tcp://127.0.0.1:{_closed_port()}"}, {}
+        return
+    engine: DockerEngine = request.getfixturevalue("private_engine")
+    with engine.client() as client:
+        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+        client.services.create(IMAGE, name="rust-worker",
+                               labels={"worker.capabilities": SEED_LABEL})
+    yield {"type": "swarm"}, {"DOCKER_HOST": engine.host}
+
+
+@contextmanager
+def _kubernetes(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iterator[Any]:
+    with KubernetesDouble() as double:
+        double.put_pod("default", "rust", annotations={"worker.capabilities": SEED_LABEL})
+        kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig")
+        if not working:
+            double.stop()
+        yield {"type": "kubernetes", "kubeconfig": str(kubeconfig)}, {}
+
+
+@contextmanager
+def _consul(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iterator[Any]:
+    with ConsulDouble() as double:
+        import requests  # noqa: PLC0415
+
+        requests.put(f"{double.url}/v1/catalog/register", timeout=10, json={
+            "Node": "worker-host", "Address": "10.0.0.9",
+            "Service": {"ID": "rust-worker", "Service": "rust",
+                        "Meta": {"worker-capabilities": SEED_LABEL}},
+        }).raise_for_status()
+        if not working:
+            double.stop()
+        yield {"type": "consul", "services": ["rust"]}, {"CONSUL_HTTP_ADDR": double.address}
+
+
+KINDS: dict[str, Scenario] = {
+    "file": _file, "docker": _docker, "swarm": _swarm, "kubernetes": _kubernetes,
+    "consul": _consul,
+}
+
+
+def test_every_kind_has_a_scenario() -> None:
+    assert set(KINDS) == set(SOURCE_KINDS.kinds)
+
+
+def built(table: dict[str, Any], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Source:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = loading.load(SETTINGS, environ={**os.environ, "CAPSYNC_CONFIG": os.devnull},
+                            sources=[table])
+    [source] = build_sources(settings)
+    return source
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_lists_what_it_sees(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    with KINDS[kind](request, tmp_path, True) as (table, env):
+        source = built(table, env, monkeypatch)
+        assert source.name == kind
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            listing = source.list()
+    assert not listing.invalid
+    assert [d.body() for d in listing.declarations] == [json.loads(SEED_LABEL)]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_broken_source_raises_source_error(kind: str, request: pytest.FixtureRequest,
+                                             tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with KINDS[kind](request, tmp_path, False) as (table, env):
+        source = built(table, env, monkeypatch)
+        with pytest.raises(SourceError) as caught:
+            source.list()
+    assert kind in str(caught.value).lower()  # says what could not be reached

@@ -9,6 +9,7 @@ interrupted apply is repaired by the next one.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -16,13 +17,13 @@ from dataclasses import dataclass, field, replace
 from config.errors import RegistryError, SourceError
 from daemon.plan import Changes, DeletionGuard, plan
 from daemon.registry.base import ApplyResult, Registry, Snapshot
-from discovery import codec
+from discovery import codec, full_entry
 from discovery.codec import Entry
 from discovery.model import Capabilities
 from discovery.normalise import Found, Invalid, Normaliser
 from discovery.sources.base import Source
 
-Encoded = tuple[Capabilities, tuple[str, str, str], Entry]
+Encoded = tuple[Capabilities, tuple[object, ...], Entry]
 
 
 @dataclass
@@ -64,6 +65,9 @@ class CycleReport:
     invalid: tuple[Invalid, ...] = ()
     registries: tuple[RegistryReport, ...] = ()
     dry_run: bool = False
+    # The next instant (Unix seconds) at which time alone changes a desired entry: a
+    # tool's expiry passing, an attestation ageing out. The daemon runs a cycle then.
+    next_change: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -79,6 +83,7 @@ class Discovered:
     invalid: list[Invalid]
     failed: set[str]
     deletions_open: bool
+    now: int  # Unix seconds: which tools are live is judged at this instant
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,10 @@ class SyncOptions:
 
 class Syncer:
     def __init__(self, sources: Sequence[Source], registries: Sequence[RegistrySync],
-                 *, listed_once: set[str] | None = None) -> None:
+                 *, listed_once: set[str] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.sources = list(sources)
+        self.clock = clock
         self.registries = list(registries)
         # Sources that listed successfully since start: the first-sync gate. A reload
         # hands it on, so a new configuration does not reopen the gate's wait.
@@ -107,12 +114,16 @@ class Syncer:
             found, invalid,
             failed={outcome.name for outcome in outcomes if not outcome.ok},
             deletions_open=all(source.name in self.listed_once for source in self.sources),
+            now=int(self.clock()),
         )
         reports = self._each_registry(
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop)
         )
+        next_change = min(
+            (at for item in found if (at := item.caps.changes_at(discovered.now))), default=None
+        )
         return CycleReport(sources=tuple(outcomes), invalid=tuple(invalid),
-                           registries=tuple(reports), dry_run=dry_run)
+                           registries=tuple(reports), dry_run=dry_run, next_change=next_change)
 
     def _discover(self) -> tuple[list[SourceOutcome], list[Found], list[Invalid]]:
         outcomes, found, invalid = [], [], []
@@ -162,7 +173,7 @@ class RegistrySync:
             snapshot = self.registry.snapshot()
         except RegistryError as exc:
             return RegistryReport(self.name, registry_error=str(exc))
-        desired, conflicts = self._desired(discovered.found, snapshot)
+        desired, conflicts = self._desired(discovered.found, snapshot, discovered.now)
         changes = plan(
             snapshot.owned,
             desired,
@@ -182,7 +193,7 @@ class RegistrySync:
         return replace(report, applied=applied)
 
     def _desired(
-        self, found: list[Found], snapshot: Snapshot
+        self, found: list[Found], snapshot: Snapshot, now: int
     ) -> tuple[dict[str, Entry], list[Conflict]]:
         """Encode every declaration; the first source (config order) wins a shared id."""
         desired: dict[str, Entry] = {}
@@ -198,20 +209,23 @@ class RegistrySync:
                 conflicts.append(Conflict(worker_id, decl.source, decl.ref,
                                           "another writer registered this id on capsync's node"))
             else:
-                desired[worker_id] = self._encode(item, encoded)
+                desired[worker_id] = self._encode(item, encoded, now)
         self._encoded = encoded
         return desired, conflicts
 
-    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded]) -> Entry:
+    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded], now: int) -> Entry:
         decl = item.declaration
-        where = (self.options.service, self.options.owner, decl.address)
+        # Which tools are live is part of the entry: a cached one is reused only while
+        # time has changed nothing about it.
+        where = (self.options.service, self.options.owner, decl.address,
+                 item.caps.changes_at(now))
         cached = self._encoded.get((decl.source, decl.ref))
         if cached is not None and cached[0] is item.caps and cached[1] == where:
             entry: Entry = cached[2]
         else:
-            entry = codec.encode(item.caps, service=self.options.service,
-                                 owner=self.options.owner, source=decl.source, ref=decl.ref,
-                                 address=decl.address)
+            entry = full_entry.encode(item.caps, now=now, service=self.options.service,
+                                      owner=self.options.owner, source=decl.source,
+                                      ref=decl.ref, address=decl.address)
         encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
         return entry
 

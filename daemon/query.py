@@ -19,6 +19,10 @@ class Query:
     ``--has T...``: every T provided, by name or alternative.
     ``--flag F``: has_flag(F). ``--meta K=V``: metadata[K] == V.
     ``--all-required``: every required tool is among the named tools (--tool and --has).
+    ``--verified``: the library's find_verified_workers (every tool live and attested).
+    ``--permission C:P``: the library's find_workers_with_permissions(C, P).
+    An expired or revoked tool provides nothing, judged at ``now`` (Unix seconds; the
+    command passes the clock).
     """
 
     category: str | None = None
@@ -27,16 +31,23 @@ class Query:
     flags: tuple[str, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()
     all_required: bool = False
+    verified: bool = False
+    permissions: tuple[tuple[str, str], ...] = ()
+    now: int = 0
 
     def matches(self, caps: Capabilities) -> bool:
         named = set(self.tools) | set(self.has)
-        provided = set(caps.all_tools())
+        provided = set(caps.provided_tools(self.now))
         return (
-            (self.category is None or caps.has_capability(self.category, self.tools.__contains__))
+            (self.category is None
+             or caps.has_capability(self.category, self.tools.__contains__, now=self.now))
             and all(tool in provided for tool in self.has)
             and all(caps.has_flag(flag) for flag in self.flags)
             and all(caps.metadata.get(key) == value for key, value in self.meta)
-            and (not self.all_required or caps.has_all_required_tools(named.__contains__))
+            and (not self.all_required
+                 or caps.has_all_required_tools(named.__contains__, now=self.now))
+            and (not self.verified or caps.verify_all_capabilities(self.now))
+            and all(caps.has_required_permissions(c, p) for c, p in self.permissions)
         )
 
     def consul_filter(self) -> str:
@@ -53,6 +64,11 @@ class Query:
         terms += [f'ServiceMeta["{codec.FLAG_PREFIX}{flag}"] == "true"' for flag in self.flags]
         terms += [f"ServiceMeta[{k}] == {v}" for key, value in self.meta
                   if (k := _quote(key)) and (v := _quote(value))]
+        # A minimal-form entry has no verified key (it is verified only without tools).
+        if self.verified:
+            terms.append(f'ServiceMeta["{codec.VERIFIED}"] != "false"')
+        terms += [f"{q} in ServiceTags" for c, p in self.permissions
+                  if (q := _quote(f"perm:{c}:{p}"))]
         return " and ".join(terms)
 
 

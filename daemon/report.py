@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from config.events import emit
@@ -30,8 +31,19 @@ def _summary(report: CycleReport, reg: RegistryReport) -> str:
     return (
         f"{verb}: {len(c.create)} created, {len(c.update)} updated, {len(c.delete)} deleted, "
         f"{c.unchanged} unchanged, {len(report.invalid)} invalid, {len(c.held)} held, "
-        f"{c.kept} kept{tail}"
+        f"{c.kept} kept{tail}{_next_change(report)}"
     )
+
+
+def _next_change(report: CycleReport) -> str:
+    """When a tool's expiry (or an attestation's age) next changes the registry."""
+    if report.next_change is None:
+        return ""
+    try:
+        when = datetime.fromtimestamp(report.next_change, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # beyond the calendar datetime knows
+        when = f"{report.next_change} (Unix seconds)"
+    return f"; next expiry {when}"
 
 
 def log_problems(report: CycleReport) -> None:
@@ -87,6 +99,7 @@ def plan_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
             "kept": c.kept, "conflicts": len(reg.conflicts),
         },
         "held_reason": c.held_reason,
+        "next_change": report.next_change,
         "failed_sources": [s.name for s in report.sources if not s.ok],
     }
 

@@ -42,6 +42,9 @@ class Daemon:
         self._reload = threading.Event()
         self.http: HttpApi | None = None
         self.runtime: Runtime | None = None
+        # When time alone next changes the registry (a tool's expiry passing), in Unix
+        # seconds: the loop requests a cycle then, with no other event.
+        self.change_at: float | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -75,6 +78,9 @@ class Daemon:
         while not self.stopping.is_set():
             reasons = self.trigger.wait(tick)
             self.notifier.watchdog()
+            if self.change_at is not None and time.time() >= self.change_at:
+                self.change_at = None
+                self.trigger.request("expiry")
             if self._reload.is_set():
                 self._apply_reload()
             if reasons:
@@ -89,6 +95,7 @@ class Daemon:
         finally:
             self.trigger.finished()
         seconds = time.monotonic() - started
+        self.change_at = report.next_change
         log_problems(report)
         text = summary(report)
         emit(logging.INFO if report.ok else logging.WARNING, "cycle", summary=text,

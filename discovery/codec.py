@@ -12,6 +12,19 @@ Meta layout::
     <category>       = name[!][|alt...],...     one key per non-empty category
     flag-<name>      = true|false
     <metadata key>   = <value>                 verbatim
+
+A declaration in the library's full form (a tool with permissions, an expiry, a
+revocation, an attestation or ``verified``) carries more than meta can hold (attestations
+alone would break 64 pairs of 512 bytes). Its query-relevant part goes in tags and meta,
+computed at encode time with the cycle's ``now``; the rest is the ``document`` (the full
+JSON), which the registry stores beside the entry (Consul: a KV key, named in meta)::
+
+    tags                 the live tools only (an expired or revoked tool provides nothing)
+                         + perm:<category>:<permission>  (the library's permission test)
+                         + expired:<tool>, revoked:<tool>
+    capsync-verified     = true|false   (the library's verify_all_capabilities at now)
+    capsync-next-expiry  = <unix s>     (the earliest expiry still to come, if any)
+    capsync-document     = <where the document is stored>
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from dataclasses import dataclass, field
 
 from config.errors import DeclarationError
 from discovery.model import CATEGORIES, Capabilities, ToolCapability
+from discovery.tool_terms import NEVER_EXPIRES, PERMISSIONS
 
 MAX_META_PAIRS = 64
 MAX_META_KEY = 128
@@ -34,6 +48,10 @@ SOURCE = "capsync-source"
 REF = "capsync-ref"
 DIGEST = "capsync-digest"
 FIXED_KEYS = (EXTERNAL_SOURCE, OWNER, SOURCE, REF, DIGEST)
+VERIFIED = "capsync-verified"
+NEXT_EXPIRY = "capsync-next-expiry"
+DOCUMENT = "capsync-document"
+TERM_KEYS = (VERIFIED, NEXT_EXPIRY, DOCUMENT)
 FLAG_PREFIX = "flag-"
 RESERVED_PREFIXES = ("capsync-", FLAG_PREFIX, "consul-")
 RESERVED_KEYS = frozenset(FIXED_KEYS) | frozenset(CATEGORIES)
@@ -52,6 +70,9 @@ class Entry:
     meta: Mapping[str, str] = field(default_factory=dict)
     address: str = ""
     port: int = 0
+    # The full form stored beside the entry; its digest is in meta, so equality (the
+    # diff's test) need not compare it, and a registry need not read it back to diff.
+    document: str = field(default="", compare=False)
 
     @property
     def owner(self) -> str:
@@ -75,7 +96,12 @@ def encode(
     ref: str,
     address: str = "",
     port: int = 0,
+    now: int = 0,
+    document: str = "",
+    document_key: str = "",
 ) -> Entry:
+    """``now`` decides which tools are live; a ``document`` (the full form, for a
+    declaration that has one) is stored under ``document_key`` by the registry."""
     meta = {
         EXTERNAL_SOURCE: "capsync",
         OWNER: owner,
@@ -84,11 +110,28 @@ def encode(
         REF: ref[:MAX_META_VALUE],
         **_declaration_meta(caps),
     }
-    tags = tuple(caps.all_tools())
+    tags = tuple(caps.provided_tools(now))
+    if document:
+        tags += _term_tags(caps, now)
+        meta.update(_term_meta(caps, now, document_key))
     meta[DIGEST] = _digest(
-        caps.id, service=service, tags=tags, meta=meta, address=address, port=port
+        caps.id,
+        service=service,
+        tags=tags,
+        meta=meta,
+        address=address,
+        port=port,
+        document=document,
     )
-    return Entry(id=caps.id, service=service, tags=tags, meta=meta, address=address, port=port)
+    return Entry(
+        id=caps.id,
+        service=service,
+        tags=tags,
+        meta=meta,
+        address=address,
+        port=port,
+        document=document,
+    )
 
 
 def decode(entry: Entry) -> Capabilities:
@@ -104,7 +147,7 @@ def decode(entry: Entry) -> Capabilities:
             if value not in ("true", "false"):
                 problems.append((f"ServiceMeta.{key}", f"flag value {value!r} is not true|false"))
             flags[key.removeprefix(FLAG_PREFIX)] = value == "true"
-        elif key not in FIXED_KEYS:
+        elif key not in FIXED_KEYS and key not in TERM_KEYS:
             metadata[key] = value
     if problems:
         raise DeclarationError(entry.id, problems)
@@ -123,13 +166,13 @@ def limit_problems(caps: Capabilities) -> list[tuple[str, str]]:
     """
     problems = []
     meta = _declaration_meta(caps)
-    pairs = len(meta) + len(FIXED_KEYS)
+    pairs = len(meta) + len(FIXED_KEYS) + (len(TERM_KEYS) if caps.has_terms() else 0)
     if pairs > MAX_META_PAIRS:
         problems.append(
             (
                 "",
-                f"the registry entry would need {pairs} meta pairs ({len(FIXED_KEYS)} "
-                "reserved + one per non-empty category + flags + metadata); Consul allows "
+                f"the registry entry would need {pairs} meta pairs (reserved keys "
+                "+ one per non-empty category + flags + metadata); Consul allows "
                 f"at most {MAX_META_PAIRS}",
             )
         )
@@ -157,6 +200,32 @@ def _declaration_meta(caps: Capabilities) -> dict[str, str]:
     return meta
 
 
+def _term_tags(caps: Capabilities, now: int) -> tuple[str, ...]:
+    permitted = [
+        f"perm:{category}:{permission}"
+        for category in caps.tools
+        for permission in PERMISSIONS
+        if caps.has_required_permissions(category, permission)
+    ]
+    tools = list(caps.iter_tools())
+    expired = {f"expired:{t.tool_name}" for t in tools if t.expiration.expired(now)}
+    revoked = {f"revoked:{t.tool_name}" for t in tools if t.expiration.revoked}
+    return (*permitted, *sorted(expired), *sorted(revoked))
+
+
+def _term_meta(caps: Capabilities, now: int, document_key: str) -> dict[str, str]:
+    meta = {VERIFIED: "true" if caps.verify_all_capabilities(now) else "false"}
+    upcoming = [
+        t.expiration.expires_at
+        for t in caps.iter_tools()
+        if t.expiration.live(now) and t.expiration.expires_at < NEVER_EXPIRES
+    ]
+    if upcoming:
+        meta[NEXT_EXPIRY] = str(min(upcoming))
+    meta[DOCUMENT] = document_key
+    return meta
+
+
 def _encode_tool(tool: ToolCapability) -> str:
     return "|".join((tool.tool_name + ("!" if tool.required else ""), *tool.alternatives))
 
@@ -178,11 +247,12 @@ def _digest(
     meta: Mapping[str, str],
     address: str,
     port: int,
+    document: str,
 ) -> str:
-    canonical = json.dumps(
-        [worker_id, service, tags, sorted(meta.items()), address, port],
-        separators=(",", ":"),
-    )
+    fields: list[object] = [worker_id, service, tags, sorted(meta.items()), address, port]
+    if document:
+        fields.append(document)
+    canonical = json.dumps(fields, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

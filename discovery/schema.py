@@ -18,7 +18,9 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from config.errors import DeclarationError
 from discovery import codec
+from discovery import tool_terms as terms
 from discovery.model import CATEGORIES, Capabilities, ToolCapability
+from discovery.tool_terms import NEVER_EXPIRES, U64_MAX, Attestation, Expiration, Permissions
 
 MAX_NAME = 128
 MAX_ALTERNATIVES = 10
@@ -97,10 +99,48 @@ class _Strict(BaseModel):
     )
 
 
+# The library's per-tool terms (its full serde form). Each part may be left out (the
+# minimal form): what is missing takes the library's default, and the expiry one that
+# never passes. Integers are the library's u64, and u8 for a CPU percentage up to 100.
+U64 = Annotated[int, Field(ge=0, le=U64_MAX)]
+
+
+class PermissionsIn(_Strict):
+    filesystem_access: bool = False
+    network_access: bool = False
+    process_spawn: bool = False
+    env_access: bool = False
+    system_access: bool = False
+    memory_limit_mb: U64 = terms.DEFAULT_MEMORY_LIMIT_MB
+    cpu_limit_percent: Annotated[int, Field(ge=0, le=100)] = terms.DEFAULT_CPU_LIMIT_PERCENT
+    timeout_seconds: U64 = terms.DEFAULT_TIMEOUT_SECONDS
+
+
+class ExpirationIn(_Strict):
+    expires_at: U64 = NEVER_EXPIRES
+    revoked: bool = False
+    revocation_reason: str | None = None
+    revoked_at: U64 | None = None
+    revoked_by: str | None = None
+
+
+class AttestationIn(_Strict):
+    capability_hash: str
+    signature: str
+    public_key: str
+    timestamp: U64
+    algorithm: str
+    attester: str
+
+
 class ToolIn(_Strict):
     tool_name: ToolName
     required: bool = False
     alternatives: Annotated[list[ToolName], Field(max_length=MAX_ALTERNATIVES)] = []
+    permissions: PermissionsIn = PermissionsIn()
+    expiration: ExpirationIn = ExpirationIn()
+    attestation: AttestationIn | None = None
+    verified: bool = False
 
 
 class DeclarationIn(_Strict):
@@ -115,10 +155,12 @@ class DeclarationIn(_Strict):
 
 
 _KNOWN_FIELDS = sorted(
-    {name for name in DeclarationIn.model_fields}
-    | {to_camel(name) for name in DeclarationIn.model_fields}
-    | {name for name in ToolIn.model_fields}
-    | {to_camel(name) for name in ToolIn.model_fields}
+    {
+        spelling
+        for model in (DeclarationIn, ToolIn, PermissionsIn, ExpirationIn, AttestationIn)
+        for name in model.model_fields
+        for spelling in (name, to_camel(name))
+    }
 )
 
 
@@ -152,23 +194,6 @@ def validate(data: Any, *, ref: str, default_id: str | None = None) -> Capabilit
     return caps
 
 
-def dump(caps: Capabilities) -> dict[str, Any]:
-    """The canonical declaration as JSON: snake_case, every field present."""
-    out: dict[str, Any] = {"id": caps.id}
-    for category, field_name in CATEGORIES.items():
-        out[field_name] = [
-            {
-                "tool_name": tool.tool_name,
-                "required": tool.required,
-                "alternatives": list(tool.alternatives),
-            }
-            for tool in caps.tools.get(category, ())
-        ]
-    out["flags"] = dict(caps.flags)
-    out["metadata"] = dict(caps.metadata)
-    return out
-
-
 def _tools(tools: list[ToolIn]) -> tuple[ToolCapability, ...]:
     return tuple(
         ToolCapability(
@@ -178,6 +203,10 @@ def _tools(tools: list[ToolIn]) -> tuple[ToolCapability, ...]:
             alternatives=tuple(
                 dict.fromkeys(alt for alt in tool.alternatives if alt != tool.tool_name)
             ),
+            permissions=Permissions(**tool.permissions.model_dump()),
+            expiration=Expiration(**tool.expiration.model_dump()),
+            attestation=Attestation(**tool.attestation.model_dump()) if tool.attestation else None,
+            verified=tool.verified,
         )
         for tool in tools
     )

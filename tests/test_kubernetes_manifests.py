@@ -12,8 +12,8 @@ import yaml
 
 from config.errors import SourceError
 from config.loading import load
-from config.settings import KubernetesSourceSettings
-from discovery.sources.kubernetes import KubernetesSource
+from daemon.settings_model import SETTINGS
+from discovery.sources.kubernetes import KubernetesSource, KubernetesSourceSettings
 from tests.conftest import ROOT
 from tests.doubles.kubernetes import KubernetesDouble
 from tests.kubernetes_helpers import annotated
@@ -39,7 +39,7 @@ def deployment_config(tmp_path: Path, *, single_namespace: bool) -> KubernetesSo
         text = text.replace('# namespace = "workers"', 'namespace = "workers"')
     path = tmp_path / "capsync.toml"
     path.write_text(text)
-    [source] = load(path, environ={}).sources
+    [source] = load(SETTINGS, path, environ={}).sources
     assert isinstance(source, KubernetesSourceSettings)
     return source
 
@@ -142,9 +142,9 @@ def test_the_deployment_runs_non_root_with_probes_on_healthz_and_readyz(
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
     config = Path(tmp_path / "capsync.toml")
     config.write_text(one(docs, "ConfigMap")["data"]["capsync.toml"])
-    settings = load(config, environ={})
+    settings = load(SETTINGS, config, environ={})
     assert settings.daemon.listen == f"0.0.0.0:{port['containerPort']}"
-    assert settings.registry.owner == "capsync-k8s"  # not the pod's changing name
+    assert settings.registries[0].owner == "capsync-k8s"  # not the pod's changing name
     env = {e["name"]: e["value"] for e in container["env"]}
     mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["config"]
     assert env["CAPSYNC_CONFIG"] == f"{mount}/capsync.toml"

@@ -276,7 +276,7 @@ def test_watch_backs_off_on_errors_and_stops_promptly_while_waiting(
 KNOWN_KEYWORDS = {
     "type", "description", "properties", "required", "items", "additionalProperties",
     "pattern", "minLength", "maxLength", "maxItems", "maxProperties", "default",
-    "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "minimum", "maximum", "nullable",
 }
 
 
@@ -284,10 +284,14 @@ def violations(node: dict[str, Any], value: Any, at: str = "spec") -> list[str]:
     """The OpenAPI v3 subset the CRD uses, as the API server applies it."""
     assert set(node) <= KNOWN_KEYWORDS, f"{at}: walker does not know {set(node) - KNOWN_KEYWORDS}"
     kind = node["type"]  # structural schemas type every node
-    python = {"object": dict, "array": list, "string": str, "boolean": bool}[kind]
-    if not isinstance(value, python):
+    if value is None and node.get("nullable"):
+        return []
+    python = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}[kind]
+    if not isinstance(value, python) or (kind == "integer" and isinstance(value, bool)):
         return [f"{at}: not {kind}"]
     out = []
+    if kind == "integer" and not node.get("minimum", value) <= value <= node.get("maximum", value):
+        out.append(f"{at}: out of range")
     if kind == "object":
         props, extra = node.get("properties", {}), node.get("additionalProperties")
         out += [f"{at}.{key}: required" for key in node.get("required", []) if key not in value]
@@ -366,6 +370,12 @@ def test_crd_manifest_names_and_shape() -> None:
         ({"flags": {"gpu": "yes"}}, "flags.gpu: not boolean"),
         ({"metadata": {"notes": "x" * 513}}, "metadata.notes: length"),
         ({"static_analysis_tool": []}, "static_analysis_tool: unknown"),
+        ({"fuzzingTools": [{"toolName": "a", "permissions": {"cpuLimitPercent": 101}}]},
+         "cpuLimitPercent: out of range"),
+        ({"fuzzingTools": [{"toolName": "a", "expiration": {"expiresAt": "soon"}}]},
+         "expiresAt: not integer"),
+        ({"fuzzingTools": [{"toolName": "a", "attestation": {"signature": "s"}}]},
+         "capabilityHash: required"),
     ],
 )
 def test_crd_schema_accepts_the_seed_spec_and_rejects_bad_ones(
@@ -376,6 +386,25 @@ def test_crd_schema_accepts_the_seed_spec_and_rejects_bad_ones(
     assert schema.validate(SEED_CRD_SPEC, ref="seed").id == "rust-worker-1"
     found = violations(spec, {**SEED_CRD_SPEC, **change})
     assert any(problem in v for v in found), found
+
+
+def test_crd_schema_and_capsync_accept_the_library_terms_in_camel_case() -> None:
+    _, spec = crd_spec_schema()
+    tool = {"toolName": "clippy", "required": True,
+            "permissions": {"filesystemAccess": True, "memoryLimitMb": 512,
+                            "cpuLimitPercent": 100, "timeoutSeconds": 60},
+            "expiration": {"expiresAt": 1767225600, "revoked": True,
+                           "revocationReason": "retired", "revokedAt": 1767000000,
+                           "revokedBy": None},
+            "attestation": {"capabilityHash": "0" * 64, "signature": "s", "publicKey": "k",
+                            "timestamp": 1767000000, "algorithm": "SHA256-RSA",
+                            "attester": "ci"},
+            "verified": True}
+    full = {**SEED_CRD_SPEC, "staticAnalysisTools": [tool]}
+    assert violations(spec, full) == []
+    [parsed] = schema.validate(full, ref="crd").tools["static_analysis"]
+    assert parsed.permissions.memory_limit_mb == 512 and parsed.expiration.revoked
+    assert parsed.attestation is not None and parsed.verified
 
 
 def capsync_accepts(name: str) -> bool:

@@ -6,6 +6,8 @@ import pytest
 
 from discovery.model import Capabilities, ToolCapability, find_with_capability
 
+NOW = 1_767_225_600
+
 RUST = Capabilities(
     id="rust-1",
     tools={
@@ -37,12 +39,12 @@ def named(*names: str):
     ids=["name", "alternative", "absent", "empty-checker", "empty-category", "unknown", "other"],
 )
 def test_has_capability(category: str, names: list[str], expected: bool) -> None:
-    assert RUST.has_capability(category, named(*names)) is expected
+    assert RUST.has_capability(category, named(*names), now=NOW) is expected
 
 
 def test_required_flag_plays_no_part_in_has_capability() -> None:
     # rustfmt is optional, yet it alone satisfies the category.
-    assert RUST.has_capability("static_analysis", named("rustfmt"))
+    assert RUST.has_capability("static_analysis", named("rustfmt"), now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -55,16 +57,16 @@ def test_required_flag_plays_no_part_in_has_capability() -> None:
     ],
 )
 def test_has_all_required_tools(names: list[str], expected: bool) -> None:
-    assert RUST.has_all_required_tools(named(*names)) is expected
+    assert RUST.has_all_required_tools(named(*names), now=NOW) is expected
 
 
 def test_required_tool_passes_by_alternative() -> None:
     worker = Capabilities("w", {"fuzzing": (ToolCapability("afl++", True, ("honggfuzz",)),)})
-    assert worker.has_all_required_tools(named("honggfuzz"))
+    assert worker.has_all_required_tools(named("honggfuzz"), now=NOW)
 
 
 def test_no_required_tools_is_vacuously_true() -> None:
-    assert Capabilities("empty").has_all_required_tools(named())
+    assert Capabilities("empty").has_all_required_tools(named(), now=NOW)
 
 
 def test_all_tools_sorted_unique_with_alternatives() -> None:
@@ -86,5 +88,5 @@ def test_has_flag_missing_is_false() -> None:
 
 def test_find_with_capability() -> None:
     py = Capabilities("py-1", {"static_analysis": (ToolCapability("ruff"),)})
-    found = find_with_capability([RUST, py], "static_analysis", named("ruff", "cargo-fmt"))
+    found = find_with_capability([RUST, py], "static_analysis", named("ruff", "cargo-fmt"), now=NOW)
     assert [w.id for w in found] == ["rust-1", "py-1"]

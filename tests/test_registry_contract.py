@@ -33,7 +33,7 @@ from daemon.registry.postgres import PostgresEndpoint, PostgresRegistry
 from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect
 from daemon.registry.sqlite import SqliteRegistry
 from daemon.registry.table import REGISTRY_KINDS
-from discovery import codec, schema
+from discovery import codec, full_entry, schema
 from discovery.consul_client import ConsulClient, ConsulEndpoint
 from discovery.consul_fields import service_fields
 from tests.doubles.consul import ConsulDouble
@@ -319,3 +319,33 @@ def test_unreachable_registry_fails_the_cycle_and_changes_nothing(place: Place) 
     assert not report.ok and report.registries[0].registry_error
     assert not report.registries[0].changes.writes
 
+
+
+def test_full_form_round_trips_and_an_expiry_is_a_change(place: Place) -> None:
+    """The library's full form comes back whole, and the clock alone changes the entry."""
+    now = 1_767_225_600
+    tool = {"tool_name": "clippy", "required": True,
+            "permissions": {"network_access": True, "memory_limit_mb": 512},
+            "expiration": {"expires_at": now + 10},
+            "attestation": {"capability_hash": "0" * 64, "signature": "s", "public_key": "k",
+                            "timestamp": now - 60, "algorithm": "SHA256-RSA", "attester": "ci"},
+            "verified": True}
+    source = ScriptedSource(declarations=[{"id": "full-1", "static_analysis_tools": [tool]},
+                                          *declared("plain-1")])
+    clock = [float(now)]
+    target = RegistrySync("r", place.open(), SyncOptions(service="worker", owner=OWNER))
+    sync = Syncer([source], [target], clock=lambda: clock[0])
+    first = sync.run_once()
+    assert first.ok and first.next_change == now + 11
+    listed = {i.entry.id: i.entry for i in place.open().entries(Query())}
+    full = full_entry.decode(listed["full-1"])
+    assert full == schema.validate(source.declarations[0], ref="t")
+    assert "clippy" in listed["full-1"].tags
+    assert Query(verified=True, now=now).matches(full)
+    assert sync.run_once().registries[0].changes.unchanged == 2
+    clock[0] = now + 11  # clippy's expiry has passed
+    later = sync.run_once()
+    assert [u.new.id for u in later.registries[0].changes.update] == ["full-1"]
+    entry = next(i.entry for i in place.open().entries(Query()) if i.entry.id == "full-1")
+    assert "clippy" not in entry.tags and "expired:clippy" in entry.tags
+    assert full_entry.decode(entry) == full and later.next_change is None

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from config.errors import DeclarationError
-from discovery import schema
+from discovery import schema, seed_json
 from discovery.model import ToolCapability
 from tests.conftest import SEED_CRD_SPEC, SEED_LABEL
 
@@ -126,7 +126,7 @@ def test_snake_and_camel_for_same_field_is_an_error() -> None:
 
 def test_dump_is_canonical_and_revalidates() -> None:
     caps = schema.validate(SEED_CRD_SPEC, ref="t")
-    dumped = schema.dump(caps)
+    dumped = seed_json.to_seed(caps)
     assert set(dumped) == {
         "id", "static_analysis_tools", "security_scanning_tools", "dynamic_analysis_tools",
         "fuzzing_tools", "test_framework_tools", "flags", "metadata",

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import redis
 
-from discovery import schema
+from discovery import seed_json
 from discovery.normalise import normalise
 from discovery.sources.file import FileSource
 from tests.bench.child import SEED_TABLE
@@ -85,7 +85,7 @@ def test_redis_seed_reader_finds_every_worker_with_the_tool(
         assert ids == {w.id for w in workers.values() if tool in w.all_tools()}
         for worker_id in ids:
             stored = json.loads(client.get(f"{prefix}{worker_id}"))
-            assert stored == schema.dump(workers[worker_id])
+            assert stored == seed_json.to_seed(workers[worker_id])
             assert set(stored) == {"id", "static_analysis_tools", "security_scanning_tools",
                                    "dynamic_analysis_tools", "fuzzing_tools",
                                    "test_framework_tools", "flags", "metadata"}
@@ -99,15 +99,16 @@ def test_postgres_seed_reader_and_containment(pg_db: tuple[str, psycopg.Connecti
     cursor = conn.execute("EXECUTE load('rust-worker-1')")
     row = dict(zip([c.name for c in cursor.description or ()], cursor.fetchone() or (),
                    strict=True))
-    seed = schema.dump(workers["rust-worker-1"])
+    seed = seed_json.to_seed(workers["rust-worker-1"])
     assert {k: row[k] for k in seed if k != "id"} == {k: v for k, v in seed.items() if k != "id"}
     assert row["id"] == "rust-worker-1" and row["created_at"] and row["updated_at"]
     found = conn.execute(
         """SELECT id FROM worker_capabilities
            WHERE static_analysis_tools @> '[{"tool_name":"clippy"}]' ORDER BY id"""
     ).fetchall()
+    has_clippy = "clippy".__eq__
     assert [r[0] for r in found] == sorted(
-        w.id for w in workers.values() if w.has_capability("static_analysis", "clippy".__eq__)
+        w.id for w in workers.values() if w.has_capability("static_analysis", has_clippy, now=0)
     )
     # The seed's GIN index is there, and capsync's own narrowing uses an index too.
     indexes = {r[0] for r in conn.execute(
@@ -150,8 +151,8 @@ def test_redis_foreign_keys_survive_and_are_reported(
     redis_db: tuple[str, redis.Redis], tmp_path: Path
 ):
     url, client = redis_db
-    seed_json = '{"id":"rust-worker-1","static_analysis_tools":[]}'
-    client.set("rust-worker-1", seed_json)  # the seed's own writer got there first
+    seed_value = '{"id":"rust-worker-1","static_analysis_tools":[]}'
+    client.set("rust-worker-1", seed_value)  # the seed's own writer got there first
     client.sadd("tool:clippy", "seed-only-worker")
     client.set("tool:semgrep", "not a set")  # someone else's key, of another type
     client.set("unrelated", "x")
@@ -159,7 +160,7 @@ def test_redis_foreign_keys_survive_and_are_reported(
     assert "event=entry_refused id=rust-worker-1" in result.stderr
     assert "event=entry_refused id=python-worker-1" in result.stderr
     assert "tool:semgrep is a string" in result.stderr
-    assert client.get("rust-worker-1") == seed_json
+    assert client.get("rust-worker-1") == seed_value
     assert client.get("tool:semgrep") == "not a set" and client.get("unrelated") == "x"
     assert "seed-only-worker" in client.smembers("tool:clippy")
     assert client.get("python-worker-1") is None  # refused whole: no half entry
@@ -167,7 +168,7 @@ def test_redis_foreign_keys_survive_and_are_reported(
     (tmp_path / "empty").mkdir()  # no declarations: everything of ours goes
     gone = sync(f"redis:{url}", tmp_path / "empty", "--allow-mass-delete")
     assert "5 deleted" in gone.stdout  # 9 examples: one id taken, three need tool:semgrep
-    assert client.get("rust-worker-1") == seed_json
+    assert client.get("rust-worker-1") == seed_value
     assert client.smembers("tool:clippy") == {"seed-only-worker"}
 
 

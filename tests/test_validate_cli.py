@@ -79,8 +79,17 @@ def test_json_output(tmp_path: Path) -> None:
     assert result.returncode == 1
     out = json.loads(result.stdout)
     assert out[0]["id"] == "rust-worker"
+    # The library's full serde form: the minimal label gets its defaults, and an expiry
+    # that never passes.
     assert out[0]["static_analysis_tools"] == [
-        {"tool_name": "clippy", "required": True, "alternatives": []}
+        {"tool_name": "clippy", "required": True, "alternatives": [], "attestation": None,
+         "permissions": {"filesystem_access": False, "network_access": False,
+                         "process_spawn": False, "env_access": False, "system_access": False,
+                         "memory_limit_mb": 128, "cpu_limit_percent": 50,
+                         "timeout_seconds": 30},
+         "expiration": {"expires_at": 2**53 - 1, "revoked": False, "revocation_reason": None,
+                        "revoked_at": None, "revoked_by": None},
+         "verified": False}
     ]
     assert out[1] == {
         "ref": str(tmp_path / "b.json"),

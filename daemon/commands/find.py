@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 from config.errors import ConfigError, DeclarationError
@@ -17,8 +18,9 @@ from daemon.query import Query
 from daemon.registry.table import REGISTRY_KINDS
 from daemon.text_table import render
 from daemon.wiring import build_registry
-from discovery import codec, schema
+from discovery import codec, full_entry, schema, seed_json
 from discovery.model import CATEGORIES, Capabilities
+from discovery.tool_terms import PERMISSIONS
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,7 +29,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Find workers in the registry. --category C --tool T...: any tool of "
                     "category C is one of T (by name or alternative). --has T...: provides "
                     "every T. --flag F: flag F is true. --meta K=V: metadata K equals V. "
-                    "--all-required: every required tool is among the named tools.",
+                    "--all-required: every required tool is among the named tools. "
+                    "--verified: every tool live and attested (the library's check; it "
+                    "does not verify signatures). --permission C:P: some tool of category "
+                    "C holds permission P. Expired and revoked tools provide nothing.",
     )
     find.add_argument("--category", choices=list(CATEGORIES))
     find.add_argument("--tool", nargs="+", default=[], metavar="T")
@@ -35,12 +40,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     find.add_argument("--flag", nargs="+", default=[], metavar="F")
     find.add_argument("--meta", nargs="+", default=[], metavar="K=V")
     find.add_argument("--all-required", action="store_true")
+    find.add_argument("--verified", action="store_true")
+    find.add_argument("--permission", nargs="+", default=[], metavar="CATEGORY:PERMISSION")
     _common(find)
     find.set_defaults(handler=find_command)
     listing = sub.add_parser("list", help="list every worker in the registry")
     _common(listing)
     listing.set_defaults(handler=find_command, category=None, tool=[], has=[], flag=[],
-                         meta=[], all_required=False)
+                         meta=[], all_required=False, verified=False, permission=[])
     show = sub.add_parser("show", help="show one worker's entries in the registry")
     show.add_argument("id")
     add_registry_options(show, select=True)
@@ -63,6 +70,16 @@ def find_command(args: argparse.Namespace) -> int:
             print(f"capsync find: --meta {pair!r}: expected KEY=VALUE", file=sys.stderr)
             return 2
         meta.append((key, value))
+    permissions = []
+    for pair in args.permission:
+        category, _, permission = pair.partition(":")
+        if category not in CATEGORIES or permission not in PERMISSIONS:
+            print(f"capsync find: --permission {pair!r}: expected CATEGORY:PERMISSION with "
+                  f"CATEGORY one of {', '.join(CATEGORIES)} and PERMISSION one of "
+                  f"{', '.join(PERMISSIONS)}", file=sys.stderr)
+            return 2
+        permissions.append((category, permission))
+    now = int(time.time())
     query = Query(
         category=args.category,
         tools=tuple(schema.tool_key(t) for t in args.tool),
@@ -70,6 +87,9 @@ def find_command(args: argparse.Namespace) -> int:
         flags=tuple(args.flag),
         meta=tuple(meta),
         all_required=args.all_required,
+        verified=args.verified,
+        permissions=tuple(permissions),
+        now=now,
     )
     results = [r for r in _decoded(args, query) if query.matches(r[2])]
     if args.json:
@@ -77,7 +97,7 @@ def find_command(args: argparse.Namespace) -> int:
                          indent=2))
         return 0
     rows = [("ID", "NODE", "SOURCE", "TOOLS")] + [
-        (caps.id, node, entry.source, ",".join(caps.all_tools()))
+        (caps.id, node, entry.source, ",".join(caps.provided_tools(now)))
         for node, entry, caps in results
     ]
     print(render(rows))
@@ -104,7 +124,7 @@ def _decoded(args: argparse.Namespace, query: Query) -> list[tuple[str, codec.En
     out = []
     for item in listed:
         try:
-            out.append((item.node, item.entry, codec.decode(item.entry)))
+            out.append((item.node, item.entry, full_entry.decode(item.entry)))
         except DeclarationError as exc:
             emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
                  error=str(exc))
@@ -135,5 +155,5 @@ def _as_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any
         "source": entry.source,
         "ref": entry.ref,
         "address": entry.address,
-        "declaration": schema.dump(caps),
+        "declaration": seed_json.to_seed(caps),
     }

@@ -6,12 +6,13 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from config.errors import DeclarationError
 from config.settings import default_owner
-from discovery import codec, documents, schema
+from discovery import documents, full_entry, seed_json
 from discovery.consul_fields import service_fields
 from discovery.normalise import Found, Invalid, normalise
 from discovery.sources.base import Declaration, Listing
@@ -66,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([_as_json(item) for item in _in_order(found, invalid)], indent=2))
     elif args.format == "consul":
         owner = args.owner or default_owner()
-        print(json.dumps([_consul(item, args.service, owner) for item in found], indent=2))
+        now = int(time.time())
+        print(json.dumps([_consul(item, args.service, owner, now) for item in found],
+                         indent=2))
         _print_errors(invalid, sys.stderr)
     else:
         for item in _in_order(found, invalid):
@@ -100,16 +103,18 @@ def _natural_ref(item: Found | Invalid) -> list[Any]:
 
 def _as_json(item: Found | Invalid) -> dict[str, Any]:
     if isinstance(item, Found):
-        return schema.dump(item.caps)
+        return seed_json.to_seed(item.caps)
     return {
         "ref": item.ref,
         "errors": [{"loc": loc, "msg": msg} for loc, msg in item.error.problems],
     }
 
 
-def _consul(item: Found, service: str, owner: str) -> dict[str, Any]:
-    entry = codec.encode(
-        item.caps, service=service, owner=owner, source="file", ref=item.declaration.ref
+def _consul(item: Found, service: str, owner: str, now: int) -> dict[str, Any]:
+    """The service as capsync would register it now (its document is kept beside it)."""
+    entry = full_entry.encode(
+        item.caps, now=now, service=service, owner=owner, source="file",
+        ref=item.declaration.ref,
     )
     return service_fields(entry)
 

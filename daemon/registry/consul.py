@@ -5,12 +5,18 @@ at most ``max_ops`` operations (64 up to Consul 1.13, 128 from 1.14), the node's
 registration first when it is missing. A transaction Consul rolls back (409) names its
 failing operations: those are reported as refused and the rest are sent again, so one bad
 entry never holds back the others.
+
+An entry with a full-form document (``discovery.full_entry``) has it written as a KV
+key in the same transaction as its service, and deleted with it: the ops of one entry
+are a unit that is never split across transactions nor half refused.
 """
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -23,7 +29,10 @@ from discovery import codec
 from discovery.codec import Entry
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service, service_fields
+from discovery.full_entry import document_key, document_prefix
 from discovery.kinds import BuildContext, Kind, no_arg
+
+Unit = tuple[str, list[dict[str, Any]]]  # one entry's id and its ops, sent together
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
 
@@ -68,15 +77,16 @@ class ConsulRegistry:
         return Snapshot(owned=owned, foreign=frozenset(foreign))
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        ops = [
-            *((e.id, self._service_op("set", e)) for e in changes.create),
-            *((u.new.id, self._service_op("set", u.new)) for u in changes.update),
-            *((e.id, self._service_op("delete", e)) for e in changes.delete),
+        ops: list[Unit] = [
+            *((e.id, self._set_ops(e, None)) for e in changes.create),
+            *((u.new.id, self._set_ops(u.new, u.old)) for u in changes.update),
+            *((e.id, [self._service_op("delete", e), *self._document_ops(None, e)])
+              for e in changes.delete),
         ]
         if not ops:
             return ApplyResult()
         if not self._node_registered:
-            ops.insert(0, (self.node, self._node_op()))
+            ops.insert(0, (self.node, [self._node_op()]))
         requests = applied = 0
         refused: list[Refused] = []
         for batch in _batches(ops, self.max_ops):
@@ -93,17 +103,39 @@ class ConsulRegistry:
         response = self.client.get(
             f"/v1/catalog/service/{quote(self.service)}", params={"filter": expression}
         )
-        return [Listed(item["Node"], entry_from_service(item)) for item in response.body or ()]
+        listed = [Listed(item["Node"], entry_from_service(item)) for item in response.body or ()]
+        if not any(codec.DOCUMENT in item.entry.meta for item in listed):
+            return listed
+        documents = self._documents()
+        return [
+            Listed(item.node, replace(item.entry, document=documents.get(
+                item.entry.meta.get(codec.DOCUMENT, ""), "")))
+            for item in listed
+        ]
+
+    def _documents(self) -> dict[str, str]:
+        """Every full-form document of the service, by key, in one read."""
+        prefix = document_prefix(self.service)
+        response = self.client.get(f"/v1/kv/{quote(prefix)}", params={"recurse": ""})
+        if response.status == 404 and response.index:
+            return {}
+        if response.status != 200 or not isinstance(response.body, list):
+            raise RegistryError(f"Consul answered the read of {prefix} with "
+                                f"{response.status}: {response.text.strip()[:200]}")
+        return {item["Key"]: base64.b64decode(item.get("Value") or "").decode("utf-8")
+                for item in response.body}
 
     def close(self) -> None:
         self.client.close()
 
-    def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> tuple[int, int, list[Refused]]:
-        """Send one transaction; on 409 drop the ops Consul named and send the rest."""
+    def _send(self, batch: list[Unit]) -> tuple[int, int, list[Refused]]:
+        """Send one transaction; on 409 drop the units Consul named and send the rest."""
         requests = 0
         refused: list[Refused] = []
         while batch:
-            response = self.client.put("/v1/txn", [op for _, op in batch])
+            owners = [unit for unit, (_, unit_ops) in enumerate(batch) for _ in unit_ops]
+            response = self.client.put("/v1/txn", [op for _, unit_ops in batch
+                                                   for op in unit_ops])
             requests += 1
             if response.status == 200:
                 return requests, len(batch), refused
@@ -112,7 +144,9 @@ class ConsulRegistry:
                     f"Consul rejected a transaction ({response.status}): {response.text.strip()}"
                 )
             errors = (response.body or {}).get("Errors") or []
-            failing = {err["OpIndex"]: err["What"] for err in errors}
+            failing: dict[int, str] = {}
+            for err in errors:
+                failing.setdefault(owners[err["OpIndex"]], err["What"])
             denied = [what for what in failing.values() if what.startswith(ACL_DENIALS)]
             if denied:
                 # The token, not an entry, is at fault: one clear cycle error.
@@ -125,6 +159,24 @@ class ConsulRegistry:
             refused += [Refused(batch[i][0], what) for i, what in sorted(failing.items())]
             batch = [item for i, item in enumerate(batch) if i not in failing]
         return requests, 0, refused
+
+    def _set_ops(self, new: Entry, old: Entry | None) -> list[dict[str, Any]]:
+        return [self._service_op("set", new), *self._document_ops(new, old)]
+
+    def _document_ops(self, new: Entry | None, old: Entry | None) -> list[dict[str, Any]]:
+        """Write the new entry's document; delete the old one's when the new has none or
+        keeps it elsewhere. The old key is derived, never taken from meta, so only this
+        owner's documents are ever deleted, and without a read."""
+        ops = []
+        new_key = new.meta.get(codec.DOCUMENT, "") if new else ""
+        old_key = (document_key(self.owner, old.service, old.id)
+                   if old is not None and codec.DOCUMENT in old.meta else "")
+        if new is not None and new_key:
+            value = base64.b64encode(new.document.encode("utf-8")).decode("ascii")
+            ops.append({"KV": {"Verb": "set", "Key": new_key, "Value": value}})
+        if old_key and old_key != new_key:
+            ops.append({"KV": {"Verb": "delete", "Key": old_key}})
+        return ops
 
     def _service_op(self, verb: str, entry: Entry) -> dict[str, Any]:
         # A delete names the service too: Consul validates (and ACL-checks
@@ -151,11 +203,18 @@ class ConsulRegistry:
         }
 
 
-def _batches(
-    ops: list[tuple[str, dict[str, Any]]], size: int
-) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    for start in range(0, len(ops), size):
-        yield ops[start : start + size]
+def _batches(units: list[Unit], size: int) -> Iterator[list[Unit]]:
+    """Whole units, at most ``size`` ops per transaction (a unit is at most 3 ops)."""
+    batch: list[Unit] = []
+    count = 0
+    for unit in units:
+        if batch and count + len(unit[1]) > size:
+            yield batch
+            batch, count = [], 0
+        batch.append(unit)
+        count += len(unit[1])
+    if batch:
+        yield batch
 
 
 class ConsulRegistrySettings(RegistrySettingsBase):

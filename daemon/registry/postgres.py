@@ -20,7 +20,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
 from daemon.registry.store import StoreSettings, read_secret, writes
-from discovery import seed_json
+from discovery import seed_store
 from discovery.codec import Entry
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.model import CATEGORIES
@@ -48,7 +49,7 @@ EXTRA_HINT = "the postgres registry needs the 'postgres' extra: pip install 'cap
 SCHEMA_VERSION = 1
 _LOCK = 0x63617073  # advisory lock key ("caps"): one migrating daemon at a time
 _SEED = (*CATEGORIES.values(), "flags", "metadata")
-_OWN = ("owner", "service", "source", "ref", "digest", "address", "port", "tools")
+_OWN = ("owner", "service", "source", "ref", "digest", "address", "meta", "port", "tools")
 
 # Target version -> statements bringing the schema from the version before it. {s} is the
 # schema. Only IF NOT EXISTS / ADD ... IF NOT EXISTS: an upgrade never drops data, running
@@ -71,6 +72,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             ADD COLUMN IF NOT EXISTS capsync_ref TEXT,
             ADD COLUMN IF NOT EXISTS capsync_digest TEXT,
             ADD COLUMN IF NOT EXISTS capsync_address TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_meta TEXT,
             ADD COLUMN IF NOT EXISTS capsync_port INTEGER,
             ADD COLUMN IF NOT EXISTS capsync_tools TEXT[]""",
         """CREATE INDEX IF NOT EXISTS worker_capabilities_capsync_owner
@@ -89,7 +91,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 # parameters and the schema as a quoted identifier ({s}).
 _COLUMNS = ", ".join((*_SEED, *(f"capsync_{name}" for name in _OWN)))
 # The JSONB columns are read as text: an unchanged row is recognised by its text and not
-# parsed again (seed_json.Decoder).
+# parsed again (seed_store.Decoder).
 _READ = ", ".join((*(f"{c}::text" for c in _SEED), *(f"capsync_{name}" for name in _OWN)))
 _SELECT = f"SELECT id, {_READ} FROM {{s}}.worker_capabilities"  # noqa: S608
 _OWNER_AT = 1 + len(_SEED)  # capsync_owner's place in a _SELECT row
@@ -169,6 +171,7 @@ class PostgresRegistry:
         node: str,
         schema: str = "public",
         batch_size: int = 500,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._psycopg = _psycopg()
         self._dsn = endpoint.dsn
@@ -183,7 +186,8 @@ class PostgresRegistry:
         self._batch_size = batch_size
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
-        self._decoder = seed_json.Decoder()
+        self._decoder = seed_store.Decoder()
+        self._clock = clock
 
     def snapshot(self) -> Snapshot:
         # One statement: every row, though only ours are decoded. The others (another
@@ -258,7 +262,8 @@ class PostgresRegistry:
     def _batch(self, conn: psycopg.Connection[Any],
                batch: list[tuple[Entry, bool]]) -> tuple[int, list[Refused]]:
         """One transaction, one round trip: the upsert and the delete pipelined."""
-        stored = {entry.id: seed_json.stored(entry) for entry, upsert in batch if upsert}
+        now = int(self._clock())
+        stored = {entry.id: seed_store.stored(entry, now) for entry, upsert in batch if upsert}
         gone = [entry.id for entry, upsert in batch if not upsert]
         with self._sent_as_one(conn):
             conn.execute("BEGIN")
@@ -270,7 +275,7 @@ class PostgresRegistry:
         landed: set[str] = set()
         for worker_id, *texts in upserted.fetchall() if upserted else ():
             landed.add(worker_id)
-            self._decoder.written(entries[worker_id], tuple(texts), stored[worker_id].origin)
+            self._decoder.written(entries[worker_id], tuple(texts), stored[worker_id])
         landed |= {row[0] for row in deleted.fetchall()} if deleted else set()
         missed = [worker_id for worker_id in entries if worker_id not in landed]
         return len(landed), self._refusals(conn, missed)
@@ -302,10 +307,12 @@ class PostgresRegistry:
                                         if text is not None}}
 
         try:
-            origin = seed_json.Origin(**{name: own[name] or "" for name in _OWN[:-2]},
+            origin = seed_store.Origin(**{name: own[name] or "" for name in _OWN[:-2]},
                                       port=own["port"] or 0)
-            return self._decoder.entry(worker_id, texts, origin, load,
-                                       where=f"worker_capabilities row {worker_id!r}")
+            tags = tuple(own["tools"] or ())
+            return self._decoder.entry(worker_id, texts, origin, tags, load,
+                                       where=f"worker_capabilities row {worker_id!r}",
+                                       now=int(self._clock()))
         except (ValueError, DeclarationError) as exc:
             emit(logging.WARNING, "bad_registry_entry", registry="postgres", id=worker_id,
                  problem=str(exc))
@@ -387,7 +394,7 @@ class PostgresRegistry:
             return 0
 
 
-def _rows(stored: dict[str, seed_json.Stored]) -> list[dict[str, Any]]:
+def _rows(stored: dict[str, seed_store.Stored]) -> list[dict[str, Any]]:
     """The upsert's records: the seed's columns, then capsync's."""
     return [
         {"id": worker_id, **{column: item.declaration[column] for column in _SEED},

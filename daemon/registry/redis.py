@@ -4,7 +4,9 @@ Keys, with ``P`` the configured prefix (default empty, which is the seed's own l
 
     P<id>                       string: the declaration JSON (seed snake_case)
     Ptool:<name>                set: ids of the workers whose all_tools() has <name>
-    Pcapsync:entry:<id>         hash: owner service source ref digest address port tags
+                                (expired tools included, as the seed library indexes)
+    Pcapsync:entry:<id>         hash: owner service source ref digest address port meta
+                                tags (the entry's, as written) sets (its tool sets)
     Pcapsync:owner:<owner>      set: the ids this owner wrote
     Pcapsync:entries            set: every id capsync wrote, any owner
 
@@ -24,6 +26,8 @@ import json
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -38,7 +42,7 @@ from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
 from daemon.registry.store import StoreSettings, read_secret, writes
-from discovery import seed_json
+from discovery import seed_store
 from discovery.codec import Entry
 from discovery.kinds import BuildContext, Kind, field_arg
 
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
     import redis
 
 EXTRA_HINT = "the redis registry needs the 'redis' extra: pip install 'capsync[redis]'"
-_ORIGIN_FIELDS = ("owner", "service", "source", "ref", "digest", "address", "port")
+_ORIGIN_FIELDS = ("owner", "service", "source", "ref", "digest", "address", "meta", "port")
 
 _APPLY = """#!lua
 local b = cjson.decode(ARGV[1])
@@ -64,7 +68,7 @@ local function problem(op)
   elseif kind ~= 'string' and kind ~= 'none' then
     return 'key ' .. p .. op.id .. ' now holds a ' .. kind .. '; left as it is'
   end
-  for _, tool in ipairs(op.tags or {}) do
+  for _, tool in ipairs(op.sets or {}) do
     local t = redis.call('TYPE', p .. 'tool:' .. tool).ok
     if t ~= 'none' and t ~= 'set' then
       return 'key ' .. p .. 'tool:' .. tool .. ' is a ' .. t .. ', not a set; left as it is'
@@ -79,14 +83,14 @@ for _, op in ipairs(b.ops) do
 end
 for _, op in ipairs(good) do
   local key, bk = p .. op.id, book(op.id)
-  local old = redis.call('HGET', bk, 'tags')
+  local old = redis.call('HGET', bk, 'sets')
   if old then
     for _, tool in ipairs(cjson.decode(old)) do redis.call('SREM', p .. 'tool:' .. tool, op.id) end
   end
   if op.value then
     redis.call('SET', key, op.value)
-    for _, tool in ipairs(op.tags) do redis.call('SADD', p .. 'tool:' .. tool, op.id) end
-    local fields = {'tags', op.tagtext}
+    for _, tool in ipairs(op.sets) do redis.call('SADD', p .. 'tool:' .. tool, op.id) end
+    local fields = {}
     for name, value in pairs(op.origin) do
       fields[#fields + 1] = name
       fields[#fields + 1] = value
@@ -181,6 +185,7 @@ class RedisRegistry:
         node: str,
         prefix: str = "",
         batch_size: int = 500,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._service = service
@@ -188,7 +193,8 @@ class RedisRegistry:
         self._prefix = prefix
         self._batch_size = batch_size
         self._node = node
-        self._decoder = seed_json.Decoder()
+        self._decoder = seed_store.Decoder()
+        self._clock = clock
 
     def snapshot(self) -> Snapshot:
         mine = f"{self._prefix}capsync:owner:{self._owner}"
@@ -207,10 +213,10 @@ class RedisRegistry:
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         plan = writes(changes, self._owner)
-        stored = {entry.id: seed_json.stored(entry) for entry in plan.upserts}
+        stored = {entry.id: seed_store.stored(entry, int(self._clock())) for entry in plan.upserts}
         ops = [
             *(_set_op(item) for item in stored.values()),
-            *({"id": entry.id, "tags": []} for entry in plan.deletes),
+            *({"id": entry.id, "sets": []} for entry in plan.deletes),
         ]
         by_id = {entry.id: entry for entry in plan.upserts}
         requests = applied = 0
@@ -228,8 +234,7 @@ class RedisRegistry:
             skipped = {item.id for item in rejected}
             for op in batch:
                 if "value" in op and op["id"] not in skipped:
-                    written = stored[op["id"]]
-                    self._decoder.written(by_id[op["id"]], (op["value"],), written.origin)
+                    self._decoder.written(by_id[op["id"]], (op["value"],), stored[op["id"]])
         return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
 
     def entries(self, query: Query | None = None) -> list[Listed]:
@@ -263,13 +268,14 @@ class RedisRegistry:
     def _decode(self, worker_id: str, origin: dict[str, str], value: str | None) -> Entry | None:
         key = f"{self._prefix}{worker_id}"
         try:
-            if not value or set(_ORIGIN_FIELDS) - origin.keys():
+            if not value or {*_ORIGIN_FIELDS, "tags"} - origin.keys():
                 raise ValueError("missing, or not capsync's (no complete capsync:entry hash)")
-            found = seed_json.Origin(
+            found = seed_store.Origin(
                 **{name: origin[name] for name in _ORIGIN_FIELDS[:-1]}, port=int(origin["port"])
             )
-            return self._decoder.entry(worker_id, (value,), found, lambda: json.loads(value),
-                                       where=f"redis key {key}")
+            tags = tuple(json.loads(origin["tags"]))
+            return self._decoder.entry(worker_id, (value,), found, tags, lambda: json.loads(value),
+                                       where=f"redis key {key}", now=int(self._clock()))
         except (ValueError, DeclarationError) as exc:
             emit(logging.WARNING, "bad_registry_entry", registry="redis", key=key,
                  problem=str(exc))
@@ -284,11 +290,14 @@ class RedisRegistry:
             raise RegistryError(f"redis registry: {operation} failed: {exc}") from exc
 
 
-def _set_op(stored: seed_json.Stored) -> dict[str, Any]:
-    """One write, as the apply script reads it."""
+def _set_op(stored: seed_store.Stored) -> dict[str, Any]:
+    """One write, as the apply script reads it: the tool sets are the seed's all_tools()
+    (expired tools included, as the library indexes them); the hash keeps the entry's
+    own tags, to give the entry back as written, and the sets, to leave them later."""
+    sets = list(stored.all_tools)
     origin = {name: str(getattr(stored.origin, name)) for name in _ORIGIN_FIELDS}
-    return {"id": stored.id, "value": stored.text, "tags": list(stored.tags),
-            "tagtext": json.dumps(list(stored.tags)), "origin": origin}
+    origin.update(tags=json.dumps(list(stored.tags)), sets=json.dumps(sets))
+    return {"id": stored.id, "value": stored.text, "sets": sets, "origin": origin}
 
 
 class RedisRegistrySettings(StoreSettings):

@@ -12,6 +12,9 @@ Schema::
     services       (node, id) -> service, tags (JSON list, order kept), meta (JSON),
                    address, port; owner and source derived from meta
     service_tags   (node, id, tag), indexed by tag, so queries narrow in SQL
+
+Version 2 adds ``services.document``: the declaration's full form (the library's serde
+JSON) when it has one, '' otherwise; a version 1 file is migrated in place, rows kept.
 """
 
 from __future__ import annotations
@@ -69,19 +72,24 @@ def _create_v1(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _add_document(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE services ADD COLUMN document TEXT NOT NULL DEFAULT ''")
+
+
 # Target version -> the step that brings a file from the version before it up to it.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _add_document}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _UPSERT = """
-    INSERT INTO services (node, id, service, tags, meta, address, port)
-    VALUES (:node, :id, :service, :tags, :meta, :address, :port)
+    INSERT INTO services (node, id, service, tags, meta, address, port, document)
+    VALUES (:node, :id, :service, :tags, :meta, :address, :port, :document)
     ON CONFLICT (node, id) DO UPDATE SET
         id = excluded.id, service = excluded.service, tags = excluded.tags,
-        meta = excluded.meta, address = excluded.address, port = excluded.port
+        meta = excluded.meta, address = excluded.address, port = excluded.port,
+        document = excluded.document
     WHERE services.owner = :owner
 """
-_SELECT = "SELECT node, id, service, tags, meta, address, port, owner FROM services AS s"
+_SELECT = "SELECT node, id, service, tags, meta, address, port, owner, document FROM services AS s"
 _HAS_TAG = (
     " AND EXISTS (SELECT 1 FROM service_tags AS t"
     " WHERE t.node = s.node AND t.id = s.id AND t.tag IN ({}))"
@@ -228,6 +236,7 @@ class SqliteRegistry:
                 "meta": json.dumps(dict(entry.meta)),
                 "address": entry.address,
                 "port": entry.port,
+                "document": entry.document,
                 "owner": self._owner,
             },
         ).rowcount
@@ -270,6 +279,7 @@ def _entry(row: sqlite3.Row) -> Entry:
         meta=json.loads(row["meta"]),
         address=row["address"],
         port=row["port"],
+        document=row["document"],
     )
 
 

@@ -23,7 +23,7 @@ from pydantic import Field
 from config.errors import CapsyncError, DeclarationError, SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
-from discovery import codec, documents, schema
+from discovery import codec, documents, full_entry, seed_json
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service
 from discovery.kinds import BuildContext, Kind
@@ -100,7 +100,7 @@ class ConsulSource:
             [(_, data)] = documents.parse(entry.meta[self.meta_key], ref=ref, fmt="json")
             return data
         if any(k in CATEGORIES or k.startswith(codec.FLAG_PREFIX) for k in entry.meta):
-            return schema.dump(codec.decode(entry))
+            return seed_json.to_seed(full_entry.decode(entry))
         return None
 
 

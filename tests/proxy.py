@@ -47,7 +47,11 @@ class Proxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the server is down: so is the proxied connection
+                _close(client)
+                continue
             with self._lock:
                 self._open += [client, server]
             answered = threading.Event()

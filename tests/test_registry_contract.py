@@ -127,16 +127,17 @@ def consul_place() -> Iterator[Place]:
         yield Place(open_at, plant, refusable, lambda registry: double.stop())
 
 
-def _store_place(open_registry: Callable[[str, str], Registry], target: int) -> Iterator[Place]:
+def _store_place(open_registry: Callable[[str, str, str, str], Registry],
+                 target: int) -> Iterator[Place]:
     """Redis or PostgreSQL, reached through a proxy so that an outage is the server
     going away; another writer plants an entry by writing it as its own owner."""
     proxy = Proxy(target)
 
-    def open_at(owner: str) -> Registry:
-        return open_registry(owner, f"127.0.0.1:{proxy.port}")
+    def open_at(owner: str, service: str, writer: str) -> Registry:
+        return open_registry(owner, service, writer, f"127.0.0.1:{proxy.port}")
 
     def plant(node: str, e: codec.Entry) -> None:
-        writer = open_at(e.owner)
+        writer = open_at(e.owner, e.service, "planter")
         try:
             assert not writer.apply(Changes(create=(e,))).refused
         finally:
@@ -152,9 +153,9 @@ def redis_place(redis_server: RedisServer) -> Iterator[Place]:
     client.flushdb()
     client.close()
     yield from _store_place(
-        lambda owner, address: RedisRegistry(
-            connect(RedisEndpoint(f"redis://{address}/3")), service="worker", owner=owner,
-            node=f"capsync-{owner}"),
+        lambda owner, service, writer, address: RedisRegistry(
+            connect(RedisEndpoint(f"redis://{address}/3")), service=service, owner=owner,
+            node=f"capsync-{owner}", writer=writer),
         redis_server.port)
 
 
@@ -164,9 +165,9 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
     with psycopg.connect(postgres_server.dsn, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     yield from _store_place(
-        lambda owner, address: PostgresRegistry(
+        lambda owner, service, writer, address: PostgresRegistry(
             PostgresEndpoint(f"postgresql://postgres@{address}/{name}?sslmode=disable"),
-            service="worker", owner=owner, node=f"capsync-{owner}"),
+            service=service, owner=owner, node=f"capsync-{owner}", writer=writer),
         postgres_server.port)
 
 

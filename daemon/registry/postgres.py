@@ -34,8 +34,9 @@ from config.events import emit
 from config.settings import KindName
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
-from daemon.registry.store import StoreSettings, read_secret, writes
+from daemon.registry import store
+from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.store import Claim, StoreSettings, read_secret
 from discovery import seed_store
 from discovery.codec import Entry
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from psycopg import sql
 
 EXTRA_HINT = "the postgres registry needs the 'postgres' extra: pip install 'capsync[postgres]'"
-SCHEMA_VERSION = 1
 _LOCK = 0x63617073  # advisory lock key ("caps"): one migrating daemon at a time
 _SEED = (*CATEGORIES.values(), "flags", "metadata")
 _OWN = ("owner", "service", "source", "ref", "digest", "address", "meta", "port", "tools")
@@ -85,7 +85,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             for column in _SEED
         ),
     ),
+    # Issue 10: ids compare case-insensitively (an index to find an id in any case) and
+    # one writer per owner and service (the node meta the Consul registry keeps).
+    2: (
+        """CREATE INDEX IF NOT EXISTS worker_capabilities_lower_id
+            ON {s}.worker_capabilities (lower(id))""",
+        """CREATE TABLE IF NOT EXISTS {s}.capsync_nodes (
+            owner TEXT PRIMARY KEY, meta JSONB NOT NULL)""",
+    ),
 }
+SCHEMA_VERSION = max(MIGRATIONS)
 
 # Statements are assembled from the constant column names above; values always travel as
 # parameters and the schema as a quoted identifier ({s}).
@@ -107,17 +116,40 @@ _RECORD = ", ".join(
 _UPSERT = (
     f"INSERT INTO {{s}}.worker_capabilities AS w (id, {_COLUMNS}) "  # noqa: S608
     f"SELECT id, {', '.join((*_SEED, *_OWN))} "
-    f"FROM jsonb_to_recordset(%s::jsonb) AS r({_RECORD}) "
+    f"FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({_RECORD}) "
+    "WHERE {held} AND NOT EXISTS (SELECT 1 FROM {s}.worker_capabilities AS x "
+    "WHERE lower(x.id) = lower(r.id) AND x.id <> r.id) "
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", "))
     + f", updated_at = CASE WHEN ({', '.join(f'w.{c}' for c in _SEED)}) IS DISTINCT FROM "
     f"({', '.join(f'EXCLUDED.{c}' for c in _SEED)}) THEN NOW() ELSE w.updated_at END "
     "WHERE w.capsync_owner = EXCLUDED.capsync_owner "
+    "AND lower(w.capsync_service) = lower(EXCLUDED.capsync_service) "
     f"RETURNING w.id, {', '.join(f'w.{c}::text' for c in _SEED)}"
 )
-_DELETE = (
-    "DELETE FROM {s}.worker_capabilities WHERE id = ANY(%s) AND capsync_owner = %s RETURNING id"
+# Rows of this owner and service are ours; and only while this capsync holds the claim.
+_OURS = "capsync_owner = %(owner)s AND lower(capsync_service) = %(service)s"
+_HELD = ("EXISTS (SELECT 1 FROM {s}.capsync_nodes WHERE owner = %(owner)s "
+         "AND meta ->> %(field)s::text = %(writer)s::text)")
+# A case-only rename moves our row to the new id before the upsert: one update, in the
+# batch's transaction, created_at kept.
+_RENAME = (
+    "UPDATE {s}.worker_capabilities AS w SET id = r.id "  # noqa: S608
+    "FROM unnest(%(ids)s::text[]) AS r(id) "
+    f"WHERE lower(w.id) = lower(r.id) AND w.id <> r.id AND {_OURS} AND {{held}}"
 )
+_DELETE = (
+    "DELETE FROM {s}.worker_capabilities WHERE lower(id) = ANY(%(gone)s) "  # noqa: S608
+    f"AND {_OURS} AND {{held}} RETURNING id"
+)
+# The claim: this writer's name under capsync-writer-<service>, unless the meta changed
+# since it was read (another writer got there first).
+_CLAIM = (
+    "INSERT INTO {s}.capsync_nodes AS n (owner, meta) VALUES (%(owner)s, %(meta)s) "
+    "ON CONFLICT (owner) DO UPDATE SET meta = n.meta || EXCLUDED.meta "
+    "WHERE COALESCE(n.meta ->> %(field)s::text, '') = %(seen)s::text"
+)
+_NODE = "SELECT meta FROM {s}.capsync_nodes WHERE owner = %s"
 
 
 @dataclass(frozen=True)
@@ -172,6 +204,8 @@ class PostgresRegistry:
         schema: str = "public",
         batch_size: int = 500,
         clock: Callable[[], float] = time.time,
+        writer: str = "",
+        takeover: bool = False,
     ) -> None:
         self._psycopg = _psycopg()
         self._dsn = endpoint.dsn
@@ -188,45 +222,47 @@ class PostgresRegistry:
         self._conn: psycopg.Connection[Any] | None = None
         self._decoder = seed_store.Decoder()
         self._clock = clock
+        self._claim = Claim("postgres", node=node, owner=owner, service=service,
+                            writer=writer, takeover=takeover)
 
     def snapshot(self) -> Snapshot:
-        # One statement: every row, though only ours are decoded. The others (another
-        # writer's, the seed's own) hold ids that are never ours to write.
+        # One round trip: every row (though only ours are decoded: the others, another
+        # writer's or the seed's own, hold ids that are never ours to write) and the
+        # owner's node meta (the writer claim).
         with self._using("snapshot") as conn:
-            rows = conn.execute(self._sql(_SELECT)).fetchall()
-        owned: dict[str, Entry] = {}
-        foreign: set[str] = set()
-        for row in rows:
-            found = self._decode(row) if row[_OWNER_AT] == self._owner else None
-            if found is None:
-                foreign.add(row[0])
-            else:
-                owned[found.id] = found
-        self._decoder.keep_only(owned.keys())
-        return Snapshot(owned=owned, foreign=frozenset(foreign))
+            with conn.pipeline():
+                selected = conn.execute(self._sql(_SELECT))
+                node = conn.execute(self._sql(_NODE), (self._owner,))
+            rows = selected.fetchall()
+            self._claim.update(_meta(node.fetchone()))
+        return store.snapshot(((row[0], self._decode(row) if self._ours(row) else None)
+                               for row in rows), self._claim, self._decoder)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        plan = writes(changes, self._owner)
-        ops: list[tuple[Entry, bool]] = [
-            *((entry, True) for entry in plan.upserts),
-            *((entry, False) for entry in plan.deletes),
-        ]
-        requests = applied = 0
-        refused: list[Refused] = list(plan.refused)
-        with self._using("apply") as conn:
-            for start in range(0, len(ops), self._batch_size):
-                if stop is not None and stop.is_set():
-                    break
-                batch = ops[start : start + self._batch_size]
-                done, rejected = self._batch(conn, batch)
-                requests += 1
-                applied += done
-                refused += rejected
-        return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+        return store.apply_batches(changes, claim=self._claim, read=self.snapshot,
+                                   size=self._batch_size, stop=stop, send=self._send)
+
+    def _ours(self, row: tuple[Any, ...]) -> bool:
+        """This owner's row of this service, by its columns (before decoding it)."""
+        owner, service = row[_OWNER_AT], row[_OWNER_AT + 1] or ""
+        return bool(owner == self._owner and service.lower() == self._service.lower())
+
+    def _send(self, batch: list[Operation]) -> list[Refused]:
+        try:
+            with self._using("apply") as conn:
+                return self._batch(conn, batch)
+        except RegistryError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, self._psycopg.Error):
+                raise  # the writer claim
+            # The server's error answer (it has an SQLSTATE: read-only, time-out, a failed
+            # statement) rolled the transaction back; a lost connection has no verdict.
+            failed = store.Rejected if cause.sqlstate else store.Interrupted
+            raise failed(str(exc)) from exc
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         query = query or Query()
-        where = ["capsync_service = %s", "capsync_owner IS NOT NULL"]
+        where = ["lower(capsync_service) = lower(%s)", "capsync_owner IS NOT NULL"]
         params: list[Any] = [self._service]
         if query.has:
             where.append("capsync_tools @> %s::text[]")
@@ -259,40 +295,52 @@ class PostgresRegistry:
                 self._conn.close()
                 self._conn = None
 
-    def _batch(self, conn: psycopg.Connection[Any],
-               batch: list[tuple[Entry, bool]]) -> tuple[int, list[Refused]]:
-        """One transaction, one round trip: the upsert and the delete pipelined."""
+    def _batch(self, conn: psycopg.Connection[Any], batch: list[Operation]) -> list[Refused]:
+        """One transaction, one round trip: the claim, the renames, the upsert and the
+        delete pipelined, every write conditioned on the claim being held."""
         now = int(self._clock())
-        stored = {entry.id: seed_store.stored(entry, now) for entry, upsert in batch if upsert}
-        gone = [entry.id for entry, upsert in batch if not upsert]
+        stored = {op.entry.id: seed_store.stored(op.entry, now)
+                  for op in batch if op.kind != "delete"}
+        gone = [op.entry.id.lower() for op in batch if op.kind == "delete"]
+        meta = self._claim.wanted()
+        params = {**self._claim.params(), "meta": self._json(meta), "ids": list(stored),
+                  "rows": self._json(_rows(stored)), "gone": gone}
         with self._sent_as_one(conn):
             conn.execute("BEGIN")
-            upserted = (conn.execute(self._sql(_UPSERT), (self._json(_rows(stored)),))
-                        if stored else None)
-            deleted = conn.execute(self._sql(_DELETE), (gone, self._owner)) if gone else None
+            if meta is not None:
+                conn.execute(self._sql(_CLAIM), params)
+            node = conn.execute(self._sql(_NODE), (self._owner,))
+            if stored:
+                conn.execute(self._sql(_RENAME), params)
+            upserted = conn.execute(self._sql(_UPSERT), params) if stored else None
+            deleted = conn.execute(self._sql(_DELETE), params) if gone else None
             conn.execute("COMMIT")
-        entries = {entry.id: entry for entry, _ in batch}
+        self._claim.update(_meta(node.fetchone()))
+        if not self._claim.held:  # another writer took the node: nothing was written
+            raise self._claim.lost(self._claim.meta)
+        entries = {op.entry.id: op.entry for op in batch}
         landed: set[str] = set()
         for worker_id, *texts in upserted.fetchall() if upserted else ():
-            landed.add(worker_id)
+            landed.add(worker_id.lower())
             self._decoder.written(entries[worker_id], tuple(texts), stored[worker_id])
-        landed |= {row[0] for row in deleted.fetchall()} if deleted else set()
-        missed = [worker_id for worker_id in entries if worker_id not in landed]
-        return len(landed), self._refusals(conn, missed)
+        landed |= {row[0].lower() for row in deleted.fetchall()} if deleted else set()
+        missed = [worker_id.lower() for worker_id in entries if worker_id.lower() not in landed]
+        return self._refusals(conn, missed)
 
     def _refusals(self, conn: psycopg.Connection[Any], missed: list[str]) -> list[Refused]:
-        """Why writes did not land: the row is another writer's (a delete of a row that is
-        already gone has nothing to do)."""
+        """Why writes did not land: the row (its id in any case) is another writer's (a
+        delete of a row that is already gone has nothing to do)."""
         if not missed:
             return []
         rows = conn.execute(
-            self._sql("SELECT id, capsync_owner FROM {s}.worker_capabilities WHERE id = ANY(%s)"),
+            self._sql("SELECT id, capsync_owner, capsync_service FROM {s}.worker_capabilities "
+                      "WHERE lower(id) = ANY(%s)"),
             (missed,),
         ).fetchall()
         return [
             Refused(worker_id, f"row {worker_id!r} belongs to another writer (capsync_owner "
-                               f"{holder!r}); left as it is")
-            for worker_id, holder in rows
+                               f"{holder!r}, capsync_service {service!r}); left as it is")
+            for worker_id, holder, service in rows
         ]
 
     def _decode(self, row: tuple[Any, ...]) -> Entry | None:
@@ -322,6 +370,7 @@ class PostgresRegistry:
         return self._psycopg.types.json.Jsonb(value)
 
     def _sql(self, text: str) -> sql.Composed:
+        text = text.replace("{held}", _HELD)
         return self._psycopg.sql.SQL(text).format(s=self._psycopg.sql.Identifier(self._schema))  # type: ignore[no-any-return]
 
     @contextmanager
@@ -394,6 +443,11 @@ class PostgresRegistry:
             return 0
 
 
+def _meta(row: tuple[Any, ...] | None) -> dict[str, str] | None:
+    """capsync_nodes' meta, as read (None: no row)."""
+    return None if row is None else dict(row[0])
+
+
 def _rows(stored: dict[str, seed_store.Stored]) -> list[dict[str, Any]]:
     """The upsert's records: the seed's columns, then capsync's."""
     return [
@@ -420,7 +474,8 @@ def build(settings: PostgresRegistrySettings, ctx: BuildContext) -> PostgresRegi
         key_file=settings.key_file, timeout=settings.timeout,
     )
     return PostgresRegistry(endpoint, service=settings.service, owner=settings.owner,
-                            node=settings.node_name, schema=settings.schema_name)
+                            node=settings.node_name, schema=settings.schema_name,
+                            writer=settings.writer, takeover=ctx.takeover)
 
 
 KIND = Kind("postgres", PostgresRegistrySettings, "[DSN]", field_arg("url", required=False),

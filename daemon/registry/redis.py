@@ -5,14 +5,20 @@ Keys, with ``P`` the configured prefix (default empty, which is the seed's own l
     P<id>                       string: the declaration JSON (seed snake_case)
     Ptool:<name>                set: ids of the workers whose all_tools() has <name>
                                 (expired tools included, as the seed library indexes)
-    Pcapsync:entry:<id>         hash: owner service source ref digest address port meta
-                                tags (the entry's, as written) sets (its tool sets)
-    Pcapsync:owner:<owner>      set: the ids this owner wrote
+    Pcapsync:entry:<id lower>   hash: id (as written, its case) owner service source ref
+                                digest address port meta tags (the entry's, as written)
+                                sets (its tool sets)
+    Pcapsync:owner:<owner>      set: the ids this owner wrote (any service)
     Pcapsync:entries            set: every id capsync wrote, any owner
+    Pcapsync:node:<owner>       hash: the owner's node meta, as Consul's node carries it:
+                                capsync-owner, capsync-writer-<service> = the writer
 
 Ids and tool names never contain ``:``, so a worker key can never be a ``tool:`` set or a
-``capsync:`` key. A key capsync did not write (no ``capsync:entry`` hash, or another
-owner's) is never written or deleted: the entry is refused and reported.
+``capsync:`` key. Ids compare case-insensitively (the ``capsync:entry`` hash is keyed by
+the lower-cased id): a case-only rename replaces the key in the same script. A key
+capsync did not write (no ``capsync:entry`` hash, or one of another owner or service) is
+never written or deleted: the entry is refused and reported. The writer claim
+(daemon/registry/writer.py) is checked and recorded by each batch's script.
 
 Every batch is one Lua script (one round trip, atomic): a reader never sees an entry
 without its tool sets or a set member without its entry. Redis does not roll back a
@@ -40,8 +46,9 @@ from config.events import emit
 from config.settings import KindName
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
-from daemon.registry.store import StoreSettings, read_secret, writes
+from daemon.registry import store
+from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.store import Claim, StoreSettings, read_secret
 from discovery import seed_store
 from discovery.codec import Entry
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -54,19 +61,33 @@ _ORIGIN_FIELDS = ("owner", "service", "source", "ref", "digest", "address", "met
 
 _APPLY = """#!lua
 local b = cjson.decode(ARGV[1])
-local p, owner = b.prefix, b.owner
-local function book(id) return p .. 'capsync:entry:' .. id end
+local p, owner, service = b.prefix, b.owner, b.service
+local node = p .. 'capsync:node:' .. owner
+local holder = redis.call('HGET', node, b.field) or ''
+if holder ~= b.writer then
+  if holder ~= b.seen or #b.claim == 0 then
+    return cjson.encode({held = redis.call('HGETALL', node)})
+  end
+  redis.call('HSET', node, unpack(b.claim))
+end
+local function book(id) return p .. 'capsync:entry:' .. string.lower(id) end
 local function problem(op)
-  local holder = redis.call('HGET', book(op.id), 'owner')
-  local kind = redis.call('TYPE', p .. op.id).ok
+  local bk = book(op.id)
+  local holder = redis.call('HGET', bk, 'owner')
+  local id = redis.call('HGET', bk, 'id') or op.id
+  local kind = redis.call('TYPE', p .. id).ok
   if holder == false then
     if kind ~= 'none' then
       return 'key ' .. p .. op.id .. ' (' .. kind .. ') was not written by capsync; left as it is'
     end
-  elseif holder ~= owner then
-    return 'belongs to another writer (capsync-owner ' .. holder .. '); left as it is'
-  elseif kind ~= 'string' and kind ~= 'none' then
-    return 'key ' .. p .. op.id .. ' now holds a ' .. kind .. '; left as it is'
+  else
+    local svc = redis.call('HGET', bk, 'service') or ''
+    if holder ~= owner or string.lower(svc) ~= service then
+      return id .. ' belongs to another writer (capsync-owner ' .. holder .. ', service ' ..
+        svc .. '); left as it is'
+    elseif kind ~= 'string' and kind ~= 'none' then
+      return 'key ' .. p .. id .. ' now holds a ' .. kind .. '; left as it is'
+    end
   end
   for _, tool in ipairs(op.sets or {}) do
     local t = redis.call('TYPE', p .. 'tool:' .. tool).ok
@@ -82,13 +103,19 @@ for _, op in ipairs(b.ops) do
   if reason then refused[#refused + 1] = {op.id, reason} else good[#good + 1] = op end
 end
 for _, op in ipairs(good) do
-  local key, bk = p .. op.id, book(op.id)
+  local bk = book(op.id)
+  local id = redis.call('HGET', bk, 'id') or op.id  -- the key as written (its case)
   local old = redis.call('HGET', bk, 'sets')
   if old then
-    for _, tool in ipairs(cjson.decode(old)) do redis.call('SREM', p .. 'tool:' .. tool, op.id) end
+    for _, tool in ipairs(cjson.decode(old)) do redis.call('SREM', p .. 'tool:' .. tool, id) end
   end
   if op.value then
-    redis.call('SET', key, op.value)
+    if id ~= op.id then  -- a case-only rename: the old key goes in the same script
+      redis.call('DEL', p .. id)
+      redis.call('SREM', p .. 'capsync:owner:' .. owner, id)
+      redis.call('SREM', p .. 'capsync:entries', id)
+    end
+    redis.call('SET', p .. op.id, op.value)
     for _, tool in ipairs(op.sets) do redis.call('SADD', p .. 'tool:' .. tool, op.id) end
     local fields = {}
     for name, value in pairs(op.origin) do
@@ -99,17 +126,18 @@ for _, op in ipairs(good) do
     redis.call('SADD', p .. 'capsync:owner:' .. owner, op.id)
     redis.call('SADD', p .. 'capsync:entries', op.id)
   elseif old then
-    redis.call('DEL', key, bk)
-    redis.call('SREM', p .. 'capsync:owner:' .. owner, op.id)
-    redis.call('SREM', p .. 'capsync:entries', op.id)
+    redis.call('DEL', p .. id, bk)
+    redis.call('SREM', p .. 'capsync:owner:' .. owner, id)
+    redis.call('SREM', p .. 'capsync:entries', id)
   end
 end
-return cjson.encode(refused)
+return cjson.encode({refused = refused})
 """
 
 # Reads: ARGV[1] the prefix, ARGV[2] {"all": sets to intersect, "any": sets of which an
-# id must be in one, "minus": [set, sets...] for SDIFF}. Answers {rows, SDIFF ids}, a row
-# being {id, its capsync:entry hash (flat), value or false}.
+# id must be in one, "minus": [set, sets...] for SDIFF, "node": a capsync:node hash or
+# ""}. Answers {rows, SDIFF ids, the node hash (flat)}, a row being {id, its
+# capsync:entry hash (flat, keyed by the lower-cased id), value or false}.
 _READ = """#!lua flags=no-writes
 local p, q = ARGV[1], cjson.decode(ARGV[2])
 local rows = {}
@@ -121,12 +149,15 @@ for _, id in ipairs(redis.call('SINTER', unpack(q.all))) do
   if keep then
     local value = redis.pcall('GET', p .. id)
     if type(value) == 'table' then value = false end
-    rows[#rows + 1] = {id, redis.call('HGETALL', p .. 'capsync:entry:' .. id), value}
+    local book = p .. 'capsync:entry:' .. string.lower(id)
+    rows[#rows + 1] = {id, redis.call('HGETALL', book), value}
   end
 end
 local others = {}
 if #q.minus > 0 then others = redis.call('SDIFF', unpack(q.minus)) end
-return {rows, others}
+local node = {}
+if q.node ~= '' then node = redis.call('HGETALL', q.node) end
+return {rows, others, node}
 """
 
 
@@ -186,6 +217,8 @@ class RedisRegistry:
         prefix: str = "",
         batch_size: int = 500,
         clock: Callable[[], float] = time.time,
+        writer: str = "",
+        takeover: bool = False,
     ) -> None:
         self._client = client
         self._service = service
@@ -193,49 +226,57 @@ class RedisRegistry:
         self._prefix = prefix
         self._batch_size = batch_size
         self._node = node
+        self._claim = Claim("redis", node=node, owner=owner, service=service, writer=writer,
+                            takeover=takeover)
         self._decoder = seed_store.Decoder()
         self._clock = clock
 
     def snapshot(self) -> Snapshot:
         mine = f"{self._prefix}capsync:owner:{self._owner}"
-        rows, others = self._read([mine], [], minus=[f"{self._prefix}capsync:entries", mine])
-        owned: dict[str, Entry] = {}
-        # Ids other owners wrote (one key per id: never ours to write), and ours that no
-        # longer decode (someone else wrote over them): reported as conflicts, left alone.
-        foreign = set(others)
-        for worker_id, found in rows:
-            if found is None or found.owner != self._owner:
-                foreign.add(worker_id)
-            else:
-                owned[worker_id] = found
-        self._decoder.keep_only(owned.keys())
-        return Snapshot(owned=owned, foreign=frozenset(foreign))
+        # Ids other owners wrote (one key per id: never ours to write), this owner's of
+        # another service, and ours that no longer decode (someone else wrote over them):
+        # reported as conflicts, left alone.
+        rows, others = self._read([mine], [], minus=[f"{self._prefix}capsync:entries", mine],
+                                  node=True)
+        return store.snapshot(rows, self._claim, self._decoder, others)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        plan = writes(changes, self._owner)
-        stored = {entry.id: seed_store.stored(entry, int(self._clock())) for entry in plan.upserts}
-        ops = [
-            *(_set_op(item) for item in stored.values()),
-            *({"id": entry.id, "sets": []} for entry in plan.deletes),
-        ]
-        by_id = {entry.id: entry for entry in plan.upserts}
-        requests = applied = 0
-        refused: list[Refused] = list(plan.refused)
-        for start in range(0, len(ops), self._batch_size):
-            if stop is not None and stop.is_set():
-                break
-            batch = ops[start : start + self._batch_size]
-            body = json.dumps({"prefix": self._prefix, "owner": self._owner, "ops": batch})
-            answer = self._call("apply", _APPLY, body)
-            requests += 1
-            rejected = [Refused(worker_id, why) for worker_id, why in json.loads(answer) or []]
-            refused += rejected
-            applied += len(batch) - len(rejected)
-            skipped = {item.id for item in rejected}
-            for op in batch:
-                if "value" in op and op["id"] not in skipped:
-                    self._decoder.written(by_id[op["id"]], (op["value"],), stored[op["id"]])
-        return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+        return store.apply_batches(changes, claim=self._claim, read=self.snapshot,
+                                   size=self._batch_size, stop=stop, send=self._send)
+
+    def _send(self, batch: list[Operation]) -> list[Refused]:
+        """One batch, one script: the writer claim, then every key checked, then written."""
+        now = int(self._clock())
+        stored = {op.entry.id: seed_store.stored(op.entry, now)
+                  for op in batch if op.kind != "delete"}
+        ops: list[dict[str, Any]] = [_set_op(stored[op.entry.id]) if op.kind != "delete"
+               else {"id": op.entry.id, "sets": []} for op in batch]
+        meta = self._claim.wanted()
+        body = json.dumps({
+            "prefix": self._prefix, **self._claim.params(),
+            "claim": [item for pair in (meta or {}).items() for item in pair], "ops": ops,
+        })
+        try:
+            answer = json.loads(self._call("apply", _APPLY, body))
+        except RegistryError as exc:
+            import redis  # noqa: PLC0415
+
+            # An error answer (READONLY...): the script did not run, nothing was written.
+            # Anything else (connection lost, time-out): no verdict.
+            failed = (store.Rejected if isinstance(exc.__cause__, redis.ResponseError)
+                      else store.Interrupted)
+            raise failed(str(exc)) from exc
+        if "held" in answer:  # another writer took the node since it was read
+            raise self._claim.lost(_hash(answer["held"]))
+        if meta is not None:
+            self._claim.update(meta)
+        rejected = [Refused(worker_id, why) for worker_id, why in answer["refused"] or []]
+        skipped = {item.id for item in rejected}
+        entries = {op.entry.id: op.entry for op in batch}
+        for op in ops:
+            if "value" in op and op["id"] not in skipped:
+                self._decoder.written(entries[op["id"]], (op["value"],), stored[op["id"]])
+        return rejected
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         query = query or Query()
@@ -245,7 +286,7 @@ class RedisRegistry:
             Listed(node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
                    entry=found)
             for _, found in self._read(every, [tool + name for name in query.tools])[0]
-            if found is not None and found.service == self._service
+            if found is not None and found.service.lower() == self._service.lower()
         ]
         return sorted(listed, key=lambda item: item.entry.id)
 
@@ -253,15 +294,21 @@ class RedisRegistry:
         self._client.close()
 
     def _read(
-        self, every: list[str], some: list[str], minus: tuple[str, ...] | list[str] = ()
+        self, every: list[str], some: list[str], minus: tuple[str, ...] | list[str] = (),
+        *, node: bool = False,
     ) -> tuple[list[tuple[str, Entry | None]], list[str]]:
         """Decode the ids in every set of ``every`` and in one of ``some`` (an entry that
-        cannot be decoded is reported and comes back as None), and SDIFF ``minus``."""
-        selection = json.dumps({"all": every, "any": some, "minus": list(minus)})
-        rows, others = self._call("read", _READ, self._prefix, selection)
+        cannot be decoded is reported and comes back as None), and SDIFF ``minus``; with
+        ``node``, read the owner's node hash (the writer claim) in the same script."""
+        hash_key = f"{self._prefix}capsync:node:{self._owner}" if node else ""
+        selection = json.dumps({"all": every, "any": some, "minus": list(minus),
+                                "node": hash_key})
+        rows, others, meta = self._call("read", _READ, self._prefix, selection)
+        if node:
+            self._claim.update(_hash(meta))
         out: list[tuple[str, Entry | None]] = []
         for worker_id, flat, value in rows:
-            origin = dict(zip(flat[::2], flat[1::2], strict=True))
+            origin = _hash(flat)
             out.append((worker_id, self._decode(worker_id, origin, value)))
         return out, others
 
@@ -290,13 +337,17 @@ class RedisRegistry:
             raise RegistryError(f"redis registry: {operation} failed: {exc}") from exc
 
 
+def _hash(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def _set_op(stored: seed_store.Stored) -> dict[str, Any]:
     """One write, as the apply script reads it: the tool sets are the seed's all_tools()
     (expired tools included, as the library indexes them); the hash keeps the entry's
     own tags, to give the entry back as written, and the sets, to leave them later."""
     sets = list(stored.all_tools)
     origin = {name: str(getattr(stored.origin, name)) for name in _ORIGIN_FIELDS}
-    origin.update(tags=json.dumps(list(stored.tags)), sets=json.dumps(sets))
+    origin.update(id=stored.id, tags=json.dumps(list(stored.tags)), sets=json.dumps(sets))
     return {"id": stored.id, "value": stored.text, "sets": sets, "origin": origin}
 
 
@@ -317,7 +368,8 @@ def build(settings: RedisRegistrySettings, ctx: BuildContext) -> RedisRegistry:
         ssl_verify=settings.ssl_verify, timeout=settings.timeout,
     )
     return RedisRegistry(connect(endpoint), service=settings.service, owner=settings.owner,
-                         node=settings.node_name, prefix=settings.prefix)
+                         node=settings.node_name, prefix=settings.prefix,
+                         writer=settings.writer, takeover=ctx.takeover)
 
 
 KIND = Kind("redis", RedisRegistrySettings, "[URL]", field_arg("url", required=False), build)

@@ -6,12 +6,14 @@ key path, never in the middle of a cycle.
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -36,6 +38,8 @@ def default_owner() -> str:
     return name or "localhost"
 
 
+MAX_DURATION = 366 * 86400.0  # a year and a day: far beyond any sane interval, far inside
+# what a timedelta, a timer or a Consul TTL can hold.
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -51,7 +55,28 @@ def parse_duration(value: object) -> object:
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+def bounded_duration(value: float) -> float:
+    if not math.isfinite(value) or value > MAX_DURATION:
+        raise ValueError("is too large: a duration may be at most 366 days")
+    return value
+
+
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), Field(gt=0), AfterValidator(bounded_duration)
+]
+
+
+def check_token(value: str, where: str) -> str:
+    """An ACL token travels in an HTTP header: visible ASCII only (no newline, no space,
+    nothing a header cannot carry)."""
+    for position, c in enumerate(value):
+        if not "!" <= c <= "~":
+            what = ("a line break" if c in "\r\n" else "a space" if c.isspace()
+                    else "a non-ASCII character" if ord(c) > 126 else "a control character")
+            # The character itself is not shown: it is part of a secret.
+            raise ValueError(f"{where} has {what} at position {position}: a token is "
+                             "printable ASCII without spaces or line breaks")
+    return value
 
 
 def _matching(pattern: re.Pattern[str], value: str, rule: str) -> str:
@@ -61,7 +86,7 @@ def _matching(pattern: re.Pattern[str], value: str, rule: str) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ConsulSettings(_Section):
@@ -80,6 +105,13 @@ class ConsulSettings(_Section):
     max_txn_ops: Annotated[int, Field(ge=1, le=128)] = 64
     # Consul's txn_max_req_len (512 KiB by default): a transaction body's byte limit.
     max_txn_bytes: Annotated[int, Field(ge=4096)] = 512 * 1024
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_token(value.get_secret_value(), "the token")
+        return value
 
     @model_validator(mode="after")
     def _one_token(self) -> ConsulSettings:
@@ -152,6 +184,8 @@ class DaemonSettings(_Section):
     leader_election: bool = False
     leader_key: str | None = None
     session_ttl: Annotated[Duration, Field(ge=10, le=86400)] = 15.0
+    # The longest wait between retries of a failed cycle (never longer than interval).
+    retry_max: Duration = 10.0
 
     @field_validator("listen")
     @classmethod

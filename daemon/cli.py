@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
-from config.errors import CapsyncError
+from config.errors import CapsyncError, ConfigError
 from daemon.commands import config_check, find, run, validate
 
 
@@ -29,12 +30,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 on success, 1 when the work failed (a cycle, a query), 2 for a
+    configuration or usage error; always one line per error, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()
+    except ConfigError as exc:
+        print(f"capsync {args.command}: {exc}", file=sys.stderr)
+        return 2
     except CapsyncError as exc:
         print(f"capsync {args.command}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`capsync find | head`): stop quietly, as cat does.
+        # Python flushes stdout again at exit, so point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return code
 
 

@@ -10,8 +10,10 @@ repaired by the next one.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config.errors import RegistryError, SourceError
+from config.events import emit
 from daemon.plan import Changes, DeletionGuard, counts, plan
 from daemon.registry.base import ApplyResult, Registry, Snapshot
 from discovery import codec, full_entry
@@ -99,6 +102,8 @@ class Discovered:
     failed: set[str]
     deletions_open: bool
     now: int  # Unix seconds: which tools are live is judged at this instant
+    # id(caps) -> when time alone next changes that declaration's answers (None: never)
+    changes_at: dict[int, int | None] = field(default_factory=dict)
     # Release files an operator touched, consumed this cycle: their registries' held
     # deletions go through once.
     released: frozenset[Path] = frozenset()
@@ -160,6 +165,8 @@ class Syncer:
             if (memory := (guard_memory or {}).get(target.identity)) is not None:
                 target.memory = memory
         self._normaliser = Normaliser()
+        # id(caps) -> (caps, its changes_at): kept from cycle to cycle (see _changes_at).
+        self._times: dict[int, tuple[Capabilities, int | None]] = {}
 
     @property
     def guard_memory(self) -> dict[tuple[str, ...], GuardMemory]:
@@ -169,20 +176,29 @@ class Syncer:
     def run_once(
         self, *, dry_run: bool = False, stop: threading.Event | None = None
     ) -> CycleReport:
+        """One cycle; never raises. Anything unexpected (a bug, a library rejecting a
+        value while encoding or writing) is a failed cycle the next one retries."""
+        try:
+            return self._run(dry_run, stop)
+        except Exception as exc:  # the daemon outlives any one cycle
+            error = unexpected(exc, "cycle")
+            return CycleReport(registries=tuple(RegistryReport(r.name, registry_error=error)
+                                                for r in self.registries), dry_run=dry_run)
+
+    def _run(self, dry_run: bool, stop: threading.Event | None) -> CycleReport:
         outcomes, found, invalid = self._discover()
         discovered = Discovered(
             found, invalid,
             failed={outcome.name for outcome in outcomes if not outcome.ok},
             deletions_open=all(source.name in self.listed_once for source in self.sources),
-            now=int(self.clock()),
+            now=(now := int(self.clock())),
+            changes_at=self._changes_at(found, now),
             released=frozenset() if dry_run else self._released(),
         )
         reports = self._each_registry(
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop)
         )
-        next_change = min(
-            (at for item in found if (at := item.caps.changes_at(discovered.now))), default=None
-        )
+        next_change = min((at for at in discovered.changes_at.values() if at), default=None)
         return CycleReport(sources=tuple(outcomes), invalid=tuple(invalid),
                            registries=tuple(reports), dry_run=dry_run, next_change=next_change)
 
@@ -210,6 +226,8 @@ class Syncer:
             except SourceError as exc:
                 outcome.ok, outcome.error = False, str(exc)
                 outcome.retry_after = exc.retry_after
+            except Exception as exc:  # a source's bug is that source's failure
+                outcome.ok, outcome.error = False, unexpected(exc, f"source {source.name}")
             else:
                 self.listed_once.add(source.name)
                 good, bad = self._normaliser.normalise(listing, source.name)
@@ -218,6 +236,21 @@ class Syncer:
                 invalid += bad
             outcomes.append(outcome)
         return outcomes, found, invalid
+
+    def _changes_at(self, found: list[Found], now: int) -> dict[int, int | None]:
+        """Each declaration's next change in time. Time only moves on, so an answer that
+        is still ahead of ``now`` (or None) is reused for the same, unchanged
+        declaration: a steady cycle of a large fleet does not walk every tool again."""
+        times: dict[int, tuple[Capabilities, int | None]] = {}
+        for item in found:
+            key = id(item.caps)
+            known = self._times.get(key)
+            passed = known is not None and known[1] is not None and known[1] <= now
+            if known is None or known[0] is not item.caps or passed:
+                known = (item.caps, item.caps.changes_at(now))
+            times[key] = known
+        self._times = times
+        return {key: at for key, (_, at) in times.items()}
 
     def _each_registry(
         self, sync: Callable[[RegistrySync], RegistryReport]
@@ -253,12 +286,20 @@ class RegistrySync:
 
     def sync(self, discovered: Discovered, *, dry_run: bool,
              stop: threading.Event | None) -> RegistryReport:
+        """This registry's half; never raises: anything unexpected (SQLite refusing a
+        string, a bug in an adapter) is this registry's failure this cycle."""
         try:
-            snapshot = self.registry.snapshot()
+            return self._sync(discovered, dry_run, stop)
         except RegistryError as exc:
             return RegistryReport(self.name, registry_error=str(exc),
                                   retry_after=exc.retry_after)
-        desired, conflicts = self._desired(discovered.found, snapshot, discovered.now)
+        except Exception as exc:  # one registry's surprise holds back no other
+            return RegistryReport(self.name, registry_error=unexpected(exc, self.name))
+
+    def _sync(self, discovered: Discovered, dry_run: bool,
+              stop: threading.Event | None) -> RegistryReport:
+        snapshot = self.registry.snapshot()
+        desired, conflicts = self._desired(discovered, snapshot)
         guard = self.options.guard
         if not guard.allow and self.options.release_file in discovered.released:
             guard = replace(guard, allow=True)
@@ -284,7 +325,7 @@ class RegistrySync:
         return replace(report, applied=applied)
 
     def _desired(
-        self, found: list[Found], snapshot: Snapshot, now: int
+        self, discovered: Discovered, snapshot: Snapshot
     ) -> tuple[dict[str, Entry], list[Conflict]]:
         """Encode every declaration; the first source (config order) wins a shared id.
 
@@ -294,7 +335,7 @@ class RegistrySync:
         desired: dict[str, Entry] = {}
         conflicts = []
         encoded: dict[tuple[str, str], Encoded] = {}
-        for item in found:
+        for item in discovered.found:
             decl, worker_id = item.declaration, item.caps.id
             folded = worker_id.casefold()
             if folded in desired:
@@ -307,16 +348,17 @@ class RegistrySync:
                                           "another writer (owner or service) registered this "
                                           "id, in some letter case, on capsync's node"))
             else:
-                desired[folded] = self._encode(item, encoded, now)
+                desired[folded] = self._encode(item, encoded, discovered)
         self._encoded = encoded
         return desired, conflicts
 
-    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded], now: int) -> Entry:
-        decl = item.declaration
+    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded],
+                discovered: Discovered) -> Entry:
+        decl, now = item.declaration, discovered.now
         # Which tools are live is part of the entry: a cached one is reused only while
         # time has changed nothing about it.
         where = (self.options.service, self.options.owner, decl.address,
-                 item.caps.changes_at(now))
+                 discovered.changes_at[id(item.caps)])
         cached = self._encoded.get((decl.source, decl.ref))
         if cached is not None and cached[0] is item.caps and cached[1] == where:
             entry: Entry = cached[2]
@@ -326,6 +368,15 @@ class RegistrySync:
                                       ref=decl.ref, address=decl.address)
         encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
         return entry
+
+
+def unexpected(exc: BaseException, where: str) -> str:
+    """An exception nobody raised on purpose, as one short line for the error report;
+    its traceback goes to the debug log (one line, JSON-quoted)."""
+    emit(logging.DEBUG, "traceback", where=where,
+         traceback="".join(traceback.format_exception(exc)))
+    text = " ".join(str(exc).split())[:300]
+    return f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
 
 
 def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:

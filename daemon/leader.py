@@ -19,42 +19,52 @@ from config.errors import CapsyncError
 from config.events import emit
 from discovery.consul_client import ConsulClient
 
+# A follower's blocking query on the lock waits this long, so the watch thread sees
+# ``stop`` within 2 s (a reload or an exit never leaves it behind).
+WAIT_SECONDS = 1.5
+
 
 class Leadership:
-    def __init__(self, client: ConsulClient, *, key: str, ttl: float, holder: str,
-                 on_change: Callable[[bool], None]) -> None:
+    def __init__(self, client: ConsulClient, *, key: str, ttl: float, holder: str) -> None:
         self.client = client
         self.key = key
         self.ttl = ttl
         self.holder = holder
-        self.on_change = on_change
+        self.on_change: Callable[[bool], None] = lambda leader: None
         self.is_leader = False
         self._session: str | None = None
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # the renew and watch threads both step
+        # Held by every step and by stop: once stop has it, no thread creates a session
+        # or takes the lock again.
+        self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._renew_loop, name="leader-renew", daemon=True),
             threading.Thread(target=self._watch_loop, name="leader-watch", daemon=True),
         ]
 
-    def start(self) -> Leadership:
+    def start(self, on_change: Callable[[bool], None]) -> Leadership:
+        self.on_change = on_change
         self._step()
         for thread in self._threads:
             thread.start()
         return self
 
-    def stop(self) -> None:
-        """Give the lock up on a clean exit so a follower takes over at once."""
+    def close(self) -> None:
+        """Stop, and give the lock up so a follower takes over at once."""
         self._stop.set()
-        session, self._session = self._session, None
-        if session:
-            try:
-                self.client.put(f"/v1/kv/{quote(self.key)}", self.holder,
-                                params={"release": session})
-                self.client.put(f"/v1/session/destroy/{session}")
-            except CapsyncError as exc:
-                emit(logging.WARNING, "leader_release_failed", error=str(exc))
-        self._set(False)
+        with self._lock:
+            session, self._session = self._session, None
+            if session:
+                try:
+                    self.client.put(f"/v1/kv/{quote(self.key)}", self.holder,
+                                    params={"release": session})
+                    self.client.put(f"/v1/session/destroy/{session}")
+                except CapsyncError as exc:
+                    emit(logging.WARNING, "leader_release_failed", error=str(exc))
+            self._set(False)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=2 * WAIT_SECONDS)
         self.client.close()
 
     def _renew_loop(self) -> None:
@@ -66,8 +76,9 @@ class Leadership:
         while not self._stop.is_set():
             try:
                 response = self.client.get(f"/v1/kv/{quote(self.key)}",
-                                           params={"index": str(index), "wait": "30s"},
-                                           timeout=45)
+                                           params={"index": str(index),
+                                                   "wait": f"{WAIT_SECONDS * 1000:g}ms"},
+                                           timeout=30)
             except CapsyncError:
                 self._stop.wait(1)
                 continue
@@ -84,6 +95,8 @@ class Leadership:
             self._step_locked()
 
     def _step_locked(self) -> None:
+        if self._stop.is_set():
+            return
         try:
             if self._session and self.client.put(f"/v1/session/renew/{self._session}"
                                                  ).status == 404:

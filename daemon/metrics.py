@@ -50,6 +50,8 @@ class Metrics:
                                  "1 if the registry was read and written in the last cycle",
                                  ["registry"], registry=r)
         self.leader = Gauge("capsync_leader", "1 if this instance may write", registry=r)
+        self.retries = Counter("capsync_retries", "Cycles run as a retry after a failed one",
+                               registry=r)
         self.events = Counter("capsync_source_events", "Change events that requested a sync",
                               registry=r)
 

@@ -1,5 +1,10 @@
 """Everything one configuration brings to life: registries, sources and their watchers, the
-interval job, leadership. A reload builds a new Runtime and closes the old one."""
+interval job, leadership. A reload builds a new Runtime and closes the old one.
+
+Everything that can fail (a client refusing its settings, a library missing) happens while
+it is built, before anything starts: a reload that cannot build keeps the running one, and
+what was built up to the failure is closed again, so nothing leaks.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from config.events import emit
 from config.settings import Settings
-from daemon.cycle import GuardMemory, Syncer
+from daemon.cycle import GuardMemory, RegistrySync, Syncer, unexpected
 from daemon.leader import Leadership
-from daemon.wiring import build_registries, build_sources, consul_endpoint
+from daemon.liveness import ConsulLiveness
+from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
 from discovery.consul_client import ConsulClient
 from discovery.inbox import Inbox
-from discovery.sources.base import Closable, Watchable
+from discovery.sources.base import Source, Watchable
 from discovery.sources.push import PushSource
+
+WATCHER_JOIN_SECONDS = 2.0
+WATCH_RESTART_SECONDS = 5.0
 
 
 class Runtime:
@@ -28,28 +37,35 @@ class Runtime:
                  guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None) -> None:
         self.settings = settings
         self.request = request
-        self.registries = build_registries(settings)
-        try:
-            sources = build_sources(settings)
-        except BaseException:
-            self._close_registries()
-            raise
-        names = {source.name for source in sources}
-        self.syncer = Syncer(sources, self.registries,
-                             listed_once=(listed_once or set()) & names,
-                             guard_memory=guard_memory)
+        self.registries: list[RegistrySync] = []
+        self.sources: list[Source] = []
         self.leadership: Leadership | None = None
+        self._liveness: ConsulLiveness | None = None
         self._stop = threading.Event()
+        self._watchers: list[threading.Thread] = []
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        try:
+            self.registries = build_registries(settings)
+            self.sources = build_sources(settings)
+            names = {source.name for source in self.sources}
+            self.syncer = Syncer(self.sources, self.registries,
+                                 listed_once=(listed_once or set()) & names,
+                                 guard_memory=guard_memory)
+            self.leadership = self._leadership(settings)
+            if any(reg.backend == "consul" for reg in settings.registries):
+                self._liveness = ConsulLiveness(ConsulClient(consul_endpoint(settings.consul)))
+            self._scheduler.add_job(request, "interval", args=["interval"],
+                                    seconds=settings.daemon.interval, coalesce=True,
+                                    max_instances=1, id="resync")
+        except BaseException:
+            self.close()
+            raise
         self._watchers = [
-            threading.Thread(target=source.watch, args=(self._on_event, self._stop),
+            threading.Thread(target=self._watch, args=(source,),
                              name=f"watch-{source.name}", daemon=True)
-            for source in sources
+            for source in [*self.sources, self._liveness]
             if isinstance(source, Watchable)
         ]
-        self._scheduler = BackgroundScheduler(timezone="UTC")
-        self._scheduler.add_job(request, "interval", args=["interval"],
-                                seconds=settings.daemon.interval, coalesce=True,
-                                max_instances=1, id="resync")
 
     @property
     def inbox(self) -> Inbox | None:
@@ -61,38 +77,48 @@ class Runtime:
         return self.leadership is None or self.leadership.is_leader
 
     def start(self, on_leadership: Callable[[bool], None]) -> None:
-        daemon = self.settings.daemon
-        if daemon.leader_election:
-            owner = self.settings.registries[0].owner
-            self.leadership = Leadership(
-                ConsulClient(consul_endpoint(self.settings.consul)),
-                key=daemon.leader_key or f"capsync/{owner}/leader", ttl=daemon.session_ttl,
-                holder=_holder(owner), on_change=on_leadership,
-            ).start()
+        if self.leadership is not None:
+            self.leadership.start(on_leadership)
         for watcher in self._watchers:
             watcher.start()
         self._scheduler.start()
 
     def close(self) -> None:
+        """Stop and release everything; each part is closed even if another fails."""
         self._stop.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        if self.leadership is not None:
-            self.leadership.stop()
+        close_all([self.leadership, self._liveness, *self.sources])
         for watcher in self._watchers:
             if watcher.is_alive():
-                watcher.join(timeout=2)
-        self._close_sources()
-        self._close_registries()
+                watcher.join(timeout=WATCHER_JOIN_SECONDS)
+            if watcher.is_alive():
+                emit(logging.WARNING, "watcher_still_running", thread=watcher.name,
+                     after=f"{WATCHER_JOIN_SECONDS:g}s")
+        close_all(target.registry for target in self.registries)
 
-    def _close_sources(self) -> None:
-        for source in self.syncer.sources:
-            if isinstance(source, Closable):
-                source.close()
+    def _leadership(self, settings: Settings) -> Leadership | None:
+        daemon = settings.daemon
+        if not daemon.leader_election:
+            return None
+        owner = settings.registries[0].owner
+        return Leadership(
+            ConsulClient(consul_endpoint(settings.consul)),
+            key=daemon.leader_key or f"capsync/{owner}/leader", ttl=daemon.session_ttl,
+            holder=_holder(owner),
+        )
 
-    def _close_registries(self) -> None:
-        for target in self.registries:
-            target.registry.close()
+    def _watch(self, source: Watchable) -> None:
+        """Run a source's watch until stop; one that raises (a bug, a library surprise)
+        is logged on one line and started again after a pause, never left dead."""
+        while not self._stop.is_set():
+            try:
+                source.watch(self._on_event, self._stop)
+                return
+            except Exception as exc:  # a watch must not die silently in its thread
+                emit(logging.ERROR, "watch_failed", source=getattr(source, "name", "?"),
+                     error=unexpected(exc, "watch"), retry_in=f"{WATCH_RESTART_SECONDS:g}s")
+                self._stop.wait(WATCH_RESTART_SECONDS)
 
     def _on_event(self, reason: str) -> None:
         emit(logging.DEBUG, "change_event", reason=reason)

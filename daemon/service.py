@@ -1,7 +1,9 @@
 """`capsync run`: the long-running service around the sync cycle.
 
 One thread runs cycles (so they never overlap), woken by the Trigger: at start, on the
-interval, on source events (debounced), after a reload. systemd hears READY=1 once it
+interval, on source events (debounced), after a reload, and after a failed cycle (retried
+with backoff, so a registry or source that comes back is repaired within seconds). No
+input, peer or reload ends this loop: only SIGTERM/SIGINT do. systemd hears READY=1 once it
 runs, WATCHDOG=1 from this loop only (a stuck loop stops the pings), STATUS= after each
 cycle, RELOADING=1/READY=1 around SIGHUP, STOPPING=1 on SIGTERM.
 """
@@ -18,11 +20,13 @@ from types import FrameType
 from config.errors import CapsyncError
 from config.events import emit
 from config.settings import Settings
+from daemon.cycle import CycleReport, unexpected
 from daemon.events import EventBus, publish
 from daemon.http_api import HttpApi, read_token
 from daemon.metrics import Metrics
 from daemon.push import PushContext
 from daemon.report import log_problems, summary
+from daemon.retry import Backoff
 from daemon.runtime import Runtime
 from daemon.status import DaemonState
 from daemon.systemd import Notifier
@@ -40,6 +44,7 @@ class Daemon:
         self.state = DaemonState()
         self.metrics = Metrics()
         self.trigger = Trigger(self.settings.daemon.min_gap)
+        self.backoff = Backoff(_retry_ceiling(self.settings))
         self.stopping = threading.Event()
         self._reload = threading.Event()
         self.http: HttpApi | None = None
@@ -56,7 +61,12 @@ class Daemon:
         listen = self.settings.daemon.listen
         if listen != "off":
             self.http = HttpApi(listen, self.state, self.metrics, self._push_context()).start()
-        self.runtime = Runtime(self.settings, self.trigger.request)
+        try:
+            self.runtime = Runtime(self.settings, self.trigger.request)
+        except BaseException:
+            if self.http:
+                self.http.stop()
+            raise
         self.runtime.start(self._on_leadership)
         self._publish_leadership()
         emit(logging.INFO, "started", listen=self.http.address if self.http else "off",
@@ -81,13 +91,17 @@ class Daemon:
         while not self.stopping.is_set():
             reasons = self.trigger.wait(tick)
             self.notifier.watchdog()
-            if self.change_at is not None and time.time() >= self.change_at:
-                self.change_at = None
-                self.trigger.request("expiry")
-            if self._reload.is_set():
-                self._apply_reload()
-            if reasons:
-                self._cycle(reasons)
+            try:
+                if self.change_at is not None and time.time() >= self.change_at:
+                    self.change_at = None
+                    self.trigger.request("expiry")
+                if self._reload.is_set():
+                    self._apply_reload()
+                if reasons:
+                    self._cycle(reasons)
+            except Exception as exc:  # a bug here must not end the service
+                emit(logging.ERROR, "loop_error", error=unexpected(exc, "loop"),
+                     action="continuing")
 
     def _cycle(self, reasons: list[str]) -> None:
         assert self.runtime is not None
@@ -99,14 +113,30 @@ class Daemon:
             self.trigger.finished()
         publish(self.events, report)
         seconds = time.monotonic() - started
+        if "retry" in reasons:
+            self.metrics.retries.inc()
         self.change_at = report.next_change
         log_problems(report)
         text = summary(report)
         emit(logging.INFO if report.ok else logging.WARNING, "cycle", summary=text,
              ok=report.ok, seconds=f"{seconds:.3f}", reason=_reasons(reasons))
+        self._schedule_retry(report)
         self.state.record(report, time.time())
         self.metrics.observe(report, seconds, time.time())
         self.notifier.status(text)
+
+    def _schedule_retry(self, report: CycleReport) -> None:
+        """After a failure, ask for a cycle after the backoff delay; a success resets."""
+        if report.ok:
+            self.backoff.succeeded()
+            self.trigger.retry_at(None)
+            self.state.retrying(0, None)
+            return
+        delay = self.backoff.failed(self.trigger.clock(), report.retry_after)
+        self.trigger.retry_at(self.backoff.due)
+        self.state.retrying(self.backoff.failures, time.time() + delay)
+        emit(logging.INFO, "retry_scheduled", failures=self.backoff.failures,
+             retry_in=f"{delay:.1f}s")
 
     def _apply_reload(self) -> None:
         self._reload.clear()
@@ -117,10 +147,11 @@ class Daemon:
             runtime = Runtime(settings, self.trigger.request,
                               listed_once=self.runtime.syncer.listed_once,
                               guard_memory=self.runtime.syncer.guard_memory)
-        except CapsyncError as exc:
-            emit(logging.ERROR, "reload_failed", error=str(exc),
+        except Exception as exc:  # any failure keeps the running config
+            error = str(exc) if isinstance(exc, CapsyncError) else unexpected(exc, "reload")
+            emit(logging.ERROR, "reload_failed", error=" ".join(error.split()),
                  action="keeping the running configuration")
-            self.notifier.ready(f"reload failed: {exc}")
+            self.notifier.ready("reload failed; running configuration kept")
             return
         for key, new, old in (("daemon.listen", settings.daemon.listen,
                                self.settings.daemon.listen),
@@ -131,6 +162,7 @@ class Daemon:
         self.runtime.close()
         self.settings, self.runtime = settings, runtime
         self.trigger.min_gap = settings.daemon.min_gap
+        self.backoff.ceiling = _retry_ceiling(settings)
         runtime.start(self._on_leadership)
         self._publish_leadership()
         emit(logging.INFO, "reloaded", sources=",".join(s.name for s in settings.sources),
@@ -165,6 +197,10 @@ class Daemon:
     def _on_reload(self, signum: int, frame: FrameType | None) -> None:
         self._reload.set()
         self.trigger.wake()
+
+
+def _retry_ceiling(settings: Settings) -> float:
+    return min(settings.daemon.interval, settings.daemon.retry_max)
 
 
 def _reasons(reasons: list[str]) -> str:

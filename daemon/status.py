@@ -19,6 +19,8 @@ class DaemonState:
         self._finished_at = 0.0
         self._last_success = 0.0
         self._sources: dict[str, dict[str, Any]] = {}
+        self._failures = 0
+        self._next_attempt: float | None = None
 
     def record(self, report: CycleReport, finished_at: float) -> None:
         with self._lock:
@@ -33,6 +35,11 @@ class DaemonState:
                     state["last_success"] = finished_at
                 else:
                     state["last_error"] = source.error
+
+    def retrying(self, failures: int, next_attempt: float | None) -> None:
+        """Consecutive failed cycles, and when (Unix time) the retry is due."""
+        with self._lock:
+            self._failures, self._next_attempt = failures, next_attempt
 
     @property
     def ready(self) -> bool:
@@ -63,6 +70,8 @@ class DaemonState:
                                    for reg in report.registries},
                 },
                 "last_success": self._last_success or None,
+                "consecutive_failures": self._failures,
+                "next_attempt": self._next_attempt,
                 "sources": {name: dict(state) for name, state in self._sources.items()},
             }
 

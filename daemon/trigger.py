@@ -2,7 +2,8 @@
 
 Sources' events and the interval both *request* a sync; the loop asks ``due(now)`` when
 the next cycle may start. Requests during a cycle collapse into exactly one follow-up,
-and no cycle starts sooner than ``min_gap`` after the previous one ended. Time is passed
+and no cycle starts sooner than ``min_gap`` after the previous one ended. A retry after a
+failed cycle is a request that falls due at a given time (``retry_at``). Time is passed
 in, so the rules are tested without sleeping.
 """
 
@@ -21,10 +22,17 @@ class Trigger:
         self._reasons: list[str] = []
         self._running = False
         self._last_end = float("-inf")
+        self._retry: float | None = None
 
     def request(self, reason: str) -> None:
         with self._cond:
             self._reasons.append(reason)
+            self._cond.notify_all()
+
+    def retry_at(self, when: float | None) -> None:
+        """Ask for a cycle at ``when`` (the clock's time); None cancels a pending retry."""
+        with self._cond:
+            self._retry = when
             self._cond.notify_all()
 
     def due(self, now: float) -> float | None:
@@ -41,7 +49,8 @@ class Trigger:
                 now = self.clock()
                 delay = self._delay(now)
                 if delay == 0.0:
-                    reasons, self._reasons = self._reasons, []
+                    reasons, self._reasons = self._reasons or ["retry"], []
+                    self._retry = None
                     self._running = True
                     return reasons
                 remaining = deadline - now
@@ -61,6 +70,9 @@ class Trigger:
             self._cond.notify_all()
 
     def _delay(self, now: float) -> float | None:
-        if not self._reasons or self._running:
+        if self._running or not (self._reasons or self._retry is not None):
             return None
-        return max(0.0, self._last_end + self.min_gap - now)
+        earliest = self._last_end + self.min_gap
+        if not self._reasons and self._retry is not None:
+            earliest = max(earliest, self._retry)
+        return max(0.0, earliest - now)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from config.errors import ConfigError
-from config.settings import ConsulSettings, RegistrySettingsBase, Settings
+from config.events import emit
+from config.settings import ConsulSettings, RegistrySettingsBase, Settings, check_token
 from daemon.cycle import RegistrySync, SyncOptions
 from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
 from daemon.registry.table import REGISTRY_KINDS
 from discovery.consul_client import ConsulEndpoint
+from discovery.documents import read_bounded
 from discovery.kinds import BuildContext
 from discovery.sources.base import Source
 from discovery.sources.table import SOURCE_KINDS
+
+TOKEN_FILE_LIMIT = 4096  # an ACL token is a 36-character UUID; anything huge is a mistake
 
 
 def consul_endpoint(settings: ConsulSettings) -> ConsulEndpoint:
@@ -60,22 +67,55 @@ def build_registries(settings: Settings) -> list[RegistrySync]:
         for reg in settings.registries:
             built.append(RegistrySync(reg.name, build_registry(settings, reg), sync_options(reg)))
     except BaseException:
-        for target in built:
-            target.registry.close()
+        close_all(target.registry for target in built)
         raise
     return built
 
 
 def build_sources(settings: Settings) -> list[Source]:
+    """Every configured source; if one cannot be built, those built before it are
+    closed again."""
     ctx = build_context(settings)
+    built: list[Source] = []
     try:
-        return [SOURCE_KINDS.create(source, ctx) for source in settings.sources]
-    except ImportError as exc:
-        raise ConfigError(str(exc)) from None
+        for source in settings.sources:
+            built.append(SOURCE_KINDS.create(source, ctx))
+    except BaseException as exc:
+        close_all(built)
+        if isinstance(exc, ImportError):
+            raise ConfigError(str(exc)) from None
+        raise
+    return built
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_all(parts: Iterable[Closable | None]) -> None:
+    """Close each part; one that fails to close is logged and the rest still close."""
+    for part in parts:
+        if part is None:
+            continue
+        try:
+            part.close()
+        except Exception as exc:  # closing must reach every part
+            emit(logging.WARNING, "close_failed", part=type(part).__name__,
+                 error=f"{type(exc).__name__}: {exc}")
 
 
 def _read_token(path: Path) -> str:
+    where = f"consul.token_file {path}"
     try:
-        return path.read_text().strip()
+        raw = read_bounded(path, TOKEN_FILE_LIMIT)
+        if len(raw) > TOKEN_FILE_LIMIT:
+            raise ConfigError(f"{where}: larger than {TOKEN_FILE_LIMIT} bytes; it should "
+                              "hold only the token")
+        token = raw.decode("utf-8").strip()
+        return check_token(token, "the token")
     except OSError as exc:
-        raise ConfigError(f"consul.token_file {path}: {exc.strerror}") from None
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8; a token is printable ASCII") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -7,8 +7,12 @@ not UTF-8, malformed, nested too deep, or a number too long to convert.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from collections import Counter
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -29,11 +33,7 @@ def parse(
     """
     data = raw.encode() if isinstance(raw, str) else raw
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise DeclarationError(
-            ref,
-            [("", f"input is {len(data)} bytes; a declaration may be at most "
-                  f"{MAX_DOCUMENT_BYTES} bytes (64 KiB)")],
-        )
+        raise _too_large(ref, f"{len(data)} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -54,6 +54,42 @@ def parse(
             ref, [("", f"expected one declaration, found {len(documents)} YAML documents")]
         )
     return [(f"{ref}[{index}]", item) for index, item in enumerate(items)]
+
+def read_document(path: Path | str, ref: str) -> bytes:
+    """A declaration file's bytes, the size limit applied before it is read whole: a
+    1 GiB file costs what a 64 KiB one does. OSError when it cannot be read (a FIFO or a
+    device is refused without blocking); DeclarationError when it is too large."""
+    data = read_bounded(path, MAX_DOCUMENT_BYTES)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise _too_large(ref, f"more than {MAX_DOCUMENT_BYTES} bytes")
+    return data
+
+
+def read_bounded(path: Path | str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of a regular file (more than ``limit``: too large).
+
+    Opened non-blocking and checked with fstat, so a FIFO or a device never blocks the
+    caller and is refused with OSError, like a file that cannot be read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, remaining = [], limit + 1
+        while remaining > 0 and (chunk := os.read(fd, remaining)):
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _too_large(ref: str, size: str) -> DeclarationError:
+    return DeclarationError(
+        ref, [("", f"input is {size}; a declaration may be at most "
+                   f"{MAX_DOCUMENT_BYTES} bytes (64 KiB)")],
+    )
+
 
 def _load_json(text: str, ref: str) -> list[Any]:
     try:

@@ -24,7 +24,7 @@ def test_every_error_with_its_key_path(tmp_path: Path) -> None:
                       '[daemon]\ninterval = "5x"\nlisten = "nowhere"\n'
                       '[[sources]]\ntype = "file"\n[[sources]]\ntype = "ftp"\n')
     result = run_cli("config", "check", str(config))
-    assert result.returncode == 1
+    assert result.returncode == 2
     for key in ("registry.owner", "registry.policy", "daemon.interval", "daemon.listen",
                 "sources[0].path", "sources[1]"):
         assert f"{config}: {key}:" in result.stderr, key
@@ -53,11 +53,11 @@ def test_environment_and_redaction(tmp_path: Path) -> None:
 
 def test_missing_and_broken_files(tmp_path: Path) -> None:
     missing = run_cli("config", "check", str(tmp_path / "none.toml"))
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
     broken = tmp_path / "broken.toml"
     broken.write_text("[registry\n")
     result = run_cli("config", "check", str(broken))
-    assert result.returncode == 1 and "invalid TOML" in result.stderr
+    assert result.returncode == 2 and "invalid TOML" in result.stderr
 
 
 def test_durations(tmp_path: Path) -> None:

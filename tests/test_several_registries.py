@@ -128,12 +128,12 @@ def test_registry_names_must_be_unique_and_selectable(tmp_path: Path) -> None:
     config.write_text('[[registries]]\nbackend = "sqlite"\npath = "a.db"\n'
                       '[[registries]]\nbackend = "sqlite"\npath = "b.db"\n')
     result = run_cli("config", "check", str(config))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "registry names must be unique (give each a name): ['sqlite']" in result.stderr
     both = tmp_path / "both.toml"
     both.write_text('[registry]\nowner = "x"\n[[registries]]\nbackend = "consul"\n')
     result = run_cli("config", "check", str(both))
-    assert result.returncode == 1 and "not both" in result.stderr
+    assert result.returncode == 2 and "not both" in result.stderr
 
 
 def test_find_reads_the_named_registry(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_find_reads_the_named_registry(tmp_path: Path) -> None:
     named = run_cli("list", "--config", str(config), "--registry", "full", "--json")
     assert len(json.loads(named.stdout)) == 9
     unknown = run_cli("list", "--config", str(config), "--registry", "nope")
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2
     assert "no configured registry of that name (empty, full)" in unknown.stderr
 
 
@@ -165,7 +165,7 @@ def test_repeated_registry_option_and_its_help(tmp_path: Path) -> None:
     assert "sqlite: sync: 9 created" in result.stdout
     assert "sqlite-2: sync: 9 created" in result.stdout
     bad = run_cli("run", "--once", "--source", f"file:{fleet}", "--registry", "redis")
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert "--registry 'redis': unknown kind 'redis'; expected consul, sqlite:PATH or memory" \
         in bad.stderr
     help_text = run_cli("run", "--help").stdout

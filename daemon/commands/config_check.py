@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "check", help="print the effective configuration (secrets redacted) or its errors",
         description="Load FILE (default: /etc/capsync/capsync.toml if it exists) with the "
                     "environment applied (CONSUL_*, CAPSYNC_<SECTION>__<KEY>) and print the "
-                    "effective configuration as JSON, secrets redacted. Exit 1 and print "
+                    "effective configuration as JSON, secrets redacted. Exit 2 and print "
                     "every error with its key path when it is invalid.",
     )
     check.add_argument("file", nargs="?", type=Path, default=None)
@@ -34,12 +34,13 @@ def check_command(args: argparse.Namespace) -> int:
         settings = loading.load(SETTINGS, args.file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        return 1
+        return 2
     effective = settings.model_dump(mode="json")
     if len(settings.registries) == 1:
         # One registry is shown as the one [registry] table it can be written as.
         effective["registry"] = effective.pop("registries")[0]
     if settings.consul.token is not None:
         effective["consul"]["token"] = REDACTED
-    print(json.dumps(effective, indent=2))
+    # allow_nan=False: the output is strict JSON (settings refuse inf and nan anyway).
+    print(json.dumps(effective, indent=2, allow_nan=False))
     return 0

@@ -12,7 +12,8 @@ from daemon.cycle import CycleReport, Syncer
 from daemon.logs import configure
 from daemon.report import log_problems, plan_json, plan_table, summary
 from daemon.service import Daemon
-from daemon.wiring import build_registries, build_sources
+from daemon.wiring import build_registries, build_sources, close_all
+from discovery.sources.base import Source
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "run", help="sync declarations into the registry",
         description="Discover declarations, validate them, diff against the registry and "
                     "write only the changes. Exit 0 when the cycle succeeded, 1 when a "
-                    "source or the registry failed.",
+                    "source or the registry failed, 2 on a configuration or usage error.",
     )
     add_sync_options(run)
     run.add_argument("--once", action="store_true", help="run one cycle and exit")
@@ -70,9 +71,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def sync_once(settings: Settings, *, dry_run: bool) -> CycleReport:
     registries = build_registries(settings)
+    sources: list[Source] = []
     try:
-        syncer = Syncer(build_sources(settings), registries)
-        return syncer.run_once(dry_run=dry_run)
+        sources = build_sources(settings)
+        return Syncer(sources, registries).run_once(dry_run=dry_run)
     finally:
-        for target in registries:
-            target.registry.close()
+        close_all([*sources, *(target.registry for target in registries)])

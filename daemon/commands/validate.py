@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
 def _read_stdin(listing: Listing) -> None:
     ref = "<stdin>"
     try:
-        items = documents.parse(sys.stdin.buffer.read(), ref=ref, fmt="auto", many=True)
+        # The limit plus one byte is enough to tell the input is too large.
+        raw = sys.stdin.buffer.read(documents.MAX_DOCUMENT_BYTES + 1)
+        items = documents.parse(raw, ref=ref, fmt="auto", many=True)
     except DeclarationError as error:
         listing.invalid.append(error)
         return

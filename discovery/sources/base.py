@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from config.errors import DeclarationError
+from discovery import documents
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,20 @@ class Listing:
         self.invalid.extend(other.invalid)
 
 
+def from_text(source: str, ref: str, text: str, *, default_id: str | None = None,
+              address: str = "") -> Declaration:
+    """A declaration held as raw JSON text (a label, an annotation, a meta value),
+    fingerprinted by that text: parsed only when it has to be validated, so an unchanged
+    declaration costs nothing in a steady cycle, whatever its source."""
+    return Declaration(source, ref, None, default_id=default_id, address=address,
+                       fingerprint=text, reload=partial(_parse_one, text, ref))
+
+
+def _parse_one(text: str, ref: str) -> Any:
+    [(_, data)] = documents.parse(text, ref=ref, fmt="json")
+    return data
+
+
 class Source(Protocol):
     """A discovery source. ``name`` is written to each entry's capsync-source."""
 
@@ -55,12 +71,10 @@ class Source(Protocol):
         """Everything the source declares now; raise SourceError when it cannot tell."""
         ...
 
-
-@runtime_checkable
-class Closable(Protocol):
-    """A source holding a resource (a store, a connection) to release on reload or exit."""
-
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what the source holds (connections, sessions) and interrupt a blocking
+        ``watch`` call, so its thread ends within 2 s. Called once, at reload or exit."""
+        ...
 
 
 @runtime_checkable

@@ -15,22 +15,25 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field
 
-from config.errors import CapsyncError, DeclarationError, SourceError
+from config.errors import CapsyncError, SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
-from discovery import codec, documents, full_entry, seed_json
+from discovery import codec, full_entry, seed_json
 from discovery.consul_client import ConsulClient
 from discovery.consul_fields import entry_from_service
 from discovery.kinds import BuildContext, Kind
 from discovery.model import CATEGORIES
-from discovery.sources.base import Declaration, Listing
+from discovery.sources.base import Declaration, Listing, from_text
 
-WAIT = "55s"
+# Short enough that a watch notices its stop event within 2 s; the agent answers an
+# unchanged index with an empty wait, so this costs one small request per wait.
+WAIT = "1500ms"
 
 
 @dataclass
@@ -57,17 +60,21 @@ class ConsulSource:
         """A blocking query on the catalogue; notify when what we would list changed.
 
         capsync's own writes move the catalogue's index too, so the listing itself is
-        compared, not the index: our writes do not wake a sync of their own.
+        compared, not the index: our writes do not wake a sync of their own. The query
+        waits at most WAIT, so a closed source's thread ends within 2 s.
         """
         index, seen = 0, ""
         while not stop.is_set():
             try:
                 _, answered = self.client.read("/v1/catalog/services", dict,
                                                params={"index": str(index), "wait": WAIT},
-                                               timeout=90)
+                                               timeout=30)
+                moved = answered != index
                 index = answered if answered >= index else 0
-                current = _fingerprint(self.list())
+                current = _fingerprint(self.list()) if moved or not seen else seen
             except CapsyncError as exc:
+                if stop.is_set():
+                    return
                 emit(logging.WARNING, "watch_failed", source=self.name, error=str(exc),
                      retry_in="5s")
                 stop.wait(5)
@@ -75,6 +82,9 @@ class ConsulSource:
             if seen and current != seen:
                 notify(f"consul catalogue changed (index {index})")
             seen = current
+
+    def close(self) -> None:
+        self.client.close()
 
     def _service_names(self) -> builtins.list[str]:
         if self.services:
@@ -94,29 +104,28 @@ class ConsulSource:
                               f"instance of the wrong shape: {exc}") from None
         if entry.meta.get(codec.EXTERNAL_SOURCE) == "capsync":
             return
+        meta = entry.meta
         ref = f"{instance.get('Node')}/{entry.id}"
         address = entry.address or instance.get("Address") or ""
-        try:
-            data = self._declaration(entry, ref)
-        except DeclarationError as error:
-            listing.invalid.append(error)
-            return
-        if data is not None:
-            listing.declarations.append(
-                Declaration(self.name, ref, data, default_id=entry.id, address=address)
-            )
+        if self.meta_key in meta:
+            listing.declarations.append(from_text(
+                self.name, ref, meta[self.meta_key], default_id=entry.id, address=address,
+            ))
+        elif any(k in CATEGORIES or k.startswith(codec.FLAG_PREFIX) for k in meta):
+            # The registry encoding: its meta and tags are the raw text.
+            listing.declarations.append(Declaration(
+                self.name, ref, None, default_id=entry.id, address=address,
+                fingerprint=(tuple(sorted(entry.meta.items())), tuple(entry.tags)),
+                reload=partial(_decoded, entry),
+            ))
 
-    def _declaration(self, entry: codec.Entry, ref: str) -> Any:
-        if self.meta_key in entry.meta:
-            [(_, data)] = documents.parse(entry.meta[self.meta_key], ref=ref, fmt="json")
-            return data
-        if any(k in CATEGORIES or k.startswith(codec.FLAG_PREFIX) for k in entry.meta):
-            return seed_json.to_seed(full_entry.decode(entry))
-        return None
+
+def _decoded(entry: codec.Entry) -> Any:
+    return seed_json.to_seed(full_entry.decode(entry))
 
 
 def _fingerprint(listing: Listing) -> str:
-    items: list[Any] = [(d.ref, d.data, d.address) for d in listing.declarations]
+    items: list[Any] = [(d.ref, d.fingerprint, d.address) for d in listing.declarations]
     items += [(e.ref, e.problems) for e in listing.invalid]
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -70,6 +70,9 @@ class FileSource:
                     f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""))
                 seen = current
 
+    def close(self) -> None:
+        """Nothing to release: no handle stays open, and ``watch`` polls its stop event."""
+
     def _scan(self) -> dict[str, Stat]:
         """Declaration files below the directory, hidden ones (and hidden folders) skipped.
 
@@ -85,9 +88,8 @@ class FileSource:
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         folders.append(entry.path)
-                    elif entry.name.endswith(tuple(SUFFIXES)) and entry.is_file():
-                        st = entry.stat()
-                        found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+                    elif entry.name.endswith(tuple(SUFFIXES)):
+                        _add_file(found, entry)
         return found
 
     def _safe_scan(self) -> dict[str, Stat]:
@@ -95,6 +97,19 @@ class FileSource:
             return self._scan()
         except OSError:
             return {}  # the directory went away; the next listing reports it
+
+
+def _add_file(found: dict[str, Stat], entry: os.DirEntry[str]) -> None:
+    """A declaration file and its stamp. One that cannot be looked at (a symlink loop, no
+    permission) is still listed: reading it reports that file invalid, and only it."""
+    try:
+        if not entry.is_file():
+            return  # a FIFO, a device, a socket, a dangling link: not a declaration
+        st = entry.stat()
+    except OSError as exc:
+        found[entry.path] = (-1, -1, exc.errno or 0)
+        return
+    found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _reread(path: str, ref: str) -> Any:
@@ -112,10 +127,11 @@ def read_file(path: Path, source: str, fingerprint: Hashable = None) -> Listing:
     """One file's declarations, or its one error."""
     ref = str(path)
     try:
-        raw = path.read_bytes()
+        raw = documents.read_document(path, ref)
         items = documents.parse(raw, ref=ref, fmt=SUFFIXES.get(path.suffix, "auto"), many=True)
     except OSError as exc:
-        return Listing(invalid=[DeclarationError(ref, [("", f"cannot read: {exc.strerror}")])])
+        reason = exc.strerror or str(exc)
+        return Listing(invalid=[DeclarationError(ref, [("", f"cannot read: {reason}")])])
     except DeclarationError as exc:
         return Listing(invalid=[exc])
     default_id = path.stem if len(items) == 1 else None

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
-from config.errors import DeclarationError, SourceError
-from discovery import documents
+from config.errors import SourceError
 from discovery.kinds import BuildContext, Kind, field_arg
-from discovery.sources.base import Declaration, Listing
+from discovery.sources.base import Listing, from_text
 from discovery.sources.docker_engine import Engine, EngineSourceSettings
 
 
@@ -82,14 +81,14 @@ class LabelledSource(ABC):
     def event_filters(self) -> dict[str, str]:
         return {}
 
+    def close(self) -> None:
+        """Drop the engine connection; a running ``watch`` sees its stop event within
+        0.2 s and its stream is closed (the Runtime sets the event before closing)."""
+        self.engine.reset()
+
     def _add(self, listing: Listing, item: Labelled) -> None:
-        try:
-            [(_, data)] = documents.parse(item.labels[self.label], ref=item.ref, fmt="json")
-        except DeclarationError as error:
-            listing.invalid.append(error)
-            return
-        listing.declarations.append(Declaration(
-            source=self.name, ref=item.ref, data=data, default_id=item.name,
+        listing.declarations.append(from_text(
+            self.name, item.ref, item.labels[self.label], default_id=item.name,
             address=item.address,
         ))
 

@@ -5,6 +5,8 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
   with nothing changed, a cycle after 1% churn;
 - naive (the seed's Consul example): python-consul2 agent.service.register for every
   worker on every cycle, no diff; cold and steady;
+- capsync with a non-file source: the consul source reading N services that others
+  registered (meta ``worker-capabilities``), cold and steady (fingerprints reused);
 - event latency on a private Docker engine: container started -> entry visible, with the
   daemon's interval at 300 s;
 - the push API (tests/bench/push.py): N workers registering over REST with 50 clients,
@@ -29,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from tests.bench import kubernetes, push
 from tests.conftest import ROOT
@@ -58,6 +62,29 @@ def write_fleet(directory: Path, count: int, seed: int = 7) -> None:
         (directory / f"worker-{i:05}.json").write_text(json.dumps(declaration))
 
 
+def seed_consul(double: ConsulDouble, count: int, seed: int = 7) -> None:
+    """N instances of service ``legacy`` that declare capabilities in their meta, as
+    others would register them (10 nodes, written through /v1/txn)."""
+    rng = random.Random(seed)
+    url = f"http://{double.address}"
+    ops = []
+    for i in range(count):
+        node = f"legacy-{i % 10}"
+        if i < 10:
+            requests.put(f"{url}/v1/catalog/register",
+                         json={"Node": node, "Address": f"10.0.0.{i + 1}"},
+                         timeout=10).raise_for_status()
+        declaration: dict[str, Any] = {"id": f"legacy-{i:05}"}
+        for field, names in TOOLS.items():
+            declaration[field] = [{"tool_name": n} for n in rng.sample(names, rng.randint(0, 2))]
+        meta = {"worker-capabilities": json.dumps(declaration, separators=(",", ":"))}
+        ops.append({"Service": {"Verb": "set", "Node": node, "Service": {
+            "ID": f"legacy-{i:05}", "Service": "legacy", "Meta": meta}}})
+    for start in range(0, len(ops), 64):
+        requests.put(f"{url}/v1/txn", json=ops[start:start + 64],
+                     timeout=30).raise_for_status()
+
+
 def churn(directory: Path, fraction: float) -> int:
     files = sorted(directory.glob("*.json"))
     changed = files[:: max(1, int(1 / fraction))]
@@ -71,7 +98,7 @@ def churn(directory: Path, fraction: float) -> int:
 class Child:
     """An approach's process; each ``cycle()`` is one measured cycle in it."""
 
-    def __init__(self, approach: str, directory: Path, double: ConsulDouble) -> None:
+    def __init__(self, approach: str, directory: Path | str, double: ConsulDouble) -> None:
         self.double = double
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.bench.child", approach, str(directory),
@@ -169,6 +196,11 @@ def main() -> None:
             once = Child("capsync", fleet, double)  # `capsync run --once`: nothing learnt
             results["capsync"]["steady_fresh_process"] = once.cycle()
             once.close()
+        with ConsulDouble(max_txn_ops=64) as double:
+            seed_consul(double, n)
+            source = Child("capsync-consul", "legacy", double)
+            results["consul_source"] = {"cold": source.cycle(), "steady": source.cycle()}
+            source.close()
         write_fleet(fleet, n)
         with ConsulDouble(max_txn_ops=64) as double:
             naive = Child("naive", fleet, double)
@@ -188,6 +220,8 @@ def main() -> None:
         "steady_requests_max_3_met": results["capsync"]["steady"]["requests"] <= 3,
         "steady_cpu_under_1s_met": results["capsync"]["steady"]["cpu_s"] < 1.0,
         "peak_rss_under_150mb_met": results["peak_rss_mb"] < 150,
+        "consul_source_steady_cpu_under_0_5s_met":
+            results["consul_source"]["steady"]["cpu_s"] < 0.5,
     }
     if args.events:
         results["event_latency_s"] = event_latency(args.events)
@@ -228,6 +262,13 @@ def print_summary(results: dict[str, Any]) -> None:
             print(f"  {approach:8} {phase:7} wall {s['wall_s']:7.3f}s  cpu {s['cpu_s']:7.3f}s"
                   f"  requests {s['requests']:6}  writes {s['writes']:6}"
                   f"  rss {s['peak_rss_mb']:6.1f} MB  ({s['outcome']})")
+    for phase, s in results["consul_source"].items():
+        print(f"  consul-source {phase:7} wall {s['wall_s']:7.3f}s  cpu {s['cpu_s']:7.3f}s"
+              f"  requests {s['requests']:6}  writes {s['writes']:6}"
+              f"  rss {s['peak_rss_mb']:6.1f} MB  ({s['outcome']})")
+    steady = results["capsync"]["steady"]["cpu_s"]
+    print(f"  steady cycle cpu: files {steady:.3f}s  consul source "
+          f"{results['consul_source']['steady']['cpu_s']:.3f}s")
     for name, value in results["ratios"].items():
         print(f"  ratio capsync/naive {name:16} {value}")
     if "event_latency_s" in results:

@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from daemon.cycle import Syncer
 from daemon.report import summary
@@ -28,11 +29,21 @@ with warnings.catch_warnings():
 
 
 def capsync(directory: Path, address: str) -> Callable[[], str]:
-    """The daemon's cycle: one Syncer (and registry connection) for every cycle."""
+    """The daemon's cycle over a directory of files."""
+    return syncing(address, {"type": "file", "path": str(directory)})
+
+
+def capsync_consul(service: Path, address: str) -> Callable[[], str]:
+    """The daemon's cycle over a non-file source: services others registered in Consul."""
+    return syncing(address, {"type": "consul", "services": [str(service)]})
+
+
+def syncing(address: str, source: dict[str, Any]) -> Callable[[], str]:
+    """One Syncer (and registry connection) for every cycle, as in the daemon."""
     settings = SETTINGS.model_validate({
         "registry": {"owner": "bench", "allow_mass_delete": True},
         "consul": {"address": address},
-        "sources": [{"type": "file", "path": str(directory)}],
+        "sources": [source],
     })
     syncer = Syncer(build_sources(settings), build_registries(settings))
 
@@ -73,7 +84,8 @@ def naive_cycle(directory: Path, client: consul.Consul) -> str:
 
 def main() -> None:
     approach, directory, address = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    cycle = (capsync if approach == "capsync" else naive)(directory, address)
+    approaches = {"capsync": capsync, "capsync-consul": capsync_consul, "naive": naive}
+    cycle = approaches[approach](directory, address)
     for command in sys.stdin:
         if command.strip() != "cycle":
             break

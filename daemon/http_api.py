@@ -53,15 +53,6 @@ def read_token(settings: ApiSettings) -> str | None:
     return token
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> FastAPI:
     """A fresh app for one server: nothing global, so it can be built twice in a test."""
     app = FastAPI(title="capsync", version="1", docs_url=None, redoc_url=None,
@@ -111,16 +102,8 @@ class HttpApi:
                  push: PushContext) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((host, int(port)))
-        except OSError as exc:  # occupied, not an address of this host, unresolvable
-            self.sock.close()
-            raise ConfigError(f"daemon.listen {listen!r}: cannot listen there: "
-                              f"{exc.strerror or exc}") from None
-        if push.token is None and not is_loopback(host):
+        self.sock = _bound(listen, host, port)
+        if push.token is None and not ipaddress.ip_address(self.sock.getsockname()[0]).is_loopback:
             self.sock.close()
             raise ConfigError(f"daemon.listen {listen}: not a loopback address and no API "
                               f"token: set api.token_file or the systemd credential "
@@ -162,6 +145,24 @@ class HttpApi:
                 self.registrar.renew_bound()
             except PushUnavailable as exc:
                 emit(logging.WARNING, "lease_renewal_failed", error=str(exc))
+
+
+def _bound(listen: str, host: str, port: str) -> socket.socket:
+    """A socket bound to the first address ``host`` resolves to; ConfigError when it is
+    occupied, not an address of this host, or does not resolve."""
+    sock: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        raise ConfigError(f"daemon.listen {listen!r}: cannot listen there: "
+                          f"{exc.strerror or exc}") from None
+    return sock
 
 
 class _Forward(logging.Handler):

@@ -163,7 +163,7 @@ def test_leases_expire_through_the_plan_and_the_guard(tmp_path: Path):
 def test_non_loopback_listen_without_token_is_refused(tmp_path: Path):
     result = run_cli("run", "--listen", "0.0.0.0:0", "--source", f"push:{tmp_path / 'i.db'}",
                      "--registry", f"sqlite:{tmp_path / 'r.db'}", timeout=30)
-    assert result.returncode == 2  # a configuration error (main's exit codes)
+    assert result.returncode == 2  # a configuration error
     assert "not a loopback address and no API token" in result.stderr
 
 

@@ -78,13 +78,6 @@ class Source(Protocol):
 
 
 @runtime_checkable
-class Closable(Protocol):
-    """A source holding a resource (a store, a connection) to release on reload or exit."""
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
 class Watchable(Protocol):
     """A source that can tell when its declarations may have changed (events, watches).
 

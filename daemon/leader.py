@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from config.errors import CapsyncError
 from config.events import emit
-from discovery.consul_client import ConsulClient
+from discovery.consul.client import ConsulClient
 
 # A follower's blocking query on the lock waits this long, so the watch thread sees
 # ``stop`` within 2 s (a reload or an exit never leaves it behind).

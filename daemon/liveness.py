@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from config.errors import CapsyncError
-from discovery.consul_client import ConsulClient
+from discovery.consul.client import ConsulClient
 
 WAIT = "1500ms"
 PAUSE_SECONDS = 1.0  # between attempts while Consul does not answer

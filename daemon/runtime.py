@@ -22,7 +22,7 @@ from daemon.cycle import GuardMemory, RegistrySync, Syncer, unexpected
 from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
 from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
-from discovery.consul_client import ConsulClient
+from discovery.consul.client import ConsulClient
 from discovery.sources.base import Source, Watchable
 
 WATCHER_JOIN_SECONDS = 2.0

@@ -25,8 +25,8 @@ from config.errors import CapsyncError, SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
 from discovery import codec, full_entry, seed_json
-from discovery.consul_client import ConsulClient
-from discovery.consul_fields import entry_from_service
+from discovery.consul.client import ConsulClient
+from discovery.consul.fields import entry_from_service
 from discovery.kinds import BuildContext, Kind
 from discovery.model import CATEGORIES
 from discovery.sources.base import Declaration, Listing, from_text

@@ -36,8 +36,9 @@ def test_the_loop_reports_each_failure_with_its_delay_and_stops_when_told():
         if len(calls) % 2:
             raise OSError(f"attempt {len(calls)}")
 
-    run_with_backoff(step, stop, Backoff(0.0, 0.0),
-                     lambda exc, delay: reported.append((str(exc), delay)))
+    run_with_backoff(
+        step, stop, Backoff(0.0, 0.0), lambda exc, delay: reported.append((str(exc), delay))
+    )
     assert calls == [0, 1, 2, 3]
     assert reported == [("attempt 1", 0.0), ("attempt 3", 0.0)]
 
@@ -49,5 +50,4 @@ def test_an_error_outside_the_named_ones_is_not_swallowed():
         raise KeyError("a bug, not an outage")
 
     with pytest.raises(KeyError):
-        run_with_backoff(step, stop, Backoff(0.0, 0.0), lambda exc, delay: None,
-                         errors=(OSError,))
+        run_with_backoff(step, stop, Backoff(0.0, 0.0), lambda exc, delay: None, errors=(OSError,))

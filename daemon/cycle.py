@@ -291,6 +291,7 @@ class Syncer:
                 "it ends")))
         return reports
 
+
 class RegistrySync:
     """One registry's half of the cycle: its snapshot, its plan (with its own guard, guard
     memory and policy) and its apply."""
@@ -306,7 +307,8 @@ class RegistrySync:
         # encoded (and digested) again. Per registry: the entry carries its service
         # and owner.
         self._encoded: dict[tuple[str, str], Encoded] = {}
-        self.running: Future[RegistryReport] | None = None  # a sync past its deadline
+        # Its sync in a thread of its own, until a cycle takes its report or it ends late.
+        self.running: Future[RegistryReport] | None = None
 
     def start(self, sync: Callable[[RegistrySync], RegistryReport]) -> Future[RegistryReport]:
         """Run ``sync`` of this registry in a thread of its own (daemonic: an exit does

@@ -119,6 +119,8 @@ class Reflector:
         run_with_backoff(self._step, self.halted, self.backoff, self._failed)
 
     def _step(self) -> None:
+        """One session: list if the cache is out of sync, then follow the watch. A 410
+        relists at once (after the current delay, if errors came before it)."""
         try:
             with self.client.session() as api:
                 if not self._in_sync():

@@ -164,12 +164,12 @@ def test_repeated_registry_option_and_its_help(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "sqlite: sync: 9 created" in result.stdout
     assert "sqlite-2: sync: 9 created" in result.stdout
-    bad = run_cli("run", "--once", "--source", f"file:{fleet}", "--registry", "redis")
+    bad = run_cli("run", "--once", "--source", f"file:{fleet}", "--registry", "etcd")
     assert bad.returncode == 2
-    assert "--registry 'redis': unknown kind 'redis'; expected consul, sqlite:PATH or memory" \
-        in bad.stderr
+    assert ("--registry 'etcd': unknown kind 'etcd'; expected consul, sqlite:PATH, "
+            "redis[:URL], postgres[:DSN] or memory") in bad.stderr
     help_text = run_cli("run", "--help").stdout
-    assert "consul|sqlite:PATH|memory" in help_text
+    assert "consul|sqlite:PATH|redis[:URL]|postgres[:DSN]|memory" in help_text
 
 
 def test_a_registry_that_times_out_holds_back_none_of_the_others(

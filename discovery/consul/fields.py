@@ -23,34 +23,41 @@ def service_fields(entry: Entry) -> dict[str, Any]:
     }
 
 
+# Entry field -> (node-services key, catalog-service key, type, default when null).
+_FIELDS: tuple[tuple[str, str, str, type, Any], ...] = (
+    ("id", "ID", "ServiceID", str, None),
+    ("service", "Service", "ServiceName", str, None),
+    ("tags", "Tags", "ServiceTags", list, []),
+    ("meta", "Meta", "ServiceMeta", dict, {}),
+    ("address", "Address", "ServiceAddress", str, ""),
+    ("port", "Port", "ServicePort", int, 0),
+)
+_STR = frozenset({str})
+
+
 def entry_from_service(service: Any) -> Entry:
     """Read back a node-services object (``ID``, ``Service``, ``Tags``...) or a
     catalog-service one (the same fields prefixed: ``ServiceID``, ``ServiceName``...).
 
-    ValueError when the object is not of that shape: a wrong answer is not data.
+    ValueError when the object is not of that shape: a wrong answer is not data. It runs
+    for every instance of every snapshot, so the checks stay in C where they can (JSON
+    object keys are always strings; only the values need a look).
     """
     if not isinstance(service, dict):
         raise ValueError(f"a service instance must be a JSON object, not "
                          f"{type(service).__name__}")
-    p = "Service" if "ServiceName" in service else ""
-    fields: dict[str, tuple[str, type, Any]] = {
-        "id": (f"{p}ID", str, None),
-        "service": ("ServiceName" if p else "Service", str, None),
-        "tags": (f"{p}Tags", list, []),
-        "meta": (f"{p}Meta", dict, {}),
-        "address": (f"{p}Address", str, ""),
-        "port": (f"{p}Port", int, 0),
-    }
+    catalog = "ServiceName" in service
     values: dict[str, Any] = {}
-    for name, (key, kind, default) in fields.items():
+    for name, plain, prefixed, kind, default in _FIELDS:
+        key = prefixed if catalog else plain
         value = service.get(key)
         if value is None and default is not None:
             value = default
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f"{key} is {type(value).__name__}, expected {kind.__name__}")
         values[name] = value
-    if not all(isinstance(t, str) for t in values["tags"]) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in values["meta"].items()
-    ):
-        raise ValueError(f"{p}Tags must hold strings and {p}Meta string pairs")
-    return Entry(**{**values, "tags": tuple(values["tags"])})
+    if not {*map(type, values["tags"]), *map(type, values["meta"].values())} <= _STR:
+        prefix = "Service" if catalog else ""
+        raise ValueError(f"{prefix}Tags must hold strings and {prefix}Meta string pairs")
+    values["tags"] = tuple(values["tags"])
+    return Entry(**values)

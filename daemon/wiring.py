@@ -14,7 +14,7 @@ from daemon.cycle import RegistrySync, SyncOptions
 from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
 from daemon.registry.table import REGISTRY_KINDS
-from discovery.consul_client import ConsulEndpoint
+from discovery.consul.client import ConsulEndpoint
 from discovery.documents import read_bounded
 from discovery.kinds import BuildContext
 from discovery.sources.base import Source

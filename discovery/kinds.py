@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from config.errors import ConfigError
 from config.settings import ConsulSettings
-from discovery.consul_client import ConsulEndpoint
+from discovery.consul.client import ConsulEndpoint
 
 S = TypeVar("S", bound=BaseModel)
 T = TypeVar("T")

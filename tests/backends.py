@@ -1,10 +1,12 @@
 """One registry scenario, every registry: the fixture behind the CLI contract tests.
 
 ``backend`` is each registry kind as the CLI reaches it: SQLite on a temporary file, the
-Consul double, and a real Consul agent when one is available (see tests/consul_target.py),
-so the implementations cannot drift apart. A kind is one entry in ``OPENERS``: the
-``--registry`` argument and environment that select it; the test reads the registry back
-through the same kind table the daemon builds it from.
+Consul double, a real Consul agent when one is available (see tests/consul_target.py),
+and real Redis and PostgreSQL servers (tests/services.py; each test gets an emptied Redis
+database or a fresh PostgreSQL database), so the implementations cannot drift apart. A
+kind is one entry in ``OPENERS``: the ``--registry`` argument and environment that select
+it; the test reads the registry back through the same kind table the daemon builds it
+from.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import psycopg
 import pytest
+import redis
 
 from config import loading
 from daemon.query import Query
@@ -25,6 +29,7 @@ from daemon.settings_model import SETTINGS
 from daemon.wiring import build_registry
 from discovery.codec import Entry
 from tests.consul_target import TARGETS, ConsulTarget, open_target
+from tests.services import PostgresServer, RedisServer
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,29 @@ def _consul(target_kind: str) -> Opener:
     return opener
 
 
-OPENERS: dict[str, Opener] = {"sqlite": _sqlite, **{t: _consul(t) for t in TARGETS}}
+@contextmanager
+def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    url = f"redis://127.0.0.1:{server.port}/2"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    yield Backend("redis", f"redis:{url}")
+
+
+@contextmanager
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"t{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield Backend("postgres", f"postgres:{server.dsn.rsplit('/', 1)[0]}/{name}?sslmode=disable")
+
+
+OPENERS: dict[str, Opener] = {
+    "sqlite": _sqlite, "redis": _redis, "postgres": _postgres,
+    **{t: _consul(t) for t in TARGETS},
+}
 
 
 @pytest.fixture(params=list(OPENERS))

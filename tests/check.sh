@@ -5,12 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need: a Docker engine and a static busybox for its test image,
-# and systemd-analyze (works without a running systemd) for the unit's checks.
+# systemd-analyze (works without a running systemd) for the unit's checks, and Redis and
+# PostgreSQL servers (the fixtures start private instances; tests/services.py).
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -x /bin/kill ] || need+=(procps)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -q

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.consul_target", "tests.backends", "tests.docker_engine"]
+pytest_plugins = [
+    "tests.consul_target", "tests.services", "tests.backends", "tests.docker_engine"
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_LABEL = (
@@ -28,7 +30,8 @@ SEED_CRD_SPEC = {
     "flags": {"ast_support": True, "llm_support": True},
     "metadata": {"version": "1.0.0", "platform": "linux"},
 }
-ISOLATED_PREFIXES = ("CONSUL_", "CAPSYNC_", "DOCKER_", "KUBECONFIG", "NOTIFY_SOCKET", "WATCHDOG_")
+ISOLATED_PREFIXES = ("CONSUL_", "CAPSYNC_", "DOCKER_", "KUBECONFIG", "NOTIFY_SOCKET", "WATCHDOG_",
+                     "REDIS_URL", "PG")
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
-"""One registry contract, every registry kind, in process: the in-memory registry, SQLite
-and Consul (the double). A new kind joins by one entry in ``PLACES``: how to open it,
-how another writer plants an entry behind capsync's back, and an entry it refuses.
+"""One registry contract, every registry kind, in process: the in-memory registry, SQLite,
+Redis and PostgreSQL (real servers, tests/services.py) and Consul (the double). A new kind
+joins by one entry in ``PLACES``: how to open it, how another writer plants an entry
+behind capsync's back, and an entry it refuses.
 
 The cycle runs through ``Syncer`` with a scripted source, so every scenario is fast and
 says what a user would see in the registry.
@@ -11,13 +12,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import redis as redis_client
 
 from daemon.cycle import RegistrySync, Syncer, SyncOptions
 from daemon.plan import Changes, Update
@@ -25,13 +29,17 @@ from daemon.query import Query
 from daemon.registry.base import Registry
 from daemon.registry.consul import ConsulRegistry
 from daemon.registry.memory import MemoryCatalog, MemoryRegistry, _Node
+from daemon.registry.postgres import PostgresEndpoint, PostgresRegistry
+from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect
 from daemon.registry.sqlite import SqliteRegistry
 from daemon.registry.table import REGISTRY_KINDS
 from discovery import codec, full_entry, schema
-from discovery.consul_client import ConsulClient, ConsulEndpoint
-from discovery.consul_fields import service_fields
+from discovery.consul.client import ConsulClient, ConsulEndpoint
+from discovery.consul.fields import service_fields
 from tests.doubles.consul import ConsulDouble
+from tests.proxy import Proxy
 from tests.scripted_source import ScriptedSource
+from tests.services import PostgresServer, RedisServer
 
 OWNER = "host-1"
 
@@ -119,7 +127,51 @@ def consul_place() -> Iterator[Place]:
         yield Place(open_at, plant, refusable, lambda registry: double.stop())
 
 
-PLACES = ["memory_place", "sqlite_place", "consul_place"]
+def _store_place(open_registry: Callable[[str, str, str, str], Registry],
+                 target: int) -> Iterator[Place]:
+    """Redis or PostgreSQL, reached through a proxy so that an outage is the server
+    going away; another writer plants an entry by writing it as its own owner."""
+    proxy = Proxy(target)
+
+    def open_at(owner: str, service: str, writer: str) -> Registry:
+        return open_registry(owner, service, writer, f"127.0.0.1:{proxy.port}")
+
+    def plant(node: str, e: codec.Entry) -> None:
+        writer = open_at(e.owner, e.service, "planter")
+        try:
+            assert not writer.apply(Changes(create=(e,))).refused
+        finally:
+            writer.close()
+
+    yield Place(open_at, plant, _foreign_owner, lambda registry: proxy.close())
+    proxy.close()
+
+
+@pytest.fixture
+def redis_place(redis_server: RedisServer) -> Iterator[Place]:
+    client = redis_client.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/3")
+    client.flushdb()
+    client.close()
+    yield from _store_place(
+        lambda owner, service, writer, address: RedisRegistry(
+            connect(RedisEndpoint(f"redis://{address}/3")), service=service, owner=owner,
+            node=f"capsync-{owner}", writer=writer),
+        redis_server.port)
+
+
+@pytest.fixture
+def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
+    name = f"c{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield from _store_place(
+        lambda owner, service, writer, address: PostgresRegistry(
+            PostgresEndpoint(f"postgresql://postgres@{address}/{name}?sslmode=disable"),
+            service=service, owner=owner, node=f"capsync-{owner}", writer=writer),
+        postgres_server.port)
+
+
+PLACES = ["memory_place", "sqlite_place", "redis_place", "postgres_place", "consul_place"]
 
 
 def test_every_registry_kind_has_a_place() -> None:

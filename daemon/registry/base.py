@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -100,6 +100,18 @@ class Tally:
         self.interrupted += len(batch)
         self.errors.append(reason)
 
+    def batches(self, ops: list[Operation], size: int,
+                stop: threading.Event | None) -> Iterator[list[Operation]]:
+        """``ops`` ``size`` at a time, each one request; once ``stop`` is set, the
+        batches not begun are counted unsent."""
+        for start in range(0, len(ops), size):
+            chunk = ops[start : start + size]
+            if stop is not None and stop.is_set():
+                self.unsent += len(chunk)
+                continue
+            self.requests += 1
+            yield chunk
+
     def result(self) -> ApplyResult:
         return ApplyResult(self.requests, dict(self.written), tuple(self.refused),
                            self.unsent, self.interrupted, tuple(self.errors))
@@ -149,14 +161,8 @@ def apply_in_batches(
     ``stop`` is set the batches not begun are counted unsent; a batch that fails as a
     whole (RegistryError: rolled back) refuses its operations and the next batch is
     tried all the same. Counts come from what each write answered."""
-    ops = operations(changes)
     tally = Tally()
-    for start in range(0, len(ops), size):
-        chunk = ops[start : start + size]
-        if stop is not None and stop.is_set():
-            tally.unsent += len(chunk)
-            continue
-        tally.requests += 1
+    for chunk in tally.batches(operations(changes), size, stop):
         try:
             with batch():
                 results = [(op, write(op)) for op in chunk]

@@ -3,10 +3,10 @@ this package ending with its ``KIND``, plus one entry here."""
 
 from __future__ import annotations
 
-from daemon.registry import consul, memory, sqlite
+from daemon.registry import consul, memory, postgres, redis, sqlite
 from daemon.registry.base import Registry
 from discovery.kinds import KindTable
 
 REGISTRY_KINDS: KindTable[Registry] = KindTable(
-    "--registry", "backend", (consul.KIND, sqlite.KIND, memory.KIND)
+    "--registry", "backend", (consul.KIND, sqlite.KIND, redis.KIND, postgres.KIND, memory.KIND)
 )

@@ -11,6 +11,8 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
   daemon's interval at 300 s;
 - the push API (tests/bench/push.py): N workers registering over REST with 50 clients,
   register-to-visible latency at a steady trickle, RSS with N open WebSocket connections;
+- Redis and PostgreSQL (tests/bench/stores.py): capsync's cold, steady and 1% churn
+  cycles against the seed's naive loops, round trips counted on the wire.
 - the kubernetes source's steady cycle at 10,000 pods, before and after its cache
   (tests/bench/kubernetes.py).
 Each cycle runs in a fresh child process (tests/bench/child.py) that reports its own wall
@@ -34,7 +36,7 @@ from typing import Any
 
 import requests
 
-from tests.bench import kubernetes, push
+from tests.bench import kubernetes, push, stores
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -98,17 +100,18 @@ def churn(directory: Path, fraction: float) -> int:
 class Child:
     """An approach's process; each ``cycle()`` is one measured cycle in it."""
 
-    def __init__(self, approach: str, directory: Path | str, double: ConsulDouble) -> None:
+    def __init__(self, approach: str, directory: Path | str, address: str,
+                 double: ConsulDouble | None = None) -> None:
         self.double = double
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.bench.child", approach, str(directory),
-             double.address],
+            [sys.executable, "-m", "tests.bench.child", approach, str(directory), address],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
 
     def cycle(self) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.double.reset_counts()
+        if self.double is not None:
+            self.double.reset_counts()
         self.proc.stdin.write("cycle\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -123,17 +126,19 @@ class Child:
         self.proc.stdout.close()
 
 
-def measured(figures: dict[str, Any], double: ConsulDouble) -> dict[str, Any]:
-    by_method = {m: double.count(m) for m in ("GET", "PUT", "DELETE") if double.count(m)}
-    return {
+def measured(figures: dict[str, Any], double: ConsulDouble | None) -> dict[str, Any]:
+    out = {
         "wall_s": round(figures["wall_s"], 3),
         "cpu_s": round(figures["cpu_s"], 3),
-        "requests": sum(by_method.values()),
-        "writes": by_method.get("PUT", 0) + by_method.get("DELETE", 0),
-        "by_method": by_method,
         "peak_rss_mb": round(figures["peak_rss_mb"], 1),
         "outcome": figures["outcome"],
     }
+    if double is not None:
+        by_method = {m: double.count(m) for m in ("GET", "PUT", "DELETE") if double.count(m)}
+        out.update(requests=sum(by_method.values()),
+                   writes=by_method.get("PUT", 0) + by_method.get("DELETE", 0),
+                   by_method=by_method)
+    return out
 
 
 def event_latency(samples: int) -> dict[str, Any]:
@@ -175,6 +180,8 @@ def main() -> None:
                         help="workers for the push API figures; 0 skips them")
     parser.add_argument("--only-push", action="store_true",
                         help="only the push API figures")
+    parser.add_argument("--no-stores", action="store_true",
+                        help="skip the Redis and PostgreSQL runs")
     parser.add_argument("--pods", type=int, default=10_000,
                         help="pods for the Kubernetes steady-cycle figure; 0 skips it")
     args = parser.parse_args()
@@ -187,26 +194,30 @@ def main() -> None:
         fleet = Path(tmp)
         write_fleet(fleet, n)
         with ConsulDouble(max_txn_ops=64) as double:
-            daemon = Child("capsync", fleet, double)
+            daemon = Child("capsync", fleet, double.address, double)
             results["capsync"]["cold"] = daemon.cycle()
             results["capsync"]["steady"] = daemon.cycle()
             results["churned"] = churn(fleet, 0.01)
             results["capsync"]["churn"] = daemon.cycle()
             daemon.close()
-            once = Child("capsync", fleet, double)  # `capsync run --once`: nothing learnt
+            # `capsync run --once`: nothing learnt
+            once = Child("capsync", fleet, double.address, double)
             results["capsync"]["steady_fresh_process"] = once.cycle()
             once.close()
         with ConsulDouble(max_txn_ops=64) as double:
             seed_consul(double, n)
-            source = Child("capsync-consul", "legacy", double)
+            source = Child("capsync-consul", "legacy", double.address, double)
             results["consul_source"] = {"cold": source.cycle(), "steady": source.cycle()}
             source.close()
         write_fleet(fleet, n)
         with ConsulDouble(max_txn_ops=64) as double:
-            naive = Child("naive", fleet, double)
+            naive = Child("naive", fleet, double.address, double)
             results["naive"]["cold"] = naive.cycle()
             results["naive"]["steady"] = naive.cycle()
             naive.close()
+        if not args.no_stores:
+            results["stores"] = stores.run(fleet, Child, lambda: churn(fleet, 0.01),
+                                           lambda: write_fleet(fleet, n))
     results["ratios"] = {
         f"{phase}_{what}": round(results["capsync"][phase][what]
                                  / max(results["naive"][phase][what], 1e-9), 4)
@@ -271,6 +282,13 @@ def print_summary(results: dict[str, Any]) -> None:
           f"{results['consul_source']['steady']['cpu_s']:.3f}s")
     for name, value in results["ratios"].items():
         print(f"  ratio capsync/naive {name:16} {value}")
+    for store, figures in results.get("stores", {}).items():
+        for approach in ("capsync", "naive"):
+            for phase, s in figures[approach].items():
+                print(f"  {store:8} {approach:8} {phase:7} wall {s['wall_s']:7.3f}s  cpu "
+                      f"{s['cpu_s']:7.3f}s  round trips {s['round_trips']:6}  ({s['outcome']})")
+        for name, value in figures["ratios"].items():
+            print(f"  {store:8} ratio capsync/naive {name:18} {value}")
     if "event_latency_s" in results:
         e = results["event_latency_s"]
         print(f"  event latency: p50 {e['p50']}s  p95 {e['p95']}s over {e['samples']} containers")

@@ -1,5 +1,8 @@
 """Measured cycles in a child process: ``python -m tests.bench.child APPROACH DIR ADDR``.
 
+APPROACH is capsync or naive against Consul (ADDR host:port), or capsync-store or
+naive-store against Redis or PostgreSQL (ADDR a redis:// or postgresql:// URL).
+
 For each line ``cycle`` on stdin it runs one cycle and prints one JSON line: the wall and
 CPU seconds of that cycle alone (imports and start-up excluded) and the process's peak
 RSS so far. One process runs all of an approach's cycles, as the daemon does (capsync
@@ -14,7 +17,7 @@ import resource
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +32,30 @@ with warnings.catch_warnings():
 
 
 def capsync(directory: Path, address: str) -> Callable[[], str]:
-    """The daemon's cycle over a directory of files."""
-    return syncing(address, {"type": "file", "path": str(directory)})
+    """The daemon's cycle over a directory of files, into Consul."""
+    return syncing({"consul": {"address": address}}, files(directory))
 
 
 def capsync_consul(service: Path, address: str) -> Callable[[], str]:
     """The daemon's cycle over a non-file source: services others registered in Consul."""
-    return syncing(address, {"type": "consul", "services": [str(service)]})
+    return syncing({"consul": {"address": address}},
+                   {"type": "consul", "services": [str(service)]})
 
 
-def syncing(address: str, source: dict[str, Any]) -> Callable[[], str]:
+def capsync_store(directory: Path, url: str) -> Callable[[], str]:
+    backend = "redis" if url.startswith("redis") else "postgres"
+    return syncing({"registry": {"backend": backend, "url": url}}, files(directory))
+
+
+def files(directory: Path) -> dict[str, Any]:
+    return {"type": "file", "path": str(directory)}
+
+
+def syncing(settings_: dict[str, Any], source: dict[str, Any]) -> Callable[[], str]:
     """One Syncer (and registry connection) for every cycle, as in the daemon."""
+    registry = {"owner": "bench", "allow_mass_delete": True, **settings_.pop("registry", {})}
     settings = SETTINGS.model_validate({
-        "registry": {"owner": "bench", "allow_mass_delete": True},
-        "consul": {"address": address},
-        "sources": [source],
+        "registry": registry, **settings_, "sources": [source],
     })
     syncer = Syncer(build_sources(settings), build_registries(settings))
 
@@ -68,24 +80,83 @@ def naive_cycle(directory: Path, client: consul.Consul) -> str:
     """What a user would write from the seed's Consul example: register every worker on
     every cycle through the agent, tags = all tools, meta = metadata, no diff."""
     count = 0
-    for path in sorted(directory.glob("*.json")):
-        caps = json.loads(path.read_text())
-        tools = {
-            name
-            for key, tools_ in caps.items() if key.endswith("_tools")
-            for tool in tools_
-            for name in (tool["tool_name"], *tool.get("alternatives", []))
-        }
+    for caps, tools in declarations(directory):
         client.agent.service.register(
-            "worker", service_id=caps["id"], tags=sorted(tools), meta=caps.get("metadata"))
+            "worker", service_id=caps["id"], tags=sorted(set(tools)), meta=caps.get("metadata"))
         count += 1
     return f"registered {count}"
 
 
+def declarations(directory: Path) -> Iterator[tuple[dict[str, Any], list[str]]]:
+    """Each declaration file with its tools (names and alternatives), as the seed's
+    all_tools() gives them."""
+    for path in sorted(directory.glob("*.json")):
+        caps = json.loads(path.read_text())
+        tools = [name for key, tools_ in caps.items() if key.endswith("_tools")
+                 for tool in tools_ for name in (tool["tool_name"], *tool["alternatives"])]
+        yield caps, tools
+
+
+def naive_store(directory: Path, url: str) -> Callable[[], str]:
+    """The seed's store_capabilities (Redis) or save_capabilities (PostgreSQL), for
+    every worker on every cycle."""
+    if url.startswith("redis"):
+        import redis  # noqa: PLC0415
+
+        client = redis.Redis.from_url(url, protocol=2, driver_info=None)
+
+        def redis_cycle() -> str:
+            count = 0
+            for caps, tools in declarations(directory):
+                client.set(caps["id"], json.dumps(caps))
+                for tool in tools:
+                    client.sadd(f"tool:{tool}", caps["id"])
+                count += 1
+            return f"stored {count}"
+
+        return redis_cycle
+    import psycopg  # noqa: PLC0415
+    from psycopg.types.json import Jsonb  # noqa: PLC0415
+
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute(SEED_TABLE)
+    columns = [*TOOL_FIELDS, "flags", "metadata"]
+
+    def postgres_cycle() -> str:
+        count = 0
+        for caps, _ in declarations(directory):
+            conn.execute(SEED_UPSERT, [caps["id"], *(Jsonb(caps.get(c)) for c in columns)])
+            count += 1
+        return f"saved {count}"
+
+    return postgres_cycle
+
+
+TOOL_FIELDS = ("static_analysis_tools", "security_scanning_tools", "dynamic_analysis_tools",
+               "fuzzing_tools", "test_framework_tools")
+SEED_TABLE = """CREATE TABLE IF NOT EXISTS worker_capabilities (
+    id VARCHAR(255) PRIMARY KEY, static_analysis_tools JSONB, security_scanning_tools JSONB,
+    dynamic_analysis_tools JSONB, fuzzing_tools JSONB, test_framework_tools JSONB,
+    flags JSONB, metadata JSONB,
+    created_at TIMESTAMP DEFAULT NOW(), updated_at TIMESTAMP DEFAULT NOW())"""
+SEED_UPSERT = """INSERT INTO worker_capabilities (id, static_analysis_tools,
+    security_scanning_tools, dynamic_analysis_tools, fuzzing_tools, test_framework_tools,
+    flags, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (id) DO UPDATE SET static_analysis_tools = EXCLUDED.static_analysis_tools,
+    security_scanning_tools = EXCLUDED.security_scanning_tools,
+    dynamic_analysis_tools = EXCLUDED.dynamic_analysis_tools,
+    fuzzing_tools = EXCLUDED.fuzzing_tools, test_framework_tools = EXCLUDED.test_framework_tools,
+    flags = EXCLUDED.flags, metadata = EXCLUDED.metadata, updated_at = NOW()"""
+
+APPROACHES: dict[str, Callable[[Path, str], Callable[[], str]]] = {
+    "capsync": capsync, "capsync-consul": capsync_consul, "naive": naive,
+    "capsync-store": capsync_store, "naive-store": naive_store,
+}
+
+
 def main() -> None:
     approach, directory, address = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    approaches = {"capsync": capsync, "capsync-consul": capsync_consul, "naive": naive}
-    cycle = approaches[approach](directory, address)
+    cycle = APPROACHES[approach](directory, address)
     for command in sys.stdin:
         if command.strip() != "cycle":
             break

@@ -1,0 +1,482 @@
+"""The PostgreSQL registry, in the seed's table, so the seed's queries work unchanged.
+
+Table ``worker_capabilities`` (in ``schema``, default public) has the seed's columns
+(``id VARCHAR(255) PRIMARY KEY``, one JSONB list per category, ``flags``, ``metadata``,
+``created_at``, ``updated_at``) and GIN index ``idx_tools``, plus capsync's own columns,
+all named ``capsync_*``: owner, service, source, ref, digest, address, port, and tools
+(``all_tools()`` as text[]). Rows whose ``capsync_owner`` is not this owner (the seed's
+own rows have none) are never updated or deleted: the condition is in the statement
+itself, so a row taken over between snapshot and apply is refused, not clobbered.
+
+Every batch is one transaction sent in one round trip (pipeline mode): one multi-row
+upsert and one multi-row delete. ``created_at`` is set by the insert only; ``updated_at``
+moves only when the declaration columns change. The schema version is recorded in
+``capsync_schema``; migrations only add, never drop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
+
+from config.errors import ConfigError, DeclarationError, RegistryError
+from config.events import emit
+from config.settings import KindName
+from daemon.plan import Changes
+from daemon.query import Query
+from daemon.registry import store
+from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.store import Claim, StoreSettings, read_secret
+from discovery import seed_store
+from discovery.codec import Entry
+from discovery.kinds import BuildContext, Kind, field_arg
+from discovery.model import CATEGORIES
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
+EXTRA_HINT = "the postgres registry needs the 'postgres' extra: pip install 'capsync[postgres]'"
+_LOCK = 0x63617073  # advisory lock key ("caps"): one migrating daemon at a time
+_SEED = (*CATEGORIES.values(), "flags", "metadata")
+_OWN = ("owner", "service", "source", "ref", "digest", "address", "meta", "port", "tools")
+
+# Target version -> statements bringing the schema from the version before it. {s} is the
+# schema. Only IF NOT EXISTS / ADD ... IF NOT EXISTS: an upgrade never drops data, running
+# a step twice is harmless, and the seed's own table, when it is already there, is adopted
+# as it is.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS {s}.worker_capabilities (
+            id VARCHAR(255) PRIMARY KEY,
+            static_analysis_tools JSONB, security_scanning_tools JSONB,
+            dynamic_analysis_tools JSONB, fuzzing_tools JSONB, test_framework_tools JSONB,
+            flags JSONB, metadata JSONB,
+            created_at TIMESTAMP DEFAULT NOW(), updated_at TIMESTAMP DEFAULT NOW())""",
+        """CREATE INDEX IF NOT EXISTS idx_tools ON {s}.worker_capabilities
+            USING GIN ((static_analysis_tools || security_scanning_tools))""",
+        """ALTER TABLE {s}.worker_capabilities
+            ADD COLUMN IF NOT EXISTS capsync_owner TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_service TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_source TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_ref TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_digest TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_address TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_meta TEXT,
+            ADD COLUMN IF NOT EXISTS capsync_port INTEGER,
+            ADD COLUMN IF NOT EXISTS capsync_tools TEXT[]""",
+        """CREATE INDEX IF NOT EXISTS worker_capabilities_capsync_owner
+            ON {s}.worker_capabilities (capsync_owner)""",
+        """CREATE INDEX IF NOT EXISTS worker_capabilities_capsync_tools
+            ON {s}.worker_capabilities USING GIN (capsync_tools)""",
+        *(
+            f"""CREATE INDEX IF NOT EXISTS worker_capabilities_{column}
+            ON {{s}}.worker_capabilities USING GIN ({column} jsonb_path_ops)"""
+            for column in _SEED
+        ),
+    ),
+    # Issue 10: ids compare case-insensitively (an index to find an id in any case) and
+    # one writer per owner and service (the node meta the Consul registry keeps).
+    2: (
+        """CREATE INDEX IF NOT EXISTS worker_capabilities_lower_id
+            ON {s}.worker_capabilities (lower(id))""",
+        """CREATE TABLE IF NOT EXISTS {s}.capsync_nodes (
+            owner TEXT PRIMARY KEY, meta JSONB NOT NULL)""",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+# Statements are assembled from the constant column names above; values always travel as
+# parameters and the schema as a quoted identifier ({s}).
+_COLUMNS = ", ".join((*_SEED, *(f"capsync_{name}" for name in _OWN)))
+# The JSONB columns are read as text: an unchanged row is recognised by its text and not
+# parsed again (seed_store.Decoder).
+_READ = ", ".join((*(f"{c}::text" for c in _SEED), *(f"capsync_{name}" for name in _OWN)))
+_SELECT = f"SELECT id, {_READ} FROM {{s}}.worker_capabilities"  # noqa: S608
+_OWNER_AT = 1 + len(_SEED)  # capsync_owner's place in a _SELECT row
+_RECORD = ", ".join(
+    (
+        "id text",
+        *(f"{column} jsonb" for column in _SEED),
+        *(f"{name} text" for name in _OWN[:-2]),
+        "port integer",
+        "tools text[]",
+    )
+)
+_UPSERT = (
+    f"INSERT INTO {{s}}.worker_capabilities AS w (id, {_COLUMNS}) "  # noqa: S608
+    f"SELECT id, {', '.join((*_SEED, *_OWN))} "
+    f"FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({_RECORD}) "
+    "WHERE {held} AND NOT EXISTS (SELECT 1 FROM {s}.worker_capabilities AS x "
+    "WHERE lower(x.id) = lower(r.id) AND x.id <> r.id) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", "))
+    + f", updated_at = CASE WHEN ({', '.join(f'w.{c}' for c in _SEED)}) IS DISTINCT FROM "
+    f"({', '.join(f'EXCLUDED.{c}' for c in _SEED)}) THEN NOW() ELSE w.updated_at END "
+    "WHERE w.capsync_owner = EXCLUDED.capsync_owner "
+    "AND lower(w.capsync_service) = lower(EXCLUDED.capsync_service) "
+    f"RETURNING w.id, {', '.join(f'w.{c}::text' for c in _SEED)}"
+)
+# Rows of this owner and service are ours; and only while this capsync holds the claim.
+_OURS = "capsync_owner = %(owner)s AND lower(capsync_service) = %(service)s"
+_HELD = ("EXISTS (SELECT 1 FROM {s}.capsync_nodes WHERE owner = %(owner)s "
+         "AND meta ->> %(field)s::text = %(writer)s::text)")
+# A case-only rename moves our row to the new id before the upsert: one update, in the
+# batch's transaction, created_at kept.
+_RENAME = (
+    "UPDATE {s}.worker_capabilities AS w SET id = r.id "  # noqa: S608
+    "FROM unnest(%(ids)s::text[]) AS r(id) "
+    f"WHERE lower(w.id) = lower(r.id) AND w.id <> r.id AND {_OURS} AND {{held}}"
+)
+_DELETE = (
+    "DELETE FROM {s}.worker_capabilities WHERE lower(id) = ANY(%(gone)s) "  # noqa: S608
+    f"AND {_OURS} AND {{held}} RETURNING id"
+)
+# The claim: this writer's name under capsync-writer-<service>, unless the meta changed
+# since it was read (another writer got there first).
+_CLAIM = (
+    "INSERT INTO {s}.capsync_nodes AS n (owner, meta) VALUES (%(owner)s, %(meta)s) "
+    "ON CONFLICT (owner) DO UPDATE SET meta = n.meta || EXCLUDED.meta "
+    "WHERE COALESCE(n.meta ->> %(field)s::text, '') = %(seen)s::text"
+)
+_NODE = "SELECT meta FROM {s}.capsync_nodes WHERE owner = %s"
+
+
+@dataclass(frozen=True)
+class PostgresEndpoint:
+    """A postgresql:// DSN or key=value string; libpq fills in the rest from PGHOST,
+    PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE, PGSSLMODE..."""
+
+    dsn: str = ""
+    password_file: Path | None = None
+    sslmode: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    timeout: float = 10.0
+
+    def options(self, conninfo_to_dict: Any) -> dict[str, Any]:
+        # The statement time-out goes first so that the DSN's (or PGOPTIONS') own server
+        # options, kept after it, win: default_transaction_read_only and the like.
+        given = conninfo_to_dict(self.dsn).get("options") or os.environ.get("PGOPTIONS", "")
+        options: dict[str, Any] = {
+            "connect_timeout": max(2, round(self.timeout)),
+            "options": f"-c statement_timeout={round(self.timeout * 1000)} {given}".strip(),
+            "application_name": "capsync",
+        }
+        if self.password_file is not None:
+            options["password"] = read_secret(self.password_file, "registry.password_file")
+        tls = {"sslmode": self.sslmode, "sslrootcert": self.ca_file,
+               "sslcert": self.cert_file, "sslkey": self.key_file}
+        options.update({key: str(value) for key, value in tls.items() if value is not None})
+        return options
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError(EXTRA_HINT) from exc
+    return psycopg
+
+
+class PostgresRegistry:
+    """One connection, opened (and the schema migrated) on first use and again after it
+    breaks, so a server that is down fails a cycle, never the daemon's start."""
+
+    def __init__(
+        self,
+        endpoint: PostgresEndpoint,
+        *,
+        service: str,
+        owner: str,
+        node: str,
+        schema: str = "public",
+        batch_size: int = 500,
+        clock: Callable[[], float] = time.time,
+        writer: str = "",
+        takeover: bool = False,
+    ) -> None:
+        self._psycopg = _psycopg()
+        self._dsn = endpoint.dsn
+        try:
+            self._options = endpoint.options(self._psycopg.conninfo.conninfo_to_dict)
+        except self._psycopg.Error as exc:
+            raise ConfigError(f"registry.url: not a libpq connection string: {exc}") from None
+        self._service = service
+        self._owner = owner
+        self._node = node
+        self._schema = schema
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._decoder = seed_store.Decoder()
+        self._clock = clock
+        self._claim = Claim("postgres", node=node, owner=owner, service=service,
+                            writer=writer, takeover=takeover)
+
+    def snapshot(self) -> Snapshot:
+        # One round trip: every row (though only ours are decoded: the others, another
+        # writer's or the seed's own, hold ids that are never ours to write) and the
+        # owner's node meta (the writer claim).
+        with self._using("snapshot") as conn:
+            with conn.pipeline():
+                selected = conn.execute(self._sql(_SELECT))
+                node = conn.execute(self._sql(_NODE), (self._owner,))
+            rows = selected.fetchall()
+            self._claim.update(_meta(node.fetchone()))
+        return store.snapshot(((row[0], self._decode(row) if self._ours(row) else None)
+                               for row in rows), self._claim, self._decoder)
+
+    def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        return store.apply_batches(changes, claim=self._claim, read=self.snapshot,
+                                   size=self._batch_size, stop=stop, send=self._send)
+
+    def _ours(self, row: tuple[Any, ...]) -> bool:
+        """This owner's row of this service, by its columns (before decoding it)."""
+        owner, service = row[_OWNER_AT], row[_OWNER_AT + 1] or ""
+        return bool(owner == self._owner and service.lower() == self._service.lower())
+
+    def _send(self, batch: list[Operation]) -> list[Refused]:
+        try:
+            with self._using("apply") as conn:
+                return self._batch(conn, batch)
+        except RegistryError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, self._psycopg.Error):
+                raise  # the writer claim
+            # The server's error answer (it has an SQLSTATE: read-only, time-out, a failed
+            # statement) rolled the transaction back; a lost connection has no verdict.
+            failed = store.Rejected if cause.sqlstate else store.Interrupted
+            raise failed(str(exc)) from exc
+
+    def entries(self, query: Query | None = None) -> list[Listed]:
+        query = query or Query()
+        where = ["lower(capsync_service) = lower(%s)", "capsync_owner IS NOT NULL"]
+        params: list[Any] = [self._service]
+        if query.has:
+            where.append("capsync_tools @> %s::text[]")
+            params.append(list(query.has))
+        column = CATEGORIES.get(query.category or "")
+        if query.tools and column:
+            # Containment on the category's GIN index, by name or by alternative.
+            where.append(f"({column} @> ANY(%s::jsonb[]))")
+            params.append([self._json(pattern) for tool in query.tools
+                           for pattern in ([{"tool_name": tool}], [{"alternatives": [tool]}])])
+        elif query.tools:
+            where.append("capsync_tools && %s::text[]")
+            params.append(list(query.tools))
+        for flag in query.flags:
+            where.append("flags @> %s::jsonb")
+            params.append(self._json({flag: True}))
+        for key, value in query.meta:
+            where.append("metadata @> %s::jsonb")
+            params.append(self._json({key: value}))
+        text = _SELECT + " WHERE " + " AND ".join(where) + " ORDER BY id"
+        with self._using("entries") as conn:
+            rows = conn.execute(self._sql(text), params).fetchall()
+        return [Listed(node=self._node if found.owner == self._owner
+                       else f"capsync-{found.owner}", entry=found)
+                for row in rows if (found := self._decode(row)) is not None]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _batch(self, conn: psycopg.Connection[Any], batch: list[Operation]) -> list[Refused]:
+        """One transaction, one round trip: the claim, the renames, the upsert and the
+        delete pipelined, every write conditioned on the claim being held."""
+        now = int(self._clock())
+        stored = {op.entry.id: seed_store.stored(op.entry, now)
+                  for op in batch if op.kind != "delete"}
+        gone = [op.entry.id.lower() for op in batch if op.kind == "delete"]
+        meta = self._claim.wanted()
+        params = {**self._claim.params(), "meta": self._json(meta), "ids": list(stored),
+                  "rows": self._json(_rows(stored)), "gone": gone}
+        with self._sent_as_one(conn):
+            conn.execute("BEGIN")
+            if meta is not None:
+                conn.execute(self._sql(_CLAIM), params)
+            node = conn.execute(self._sql(_NODE), (self._owner,))
+            if stored:
+                conn.execute(self._sql(_RENAME), params)
+            upserted = conn.execute(self._sql(_UPSERT), params) if stored else None
+            deleted = conn.execute(self._sql(_DELETE), params) if gone else None
+            conn.execute("COMMIT")
+        self._claim.update(_meta(node.fetchone()))
+        if not self._claim.held:  # another writer took the node: nothing was written
+            raise self._claim.lost(self._claim.meta)
+        entries = {op.entry.id: op.entry for op in batch}
+        landed: set[str] = set()
+        for worker_id, *texts in upserted.fetchall() if upserted else ():
+            landed.add(worker_id.lower())
+            self._decoder.written(entries[worker_id], tuple(texts), stored[worker_id])
+        landed |= {row[0].lower() for row in deleted.fetchall()} if deleted else set()
+        missed = [worker_id.lower() for worker_id in entries if worker_id.lower() not in landed]
+        return self._refusals(conn, missed)
+
+    def _refusals(self, conn: psycopg.Connection[Any], missed: list[str]) -> list[Refused]:
+        """Why writes did not land: the row (its id in any case) is another writer's (a
+        delete of a row that is already gone has nothing to do)."""
+        if not missed:
+            return []
+        rows = conn.execute(
+            self._sql("SELECT id, capsync_owner, capsync_service FROM {s}.worker_capabilities "
+                      "WHERE lower(id) = ANY(%s)"),
+            (missed,),
+        ).fetchall()
+        return [
+            Refused(worker_id, f"row {worker_id!r} belongs to another writer (capsync_owner "
+                               f"{holder!r}, capsync_service {service!r}); left as it is")
+            for worker_id, holder, service in rows
+        ]
+
+    def _decode(self, row: tuple[Any, ...]) -> Entry | None:
+        """A row as an entry; one that does not decode is reported and left alone."""
+        worker_id, *values = row
+        texts = tuple(values[: len(_SEED)])
+        own = dict(zip(_OWN, values[len(_SEED) :], strict=True))
+
+        def load() -> dict[str, Any]:
+            return {"id": worker_id, **{column: json.loads(text)
+                                        for column, text in zip(_SEED, texts, strict=True)
+                                        if text is not None}}
+
+        try:
+            origin = seed_store.Origin(**{name: own[name] or "" for name in _OWN[:-2]},
+                                      port=own["port"] or 0)
+            tags = tuple(own["tools"] or ())
+            return self._decoder.entry(worker_id, texts, origin, tags, load,
+                                       where=f"worker_capabilities row {worker_id!r}",
+                                       now=int(self._clock()))
+        except (ValueError, DeclarationError) as exc:
+            emit(logging.WARNING, "bad_registry_entry", registry="postgres", id=worker_id,
+                 problem=str(exc))
+            return None
+
+    def _json(self, value: Any) -> Any:
+        return self._psycopg.types.json.Jsonb(value)
+
+    def _sql(self, text: str) -> sql.Composed:
+        text = text.replace("{held}", _HELD)
+        return self._psycopg.sql.SQL(text).format(s=self._psycopg.sql.Identifier(self._schema))  # type: ignore[no-any-return]
+
+    @contextmanager
+    def _using(self, operation: str) -> Iterator[psycopg.Connection[Any]]:
+        """Serialise use of the connection; reopen it when it broke; name the failure."""
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = self._open()
+                yield self._conn
+            except self._psycopg.Error as exc:
+                detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                raise RegistryError(f"postgres registry: {operation} failed: {detail}") from exc
+
+    def _open(self) -> psycopg.Connection[Any]:
+        conn = self._psycopg.connect(self._dsn, autocommit=True, **self._options)
+        try:
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn  # type: ignore[no-any-return]
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        """Bring the schema up to SCHEMA_VERSION: one transaction, one round trip. Every
+        step is idempotent and the version row is added once, so two daemons migrating at
+        the same time (serialised by an advisory lock) cannot conflict."""
+        version = self._version(conn)
+        if version == SCHEMA_VERSION:
+            return  # nothing to write: a read-only replica can still be read
+        if version > SCHEMA_VERSION:
+            raise RegistryError(
+                f"postgres registry: schema {self._schema!r} is at version {version}, newer "
+                f"than this capsync understands ({SCHEMA_VERSION}); upgrade capsync")
+        with self._sent_as_one(conn):
+            conn.execute("BEGIN")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            conn.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
+            conn.execute(self._sql(
+                "CREATE TABLE IF NOT EXISTS {s}.capsync_schema (version INTEGER NOT NULL, "
+                "migrated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"))
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    conn.execute(self._sql(statement))
+                conn.execute(self._sql(
+                    "INSERT INTO {s}.capsync_schema (version) SELECT %s WHERE NOT EXISTS "
+                    "(SELECT 1 FROM {s}.capsync_schema WHERE version >= %s)"), (target, target))
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _sent_as_one(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        """Pipeline the statements (one round trip). BEGIN and COMMIT are sent as
+        statements, the connection being in autocommit mode: psycopg's own transaction
+        block would wait for an answer at each end. On any failure the transaction is
+        rolled back, so nothing of it is ever visible."""
+        try:
+            with conn.pipeline():
+                yield
+        except BaseException:
+            if not conn.broken and not conn.closed:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        """The recorded version, 0 before the first migration; one round trip."""
+        try:
+            row = conn.execute(self._sql("SELECT MAX(version) FROM {s}.capsync_schema"))
+            return int((row.fetchone() or (0,))[0] or 0)
+        except (self._psycopg.errors.UndefinedTable, self._psycopg.errors.InvalidSchemaName):
+            return 0
+
+
+def _meta(row: tuple[Any, ...] | None) -> dict[str, str] | None:
+    """capsync_nodes' meta, as read (None: no row)."""
+    return None if row is None else dict(row[0])
+
+
+def _rows(stored: dict[str, seed_store.Stored]) -> list[dict[str, Any]]:
+    """The upsert's records: the seed's columns, then capsync's."""
+    return [
+        {"id": worker_id, **{column: item.declaration[column] for column in _SEED},
+         **{name: getattr(item.origin, name) for name in _OWN[:-1]}, "tools": list(item.tags)}
+        for worker_id, item in stored.items()
+    ]
+
+
+class PostgresRegistrySettings(StoreSettings):
+    """PostgreSQL in the seed's table; ``url`` a libpq connection string, else PG*."""
+
+    backend: Literal["postgres"]
+    name: KindName = "postgres"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca",
+                     "verify-full"] | None = None
+    schema_name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "public"
+
+
+def build(settings: PostgresRegistrySettings, ctx: BuildContext) -> PostgresRegistry:
+    endpoint = PostgresEndpoint(
+        dsn=settings.url or "", password_file=settings.password_file,
+        sslmode=settings.sslmode, ca_file=settings.ca_file, cert_file=settings.cert_file,
+        key_file=settings.key_file, timeout=settings.timeout,
+    )
+    return PostgresRegistry(endpoint, service=settings.service, owner=settings.owner,
+                            node=settings.node_name, schema=settings.schema_name,
+                            writer=settings.writer, takeover=ctx.takeover)
+
+
+KIND = Kind("postgres", PostgresRegistrySettings, "[DSN]", field_arg("url", required=False),
+            build)

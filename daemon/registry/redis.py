@@ -1,0 +1,375 @@
+"""The Redis registry, in the seed's layout, so the seed's readers work unchanged.
+
+Keys, with ``P`` the configured prefix (default empty, which is the seed's own layout)::
+
+    P<id>                       string: the declaration JSON (seed snake_case)
+    Ptool:<name>                set: ids of the workers whose all_tools() has <name>
+                                (expired tools included, as the seed library indexes)
+    Pcapsync:entry:<id lower>   hash: id (as written, its case) owner service source ref
+                                digest address port meta tags (the entry's, as written)
+                                sets (its tool sets)
+    Pcapsync:owner:<owner>      set: the ids this owner wrote (any service)
+    Pcapsync:entries            set: every id capsync wrote, any owner
+    Pcapsync:node:<owner>       hash: the owner's node meta, as Consul's node carries it:
+                                capsync-owner, capsync-writer-<service> = the writer
+
+Ids and tool names never contain ``:``, so a worker key can never be a ``tool:`` set or a
+``capsync:`` key. Ids compare case-insensitively (the ``capsync:entry`` hash is keyed by
+the lower-cased id): a case-only rename replaces the key in the same script. A key
+capsync did not write (no ``capsync:entry`` hash, or one of another owner or service) is
+never written or deleted: the entry is refused and reported. The writer claim
+(daemon/registry/writer.py) is checked and recorded by each batch's script.
+
+Every batch is one Lua script (one round trip, atomic): a reader never sees an entry
+without its tool sets or a set member without its entry. Redis does not roll back a
+script that fails half-way, so the script checks every key of the batch before its first
+write. Reads are one read-only script each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from config.errors import ConfigError, DeclarationError, RegistryError
+from config.events import emit
+from config.settings import KindName
+from daemon.plan import Changes
+from daemon.query import Query
+from daemon.registry import store
+from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.store import Claim, StoreSettings, read_secret
+from discovery import seed_store
+from discovery.codec import Entry
+from discovery.kinds import BuildContext, Kind, field_arg
+
+if TYPE_CHECKING:
+    import redis
+
+EXTRA_HINT = "the redis registry needs the 'redis' extra: pip install 'capsync[redis]'"
+_ORIGIN_FIELDS = ("owner", "service", "source", "ref", "digest", "address", "meta", "port")
+
+_APPLY = """#!lua
+local b = cjson.decode(ARGV[1])
+local p, owner, service = b.prefix, b.owner, b.service
+local node = p .. 'capsync:node:' .. owner
+local holder = redis.call('HGET', node, b.field) or ''
+if holder ~= b.writer then
+  if holder ~= b.seen or #b.claim == 0 then
+    return cjson.encode({held = redis.call('HGETALL', node)})
+  end
+  redis.call('HSET', node, unpack(b.claim))
+end
+local function book(id) return p .. 'capsync:entry:' .. string.lower(id) end
+local function problem(op)
+  local bk = book(op.id)
+  local holder = redis.call('HGET', bk, 'owner')
+  local id = redis.call('HGET', bk, 'id') or op.id
+  local kind = redis.call('TYPE', p .. id).ok
+  if holder == false then
+    if kind ~= 'none' then
+      return 'key ' .. p .. op.id .. ' (' .. kind .. ') was not written by capsync; left as it is'
+    end
+  else
+    local svc = redis.call('HGET', bk, 'service') or ''
+    if holder ~= owner or string.lower(svc) ~= service then
+      return id .. ' belongs to another writer (capsync-owner ' .. holder .. ', service ' ..
+        svc .. '); left as it is'
+    elseif kind ~= 'string' and kind ~= 'none' then
+      return 'key ' .. p .. id .. ' now holds a ' .. kind .. '; left as it is'
+    end
+  end
+  for _, tool in ipairs(op.sets or {}) do
+    local t = redis.call('TYPE', p .. 'tool:' .. tool).ok
+    if t ~= 'none' and t ~= 'set' then
+      return 'key ' .. p .. 'tool:' .. tool .. ' is a ' .. t .. ', not a set; left as it is'
+    end
+  end
+  return nil
+end
+local refused, good = {}, {}
+for _, op in ipairs(b.ops) do
+  local reason = problem(op)
+  if reason then refused[#refused + 1] = {op.id, reason} else good[#good + 1] = op end
+end
+for _, op in ipairs(good) do
+  local bk = book(op.id)
+  local id = redis.call('HGET', bk, 'id') or op.id  -- the key as written (its case)
+  local old = redis.call('HGET', bk, 'sets')
+  if old then
+    for _, tool in ipairs(cjson.decode(old)) do redis.call('SREM', p .. 'tool:' .. tool, id) end
+  end
+  if op.value then
+    if id ~= op.id then  -- a case-only rename: the old key goes in the same script
+      redis.call('DEL', p .. id)
+      redis.call('SREM', p .. 'capsync:owner:' .. owner, id)
+      redis.call('SREM', p .. 'capsync:entries', id)
+    end
+    redis.call('SET', p .. op.id, op.value)
+    for _, tool in ipairs(op.sets) do redis.call('SADD', p .. 'tool:' .. tool, op.id) end
+    local fields = {}
+    for name, value in pairs(op.origin) do
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
+    redis.call('HSET', bk, unpack(fields))
+    redis.call('SADD', p .. 'capsync:owner:' .. owner, op.id)
+    redis.call('SADD', p .. 'capsync:entries', op.id)
+  elseif old then
+    redis.call('DEL', p .. id, bk)
+    redis.call('SREM', p .. 'capsync:owner:' .. owner, id)
+    redis.call('SREM', p .. 'capsync:entries', id)
+  end
+end
+return cjson.encode({refused = refused})
+"""
+
+# Reads: ARGV[1] the prefix, ARGV[2] {"all": sets to intersect, "any": sets of which an
+# id must be in one, "minus": [set, sets...] for SDIFF, "node": a capsync:node hash or
+# ""}. Answers {rows, SDIFF ids, the node hash (flat)}, a row being {id, its
+# capsync:entry hash (flat, keyed by the lower-cased id), value or false}.
+_READ = """#!lua flags=no-writes
+local p, q = ARGV[1], cjson.decode(ARGV[2])
+local rows = {}
+for _, id in ipairs(redis.call('SINTER', unpack(q.all))) do
+  local keep = #q.any == 0
+  for _, set in ipairs(q.any) do
+    if not keep and redis.call('SISMEMBER', set, id) == 1 then keep = true end
+  end
+  if keep then
+    local value = redis.pcall('GET', p .. id)
+    if type(value) == 'table' then value = false end
+    local book = p .. 'capsync:entry:' .. string.lower(id)
+    rows[#rows + 1] = {id, redis.call('HGETALL', book), value}
+  end
+end
+local others = {}
+if #q.minus > 0 then others = redis.call('SDIFF', unpack(q.minus)) end
+local node = {}
+if q.node ~= '' then node = redis.call('HGETALL', q.node) end
+return {rows, others, node}
+"""
+
+
+@dataclass(frozen=True)
+class RedisEndpoint:
+    """Where the server is; ``url`` is redis:// or rediss:// (TLS)."""
+
+    url: str
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ssl_verify: bool = True
+    timeout: float = 10.0
+
+
+def connect(endpoint: RedisEndpoint) -> redis.Redis:
+    try:
+        import redis  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError(EXTRA_HINT) from exc
+    options: dict[str, Any] = {
+        "socket_timeout": endpoint.timeout,
+        "socket_connect_timeout": endpoint.timeout,
+        "decode_responses": True,
+        # No CLIENT SETINFO on connect: a round trip per connection for nothing we use.
+        "driver_info": None,
+        "protocol": 2,  # RESP2: no HELLO round trip on connect
+    }
+    if endpoint.password_file is not None:
+        if urlsplit(endpoint.url).password:
+            # redis-py lets the URL's password win over the file's: say so, never guess.
+            raise ConfigError("redis registry: the url carries a password and "
+                                "registry.password_file is set; keep one of them")
+        options["password"] = read_secret(endpoint.password_file, "registry.password_file")
+    if endpoint.url.startswith("rediss://"):
+        options.update(
+            ssl_ca_certs=str(endpoint.ca_file) if endpoint.ca_file else None,
+            ssl_certfile=str(endpoint.cert_file) if endpoint.cert_file else None,
+            ssl_keyfile=str(endpoint.key_file) if endpoint.key_file else None,
+            ssl_cert_reqs="required" if endpoint.ssl_verify else "none",
+        )
+    try:
+        return redis.Redis.from_url(endpoint.url, **options)
+    except ValueError as exc:
+        raise ConfigError(f"registry.url: {exc}") from None
+
+
+class RedisRegistry:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        service: str,
+        owner: str,
+        node: str,
+        prefix: str = "",
+        batch_size: int = 500,
+        clock: Callable[[], float] = time.time,
+        writer: str = "",
+        takeover: bool = False,
+    ) -> None:
+        self._client = client
+        self._service = service
+        self._owner = owner
+        self._prefix = prefix
+        self._batch_size = batch_size
+        self._node = node
+        self._claim = Claim("redis", node=node, owner=owner, service=service, writer=writer,
+                            takeover=takeover)
+        self._decoder = seed_store.Decoder()
+        self._clock = clock
+
+    def snapshot(self) -> Snapshot:
+        mine = f"{self._prefix}capsync:owner:{self._owner}"
+        # Ids other owners wrote (one key per id: never ours to write), this owner's of
+        # another service, and ours that no longer decode (someone else wrote over them):
+        # reported as conflicts, left alone.
+        rows, others = self._read([mine], [], minus=[f"{self._prefix}capsync:entries", mine],
+                                  node=True)
+        return store.snapshot(rows, self._claim, self._decoder, others)
+
+    def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        return store.apply_batches(changes, claim=self._claim, read=self.snapshot,
+                                   size=self._batch_size, stop=stop, send=self._send)
+
+    def _send(self, batch: list[Operation]) -> list[Refused]:
+        """One batch, one script: the writer claim, then every key checked, then written."""
+        now = int(self._clock())
+        stored = {op.entry.id: seed_store.stored(op.entry, now)
+                  for op in batch if op.kind != "delete"}
+        ops: list[dict[str, Any]] = [_set_op(stored[op.entry.id]) if op.kind != "delete"
+               else {"id": op.entry.id, "sets": []} for op in batch]
+        meta = self._claim.wanted()
+        body = json.dumps({
+            "prefix": self._prefix, **self._claim.params(),
+            "claim": [item for pair in (meta or {}).items() for item in pair], "ops": ops,
+        })
+        try:
+            answer = json.loads(self._call("apply", _APPLY, body))
+        except RegistryError as exc:
+            import redis  # noqa: PLC0415
+
+            # An error answer (READONLY...): the script did not run, nothing was written.
+            # Anything else (connection lost, time-out): no verdict.
+            failed = (store.Rejected if isinstance(exc.__cause__, redis.ResponseError)
+                      else store.Interrupted)
+            raise failed(str(exc)) from exc
+        if "held" in answer:  # another writer took the node since it was read
+            raise self._claim.lost(_hash(answer["held"]))
+        if meta is not None:
+            self._claim.update(meta)
+        rejected = [Refused(worker_id, why) for worker_id, why in answer["refused"] or []]
+        skipped = {item.id for item in rejected}
+        entries = {op.entry.id: op.entry for op in batch}
+        for op in ops:
+            if "value" in op and op["id"] not in skipped:
+                self._decoder.written(entries[op["id"]], (op["value"],), stored[op["id"]])
+        return rejected
+
+    def entries(self, query: Query | None = None) -> list[Listed]:
+        query = query or Query()
+        tool = f"{self._prefix}tool:"
+        every = [f"{self._prefix}capsync:entries", *(tool + name for name in query.has)]
+        listed = [
+            Listed(node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
+                   entry=found)
+            for _, found in self._read(every, [tool + name for name in query.tools])[0]
+            if found is not None and found.service.lower() == self._service.lower()
+        ]
+        return sorted(listed, key=lambda item: item.entry.id)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _read(
+        self, every: list[str], some: list[str], minus: tuple[str, ...] | list[str] = (),
+        *, node: bool = False,
+    ) -> tuple[list[tuple[str, Entry | None]], list[str]]:
+        """Decode the ids in every set of ``every`` and in one of ``some`` (an entry that
+        cannot be decoded is reported and comes back as None), and SDIFF ``minus``; with
+        ``node``, read the owner's node hash (the writer claim) in the same script."""
+        hash_key = f"{self._prefix}capsync:node:{self._owner}" if node else ""
+        selection = json.dumps({"all": every, "any": some, "minus": list(minus),
+                                "node": hash_key})
+        rows, others, meta = self._call("read", _READ, self._prefix, selection)
+        if node:
+            self._claim.update(_hash(meta))
+        out: list[tuple[str, Entry | None]] = []
+        for worker_id, flat, value in rows:
+            origin = _hash(flat)
+            out.append((worker_id, self._decode(worker_id, origin, value)))
+        return out, others
+
+    def _decode(self, worker_id: str, origin: dict[str, str], value: str | None) -> Entry | None:
+        key = f"{self._prefix}{worker_id}"
+        try:
+            if not value or {*_ORIGIN_FIELDS, "tags"} - origin.keys():
+                raise ValueError("missing, or not capsync's (no complete capsync:entry hash)")
+            found = seed_store.Origin(
+                **{name: origin[name] for name in _ORIGIN_FIELDS[:-1]}, port=int(origin["port"])
+            )
+            tags = tuple(json.loads(origin["tags"]))
+            return self._decoder.entry(worker_id, (value,), found, tags, lambda: json.loads(value),
+                                       where=f"redis key {key}", now=int(self._clock()))
+        except (ValueError, DeclarationError) as exc:
+            emit(logging.WARNING, "bad_registry_entry", registry="redis", key=key,
+                 problem=str(exc))
+            return None
+
+    def _call(self, operation: str, script: str, *args: str) -> Any:
+        import redis  # noqa: PLC0415
+
+        try:
+            return self._client.eval(script, 0, *args)
+        except redis.RedisError as exc:
+            raise RegistryError(f"redis registry: {operation} failed: {exc}") from exc
+
+
+def _hash(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _set_op(stored: seed_store.Stored) -> dict[str, Any]:
+    """One write, as the apply script reads it: the tool sets are the seed's all_tools()
+    (expired tools included, as the library indexes them); the hash keeps the entry's
+    own tags, to give the entry back as written, and the sets, to leave them later."""
+    sets = list(stored.all_tools)
+    origin = {name: str(getattr(stored.origin, name)) for name in _ORIGIN_FIELDS}
+    origin.update(id=stored.id, tags=json.dumps(list(stored.tags)), sets=json.dumps(sets))
+    return {"id": stored.id, "value": stored.text, "sets": sets, "origin": origin}
+
+
+class RedisRegistrySettings(StoreSettings):
+    """Redis in the seed's layout; ``url`` redis:// or rediss://, else REDIS_URL."""
+
+    backend: Literal["redis"]
+    name: KindName = "redis"
+    ssl_verify: bool = True
+    prefix: Annotated[str, Field(max_length=64)] = ""
+
+
+def build(settings: RedisRegistrySettings, ctx: BuildContext) -> RedisRegistry:
+    url = settings.url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    endpoint = RedisEndpoint(
+        url=url, password_file=settings.password_file, ca_file=settings.ca_file,
+        cert_file=settings.cert_file, key_file=settings.key_file,
+        ssl_verify=settings.ssl_verify, timeout=settings.timeout,
+    )
+    return RedisRegistry(connect(endpoint), service=settings.service, owner=settings.owner,
+                         node=settings.node_name, prefix=settings.prefix,
+                         writer=settings.writer, takeover=ctx.takeover)
+
+
+KIND = Kind("redis", RedisRegistrySettings, "[URL]", field_arg("url", required=False), build)

@@ -1,0 +1,165 @@
+"""What the Redis and PostgreSQL registry kinds share: their connection settings, how a
+secret file is read, and their write loop (which writes they refuse before sending
+anything, and how a batch's answers are counted)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from pydantic import model_validator
+
+from config.errors import ConfigError, RegistryError
+from config.settings import Duration, RegistrySettingsBase
+from daemon.plan import Changes
+from daemon.registry import writer as writers
+from daemon.registry.base import ApplyResult, Operation, Refused, Snapshot, Tally, operations
+from discovery import seed_store
+from discovery.codec import Entry
+
+
+class StoreSettings(RegistrySettingsBase):
+    """``url``, ``password_file``, the TLS files and ``timeout`` (connect and per
+    command) of a Redis or PostgreSQL server."""
+
+    url: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> StoreSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+def read_secret(path: Path, key: str) -> str:
+    """A secret file's content, read once at start (or reload), like the Consul token."""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key} {path}: {exc.strerror}") from None
+
+
+class Interrupted(Exception):
+    """A store's batch request failed without a verdict (connection lost, time-out):
+    its operations may or may not have landed; the next cycle finds out."""
+
+
+class Rejected(Exception):
+    """The server answered a store's batch with an error (a read-only server, a failed
+    statement): the script was refused or the transaction rolled back, so nothing of the
+    batch was written; its operations are refused with the server's reason."""
+
+
+class Claim:
+    """A store's writer claim (daemon/registry/writer.py) on the owner's node meta as
+    last read, which a store keeps beside its entries (a Redis hash, a PostgreSQL row).
+    Each batch writes ``wanted()`` only while the holder is still ``seen``, in the
+    batch's own script or transaction, and writes no entry unless this writer holds it."""
+
+    def __init__(self, registry: str, *, node: str, owner: str, service: str, writer: str,
+                 takeover: bool) -> None:
+        self.registry, self.node, self.owner, self.service = registry, node, owner, service
+        self.writer = writer or owner
+        self.takeover = takeover
+        self.field = writers.writer_key(service)
+        self.meta: dict[str, str] | None = None
+        self.read = False  # has the meta been read since this registry opened?
+
+    def update(self, meta: Mapping[str, str] | None) -> None:
+        self.meta, self.read = (dict(meta) if meta else None), True
+
+    @property
+    def seen(self) -> str:
+        return (self.meta or {}).get(self.field, "")
+
+    @property
+    def held(self) -> bool:
+        return self.seen == self.writer
+
+    def wanted(self) -> dict[str, str] | None:
+        """The meta to write (None: already held); RegistryError when another writer
+        holds it."""
+        try:
+            return writers.claim(self.meta, node=self.node, owner=self.owner, service=self.service,
+                         writer=self.writer, takeover=self.takeover)
+        except RegistryError as exc:
+            raise RegistryError(f"{self.registry} registry: {exc}") from None
+
+    def lost(self, meta: Mapping[str, str] | None) -> RegistryError:
+        """A batch found another holder than was read: nothing of it was written."""
+        self.update(meta)
+        self.wanted()  # raises when another writer holds it
+        return RegistryError(f"{self.registry} registry: the writer of service "
+                             f"{self.service!r} changed while this capsync wrote; the next "
+                             "cycle retries")
+
+    def params(self) -> dict[str, str]:
+        return {"owner": self.owner, "service": self.service.lower(), "field": self.field,
+                "writer": self.writer, "seen": self.seen}
+
+    def ours(self, entry: Entry) -> bool:
+        return entry.owner == self.owner and entry.service.lower() == self.service.lower()
+
+
+def snapshot(found: Iterable[tuple[str, Entry | None]], claim: Claim,
+             decoder: seed_store.Decoder, others: Iterable[str] = ()) -> Snapshot:
+    """A store's snapshot from its rows (id, the entry or None when it is not decoded):
+    this owner's entries of this service are owned; every other id, case-folded, is
+    foreign (another owner's or service's, or one that no longer decodes)."""
+    claim.wanted()  # another writer holding the owner's node fails the cycle
+    owned: dict[str, Entry] = {}
+    foreign = {worker_id.casefold() for worker_id in others}
+    for worker_id, entry in found:
+        if entry is not None and claim.ours(entry):
+            owned[worker_id] = entry
+        else:
+            foreign.add(worker_id.casefold())
+    decoder.keep_only(owned.keys())
+    return Snapshot(owned=owned, foreign=frozenset(foreign))
+
+
+Send = Callable[[list[Operation]], list[Refused]]  # one atomic batch; what it refused
+
+
+def apply_batches(changes: Changes, *, claim: Claim, read: Callable[[], object], size: int,
+                  stop: threading.Event | None, send: Send) -> ApplyResult:
+    """The write loop of the stores (Redis, PostgreSQL): who holds the node is read
+    first (``read``, the snapshot) when no snapshot did; an entry carrying another owner
+    is refused before anything is sent; the rest go ``size`` at a time, each batch one
+    atomic request that checks the claim and ownership itself (``send``). A case-only
+    rename is one update: the store replaces the entry under its case-folded id in the
+    same request. A batch the server rejects as a whole (Rejected) is refused, one whose
+    request fails without a verdict (Interrupted) is counted interrupted, and the next
+    batch is tried all the same; RegistryError from ``send`` (the writer claim lost)
+    fails the whole apply."""
+    tally = Tally()
+    if changes.writes and not claim.read:
+        read()
+    ops: list[Operation] = []
+    for op in operations(changes):
+        if op.kind != "delete" and op.entry.owner != claim.owner:
+            tally.refuse([op], f"entry carries capsync-owner {op.entry.owner!r}; this "
+                               f"registry is {claim.owner!r}")
+        else:
+            ops.append(op)
+    for chunk in tally.batches(ops, size, stop):
+        try:
+            refused = send(chunk)
+        except Rejected as exc:
+            tally.refuse(chunk, str(exc))
+            continue
+        except Interrupted as exc:
+            tally.fail(chunk, str(exc))
+            continue
+        reasons = {item.id.casefold(): item.reason for item in refused}
+        tally.wrote([op for op in chunk if op.entry.id.casefold() not in reasons])
+        for op in chunk:
+            if (reason := reasons.get(op.entry.id.casefold())) is not None:
+                tally.refuse([op], reason)
+    return tally.result()

@@ -197,11 +197,32 @@ class DaemonSettings(_Section):
         return value
 
 
+class ApiSettings(_Section):
+    """The push and watch API on ``daemon.listen``: its token and its limits.
+
+    Writes (register, delete, the WebSocket) need the bearer token read from
+    ``token_file``, else from the systemd credential ``capsync-api-token``
+    ($CREDENTIALS_DIRECTORY). Without a token, writes are open on a loopback listener and
+    the daemon refuses to start on any other."""
+
+    token_file: Path | None = None
+    grace: Duration = 30.0
+    max_ttl: Duration = 86400.0
+    max_body: Annotated[int, Field(ge=1024, le=1 << 20)] = 64 * 1024
+    max_connections: Annotated[int, Field(ge=1)] = 2048
+    max_websockets: Annotated[int, Field(ge=1)] = 2000
+    max_watchers: Annotated[int, Field(ge=1)] = 100
+    max_messages: Annotated[int, Field(ge=1)] = 50
+    ping_interval: Duration = 20.0
+    watch_queue: Annotated[int, Field(ge=10)] = 1000
+
+
 class Settings(_Section):
     """The generic shape; the model that validates a real configuration is derived from
     the kind tables (daemon/settings_model.py)."""
 
     daemon: DaemonSettings = DaemonSettings()
+    api: ApiSettings = ApiSettings()
     registries: list[RegistrySettingsBase]
     consul: ConsulSettings = ConsulSettings()
     sources: list[SourceSettingsBase] = []

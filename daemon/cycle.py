@@ -61,6 +61,7 @@ class RegistryReport:
     applied: ApplyResult | None = None
     registry_error: str = ""
     desired: dict[str, Entry] = field(default_factory=dict)
+    owned: Mapping[str, Entry] = field(default_factory=dict)  # the snapshot, before apply
     retry_after: float | None = None  # the registry asked for this wait (429/503)
 
     @property
@@ -369,7 +370,7 @@ class RegistrySync:
         if guard.allow and changes.delete and not dry_run:
             self.memory.reset()  # an allowed mass deletion is the new baseline
         report = RegistryReport(self.name, changes=changes, conflicts=tuple(conflicts),
-                                desired=desired)
+                                desired=desired, owned=snapshot.owned)
         if dry_run or not changes.writes:
             return report
         try:

@@ -1,72 +1,180 @@
-"""The daemon's HTTP endpoints: /healthz, /readyz, /metrics (Prometheus), /status (JSON).
+"""The daemon's one HTTP stack: an ASGI app (FastAPI) served by uvicorn in its own thread
+and event loop, on a socket bound before the thread starts (so the address is known, and
+a busy port fails start-up).
 
-Loopback by default; read-only; nothing secret is ever served.
+Routes: /healthz, /readyz, /metrics (Prometheus), /status (JSON), the push API
+(daemon/push_api.py) and the watch (daemon/watch.py); /openapi.json documents them all.
+Loopback by default; a listener on any other address needs a write token, or the daemon
+refuses to start. Nothing secret is ever served or logged.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
+import os
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.errors import ConfigError
+from config.events import emit
+from config.settings import ApiSettings
+from daemon import push_api, watch
 from daemon.metrics import Metrics
+from daemon.push import PushContext, PushUnavailable, Registrar
 from daemon.status import DaemonState
+
+CREDENTIAL = "capsync-api-token"
+TEXT = "text/plain; charset=utf-8"
+
+
+def read_token(settings: ApiSettings) -> str | None:
+    """The write token: ``api.token_file``, else the systemd credential, else none."""
+    path = settings.token_file
+    if path is None and (directory := os.environ.get("CREDENTIALS_DIRECTORY")):
+        candidate = Path(directory) / CREDENTIAL
+        path = candidate if candidate.exists() else None
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"api.token_file {path}: {exc.strerror}") from None
+    if not token:
+        raise ConfigError(f"api.token_file {path}: the file is empty")
+    return token
+
+
+def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> FastAPI:
+    """A fresh app for one server: nothing global, so it can be built twice in a test."""
+    app = FastAPI(title="capsync", version="1", docs_url=None, redoc_url=None,
+                  description="Worker capability registry: health, status, metrics, the "
+                              "seed's push API, and a live watch of the registry.")
+
+    @app.get("/healthz", response_class=PlainTextResponse,
+             responses={200: {"content": {TEXT: {}}, "description": "alive"}})
+    def healthz() -> Response:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz", response_class=PlainTextResponse, responses={
+        200: {"content": {TEXT: {}}, "description": "every registry answered and the last "
+                                                    "cycle succeeded"},
+        503: {"content": {TEXT: {}}, "description": "not ready, with the last summary"}})
+    def readyz() -> Response:
+        if state.ready:
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse(f"not ready: {state.summary()}\n", status_code=503)
+
+    @app.get("/metrics", responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                                          "description": "Prometheus exposition"}})
+    def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/status", responses={200: {"description": "per-source and per-registry state, "
+                                                        "the last plan"}})
+    def status() -> Response:
+        body = json.dumps(state.as_json(), indent=2) + "\n"
+        return Response(body, media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            return PlainTextResponse("not found: try /healthz /readyz /metrics /status "
+                                     "/workers /openapi.json\n", status_code=404)
+        return JSONResponse({"success": False, "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    push_api.add_routes(app, registrar)
+    watch.add_routes(app, registrar.ctx)
+    return app
 
 
 class HttpApi:
-    def __init__(self, listen: str, state: DaemonState, metrics: Metrics) -> None:
+    def __init__(self, listen: str, state: DaemonState, metrics: Metrics,
+                 push: PushContext) -> None:
         host, _, port = listen.rpartition(":")
-        handler = type("Handler", (_Handler,), {"state": state, "metrics": metrics})
-        try:
-            self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
-        except OSError as exc:  # occupied, not an address of this host, unresolvable
-            raise ConfigError(f"daemon.listen {listen!r}: cannot listen there: "
-                              f"{exc.strerror or exc}") from None
-        self.server.daemon_threads = True
-        self.address = "{}:{}".format(*self.server.server_address[:2])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="http",
-                                        daemon=True)
+        host = host.strip("[]")
+        self.sock = _bound(listen, host, port)
+        if push.token is None and not ipaddress.ip_address(self.sock.getsockname()[0]).is_loopback:
+            self.sock.close()
+            raise ConfigError(f"daemon.listen {listen}: not a loopback address and no API "
+                              f"token: set api.token_file or the systemd credential "
+                              f"{CREDENTIAL}, or listen on 127.0.0.1")
+        self.sock.listen(1024)
+        self.address = "{}:{}".format(*self.sock.getsockname()[:2])
+        api = push.settings
+        self.registrar = Registrar(push)
+        config = uvicorn.Config(
+            build_app(state, metrics, self.registrar), log_config=None, access_log=False,
+            lifespan="off", limit_concurrency=api.max_connections, ws="websockets-sansio",
+            ws_max_size=api.max_body, ws_ping_interval=api.ping_interval,
+            ws_ping_timeout=api.ping_interval, timeout_graceful_shutdown=2,
+        )
+        _quiet_uvicorn()
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                        name="http", daemon=True)
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name="http-leases", daemon=True)
 
     def start(self) -> HttpApi:
         self._thread.start()
+        self._renewer.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._stop.set()
+        self.server.should_exit = True
+        self._thread.join(5)
+        self._renewer.join(5)
+        self.sock.close()
+
+    def _renew(self) -> None:
+        """Extend the registrations of live WebSocket connections, three times per grace
+        period, in one inbox write for all of them."""
+        while not self._stop.wait(self.registrar.ctx.settings.grace / 3):
+            try:
+                self.registrar.renew_bound()
+            except PushUnavailable as exc:
+                emit(logging.WARNING, "lease_renewal_failed", error=str(exc))
 
 
-class _Handler(BaseHTTPRequestHandler):
-    state: DaemonState
-    metrics: Metrics
-    server_version = "capsync"
+def _bound(listen: str, host: str, port: str) -> socket.socket:
+    """A socket bound to the first address ``host`` resolves to; ConfigError when it is
+    occupied, not an address of this host, or does not resolve."""
+    sock: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        raise ConfigError(f"daemon.listen {listen!r}: cannot listen there: "
+                          f"{exc.strerror or exc}") from None
+    return sock
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
-        elif path == "/readyz":
-            ready = self.state.ready
-            body = b"ready\n" if ready else f"not ready: {self.state.summary()}\n".encode()
-            self._send(200 if ready else 503, body, "text/plain; charset=utf-8")
-        elif path == "/metrics":
-            self._send(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
-        elif path == "/status":
-            body = json.dumps(self.state.as_json(), indent=2).encode() + b"\n"
-            self._send(200, body, "application/json")
-        else:
-            self._send(404, b"not found: try /healthz /readyz /metrics /status\n",
-                       "text/plain; charset=utf-8")
 
-    def log_message(self, format: str, *args: object) -> None:
-        """Requests are not events worth a log line (probes hit these every few seconds)."""
+class _Forward(logging.Handler):
+    """uvicorn's own messages become capsync events (one line, the daemon's format)."""
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def emit(self, record: logging.LogRecord) -> None:
+        emit(record.levelno, "http_server", message=record.getMessage().splitlines()[0])
+
+
+def _quiet_uvicorn() -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [_Forward()]
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False

@@ -7,9 +7,21 @@ semantics to the decoded declaration, so every registry gives the same answer.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from discovery.model import Capabilities
+from config.errors import DeclarationError
+from config.events import emit
+from discovery import codec, full_entry, schema, seed_json
+from discovery.model import CATEGORIES, Capabilities
+from discovery.tool_terms import PERMISSIONS
+
+if TYPE_CHECKING:
+    from daemon.registry.base import Listed
+
+Decoded = tuple[str, codec.Entry, Capabilities]
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,36 @@ class Query:
     permissions: tuple[tuple[str, str], ...] = ()
     now: int = 0
 
+    @classmethod
+    def of(cls, *, category: str | None, tools: Sequence[str], has: Sequence[str],
+           flags: Sequence[str], meta: Sequence[str], all_required: bool,
+           verified: bool = False, permissions: Sequence[str] = (), now: int = 0) -> Query:
+        """The query the user asked for (``find``'s options, the API's parameters);
+        ValueError naming the option when it does not make sense."""
+        if bool(category) != bool(tools):
+            raise ValueError("--category and --tool go together")
+        if category is not None and category not in CATEGORIES:
+            raise ValueError(f"--category {category!r}: expected one of "
+                             f"{', '.join(CATEGORIES)}")
+        pairs = []
+        for pair in meta:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--meta {pair!r}: expected KEY=VALUE")
+            pairs.append((key, value))
+        held = []
+        for pair in permissions:
+            cat, _, permission = pair.partition(":")
+            if cat not in CATEGORIES or permission not in PERMISSIONS:
+                raise ValueError(f"--permission {pair!r}: expected CATEGORY:PERMISSION with "
+                                 f"CATEGORY one of {', '.join(CATEGORIES)} and PERMISSION "
+                                 f"one of {', '.join(PERMISSIONS)}")
+            held.append((cat, permission))
+        return cls(category=category or None, tools=tuple(schema.tool_key(t) for t in tools),
+                   has=tuple(schema.tool_key(t) for t in has), flags=tuple(flags),
+                   meta=tuple(pairs), all_required=all_required, verified=verified,
+                   permissions=tuple(held), now=now)
+
     def matches(self, caps: Capabilities) -> bool:
         named = set(self.tools) | set(self.has)
         provided = set(caps.provided_tools(self.now))
@@ -48,3 +90,27 @@ class Query:
             and (not self.verified or caps.verify_all_capabilities(self.now))
             and all(caps.has_required_permissions(c, p) for c, p in self.permissions)
         )
+
+
+def decoded(listed: list[Listed]) -> list[Decoded]:
+    """The registry's entries decoded; one that cannot be is reported and left out."""
+    out = []
+    for item in listed:
+        try:
+            out.append((item.node, item.entry, full_entry.decode(item.entry)))
+        except DeclarationError as exc:
+            emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
+                 error=str(exc))
+    return out
+
+
+def worker_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:
+    return {
+        "id": caps.id,
+        "node": node,
+        "owner": entry.owner,
+        "source": entry.source,
+        "ref": entry.ref,
+        "address": entry.address,
+        "declaration": seed_json.to_seed(caps),
+    }

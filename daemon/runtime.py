@@ -23,7 +23,9 @@ from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
 from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
 from discovery.consul.client import ConsulClient
+from discovery.inbox import Inbox
 from discovery.sources.base import Source, Watchable
+from discovery.sources.push import PushSource
 
 WATCHER_JOIN_SECONDS = 2.0
 WATCH_RESTART_SECONDS = 5.0
@@ -68,6 +70,11 @@ class Runtime:
             for source in [*self.sources, self._liveness]
             if isinstance(source, Watchable)
         ]
+
+    @property
+    def inbox(self) -> Inbox | None:
+        """The push source's inbox, where the front ends write (None: no push source)."""
+        return next((s.inbox for s in self.syncer.sources if isinstance(s, PushSource)), None)
 
     @property
     def is_leader(self) -> bool:

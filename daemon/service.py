@@ -21,8 +21,10 @@ from config.errors import CapsyncError
 from config.events import emit
 from config.settings import Settings
 from daemon.cycle import CycleReport, unexpected
-from daemon.http_api import HttpApi
+from daemon.events import EventBus, publish
+from daemon.http_api import HttpApi, read_token
 from daemon.metrics import Metrics
+from daemon.push import PushContext
 from daemon.report import log_problems, summary
 from daemon.retry import Backoff
 from daemon.runtime import Runtime
@@ -47,6 +49,7 @@ class Daemon:
         self._reload = threading.Event()
         self.http: HttpApi | None = None
         self.runtime: Runtime | None = None
+        self.events = EventBus(queue=self.settings.api.watch_queue)
         # When time alone next changes the registry (a tool's expiry passing), in Unix
         # seconds: the loop requests a cycle then, with no other event.
         self.change_at: float | None = None
@@ -57,7 +60,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_reload)
         listen = self.settings.daemon.listen
         if listen != "off":
-            self.http = HttpApi(listen, self.state, self.metrics).start()
+            self.http = HttpApi(listen, self.state, self.metrics, self._push_context()).start()
         try:
             self.runtime = Runtime(self.settings, self.trigger.request)
         except BaseException:
@@ -108,6 +111,7 @@ class Daemon:
                                                   stop=self.stopping)
         finally:
             self.trigger.finished()
+        publish(self.events, report)
         seconds = time.monotonic() - started
         if "retry" in reasons:
             self.metrics.retries.inc()
@@ -149,9 +153,12 @@ class Daemon:
                  action="keeping the running configuration")
             self.notifier.ready("reload failed; running configuration kept")
             return
-        if settings.daemon.listen != self.settings.daemon.listen:
-            emit(logging.WARNING, "restart_needed", key="daemon.listen",
-                 reason="the HTTP listener is bound at start")
+        for key, new, old in (("daemon.listen", settings.daemon.listen,
+                               self.settings.daemon.listen),
+                              ("api", settings.api, self.settings.api)):
+            if new != old:
+                emit(logging.WARNING, "restart_needed", key=key,
+                     reason="the HTTP listener is bound at start")
         self.runtime.close()
         self.settings, self.runtime = settings, runtime
         self.trigger.min_gap = settings.daemon.min_gap
@@ -162,6 +169,16 @@ class Daemon:
              registries=",".join(r.name for r in settings.registries))
         self.notifier.ready("reloaded")
         self.trigger.request("reload")
+
+    def _push_context(self) -> PushContext:
+        """What the push and watch API reach through a reload: the current runtime's inbox
+        and first registry."""
+        return PushContext(
+            inbox=lambda: self.runtime.inbox if self.runtime else None,
+            registry=lambda: self.runtime.registries[0].registry if self.runtime else None,
+            request=self.trigger.request, bus=self.events, settings=self.settings.api,
+            token=read_token(self.settings.api),
+        )
 
     def _on_leadership(self, leader: bool) -> None:
         self._publish_leadership()

@@ -24,6 +24,7 @@ from config.errors import SourceError
 from daemon.runtime import WATCHER_JOIN_SECONDS
 from daemon.settings_model import SETTINGS
 from daemon.wiring import build_sources
+from discovery.inbox import Registration, SqliteInbox
 from discovery.sources.base import Source, Watchable
 from discovery.sources.table import SOURCE_KINDS
 from tests.conftest import SEED_LABEL
@@ -105,9 +106,22 @@ def _consul(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> It
         yield {"type": "consul", "services": ["rust"]}, {"CONSUL_HTTP_ADDR": double.address}
 
 
+@contextmanager
+def _push(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iterator[Any]:
+    if working:
+        inbox = SqliteInbox(tmp_path / "inbox.db")
+        inbox.put([Registration("rust-worker", json.loads(SEED_LABEL), "rest")])
+        inbox.close()
+        yield {"type": "push", "path": str(tmp_path / "inbox.db")}, {}
+        return
+    with ConsulDouble() as double:
+        double.stop()
+        yield ({"type": "push", "store": "consul"}, {"CONSUL_HTTP_ADDR": double.address})
+
+
 KINDS: dict[str, Scenario] = {
     "file": _file, "docker": _docker, "swarm": _swarm, "kubernetes": _kubernetes,
-    "consul": _consul,
+    "consul": _consul, "push": _push,
 }
 
 

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
-from typing import Any
 
-from config.errors import ConfigError, DeclarationError
-from config.events import emit
+from config.errors import ConfigError
 from config.settings import RegistrySettingsBase, Settings
 from daemon.commands.common import add_registry_options, settings_from_args
 from daemon.logs import configure
-from daemon.query import Query
+from daemon.query import Decoded, Query, decoded, worker_json
 from daemon.registry.table import REGISTRY_KINDS
 from daemon.text_table import render
 from daemon.wiring import build_registry
-from discovery import codec, full_entry, schema, seed_json
-from discovery.model import CATEGORIES, Capabilities
-from discovery.tool_terms import PERMISSIONS
+from discovery.model import CATEGORIES
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,44 +55,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def find_command(args: argparse.Namespace) -> int:
-    if bool(args.category) != bool(args.tool):
-        print("capsync find: --category and --tool go together", file=sys.stderr)
+    try:
+        query = Query.of(category=args.category, tools=args.tool, has=args.has,
+                         flags=args.flag, meta=args.meta, all_required=args.all_required,
+                         verified=args.verified, permissions=args.permission,
+                         now=int(time.time()))
+    except ValueError as exc:
+        print(f"capsync find: {exc}", file=sys.stderr)
         return 2
-    meta = []
-    for pair in args.meta:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            print(f"capsync find: --meta {pair!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
-        meta.append((key, value))
-    permissions = []
-    for pair in args.permission:
-        category, _, permission = pair.partition(":")
-        if category not in CATEGORIES or permission not in PERMISSIONS:
-            print(f"capsync find: --permission {pair!r}: expected CATEGORY:PERMISSION with "
-                  f"CATEGORY one of {', '.join(CATEGORIES)} and PERMISSION one of "
-                  f"{', '.join(PERMISSIONS)}", file=sys.stderr)
-            return 2
-        permissions.append((category, permission))
-    now = int(time.time())
-    query = Query(
-        category=args.category,
-        tools=tuple(schema.tool_key(t) for t in args.tool),
-        has=tuple(schema.tool_key(t) for t in args.has),
-        flags=tuple(args.flag),
-        meta=tuple(meta),
-        all_required=args.all_required,
-        verified=args.verified,
-        permissions=tuple(permissions),
-        now=now,
-    )
     results = [r for r in _decoded(args, query) if query.matches(r[2])]
     if args.json:
-        print(json.dumps([_as_json(node, entry, caps) for node, entry, caps in results],
+        print(json.dumps([worker_json(node, entry, caps) for node, entry, caps in results],
                          indent=2))
         return 0
     rows = [("ID", "NODE", "SOURCE", "TOOLS")] + [
-        (caps.id, node, entry.source, ",".join(caps.provided_tools(now)))
+        (caps.id, node, entry.source, ",".join(caps.provided_tools(query.now)))
         for node, entry, caps in results
     ]
     print(render(rows))
@@ -109,26 +81,18 @@ def show_command(args: argparse.Namespace) -> int:
     if not matches:
         print(f"capsync show: no worker {args.id!r} in the registry", file=sys.stderr)
         return 1
-    print(json.dumps([_as_json(*match) for match in matches], indent=2))
+    print(json.dumps([worker_json(*match) for match in matches], indent=2))
     return 0
 
 
-def _decoded(args: argparse.Namespace, query: Query) -> list[tuple[str, codec.Entry, Capabilities]]:
+def _decoded(args: argparse.Namespace, query: Query) -> list[Decoded]:
     settings, chosen = _chosen_registry(args)
     configure()
     registry = build_registry(settings, chosen)
     try:
-        listed = registry.entries(query)
+        return decoded(registry.entries(query))
     finally:
         registry.close()
-    out = []
-    for item in listed:
-        try:
-            out.append((item.node, item.entry, full_entry.decode(item.entry)))
-        except DeclarationError as exc:
-            emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
-                 error=str(exc))
-    return out
 
 
 def _chosen_registry(args: argparse.Namespace) -> tuple[Settings, RegistrySettingsBase]:
@@ -145,15 +109,3 @@ def _chosen_registry(args: argparse.Namespace) -> tuple[Settings, RegistrySettin
                               f"that name ({names}) and not {REGISTRY_KINDS.expected()}")
     settings = settings_from_args(args)
     return settings, settings.registries[0]
-
-
-def _as_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:
-    return {
-        "id": caps.id,
-        "node": node,
-        "owner": entry.owner,
-        "source": entry.source,
-        "ref": entry.ref,
-        "address": entry.address,
-        "declaration": seed_json.to_seed(caps),
-    }

@@ -319,7 +319,8 @@ def consul_filter(query: Query) -> str:
     if tools and len(tools) == len(query.tools):
         terms.append("(" + " or ".join(tools) + ")")
     terms += [f"{q} in ServiceTags" for tool in query.has if (q := _quote(tool))]
-    terms += [f'ServiceMeta["{codec.FLAG_PREFIX}{flag}"] == "true"' for flag in query.flags]
+    terms += [f'ServiceMeta[{q}] == "true"' for flag in query.flags
+              if (q := _quote(codec.FLAG_PREFIX + flag))]
     terms += [f"ServiceMeta[{k}] == {v}" for key, value in query.meta
               if (k := _quote(key)) and (v := _quote(value))]
     # A minimal-form entry has no verified key (it is verified only without tools).
@@ -331,7 +332,10 @@ def consul_filter(query: Query) -> str:
 
 
 def _quote(text: str) -> str:
-    """A go-bexpr string literal: double quotes, else backticks, else "" (cannot)."""
+    """A go-bexpr string literal: double quotes, else backticks, else "" (cannot: it has
+    both, or a character go-bexpr's grammar does not take, such as a control character)."""
+    if not text.isprintable():
+        return ""
     if '"' not in text and "\\" not in text:
         return f'"{text}"'
     return f"`{text}`" if "`" not in text else ""

@@ -1,4 +1,4 @@
-"""`python -m tests.bench [--workers N] [--events N]`: capsync against the naive approach.
+"""`python -m tests.bench [--workers N] [--events N] [--push N]`: capsync vs the naive approach.
 
 Scenarios run side by side in one invocation, so ratios are fair on a noisy machine:
 - capsync: cold sync of N file declarations into a fresh Consul double, a steady cycle
@@ -9,6 +9,8 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
   registered (meta ``worker-capabilities``), cold and steady (fingerprints reused);
 - event latency on a private Docker engine: container started -> entry visible, with the
   daemon's interval at 300 s;
+- the push API (tests/bench/push.py): N workers registering over REST with 50 clients,
+  register-to-visible latency at a steady trickle, RSS with N open WebSocket connections;
 - Redis and PostgreSQL (tests/bench/stores.py): capsync's cold, steady and 1% churn
   cycles against the seed's naive loops, round trips counted on the wire.
 - the kubernetes source's steady cycle at 10,000 pods, before and after its cache
@@ -34,7 +36,7 @@ from typing import Any
 
 import requests
 
-from tests.bench import kubernetes, stores
+from tests.bench import kubernetes, push, stores
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -174,11 +176,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=20,
                         help="containers for the event-latency figure; 0 skips it")
+    parser.add_argument("--push", type=int, default=1000,
+                        help="workers for the push API figures; 0 skips them")
+    parser.add_argument("--only-push", action="store_true",
+                        help="only the push API figures")
     parser.add_argument("--no-stores", action="store_true",
                         help="skip the Redis and PostgreSQL runs")
     parser.add_argument("--pods", type=int, default=10_000,
                         help="pods for the Kubernetes steady-cycle figure; 0 skips it")
     args = parser.parse_args()
+    if args.only_push:
+        report_push(args.push)
+        return
     n = args.workers
     results: dict[str, Any] = {"workers": n, "capsync": {}, "naive": {}}
     with tempfile.TemporaryDirectory(prefix="capsync-bench-") as tmp:
@@ -229,10 +238,32 @@ def main() -> None:
         results["event_latency_s"] = event_latency(args.events)
         results["targets"]["event_p50_under_1_5s_met"] = (
             results["event_latency_s"]["p50"] < 1.5)
+    if args.push:
+        with tempfile.TemporaryDirectory(prefix="capsync-bench-push-") as tmp:
+            results["push"] = push.run(args.push, Path(tmp))
     if args.pods:
         results["kubernetes_steady"] = kubernetes.steady_cycle(args.pods)
     print_summary(results)
     print(json.dumps(results))
+
+
+def report_push(workers: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="capsync-bench-push-") as tmp:
+        results = {"push": push.run(workers, Path(tmp))}
+    print_push(results["push"])
+    print(json.dumps(results))
+
+
+def print_push(figures: dict[str, Any]) -> None:
+    b, w = figures["burst"], figures["websockets"]
+    print(f"  push burst: {b['workers']} workers, {b['clients']} clients: all acknowledged "
+          f"{b['all_acknowledged_s']}s, all visible in Consul {b['all_visible_s']}s, "
+          f"{b['write_requests']} write requests (max {b['write_requests_max']})")
+    for t in (figures["trickle"], figures["trickle_fast"]):
+        print(f"  push trickle, one every {t['gap_s']}s: register -> visible p50 {t['p50_s']}s "
+              f"p95 {t['p95_s']}s over {t['samples']} registrations")
+    print(f"  websockets: {w['connections']} open: RSS {w['rss_before_mb']} -> "
+          f"{w['rss_open_mb']} MB (+{w['growth_mb']} MB, {w['per_connection_kb']} KB each)")
 
 
 def print_summary(results: dict[str, Any]) -> None:
@@ -261,6 +292,8 @@ def print_summary(results: dict[str, Any]) -> None:
     if "event_latency_s" in results:
         e = results["event_latency_s"]
         print(f"  event latency: p50 {e['p50']}s  p95 {e['p95']}s over {e['samples']} containers")
+    if "push" in results:
+        print_push(results["push"])
     if "kubernetes_steady" in results:
         k = results["kubernetes_steady"]
         for phase in ("before", "after"):

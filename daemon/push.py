@@ -1,0 +1,108 @@
+"""What every push front end does with a registration, whatever its protocol: validate it,
+store it in the inbox (durably, before it is acknowledged), and ask for a prompt cycle.
+REST and WebSocket use it today; gRPC and AMQP are handed the same object.
+
+Registrations bound to a connection (a WebSocket, a gRPC stream) carry an expiry of
+``grace`` seconds that ``renew_bound`` extends while the connection lives; when it ends,
+``release`` sets the expiry to ``grace`` from then, so the entries leave after the grace
+period unless the worker registers them again (a daemon restart or a network blip does
+not flap the registry).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from config.errors import DeclarationError, SourceError
+from config.settings import ApiSettings
+from daemon.events import EventBus
+from daemon.registry.base import Registry
+from discovery import schema
+from discovery.inbox import Inbox, Registration
+from discovery.model import Capabilities
+
+T = TypeVar("T")
+MISSING_SOURCE = ("no push source is configured: add [[sources]] type = \"push\" (or "
+                  "--source push:PATH) so that pushed registrations are synced")
+
+
+class PushUnavailable(Exception):
+    """The inbox cannot take the registration now (no push source, store failing)."""
+
+
+@dataclass
+class PushContext:
+    """What the front ends are handed: the current inbox and registry (a reload replaces
+    them), the cycle's trigger, the event bus, the API settings and the write token."""
+
+    inbox: Callable[[], Inbox | None]
+    registry: Callable[[], Registry | None]
+    request: Callable[[str], None]
+    bus: EventBus
+    settings: ApiSettings
+    token: str | None = None
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class Registrar:
+    ctx: PushContext
+    _bound: set[str] = field(default_factory=set)  # live connections
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def register(self, body: Any, *, via: str, ttl: float | None = None,
+                 conn: str | None = None) -> Capabilities:
+        """Validate and store; DeclarationError (nothing stored) or PushUnavailable."""
+        caps = schema.validate(body, ref=via)
+        now = self.ctx.clock()
+        if ttl is not None and ttl > self.ctx.settings.max_ttl:
+            raise DeclarationError(via, [("ttl", f"must be at most "
+                                                 f"{self.ctx.settings.max_ttl:g} seconds")])
+        expires = now + ttl if ttl is not None else None
+        if conn is not None:
+            grace = now + self.ctx.settings.grace
+            expires = grace if expires is None else max(expires, grace)
+        self._store(lambda inbox: inbox.put([Registration(caps.id, body, via, expires, conn)]))
+        self.ctx.request(f"push: {via} registered {caps.id}")
+        return caps
+
+    def unregister(self, worker_id: str, *, via: str) -> bool:
+        removed = self._store(lambda inbox: inbox.remove(worker_id))
+        if removed:
+            self.ctx.request(f"push: {via} unregistered {worker_id}")
+        return removed
+
+    def registered(self, worker_id: str) -> Registration | None:
+        return self._store(lambda inbox: inbox.get(worker_id))
+
+    def bind(self, conn: str) -> None:
+        with self._lock:
+            self._bound.add(conn)
+
+    def renew_bound(self) -> None:
+        """Extend the registrations of every live connection by the grace period."""
+        with self._lock:
+            conns = list(self._bound)
+        if conns:
+            until = self.ctx.clock() + self.ctx.settings.grace
+            self._store(lambda inbox: inbox.renew(conns, until))
+
+    def release(self, conn: str) -> None:
+        """The connection ended: its registrations leave ``grace`` seconds from now."""
+        with self._lock:
+            self._bound.discard(conn)
+        until = self.ctx.clock() + self.ctx.settings.grace
+        self._store(lambda inbox: inbox.renew([conn], until))
+
+    def _store(self, action: Callable[[Inbox], T]) -> T:
+        inbox = self.ctx.inbox()
+        if inbox is None:
+            raise PushUnavailable(MISSING_SOURCE)
+        try:
+            return action(inbox)
+        except SourceError as exc:
+            raise PushUnavailable(str(exc)) from exc

@@ -1,0 +1,315 @@
+"""The push front end: the seed's REST API (``POST /workers/register``, ``POST
+/workers/find``) and WebSocket (``/workers/ws``, ``CapabilityUpdate`` messages), plus
+listing, showing and unregistering workers.
+
+Writes go through the ``Registrar`` (validated, stored in the inbox, then acknowledged;
+a prompt cycle is requested); reads come from the registry, answered as ``capsync find``
+answers them. Every status a route can answer is documented in /openapi.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect
+
+from config.errors import DeclarationError, RegistryError
+from config.events import emit
+from daemon import query
+from daemon.push import PushUnavailable, Registrar
+from discovery import schema, seed_json
+from discovery.wire import (
+    CapabilityUpdate,
+    FieldError,
+    FindRequest,
+    RegisterResponse,
+    UpdateAnswer,
+    WorkerOut,
+    field_errors,
+)
+
+Strings = Annotated[Sequence[str], Query()]
+WS_POLICY = 1008  # close codes: policy violation (no or wrong token)
+WS_TRY_LATER = 1013  # too many connections
+
+_DESCRIPTIONS = {
+    400: "malformed JSON, or a query that does not make sense",
+    401: "missing or wrong bearer token (writes need it)",
+    404: "no such worker",
+    409: "the worker was not registered through the push API",
+    413: "request body over the limit (64 KiB by default)",
+    422: "invalid: every error with its field path",
+    503: "the inbox or the registry cannot answer now (no push source configured, store "
+         "or registry unreachable, or too many connections)",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": RegisterResponse, "description": _DESCRIPTIONS[code]}
+            for code in codes}
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """A JSON schema with its local $refs inlined (it is embedded in OpenAPI)."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def _body(model_schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": _inline(model_schema, model_schema.get("$defs", {}))}}}}
+
+
+# The id is optional in the model (a file or a label may supply it), required when pushed.
+DECLARATION_BODY = _body({**schema.DeclarationIn.model_json_schema(by_alias=False),
+                          "required": ["id"]})
+FIND_BODY = _body(FindRequest.model_json_schema())
+
+
+def refusal(status: int, message: str, errors: list[FieldError] | None = None) -> JSONResponse:
+    body = RegisterResponse(success=False, message=message, errors=errors or [])
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def authorized(header: str | None, token: str | None) -> bool:
+    if token is None:
+        return True
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                              token.encode())
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body; 413 past ``limit`` bytes (read no further), 400 when it is
+    not JSON."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Refused(413, f"request body over {limit} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise Refused(413, f"request body over {limit} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refused(400, f"malformed JSON: {exc}") from None
+
+
+def add_routes(app: FastAPI, registrar: Registrar) -> None:
+    _rest_routes(app, registrar)
+    _websocket_route(app, registrar)
+
+
+def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
+    ctx = registrar.ctx
+    limit = ctx.settings.max_body
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return refusal(exc.status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [FieldError(field=schema.format_loc(tuple(e["loc"][1:])), message=e["msg"])
+                  for e in exc.errors()]
+        return refusal(422, "invalid request", errors)
+
+    def write_access(request: Request) -> None:
+        if not authorized(request.headers.get("authorization"), ctx.token):
+            raise Refused(401, "writes need the API token: Authorization: Bearer <token>")
+
+    async def blocking(call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await run_in_threadpool(call, *args, **kwargs)
+        except (PushUnavailable, RegistryError) as exc:
+            raise Refused(503, str(exc)) from None
+
+    async def entries(q: query.Query) -> list[query.Decoded]:
+        registry = ctx.registry()
+        if registry is None:
+            raise Refused(503, "the registry is not open yet")
+        return [r for r in query.decoded(await blocking(registry.entries, q)) if q.matches(r[2])]
+
+    @app.post("/workers/register", response_model=RegisterResponse,
+              response_model_exclude_defaults=True,
+              responses=_errors(400, 401, 413, 422, 503), openapi_extra=DECLARATION_BODY)
+    async def register(request: Request,
+                       ttl: float | None = Query(None, gt=0, description="lease, seconds; "
+                                                 "registering again renews it")) -> Any:
+        """Register (or replace) a worker's declaration, the seed's RegisterResponse."""
+        write_access(request)
+        body = await read_json(request, limit)
+        try:
+            await blocking(registrar.register, body, via="rest", ttl=ttl)
+        except DeclarationError as exc:
+            return refusal(422, "invalid declaration", field_errors(exc))
+        return RegisterResponse(success=True, message="Worker registered")
+
+    @app.post("/workers/find", response_model=list[dict[str, Any]],
+              responses=_errors(400, 413, 422, 503), openapi_extra=FIND_BODY)
+    async def find(request: Request) -> Any:
+        """The seed's FindRequest: the declarations find_with_capability selects."""
+        try:
+            req = FindRequest.model_validate(await read_json(request, limit))
+        except ValidationError as exc:
+            return refusal(422, "invalid FindRequest", [
+                FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
+                for e in exc.errors()])
+        q = query.Query(category=req.capability_type,
+                        tools=tuple(schema.tool_key(t) for t in req.required_tools),
+                        now=int(time.time()))
+        return [seed_json.to_seed(caps) for _, _, caps in await entries(q)]
+
+    @app.get("/workers", response_model=list[WorkerOut], responses=_errors(400, 422, 503))
+    async def list_workers(
+        *, category: str | None = None, tool: Strings = (), has: Strings = (),
+        flag: Strings = (), meta: Annotated[Sequence[str], Query(description="KEY=VALUE")] = (),
+        all_required: bool = False, verified: bool = False,
+        permission: Annotated[Sequence[str], Query(description="CATEGORY:PERMISSION")] = (),
+    ) -> Any:
+        """Workers in the registry, filtered as ``capsync find`` filters them."""
+        try:
+            q = query.Query.of(category=category, tools=tool, has=has, flags=flag, meta=meta,
+                               all_required=all_required, verified=verified,
+                               permissions=permission, now=int(time.time()))
+        except ValueError as exc:
+            raise Refused(400, str(exc)) from None
+        return [query.worker_json(*found) for found in await entries(q)]
+
+    @app.get("/workers/{worker_id}", response_model=WorkerOut, responses=_errors(404, 503))
+    async def show(worker_id: str) -> Any:
+        """One worker as the registry holds it, with its source, ref and owner."""
+        found = [r for r in await entries(query.Query()) if r[1].id.lower() == worker_id.lower()]
+        if not found:
+            raise Refused(404, f"no worker {worker_id!r} in the registry")
+        return query.worker_json(*found[0])
+
+    @app.delete("/workers/{worker_id}", response_model=RegisterResponse,
+                response_model_exclude_defaults=True,
+                responses=_errors(401, 404, 409, 503))
+    async def unregister(request: Request, worker_id: str) -> Any:
+        """Unregister a worker registered through the push API (any other is refused)."""
+        write_access(request)
+        if await blocking(registrar.unregister, worker_id, via="rest"):
+            return RegisterResponse(success=True, message="Worker unregistered")
+        found = [r for r in await entries(query.Query()) if r[1].id.lower() == worker_id.lower()]
+        if found:
+            entry = found[0][1]
+            raise Refused(409, f"worker {entry.id!r} comes from source {entry.source!r} "
+                               f"({entry.ref}), not from the push API: remove it where it "
+                               "is declared")
+        raise Refused(404, f"no worker {worker_id!r} registered")
+
+
+
+def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
+    ctx = registrar.ctx
+    sockets: set[str] = set()
+
+    @app.websocket("/workers/ws")
+    async def updates(websocket: WebSocket) -> None:
+        """The seed's CapabilityUpdate messages; each answered with an UpdateAnswer."""
+        if not authorized(websocket.headers.get("authorization"), ctx.token):
+            await websocket.close(WS_POLICY, "writes need the API token")
+            return
+        await websocket.accept()
+        if len(sockets) >= ctx.settings.max_websockets:  # accepted, to say why
+            await websocket.close(WS_TRY_LATER, "too many WebSocket connections")
+            return
+        conn = uuid.uuid4().hex
+        sockets.add(conn)
+        registrar.bind(conn)
+        pace = Pace(ctx.settings.max_messages)
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if delay := pace.delay(time.monotonic()):
+                    await asyncio.sleep(delay)
+                text = message.get("text") or (message.get("bytes") or b"").decode(
+                    "utf-8", "replace")
+                answer = await run_in_threadpool(handle_update, registrar, text, conn)
+                await websocket.send_text(answer.model_dump_json())
+        except WebSocketDisconnect:
+            pass
+        finally:
+            sockets.discard(conn)
+            try:
+                await run_in_threadpool(registrar.release, conn)
+            except PushUnavailable as exc:
+                # The registrations' own expiry (renewed until now) still applies.
+                emit(logging.WARNING, "lease_release_failed", error=str(exc))
+
+
+def handle_update(registrar: Registrar, text: str, conn: str) -> UpdateAnswer:
+    """One WebSocket message -> its answer; never raises for what a client sends."""
+    try:
+        update = CapabilityUpdate.model_validate_json(text)
+    except ValidationError as exc:
+        kind = "malformed JSON" if any(e["type"] == "json_invalid" for e in exc.errors()) \
+            else "invalid message"
+        return UpdateAnswer(ok=False, message=kind, errors=[
+            FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
+            for e in exc.errors()])
+    worker_id = update.capabilities.get("id")
+    try:
+        if update.action == "Unregister":
+            if not isinstance(worker_id, str) or not registrar.unregister(worker_id,
+                                                                          via="websocket"):
+                return UpdateAnswer(ok=False, action=update.action, id=str(worker_id),
+                                    message="not registered through the push API")
+        elif update.action == "Update" and (
+                not isinstance(worker_id, str) or registrar.registered(worker_id) is None):
+            return UpdateAnswer(ok=False, action=update.action, id=str(worker_id),
+                                message="not registered: send Register first")
+        else:
+            worker_id = registrar.register(update.capabilities, via="websocket",
+                                           ttl=update.ttl, conn=conn).id
+    except DeclarationError as exc:
+        return UpdateAnswer(ok=False, action=update.action, message="invalid declaration",
+                            errors=[FieldError(field=f"capabilities.{e.field}".rstrip("."),
+                                               message=e.message) for e in field_errors(exc)])
+    except PushUnavailable as exc:
+        return UpdateAnswer(ok=False, action=update.action, message=str(exc))
+    return UpdateAnswer(ok=True, action=update.action, id=worker_id)
+
+
+class Pace:
+    """At most ``rate`` messages a second after a burst of ``rate``: a client sending
+    faster is slowed down (its messages wait), never served at the others' expense."""
+
+    def __init__(self, rate: int) -> None:
+        self.interval = 1.0 / rate
+        self.burst = rate * self.interval
+        self.next = 0.0
+
+    def delay(self, now: float) -> float:
+        self.next = max(self.next, now - self.burst) + self.interval
+        return max(0.0, self.next - now)

@@ -1,0 +1,111 @@
+"""The push source: the live registrations in the inbox that workers pushed over the
+daemon's front ends (REST, WebSocket, ...). Its place in the sources list is its
+precedence, like any other source.
+
+An expired lease is not listed, so its entry is deleted through the plan and the
+deletion guard: a daemon that was down longer than the leases holds those deletions and
+reports them instead of emptying the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from config.errors import SourceError
+from config.events import emit
+from config.settings import SourceName, SourceSettingsBase
+from discovery.inbox import PURGE_AFTER, Inbox, Registration, SqliteInbox
+from discovery.inbox_consul import ConsulInbox
+from discovery.kinds import BuildContext, Kind, field_arg
+from discovery.sources.base import Declaration, Listing
+
+POLL_SECONDS = 1.0
+
+
+@dataclass
+class PushSource:
+    inbox: Inbox
+    name: str = "push"
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+    # What the last listing read: the watch asks for a cycle only when the inbox differs.
+    _listed: set[tuple[str, str]] | None = field(default=None, repr=False)
+
+    def list(self) -> Listing:
+        now = self.clock()
+        try:
+            registrations = self.inbox.all()
+            if any(r.expires is not None and r.expires < now - PURGE_AFTER
+                   for r in registrations):
+                self.inbox.purge(now - PURGE_AFTER)
+        except SourceError as exc:
+            raise SourceError(f"source {self.name}: {exc}") from exc
+        self._listed = _seen(registrations)
+        return Listing([
+            Declaration(source=self.name, ref=f"{r.via}/{r.id}", data=r.body,
+                        fingerprint=_fingerprint(r.body))
+            for r in registrations if r.live(now)
+        ])
+
+    def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
+        """Ask for a cycle when a lease runs out, or when the inbox holds what the last
+        listing did not (another daemon's front end wrote to the Consul KV inbox): nothing
+        else would until the interval. The inbox is read once a second, like the file
+        source's poll."""
+        last = self.clock()
+        while not stop.wait(POLL_SECONDS):
+            now = self.clock()
+            try:
+                registrations = self.inbox.all()
+            except SourceError as exc:
+                emit(logging.DEBUG, "inbox_poll_failed", source=self.name, error=str(exc))
+                continue  # the next listing reports it
+            expired = [r.id for r in registrations
+                       if r.expires is not None and last < r.expires <= now]
+            if expired:
+                notify(f"push: lease of {expired[0]} expired" + (
+                    f" (+{len(expired) - 1} more)" if len(expired) > 1 else ""))
+            elif self._listed is not None and _seen(registrations) != self._listed:
+                notify("push: the inbox changed")
+            last = now
+
+    def close(self) -> None:
+        self.inbox.close()
+
+
+class PushSourceSettings(SourceSettingsBase):
+    """Registrations pushed to the daemon's front ends. ``store``: ``sqlite`` (``path``,
+    in the state directory), ``consul`` (Consul KV under ``kv_prefix``, so that every
+    daemon accepts registrations and the leader syncs them), or ``auto``: Consul KV when
+    leader election is on, else SQLite."""
+
+    type: Literal["push"]
+    name: SourceName = "push"
+    store: Literal["auto", "sqlite", "consul"] = "auto"
+    path: Path = Path("/var/lib/capsync/inbox.db")
+    kv_prefix: str = "capsync/inbox"
+
+
+def build(settings: PushSourceSettings, ctx: BuildContext) -> PushSource:
+    # ctx.takeover is on exactly when leader election is.
+    consul = settings.store == "consul" or (settings.store == "auto" and ctx.takeover)
+    inbox: Inbox = (ConsulInbox(ctx.consul_endpoint(), settings.kv_prefix) if consul
+                    else SqliteInbox(settings.path))
+    return PushSource(inbox, name=settings.name)
+
+
+KIND = Kind("push", PushSourceSettings, "[PATH]", field_arg("path", required=False), build)
+
+
+def _fingerprint(body: dict[str, object]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def _seen(registrations: list[Registration]) -> set[tuple[str, str]]:
+    return {(r.key, _fingerprint(r.body)) for r in registrations}

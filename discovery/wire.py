@@ -1,0 +1,72 @@
+"""The push front ends' wire formats, defined once, beside the model: the seed's REST
+bodies (``RegisterResponse``, ``FindRequest``) and WebSocket message (``CapabilityUpdate``),
+and capsync's answers. The declaration itself is validated by ``discovery.schema``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.errors import DeclarationError
+
+Action = Literal["Register", "Update", "Unregister"]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the field path, e.g. static_analysis_tools[0].tool_name")
+    message: str
+
+
+class RegisterResponse(BaseModel):
+    """The seed's answer to ``POST /workers/register``; ``errors`` when it was refused."""
+
+    success: bool
+    message: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class FindRequest(BaseModel):
+    """The seed's ``FindRequest``: find_with_capability(capability_type, tool in
+    required_tools)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    capability_type: str = Field(max_length=64)
+    required_tools: list[str] = Field(max_length=100)
+
+
+class CapabilityUpdate(BaseModel):
+    """The seed's WebSocket message. For Unregister only ``capabilities.id`` is read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Action
+    capabilities: dict[str, Any]
+    ttl: float | None = Field(default=None, gt=0)
+
+
+class UpdateAnswer(BaseModel):
+    """capsync's answer to every WebSocket message."""
+
+    ok: bool
+    action: str | None = None
+    id: str | None = None
+    message: str = ""
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class WorkerOut(BaseModel):
+    """One worker as the registry holds it."""
+
+    id: str
+    node: str
+    owner: str
+    source: str
+    ref: str
+    address: str
+    declaration: dict[str, Any]
+
+
+def field_errors(exc: DeclarationError) -> list[FieldError]:
+    return [FieldError(field=loc, message=msg) for loc, msg in exc.problems]

@@ -1,0 +1,117 @@
+"""The inbox's two stores through one contract (SQLite, Consul KV on the double), and the
+change-event bus: sequence numbers, snapshots, resuming, slow subscribers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from config.errors import SourceError
+from daemon.events import EventBus
+from discovery import codec
+from discovery.consul.client import ConsulEndpoint
+from discovery.inbox import Inbox, Registration, SqliteInbox
+from discovery.inbox_consul import ConsulInbox
+from discovery.model import Capabilities
+from tests.doubles.consul import ConsulDouble
+
+
+@pytest.fixture(params=["sqlite", "consul"])
+def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
+    if request.param == "sqlite":
+        store: Inbox = SqliteInbox(tmp_path / "inbox.db")
+        yield store
+        store.close()
+        return
+    with ConsulDouble() as double:
+        store = ConsulInbox(ConsulEndpoint(double.address), "capsync/inbox")
+        yield store
+        store.close()
+
+
+def test_inbox_contract(inbox: Inbox) -> None:
+    inbox.put([Registration("Rust-1", {"id": "Rust-1"}, "rest"),
+               Registration("ws-1", {"id": "ws-1"}, "websocket", 100.0, "conn-a"),
+               Registration("ws-2", {"id": "ws-2"}, "websocket", 100.0, "conn-b")])
+    assert inbox.get("rust-1") == Registration("Rust-1", {"id": "Rust-1"}, "rest")
+    inbox.put([Registration("RUST-1", {"id": "RUST-1"}, "rest", 50.0)])  # case-only rename
+    assert [r.id for r in inbox.all()] == ["RUST-1", "ws-1", "ws-2"]
+    inbox.renew(["conn-a"], 500.0)
+    assert {r.id: r.expires for r in inbox.all()} == {"RUST-1": 50.0, "ws-1": 500.0,
+                                                     "ws-2": 100.0}
+    assert inbox.purge(120.0) == 2
+    assert [r.id for r in inbox.all()] == ["ws-1"]
+    assert inbox.remove("WS-1") is True
+    assert inbox.remove("ws-1") is False
+    assert inbox.all() == [] and inbox.get("ws-1") is None
+
+
+def test_consul_inbox_down_is_a_source_error() -> None:
+    with ConsulDouble() as double:
+        double.stop()
+        store = ConsulInbox(ConsulEndpoint(double.address), "capsync/inbox")
+        with pytest.raises(SourceError, match="cannot reach Consul"):
+            store.put([Registration("a", {"id": "a"}, "rest")])
+        store.close()
+
+
+def _entry(worker_id: str, tag: str = "") -> codec.Entry:
+    caps = Capabilities(id=worker_id, flags={tag: True} if tag else {})
+    return codec.encode(caps, service="worker", owner="me", source="push", ref=worker_id)
+
+
+def test_bus_numbers_changes_and_resumes() -> None:
+    bus = EventBus()
+    assert bus.update("consul", {"a": _entry("a")})[0].action == "created"
+    start, sub = bus.subscribe()
+    assert start.snapshot and start.sequence == 1 and list(start.entries["consul"]) == ["a"]
+    events = bus.update("consul", {"a": _entry("a", "gpu"), "b": _entry("b")})
+    assert [(e.sequence, e.action, e.id) for e in events] == [(2, "updated", "a"),
+                                                              (3, "created", "b")]
+    assert bus.update("sqlite", {}) == []
+    bus.update("consul", {"b": _entry("b")})
+    assert [(e.action, e.id) for e in sub.drain()] == [("updated", "a"), ("created", "b"),
+                                                       ("deleted", "a")]
+    assert events[0].as_json()["declaration"]["flags"] == {"gpu": True}
+    resumed, _ = bus.subscribe(2, stream=bus.stream)
+    assert not resumed.snapshot and [e.sequence for e in resumed.events] == [3, 4]
+    other, _ = bus.subscribe(2, stream="another")
+    assert other.snapshot and list(other.entries["consul"]) == ["b"]
+
+
+def test_slow_subscriber_is_dropped_and_never_blocks() -> None:
+    bus = EventBus(queue=10, history=5)
+    _, slow = bus.subscribe()
+    _, fast = bus.subscribe()
+    for i in range(4):
+        bus.update("consul", {f"w{j}": _entry(f"w{j}") for j in range(i * 4)})
+        fast.drain()
+    assert slow.dropped.startswith("slow subscriber") and slow.drain() == []
+    assert not fast.dropped and bus.subscribers == 1
+    start, _ = bus.subscribe(1, stream=bus.stream)  # out of the history: a snapshot
+    assert start.snapshot
+
+
+def test_a_subscriber_whose_loop_is_gone_is_dropped() -> None:
+    bus = EventBus()
+
+    def gone() -> None:
+        raise RuntimeError("Event loop is closed")
+
+    _, sub = bus.subscribe(wakeup=gone)
+    bus.update("consul", {"a": _entry("a")})
+    assert "subscriber gone" in sub.dropped and bus.subscribers == 0
+
+
+def test_threaded_subscriber_waits_for_events() -> None:
+    bus = EventBus()
+    _, sub = bus.subscribe()
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(e.id for e in sub.wait(10)))
+    reader.start()
+    bus.update("consul", {"a": _entry("a")})
+    reader.join(10)
+    assert got == ["a"]

@@ -29,7 +29,7 @@ from config.events import emit
 from config.settings import ApiSettings
 from daemon import push_api, watch
 from daemon.metrics import Metrics
-from daemon.push import PushContext, PushUnavailable, Registrar
+from daemon.push import Registrar
 from daemon.status import DaemonState
 
 CREDENTIAL = "capsync-api-token"
@@ -108,10 +108,10 @@ def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> Fas
 
 class HttpApi:
     def __init__(self, listen: str, state: DaemonState, metrics: Metrics,
-                 push: PushContext) -> None:
+                 registrar: Registrar) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
-        if push.token is None and not is_loopback(host):
+        if registrar.ctx.token is None and not is_loopback(host):
             raise ConfigError(f"daemon.listen {listen}: not a loopback address and no API "
                               f"token: set api.token_file or the systemd credential "
                               f"{CREDENTIAL}, or listen on 127.0.0.1")
@@ -125,10 +125,9 @@ class HttpApi:
             raise ConfigError(f"daemon.listen {listen}: cannot bind: {exc.strerror}") from None
         self.sock.listen(1024)
         self.address = "{}:{}".format(*self.sock.getsockname()[:2])
-        api = push.settings
-        self.registrar = Registrar(push)
+        api = registrar.ctx.settings
         config = uvicorn.Config(
-            build_app(state, metrics, self.registrar), log_config=None, access_log=False,
+            build_app(state, metrics, registrar), log_config=None, access_log=False,
             lifespan="off", limit_concurrency=api.max_connections, ws="websockets-sansio",
             ws_max_size=api.max_body, ws_ping_interval=api.ping_interval,
             ws_ping_timeout=api.ping_interval, timeout_graceful_shutdown=2,
@@ -137,29 +136,15 @@ class HttpApi:
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                         name="http", daemon=True)
-        self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew, name="http-leases", daemon=True)
 
     def start(self) -> HttpApi:
         self._thread.start()
-        self._renewer.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
         self.server.should_exit = True
         self._thread.join(5)
-        self._renewer.join(5)
         self.sock.close()
-
-    def _renew(self) -> None:
-        """Extend the registrations of live WebSocket connections, three times per grace
-        period, in one inbox write for all of them."""
-        while not self._stop.wait(self.registrar.ctx.settings.grace / 3):
-            try:
-                self.registrar.renew_bound()
-            except PushUnavailable as exc:
-                emit(logging.WARNING, "lease_renewal_failed", error=str(exc))
 
 
 class _Forward(logging.Handler):

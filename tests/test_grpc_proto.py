@@ -4,9 +4,9 @@ seed's bytes decode unchanged, and the conversions are lossless both ways."""
 from __future__ import annotations
 
 import importlib.util
-from importlib import resources
 import re
 import sys
+from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import Any

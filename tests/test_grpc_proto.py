@@ -3,16 +3,12 @@ seed's bytes decode unchanged, and the conversions are lossless both ways."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from importlib import resources
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from grpc_tools import protoc
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -22,42 +18,12 @@ from discovery.proto import registry_pb2 as pb
 from discovery.proto_convert import as_declaration, from_proto, to_proto
 from discovery.tool_terms import U64_MAX
 from tests.conftest import ROOT, SEED_CRD_SPEC
+from tests.seed_proto import generate, seed_crd_message, seed_module
 
 PROTO = "discovery/proto/registry.proto"
-# The seed's proto text (integration-guide.md), verbatim.
-SEED_PROTO = """syntax = "proto3";
-
-message WorkerCapabilitiesProto {
-    string id = 1;
-    repeated ToolCapability static_analysis_tools = 2;
-    repeated ToolCapability security_scanning_tools = 3;
-    map<string, bool> flags = 4;
-    map<string, string> metadata = 5;
-}
-
-message ToolCapability {
-    string tool_name = 1;
-    bool required = 2;
-    repeated string alternatives = 3;
-}
-"""
 # Lines that name the generator's version, not the proto's content.
 VERSION_LINE = re.compile(r"^(# Protobuf Python Version:.*|GRPC_GENERATED_VERSION = .*|"
                           r"    \d+,)$", re.MULTILINE)
-
-
-def generate(out: Path, proto_dir: Path, proto: str, *kinds: str) -> None:
-    args = ["protoc", f"-I{proto_dir}", *(f"--{k}_out={out}" for k in kinds), proto]
-    assert protoc.main(args) == 0, args
-
-
-def load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_committed_code_is_what_the_proto_generates(tmp_path: Path):
@@ -85,21 +51,10 @@ def test_the_proto_ships_in_the_package_with_the_seeds_numbers():
 
 
 def test_bytes_of_the_seeds_message_decode_into_the_same_declaration(tmp_path: Path):
-    (tmp_path / "seed.proto").write_text(SEED_PROTO)
-    generate(tmp_path, tmp_path, "seed.proto", "python")
-    seed = load(tmp_path / "seed_pb2.py", "seed_pb2")
-    spec = SEED_CRD_SPEC  # the seed's own example, camelCase
-    message = seed.WorkerCapabilitiesProto(
-        id=spec["id"], flags=spec["flags"], metadata=spec["metadata"],
-        static_analysis_tools=[seed.ToolCapability(tool_name=t["toolName"],
-                                                   required=t["required"],
-                                                   alternatives=t.get("alternatives", []))
-                               for t in spec["staticAnalysisTools"]],
-        security_scanning_tools=[seed.ToolCapability(tool_name=t["toolName"],
-                                                     required=t["required"])
-                                 for t in spec["securityScanningTools"]])
+    seed = seed_module(tmp_path)
+    message = seed_crd_message(seed)
     ours = pb.WorkerCapabilitiesProto.FromString(message.SerializeToString())
-    assert from_proto(ours, ref="seed") == schema.validate(spec, ref="crd")
+    assert from_proto(ours, ref="seed") == schema.validate(SEED_CRD_SPEC, ref="crd")
     # and back: what we write, a seed program reads (it keeps the fields it lacks as
     # unknown fields, which it does not look at)
     back = seed.WorkerCapabilitiesProto.FromString(to_proto(from_proto(ours, ref="s"))

@@ -38,9 +38,9 @@ from config.events import emit
 from config.settings import GrpcSettings
 from daemon import query
 from daemon.events import ChangeEvent, Start
-from daemon.http_api import CREDENTIAL, is_loopback
+from daemon.http_api import require_token_off_loopback
 from daemon.push import PushUnavailable, Registrar
-from daemon.push_api import apply_update, authorized, invalid_update
+from daemon.push_api import Pace, apply_update, authorized, invalid_update
 from daemon.status import DaemonState
 from discovery import full_entry, schema
 from discovery.codec import Entry
@@ -119,13 +119,16 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
 
     def Session(self, requests: Iterator[pb.CapabilityUpdate],
                 context: grpc.ServicerContext) -> Iterator[pb.UpdateAnswer]:
-        """The seed's CapabilityUpdate messages; what it registers leaves ``grace`` seconds
-        after the stream ends (closed, cut, or its keepalive pings unanswered)."""
+        """The seed's CapabilityUpdate messages, paced as a WebSocket's are; what it
+        registers leaves ``grace`` seconds after the stream ends (closed, cut, or its
+        keepalive pings unanswered)."""
         self._write_access(context)
         conn = f"grpc-{uuid.uuid4().hex}"
         self.registrar.bind(conn)
         context.add_callback(lambda: self._release(conn))
+        pace = Pace(self.ctx.settings.max_messages)
         for request in requests:
+            time.sleep(pace.delay(time.monotonic()))  # a client sending faster waits
             yield _answer(self._update(request, conn))
 
     # Reads
@@ -271,11 +274,7 @@ class GrpcApi:
     def __init__(self, settings: GrpcSettings, state: DaemonState,
                  registrar: Registrar) -> None:
         listen = settings.listen
-        host = listen.rpartition(":")[0].strip("[]")
-        if registrar.ctx.token is None and not is_loopback(host):
-            raise ConfigError(f"grpc.listen {listen}: not a loopback address and no API "
-                              f"token: set api.token_file or the systemd credential "
-                              f"{CREDENTIAL}, or listen on 127.0.0.1")
+        require_token_off_loopback("grpc.listen", listen, registrar.ctx.token)
         api = registrar.ctx.settings
         keepalive_ms = int(api.ping_interval * 1000)
         self.server = grpc.server(

@@ -62,6 +62,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def require_token_off_loopback(key: str, listen: str, token: str | None) -> None:
+    """Writes are open without a token: only on loopback (ConfigError otherwise)."""
+    if token is None and not is_loopback(listen.rpartition(":")[0].strip("[]")):
+        raise ConfigError(f"{key} {listen}: not a loopback address and no API token: set "
+                          f"api.token_file or the systemd credential {CREDENTIAL}, or "
+                          "listen on 127.0.0.1")
+
+
 def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> FastAPI:
     """A fresh app for one server: nothing global, so it can be built twice in a test."""
     app = FastAPI(title="capsync", version="1", docs_url=None, redoc_url=None,
@@ -111,10 +119,7 @@ class HttpApi:
                  registrar: Registrar) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
-        if registrar.ctx.token is None and not is_loopback(host):
-            raise ConfigError(f"daemon.listen {listen}: not a loopback address and no API "
-                              f"token: set api.token_file or the systemd credential "
-                              f"{CREDENTIAL}, or listen on 127.0.0.1")
+        require_token_off_loopback("daemon.listen", listen, registrar.ctx.token)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

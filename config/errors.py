@@ -3,8 +3,10 @@
     CapsyncError
      +-- ConfigError          bad settings; fails start-up or a reload
      +-- DeclarationError     one declaration is invalid; that item is skipped
-     +-- SourceError          a discovery source could not list; its entries freeze
-     +-- RegistryError        the registry could not be read or written; the cycle fails
+     +-- TransientError       may pass on its own; ``retry_after`` (seconds) when the peer
+          |                   said how long to wait (HTTP 429/503 ``Retry-After``)
+          +-- SourceError     a discovery source could not list; its entries freeze
+          +-- RegistryError   the registry could not be read or written; the cycle fails
 
 It lives in `config` because that package is the bottom of the dependency stack, so every
 layer can raise and catch the same types. Library exceptions (python-consul2, docker,
@@ -36,9 +38,17 @@ class DeclarationError(CapsyncError):
         super().__init__(f"{ref}: {text}")
 
 
-class SourceError(CapsyncError):
+class TransientError(CapsyncError):
+    """A peer failed this time; the loop retries, no sooner than ``retry_after``."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SourceError(TransientError):
     """A source failed to list (daemon unreachable, API error, time-out)."""
 
 
-class RegistryError(CapsyncError):
+class RegistryError(TransientError):
     """The registry could not be read or written."""

@@ -25,6 +25,10 @@ OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
 
+def default_writer() -> str:
+    return socket.gethostname() or "localhost"
+
+
 def default_owner() -> str:
     """The host name, shortened to a valid owner id (it names the synthetic node)."""
     name = socket.gethostname().split(".")[0] or "localhost"
@@ -74,6 +78,8 @@ class ConsulSettings(_Section):
     datacenter: str | None = None
     timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
     max_txn_ops: Annotated[int, Field(ge=1, le=128)] = 64
+    # Consul's txn_max_req_len (512 KiB by default): a transaction body's byte limit.
+    max_txn_bytes: Annotated[int, Field(ge=4096)] = 512 * 1024
 
     @model_validator(mode="after")
     def _one_token(self) -> ConsulSettings:
@@ -101,6 +107,13 @@ class RegistrySettingsBase(_Section):
     max_delete_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
     max_delete_count: Annotated[int, Field(ge=0)] = 5
     allow_mass_delete: bool = False
+    # The deletion guard measures against the most entries owned within this window.
+    guard_window: Duration = 3600.0
+    # `touch` it to release held deletions for one cycle of a running daemon.
+    release_file: Path = Path("/var/lib/capsync/release-deletions")
+    # This host's identity in the node's meta: a second host writing the same owner's
+    # service is refused (unless daemon.leader_election serialises them).
+    writer: str = Field(default_factory=default_writer, min_length=1, max_length=255)
 
     @field_validator("owner")
     @classmethod

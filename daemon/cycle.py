@@ -1,21 +1,25 @@
 """One sync cycle, read as the pipeline: sources -> normalise, then for each registry
 (at once, in threads): snapshot -> plan -> apply.
 
-``Syncer`` keeps the little state that spans cycles (which sources have listed since
-start, for the first-sync gate); everything else is recomputed each cycle, so a failed or
-interrupted apply is repaired by the next one.
+``Syncer`` keeps the little state that spans cycles: which sources have listed since
+start (the first-sync gate) and, per registry, the owned counts of recent cycles (the
+deletion guard's memory, ``GuardMemory``: a reload hands both on, a restart starts them
+afresh). Everything else is recomputed each cycle, so a failed or interrupted apply is
+repaired by the next one.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from config.errors import RegistryError, SourceError
-from daemon.plan import Changes, DeletionGuard, plan
+from daemon.plan import Changes, DeletionGuard, counts, plan
 from daemon.registry.base import ApplyResult, Registry, Snapshot
 from discovery import codec, full_entry
 from discovery.codec import Entry
@@ -33,6 +37,7 @@ class SourceOutcome:
     error: str = ""
     found: int = 0
     invalid: int = 0
+    retry_after: float | None = None  # the source's peer asked for this wait (429/503)
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,12 @@ class RegistryReport:
     registry_error: str = ""
     desired: dict[str, Entry] = field(default_factory=dict)
     owned: Mapping[str, Entry] = field(default_factory=dict)  # the snapshot, before apply
+    retry_after: float | None = None  # the registry asked for this wait (429/503)
 
     @property
     def ok(self) -> bool:
-        return not self.registry_error and not (self.applied.refused if self.applied else ())
+        complete = self.applied.complete if self.applied else True
+        return not self.registry_error and complete
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,13 @@ class CycleReport:
     # The next instant (Unix seconds) at which time alone changes a desired entry: a
     # tool's expiry passing, an attestation ageing out. The daemon runs a cycle then.
     next_change: int | None = None
+
+    @property
+    def retry_after(self) -> float | None:
+        """The longest wait a peer asked for (``Retry-After``), for the loop's retry."""
+        waits = [s.retry_after for s in self.sources if s.retry_after is not None]
+        waits += [r.retry_after for r in self.registries if r.retry_after is not None]
+        return max(waits, default=None)
 
     @property
     def ok(self) -> bool:
@@ -85,6 +99,9 @@ class Discovered:
     failed: set[str]
     deletions_open: bool
     now: int  # Unix seconds: which tools are live is judged at this instant
+    # Release files an operator touched, consumed this cycle: their registries' held
+    # deletions go through once.
+    released: frozenset[Path] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -93,11 +110,43 @@ class SyncOptions:
     owner: str
     policy: str = "sync"
     guard: DeletionGuard = field(default_factory=DeletionGuard)
+    # Removing this file (``touch`` it) releases held deletions for one cycle.
+    release_file: Path | None = None
+
+
+class GuardMemory:
+    """The deletion guard's memory for one registry: the owned entries per guard scope
+    (the owner, each source) of recent cycles, so that deletions are measured against
+    the high-water mark over the window and cannot be sliced across cycles."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._marks: deque[tuple[float, dict[str, int]]] = deque()
+        self._lock = threading.Lock()
+
+    def high_water(self, current: dict[str, int], window: float) -> dict[str, int]:
+        """Record this cycle's owned counts; the most seen per scope within the window."""
+        with self._lock:
+            now = self.clock()
+            self._marks.append((now, current))
+            while self._marks[0][0] < now - window:
+                self._marks.popleft()
+            marks: dict[str, int] = {}
+            for _, sample in self._marks:
+                for scope, count in sample.items():
+                    marks[scope] = max(marks.get(scope, 0), count)
+            return marks
+
+    def reset(self) -> None:
+        """An allowed mass deletion is the new baseline."""
+        with self._lock:
+            self._marks.clear()
 
 
 class Syncer:
     def __init__(self, sources: Sequence[Source], registries: Sequence[RegistrySync],
                  *, listed_once: set[str] | None = None,
+                 guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.sources = list(sources)
         self.clock = clock
@@ -105,7 +154,17 @@ class Syncer:
         # Sources that listed successfully since start: the first-sync gate. A reload
         # hands it on, so a new configuration does not reopen the gate's wait.
         self.listed_once: set[str] = set(listed_once or ())
+        # A reload hands on each registry's guard memory too (same name, service and
+        # owner), so a reload does not reset the high-water marks.
+        for target in self.registries:
+            if (memory := (guard_memory or {}).get(target.identity)) is not None:
+                target.memory = memory
         self._normaliser = Normaliser()
+
+    @property
+    def guard_memory(self) -> dict[tuple[str, ...], GuardMemory]:
+        """What a reload hands on to the next Syncer."""
+        return {target.identity: target.memory for target in self.registries}
 
     def run_once(
         self, *, dry_run: bool = False, stop: threading.Event | None = None
@@ -116,6 +175,7 @@ class Syncer:
             failed={outcome.name for outcome in outcomes if not outcome.ok},
             deletions_open=all(source.name in self.listed_once for source in self.sources),
             now=int(self.clock()),
+            released=frozenset() if dry_run else self._released(),
         )
         reports = self._each_registry(
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop)
@@ -126,6 +186,21 @@ class Syncer:
         return CycleReport(sources=tuple(outcomes), invalid=tuple(invalid),
                            registries=tuple(reports), dry_run=dry_run, next_change=next_change)
 
+    def _released(self) -> frozenset[Path]:
+        """The release files an operator touched, now consumed (only a successful removal
+        counts, so a release never sticks). Read once per cycle for all registries, so
+        registries sharing a file are all released by it."""
+        paths = {t.options.release_file for t in self.registries
+                 if t.options.release_file is not None and not t.options.guard.allow}
+        released = set()
+        for path in paths:
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            released.add(path)
+        return frozenset(released)
+
     def _discover(self) -> tuple[list[SourceOutcome], list[Found], list[Invalid]]:
         outcomes, found, invalid = [], [], []
         for source in self.sources:
@@ -134,6 +209,7 @@ class Syncer:
                 listing = source.list()
             except SourceError as exc:
                 outcome.ok, outcome.error = False, str(exc)
+                outcome.retry_after = exc.retry_after
             else:
                 self.listed_once.add(source.name)
                 good, bad = self._normaliser.normalise(listing, source.name)
@@ -155,34 +231,48 @@ class Syncer:
 
 
 class RegistrySync:
-    """One registry's half of the cycle: its snapshot, its plan (with its own guard and
-    policy) and its apply."""
+    """One registry's half of the cycle: its snapshot, its plan (with its own guard, guard
+    memory and policy) and its apply."""
 
-    def __init__(self, name: str, registry: Registry, options: SyncOptions) -> None:
+    def __init__(self, name: str, registry: Registry, options: SyncOptions,
+                 memory: GuardMemory | None = None) -> None:
         self.name = name
         self.registry = registry
         self.options = options
+        self.memory = memory or GuardMemory()
         # (source, ref) -> (the Capabilities object, where, its entry): an unchanged
         # declaration comes back from the Normaliser as the same object, and is not
         # encoded (and digested) again. Per registry: the entry carries its service
         # and owner.
         self._encoded: dict[tuple[str, str], Encoded] = {}
 
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Whose entries the guard memory counts: a reload hands it on to the same."""
+        return (self.name, self.options.service.lower(), self.options.owner)
+
     def sync(self, discovered: Discovered, *, dry_run: bool,
              stop: threading.Event | None) -> RegistryReport:
         try:
             snapshot = self.registry.snapshot()
         except RegistryError as exc:
-            return RegistryReport(self.name, registry_error=str(exc))
+            return RegistryReport(self.name, registry_error=str(exc),
+                                  retry_after=exc.retry_after)
         desired, conflicts = self._desired(discovered.found, snapshot, discovered.now)
+        guard = self.options.guard
+        if not guard.allow and self.options.release_file in discovered.released:
+            guard = replace(guard, allow=True)
         changes = plan(
             snapshot.owned,
             desired,
             keep=_kept(snapshot, discovered.failed, discovered.invalid),
             deletions_open=discovered.deletions_open,
-            guard=self.options.guard,
+            guard=guard,
+            high_water=self.memory.high_water(counts(snapshot.owned.values()), guard.window),
             policy=self.options.policy,
         )
+        if guard.allow and changes.delete and not dry_run:
+            self.memory.reset()  # an allowed mass deletion is the new baseline
         report = RegistryReport(self.name, changes=changes, conflicts=tuple(conflicts),
                                 desired=desired, owned=snapshot.owned)
         if dry_run or not changes.writes:
@@ -190,27 +280,34 @@ class RegistrySync:
         try:
             applied = self.registry.apply(changes, stop)
         except RegistryError as exc:
-            return replace(report, registry_error=str(exc))
+            return replace(report, registry_error=str(exc), retry_after=exc.retry_after)
         return replace(report, applied=applied)
 
     def _desired(
         self, found: list[Found], snapshot: Snapshot, now: int
     ) -> tuple[dict[str, Entry], list[Conflict]]:
-        """Encode every declaration; the first source (config order) wins a shared id."""
+        """Encode every declaration; the first source (config order) wins a shared id.
+
+        Ids compare case-folded, as the registries compare them: ``W1`` after ``w1`` is
+        a conflict, and so is an id another writer holds in any case.
+        """
         desired: dict[str, Entry] = {}
         conflicts = []
         encoded: dict[tuple[str, str], Encoded] = {}
         for item in found:
             decl, worker_id = item.declaration, item.caps.id
-            if worker_id in desired:
-                winner = desired[worker_id]
+            folded = worker_id.casefold()
+            if folded in desired:
+                winner = desired[folded]
                 conflicts.append(Conflict(worker_id, decl.source, decl.ref,
-                                          f"already declared by {winner.source} {winner.ref}"))
-            elif worker_id in snapshot.foreign:
+                                          f"{winner.id!r} already declared by {winner.source} "
+                                          f"{winner.ref} (ids compare case-insensitively)"))
+            elif folded in snapshot.foreign:
                 conflicts.append(Conflict(worker_id, decl.source, decl.ref,
-                                          "another writer registered this id on capsync's node"))
+                                          "another writer (owner or service) registered this "
+                                          "id, in some letter case, on capsync's node"))
             else:
-                desired[worker_id] = self._encode(item, encoded, now)
+                desired[folded] = self._encode(item, encoded, now)
         self._encoded = encoded
         return desired, conflicts
 
@@ -232,15 +329,22 @@ class RegistrySync:
 
 
 def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:
-    """Owned entries to leave exactly as they are: their source failed, or their
-    declaration (same source, same id or same reference) is invalid this cycle."""
-    bad_ids = {(item.source, item.worker_id) for item in invalid if item.worker_id}
-    bad_refs = {(item.source, item.ref[: codec.MAX_META_VALUE]) for item in invalid}
+    """Case-folded ids of the owned entries to leave exactly as they are: their source
+    failed, or their declaration is invalid this cycle (same source, and the same id or
+    a reference the invalid item covers: ``f.json`` covers ``f.json`` and its items
+    ``f.json[0]``, ``f.json[1]``...)."""
+    bad_ids = {(item.source, item.worker_id.casefold()) for item in invalid if item.worker_id}
+    bad_refs = {(item.source, codec.ref_value(item.ref)) for item in invalid}
     return {
-        worker_id
+        worker_id.casefold()
         for worker_id, entry in snapshot.owned.items()
         if entry.source in failed
-        or (entry.source, worker_id) in bad_ids
+        or (entry.source, worker_id.casefold()) in bad_ids
         or (entry.source, entry.ref) in bad_refs
+        or (entry.source, _container(entry.ref)) in bad_refs
     }
 
+
+def _container(ref: str) -> str:
+    """``f.json[3]`` -> ``f.json``: the object an item's reference belongs to."""
+    return ref[: ref.rindex("[")] if ref.endswith("]") and "[" in ref else ref

@@ -37,8 +37,13 @@ class Metrics:
                                        "Cycles whose registry read or write failed, and "
                                        "entries the registry refused", ["registry"],
                                        registry=r)
-        self.held = Gauge("capsync_deletions_held", "Deletions held in the last cycle",
-                          ["registry"], registry=r)
+        self.unwritten = Counter("capsync_registry_operations_unwritten",
+                                 "Planned operations not written, by registry and why "
+                                 "(refused by the registry, unsent when stopping, "
+                                 "interrupted)", ["registry", "reason"], registry=r)
+        self.held = Gauge("capsync_deletions_held",
+                          "Deletions held in the last cycle (first-sync gate or the "
+                          "mass-deletion guard)", ["registry"], registry=r)
         self.conflicts = Gauge("capsync_conflicts", "Worker ids declared twice, last cycle",
                                ["registry"], registry=r)
         self.registry_up = Gauge("capsync_registry_up",
@@ -67,9 +72,9 @@ class Metrics:
                 self.entries.labels(source.name).set(per_source.get(source.name, 0))
             self.invalid.labels(source.name).set(source.invalid)
         for reg in report.registries:
-            self._observe_registry(reg, dry_run=report.dry_run)
+            self._observe_registry(reg)
 
-    def _observe_registry(self, reg: RegistryReport, *, dry_run: bool) -> None:
+    def _observe_registry(self, reg: RegistryReport) -> None:
         name = reg.name
         self.registry_up.labels(name).set(0 if reg.registry_error else 1)
         errors = self.registry_errors.labels(name)
@@ -78,13 +83,16 @@ class Metrics:
             return
         self.held.labels(name).set(len(reg.changes.held))
         self.conflicts.labels(name).set(len(reg.conflicts))
-        if reg.applied:
-            self.requests.labels(name).inc(reg.applied.requests)
-            errors.inc(len(reg.applied.refused))
-            if not dry_run:
-                self.operations.labels(name, "create").inc(len(reg.changes.create))
-                self.operations.labels(name, "update").inc(len(reg.changes.update))
-                self.operations.labels(name, "delete").inc(len(reg.changes.delete))
+        if reg.applied:  # never set on a dry run
+            done = reg.applied
+            self.requests.labels(name).inc(done.requests)
+            errors.inc(len(done.refused))
+            # What the registry confirmed written, not what was planned.
+            for operation, count in done.written.items():
+                self.operations.labels(name, operation).inc(count)
+            self.unwritten.labels(name, "refused").inc(len(done.refused))
+            self.unwritten.labels(name, "unsent").inc(done.unsent)
+            self.unwritten.labels(name, "interrupted").inc(done.interrupted)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

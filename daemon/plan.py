@@ -13,6 +13,9 @@ logging or counting; the cycle acts on the result.
     kept                 anything               unchanged: its source failed or its
                                                 declaration was invalid this cycle
 
+Ids are matched case-folded, as Consul and SQLite compare them: ``W1`` owned and ``w1``
+desired are one worker, and a case-only rename is an update.
+
 Deletions are held, not dropped, when the first-sync gate is closed (not every source
 has listed once since start) or when they exceed the mass-deletion guard. Policies then
 filter what remains: ``upsert-only`` never deletes, ``create-only`` only creates.
@@ -21,10 +24,12 @@ Only owned entries are ever passed in, so nothing else can be updated or deleted
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from discovery.codec import Entry
+
+OWNER_SCOPE = "*"  # the guard's key for "every owned entry"; other keys are source names
 
 
 @dataclass(frozen=True)
@@ -50,17 +55,34 @@ class Changes:
 
 @dataclass(frozen=True)
 class DeletionGuard:
-    """Hold a cycle's deletions when they exceed both a fraction and a count of the owned
-    entries: a source that suddenly lists nothing must not empty the registry."""
+    """Self-preservation, as Netflix Eureka does it: hold deletions that would take the
+    owned entries, of any one source or of the owner as a whole, below a fraction of
+    their high-water mark over the guard's window. Per source, so one emptied source
+    is held however many others there are; against a high-water mark, so deleting just
+    under the limit in each cycle cannot empty the registry either."""
 
     max_fraction: float = 0.5
     min_count: int = 5
     allow: bool = False
+    window: float = 3600.0
 
-    def blocks(self, deleting: int, owned: int) -> bool:
+    def blocks(self, deleting: int, owned: int, high_water: int) -> bool:
+        lost = max(high_water, owned) - (owned - deleting)
         return (
-            not self.allow and deleting > self.min_count and deleting > self.max_fraction * owned
+            not self.allow
+            and deleting > 0
+            and lost > self.min_count
+            and lost > self.max_fraction * max(high_water, owned)
         )
+
+
+def counts(owned: Iterable[Entry]) -> dict[str, int]:
+    """Owned entries per guard scope: per source, and the owner's total."""
+    out: dict[str, int] = {OWNER_SCOPE: 0}
+    for entry in owned:
+        out[OWNER_SCOPE] += 1
+        out[entry.source] = out.get(entry.source, 0) + 1
+    return out
 
 
 Policy = Callable[[Changes], Changes]
@@ -88,13 +110,20 @@ def plan(
     keep: Collection[str] = frozenset(),
     deletions_open: bool = True,
     guard: DeletionGuard = DeletionGuard(),
+    high_water: Mapping[str, int] | None = None,
     policy: str = "sync",
 ) -> Changes:
-    """Diff ``owned`` (id -> entry this owner wrote) against ``desired`` (id -> entry)."""
+    """Diff ``owned`` (id -> entry this owner wrote) against ``desired`` (id -> entry).
+
+    ``keep`` holds case-folded ids; ``high_water`` the guard's memory (scope -> the most
+    owned entries seen in its window; see ``counts``).
+    """
+    folded_owned = {worker_id.casefold(): entry for worker_id, entry in owned.items()}
+    folded_desired = {worker_id.casefold(): entry for worker_id, entry in desired.items()}
     create, update, delete = [], [], []
     unchanged = kept = 0
-    for worker_id in sorted(owned.keys() | desired.keys()):
-        old, new = owned.get(worker_id), desired.get(worker_id)
+    for worker_id in sorted(folded_owned.keys() | folded_desired.keys()):
+        old, new = folded_owned.get(worker_id), folded_desired.get(worker_id)
         if old is None and new is not None:
             create.append(new)
         elif old is None:
@@ -107,21 +136,48 @@ def plan(
             unchanged += 1
         else:
             update.append(Update(old, new))
-    held_reason = ""
-    if delete and not deletions_open:
-        held_reason = "first sync: not every source has listed successfully yet"
-    elif guard.blocks(len(delete), len(owned)):
-        held_reason = (
-            f"mass-deletion guard: {len(delete)} of {len(owned)} owned entries "
-            f"(limit {guard.max_fraction:.0%} and more than {guard.min_count})"
-        )
+    held, held_reason = _held(delete, owned.values(), deletions_open, guard, high_water or {})
     changes = Changes(
         create=tuple(create),
         update=tuple(update),
-        delete=() if held_reason else tuple(delete),
+        delete=tuple(e for e in delete if e.id not in held),
         unchanged=unchanged,
-        held=tuple(delete) if held_reason else (),
+        held=tuple(e for e in delete if e.id in held),
         held_reason=held_reason,
         kept=kept,
     )
     return POLICIES[policy](changes)
+
+
+def _held(
+    delete: list[Entry],
+    owned: Iterable[Entry],
+    deletions_open: bool,
+    guard: DeletionGuard,
+    high_water: Mapping[str, int],
+) -> tuple[set[str], str]:
+    """The ids of the deletions to hold and why: per source, then for the owner."""
+    if delete and not deletions_open:
+        return {e.id for e in delete}, "first sync: not every source has listed successfully yet"
+    now, deleting = counts(owned), counts(delete)
+    reasons, held = [], set()
+    for scope in sorted(s for s in deleting if s != OWNER_SCOPE):
+        if guard.blocks(deleting[scope], now[scope], high_water.get(scope, 0)):
+            held |= {e.id for e in delete if e.source == scope}
+            reasons.append(_reason(f"source {scope!r}", deleting[scope], now[scope],
+                                   high_water.get(scope, 0), guard))
+    rest = len(delete) - len(held)
+    total, mark = now[OWNER_SCOPE], high_water.get(OWNER_SCOPE, 0)
+    if rest and guard.blocks(rest, total, mark):
+        held = {e.id for e in delete}
+        reasons.append(_reason("the owner", rest, total, mark, guard))
+    return held, "; ".join(reasons)
+
+
+def _reason(scope: str, deleting: int, owned: int, high_water: int, guard: DeletionGuard) -> str:
+    peak = max(high_water, owned)
+    return (
+        f"mass-deletion guard: {scope} would go from {peak} entries (high-water mark over "
+        f"{guard.window:g}s) to {owned - deleting}, deleting {deleting} now (held when it "
+        f"would lose more than {guard.max_fraction:.0%} and more than {guard.min_count})"
+    )

@@ -9,8 +9,12 @@ from typing import Any
 from config.events import emit
 from daemon.cycle import CycleReport, RegistryReport
 from daemon.plan import Changes
+from daemon.registry.base import ApplyResult
 from daemon.text_table import render
 from discovery.codec import Entry
+
+RELEASE = ("--allow-mass-delete for one run, or touch the registry's release_file "
+           "(default /var/lib/capsync/release-deletions) for one cycle of a running daemon")
 
 
 def summary(report: CycleReport) -> str:
@@ -22,16 +26,30 @@ def summary(report: CycleReport) -> str:
 
 
 def _summary(report: CycleReport, reg: RegistryReport) -> str:
+    """The plan's counts for a dry run; for a sync, what the registry confirmed written,
+    with what it refused, what was never sent and what failed without a verdict."""
     if reg.registry_error:
         return f"registry failed: {reg.registry_error}"
     c = reg.changes
+    done = reg.applied or ApplyResult()
+    written = (
+        {"create": len(c.create), "update": len(c.update), "delete": len(c.delete)}
+        if report.dry_run else done.written
+    )
     verb = "plan" if report.dry_run else "sync"
-    requests = reg.applied.requests if reg.applied else 0
+    requests = done.requests
     tail = "" if report.dry_run else f" ({requests} write request{'' if requests == 1 else 's'})"
+    failed = "".join(
+        f", {count} {what}"
+        for count, what in ((len(done.refused), "refused"), (done.unsent, "unsent"),
+                            (done.interrupted, "interrupted"))
+        if count
+    )
     return (
-        f"{verb}: {len(c.create)} created, {len(c.update)} updated, {len(c.delete)} deleted, "
-        f"{c.unchanged} unchanged, {len(report.invalid)} invalid, {len(c.held)} held, "
-        f"{c.kept} kept{tail}{_next_change(report)}"
+        f"{verb}: {written.get('create', 0)} created, {written.get('update', 0)} updated, "
+        f"{written.get('delete', 0)} deleted{failed}, {c.unchanged} unchanged, "
+        f"{len(report.invalid)} invalid, {len(c.held)} held, {c.kept} kept{tail}"
+        f"{_next_change(report)}"
     )
 
 
@@ -64,9 +82,16 @@ def log_problems(report: CycleReport) -> None:
             emit(logging.ERROR, "registry_failed", error=reg.registry_error, registry=reg.name)
         if reg.changes.held:
             emit(logging.WARNING, "deletions_held", count=len(reg.changes.held),
-                 reason=reg.changes.held_reason, registry=reg.name)
-        for refused in reg.applied.refused if reg.applied else ():
+                 reason=reg.changes.held_reason, registry=reg.name, release=RELEASE)
+        done = reg.applied or ApplyResult()
+        for refused in done.refused:
             emit(logging.ERROR, "entry_refused", id=refused.id, reason=refused.reason,
+                 registry=reg.name)
+        for error in done.errors:
+            emit(logging.ERROR, "write_failed", error=error, registry=reg.name,
+                 action="its operations are retried by the next cycle")
+        if done.unsent:
+            emit(logging.WARNING, "writes_unsent", count=done.unsent, reason="stopping",
                  registry=reg.name)
 
 
@@ -99,6 +124,7 @@ def plan_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
             "kept": c.kept, "conflicts": len(reg.conflicts),
         },
         "held_reason": c.held_reason,
+        "release": RELEASE if c.held else "",
         "next_change": report.next_change,
         "failed_sources": [s.name for s in report.sources if not s.ok],
     }

@@ -7,13 +7,13 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from config.events import emit
 from config.settings import Settings
-from daemon.cycle import Syncer
+from daemon.cycle import GuardMemory, Syncer
 from daemon.leader import Leadership
 from daemon.wiring import build_registries, build_sources, consul_endpoint
 from discovery.consul_client import ConsulClient
@@ -24,7 +24,8 @@ from discovery.sources.push import PushSource
 
 class Runtime:
     def __init__(self, settings: Settings, request: Callable[[str], None],
-                 *, listed_once: set[str] | None = None) -> None:
+                 *, listed_once: set[str] | None = None,
+                 guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None) -> None:
         self.settings = settings
         self.request = request
         self.registries = build_registries(settings)
@@ -35,7 +36,8 @@ class Runtime:
             raise
         names = {source.name for source in sources}
         self.syncer = Syncer(sources, self.registries,
-                             listed_once=(listed_once or set()) & names)
+                             listed_once=(listed_once or set()) & names,
+                             guard_memory=guard_memory)
         self.leadership: Leadership | None = None
         self._stop = threading.Event()
         self._watchers = [

@@ -129,7 +129,8 @@ class Daemon:
         try:
             settings = self.load_settings()
             runtime = Runtime(settings, self.trigger.request,
-                              listed_once=self.runtime.syncer.listed_once)
+                              listed_once=self.runtime.syncer.listed_once,
+                              guard_memory=self.runtime.syncer.guard_memory)
         except CapsyncError as exc:
             emit(logging.ERROR, "reload_failed", error=str(exc),
                  action="keeping the running configuration")

@@ -72,4 +72,11 @@ def _registry_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
         "registry_error": reg.registry_error,
         "plan": plan_json(report, reg),
         "refused": [vars(r) for r in (reg.applied.refused if reg.applied else ())],
+        # What the registry confirmed, and the planned operations it did not write.
+        "written": dict(reg.applied.written) if reg.applied else {},
+        "unwritten": {
+            "refused": len(reg.applied.refused) if reg.applied else 0,
+            "unsent": reg.applied.unsent if reg.applied else 0,
+            "interrupted": reg.applied.interrupted if reg.applied else 0,
+        },
     }

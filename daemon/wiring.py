@@ -38,13 +38,15 @@ def sync_options(reg: RegistrySettingsBase) -> SyncOptions:
     return SyncOptions(
         service=reg.service, owner=reg.owner, policy=reg.policy,
         guard=DeletionGuard(reg.max_delete_fraction, reg.max_delete_count,
-                            reg.allow_mass_delete),
+                            reg.allow_mass_delete, reg.guard_window),
+        release_file=reg.release_file,
     )
 
 
 def build_context(settings: Settings) -> BuildContext:
     return BuildContext(settings.consul, lambda: consul_endpoint(settings.consul),
-                        settings.daemon.leader_election)
+                        leader_election=settings.daemon.leader_election,
+                        takeover=settings.daemon.leader_election)
 
 
 def build_registry(settings: Settings, reg: RegistrySettingsBase) -> Registry:

@@ -106,8 +106,7 @@ def encode(
         EXTERNAL_SOURCE: "capsync",
         OWNER: owner,
         SOURCE: source,
-        # A reference is informational; Consul would refuse a longer value.
-        REF: ref[:MAX_META_VALUE],
+        REF: ref_value(ref),
         **_declaration_meta(caps),
     }
     tags = tuple(caps.provided_tools(now))
@@ -177,15 +176,28 @@ def limit_problems(caps: Capabilities) -> list[tuple[str, str]]:
             )
         )
     for category, field_name in CATEGORIES.items():
-        if len(value := meta.get(category, "")) > MAX_META_VALUE:
+        if (size := utf8_len(meta.get(category, ""))) > MAX_META_VALUE:
             problems.append(
                 (
                     field_name,
-                    f"encoded as meta {category!r} these tools take {len(value)} characters; "
-                    f"Consul allows at most {MAX_META_VALUE} per meta value",
+                    f"encoded as meta {category!r} these tools take {size} bytes (UTF-8); "
+                    f"Consul allows at most {MAX_META_VALUE} bytes per meta value",
                 )
             )
     return problems
+
+
+def utf8_len(text: str) -> int:
+    """Consul checks its limits with Go's ``len``: UTF-8 bytes, not characters."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def ref_value(ref: str) -> str:
+    """A reference as stored in ``capsync-ref``: informational, so it is cut to Consul's
+    512-byte value limit on a character boundary; bytes that are not text (a file name
+    in another encoding) are escaped, never sent as lone surrogates."""
+    raw = ref.encode("utf-8", "backslashreplace")[:MAX_META_VALUE]
+    return raw.decode("utf-8", "ignore")
 
 
 def _declaration_meta(caps: Capabilities) -> dict[str, str]:

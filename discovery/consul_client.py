@@ -5,6 +5,9 @@ client certificates), builds URLs and wraps responses; this module sends each re
 itself so that it, not the library, decides what each status means (the library hides a
 409's JSON body inside an exception string and has no ``filter`` parameter) and so that a
 time-out can be given per request.
+Only a clean answer is data: a status the caller did not expect (a proxy's 404 or 407, a
+429 rate limit, a 502), a body that is not the JSON Consul documents (an HTML page, a
+truncated body) or JSON of the wrong shape raises, never reads as an empty catalogue.
 The ACL token travels only in the X-Consul-Token header (never the query string, so it
 cannot reach an access log) and never appears in a message.
 """
@@ -13,15 +16,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
-from config.errors import CapsyncError, ConfigError, RegistryError
+from config.errors import ConfigError, RegistryError, TransientError
 from config.events import emit
 
 with warnings.catch_warnings():
@@ -70,7 +75,7 @@ class ConsulClient:
     """``error`` is what failures raise: RegistryError for the registry, SourceError for
     the consul source, so each caller's failure isolation applies unchanged."""
 
-    def __init__(self, endpoint: ConsulEndpoint, *, error: type[CapsyncError] = RegistryError,
+    def __init__(self, endpoint: ConsulEndpoint, *, error: type[TransientError] = RegistryError,
                  ) -> None:
         self.error = error
         scheme, host, port = endpoint.parts()
@@ -97,6 +102,19 @@ class ConsulClient:
     def get(self, path: str, params: dict[str, str] | None = None,
             timeout: float | None = None) -> Response:
         return self._call("GET", path, params, None, timeout)
+
+    def read(self, path: str, shape: type[Shape], params: dict[str, str] | None = None,
+             timeout: float | None = None) -> tuple[Shape, int]:
+        """A read whose only acceptable answer is 200 with a JSON body of ``shape``
+        (list or dict): (body, X-Consul-Index). Anything else raises ``error``."""
+        response = self.get(path, params, timeout)
+        if response.status != 200:
+            raise self.error(f"Consul answered GET {path} with {response.status} "
+                             f"({_excerpt(response.text)}); a read must answer 200")
+        if not isinstance(response.body, shape):
+            raise self.error(f"Consul answered GET {path} with a JSON "
+                             f"{type(response.body).__name__}, expected a {shape.__name__}")
+        return response.body, response.index
 
     def put(self, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
         data = "" if body is None else json.dumps(body, separators=(",", ":"))
@@ -129,18 +147,54 @@ class ConsulClient:
         return _response(raw, method, path, self.error)
 
 
+Shape = TypeVar("Shape", list[Any], dict[str, Any])
+# Answers no Consul endpoint gives in capsync's use, whoever sends them: a rate limit,
+# an authenticating proxy, a gateway. Never data, always the failure of that request.
+_NOT_CONSUL = {401: "unauthorised", 407: "proxy authentication required",
+               429: "rate limited"}
+
+
 def _response(
-    raw: consul.base.Response, method: str, path: str, error: type[CapsyncError]
+    raw: consul.base.Response, method: str, path: str, error: type[TransientError]
 ) -> Response:
     text = raw.body or ""
+    retry_after = _retry_after(raw.headers.get("Retry-After"))
     if raw.code == 403:
-        raise error(f"Consul refused {method} {path} (403): {text.strip()}; "
-                            "check the ACL token's policy")
-    if raw.code >= 500:
-        raise error(f"Consul failed {method} {path} ({raw.code}): {text.strip()}")
+        raise error(f"Consul refused {method} {path} (403): {_excerpt(text)}; "
+                    "check the ACL token's policy")
+    if raw.code in _NOT_CONSUL or raw.code >= 500:
+        wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
+        reason = _NOT_CONSUL.get(raw.code, "failed")
+        raise error(f"Consul {reason} {method} {path} ({raw.code}): {_excerpt(text)}{wait}",
+                    retry_after=retry_after)
+    body = None
+    if raw.code in (200, 409) and text:
+        try:
+            body = json.loads(text)
+        except ValueError:  # an HTML page, a truncated body
+            raise error(f"Consul answered {method} {path} ({raw.code}) with a body that is "
+                        f"not JSON: {_excerpt(text)}") from None
     try:
-        body = json.loads(text) if text and raw.code in (200, 409) else None
-    except json.JSONDecodeError:
-        raise error(f"Consul answered {method} {path} with invalid JSON") from None
-    index = int(raw.headers.get("X-Consul-Index", "0") or 0)
+        index = int(raw.headers.get("X-Consul-Index", "0") or 0)
+    except ValueError:
+        raise error(f"Consul answered {method} {path} with X-Consul-Index "
+                    f"{raw.headers.get('X-Consul-Index')!r}, not a number") from None
     return Response(raw.code, index, body, text)
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """The start of a body, on one line: enough to recognise an HTML page or a message."""
+    flat = " ".join(text.split())
+    return flat[:limit] + ("..." if len(flat) > limit else "") if flat else "empty body"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds, from either of its forms (seconds or an HTTP date)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

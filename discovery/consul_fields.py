@@ -23,15 +23,34 @@ def service_fields(entry: Entry) -> dict[str, Any]:
     }
 
 
-def entry_from_service(service: dict[str, Any]) -> Entry:
+def entry_from_service(service: Any) -> Entry:
     """Read back a node-services object (``ID``, ``Service``, ``Tags``...) or a
-    catalog-service one (the same fields prefixed: ``ServiceID``, ``ServiceName``...)."""
+    catalog-service one (the same fields prefixed: ``ServiceID``, ``ServiceName``...).
+
+    ValueError when the object is not of that shape: a wrong answer is not data.
+    """
+    if not isinstance(service, dict):
+        raise ValueError(f"a service instance must be a JSON object, not "
+                         f"{type(service).__name__}")
     p = "Service" if "ServiceName" in service else ""
-    return Entry(
-        id=service[f"{p}ID"],
-        service=service["ServiceName" if p else "Service"],
-        tags=tuple(service.get(f"{p}Tags") or ()),
-        meta=service.get(f"{p}Meta") or {},
-        address=service.get(f"{p}Address") or "",
-        port=service.get(f"{p}Port") or 0,
-    )
+    fields: dict[str, tuple[str, type, Any]] = {
+        "id": (f"{p}ID", str, None),
+        "service": ("ServiceName" if p else "Service", str, None),
+        "tags": (f"{p}Tags", list, []),
+        "meta": (f"{p}Meta", dict, {}),
+        "address": (f"{p}Address", str, ""),
+        "port": (f"{p}Port", int, 0),
+    }
+    values: dict[str, Any] = {}
+    for name, (key, kind, default) in fields.items():
+        value = service.get(key)
+        if value is None and default is not None:
+            value = default
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{key} is {type(value).__name__}, expected {kind.__name__}")
+        values[name] = value
+    if not all(isinstance(t, str) for t in values["tags"]) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in values["meta"].items()
+    ):
+        raise ValueError(f"{p}Tags must hold strings and {p}Meta string pairs")
+    return Entry(**{**values, "tags": tuple(values["tags"])})

@@ -27,12 +27,16 @@ ParseArg = Callable[[str], dict[str, object]]
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a kind may need beyond its own settings: the shared [consul] connection, and
-    whether leader election is on (the push source's inbox then lives in Consul KV)."""
+    """What a kind may need beyond its own settings: the shared [consul] connection and
+    whether leader election is on."""
 
     consul: ConsulSettings
     consul_endpoint: Callable[[], ConsulEndpoint]
+    # With leader election on, the push source's inbox lives in Consul KV.
     leader_election: bool = False
+    # Leader election serialises the writers: the leader takes capsync's node over from
+    # a writer recorded before it (daemon/registry/writer.py).
+    takeover: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -39,9 +40,9 @@ def tool_key(value: str) -> str:
 
 def _tool_name(value: str) -> str:
     name = tool_key(value)
-    if not 1 <= len(name) <= MAX_NAME:
+    if not name or codec.utf8_len(name) > MAX_NAME:
         raise PydanticCustomError(
-            "tool_name", f"tool name must be 1-{MAX_NAME} characters after trimming"
+            "tool_name", f"tool name must be 1-{MAX_NAME} bytes (UTF-8) after trimming"
         )
     if bad := _FORBIDDEN_IN_NAME.search(name):
         raise PydanticCustomError(
@@ -84,7 +85,18 @@ ToolName = Annotated[str, AfterValidator(_tool_name)]
 WorkerId = Annotated[str, AfterValidator(_worker_id)]
 Key = Annotated[str, AfterValidator(_key)]
 MetaKey = Annotated[str, AfterValidator(_meta_key)]
-MetaValue = Annotated[str, Field(max_length=MAX_META_VALUE)]
+def _meta_value(value: str) -> str:
+    if (size := codec.utf8_len(value)) > MAX_META_VALUE:
+        raise PydanticCustomError(
+            "meta_value",
+            "metadata values are at most {max} bytes (UTF-8; Consul's limit); this one is "
+            "{size} bytes",
+            {"max": MAX_META_VALUE, "size": size},
+        )
+    return value
+
+
+MetaValue = Annotated[str, AfterValidator(_meta_value)]
 
 
 class _Strict(BaseModel):
@@ -172,6 +184,8 @@ def validate(data: Any, *, ref: str, default_id: str | None = None) -> Capabilit
         )
     if "id" not in data and default_id is not None:
         data = {"id": default_id, **data}
+    if problems := list(_not_unicode(data, ())):
+        raise DeclarationError(ref, problems)
     try:
         parsed = DeclarationIn.model_validate(data)
     except ValidationError as exc:
@@ -238,9 +252,29 @@ def _describe(err: ErrorDetails) -> tuple[str, str]:
         return loc, f"unknown field {name!r}{hint}"
     if err["type"] == "too_long" and err["loc"][-1] == "alternatives":
         return loc, f"at most {MAX_ALTERNATIVES} alternatives per tool"
-    if err["type"] == "string_too_long":
-        return loc, f"metadata values are at most {MAX_META_VALUE} characters (Consul's limit)"
     return loc, err["msg"]
+
+
+def _not_unicode(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, str]]:
+    """Every string (key or value) that is not a sequence of Unicode scalar values: a
+    lone surrogate from a JSON ``\\ud800`` escape cannot be encoded for any registry."""
+    if isinstance(data, str):
+        if reason := _lone_surrogate(data):
+            yield format_loc(loc), reason
+        return
+    items = data.items() if isinstance(data, dict) else enumerate(data) \
+        if isinstance(data, list) else ()
+    for key, value in items:
+        if isinstance(key, str) and (reason := _lone_surrogate(key)):
+            printable = key.encode("utf-8", "replace").decode()
+            yield f"{format_loc((*loc, printable))} (key)", reason
+        yield from _not_unicode(value, (*loc, key))
+
+
+def _lone_surrogate(text: str) -> str:
+    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+    return "" if bad is None else (
+        f"not valid Unicode: lone surrogate U+{ord(bad):04X} (an unpaired \\u escape)")
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:

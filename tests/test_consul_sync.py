@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from pathlib import Path
 
 from daemon.plan import Changes
@@ -31,7 +32,8 @@ def test_cold_sync_of_1000_within_request_budget(consul: ConsulTarget, tmp_path:
     w0 = services["w-0000"]
     assert w0["ServiceWeights"] == {"Passing": 1, "Warning": 1}
     assert w0["NodeMeta"] == {"external-node": "true", "external-source": "capsync",
-                              "capsync-owner": consul.owner}
+                              "capsync-owner": consul.owner,
+                              "capsync-writer-worker": socket.gethostname()}
     if consul.double:
         assert consul.writes() <= math.ceil(1000 / 64) + 3
         consul.double.reset_counts()
@@ -52,7 +54,10 @@ def test_unowned_entry_on_own_node_is_a_conflict_never_touched(consul: ConsulTar
     result = sync(consul, "--source", f"file:{EXAMPLES}", "--allow-mass-delete")
     assert result.returncode == 0, result.stderr
     assert "event=conflict id=python-worker-1" in result.stderr
-    assert consul.services()["python-worker-1"] == before
+    after = consul.services()["python-worker-1"]
+    # The node's meta gains this host as the service's writer; the instance is untouched.
+    assert after.pop("NodeMeta").items() > before.pop("NodeMeta").items()
+    assert after == before
 
 
 def test_node_of_a_real_agent_is_refused(consul: ConsulTarget):
@@ -80,7 +85,7 @@ def test_refused_entry_reported_others_land(consul: ConsulTarget):
     registry.close()
     assert [r.id for r in result.refused] == ["bad-1"]
     assert "Key contains invalid characters" in result.refused[0].reason
-    assert result.applied == 10 and result.requests == 2  # node + 9 services land
+    assert result.written == {"create": 9} and result.requests == 2  # 9 services land
     assert sorted(consul.services()) == sorted(e.id for e in good)
 
 

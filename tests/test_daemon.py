@@ -89,8 +89,10 @@ def test_readyz_follows_consul_and_registry_converges(fleet: Path, tmp_path: Pat
         double.stop()
 
 
-def test_sighup_reload_moves_entries_to_new_service(consul: ConsulTarget, fleet: Path,
-                                                    tmp_path: Path):
+def test_sighup_reload_takes_the_new_service(consul: ConsulTarget, fleet: Path,
+                                            tmp_path: Path):
+    """Ownership is owner and service: after the reload the old service's entries are
+    another service's, kept as they are, and the same ids are conflicts, never moved."""
     config = tmp_path / "capsync.toml"
     config.write_text(f'[registry]\nservice = "worker"\nowner = "{consul.owner}"\n'
                       f'[[sources]]\ntype = "file"\npath = "{fleet}"\n')
@@ -103,7 +105,8 @@ def test_sighup_reload_moves_entries_to_new_service(consul: ConsulTarget, fleet:
         proc.signal(signal.SIGHUP)
         renamed = ConsulTarget(consul.address, consul.double, owner=consul.owner,
                                service="analysis")
-        wait_until(lambda: len(renamed.services()) == 9 and not consul.services(), 10)
+        proc.wait_for(lambda line: "event=conflict" in line and "another writer" in line, 10)
+        assert len(consul.services()) == 9 and not renamed.services()
         assert "RELOADING=1" in notify.lines()
         assert notify.lines()[notify.lines().index("RELOADING=1"):].count("READY=1") == 1
 

@@ -8,8 +8,9 @@ from daemon.plan import Changes, DeletionGuard, plan
 from discovery.codec import Entry
 
 
-def entry(worker_id: str, version: str = "1") -> Entry:
-    return Entry(worker_id, "worker", (), {"v": version, "capsync-owner": "me"})
+def entry(worker_id: str, version: str = "1", source: str = "file") -> Entry:
+    return Entry(worker_id, "worker", (),
+                 {"v": version, "capsync-owner": "me", "capsync-source": source})
 
 
 def ids(entries) -> list[str]:
@@ -24,8 +25,11 @@ def ids(entries) -> list[str]:
         ({"a": "1"}, {"a": "2"}, [], ["a"], [], 0),
         ({"a": "1"}, {}, [], [], ["a"], 0),
         ({"a": "1", "b": "1"}, {"b": "2", "c": "1"}, ["c"], ["b"], ["a"], 0),
+        ({"w1": "1"}, {"W1": "1"}, [], ["W1"], [], 0),
+        ({"W1": "1", "x": "1"}, {"w1": "2", "X": "1"}, [], ["w1", "X"], [], 0),
     ],
-    ids=["create", "unchanged", "update", "delete", "mixed"],
+    ids=["create", "unchanged", "update", "delete", "mixed", "case-rename",
+         "case-rename-and-change"],
 )
 def test_table(owned, desired, create, update, delete, unchanged) -> None:
     changes = plan({k: entry(k, v) for k, v in owned.items()},
@@ -58,6 +62,35 @@ def test_mass_deletion_guard(owned: int, deleting: int, held: bool) -> None:
     assert bool(changes.held) is held and len(changes.delete) == (0 if held else deleting)
     allowed = plan(current, desired, guard=DeletionGuard(allow=True))
     assert len(allowed.delete) == deleting
+
+
+@pytest.mark.parametrize(
+    ("sources", "emptied", "high_water", "held"),
+    [
+        ({"a": 60, "b": 40}, "b", {}, 40),  # one source emptied: held per source
+        ({"a": 95, "b": 5}, "b", {}, 0),  # 5 lost: within max_delete_count
+        ({"a": 51}, "a", {"*": 100, "a": 100}, 51),  # sliced: 100 -> 49 -> 0
+        ({"a": 60}, "", {"*": 100, "a": 100}, 0),  # nothing deleted now: nothing held
+    ],
+    ids=["emptied-source", "small-source", "sliced", "no-deletion"],
+)
+def test_guard_per_source_against_the_high_water_mark(
+    sources: dict[str, int], emptied: str, high_water: dict[str, int], held: int
+) -> None:
+    owned = {f"{s}{i}": entry(f"{s}{i}", source=s) for s, n in sources.items() for i in range(n)}
+    desired = {k: e for k, e in owned.items() if e.source != emptied}
+    changes = plan(owned, desired, high_water=high_water)
+    assert len(changes.held) == held
+    assert len(changes.delete) == len(owned) - len(desired) - held
+
+
+def test_sliced_deletion_just_under_the_limit_then_held() -> None:
+    owned = {f"w{i}": entry(f"w{i}") for i in range(100)}
+    first = plan(owned, dict(list(owned.items())[49:]), high_water={"*": 100, "file": 100})
+    assert len(first.delete) == 49 and not first.held
+    left = dict(list(owned.items())[49:])
+    second = plan(left, dict(list(left.items())[25:]), high_water={"*": 100, "file": 100})
+    assert len(second.held) == 25 and "high-water mark" in second.held_reason
 
 
 @pytest.mark.parametrize(

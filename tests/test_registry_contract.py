@@ -46,14 +46,16 @@ def entry(worker_id: str, *tools: str, owner: str = OWNER) -> codec.Entry:
 class Place:
     """Where one kind's registries live in a test, and what only that kind knows."""
 
-    open_at: Callable[[str], Registry]  # owner -> a registry on node capsync-<owner>
+    # (owner, service, writer) -> a registry on node capsync-<owner>
+    open_at: Callable[[str, str, str], Registry]
     plant: Callable[[str, codec.Entry], None]  # another writer's entry on a node
     refusable: Callable[[], codec.Entry]  # an entry this kind refuses, as built
     outage: Callable[[Registry], None] = lambda registry: registry.close()  # stops answering
     opened: list[Registry] = field(default_factory=list)
 
-    def open(self, owner: str = OWNER) -> Registry:
-        registry = self.open_at(owner)
+    def open(self, owner: str = OWNER, service: str = "worker",
+             writer: str = "host-a") -> Registry:
+        registry = self.open_at(owner, service, writer)
         self.opened.append(registry)
         return registry
 
@@ -71,8 +73,9 @@ def memory_place() -> Iterator[Place]:
         with catalog.lock:
             catalog.nodes.setdefault(node.lower(), _Node({})).services[e.id.lower()] = e
 
-    yield Place(lambda owner: MemoryRegistry(catalog, service="worker", owner=owner,
-                                             node=f"capsync-{owner}"), plant, _foreign_owner)
+    yield Place(lambda owner, service, writer: MemoryRegistry(
+        catalog, service=service, owner=owner, node=f"capsync-{owner}", writer=writer,
+    ), plant, _foreign_owner)
 
 
 @pytest.fixture
@@ -86,16 +89,18 @@ def sqlite_place(tmp_path: Path) -> Iterator[Place]:
                        (node, e.id, e.service, json.dumps(e.tags), json.dumps(dict(e.meta)),
                         "", 0))
 
-    yield Place(lambda owner: SqliteRegistry(path, service="worker", owner=owner,
-                                             node=f"capsync-{owner}"), plant, _foreign_owner)
+    yield Place(lambda owner, service, writer: SqliteRegistry(
+        path, service=service, owner=owner, node=f"capsync-{owner}", writer=writer,
+    ), plant, _foreign_owner)
 
 
 @pytest.fixture
 def consul_place() -> Iterator[Place]:
     with ConsulDouble() as double:
-        def open_at(owner: str) -> Registry:
+        def open_at(owner: str, service: str, writer: str) -> Registry:
             return ConsulRegistry(ConsulClient(ConsulEndpoint(double.address)),
-                                  service="worker", owner=owner, node=f"capsync-{owner}")
+                                  service=service, owner=owner, node=f"capsync-{owner}",
+                                  writer=writer)
 
         def plant(node: str, e: codec.Entry) -> None:
             body = {"Node": node, "Address": "127.0.0.1", "SkipNodeUpdate": True,
@@ -129,8 +134,10 @@ def place(request: pytest.FixtureRequest) -> Iterator[Place]:
         registry.close()
 
 
-def syncer(place: Place, *sources: ScriptedSource, owner: str = OWNER) -> Syncer:
-    target = RegistrySync("r", place.open(owner), SyncOptions(service="worker", owner=owner))
+def syncer(place: Place, *sources: ScriptedSource, owner: str = OWNER,
+           service: str = "worker", writer: str = "host-a") -> Syncer:
+    target = RegistrySync("r", place.open(owner, service, writer),
+                          SyncOptions(service=service, owner=owner))
     return Syncer(list(sources), [target])
 
 
@@ -217,7 +224,8 @@ def test_batches_land_whole_and_stop_ends_after_the_batch_in_flight(place: Place
     stopped = threading.Event()
     stopped.set()
     registry.snapshot()
-    assert registry.apply(Changes(create=many), stopped).applied == 0
+    unsent = registry.apply(Changes(create=many), stopped)
+    assert unsent.applied == 0 and unsent.unsent == 150 and not unsent.complete
     registry.snapshot()  # as every cycle does before it applies
     result = registry.apply(Changes(create=many))
     assert result.requests >= 1 and not result.refused
@@ -235,6 +243,7 @@ def test_refused_entry_is_reported_and_the_others_land(place: Place) -> None:
     good = tuple(entry(f"ok-{i}") for i in range(5))
     result = registry.apply(Changes(create=(*good[:2], place.refusable(), *good[2:])))
     assert [r.id for r in result.refused] == ["stray-1"] and result.refused[0].reason
+    assert result.written == {"create": 5} and not result.complete  # counted, not planned
     assert sorted(registry.snapshot().owned) == sorted(e.id for e in good)
 
 
@@ -298,3 +307,80 @@ def test_full_form_round_trips_and_an_expiry_is_a_change(place: Place) -> None:
     entry = next(i.entry for i in place.open().entries(Query()) if i.entry.id == "full-1")
     assert "clippy" not in entry.tags and "expired:clippy" in entry.tags
     assert full_entry.decode(entry) == full and later.next_change is None
+
+
+# Issue 10's rules, for every kind: owner and service, case folding, one writer per
+# service, a guard with memory.
+
+
+def test_two_services_of_one_owner_coexist(place: Place) -> None:
+    web = syncer(place, ScriptedSource(declarations=declared("w-1", "w-2")), service="web")
+    batch = syncer(place, ScriptedSource(declarations=declared("b-1")), service="batch")
+    for _ in range(2):
+        assert web.run_once().ok and batch.run_once().ok
+    assert sorted(place.open(service="web").snapshot().owned) == ["w-1", "w-2"]
+    snapshot = place.open(service="batch").snapshot()
+    assert sorted(snapshot.owned) == ["b-1"] and {"w-1", "w-2"} <= snapshot.foreign
+    batch.sources[0] = ScriptedSource(declarations=declared("b-1", "w-1"))
+    report = batch.run_once().registries[0]
+    assert [c.worker_id for c in report.conflicts] == ["w-1"]  # never taken over
+    assert sorted(place.open(service="web").snapshot().owned) == ["w-1", "w-2"]
+
+
+def test_case_only_rename_through_a_cycle_is_one_update(place: Place) -> None:
+    source = ScriptedSource(declarations=declared("Rust-1"))
+    sync = syncer(place, source)
+    assert sync.run_once().ok
+    source.declarations = declared("rust-1")
+    changes = sync.run_once().registries[0].changes
+    assert ([u.new.id for u in changes.update], changes.create, changes.delete) == (
+        ["rust-1"], (), ())
+    assert list(place.open().snapshot().owned) == ["rust-1"]
+
+
+def test_ids_differing_in_case_are_a_conflict_without_churn(place: Place) -> None:
+    first = ScriptedSource("first", declarations=declared("w-1"))
+    second = ScriptedSource("second", declarations=declared("W-1", tools=("ruff",)))
+    sync = syncer(place, first, second)
+    report = sync.run_once().registries[0]
+    assert [(c.worker_id, c.source) for c in report.conflicts] == [("W-1", "second")]
+    again = sync.run_once().registries[0]
+    assert again.changes.unchanged == 1 and not again.changes.writes
+    [listed] = place.open().entries(Query())
+    assert (listed.entry.id, listed.entry.source) == ("w-1", "first")
+
+
+def test_foreign_entry_in_another_case_is_never_overwritten(place: Place) -> None:
+    sync = syncer(place, ScriptedSource(declarations=declared("mine-1")))
+    assert sync.run_once().ok
+    squatter = entry("Taken-1", "semgrep", owner="someone-else")
+    place.plant(f"capsync-{OWNER}", squatter)
+    sync.sources[0] = ScriptedSource(declarations=declared("mine-1", "taken-1"))
+    report = sync.run_once().registries[0]
+    assert [c.worker_id for c in report.conflicts] == ["taken-1"]
+    listed = {i.entry.id.lower(): i.entry for i in place.open().entries(Query())}
+    assert listed["taken-1"] == squatter
+
+
+def test_a_second_writer_of_the_same_owner_and_service_writes_nothing(place: Place) -> None:
+    source = ScriptedSource(declarations=declared("a-1", "a-2"))
+    assert syncer(place, source, writer="host-a").run_once().ok
+    intruder = syncer(place, ScriptedSource(declarations=declared("b-1")), writer="host-b")
+    report = intruder.run_once().registries[0]
+    assert not report.ok and "host-a" in report.registry_error
+    assert sorted(place.open().snapshot().owned) == ["a-1", "a-2"]
+    assert syncer(place, source, writer="host-a").run_once().ok  # the holder goes on
+
+
+def test_deletions_sliced_across_cycles_are_held(place: Place) -> None:
+    source = ScriptedSource(declarations=declared(*(f"w-{i:03}" for i in range(100))))
+    sync = syncer(place, source)
+    assert sync.run_once().ok
+    source.declarations = source.declarations[45:]  # 45 of 100: under half, deleted
+    assert len(sync.run_once().registries[0].changes.delete) == 45
+    source.declarations = source.declarations[40:]  # 85 of the high-water mark 100
+    report = sync.run_once().registries[0]
+    assert len(report.changes.held) == 40 and not report.changes.delete
+    assert "high-water mark" in report.changes.held_reason
+    assert len(place.open().snapshot().owned) == 55
+

@@ -48,8 +48,9 @@ def open_registry(db_path: Path) -> Iterator[Open]:
     """Open registries on the shared file; every one is closed at the end of the test."""
     opened: list[SqliteRegistry] = []
 
-    def make(owner: str = "host-1", node: str = "capsync-host-1", **kw: Any) -> SqliteRegistry:
-        registry = SqliteRegistry(db_path, service="worker", owner=owner, node=node, **kw)
+    def make(owner: str = "host-1", node: str = "capsync-host-1", service: str = "worker",
+             **kw: Any) -> SqliteRegistry:
+        registry = SqliteRegistry(db_path, service=service, owner=owner, node=node, **kw)
         opened.append(registry)
         return registry
 
@@ -86,7 +87,7 @@ def test_cold_create_round_trips_entries_exactly(open_registry: Open, db_path: P
     changes = plan(registry.snapshot().owned, desired)
     assert [e.id for e in changes.create] == ["bare", "py-1", "rust-1"]
 
-    assert registry.apply(changes) == ApplyResult(requests=1, applied=3)
+    assert registry.apply(changes) == ApplyResult(requests=1, written={"create": 3})
 
     snapshot = registry.snapshot()
     assert snapshot.owned == desired and snapshot.foreign == frozenset()
@@ -97,7 +98,8 @@ def test_cold_create_round_trips_entries_exactly(open_registry: Open, db_path: P
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     [(meta,)] = raw(db_path, "SELECT meta FROM nodes WHERE name = 'capsync-host-1'")
     assert json.loads(meta) == {
-        "external-node": "true", "external-source": "capsync", "capsync-owner": "host-1"
+        "external-node": "true", "external-source": "capsync", "capsync-owner": "host-1",
+        "capsync-writer-worker": "host-1",
     }
 
 
@@ -122,7 +124,7 @@ def test_update_rewrites_entry_and_tags(open_registry: Open) -> None:
 
     changes = plan(registry.snapshot().owned, by_id(changed))
     assert changes.update == (Update(entry("a", "clippy"), changed),)
-    assert registry.apply(changes) == ApplyResult(requests=1, applied=1)
+    assert registry.apply(changes) == ApplyResult(requests=1, written={"update": 1})
 
     assert registry.snapshot().owned == {"a": changed}
     assert registry.entries(Query(has=("clippy",))) == []
@@ -135,32 +137,36 @@ def test_delete_removes_entry_and_absent_delete_is_done(open_registry: Open) -> 
 
     changes = plan(registry.snapshot().owned, by_id(entry("b", "ruff")))
     assert changes.delete == (entry("a", "clippy"),)
-    assert registry.apply(changes) == ApplyResult(requests=1, applied=1)
+    assert registry.apply(changes) == ApplyResult(requests=1, written={"delete": 1})
     assert set(registry.snapshot().owned) == {"b"}
     assert registry.entries(Query(has=("clippy",))) == []
 
     # Deregistering something already gone answers true in Consul: done, not refused.
-    assert registry.apply(changes) == ApplyResult(requests=1, applied=1)
+    assert registry.apply(changes) == ApplyResult(requests=1, written={"delete": 1})
 
 
 def test_batches_are_transactions(open_registry: Open) -> None:
     registry = open_registry(batch_size=3)
     desired = by_id(*(entry(f"w{i}", "clippy") for i in range(7)))
 
-    assert registry.apply(plan({}, desired)) == ApplyResult(requests=3, applied=7)
+    assert registry.apply(plan({}, desired)) == ApplyResult(requests=3, written={"create": 7})
     assert registry.snapshot().owned == desired
 
 
-def test_renamed_service_entries_stay_owned_and_are_updated(open_registry: Open) -> None:
-    registry = open_registry()
-    registry.apply(plan({}, by_id(entry("a", "clippy", service="old-name"))))
+def test_another_services_entries_are_foreign_and_never_taken_over(
+    open_registry: Open,
+) -> None:
+    """Ownership is owner and service: two units on one host, one service each."""
+    builder = open_registry(service="builder")
+    theirs = entry("a", "clippy", service="builder")
+    builder.apply(plan({}, by_id(theirs)))
 
-    renamed = entry("a", "clippy", service="worker")
-    changes = plan(registry.snapshot().owned, by_id(renamed))
-    assert [u.new for u in changes.update] == [renamed]
-    registry.apply(changes)
-    assert registry.snapshot().owned == {"a": renamed}
-    assert registry.entries() == [Listed("capsync-host-1", renamed)]
+    registry = open_registry()
+    snapshot = registry.snapshot()
+    assert snapshot.owned == {} and snapshot.foreign == {"a"}
+    result = registry.apply(Changes(create=(entry("A", "ruff"),), delete=(theirs,)))
+    assert result.applied == 0 and len(result.refused) == 2
+    assert builder.snapshot().owned == {"a": theirs}
 
 
 def test_foreign_rows_on_our_node_are_reported_and_never_touched(

@@ -203,24 +203,40 @@ def test_invalid_declaration_keeps_its_entry(backend: Backend, tmp_path: Path):
     assert backend.services() == before
 
 
-def test_same_id_from_two_sources_first_wins(backend: Backend, tmp_path: Path):
+@pytest.mark.parametrize("second", ["shared", "SHARED"], ids=["same", "case-only"])
+def test_same_id_from_two_sources_first_wins(backend: Backend, tmp_path: Path, second: str):
+    """Ids compare case-insensitively: ``SHARED`` is the same worker, a stable conflict."""
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
     (a / "x.json").write_text('{"id": "shared", "flags": {"from_a": true}}')
-    (b / "y.json").write_text('{"id": "shared", "flags": {"from_b": true}}')
-    result = sync(backend, "--source", f"file:{a}", "--source", f"file:{b}")
-    assert result.returncode == 0
-    assert "event=conflict id=shared source=file-2" in result.stderr
-    assert backend.services()["shared"].meta["flag-from_a"] == "true"
+    (b / "y.json").write_text(json.dumps({"id": second, "flags": {"from_b": True}}))
+    for _ in range(2):  # no churn across cycles
+        result = sync(backend, "--source", f"file:{a}", "--source", f"file:{b}")
+        assert result.returncode == 0
+        assert f"event=conflict id={second} source=file-2" in result.stderr
+        assert "0 updated" in result.stdout and "0 deleted" in result.stdout
+        assert list(backend.services()) == ["shared"]
+        assert backend.services()["shared"].meta["flag-from_a"] == "true"
 
 
-def test_service_rename_moves_entries(backend: Backend):
-    assert sync(backend, "--source", f"file:{EXAMPLES}").returncode == 0
-    renamed = backend.with_service("analysis")
-    result = sync(renamed, "--source", f"file:{EXAMPLES}")
-    assert "9 updated" in result.stdout
-    assert len(renamed.services()) == 9 and backend.services() == {}
+def test_units_with_different_services_on_one_node_coexist(backend: Backend, tmp_path: Path):
+    """Ownership is owner and service: two units on one host, same owner, each its own
+    service, leave each other's entries alone, and neither takes over the other's ids."""
+    write_fleet(tmp_path / "b", 3)
+    other = backend.with_service("analysis")
+    assert "9 created" in sync(backend, "--source", f"file:{EXAMPLES}").stdout
+    assert "3 created" in sync(other, "--source", f"file:{tmp_path / 'b'}").stdout
+    mine, theirs = backend.services(), other.services()
+
+    again = sync(backend, "--source", f"file:{EXAMPLES}")
+    assert "0 deleted" in again.stdout and "9 unchanged" in again.stdout
+    assert "3 unchanged" in sync(other, "--source", f"file:{tmp_path / 'b'}").stdout
+
+    clash = sync(other, "--source", f"file:{EXAMPLES}", "--allow-mass-delete")
+    assert clash.stderr.count("event=conflict") == 9
+    assert backend.services() == mine and set(other.services()) == set()
+    assert len(theirs) == 3
 
 
 def test_quickstart_config(tmp_path: Path):

@@ -57,7 +57,7 @@ def test_battery_reports_each_and_keeps_valid_ones(tmp_path: Path) -> None:
         "typo.json": "static_analysis_tool: unknown field",
         "name.json": "fuzzing_tools[0].tool_name: tool name 'afl, libfuzzer' contains ','",
         "reserved.yaml": "metadata.capsync-owner (key): key 'capsync-owner' is reserved",
-        "long.json": "metadata.v: metadata values are at most 512 characters",
+        "long.json": "metadata.v: metadata values are at most 512 bytes",
         "many.json": "Consul allows at most 64",
         "broken.json": "malformed JSON at line 1",
         "huge.json": "a declaration may be at most 65536 bytes",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
+from config.errors import RegistryError
 from daemon.plan import Changes
 from daemon.query import Query
 from discovery.codec import Entry
@@ -17,8 +19,9 @@ from discovery.codec import Entry
 class Snapshot:
     """What this owner may touch, read in one go at the start of a cycle.
 
-    ``foreign`` are ids on capsync's own node that another writer registered: a desired
-    entry with such an id is reported as a conflict, never written over.
+    ``owned`` are this owner's entries of this service. ``foreign`` are the case-folded
+    ids of everything else on capsync's node (another owner's, or another service's):
+    a desired entry with such an id is reported as a conflict, never written over.
     """
 
     owned: Mapping[str, Entry]
@@ -31,11 +34,75 @@ class Refused:
     reason: str
 
 
+Kind = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One planned write; an update keeps the old entry (its id may differ in case)."""
+
+    kind: Kind
+    entry: Entry
+    old: Entry | None = None
+
+
+def operations(changes: Changes) -> list[Operation]:
+    return [
+        *(Operation("create", entry) for entry in changes.create),
+        *(Operation("update", u.new, u.old) for u in changes.update),
+        *(Operation("delete", entry) for entry in changes.delete),
+    ]
+
+
 @dataclass(frozen=True)
 class ApplyResult:
+    """What an apply did, counted from the registry's answers, not from the plan.
+
+    ``unsent``: never sent (the daemon was stopping). ``interrupted``: sent in a request
+    that failed without a verdict (time-out, 5xx); the next cycle finds out.
+    """
+
     requests: int = 0
-    applied: int = 0
+    written: Mapping[Kind, int] = field(default_factory=dict)
     refused: tuple[Refused, ...] = field(default_factory=tuple)
+    unsent: int = 0
+    interrupted: int = 0
+    errors: tuple[str, ...] = ()
+
+    @property
+    def applied(self) -> int:
+        return sum(self.written.values())
+
+    @property
+    def complete(self) -> bool:
+        return not (self.refused or self.unsent or self.interrupted)
+
+
+@dataclass
+class Tally:
+    """An apply's running count, shared by the registries."""
+
+    requests: int = 0
+    written: Counter[Kind] = field(default_factory=Counter)
+    refused: list[Refused] = field(default_factory=list)
+    unsent: int = 0
+    interrupted: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def wrote(self, batch: list[Operation]) -> None:
+        self.written.update(op.kind for op in batch)
+
+    def refuse(self, batch: list[Operation], reason: str) -> None:
+        self.refused += [Refused(op.entry.id, reason) for op in batch]
+
+    def fail(self, batch: list[Operation], reason: str) -> None:
+        """A request failed without a verdict on its operations."""
+        self.interrupted += len(batch)
+        self.errors.append(reason)
+
+    def result(self) -> ApplyResult:
+        return ApplyResult(self.requests, dict(self.written), tuple(self.refused),
+                           self.unsent, self.interrupted, tuple(self.errors))
 
 
 @dataclass(frozen=True)
@@ -66,36 +133,38 @@ class Registry(Protocol):
     def close(self) -> None: ...
 
 
-WriteOp = Callable[[Entry], str]  # writes one entry; the reason when refused, else ""
+WriteOp = Callable[[Operation], str]  # writes one operation; the reason when refused, else ""
 
 
 def apply_in_batches(
     changes: Changes,
     *,
-    upsert: WriteOp,
-    delete: WriteOp,
+    write: WriteOp,
     size: int,
     stop: threading.Event | None,
     batch: Callable[[], AbstractContextManager[object]],
 ) -> ApplyResult:
-    """The write loop of a registry that checks ownership row by row: creates and
-    updates, then deletes, ``size`` to a ``batch`` (a transaction), stopping between
-    batches when ``stop`` is set."""
-    ops: list[tuple[WriteOp, Entry]] = [
-        *((upsert, entry) for entry in changes.create),
-        *((upsert, update.new) for update in changes.update),
-        *((delete, entry) for entry in changes.delete),
-    ]
-    requests = applied = 0
-    refused: list[Refused] = []
+    """The write loop of a registry that checks ownership row by row (SQLite, memory):
+    creates and updates, then deletes, ``size`` to a ``batch`` (a transaction). When
+    ``stop`` is set the batches not begun are counted unsent; a batch that fails as a
+    whole (RegistryError: rolled back) refuses its operations and the next batch is
+    tried all the same. Counts come from what each write answered."""
+    ops = operations(changes)
+    tally = Tally()
     for start in range(0, len(ops), size):
+        chunk = ops[start : start + size]
         if stop is not None and stop.is_set():
-            break
-        with batch():
-            for op, entry in ops[start : start + size]:
-                if reason := op(entry):
-                    refused.append(Refused(entry.id, reason))
-                else:
-                    applied += 1
-        requests += 1
-    return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+            tally.unsent += len(chunk)
+            continue
+        tally.requests += 1
+        try:
+            with batch():
+                results = [(op, write(op)) for op in chunk]
+        except RegistryError as exc:  # rolled back: nothing of the batch was written
+            tally.refuse(chunk, str(exc))
+            continue
+        tally.wrote([op for op, reason in results if not reason])
+        for op, reason in results:
+            if reason:
+                tally.refuse([op], reason)
+    return tally.result()

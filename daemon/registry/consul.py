@@ -1,19 +1,27 @@
 """The Consul registry: capsync's own synthetic catalogue node, written through /v1/txn.
 
-Reads are one request (``/v1/catalog/node-services/<node>``). Writes go in transactions of
-at most ``max_ops`` operations (64 up to Consul 1.13, 128 from 1.14), the node's own
-registration first when it is missing. A transaction Consul rolls back (409) names its
-failing operations: those are reported as refused and the rest are sent again, so one bad
-entry never holds back the others.
+Reads are one request (``/v1/catalog/node-services/<node>``), accepted only as a clean
+answer. Writes go in transactions of at most ``max_ops`` operations (64 up to Consul
+1.13, 128 from 1.14) and ``max_bytes`` of body (Consul's ``txn_max_req_len``, 512 KiB by
+default); the node's registration (its meta names the writer) rides in the first
+transaction whenever it must change. A transaction Consul rolls back (409) names its
+failing operations: those entries are reported as refused and the rest are sent again;
+a transaction that fails as a whole is reported and the next one is sent all the same.
 
 An entry with a full-form document (``discovery.full_entry``) has it written as a KV
 key in the same transaction as its service, and deleted with it: the ops of one entry
-are a unit that is never split across transactions nor half refused.
+(its service, its document, and on a case-only rename the old id's delete) are a unit
+that is counted in both limits, never split across transactions nor half refused. A
+unit too big for any transaction is refused alone.
+
+A case-only rename of an id is a delete and a set in the same transaction, so a reader
+never sees the worker missing (Consul's service ids compare case-insensitively).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,7 +32,8 @@ from config.errors import RegistryError
 from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Refused, Snapshot
+from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, Tally, operations
+from daemon.registry.writer import claim
 from discovery import codec
 from discovery.codec import Entry
 from discovery.consul_client import ConsulClient
@@ -32,9 +41,11 @@ from discovery.consul_fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
 from discovery.kinds import BuildContext, Kind, no_arg
 
-Unit = tuple[str, list[dict[str, Any]]]  # one entry's id and its ops, sent together
-
 ACL_DENIALS = ("Permission denied", "ACL not found")
+MAX_TXN_BYTES = 512 * 1024
+NODE = -1  # the node's registration, in a 409's failing operations
+
+Txn = list[dict[str, Any]]  # one entry's ops, sent together
 
 
 class ConsulRegistry:
@@ -47,6 +58,9 @@ class ConsulRegistry:
         node: str,
         node_address: str = "127.0.0.1",
         max_ops: int = 64,
+        max_bytes: int = MAX_TXN_BYTES,
+        writer: str = "",
+        takeover: bool = False,
     ) -> None:
         self.client = client
         self.service = service
@@ -54,56 +68,65 @@ class ConsulRegistry:
         self.node = node
         self.node_address = node_address
         self.max_ops = max_ops
-        self._node_registered = False
+        self.max_bytes = max_bytes
+        self.writer = writer or owner
+        self.takeover = takeover
+        self._node_meta: dict[str, str] | None = None
+        self._node_seen = False
+        self._node_read = False  # the node's claim is known only after a snapshot
 
     def snapshot(self) -> Snapshot:
-        body = self.client.get(f"/v1/catalog/node-services/{quote(self.node)}").body or {}
-        node = body.get("Node")
-        self._node_registered = node is not None
-        if node is not None and (node.get("Meta") or {}).get(codec.OWNER) != self.owner:
-            raise RegistryError(
-                f"node {self.node!r} exists in Consul but is not capsync's node for owner "
-                f"{self.owner!r} (its meta: {node.get('Meta')}); refusing to write to it. "
-                "Choose another registry.node or owner."
-            )
+        path = f"/v1/catalog/node-services/{quote(self.node)}"
+        body, _ = self.client.read(path, dict)
+        node, services = body.get("Node"), body.get("Services")
+        if not isinstance(node, dict | None) or not isinstance(services, list | None):
+            raise RegistryError(f"Consul answered GET {path} with Node or Services of the "
+                                "wrong type")
+        if node is None and (services or self._node_seen):
+            # A token without node:read blanks the node: that is not an empty node.
+            raise RegistryError(f"Consul reads node {self.node!r} as missing, but it exists; "
+                                "check the ACL token's node:read on it")
+        self._node_seen = node is not None
+        meta = None if node is None else node.get("Meta") or {}
+        self._node_meta = claim(meta, node=self.node, owner=self.owner, service=self.service,
+                                writer=self.writer, takeover=self.takeover)
+        self._node_read = True
         owned: dict[str, Entry] = {}
         foreign: set[str] = set()
-        for service in body.get("Services") or ():
-            entry = entry_from_service(service)
-            if entry.owner == self.owner:
+        for service in services or ():
+            entry = _entry(service, path)
+            if entry.owner == self.owner and entry.service.lower() == self.service.lower():
                 owned[entry.id] = entry
             else:
-                foreign.add(entry.id)
+                foreign.add(entry.id.casefold())
         return Snapshot(owned=owned, foreign=frozenset(foreign))
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        ops: list[Unit] = [
-            *((e.id, self._set_ops(e, None)) for e in changes.create),
-            *((u.new.id, self._set_ops(u.new, u.old)) for u in changes.update),
-            *((e.id, [self._service_op("delete", e), *self._document_ops(None, e)])
-              for e in changes.delete),
-        ]
-        if not ops:
-            return ApplyResult()
-        if not self._node_registered:
-            ops.insert(0, (self.node, [self._node_op()]))
-        requests = applied = 0
-        refused: list[Refused] = []
-        for batch in _batches(ops, self.max_ops):
+        tally = Tally()
+        units = [(op, self._txn(op)) for op in operations(changes)]
+        if not units:
+            return tally.result()
+        if not self._node_read:
+            self.snapshot()  # who holds the node is checked before any write
+        for batch in self._batches(units, tally):
             if stop is not None and stop.is_set():
-                break
-            sent, landed, rejected = self._send(batch)
-            requests, applied = requests + sent, applied + landed
-            refused += rejected
-        self._node_registered = True
-        return ApplyResult(requests=requests, applied=applied, refused=tuple(refused))
+                tally.unsent += len(batch)
+                continue
+            node = [self._node_op(self._node_meta)] if self._node_meta is not None else []
+            self._send(batch, node, tally)
+        return tally.result()
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         expression = (query or Query()).consul_filter()
-        response = self.client.get(
-            f"/v1/catalog/service/{quote(self.service)}", params={"filter": expression}
-        )
-        listed = [Listed(item["Node"], entry_from_service(item)) for item in response.body or ()]
+        path = f"/v1/catalog/service/{quote(self.service)}"
+        items, _ = self.client.read(path, list, params={"filter": expression})
+        listed = []
+        for item in items:
+            node = item.get("Node") if isinstance(item, dict) else None
+            if not isinstance(node, str):
+                raise RegistryError(f"Consul answered GET {path} with an instance without "
+                                    "a Node name")
+            listed.append(Listed(node, _entry(item, path)))
         if not any(codec.DOCUMENT in item.entry.meta for item in listed):
             return listed
         documents = self._documents()
@@ -114,56 +137,102 @@ class ConsulRegistry:
         ]
 
     def _documents(self) -> dict[str, str]:
-        """Every full-form document of the service, by key, in one read."""
+        """Every full-form document of the service, by key, in one read (a clean answer
+        only: 404 with an index is Consul's empty prefix, anything else fails)."""
         prefix = document_prefix(self.service)
-        response = self.client.get(f"/v1/kv/{quote(prefix)}", params={"recurse": ""})
+        path = f"/v1/kv/{quote(prefix)}"
+        response = self.client.get(path, params={"recurse": ""})
         if response.status == 404 and response.index:
             return {}
         if response.status != 200 or not isinstance(response.body, list):
             raise RegistryError(f"Consul answered the read of {prefix} with "
                                 f"{response.status}: {response.text.strip()[:200]}")
-        return {item["Key"]: base64.b64decode(item.get("Value") or "").decode("utf-8")
-                for item in response.body}
+        try:
+            return {item["Key"]: base64.b64decode(item.get("Value") or "").decode("utf-8")
+                    for item in response.body}
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise RegistryError(f"Consul answered GET {path} with a KV entry of the wrong "
+                                f"shape ({type(exc).__name__}: {exc})") from None
 
     def close(self) -> None:
         self.client.close()
 
-    def _send(self, batch: list[Unit]) -> tuple[int, int, list[Refused]]:
-        """Send one transaction; on 409 drop the units Consul named and send the rest."""
-        requests = 0
-        refused: list[Refused] = []
+    def _batches(
+        self, units: list[tuple[Operation, Txn]], tally: Tally
+    ) -> Iterator[list[tuple[Operation, Txn]]]:
+        """Consecutive whole units within both limits, the node's registration counted
+        in; a unit that fits in no transaction is refused alone."""
+        reserve = _size([self._node_op(self._node_meta)]) if self._node_meta else 2
+        reserve_ops = 1 if self._node_meta else 0
+        batch: list[tuple[Operation, Txn]] = []
+        ops = size = 0
+        for op, txn in units:
+            need = _size(txn) - 1  # its ops and one separating comma
+            if len(txn) + reserve_ops > self.max_ops or need + reserve > self.max_bytes:
+                tally.refuse([op], f"{need} bytes ({len(txn)} operations) of transaction "
+                                   f"body alone; consul.max_txn_bytes allows "
+                                   f"{self.max_bytes} (Consul's txn_max_req_len) and "
+                                   f"consul.max_txn_ops {self.max_ops}")
+                continue
+            if batch and (ops + len(txn) + reserve_ops > self.max_ops
+                          or size + need + reserve > self.max_bytes):
+                yield batch
+                batch, ops, size = [], 0, 0
+            batch.append((op, txn))
+            ops, size = ops + len(txn), size + need
+        if batch:
+            yield batch
+
+    def _send(self, batch: list[tuple[Operation, Txn]], node: Txn, tally: Tally) -> None:
+        """One transaction; on 409 drop the units Consul named and send the rest."""
         while batch:
-            owners = [unit for unit, (_, unit_ops) in enumerate(batch) for _ in unit_ops]
-            response = self.client.put("/v1/txn", [op for _, unit_ops in batch
-                                                   for op in unit_ops])
-            requests += 1
+            body = node + [item for _, txn in batch for item in txn]
+            tally.requests += 1
+            try:
+                response = self.client.put("/v1/txn", body)
+            except RegistryError as exc:
+                tally.fail([op for op, _ in batch], str(exc))
+                return
             if response.status == 200:
-                return requests, len(batch), refused
+                self._node_meta = None
+                tally.wrote([op for op, _ in batch])
+                return
+            ops = [op for op, _ in batch]
             if response.status != 409:
-                raise RegistryError(
-                    f"Consul rejected a transaction ({response.status}): {response.text.strip()}"
-                )
-            errors = (response.body or {}).get("Errors") or []
-            failing: dict[int, str] = {}
-            for err in errors:
-                failing.setdefault(owners[err["OpIndex"]], err["What"])
+                tally.refuse(ops, f"Consul rejected the transaction ({response.status}): "
+                                  f"{response.text.strip()[:300]}")
+                return
+            failing = _failing(response.body, node, batch)
+            if failing is None:
+                tally.refuse(ops, "Consul rolled back the transaction without saying why: "
+                                  f"{response.text.strip()[:300]}")
+                return
             denied = [what for what in failing.values() if what.startswith(ACL_DENIALS)]
             if denied:
                 # The token, not an entry, is at fault: one clear cycle error.
                 raise RegistryError(f"Consul refused the write: {denied[0]}; check the ACL "
                                     f"token's policy (node {self.node!r} and service "
                                     f"{self.service!r} need write)")
-            if not failing:
-                raise RegistryError(f"Consul rolled back a transaction without saying why: "
-                                    f"{response.text.strip()}")
-            refused += [Refused(batch[i][0], what) for i, what in sorted(failing.items())]
-            batch = [item for i, item in enumerate(batch) if i not in failing]
-        return requests, 0, refused
+            if NODE in failing:
+                tally.refuse(ops, f"capsync's node registration was refused: {failing[NODE]}")
+                return
+            for index, what in failing.items():
+                tally.refuse([batch[index][0]], what)
+            batch = [unit for i, unit in enumerate(batch) if i not in failing]
 
-    def _set_ops(self, new: Entry, old: Entry | None) -> list[dict[str, Any]]:
-        return [self._service_op("set", new), *self._document_ops(new, old)]
+    def _txn(self, op: Operation) -> Txn:
+        """One entry's ops: its service, its document, and on a case-only rename the
+        delete of the old id."""
+        if op.kind == "delete":
+            return [self._service_op("delete", op.entry), *self._document_ops(None, op.entry)]
+        renamed = op.old is not None and op.old.id != op.entry.id
+        return [
+            *([self._service_op("delete", op.old)] if renamed and op.old else []),
+            self._service_op("set", op.entry),
+            *self._document_ops(op.entry, op.old),
+        ]
 
-    def _document_ops(self, new: Entry | None, old: Entry | None) -> list[dict[str, Any]]:
+    def _document_ops(self, new: Entry | None, old: Entry | None) -> Txn:
         """Write the new entry's document; delete the old one's when the new has none or
         keeps it elsewhere. The old key is derived, never taken from meta, so only this
         owner's documents are ever deleted, and without a read."""
@@ -186,39 +255,45 @@ class ConsulRegistry:
         )
         return {"Service": {"Verb": verb, "Node": self.node, "Service": service}}
 
-    def _node_op(self) -> dict[str, Any]:
-        return {
-            "Node": {
-                "Verb": "set",
-                "Node": {
-                    "Node": self.node,
-                    "Address": self.node_address,
-                    "Meta": {
-                        "external-node": "true",
-                        codec.EXTERNAL_SOURCE: "capsync",
-                        codec.OWNER: self.owner,
-                    },
-                },
-            }
-        }
+    def _node_op(self, meta: dict[str, str] | None) -> dict[str, Any]:
+        return {"Node": {"Verb": "set", "Node": {"Node": self.node,
+                                                 "Address": self.node_address,
+                                                 "Meta": meta or {}}}}
 
 
-def _batches(units: list[Unit], size: int) -> Iterator[list[Unit]]:
-    """Whole units, at most ``size`` ops per transaction (a unit is at most 3 ops)."""
-    batch: list[Unit] = []
-    count = 0
-    for unit in units:
-        if batch and count + len(unit[1]) > size:
-            yield batch
-            batch, count = [], 0
-        batch.append(unit)
-        count += len(unit[1])
-    if batch:
-        yield batch
+def _failing(body: Any, node: Txn, batch: list[tuple[Operation, Txn]]) -> dict[int, str] | None:
+    """Consul's 409 errors as batch index (or NODE) -> reason; None when it named none."""
+    errors = body.get("Errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return None
+    owner_of: list[int] = [NODE] * len(node)
+    for index, (_, txn) in enumerate(batch):
+        owner_of += [index] * len(txn)
+    failing: dict[int, str] = {}
+    for error in errors:
+        at = error.get("OpIndex") if isinstance(error, dict) else None
+        if not isinstance(at, int) or not 0 <= at < len(owner_of):
+            return None
+        failing.setdefault(owner_of[at], str(error.get("What", "")))
+    return failing
+
+
+def _entry(service: Any, path: str) -> Entry:
+    try:
+        return entry_from_service(service)
+    except ValueError as exc:
+        raise RegistryError(f"Consul answered GET {path} with an instance of the wrong "
+                            f"shape: {exc}") from None
+
+
+def _size(txn: Txn) -> int:
+    """Bytes of ``txn`` as a JSON array, exactly as the client encodes it."""
+    return len(json.dumps(txn, separators=(",", ":")))
 
 
 class ConsulRegistrySettings(RegistrySettingsBase):
-    """The Consul catalogue, reached through the top-level [consul] connection."""
+    """The Consul catalogue, reached through the top-level [consul] connection (its
+    max_txn_ops and max_txn_bytes bound each transaction)."""
 
     backend: Literal["consul"]
     name: KindName = "consul"
@@ -228,7 +303,8 @@ def build(settings: ConsulRegistrySettings, ctx: BuildContext) -> ConsulRegistry
     return ConsulRegistry(
         ConsulClient(ctx.consul_endpoint()), service=settings.service, owner=settings.owner,
         node=settings.node_name, node_address=settings.node_address,
-        max_ops=ctx.consul.max_txn_ops,
+        max_ops=ctx.consul.max_txn_ops, max_bytes=ctx.consul.max_txn_bytes,
+        writer=settings.writer, takeover=ctx.takeover,
     )
 
 

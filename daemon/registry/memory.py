@@ -2,8 +2,10 @@
 dict, with the same contract as the others, for tests and dry runs without a server.
 
 Several registries (owners) may share one ``MemoryCatalog`` to play writers side by side.
-Ids compare case-insensitively, as in Consul; updates and deletes touch only this owner's
-entries on its own node, so a row taken over between snapshot and apply is refused.
+Ids compare case-insensitively, as in Consul; ownership is owner and service: updates and
+deletes touch only this owner's entries of this service on its own node, so a row taken
+over between snapshot and apply is refused. The node's meta records the writer of each
+service (daemon/registry/writer.py), as the other registries do.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from config.errors import RegistryError
 from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Snapshot, apply_in_batches
-from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
+from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, apply_in_batches
+from daemon.registry.writer import claim
+from discovery.codec import EXTERNAL_SOURCE, Entry
 from discovery.kinds import BuildContext, Kind, no_arg
 
 
@@ -39,9 +42,12 @@ class MemoryCatalog:
 
 class MemoryRegistry:
     def __init__(self, catalog: MemoryCatalog | None = None, *, service: str, owner: str,
-                 node: str, batch_size: int = 64) -> None:
+                 node: str, batch_size: int = 64, writer: str = "",
+                 takeover: bool = False) -> None:
         self.catalog = catalog or MemoryCatalog()
         self.service, self.owner, self.node = service, owner, node
+        self.writer = writer or owner
+        self.takeover = takeover
         self.batch_size = batch_size
         self.closed = False
         self._node = _Node({})  # this owner's node, while a batch holds the catalog
@@ -49,15 +55,19 @@ class MemoryRegistry:
     def snapshot(self) -> Snapshot:
         with self._catalog():
             node = self.catalog.nodes.get(self.node.lower())
+            self._claim(node)
             services = list(node.services.values()) if node else []
         return Snapshot(
-            owned={e.id: e for e in services if e.owner == self.owner},
-            foreign=frozenset(e.id for e in services if e.owner != self.owner),
+            owned={e.id: e for e in services if self._ours(e)},
+            foreign=frozenset(e.id.casefold() for e in services if not self._ours(e)),
         )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        return apply_in_batches(changes, upsert=self._upsert, delete=self._delete,
-                                size=self.batch_size, stop=stop, batch=self._batch)
+        if changes.writes:
+            with self._catalog():  # a node this capsync may not write fails the whole apply
+                self._claim(self.catalog.nodes.get(self.node.lower()))
+        return apply_in_batches(changes, write=self._write, size=self.batch_size,
+                                stop=stop, batch=self._batch)
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         query = query or Query()
@@ -85,22 +95,34 @@ class MemoryRegistry:
     @contextmanager
     def _batch(self) -> Iterator[None]:
         with self._catalog():
-            node = self.catalog.nodes.setdefault(
-                self.node.lower(),
-                _Node({"external-node": "true", EXTERNAL_SOURCE: "capsync", OWNER: self.owner}),
-            )
-            if (holder := node.meta.get(OWNER)) != self.owner:
-                raise RegistryError(f"memory registry: node {self.node!r} has capsync-owner "
-                                    f"{holder!r}, not {self.owner!r}; capsync never writes "
-                                    "onto a node it does not own")
+            node = self.catalog.nodes.get(self.node.lower())
+            meta = self._claim(node)
+            if node is None:
+                node = self.catalog.nodes[self.node.lower()] = _Node(meta or {})
+            elif meta is not None:
+                node.meta = meta
             self._node = node
             yield
+
+    def _claim(self, node: _Node | None) -> dict[str, str] | None:
+        try:
+            return claim(None if node is None else node.meta, node=self.node, owner=self.owner,
+                         service=self.service, writer=self.writer, takeover=self.takeover)
+        except RegistryError as exc:
+            raise RegistryError(f"memory registry: {exc}") from None
+
+    def _ours(self, entry: Entry) -> bool:
+        return entry.owner == self.owner and entry.service.lower() == self.service.lower()
+
+    def _write(self, op: Operation) -> str:
+        return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
 
     def _upsert(self, entry: Entry) -> str:
         if entry.owner != self.owner:
             return f"entry carries capsync-owner {entry.owner!r}; this registry is {self.owner!r}"
         if reason := self._foreign_reason(entry.id):
             return reason
+        # Keyed by the lower-cased id: a case-only rename replaces the entry in place.
         self._node.services[entry.id.lower()] = entry
         return ""
 
@@ -112,10 +134,11 @@ class MemoryRegistry:
 
     def _foreign_reason(self, worker_id: str) -> str:
         current = self._node.services.get(worker_id.lower())
-        if current is None or current.owner == self.owner:
+        if current is None or self._ours(current):
             return ""
         return (f"{worker_id!r} on node {self.node!r} belongs to another writer "
-                f"(capsync-owner {current.owner!r}); left as it is")
+                f"(capsync-owner {current.owner!r}, service {current.service!r}); left as "
+                "it is")
 
 
 def _narrowed(query: Query, tags: set[str]) -> bool:
@@ -134,7 +157,8 @@ class MemoryRegistrySettings(RegistrySettingsBase):
 
 def build(settings: MemoryRegistrySettings, ctx: BuildContext) -> MemoryRegistry:
     return MemoryRegistry(service=settings.service, owner=settings.owner,
-                          node=settings.node_name)
+                          node=settings.node_name, writer=settings.writer,
+                          takeover=ctx.takeover)
 
 
 KIND = Kind("memory", MemoryRegistrySettings, "", no_arg, build)

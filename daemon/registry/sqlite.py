@@ -1,10 +1,11 @@
 """The embedded registry: Consul's catalogue (nodes and service instances) in one SQLite file.
 
 It mirrors the Consul registry so the two can be swapped: capsync writes only to its own
-node, updates and deletes only rows carrying its ``capsync-owner`` (checked in the SQL
-statement itself, so a row taken over between snapshot and apply is refused, not
-clobbered), and node, service id and service name compare case-insensitively as Consul's
-indexes do. Each batch of ops is one ``BEGIN IMMEDIATE`` transaction, like one /v1/txn.
+node (whose meta names the owner and, per service, the writer), updates and deletes only
+rows carrying its ``capsync-owner`` and its service (checked in the SQL statement itself,
+so a row taken over between snapshot and apply is refused, not clobbered), and node,
+service id and service name compare case-insensitively as Consul's indexes do. Each
+batch of ops is one ``BEGIN IMMEDIATE`` transaction, like one /v1/txn.
 
 Schema::
 
@@ -31,7 +32,8 @@ from config.errors import RegistryError
 from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Snapshot, apply_in_batches
+from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, apply_in_batches
+from daemon.registry.writer import claim
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
 from discovery.kinds import BuildContext, Kind, field_arg
 
@@ -72,11 +74,11 @@ def _create_v1(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+# Target version -> the step that brings a file from the version before it up to it.
 def _add_document(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE services ADD COLUMN document TEXT NOT NULL DEFAULT ''")
 
 
-# Target version -> the step that brings a file from the version before it up to it.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _add_document}
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -87,7 +89,7 @@ _UPSERT = """
         id = excluded.id, service = excluded.service, tags = excluded.tags,
         meta = excluded.meta, address = excluded.address, port = excluded.port,
         document = excluded.document
-    WHERE services.owner = :owner
+    WHERE services.owner = :owner AND services.service = :ours
 """
 _SELECT = "SELECT node, id, service, tags, meta, address, port, owner, document FROM services AS s"
 _HAS_TAG = (
@@ -109,6 +111,8 @@ class SqliteRegistry:
         node: str,
         node_address: str = "127.0.0.1",
         batch_size: int = 500,
+        writer: str = "",
+        takeover: bool = False,
     ) -> None:
         self._path = path
         self._service = service
@@ -116,6 +120,8 @@ class SqliteRegistry:
         self._node = node
         self._node_address = node_address
         self._batch_size = batch_size
+        self._writer = writer or owner
+        self._takeover = takeover
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,21 +154,26 @@ class SqliteRegistry:
 
     def snapshot(self) -> Snapshot:
         with self._using("snapshot") as db:
+            self._claim()
             rows = db.execute(f"{_SELECT} WHERE node = ?", (self._node,)).fetchall()
-        owned = {row["id"]: _entry(row) for row in rows if row["owner"] == self._owner}
-        foreign = frozenset(row["id"] for row in rows if row["owner"] != self._owner)
+        mine = [row["owner"] == self._owner and row["service"].lower() == self._service.lower()
+                for row in rows]
+        owned = {row["id"]: _entry(row) for row, ours in zip(rows, mine, strict=True) if ours}
+        foreign = frozenset(
+            row["id"].casefold() for row, ours in zip(rows, mine, strict=True) if not ours
+        )
         return Snapshot(owned=owned, foreign=foreign)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        if not changes.writes:
-            return ApplyResult()
-        with self._using("apply"):
-            return apply_in_batches(changes, upsert=self._upsert, delete=self._delete,
-                                    size=self._batch_size, stop=stop, batch=self._batch)
+        if changes.writes:
+            with self._using("apply"):
+                self._claim()  # a node this capsync may not write fails the whole apply
+        return apply_in_batches(changes, write=self._write, size=self._batch_size,
+                                stop=stop, batch=self._batch)
 
     @contextmanager
     def _batch(self) -> Iterator[None]:
-        with self._transaction():
+        with self._using("apply"), self._transaction():
             self._ensure_node()
             yield
 
@@ -207,20 +218,30 @@ class SqliteRegistry:
             raise
         self._db.execute("COMMIT")
 
-    def _ensure_node(self) -> None:
+    def _claim(self) -> tuple[bool, dict[str, str] | None]:
+        """(node exists, meta to write or None); RegistryError when it may not write."""
         row = self._db.execute("SELECT meta FROM nodes WHERE name = ?", (self._node,)).fetchone()
-        if row is None:
-            meta = {"external-node": "true", EXTERNAL_SOURCE: "capsync", OWNER: self._owner}
+        try:
+            meta = claim(None if row is None else json.loads(row["meta"]), node=self._node,
+                         owner=self._owner, service=self._service, writer=self._writer,
+                         takeover=self._takeover)
+        except RegistryError as exc:
+            raise RegistryError(f"sqlite registry {self._path}: {exc}") from None
+        return row is not None, meta
+
+    def _ensure_node(self) -> None:
+        exists, meta = self._claim()
+        if meta is not None and exists:
+            self._db.execute("UPDATE nodes SET meta = ? WHERE name = ?",
+                             (json.dumps(meta), self._node))
+        elif meta is not None:
             self._db.execute(
                 "INSERT INTO nodes (name, address, meta) VALUES (?, ?, ?)",
                 (self._node, self._node_address, json.dumps(meta)),
             )
-        elif (holder := json.loads(row["meta"]).get(OWNER)) != self._owner:
-            raise RegistryError(
-                f"sqlite registry {self._path}: node {self._node!r} has capsync-owner "
-                f"{holder!r}, not {self._owner!r}; capsync never writes onto a node it "
-                "does not own"
-            )
+
+    def _write(self, op: Operation) -> str:
+        return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
 
     def _upsert(self, entry: Entry) -> str:
         """Create or replace one of our entries; the reason when it is refused."""
@@ -238,6 +259,7 @@ class SqliteRegistry:
                 "port": entry.port,
                 "document": entry.document,
                 "owner": self._owner,
+                "ours": self._service,
             },
         ).rowcount
         if not written:
@@ -254,20 +276,21 @@ class SqliteRegistry:
     def _delete(self, entry: Entry) -> str:
         """Remove one of our entries; an absent one is already done, as in Consul."""
         deleted = self._db.execute(
-            "DELETE FROM services WHERE node = ? AND id = ? AND owner = ?",
-            (self._node, entry.id, self._owner),
+            "DELETE FROM services WHERE node = ? AND id = ? AND owner = ? AND service = ?",
+            (self._node, entry.id, self._owner, self._service),
         ).rowcount
         return "" if deleted else self._foreign_reason(entry.id)
 
     def _foreign_reason(self, worker_id: str) -> str:
         row = self._db.execute(
-            "SELECT owner FROM services WHERE node = ? AND id = ?", (self._node, worker_id)
+            "SELECT owner, service FROM services WHERE node = ? AND id = ?",
+            (self._node, worker_id),
         ).fetchone()
         if row is None:
             return ""
         return (
             f"{worker_id!r} on node {self._node!r} belongs to another writer "
-            f"(capsync-owner {row['owner']!r}); left as it is"
+            f"(capsync-owner {row['owner']!r}, service {row['service']!r}); left as it is"
         )
 
 
@@ -293,7 +316,8 @@ class SqliteRegistrySettings(RegistrySettingsBase):
 
 def build(settings: SqliteRegistrySettings, ctx: BuildContext) -> SqliteRegistry:
     return SqliteRegistry(settings.path, service=settings.service, owner=settings.owner,
-                          node=settings.node_name, node_address=settings.node_address)
+                          node=settings.node_name, node_address=settings.node_address,
+                          writer=settings.writer, takeover=ctx.takeover)
 
 
 KIND = Kind("sqlite", SqliteRegistrySettings, "PATH", field_arg("path", required=True), build)

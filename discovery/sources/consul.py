@@ -42,12 +42,15 @@ class ConsulSource:
     meta_key: str = "worker-capabilities"
 
     def list(self) -> Listing:
+        """Every read must be a clean answer (ConsulClient.read): a rate limit or a
+        proxy's page raises SourceError, so the source's entries freeze, never empty."""
         listing = Listing()
         for service in self._service_names():
             params = {"tag": self.tag} if self.tag else {}
-            response = self.client.get(f"/v1/catalog/service/{quote(service)}", params=params)
-            for instance in response.body or ():
-                self._add(listing, instance)
+            path = f"/v1/catalog/service/{quote(service)}"
+            instances, _ = self.client.read(path, list, params=params)
+            for instance in instances:
+                self._add(listing, instance, path)
         return listing
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
@@ -59,10 +62,10 @@ class ConsulSource:
         index, seen = 0, ""
         while not stop.is_set():
             try:
-                response = self.client.get("/v1/catalog/services",
-                                           params={"index": str(index), "wait": WAIT},
-                                           timeout=90)
-                index = response.index if response.index >= index else 0
+                _, answered = self.client.read("/v1/catalog/services", dict,
+                                               params={"index": str(index), "wait": WAIT},
+                                               timeout=90)
+                index = answered if answered >= index else 0
                 current = _fingerprint(self.list())
             except CapsyncError as exc:
                 emit(logging.WARNING, "watch_failed", source=self.name, error=str(exc),
@@ -76,11 +79,19 @@ class ConsulSource:
     def _service_names(self) -> builtins.list[str]:
         if self.services:
             return self.services
-        body = self.client.get("/v1/catalog/services").body or {}
-        return sorted(name for name, tags in body.items() if not self.tag or self.tag in tags)
+        body, _ = self.client.read("/v1/catalog/services", dict)
+        if not all(isinstance(tags, list | None) for tags in body.values()):
+            raise SourceError(f"source {self.name}: Consul answered GET /v1/catalog/services "
+                              "with tags that are not lists")
+        return sorted(name for name, tags in body.items()
+                      if not self.tag or self.tag in (tags or ()))
 
-    def _add(self, listing: Listing, instance: dict[str, Any]) -> None:
-        entry = entry_from_service(instance)
+    def _add(self, listing: Listing, instance: Any, path: str) -> None:
+        try:
+            entry = entry_from_service(instance)
+        except ValueError as exc:
+            raise SourceError(f"source {self.name}: Consul answered GET {path} with an "
+                              f"instance of the wrong shape: {exc}") from None
         if entry.meta.get(codec.EXTERNAL_SOURCE) == "capsync":
             return
         ref = f"{instance.get('Node')}/{entry.id}"

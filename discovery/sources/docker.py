@@ -21,9 +21,11 @@ class DockerSource(LabelledSource):
     kind = "container"
     events = ("start", "die", "destroy", "rename", "update")
 
-    def objects(self, api: Any) -> list[Labelled]:
-        containers = api.containers(filters={"label": self.label, "status": "running"})
-        return [_container(container) for container in containers]
+    def list_objects(self, api: Any) -> Any:
+        return api.containers(filters={"label": self.label, "status": "running"})
+
+    def parse(self, item: Any) -> Labelled:
+        return _container(item)
 
     def event_filters(self) -> dict[str, str]:
         # Container events carry the container's labels, so the engine filters for us.

@@ -3,14 +3,13 @@ carry a declaration, listed in one call and followed through the engine's events
 
 from __future__ import annotations
 
-import builtins
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
-from config.errors import DeclarationError
+from config.errors import DeclarationError, SourceError
 from discovery import documents
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
@@ -40,8 +39,20 @@ class LabelledSource(ABC):
         self.engine = Engine(self.name, self.base_url)
 
     def list(self) -> Listing:
+        """Only a clean answer is data: an engine error raises (Engine.api), and so does
+        an answer that is not the documented list of objects."""
         with self.engine.api(f"listing {self.kind}s") as api:
-            objects = self.objects(api)
+            answer = self.list_objects(api)
+        try:
+            objects = [self.parse(item) for item in answer]
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise SourceError(f"source {self.name}: the Docker engine answered listing "
+                              f"{self.kind}s with an unexpected shape "
+                              f"({type(exc).__name__}: {exc})") from None
+        if not all(isinstance(item.labels, dict) and isinstance(item.labels.get(self.label), str)
+                   for item in objects):
+            raise SourceError(f"source {self.name}: the Docker engine answered listing "
+                              f"{self.kind}s with labels that are not strings")
         listing = Listing()
         for item in objects:
             self._add(listing, item)
@@ -61,8 +72,12 @@ class LabelledSource(ABC):
         )
 
     @abstractmethod
-    def objects(self, api: Any) -> builtins.list[Labelled]:
-        """The engine's objects carrying ``self.label``."""
+    def list_objects(self, api: Any) -> Any:
+        """The engine's raw answer: its objects carrying ``self.label``."""
+
+    @abstractmethod
+    def parse(self, item: Any) -> Labelled:
+        """One raw object; KeyError, TypeError... when it is not of the documented shape."""
 
     def event_filters(self) -> dict[str, str]:
         return {}

@@ -19,13 +19,13 @@ class SwarmSource(LabelledSource):
     kind = "service"
     events = ("create", "update", "remove")
 
-    def objects(self, api: Any) -> list[Labelled]:
-        out = []
-        for service in api.services(filters={"label": self.label}):
-            spec = service.get("Spec") or {}
-            name = spec.get("Name") or service["ID"][:12]
-            out.append(Labelled(f"{service['ID'][:12]}/{name}", name, spec.get("Labels") or {}))
-        return out
+    def list_objects(self, api: Any) -> Any:
+        return api.services(filters={"label": self.label})
+
+    def parse(self, item: Any) -> Labelled:
+        spec = item.get("Spec") or {}
+        name = spec.get("Name") or item["ID"][:12]
+        return Labelled(f"{item['ID'][:12]}/{name}", name, spec.get("Labels") or {})
 
 
 class SwarmSourceSettings(EngineSourceSettings):

@@ -102,7 +102,8 @@ class Query:
         if tools and len(tools) == len(self.tools):
             terms.append("(" + " or ".join(tools) + ")")
         terms += [f"{q} in ServiceTags" for tool in self.has if (q := _quote(tool))]
-        terms += [f'ServiceMeta["{codec.FLAG_PREFIX}{flag}"] == "true"' for flag in self.flags]
+        terms += [f'ServiceMeta[{q}] == "true"' for flag in self.flags
+                  if (q := _quote(codec.FLAG_PREFIX + flag))]
         terms += [f"ServiceMeta[{k}] == {v}" for key, value in self.meta
                   if (k := _quote(key)) and (v := _quote(value))]
         # A minimal-form entry has no verified key (it is verified only without tools).

@@ -123,3 +123,38 @@ def test_a_client_generated_from_the_shipped_proto(target: ConsulTarget, tmp_pat
             "cargo-audit", "cargo-fmt", "clippy", "rustfmt"]
     finally:
         assert proc.stop() == 0
+
+
+def test_limits_on_streams_and_garbage_on_the_wire(target: ConsulTarget, tmp_path: Path):
+    proc = GrpcDaemon(target, tmp_path, env={"CAPSYNC_API__MAX_WATCHERS": "1"}).started()
+    try:
+        stub = proc.stub()
+        first = stub.Watch(pb.WatchRequest(), timeout=60)
+        assert next(first).WhichOneof("kind") == "snapshot"
+        second = stub.Watch(pb.WatchRequest(), timeout=10)
+        refused = call_error(next, second)
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.details() == "too many watchers"
+        first.cancel()  # a watcher that leaves makes room
+        wait_until(lambda: watch_opens(stub))
+
+        garbage = proc.channel().unary_unary("/capsync.v1.WorkerRegistry/Register")
+        wrong = call_error(garbage, b"\xff\xff\xff\xff not a message",
+                           metadata=proc.metadata(), timeout=10)
+        # grpcio's own answer to bytes that do not parse, before capsync sees the call
+        assert wrong.code() == grpc.StatusCode.INTERNAL
+        unknown = proc.channel().unary_unary("/capsync.v1.WorkerRegistry/Nope")
+        assert call_error(unknown, b"", timeout=10).code() == grpc.StatusCode.UNIMPLEMENTED
+        assert stub.List(pb.ListRequest(), timeout=10).workers == []  # still answering
+    finally:
+        assert proc.stop() == 0
+
+
+def watch_opens(stub: pb_grpc.WorkerRegistryStub) -> bool:
+    call = stub.Watch(pb.WatchRequest(), timeout=10)
+    try:
+        return next(call).WhichOneof("kind") == "snapshot"
+    except grpc.RpcError:
+        return False
+    finally:
+        call.cancel()

@@ -199,3 +199,18 @@ def test_with_leader_election_any_daemon_accepts_and_the_leader_syncs(tmp_path: 
         finally:
             for proc in daemons:
                 assert proc.stop() == 0
+
+
+def test_the_push_source_position_is_its_precedence(consul: ConsulTarget, tmp_path: Path):
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "shared.json").write_text('{"id": "shared", "flags": {"from_file": true}}')
+    proc = PushDaemon(consul, tmp_path, "--source", f"file:{fleet}").started()  # push first
+    try:
+        assert proc.register({"id": "shared", "flags": {"from_push": True}}).ok
+        wait_until(lambda: consul.services().get("shared", {}).get("ServiceMeta", {})
+                   .get("capsync-source") == "push")
+        line = proc.wait_for(lambda line: "event=conflict" in line and "shared" in line)
+        assert "push" in line
+    finally:
+        assert proc.stop() == 0

@@ -19,7 +19,7 @@ from discovery.model import CATEGORIES, Capabilities
 from discovery.tool_terms import PERMISSIONS
 
 if TYPE_CHECKING:
-    from daemon.registry.base import Listed
+    from daemon.registry.base import Listed, Registry
 
 Decoded = tuple[str, codec.Entry, Capabilities]
 
@@ -102,6 +102,11 @@ def decoded(listed: list[Listed]) -> list[Decoded]:
             emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
                  error=str(exc))
     return out
+
+
+def select(registry: Registry, q: Query) -> list[Decoded]:
+    """The registry's entries that ``q`` matches (RegistryError when it cannot answer)."""
+    return [found for found in decoded(registry.entries(q)) if q.matches(found[2])]
 
 
 def worker_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def sync_options(reg: RegistrySettingsBase) -> SyncOptions:
 
 def build_context(settings: Settings) -> BuildContext:
     return BuildContext(settings.consul, lambda: consul_endpoint(settings.consul),
+                        leader_election=settings.daemon.leader_election,
                         takeover=settings.daemon.leader_election)
 
 

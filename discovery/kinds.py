@@ -32,6 +32,8 @@ class BuildContext:
 
     consul: ConsulSettings
     consul_endpoint: Callable[[], ConsulEndpoint]
+    # With leader election on, the push source's inbox lives in Consul KV.
+    leader_election: bool = False
     # Leader election serialises the writers: the leader takes capsync's node over from
     # a writer recorded before it (daemon/registry/writer.py).
     takeover: bool = False

@@ -13,6 +13,8 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
   register-to-visible latency at a steady trickle, RSS with N open WebSocket connections;
 - Redis and PostgreSQL (tests/bench/stores.py): capsync's cold, steady and 1% churn
   cycles against the seed's naive loops, round trips counted on the wire.
+- the gRPC API (tests/bench/grpc_api.py): unary Register throughput with 20 clients, Watch
+  delivery latency from the apply to the client;
 - the kubernetes source's steady cycle at 10,000 pods, before and after its cache
   (tests/bench/kubernetes.py).
 Each cycle runs in a fresh child process (tests/bench/child.py) that reports its own wall
@@ -36,7 +38,7 @@ from typing import Any
 
 import requests
 
-from tests.bench import kubernetes, push, stores
+from tests.bench import grpc_api, kubernetes, push, stores
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -178,6 +180,9 @@ def main() -> None:
                         help="containers for the event-latency figure; 0 skips it")
     parser.add_argument("--push", type=int, default=1000,
                         help="workers for the push API figures; 0 skips them")
+    parser.add_argument("--grpc", type=int, default=2000,
+                        help="registrations for the gRPC figures; 0 skips them")
+    parser.add_argument("--only-grpc", action="store_true", help="only the gRPC figures")
     parser.add_argument("--only-push", action="store_true",
                         help="only the push API figures")
     parser.add_argument("--no-stores", action="store_true",
@@ -187,6 +192,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.only_push:
         report_push(args.push)
+        return
+    if args.only_grpc:
+        with tempfile.TemporaryDirectory(prefix="capsync-bench-grpc-") as tmp:
+            figures = {"grpc": grpc_api.run(args.grpc, Path(tmp))}
+        grpc_api.report(figures["grpc"])
+        print(json.dumps(figures))
         return
     n = args.workers
     results: dict[str, Any] = {"workers": n, "capsync": {}, "naive": {}}
@@ -241,6 +252,9 @@ def main() -> None:
     if args.push:
         with tempfile.TemporaryDirectory(prefix="capsync-bench-push-") as tmp:
             results["push"] = push.run(args.push, Path(tmp))
+    if args.grpc:
+        with tempfile.TemporaryDirectory(prefix="capsync-bench-grpc-") as tmp:
+            results["grpc"] = grpc_api.run(args.grpc, Path(tmp))
     if args.pods:
         results["kubernetes_steady"] = kubernetes.steady_cycle(args.pods)
     print_summary(results)
@@ -294,6 +308,8 @@ def print_summary(results: dict[str, Any]) -> None:
         print(f"  event latency: p50 {e['p50']}s  p95 {e['p95']}s over {e['samples']} containers")
     if "push" in results:
         print_push(results["push"])
+    if "grpc" in results:
+        grpc_api.report(results["grpc"])
     if "kubernetes_steady" in results:
         k = results["kubernetes_steady"]
         for phase in ("before", "after"):

@@ -191,11 +191,15 @@ class DaemonSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        if value != "off":
-            _, sep, port = value.rpartition(":")
-            if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-                raise ValueError("must be HOST:PORT (e.g. 127.0.0.1:9469) or 'off'")
-        return value
+        return _host_port(value, "127.0.0.1:9469")
+
+
+def _host_port(value: str, example: str) -> str:
+    if value != "off":
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"must be HOST:PORT (e.g. {example}) or 'off'")
+    return value
 
 
 class ApiSettings(_Section):
@@ -269,6 +273,34 @@ class AmqpEventsSettings(AmqpConnection):
     outbox_max: Annotated[int, Field(ge=10)] = 100_000
 
 
+class GrpcSettings(_Section):
+    """The gRPC API (WorkerRegistry, health, reflection) on its own listener: off unless
+    ``listen`` is set. It takes the ``[api]`` token (writes need it; without it the daemon
+    refuses a listener that is not loopback) and limits (message size, grace, TTL). TLS
+    with ``cert_file`` and ``key_file``; ``client_ca_file`` also requires every client to
+    present a certificate signed by that CA. At most ``max_rpcs`` calls at once (streams
+    included); one more is answered RESOURCE_EXHAUSTED."""
+
+    listen: str = "off"
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+    max_rpcs: Annotated[int, Field(ge=1, le=10_000)] = 256
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _host_port(value, "127.0.0.1:9470")
+
+    @model_validator(mode="after")
+    def _tls(self) -> GrpcSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("client_ca_file needs cert_file and key_file (TLS)")
+        return self
+
+
 class Settings(_Section):
     """The generic shape; the model that validates a real configuration is derived from
     the kind tables (daemon/settings_model.py)."""
@@ -276,6 +308,7 @@ class Settings(_Section):
     daemon: DaemonSettings = DaemonSettings()
     api: ApiSettings = ApiSettings()
     amqp_events: AmqpEventsSettings = AmqpEventsSettings()
+    grpc: GrpcSettings = GrpcSettings()
     registries: list[RegistrySettingsBase]
     consul: ConsulSettings = ConsulSettings()
     sources: list[SourceSettingsBase] = []

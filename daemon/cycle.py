@@ -16,7 +16,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -152,9 +152,13 @@ class Syncer:
     def __init__(self, sources: Sequence[Source], registries: Sequence[RegistrySync],
                  *, listed_once: set[str] | None = None,
                  guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 apply_deadline: float | None = None) -> None:
         self.sources = list(sources)
         self.clock = clock
+        # With several registries, how long a cycle waits for each one's sync (None: for
+        # as long as it takes; the one-shot commands wait).
+        self.apply_deadline = apply_deadline
         self.registries = list(registries)
         # Sources that listed successfully since start: the first-sync gate. A reload
         # hands it on, so a new configuration does not reopen the gate's wait.
@@ -259,8 +263,34 @@ class Syncer:
         hold back the others' writes (its own entries stay as they were)."""
         if len(self.registries) == 1:
             return [sync(self.registries[0])]
-        with ThreadPoolExecutor(len(self.registries), "registry") as pool:
-            return list(pool.map(sync, self.registries))
+        if self.apply_deadline is None:
+            with ThreadPoolExecutor(len(self.registries), "registry") as pool:
+                return list(pool.map(sync, self.registries))
+        return self._each_registry_by_deadline(sync, self.apply_deadline)
+
+    def _each_registry_by_deadline(
+        self, sync: Callable[[RegistrySync], RegistryReport], deadline: float
+    ) -> list[RegistryReport]:
+        """Each registry's sync runs in a thread of its own; the cycle waits ``deadline``
+        seconds for them. One still running then is reported "still applying" and goes
+        on alone (its outcome is logged when it ends); until it ends, that registry's
+        syncs are skipped, so one registry never has two applies at once."""
+        started = {target.name: target.start(sync) for target in self.registries
+                   if target.running is None}
+        wait(started.values(), timeout=deadline)
+        reports = []
+        for target in self.registries:
+            future = started.get(target.name)
+            if future is not None and future.done():
+                target.running = None
+                reports.append(future.result())
+                continue
+            if future is not None:
+                future.add_done_callback(target.finished_late)
+            reports.append(RegistryReport(target.name, registry_error=(
+                f"still applying after {deadline:g}s; its entries are synced again once "
+                "it ends")))
+        return reports
 
 
 class RegistrySync:
@@ -278,6 +308,31 @@ class RegistrySync:
         # encoded (and digested) again. Per registry: the entry carries its service
         # and owner.
         self._encoded: dict[tuple[str, str], Encoded] = {}
+        # Its sync in a thread of its own, until a cycle takes its report or it ends late.
+        self.running: Future[RegistryReport] | None = None
+
+    def start(self, sync: Callable[[RegistrySync], RegistryReport]) -> Future[RegistryReport]:
+        """Run ``sync`` of this registry in a thread of its own (daemonic: an exit does
+        not wait for a registry that stopped answering)."""
+        future: Future[RegistryReport] = Future()
+        future.set_running_or_notify_cancel()
+
+        def run() -> None:
+            try:
+                future.set_result(sync(self))
+            except BaseException as exc:  # sync never raises; were it to, never hang
+                future.set_exception(exc)
+
+        threading.Thread(target=run, daemon=True, name=f"registry-{self.name}").start()
+        self.running = future
+        return future
+
+    def finished_late(self, future: Future[RegistryReport]) -> None:
+        """Log the outcome of a sync the cycle stopped waiting for; free the registry."""
+        report = future.result()
+        self.running = None
+        emit(logging.INFO if report.ok else logging.WARNING, "registry_finished_late",
+             registry=self.name, ok=report.ok, error=report.registry_error)
 
     @property
     def identity(self) -> tuple[str, ...]:

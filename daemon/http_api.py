@@ -29,7 +29,7 @@ from config.events import emit
 from config.settings import ApiSettings
 from daemon import push_api, watch
 from daemon.metrics import Metrics
-from daemon.push import PushContext, PushUnavailable, Registrar
+from daemon.push import Registrar
 from daemon.status import DaemonState
 
 CREDENTIAL = "capsync-api-token"
@@ -51,6 +51,25 @@ def read_token(settings: ApiSettings) -> str | None:
     if not token:
         raise ConfigError(f"api.token_file {path}: the file is empty")
     return token
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_token_off_loopback(key: str, listen: str, token: str | None,
+                               bound: str | None = None) -> None:
+    """Writes are open without a token: only on loopback (ConfigError otherwise).
+    ``bound`` is the address a socket for ``listen`` was bound to, when there is one."""
+    if token is None and not is_loopback(bound or listen.rpartition(":")[0].strip("[]")):
+        raise ConfigError(f"{key} {listen}: not a loopback address and no API token: set "
+                          f"api.token_file or the systemd credential {CREDENTIAL}, or "
+                          "listen on 127.0.0.1")
 
 
 def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> FastAPI:
@@ -99,21 +118,21 @@ def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> Fas
 
 class HttpApi:
     def __init__(self, listen: str, state: DaemonState, metrics: Metrics,
-                 push: PushContext) -> None:
+                 registrar: Registrar) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
         self.sock = _bound(listen, host, port)
-        if push.token is None and not ipaddress.ip_address(self.sock.getsockname()[0]).is_loopback:
+        try:
+            require_token_off_loopback("daemon.listen", listen, registrar.ctx.token,
+                                       self.sock.getsockname()[0])
+        except ConfigError:
             self.sock.close()
-            raise ConfigError(f"daemon.listen {listen}: not a loopback address and no API "
-                              f"token: set api.token_file or the systemd credential "
-                              f"{CREDENTIAL}, or listen on 127.0.0.1")
+            raise
         self.sock.listen(1024)
         self.address = "{}:{}".format(*self.sock.getsockname()[:2])
-        api = push.settings
-        self.registrar = Registrar(push)
+        api = registrar.ctx.settings
         config = uvicorn.Config(
-            build_app(state, metrics, self.registrar), log_config=None, access_log=False,
+            build_app(state, metrics, registrar), log_config=None, access_log=False,
             lifespan="off", limit_concurrency=api.max_connections, ws="websockets-sansio",
             ws_max_size=api.max_body, ws_ping_interval=api.ping_interval,
             ws_ping_timeout=api.ping_interval, timeout_graceful_shutdown=2,
@@ -122,29 +141,15 @@ class HttpApi:
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                         name="http", daemon=True)
-        self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew, name="http-leases", daemon=True)
 
     def start(self) -> HttpApi:
         self._thread.start()
-        self._renewer.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
         self.server.should_exit = True
         self._thread.join(5)
-        self._renewer.join(5)
         self.sock.close()
-
-    def _renew(self) -> None:
-        """Extend the registrations of live WebSocket connections, three times per grace
-        period, in one inbox write for all of them."""
-        while not self._stop.wait(self.registrar.ctx.settings.grace / 3):
-            try:
-                self.registrar.renew_bound()
-            except PushUnavailable as exc:
-                emit(logging.WARNING, "lease_renewal_failed", error=str(exc))
 
 
 def _bound(listen: str, host: str, port: str) -> socket.socket:

@@ -17,11 +17,13 @@ from urllib.parse import quote
 
 from config.errors import CapsyncError
 from config.events import emit
-from discovery.consul_client import ConsulClient
+from discovery.backoff import Backoff, run_with_backoff
+from discovery.consul.client import ConsulClient
 
 # A follower's blocking query on the lock waits this long, so the watch thread sees
 # ``stop`` within 2 s (a reload or an exit never leaves it behind).
 WAIT_SECONDS = 1.5
+PAUSE_SECONDS = 1.0  # between watch attempts while Consul does not answer
 
 
 class Leadership:
@@ -73,21 +75,23 @@ class Leadership:
 
     def _watch_loop(self) -> None:
         index = 0
-        while not self._stop.is_set():
-            try:
-                response = self.client.get(f"/v1/kv/{quote(self.key)}",
-                                           params={"index": str(index),
-                                                   "wait": f"{WAIT_SECONDS * 1000:g}ms"},
-                                           timeout=30)
-            except CapsyncError:
-                self._stop.wait(1)
-                continue
+
+        def watch() -> None:
+            nonlocal index
+            response = self.client.get(f"/v1/kv/{quote(self.key)}",
+                                       params={"index": str(index),
+                                               "wait": f"{WAIT_SECONDS * 1000:g}ms"},
+                                       timeout=30)
             index = response.index if response.index > index else 0
             held = response.status == 200 and any(
                 item.get("Session") for item in response.body or ()
             )
             if not held and not self._stop.is_set():
                 self._step()
+
+        # Consul not answering is not news here: the renew loop reports it.
+        run_with_backoff(watch, self._stop, Backoff(PAUSE_SECONDS, PAUSE_SECONDS),
+                         lambda exc, delay: None, errors=(CapsyncError,))
 
     def _step(self) -> None:
         """Renew (or create) the session, then try to take or keep the lock."""

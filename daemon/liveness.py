@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 
 from config.errors import CapsyncError
-from discovery.consul_client import ConsulClient
+from discovery.backoff import Backoff, run_with_backoff
+from discovery.consul.client import ConsulClient
 
 WAIT = "1500ms"
 PAUSE_SECONDS = 1.0  # between attempts while Consul does not answer
@@ -27,22 +28,26 @@ class ConsulLiveness:
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         index, down = 0, False
-        while not stop.is_set():
-            try:
-                response = self.client.get("/v1/catalog/services",
-                                           params={"index": str(index), "wait": WAIT},
-                                           timeout=10)
-            except CapsyncError:
-                if not down and not stop.is_set():
-                    notify("registry unreachable")
-                down = True
-                stop.wait(PAUSE_SECONDS)
-                continue
+
+        def poll() -> None:
+            nonlocal index, down
+            response = self.client.get("/v1/catalog/services",
+                                       params={"index": str(index), "wait": WAIT},
+                                       timeout=10)
             if down:
                 notify("registry answers again")
             elif response.index < index:
                 notify("registry index went back (Consul restarted)")
             down, index = False, response.index
+
+        def failed(exc: Exception, delay: float) -> None:
+            nonlocal down
+            if not down:
+                notify("registry unreachable")
+            down = True
+
+        run_with_backoff(poll, stop, Backoff(PAUSE_SECONDS, PAUSE_SECONDS), failed,
+                         errors=(CapsyncError,))
 
     def close(self) -> None:
         self.client.close()

@@ -4,13 +4,15 @@ REST and WebSocket use it today; gRPC and AMQP are handed the same object.
 
 Registrations bound to a connection (a WebSocket, a gRPC stream) carry an expiry of
 ``grace`` seconds that ``renew_bound`` extends while the connection lives; when it ends,
-``release`` sets the expiry to ``grace`` from then, so the entries leave after the grace
+``release`` sets the expiry to ``grace`` from then (the ``Renewer`` thread renews for
+every front end at once), so the entries leave after the grace
 period unless the worker registers them again (a daemon restart or a network blip does
 not flap the registry).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from config.errors import DeclarationError, SourceError
+from config.events import emit
 from config.settings import ApiSettings
 from daemon.events import EventBus
 from daemon.registry.base import Registry
@@ -106,3 +109,28 @@ class Registrar:
             return action(inbox)
         except SourceError as exc:
             raise PushUnavailable(str(exc)) from exc
+
+
+class Renewer:
+    """Extends the registrations of every live connection (WebSocket, gRPC Session),
+    three times per grace period, in one inbox write for all of them."""
+
+    def __init__(self, registrar: Registrar) -> None:
+        self.registrar = registrar
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="push-leases", daemon=True)
+
+    def start(self) -> Renewer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.registrar.ctx.settings.grace / 3):
+            try:
+                self.registrar.renew_bound()
+            except PushUnavailable as exc:
+                emit(logging.WARNING, "lease_renewal_failed", error=str(exc))

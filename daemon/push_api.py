@@ -154,7 +154,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
         registry = ctx.registry()
         if registry is None:
             raise Refused(503, "the registry is not open yet")
-        return [r for r in query.decoded(await blocking(registry.entries, q)) if q.matches(r[2])]
+        return list(await blocking(query.select, registry, q))
 
     @app.post("/workers/register", response_model=RegisterResponse,
               response_model_exclude_defaults=True,
@@ -273,16 +273,25 @@ def handle_update(registrar: Registrar, text: str, conn: str) -> UpdateAnswer:
     try:
         update = CapabilityUpdate.model_validate_json(text)
     except ValidationError as exc:
-        kind = "malformed JSON" if any(e["type"] == "json_invalid" for e in exc.errors()) \
-            else "invalid message"
-        return UpdateAnswer(ok=False, message=kind, errors=[
-            FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
-            for e in exc.errors()])
+        return invalid_update(exc)
+    return apply_update(registrar, update, conn, via="websocket")
+
+
+def invalid_update(exc: ValidationError) -> UpdateAnswer:
+    kind = "malformed JSON" if any(e["type"] == "json_invalid" for e in exc.errors()) \
+        else "invalid message"
+    return UpdateAnswer(ok=False, message=kind, errors=[
+        FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
+        for e in exc.errors()])
+
+
+def apply_update(registrar: Registrar, update: CapabilityUpdate, conn: str, *,
+                 via: str) -> UpdateAnswer:
+    """A CapabilityUpdate from a connection (WebSocket, gRPC Session) -> its answer."""
     worker_id = update.capabilities.get("id")
     try:
         if update.action == "Unregister":
-            if not isinstance(worker_id, str) or not registrar.unregister(worker_id,
-                                                                          via="websocket"):
+            if not isinstance(worker_id, str) or not registrar.unregister(worker_id, via=via):
                 return UpdateAnswer(ok=False, action=update.action, id=str(worker_id),
                                     message="not registered through the push API")
         elif update.action == "Update" and (
@@ -290,8 +299,8 @@ def handle_update(registrar: Registrar, text: str, conn: str) -> UpdateAnswer:
             return UpdateAnswer(ok=False, action=update.action, id=str(worker_id),
                                 message="not registered: send Register first")
         else:
-            worker_id = registrar.register(update.capabilities, via="websocket",
-                                           ttl=update.ttl, conn=conn).id
+            worker_id = registrar.register(update.capabilities, via=via, ttl=update.ttl,
+                                           conn=conn).id
     except DeclarationError as exc:
         return UpdateAnswer(ok=False, action=update.action, message="invalid declaration",
                             errors=[FieldError(field=f"capabilities.{e.field}".rstrip("."),

@@ -1,8 +1,8 @@
 """The query side: the seed's questions, answered from whatever the registry holds.
 
-A registry narrows with what it can index (Consul: a filter expression on tags and meta);
-``Query.matches`` then applies the exact semantics to the decoded declaration, so every
-registry gives the same answer.
+Each registry narrows with what it can index, in its own module (Consul: a filter
+expression on tags and meta; SQLite: SQL); ``Query.matches`` then applies the exact
+semantics to the decoded declaration, so every registry gives the same answer.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from discovery.model import CATEGORIES, Capabilities
 from discovery.tool_terms import PERMISSIONS
 
 if TYPE_CHECKING:
-    from daemon.registry.base import Listed
+    from daemon.registry.base import Listed, Registry
 
 Decoded = tuple[str, codec.Entry, Capabilities]
 
@@ -91,38 +91,6 @@ class Query:
             and all(caps.has_required_permissions(c, p) for c, p in self.permissions)
         )
 
-    def consul_filter(self) -> str:
-        """A go-bexpr expression selecting a superset of the matches (never fewer).
-
-        A term whose value cannot be quoted in go-bexpr (it has no escapes: a value with
-        both ``"`` and a backtick) is left out; ``matches`` still applies it exactly.
-        """
-        terms = ['ServiceMeta["external-source"] == "capsync"']
-        tools = [f"{q} in ServiceTags" for t in self.tools if (q := _quote(t))]
-        if tools and len(tools) == len(self.tools):
-            terms.append("(" + " or ".join(tools) + ")")
-        terms += [f"{q} in ServiceTags" for tool in self.has if (q := _quote(tool))]
-        terms += [f'ServiceMeta[{q}] == "true"' for flag in self.flags
-                  if (q := _quote(codec.FLAG_PREFIX + flag))]
-        terms += [f"ServiceMeta[{k}] == {v}" for key, value in self.meta
-                  if (k := _quote(key)) and (v := _quote(value))]
-        # A minimal-form entry has no verified key (it is verified only without tools).
-        if self.verified:
-            terms.append(f'ServiceMeta["{codec.VERIFIED}"] != "false"')
-        terms += [f"{q} in ServiceTags" for c, p in self.permissions
-                  if (q := _quote(f"perm:{c}:{p}"))]
-        return " and ".join(terms)
-
-
-def _quote(text: str) -> str:
-    """A go-bexpr string literal: double quotes, else backticks, else "" (cannot: it has
-    both, or a character go-bexpr's grammar does not take, such as a control character)."""
-    if not text.isprintable():
-        return ""
-    if '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    return f"`{text}`" if "`" not in text else ""
-
 
 def decoded(listed: list[Listed]) -> list[Decoded]:
     """The registry's entries decoded; one that cannot be is reported and left out."""
@@ -134,6 +102,11 @@ def decoded(listed: list[Listed]) -> list[Decoded]:
             emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
                  error=str(exc))
     return out
+
+
+def select(registry: Registry, q: Query) -> list[Decoded]:
+    """The registry's entries that ``q`` matches (RegistryError when it cannot answer)."""
+    return [found for found in decoded(registry.entries(q)) if q.matches(found[2])]
 
 
 def worker_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:

@@ -9,28 +9,30 @@ a floor. Time is passed in, so the rules are tested without sleeping.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+
+from discovery import backoff
 
 FIRST = 1.0
 JITTER = 0.2  # each delay is cut by up to this fraction, so retries of many daemons spread
 
 
-@dataclass
-class Backoff:
-    ceiling: float
-    rng: random.Random = field(default_factory=random.Random)
-    failures: int = 0
-    due: float | None = None  # when the next retry is due (the caller's clock), if any
+class Backoff(backoff.Backoff):
+    """The shared backoff, plus when the next retry is due on the caller's clock."""
+
+    def __init__(self, ceiling: float, rng: random.Random | None = None) -> None:
+        super().__init__(FIRST, ceiling, JITTER)
+        if rng is not None:
+            self.rng = rng
+        self.due: float | None = None
 
     def failed(self, now: float, retry_after: float | None = None) -> float:
         """Record a failed cycle; return the delay until the retry (also in ``due``)."""
-        self.failures += 1
-        delay = min(FIRST * 2.0 ** min(self.failures - 1, 62), self.ceiling)
-        delay *= 1 - JITTER * self.rng.random()
+        delay = self.next()
         if retry_after is not None:
             delay = max(delay, retry_after)
         self.due = now + delay
         return delay
 
     def succeeded(self) -> None:
-        self.failures, self.due = 0, None
+        self.reset()
+        self.due = None

@@ -23,7 +23,7 @@ from daemon.cycle import GuardMemory, RegistrySync, Syncer, unexpected
 from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
 from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
-from discovery.consul_client import ConsulClient
+from discovery.consul.client import ConsulClient
 from discovery.inbox import Inbox
 from discovery.sources.amqp import AmqpSource
 from discovery.sources.base import Source, Watchable
@@ -31,6 +31,9 @@ from discovery.sources.push import PushSource
 
 WATCHER_JOIN_SECONDS = 2.0
 WATCH_RESTART_SECONDS = 5.0
+# With several registries, a cycle waits this long for each; a slower one goes on alone
+# (reported "still applying") while the others' cycles carry on.
+APPLY_DEADLINE_SECONDS = 30.0
 
 
 class Runtime:
@@ -52,7 +55,8 @@ class Runtime:
             names = {source.name for source in self.sources}
             self.syncer = Syncer(self.sources, self.registries,
                                  listed_once=(listed_once or set()) & names,
-                                 guard_memory=guard_memory)
+                                 guard_memory=guard_memory,
+                                 apply_deadline=APPLY_DEADLINE_SECONDS)
             self.leadership = self._leadership(settings)
             if any(reg.backend == "consul" for reg in settings.registries):
                 self._liveness = ConsulLiveness(ConsulClient(consul_endpoint(settings.consul)))

@@ -15,10 +15,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
-from typing import Any
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Any
 
-from config.errors import CapsyncError
+from config.errors import CapsyncError, ConfigError
 from config.events import emit
 from config.settings import Settings
 from daemon.amqp_events import EventPublisher
@@ -26,7 +26,7 @@ from daemon.cycle import CycleReport, unexpected
 from daemon.events import EventBus, publish
 from daemon.http_api import HttpApi, read_token
 from daemon.metrics import Metrics
-from daemon.push import PushContext
+from daemon.push import PushContext, Registrar, Renewer
 from daemon.report import log_problems, summary
 from daemon.retry import Backoff
 from daemon.runtime import Runtime
@@ -34,7 +34,11 @@ from daemon.status import DaemonState
 from daemon.systemd import Notifier
 from daemon.trigger import Trigger
 
+if TYPE_CHECKING:
+    from daemon.grpc_api import GrpcApi
+
 TICK = 0.5
+GRPC_EXTRA = "grpc.listen: the gRPC API needs the 'grpc' extra: pip install 'capsync[grpc]'"
 
 
 class Daemon:
@@ -50,6 +54,7 @@ class Daemon:
         self.stopping = threading.Event()
         self._reload = threading.Event()
         self.http: HttpApi | None = None
+        self.grpc: GrpcApi | None = None
         self.runtime: Runtime | None = None
         self.events = EventBus(queue=self.settings.api.watch_queue)
         self.publisher = (EventPublisher(self.events, self.settings.amqp_events)
@@ -65,21 +70,29 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
         listen = self.settings.daemon.listen
+        registrar = Registrar(self._push_context())
         if listen != "off":
-            self.http = HttpApi(listen, self.state, self.metrics, self._push_context()).start()
+            self.http = HttpApi(listen, self.state, self.metrics, registrar).start()
         try:
             if self.publisher:
                 self.publisher.start()
+            if self.settings.grpc.listen != "off":
+                self.grpc = _grpc_api().GrpcApi(self.settings.grpc, self.state,
+                                                registrar).start()
             self.runtime = Runtime(self.settings, self.trigger.request)
         except BaseException:
             if self.publisher:
                 self.publisher.stop()
             if self.http:
                 self.http.stop()
+            if self.grpc:
+                self.grpc.stop()
             raise
+        renewer = Renewer(registrar).start()
         self.runtime.start(self._on_leadership)
         self._publish_leadership()
         emit(logging.INFO, "started", listen=self.http.address if self.http else "off",
+             grpc=self.grpc.address if self.grpc else "off",
              registries=",".join(r.name for r in self.settings.registries),
              owner=self.settings.registries[0].owner,
              sources=",".join(s.name for s in self.settings.sources),
@@ -96,6 +109,9 @@ class Daemon:
                 self.publisher.stop()
             if self.http:
                 self.http.stop()
+            if self.grpc:
+                self.grpc.stop()
+            renewer.stop()
         return 0
 
     def _loop(self) -> None:
@@ -169,7 +185,8 @@ class Daemon:
                                self.settings.daemon.listen),
                               ("api", settings.api, self.settings.api),
                               ("amqp_events", settings.amqp_events,
-                               self.settings.amqp_events)):
+                               self.settings.amqp_events),
+                              ("grpc", settings.grpc, self.settings.grpc)):
             if new != old:
                 emit(logging.WARNING, "restart_needed", key=key,
                      reason="the HTTP listener and the event publisher start with the daemon")
@@ -221,6 +238,15 @@ class Daemon:
 
 def _retry_ceiling(settings: Settings) -> float:
     return min(settings.daemon.interval, settings.daemon.retry_max)
+
+
+def _grpc_api() -> ModuleType:
+    """daemon.grpc_api, imported only when the gRPC listener is on: an optional extra."""
+    try:
+        from daemon import grpc_api  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError(f"{GRPC_EXTRA} ({exc})") from None
+    return grpc_api
 
 
 def _reasons(reasons: list[str]) -> str:

@@ -14,7 +14,7 @@ from daemon.cycle import RegistrySync, SyncOptions
 from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
 from daemon.registry.table import REGISTRY_KINDS
-from discovery.consul_client import ConsulEndpoint
+from discovery.consul.client import ConsulEndpoint
 from discovery.documents import read_bounded
 from discovery.kinds import BuildContext
 from discovery.sources.base import Source
@@ -52,6 +52,7 @@ def sync_options(reg: RegistrySettingsBase) -> SyncOptions:
 
 def build_context(settings: Settings) -> BuildContext:
     return BuildContext(settings.consul, lambda: consul_endpoint(settings.consul),
+                        leader_election=settings.daemon.leader_election,
                         takeover=settings.daemon.leader_election)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from config.errors import SourceError
-from discovery.consul_client import ConsulClient, ConsulEndpoint
+from discovery.consul.client import ConsulClient, ConsulEndpoint
 from discovery.inbox import Registration
 
 TXN_OPS = 64

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from config.errors import ConfigError
 from config.settings import ConsulSettings
-from discovery.consul_client import ConsulEndpoint
+from discovery.consul.client import ConsulEndpoint
 
 S = TypeVar("S", bound=BaseModel)
 T = TypeVar("T")
@@ -32,6 +32,8 @@ class BuildContext:
 
     consul: ConsulSettings
     consul_endpoint: Callable[[], ConsulEndpoint]
+    # With leader election on, the push source's inbox lives in Consul KV.
+    leader_election: bool = False
     # Leader election serialises the writers: the leader takes capsync's node over from
     # a writer recorded before it (daemon/registry/writer.py).
     takeover: bool = False

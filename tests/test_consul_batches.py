@@ -13,7 +13,7 @@ import pytest
 from daemon.plan import Changes
 from daemon.registry.consul import ConsulRegistry
 from discovery import codec, full_entry, schema
-from discovery.consul_client import ConsulClient, ConsulEndpoint, Response
+from discovery.consul.client import ConsulClient, ConsulEndpoint, Response
 from tests.doubles.consul import ConsulDouble
 
 NOW = 1_767_225_600

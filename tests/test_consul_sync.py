@@ -11,7 +11,7 @@ from pathlib import Path
 from daemon.plan import Changes
 from daemon.registry.consul import ConsulRegistry
 from discovery import codec, schema
-from discovery.consul_client import ConsulClient, ConsulEndpoint
+from discovery.consul.client import ConsulClient, ConsulEndpoint
 from tests.conftest import run_cli
 from tests.consul_target import ConsulTarget, needs_double
 from tests.doubles.consul import ConsulDouble

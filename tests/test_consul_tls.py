@@ -22,8 +22,11 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def make_pki(d: Path) -> Path:
     """A CA, a server certificate for 127.0.0.1, and a client certificate."""
-    d = tmp_path_factory.mktemp("pki")
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
              "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
     for name, extra in (("server", "subjectAltName=IP:127.0.0.1"),

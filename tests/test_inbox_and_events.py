@@ -12,7 +12,7 @@ import pytest
 from config.errors import SourceError
 from daemon.events import EventBus
 from discovery import codec
-from discovery.consul_client import ConsulEndpoint
+from discovery.consul.client import ConsulEndpoint
 from discovery.inbox import Inbox, Registration, SqliteInbox
 from discovery.inbox_consul import ConsulInbox
 from discovery.model import Capabilities

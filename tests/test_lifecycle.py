@@ -17,7 +17,7 @@ from daemon import runtime as runtime_module
 from daemon import wiring
 from daemon.leader import Leadership
 from daemon.settings_model import SETTINGS
-from discovery.consul_client import ConsulClient, ConsulEndpoint
+from discovery.consul.client import ConsulClient, ConsulEndpoint
 from discovery.sources.consul import ConsulSource
 from discovery.sources.file import FileSource
 from tests.consul_target import ConsulTarget

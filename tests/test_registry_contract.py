@@ -34,8 +34,8 @@ from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect
 from daemon.registry.sqlite import SqliteRegistry
 from daemon.registry.table import REGISTRY_KINDS
 from discovery import codec, full_entry, schema
-from discovery.consul_client import ConsulClient, ConsulEndpoint
-from discovery.consul_fields import service_fields
+from discovery.consul.client import ConsulClient, ConsulEndpoint
+from discovery.consul.fields import service_fields
 from tests.doubles.consul import ConsulDouble
 from tests.proxy import Proxy
 from tests.scripted_source import ScriptedSource

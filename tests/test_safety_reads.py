@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from config.errors import SourceError
-from discovery.consul_client import ConsulClient, ConsulEndpoint
+from discovery.consul.client import ConsulClient, ConsulEndpoint
 from discovery.sources.consul import ConsulSource
 from tests.conftest import run_cli
 from tests.consul_target import ConsulTarget

@@ -194,3 +194,44 @@ def test_a_registry_that_times_out_holds_back_none_of_the_others(
     assert "did not answer" in consul.registry_error
     assert local.ok and len(local.changes.create) == 9
     assert len(sqlite_entries(db)) == 9 and consul_entries(double) == {}
+
+
+def test_a_slow_registry_goes_on_alone_and_is_never_applied_twice_at_once(
+    double: ConsulDouble, setup: tuple[Path, Path, Path]
+) -> None:
+    """Consul answers, but slowly: SQLite's cycles carry on; Consul's sync finishes on its
+    own, no second one starts on it meanwhile, and the next cycle after it catches up."""
+    fleet, db, _ = setup
+    settings = SETTINGS.model_validate({
+        "consul": {"address": double.address},
+        "registries": [{"backend": "consul", "owner": OWNER},
+                       {"backend": "sqlite", "name": "local", "path": str(db), "owner": OWNER}],
+        "sources": [{"type": "file", "path": str(fleet)}],
+    })
+    registries = build_registries(settings)
+    syncer = Syncer(build_sources(settings), registries, apply_deadline=0.2)
+    consul_target = registries[0]
+    try:
+        double.delay_requests(1.0)  # slow, but within the client's timeout
+        consul, local = syncer.run_once().registries
+        assert "still applying after 0.2s" in consul.registry_error
+        assert local.ok and len(local.changes.create) == 9
+
+        (fleet / "late-worker.json").write_text(json.dumps({"id": "late-worker"}))
+        double.reset_counts()
+        consul, local = syncer.run_once().registries
+        assert "still applying" in consul.registry_error
+        assert local.ok and [e.id for e in local.changes.create] == ["late-worker"]
+        assert double.count("GET", "/v1/catalog/node-services") == 0  # no second sync began
+
+        double.clear_faults()
+        wait_until(lambda: consul_target.running is None)
+        assert len(consul_entries(double)) == 9  # the first cycle's, written late
+        consul, local = syncer.run_once().registries
+        assert consul.ok and [e.id for e in consul.changes.create] == ["late-worker"]
+        assert consul_entries(double) == sqlite_entries(db)
+    finally:
+        double.clear_faults()
+        wait_until(lambda: consul_target.running is None)
+        for target in registries:
+            target.registry.close()

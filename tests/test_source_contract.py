@@ -1,6 +1,7 @@
 """One source contract, every source kind, built through the kind table as the daemon
 builds it: a working source lists what it sees; a broken one raises SourceError (never
-another exception, never an empty listing). A new kind joins by one entry in ``KINDS``.
+another exception, never an empty listing); a closed one's watch ends promptly, and
+closing twice is safe. A new kind joins by one entry in ``KINDS``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -18,10 +21,11 @@ import pytest
 
 from config import loading
 from config.errors import SourceError
+from daemon.runtime import WATCHER_JOIN_SECONDS
 from daemon.settings_model import SETTINGS
 from daemon.wiring import build_sources
 from discovery.inbox import Registration, SqliteInbox
-from discovery.sources.base import Source
+from discovery.sources.base import Source, Watchable
 from discovery.sources.table import SOURCE_KINDS
 from tests.conftest import SEED_LABEL
 from tests.docker_engine import IMAGE, DockerEngine
@@ -163,3 +167,25 @@ def test_a_broken_source_raises_source_error(kind: str, request: pytest.FixtureR
         with pytest.raises(SourceError) as caught:
             source.list()
     assert kind in str(caught.value).lower()  # says what could not be reached
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_closing_ends_its_watch_and_twice_is_safe(kind: str, request: pytest.FixtureRequest,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with KINDS[kind](request, tmp_path, True) as (table, env):
+        source = built(table, env, monkeypatch)
+        assert isinstance(source, Watchable)
+        stop, before = threading.Event(), set(threading.enumerate())
+        watch = threading.Thread(target=source.watch, args=(lambda reason: None, stop),
+                                 daemon=True, name=f"contract-watch-{kind}")
+        watch.start()
+        time.sleep(0.5)  # let the watch connect; the contract holds at any point
+        stop.set()  # as the daemon closes: the stop event, then close()
+        source.close()
+        own = [t for t in threading.enumerate()  # the watch, and the threads it started
+               if t is watch or (t not in before and t.name.startswith(f"{kind}-"))]
+        for thread in own:
+            thread.join(WATCHER_JOIN_SECONDS)
+        assert [t.name for t in own if t.is_alive()] == []
+        source.close()

@@ -13,7 +13,7 @@ from typing import Any
 from config.errors import DeclarationError
 from config.settings import default_owner
 from discovery import documents, full_entry, seed_json
-from discovery.consul_fields import service_fields
+from discovery.consul.fields import service_fields
 from discovery.normalise import Found, Invalid, normalise
 from discovery.sources.base import Declaration, Listing
 from discovery.sources.file import FileSource, read_file

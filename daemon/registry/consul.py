@@ -36,8 +36,8 @@ from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, Tally
 from daemon.registry.writer import claim
 from discovery import codec
 from discovery.codec import Entry
-from discovery.consul_client import ConsulClient
-from discovery.consul_fields import entry_from_service, service_fields
+from discovery.consul.client import ConsulClient
+from discovery.consul.fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
 from discovery.kinds import BuildContext, Kind, no_arg
 
@@ -117,7 +117,7 @@ class ConsulRegistry:
         return tally.result()
 
     def entries(self, query: Query | None = None) -> list[Listed]:
-        expression = (query or Query()).consul_filter()
+        expression = consul_filter(query or Query())
         path = f"/v1/catalog/service/{quote(self.service)}"
         items, _ = self.client.read(path, list, params={"filter": expression})
         listed = []
@@ -306,6 +306,39 @@ def build(settings: ConsulRegistrySettings, ctx: BuildContext) -> ConsulRegistry
         max_ops=ctx.consul.max_txn_ops, max_bytes=ctx.consul.max_txn_bytes,
         writer=settings.writer, takeover=ctx.takeover,
     )
+
+
+def consul_filter(query: Query) -> str:
+    """A go-bexpr expression selecting a superset of the matches (never fewer).
+
+    A term whose value cannot be quoted in go-bexpr (it has no escapes: a value with
+    both ``"`` and a backtick) is left out; ``matches`` still applies it exactly.
+    """
+    terms = ['ServiceMeta["external-source"] == "capsync"']
+    tools = [f"{q} in ServiceTags" for t in query.tools if (q := _quote(t))]
+    if tools and len(tools) == len(query.tools):
+        terms.append("(" + " or ".join(tools) + ")")
+    terms += [f"{q} in ServiceTags" for tool in query.has if (q := _quote(tool))]
+    terms += [f'ServiceMeta[{q}] == "true"' for flag in query.flags
+              if (q := _quote(codec.FLAG_PREFIX + flag))]
+    terms += [f"ServiceMeta[{k}] == {v}" for key, value in query.meta
+              if (k := _quote(key)) and (v := _quote(value))]
+    # A minimal-form entry has no verified key (it is verified only without tools).
+    if query.verified:
+        terms.append(f'ServiceMeta["{codec.VERIFIED}"] != "false"')
+    terms += [f"{q} in ServiceTags" for c, p in query.permissions
+              if (q := _quote(f"perm:{c}:{p}"))]
+    return " and ".join(terms)
+
+
+def _quote(text: str) -> str:
+    """A go-bexpr string literal: double quotes, else backticks, else "" (cannot: it has
+    both, or a character go-bexpr's grammar does not take, such as a control character)."""
+    if not text.isprintable():
+        return ""
+    if '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return f"`{text}`" if "`" not in text else ""
 
 
 KIND = Kind("consul", ConsulRegistrySettings, "", no_arg, build)

@@ -25,8 +25,9 @@ from config.errors import CapsyncError, SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
 from discovery import codec, full_entry, seed_json
-from discovery.consul_client import ConsulClient
-from discovery.consul_fields import entry_from_service
+from discovery.backoff import Backoff, run_with_backoff
+from discovery.consul.client import ConsulClient
+from discovery.consul.fields import entry_from_service
 from discovery.kinds import BuildContext, Kind
 from discovery.model import CATEGORIES
 from discovery.sources.base import Declaration, Listing, from_text
@@ -34,6 +35,7 @@ from discovery.sources.base import Declaration, Listing, from_text
 # Short enough that a watch notices its stop event within 2 s; the agent answers an
 # unchanged index with an empty wait, so this costs one small request per wait.
 WAIT = "1500ms"
+PAUSE = 5.0  # seconds between attempts while Consul does not answer
 
 
 @dataclass
@@ -64,24 +66,24 @@ class ConsulSource:
         waits at most WAIT, so a closed source's thread ends within 2 s.
         """
         index, seen = 0, ""
-        while not stop.is_set():
-            try:
-                _, answered = self.client.read("/v1/catalog/services", dict,
-                                               params={"index": str(index), "wait": WAIT},
-                                               timeout=30)
-                moved = answered != index
-                index = answered if answered >= index else 0
-                current = _fingerprint(self.list()) if moved or not seen else seen
-            except CapsyncError as exc:
-                if stop.is_set():
-                    return
-                emit(logging.WARNING, "watch_failed", source=self.name, error=str(exc),
-                     retry_in="5s")
-                stop.wait(5)
-                continue
+
+        def poll() -> None:
+            nonlocal index, seen
+            _, answered = self.client.read("/v1/catalog/services", dict,
+                                           params={"index": str(index), "wait": WAIT},
+                                           timeout=30)
+            moved = answered != index
+            index = answered if answered >= index else 0
+            current = _fingerprint(self.list()) if moved or not seen else seen
             if seen and current != seen:
                 notify(f"consul catalogue changed (index {index})")
             seen = current
+
+        def failed(exc: Exception, delay: float) -> None:
+            emit(logging.WARNING, "watch_failed", source=self.name, error=str(exc),
+                 retry_in=f"{delay:g}s")
+
+        run_with_backoff(poll, stop, Backoff(PAUSE, PAUSE), failed, errors=(CapsyncError,))
 
     def close(self) -> None:
         self.client.close()

@@ -21,6 +21,7 @@ import requests
 from config.errors import SourceError
 from config.events import emit
 from config.settings import DEFAULT_LABEL, SourceSettingsBase
+from discovery.backoff import Backoff, run_with_backoff
 
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
@@ -58,10 +59,12 @@ class Engine:
         calls ``on_resume``: what happened while the engine was away (a restart empties
         its event buffer) is only found by listing again.
         """
-        delay = BACKOFF_START
+        backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
         since: int | None = None
         broken = False
-        while not stop.is_set():
+
+        def follow() -> None:
+            nonlocal since, broken
             done = threading.Event()
             try:
                 with self.api("event stream") as api:
@@ -69,28 +72,30 @@ class Engine:
                     threading.Thread(
                         target=_close_when, args=(stream, stop, done), daemon=True
                     ).start()
-                    delay = BACKOFF_START
+                    backoff.reset()
                     if broken:
                         broken = False
                         on_resume()
                     for event in stream:
                         since = event.get("time", since)
                         on_event(event)
-                error = "event stream ended"
-            except SourceError as exc:
-                error = str(exc)
+            except SourceError:
+                raise
             except Exception as exc:  # a torn stream (engine killed) must not end the watch
                 self.reset()
-                error = f"event stream broke: {type(exc).__name__}"
+                raise SourceError(f"event stream broke: {type(exc).__name__}") from exc
             finally:
                 done.set()
-            if stop.is_set():
-                return
+            if not stop.is_set():
+                raise SourceError("event stream ended")
+
+        def failed(exc: Exception, delay: float) -> None:
+            nonlocal broken
             broken = True
-            emit(logging.WARNING, "watch_failed", source=self.source, error=error,
+            emit(logging.WARNING, "watch_failed", source=self.source, error=str(exc),
                  retry_in=f"{delay:g}s")
-            stop.wait(delay)
-            delay = min(delay * 2, BACKOFF_MAX)
+
+        run_with_backoff(follow, stop, backoff, failed)
 
     def reset(self) -> None:
         with self._lock:

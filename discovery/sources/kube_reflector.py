@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from config.errors import SourceError
 from config.events import emit
+from discovery.backoff import Backoff, run_with_backoff
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 SHORT_WATCH = 1.0  # seconds: a watch that ends sooner with no event is a failure
@@ -71,26 +72,13 @@ class KindClient(Protocol):
     def describe(self, kind: str, exc: BaseException) -> str: ...
 
 
-@dataclass
-class Backoff:
-    """Retry delay: 1 s doubling to 30 s, back to none after a healthy watch."""
-
-    delay: float = 0.0
-
-    def failed(self) -> float:
-        self.delay = min(max(self.delay * 2, BACKOFF_FIRST), BACKOFF_MAX)
-        return self.delay
-
-    def reset(self) -> None:
-        self.delay = 0.0
-
-
 class Reflector:
     """The cache of one kind and the thread that keeps it in step with the API server."""
 
     def __init__(self, client: KindClient, kind: str, notify: Callable[[str], None]) -> None:
         self.client, self.kind, self.notify = client, kind, notify
-        self.backoff = Backoff()
+        self.backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
+        self._after = ""  # why the next list is a relist
         self.halted = threading.Event()
         self._lock = threading.Lock()
         self._views: dict[str, View] = {}
@@ -128,33 +116,41 @@ class Reflector:
 
     def run(self) -> None:
         """Never raises: 410 relists at once, anything else relists after a backoff."""
-        after = ""  # why the next list is a relist
-        while not self.halted.is_set():
-            try:
-                with self.client.session() as api:
-                    if not self._in_sync():
-                        self._relist(api)
-                        self.notify(f"kubernetes {self.kind} "
-                                    + (f"relisted after {after}" if after else "listed"))
-                        after = ""
-                    self._follow(api)
-                continue
-            except Exception as exc:  # any failure of this source; logged, then retried
-                if self.halted.is_set():
-                    return
-                cause = self.client.describe(self.kind, exc)
-                with self._lock:
-                    self._synced, self._problem = False, cause
-                self._settled.set()
-                if isinstance(exc, Gone):
-                    after, delay = "the watch expired (410 Gone)", self.backoff.delay
-                    self.backoff.failed()
-                else:
-                    after, delay = f"an error ({cause})", self.backoff.failed()
-                    emit(logging.WARNING, "watch_failed", source=self.client.name,
-                         kind=self.kind, error=cause, retry_in=f"{delay:g}s")
-                    logging.getLogger(__name__).debug("watch failure", exc_info=True)
+        run_with_backoff(self._step, self.halted, self.backoff, self._failed)
+
+    def _step(self) -> None:
+        """One session: list if the cache is out of sync, then follow the watch. A 410
+        relists at once (after the current delay, if errors came before it)."""
+        try:
+            with self.client.session() as api:
+                if not self._in_sync():
+                    self._relist(api)
+                    self.notify(f"kubernetes {self.kind} "
+                                + (f"relisted after {self._after}" if self._after else "listed"))
+                    self._after = ""
+                self._follow(api)
+        except Gone as exc:
+            if self.halted.is_set():
+                return
+            self._lost(exc)
+            self._after, delay = "the watch expired (410 Gone)", self.backoff.last
+            self.backoff.next()
             self.halted.wait(delay)
+
+    def _failed(self, exc: Exception, delay: float) -> None:
+        cause = self._lost(exc)
+        self._after = f"an error ({cause})"
+        emit(logging.WARNING, "watch_failed", source=self.client.name,
+             kind=self.kind, error=cause, retry_in=f"{delay:g}s")
+        logging.getLogger(__name__).debug("watch failure", exc_info=exc)
+
+    def _lost(self, exc: Exception) -> str:
+        """The cache may miss events from now on: say so to ``views``; the cause."""
+        cause = self.client.describe(self.kind, exc)
+        with self._lock:
+            self._synced, self._problem = False, cause
+        self._settled.set()
+        return cause
 
     def _in_sync(self) -> bool:
         with self._lock:

@@ -16,6 +16,8 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
   change events published per second with confirms;
 - Redis and PostgreSQL (tests/bench/stores.py): capsync's cold, steady and 1% churn
   cycles against the seed's naive loops, round trips counted on the wire.
+- the gRPC API (tests/bench/grpc_api.py): unary Register throughput with 20 clients, Watch
+  delivery latency from the apply to the client;
 - the kubernetes source's steady cycle at 10,000 pods, before and after its cache
   (tests/bench/kubernetes.py).
 Each cycle runs in a fresh child process (tests/bench/child.py) that reports its own wall
@@ -39,7 +41,7 @@ from typing import Any
 
 import requests
 
-from tests.bench import amqp, kubernetes, push, stores
+from tests.bench import amqp, grpc_api, kubernetes, push, stores
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -181,6 +183,9 @@ def main() -> None:
                         help="containers for the event-latency figure; 0 skips it")
     parser.add_argument("--push", type=int, default=1000,
                         help="workers for the push API figures; 0 skips them")
+    parser.add_argument("--grpc", type=int, default=2000,
+                        help="registrations for the gRPC figures; 0 skips them")
+    parser.add_argument("--only-grpc", action="store_true", help="only the gRPC figures")
     parser.add_argument("--only-push", action="store_true",
                         help="only the push API figures")
     parser.add_argument("--amqp", type=int, default=10_000,
@@ -197,6 +202,10 @@ def main() -> None:
     if args.only_amqp:
         figures = {"amqp": amqp.run(args.amqp)}
         print("\n".join(amqp.summary(figures["amqp"])))
+    if args.only_grpc:
+        with tempfile.TemporaryDirectory(prefix="capsync-bench-grpc-") as tmp:
+            figures = {"grpc": grpc_api.run(args.grpc, Path(tmp))}
+        grpc_api.report(figures["grpc"])
         print(json.dumps(figures))
         return
     n = args.workers
@@ -254,6 +263,9 @@ def main() -> None:
             results["push"] = push.run(args.push, Path(tmp))
     if args.amqp:
         results["amqp"] = amqp.run(args.amqp)
+    if args.grpc:
+        with tempfile.TemporaryDirectory(prefix="capsync-bench-grpc-") as tmp:
+            results["grpc"] = grpc_api.run(args.grpc, Path(tmp))
     if args.pods:
         results["kubernetes_steady"] = kubernetes.steady_cycle(args.pods)
     print_summary(results)
@@ -309,6 +321,8 @@ def print_summary(results: dict[str, Any]) -> None:
         print_push(results["push"])
     if "amqp" in results:
         print("\n".join(amqp.summary(results["amqp"])))
+    if "grpc" in results:
+        grpc_api.report(results["grpc"])
     if "kubernetes_steady" in results:
         k = results["kubernetes_steady"]
         for phase in ("before", "after"):

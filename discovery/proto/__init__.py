@@ -1,0 +1,1 @@
+"""Generated from registry.proto (grpcio-tools); the .proto ships with the package."""

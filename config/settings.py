@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -221,6 +222,57 @@ class ApiSettings(_Section):
     watch_queue: Annotated[int, Field(ge=10)] = 1000
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***``: what logs and ``config check`` show."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+class AmqpConnection(_Section):
+    """How to reach RabbitMQ: an ``amqp://`` or ``amqps://`` URL as pika reads it (user,
+    host, port, vhost as the path, ``?heartbeat=30&connection_attempts=3&socket_timeout=10
+    &blocked_connection_timeout=60``). ``password_file`` replaces the URL's password;
+    ``ca_file`` and the client ``cert_file``/``key_file`` set up TLS for ``amqps``. The
+    password is never logged nor shown by ``config check``."""
+
+    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return value
+
+    @field_serializer("url")
+    def _redacted(self, value: str) -> str:
+        return redact_url(value)
+
+    @model_validator(mode="after")
+    def _client_cert(self) -> AmqpConnection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class AmqpEventsSettings(AmqpConnection):
+    """The change-event publisher: every created, updated or deleted entry to a durable
+    topic exchange, through a bounded durable outbox (oldest dropped, and reported, when
+    full)."""
+
+    enabled: bool = False
+    exchange: str = Field("worker.capabilities.events", min_length=1, max_length=255)
+    outbox: Path = Path("/var/lib/capsync/amqp-outbox.db")
+    outbox_max: Annotated[int, Field(ge=10)] = 100_000
+
+
 class GrpcSettings(_Section):
     """The gRPC API (WorkerRegistry, health, reflection) on its own listener: off unless
     ``listen`` is set. It takes the ``[api]`` token (writes need it; without it the daemon
@@ -255,6 +307,7 @@ class Settings(_Section):
 
     daemon: DaemonSettings = DaemonSettings()
     api: ApiSettings = ApiSettings()
+    amqp_events: AmqpEventsSettings = AmqpEventsSettings()
     grpc: GrpcSettings = GrpcSettings()
     registries: list[RegistrySettingsBase]
     consul: ConsulSettings = ConsulSettings()

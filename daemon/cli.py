@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 
 from config.errors import CapsyncError, ConfigError
-from daemon.commands import config_check, find, run, validate
+from daemon.commands import config_check, find, publish, run, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parsers(sub)
     find.add_parsers(sub)
     config_check.add_parser(sub)
+    publish.add_parser(sub)
     return parser
 
 

@@ -163,10 +163,12 @@ class EventBus:
             return events
 
     def subscribe(self, since: int | None = None, *, stream: str | None = None,
-                  wakeup: Callable[[], None] = lambda: None) -> tuple[Start, Subscription]:
+                  wakeup: Callable[[], None] = lambda: None,
+                  limit: int | None = None) -> tuple[Start, Subscription]:
         """A snapshot, or the events after ``since`` when that sequence of this stream is
-        still in the history."""
-        subscription = Subscription(self, self.queue, wakeup)
+        still in the history. ``limit``: the subscriber's queue, when it is not the bus's
+        (a publisher with its own bounded outbox takes a whole cycle's events at once)."""
+        subscription = Subscription(self, limit or self.queue, wakeup)
         with self._lock:
             oldest = self._history[0].sequence if self._history else self._sequence + 1
             resumable = (since is not None and stream == self.stream

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from daemon.cycle import CycleReport, RegistryReport
 
@@ -96,5 +100,41 @@ class Metrics:
             self.unwritten.labels(name, "unsent").inc(done.unsent)
             self.unwritten.labels(name, "interrupted").inc(done.interrupted)
 
+    def watch_amqp(self, read: Callable[[], dict[str, Any]]) -> None:
+        """Expose the RabbitMQ consumers' and publisher's live counters (``/status``'s
+        ``amqp`` object, read at each scrape)."""
+        self.registry.register(_AmqpCollector(read))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _AmqpCollector:
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        view = self.read()
+        up = GaugeMetricFamily("capsync_amqp_consumer_up",
+                               "1 if the amqp source is consuming its queue", labels=["source"])
+        messages = CounterMetricFamily(
+            "capsync_amqp_messages", "Messages of the amqp source's queue: consumed "
+            "(acknowledged), rejected (to the dead-letter queue), redelivered",
+            labels=["source", "result"])
+        for name, consumer in view.get("consumers", {}).items():
+            up.add_metric([name], 1 if consumer["state"] == "consuming" else 0)
+            for result in ("consumed", "rejected", "redelivered"):
+                messages.add_metric([name, result], consumer[result])
+        yield up
+        yield messages
+        publisher = view.get("publisher")
+        if publisher is not None:
+            yield GaugeMetricFamily("capsync_amqp_events_outbox",
+                                    "Change events waiting in the outbox",
+                                    value=publisher["outbox"])
+            yield CounterMetricFamily("capsync_amqp_events_published",
+                                      "Change events confirmed by the broker",
+                                      value=publisher["published"])
+            yield CounterMetricFamily("capsync_amqp_events_dropped",
+                                      "Change events dropped from a full outbox",
+                                      value=publisher["dropped"])

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -24,6 +25,7 @@ from daemon.liveness import ConsulLiveness
 from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
 from discovery.consul.client import ConsulClient
 from discovery.inbox import Inbox
+from discovery.sources.amqp import AmqpSource
 from discovery.sources.base import Source, Watchable
 from discovery.sources.push import PushSource
 
@@ -74,7 +76,13 @@ class Runtime:
     @property
     def inbox(self) -> Inbox | None:
         """The push source's inbox, where the front ends write (None: no push source)."""
-        return next((s.inbox for s in self.syncer.sources if isinstance(s, PushSource)), None)
+        return next((s.inbox for s in self.syncer.sources
+                     if isinstance(s, PushSource) and not isinstance(s, AmqpSource)), None)
+
+    def consumers(self) -> dict[str, dict[str, Any]]:
+        """Each amqp source's consumer: state and counters (/status, metrics)."""
+        return {s.name: s.stats.as_json() for s in self.syncer.sources
+                if isinstance(s, AmqpSource)}
 
     @property
     def is_leader(self) -> bool:

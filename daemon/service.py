@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType, ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from config.errors import CapsyncError, ConfigError
 from config.events import emit
 from config.settings import Settings
+from daemon.amqp_events import EventPublisher
 from daemon.cycle import CycleReport, unexpected
 from daemon.events import EventBus, publish
 from daemon.http_api import HttpApi, read_token
@@ -56,6 +57,10 @@ class Daemon:
         self.grpc: GrpcApi | None = None
         self.runtime: Runtime | None = None
         self.events = EventBus(queue=self.settings.api.watch_queue)
+        self.publisher = (EventPublisher(self.events, self.settings.amqp_events)
+                          if self.settings.amqp_events.enabled else None)
+        self.state.amqp = self._amqp_status
+        self.metrics.watch_amqp(self._amqp_status)
         # When time alone next changes the registry (a tool's expiry passing), in Unix
         # seconds: the loop requests a cycle then, with no other event.
         self.change_at: float | None = None
@@ -69,11 +74,15 @@ class Daemon:
         if listen != "off":
             self.http = HttpApi(listen, self.state, self.metrics, registrar).start()
         try:
+            if self.publisher:
+                self.publisher.start()
             if self.settings.grpc.listen != "off":
                 self.grpc = _grpc_api().GrpcApi(self.settings.grpc, self.state,
                                                 registrar).start()
             self.runtime = Runtime(self.settings, self.trigger.request)
         except BaseException:
+            if self.publisher:
+                self.publisher.stop()
             if self.http:
                 self.http.stop()
             if self.grpc:
@@ -96,6 +105,8 @@ class Daemon:
             self.notifier.stopping()
             emit(logging.INFO, "stopping")
             self.runtime.close()
+            if self.publisher:
+                self.publisher.stop()
             if self.http:
                 self.http.stop()
             if self.grpc:
@@ -173,10 +184,12 @@ class Daemon:
         for key, new, old in (("daemon.listen", settings.daemon.listen,
                                self.settings.daemon.listen),
                               ("api", settings.api, self.settings.api),
+                              ("amqp_events", settings.amqp_events,
+                               self.settings.amqp_events),
                               ("grpc", settings.grpc, self.settings.grpc)):
             if new != old:
                 emit(logging.WARNING, "restart_needed", key=key,
-                     reason="the HTTP listener is bound at start")
+                     reason="the HTTP listener and the event publisher start with the daemon")
         self.runtime.close()
         self.settings, self.runtime = settings, runtime
         self.trigger.min_gap = settings.daemon.min_gap
@@ -197,6 +210,12 @@ class Daemon:
             request=self.trigger.request, bus=self.events, settings=self.settings.api,
             token=read_token(self.settings.api),
         )
+
+    def _amqp_status(self) -> dict[str, Any]:
+        view: dict[str, Any] = {"consumers": self.runtime.consumers() if self.runtime else {}}
+        if self.publisher is not None:
+            view["publisher"] = self.publisher.stats.as_json()
+        return view
 
     def _on_leadership(self, leader: bool) -> None:
         self._publish_leadership()

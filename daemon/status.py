@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from daemon.cycle import CycleReport, RegistryReport
@@ -19,6 +20,8 @@ class DaemonState:
         self._finished_at = 0.0
         self._last_success = 0.0
         self._sources: dict[str, dict[str, Any]] = {}
+        # RabbitMQ consumers and the event publisher, read when asked (they count live).
+        self.amqp: Callable[[], dict[str, Any]] = dict
         self._failures = 0
         self._next_attempt: float | None = None
 
@@ -73,6 +76,7 @@ class DaemonState:
                 "consecutive_failures": self._failures,
                 "next_attempt": self._next_attempt,
                 "sources": {name: dict(state) for name, state in self._sources.items()},
+                "amqp": self.amqp(),
             }
 
 

@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need: a Docker engine and a static busybox for its test image,
-# systemd-analyze (works without a running systemd) for the unit's checks, and Redis and
-# PostgreSQL servers (the fixtures start private instances; tests/services.py).
+# systemd-analyze (works without a running systemd) for the unit's checks, Redis and
+# PostgreSQL servers (the fixtures start private instances; tests/services.py), and
+# RabbitMQ (tests/rabbitmq.py; under CI=true the tests fail without any of them).
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -x /bin/kill ] || need+=(procps)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)

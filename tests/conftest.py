@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = [
-    "tests.consul_target", "tests.services", "tests.backends", "tests.docker_engine"
+    "tests.consul_target", "tests.services", "tests.backends", "tests.docker_engine",
+    "tests.rabbitmq",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -106,22 +106,29 @@ def _consul(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> It
         yield {"type": "consul", "services": ["rust"]}, {"CONSUL_HTTP_ADDR": double.address}
 
 
-@contextmanager
-def _push(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iterator[Any]:
-    if working:
-        inbox = SqliteInbox(tmp_path / "inbox.db")
-        inbox.put([Registration("rust-worker", json.loads(SEED_LABEL), "rest")])
-        inbox.close()
-        yield {"type": "push", "path": str(tmp_path / "inbox.db")}, {}
-        return
-    with ConsulDouble() as double:
-        double.stop()
-        yield ({"type": "push", "store": "consul"}, {"CONSUL_HTTP_ADDR": double.address})
+def _inbox(kind: str, via: str, **table: Any) -> Scenario:
+    """A source listing its inbox: what its front end stored (for amqp, what the consumer
+    stored: it lists without the broker; tests/test_amqp.py consumes)."""
+
+    @contextmanager
+    def scenario(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Iterator[Any]:
+        if working:
+            inbox = SqliteInbox(tmp_path / "inbox.db")
+            inbox.put([Registration("rust-worker", json.loads(SEED_LABEL), via)])
+            inbox.close()
+            yield {"type": kind, "path": str(tmp_path / "inbox.db"), **table}, {}
+            return
+        with ConsulDouble() as double:
+            double.stop()
+            yield ({"type": kind, "store": "consul"}, {"CONSUL_HTTP_ADDR": double.address})
+
+    return scenario
 
 
 KINDS: dict[str, Scenario] = {
     "file": _file, "docker": _docker, "swarm": _swarm, "kubernetes": _kubernetes,
-    "consul": _consul, "push": _push,
+    "consul": _consul, "push": _inbox("push", "rest"),
+    "amqp": _inbox("amqp", "amqp", url=f"amqp://guest:guest@127.0.0.1:{_closed_port()}/%2F"),
 }
 
 

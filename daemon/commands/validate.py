@@ -46,9 +46,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def read_paths(paths: list[str], command: str) -> tuple[list[Found], list[Invalid]] | None:
+    """The declarations in files, directories and stdin (``-``), validated; None (after
+    saying which) when a path does not exist."""
     listing = Listing()
-    for raw_path in args.paths:
+    for raw_path in paths:
         if raw_path == STDIN:
             _read_stdin(listing)
             continue
@@ -58,9 +60,16 @@ def run(args: argparse.Namespace) -> int:
         elif path.exists():
             listing.extend(read_file(path, "file"))
         else:
-            print(f"capsync validate: {raw_path}: no such file or directory", file=sys.stderr)
-            return 2
-    found, invalid = normalise(listing, "file")
+            print(f"capsync {command}: {raw_path}: no such file or directory", file=sys.stderr)
+            return None
+    return normalise(listing, "file")
+
+
+def run(args: argparse.Namespace) -> int:
+    read = read_paths(args.paths, "validate")
+    if read is None:
+        return 2
+    found, invalid = read
     if not found and not invalid:
         print("capsync validate: no declarations found", file=sys.stderr)
     if args.json:
@@ -70,13 +79,13 @@ def run(args: argparse.Namespace) -> int:
         now = int(time.time())
         print(json.dumps([_consul(item, args.service, owner, now) for item in found],
                          indent=2))
-        _print_errors(invalid, sys.stderr)
+        print_errors(invalid, sys.stderr)
     else:
         for item in _in_order(found, invalid):
             if isinstance(item, Found):
                 print(f"ok {item.caps.id}")
             else:
-                _print_errors([item], sys.stdout)
+                print_errors([item], sys.stdout)
     return 1 if invalid else 0
 
 
@@ -121,7 +130,7 @@ def _consul(item: Found, service: str, owner: str, now: int) -> dict[str, Any]:
     return service_fields(entry)
 
 
-def _print_errors(invalid: list[Invalid], stream: Any) -> None:
+def print_errors(invalid: list[Invalid], stream: Any) -> None:
     for item in invalid:
         for loc, msg in item.error.problems:
             where = f"{loc}: " if loc else ""

@@ -79,25 +79,33 @@ class PushSource:
         self.inbox.close()
 
 
-class PushSourceSettings(SourceSettingsBase):
-    """Registrations pushed to the daemon's front ends. ``store``: ``sqlite`` (``path``,
-    in the state directory), ``consul`` (Consul KV under ``kv_prefix``, so that every
-    daemon accepts registrations and the leader syncs them), or ``auto``: Consul KV when
-    leader election is on, else SQLite."""
+class InboxSettings(SourceSettingsBase):
+    """Where a source's inbox lives. ``store``: ``sqlite`` (``path``, in the state
+    directory), ``consul`` (Consul KV under ``kv_prefix``, so that every daemon accepts
+    registrations and the leader syncs them), or ``auto``: Consul KV when leader election
+    is on, else SQLite."""
 
-    type: Literal["push"]
-    name: SourceName = "push"
     store: Literal["auto", "sqlite", "consul"] = "auto"
     path: Path = Path("/var/lib/capsync/inbox.db")
     kv_prefix: str = "capsync/inbox"
 
 
-def build(settings: PushSourceSettings, ctx: BuildContext) -> PushSource:
+class PushSourceSettings(InboxSettings):
+    """Registrations pushed to the daemon's front ends (REST, WebSocket)."""
+
+    type: Literal["push"]
+    name: SourceName = "push"
+
+
+def open_inbox(settings: InboxSettings, ctx: BuildContext) -> Inbox:
     # ctx.takeover is on exactly when leader election is.
     consul = settings.store == "consul" or (settings.store == "auto" and ctx.takeover)
-    inbox: Inbox = (ConsulInbox(ctx.consul_endpoint(), settings.kv_prefix) if consul
-                    else SqliteInbox(settings.path))
-    return PushSource(inbox, name=settings.name)
+    return (ConsulInbox(ctx.consul_endpoint(), settings.kv_prefix) if consul
+            else SqliteInbox(settings.path))
+
+
+def build(settings: PushSourceSettings, ctx: BuildContext) -> PushSource:
+    return PushSource(open_inbox(settings, ctx), name=settings.name)
 
 
 KIND = Kind("push", PushSourceSettings, "[PATH]", field_arg("path", required=False), build)

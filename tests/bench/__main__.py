@@ -1,4 +1,5 @@
-"""`python -m tests.bench [--workers N] [--events N] [--push N]`: capsync vs the naive approach.
+"""`python -m tests.bench [--workers N] [--events N] [--push N] [--amqp N]`: capsync vs the
+naive approach.
 
 Scenarios run side by side in one invocation, so ratios are fair on a noisy machine:
 - capsync: cold sync of N file declarations into a fresh Consul double, a steady cycle
@@ -11,6 +12,8 @@ Scenarios run side by side in one invocation, so ratios are fair on a noisy mach
   daemon's interval at 300 s;
 - the push API (tests/bench/push.py): N workers registering over REST with 50 clients,
   register-to-visible latency at a steady trickle, RSS with N open WebSocket connections;
+- RabbitMQ (tests/bench/amqp.py): N declarations through the queue into Consul, and the
+  change events published per second with confirms;
 - Redis and PostgreSQL (tests/bench/stores.py): capsync's cold, steady and 1% churn
   cycles against the seed's naive loops, round trips counted on the wire.
 - the gRPC API (tests/bench/grpc_api.py): unary Register throughput with 20 clients, Watch
@@ -38,7 +41,7 @@ from typing import Any
 
 import requests
 
-from tests.bench import grpc_api, kubernetes, push, stores
+from tests.bench import amqp, grpc_api, kubernetes, push, stores
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -185,6 +188,9 @@ def main() -> None:
     parser.add_argument("--only-grpc", action="store_true", help="only the gRPC figures")
     parser.add_argument("--only-push", action="store_true",
                         help="only the push API figures")
+    parser.add_argument("--amqp", type=int, default=10_000,
+                        help="declarations and events for the RabbitMQ figures; 0 skips them")
+    parser.add_argument("--only-amqp", action="store_true", help="only the RabbitMQ figures")
     parser.add_argument("--no-stores", action="store_true",
                         help="skip the Redis and PostgreSQL runs")
     parser.add_argument("--pods", type=int, default=10_000,
@@ -193,6 +199,9 @@ def main() -> None:
     if args.only_push:
         report_push(args.push)
         return
+    if args.only_amqp:
+        figures = {"amqp": amqp.run(args.amqp)}
+        print("\n".join(amqp.summary(figures["amqp"])))
     if args.only_grpc:
         with tempfile.TemporaryDirectory(prefix="capsync-bench-grpc-") as tmp:
             figures = {"grpc": grpc_api.run(args.grpc, Path(tmp))}
@@ -252,6 +261,8 @@ def main() -> None:
     if args.push:
         with tempfile.TemporaryDirectory(prefix="capsync-bench-push-") as tmp:
             results["push"] = push.run(args.push, Path(tmp))
+    if args.amqp:
+        results["amqp"] = amqp.run(args.amqp)
     if args.grpc:
         with tempfile.TemporaryDirectory(prefix="capsync-bench-grpc-") as tmp:
             results["grpc"] = grpc_api.run(args.grpc, Path(tmp))
@@ -308,6 +319,8 @@ def print_summary(results: dict[str, Any]) -> None:
         print(f"  event latency: p50 {e['p50']}s  p95 {e['p95']}s over {e['samples']} containers")
     if "push" in results:
         print_push(results["push"])
+    if "amqp" in results:
+        print("\n".join(amqp.summary(results["amqp"])))
     if "grpc" in results:
         grpc_api.report(results["grpc"])
     if "kubernetes_steady" in results:

@@ -24,6 +24,9 @@ T = TypeVar("T")
 MAX_QUERY_NS = 600_000_000_000
 DEFAULT_QUERY_NS = 300_000_000_000
 JITTER_FRACTION = 16
+# Its own generator: a test drawing Hypothesis examples while the double serves a blocking
+# query must not see the global random state move (Hypothesis refuses that).
+_JITTER = random.Random()
 
 
 class APIError(Exception):
@@ -137,7 +140,7 @@ def blocking(store: Store, query: Query, run: Callable[[], tuple[int, T]]) -> tu
         elif wait_ns <= 0:
             wait_ns = DEFAULT_QUERY_NS
         wait = wait_ns / 1e9
-        deadline = time.monotonic() + wait + random.uniform(0, wait / JITTER_FRACTION)
+        deadline = time.monotonic() + wait + _JITTER.uniform(0, wait / JITTER_FRACTION)
         while max(index, 1) <= query.min_index and not store.closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -1,0 +1,106 @@
+"""One way to open a RabbitMQ connection (pika, blocking) from ``AmqpConnection``
+settings, shared by the ``amqp`` source, the change-event publisher and ``capsync
+publish``; and the backoff their reconnect loops wait by.
+
+pika is the optional extra ``capsync[amqp]``, imported here only when a connection is
+opened. Its exceptions do not leave this package's callers untranslated: ``FAILURES`` is
+what a broken connection or channel raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from config.errors import ConfigError
+from config.settings import AmqpConnection, redact_url
+
+if TYPE_CHECKING:
+    import pika
+
+EXTRA = "RabbitMQ support needs the extra: pip install 'capsync[amqp]'"
+
+
+def pika_module() -> Any:
+    try:
+        import pika  # noqa: PLC0415 (optional extra)
+    except ImportError as exc:
+        raise ImportError(f"{EXTRA} ({exc})") from None
+    # pika logs each failed attempt with a traceback; capsync reports them itself, one
+    # line each (amqp_consumer_down, amqp_events_down).
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    return pika
+
+
+def failures() -> tuple[type[BaseException], ...]:
+    """What a lost broker, a refused login or a closed channel raises."""
+    exceptions = pika_module().exceptions
+    return (exceptions.AMQPError, OSError)
+
+
+def parameters(conn: AmqpConnection, name: str) -> pika.URLParameters:
+    """The URL's parameters with the password from ``password_file`` and the TLS files;
+    ConfigError naming the setting when a file cannot be read."""
+    pika = pika_module()
+    url = conn.url
+    if conn.password_file is not None:
+        url = _with_password(url, "-")  # replaced below; pika needs one to parse the URL
+    try:
+        params = pika.URLParameters(url)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"amqp url {redact_url(conn.url)}: {exc}") from None
+    if conn.password_file is not None:
+        try:
+            password = conn.password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"amqp password_file {conn.password_file}: {exc.strerror}") \
+                from None
+        params.credentials = pika.PlainCredentials(params.credentials.username, password)
+    if conn.url.startswith("amqps://"):
+        try:
+            context = ssl.create_default_context(
+                cafile=str(conn.ca_file) if conn.ca_file else None)
+            if conn.cert_file and conn.key_file:
+                context.load_cert_chain(str(conn.cert_file), str(conn.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            files = ", ".join(str(f) for f in (conn.ca_file, conn.cert_file, conn.key_file) if f)
+            raise ConfigError(f"amqp TLS files ({files}): {exc}") from None
+        params.ssl_options = pika.SSLOptions(context, params.host)
+    params.client_properties = {"connection_name": name}
+    return params
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    user = parts.username or "guest"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
+def connect(conn: AmqpConnection, name: str) -> pika.BlockingConnection:
+    return pika_module().BlockingConnection(parameters(conn, name))
+
+
+def persistent(headers: dict[str, Any] | None = None) -> pika.BasicProperties:
+    """A persistent JSON message (it survives a broker restart in a durable queue)."""
+    return pika_module().BasicProperties(content_type="application/json", delivery_mode=2,
+                                         headers=headers)
+
+
+@dataclass
+class Backoff:
+    """Doubling waits between reconnects, from ``first`` up to ``limit`` seconds."""
+
+    first: float = 0.5
+    limit: float = 30.0
+    current: float = 0.0
+
+    def next(self) -> float:
+        self.current = min(self.limit, self.current * 2 if self.current else self.first)
+        return self.current
+
+    def reset(self) -> None:
+        self.current = 0.0

@@ -1,0 +1,293 @@
+"""The ``amqp`` source: workers announce themselves on a RabbitMQ queue, the seed's
+``worker.capabilities`` (default exchange, routing key = queue name, body = the
+declaration JSON), and capsync is the coordinator that consumes it.
+
+A message body is a declaration (register or update; an optional lease in the header
+``ttl``, seconds), or the WebSocket's envelope ``{"action": "Register" | "Update" |
+"Unregister", "capabilities": {...}, "ttl": N}``. Registrations go into this source's
+own inbox (the push source's store: SQLite in the state directory, Consul KV with leader
+election) and are listed from it like the push source's, so a broker outage deletes
+nothing: the inbox keeps serving the last known registrations.
+
+Delivery is at-least-once: a message is acknowledged only after its registration is
+durable in the inbox (registrations are stored in batches of up to ``prefetch``, then
+acknowledged together). Storing is idempotent by id and content: a redelivered message
+changes nothing. When the inbox cannot be written the connection is dropped, so the
+unacknowledged messages go back to the queue, and it reconnects with backoff.
+
+A message that fails validation is published, with the reason in the header
+``x-capsync-reason``, to the dead-letter queue capsync declares (``<queue>.invalid``),
+confirmed by the broker, then acknowledged: never redelivered in a loop. Publishing it
+(rather than rejecting it into the queue's dead-letter exchange) works whatever the queue
+was declared with: a queue that already exists without ``x-dead-letter-*`` arguments, or
+one used ``passive``-ly, cannot be given them (RabbitMQ refuses a declaration whose
+arguments differ), and a broker-side dead-letter cannot carry the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from config.errors import DeclarationError
+from config.events import emit
+from config.settings import AmqpConnection, Duration, SourceName, redact_url
+from discovery import amqp_link, schema
+from discovery.documents import MAX_DOCUMENT_BYTES
+from discovery.inbox import Inbox, Registration
+from discovery.kinds import BuildContext, Kind, field_arg
+from discovery.sources.push import InboxSettings, PushSource, open_inbox
+from discovery.wire import CapabilityUpdate
+
+VIA = "amqp"
+REASON = "x-capsync-reason"
+MAX_REASON = 1000
+IDLE = 0.05  # seconds without a message before a partial batch is stored
+
+
+class Invalid(Exception):
+    """A message that can never be registered: it goes to the dead-letter queue."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded message: a registration to store, or an id to unregister."""
+
+    registration: Registration | None = None
+    unregister: str | None = None
+
+
+def decode(body: bytes, headers: Mapping[str, Any] | None, *, now: float,
+           max_ttl: float) -> Message:
+    """A message body -> what it asks for; Invalid with the reason otherwise."""
+    if len(body) > MAX_DOCUMENT_BYTES:
+        raise Invalid(f"body of {len(body)} bytes is over {MAX_DOCUMENT_BYTES} (64 KiB)")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"malformed JSON: {exc}") from None
+    ttl = (headers or {}).get("ttl")
+    if isinstance(data, dict) and "action" in data:
+        try:
+            update = CapabilityUpdate.model_validate(data)
+        except ValidationError as exc:
+            raise Invalid("invalid envelope: " + "; ".join(
+                f"{schema.format_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()
+            )) from None
+        if update.action == "Unregister":
+            worker_id = update.capabilities.get("id")
+            if not isinstance(worker_id, str) or not worker_id:
+                raise Invalid("Unregister: capabilities.id must be a worker id")
+            return Message(unregister=worker_id)
+        data, ttl = update.capabilities, update.ttl
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+                            or not 0 < ttl <= max_ttl):
+        raise Invalid(f"ttl: must be a number of seconds above 0 and at most {max_ttl:g}")
+    try:
+        caps = schema.validate(data, ref=VIA)
+    except DeclarationError as exc:
+        raise Invalid("invalid declaration: " + "; ".join(
+            f"{loc}: {msg}" if loc else msg for loc, msg in exc.problems)) from None
+    expires = now + ttl if ttl is not None else None
+    return Message(registration=Registration(caps.id, data, VIA, expires))
+
+
+@dataclass
+class ConsumerStats:
+    """What /status and the metrics show: the consumer's state and its counters."""
+
+    queue: str
+    state: str = "starting"
+    consumed: int = 0
+    rejected: int = 0
+    redelivered: int = 0
+    last_error: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, **increments: int) -> None:
+        with self._lock:
+            for name, value in increments.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def as_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {"queue": self.queue, "state": self.state, "consumed": self.consumed,
+                    "rejected": self.rejected, "redelivered": self.redelivered,
+                    "last_error": self.last_error}
+
+
+class AmqpSourceSettings(InboxSettings, AmqpConnection):
+    """Consume ``queue`` (declared durable, or only checked with ``passive``); invalid
+    messages to ``dead_letter`` (default ``<queue>.invalid``); at most ``prefetch``
+    messages unacknowledged."""
+
+    type: Literal["amqp"]
+    name: SourceName = "amqp"
+    path: Path = Path("/var/lib/capsync/amqp-inbox.db")
+    kv_prefix: str = "capsync/amqp-inbox"
+    queue: str = Field("worker.capabilities", min_length=1, max_length=255)
+    passive: bool = False
+    dead_letter: str | None = Field(None, min_length=1, max_length=255)
+    prefetch: int = Field(200, ge=1, le=10_000)
+    max_ttl: Duration = 86400.0
+
+
+@dataclass
+class AmqpSource(PushSource):
+    settings: AmqpSourceSettings = field(kw_only=True)
+    stats: ConsumerStats = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = ConsumerStats(self.settings.queue)
+
+    @property
+    def dead_letter(self) -> str:
+        return self.settings.dead_letter or f"{self.settings.queue}.invalid"
+
+    def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
+        """Consume until ``stop`` (reconnecting with backoff), and beside it the push
+        source's watch: leases that run out ask for a cycle."""
+        leases = threading.Thread(target=super().watch, args=(notify, stop),
+                                  name=f"leases-{self.name}", daemon=True)
+        leases.start()
+        self.consume(notify, stop)
+        leases.join(timeout=5)
+
+    def consume(self, notify: Callable[[str], None], stop: threading.Event) -> None:
+        backoff = amqp_link.Backoff()
+        failures = amqp_link.failures()
+        while not stop.is_set():
+            self.stats.state = "connecting"
+            try:
+                self._session(notify, stop, backoff)
+            except Exception as exc:  # a peer or the store never ends the consumer
+                wait = backoff.next()
+                kind = "disconnected" if isinstance(exc, failures) else "failing"
+                self.stats.state, self.stats.last_error = kind, _describe(exc)
+                emit(logging.WARNING, "amqp_consumer_down", source=self.name,
+                     url=redact_url(self.settings.url), error=self.stats.last_error,
+                     retry=f"{wait:g}s")
+                stop.wait(wait)
+        self.stats.state = "stopped"
+
+    def _session(self, notify: Callable[[str], None], stop: threading.Event,
+                 backoff: amqp_link.Backoff) -> None:
+        settings = self.settings
+        connection = amqp_link.connect(settings, f"capsync source {self.name}")
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            channel.queue_declare(self.dead_letter, durable=True)
+            channel.queue_declare(settings.queue, durable=True, passive=settings.passive)
+            channel.basic_qos(prefetch_count=settings.prefetch)
+            self.stats.state, self.stats.last_error = "consuming", ""
+            backoff.reset()
+            emit(logging.INFO, "amqp_consuming", source=self.name, queue=settings.queue,
+                 url=redact_url(settings.url))
+            batch = Batch(self.inbox, channel, self.stats, notify)
+            for method, properties, body in channel.consume(settings.queue,
+                                                            inactivity_timeout=IDLE):
+                if method is None:
+                    batch.flush()
+                    if stop.is_set():
+                        break
+                    continue
+                if method.redelivered:
+                    self.stats.count(redelivered=1)
+                self._handle(batch, channel, method, properties, body)
+                if len(batch) >= settings.prefetch or stop.is_set():
+                    batch.flush()
+                if stop.is_set():
+                    break
+            batch.flush()
+        finally:
+            if connection.is_open:
+                try:
+                    connection.close()
+                except amqp_link.failures():
+                    pass  # closing what is already broken: the broker requeues
+
+    def _handle(self, batch: Batch, channel: Any, method: Any, properties: Any,
+                body: bytes) -> None:
+        try:
+            message = decode(body, properties.headers, now=self.clock(),
+                             max_ttl=self.settings.max_ttl)
+        except Invalid as exc:
+            batch.flush()  # everything before it is stored and acknowledged first
+            self._dead_letter(channel, method, properties, body, str(exc))
+            return
+        if message.registration is not None:
+            batch.add(method.delivery_tag, message.registration)
+        elif message.unregister is not None:
+            batch.flush()
+            removed = self.inbox.remove(message.unregister)
+            channel.basic_ack(method.delivery_tag)
+            self.stats.count(consumed=1)
+            if removed:
+                batch.notify(f"amqp: unregistered {message.unregister}")
+
+    def _dead_letter(self, channel: Any, method: Any, properties: Any, body: bytes,
+                     reason: str) -> None:
+        headers = {**(properties.headers or {}), REASON: reason[:MAX_REASON],
+                   "x-capsync-queue": self.settings.queue}
+        channel.basic_publish("", self.dead_letter, body, amqp_link.persistent(headers))
+        channel.basic_ack(method.delivery_tag)
+        self.stats.count(rejected=1)
+        emit(logging.WARNING, "amqp_rejected", source=self.name, queue=self.settings.queue,
+             dead_letter=self.dead_letter, reason=reason[:200])
+
+
+class Batch:
+    """Registrations received but not yet acknowledged: stored in one inbox write, then
+    acknowledged with one ``multiple`` ack. Those equal to what the inbox holds are not
+    written again (a redelivery changes nothing)."""
+
+    def __init__(self, inbox: Inbox, channel: Any, stats: ConsumerStats,
+                 notify: Callable[[str], None]) -> None:
+        self.inbox, self.channel, self.stats, self.notify = inbox, channel, stats, notify
+        self._tag = 0
+        self._pending: dict[str, Registration] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, tag: int, registration: Registration) -> None:
+        self._pending.pop(registration.key, None)  # the latest of one id wins, in order
+        self._pending[registration.key] = registration
+        self._tag = tag
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending = list(self._pending.values())
+        changed = [r for r in pending if self.inbox.get(r.id) != r]
+        self.inbox.put(changed)
+        self.channel.basic_ack(self._tag, multiple=True)
+        self.stats.count(consumed=len(pending))
+        self._pending.clear()
+        if changed:
+            more = f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""
+            self.notify(f"amqp: registered {changed[0].id}{more}")
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def build(settings: AmqpSourceSettings, ctx: BuildContext) -> AmqpSource:
+    # A missing extra, password file or TLS file fails at start-up (or the reload), named.
+    amqp_link.parameters(settings, "check")
+    return AmqpSource(open_inbox(settings, ctx), name=settings.name, settings=settings,
+                      clock=time.time)
+
+
+KIND = Kind("amqp", AmqpSourceSettings, "[URL]", field_arg("url", required=False), build)

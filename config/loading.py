@@ -75,8 +75,9 @@ def load(
         data["registries"] = [{**_common(data["registries"]), **r} for r in registries]
     every = overrides.pop("registry", {})
     if isinstance(data["registries"], list):
-        data["registries"] = [{**r, **every} if isinstance(r, dict) else r
-                              for r in data["registries"]]
+        data["registries"] = [
+            {**r, **every} if isinstance(r, dict) else r for r in data["registries"]
+        ]
     for section, values in overrides.items():
         data[section] = {**(data.get(section) or {}), **values}
     if sources is not None:
@@ -115,8 +116,9 @@ def _read_toml(path: Path, *, required: bool) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path}: not UTF-8 (byte {exc.start}: {exc.reason}); "
-                          "TOML files are UTF-8") from None
+        raise ConfigError(
+            f"config file {path}: not UTF-8 (byte {exc.start}: {exc.reason}); TOML files are UTF-8"
+        ) from None
 
 
 def _where(path: Path | None) -> str:

@@ -72,11 +72,20 @@ def check_token(value: str, where: str) -> str:
     nothing a header cannot carry)."""
     for position, c in enumerate(value):
         if not "!" <= c <= "~":
-            what = ("a line break" if c in "\r\n" else "a space" if c.isspace()
-                    else "a non-ASCII character" if ord(c) > 126 else "a control character")
+            what = (
+                "a line break"
+                if c in "\r\n"
+                else "a space"
+                if c.isspace()
+                else "a non-ASCII character"
+                if ord(c) > 126
+                else "a control character"
+            )
             # The character itself is not shown: it is part of a secret.
-            raise ValueError(f"{where} has {what} at position {position}: a token is "
-                             "printable ASCII without spaces or line breaks")
+            raise ValueError(
+                f"{where} has {what} at position {position}: a token is "
+                "printable ASCII without spaces or line breaks"
+            )
     return value
 
 
@@ -151,14 +160,22 @@ class RegistrySettingsBase(_Section):
     @field_validator("owner")
     @classmethod
     def _owner(cls, value: str) -> str:
-        return _matching(OWNER_RE, value, "1-64 characters of [A-Za-z0-9._-] starting with a "
-                         "letter or digit (it names the catalogue node)")
+        return _matching(
+            OWNER_RE,
+            value,
+            "1-64 characters of [A-Za-z0-9._-] starting with a "
+            "letter or digit (it names the catalogue node)",
+        )
 
     @field_validator("service")
     @classmethod
     def _service(cls, value: str) -> str:
-        return _matching(SERVICE_RE, value, "1-63 characters of [A-Za-z0-9-] starting with a "
-                         "letter or digit (it is a DNS label: <tool>.<service>.service.consul)")
+        return _matching(
+            SERVICE_RE,
+            value,
+            "1-63 characters of [A-Za-z0-9-] starting with a "
+            "letter or digit (it is a DNS label: <tool>.<service>.service.consul)",
+        )
 
     @property
     def node_name(self) -> str:
@@ -325,8 +342,7 @@ class Settings(_Section):
         for what, items in (("source", self.sources), ("registry", self.registries)):
             names = [item.name for item in items]
             if duplicates := sorted({n for n in names if names.count(n) > 1}):
-                raise ValueError(f"{what} names must be unique (give each a name): "
-                                 f"{duplicates}")
+                raise ValueError(f"{what} names must be unique (give each a name): {duplicates}")
         return self
 
 
@@ -341,8 +357,10 @@ def registry_list(data: dict[str, Any]) -> dict[str, Any]:
     single = data.pop("registry", None)
     many = data.get("registries")
     if single is not None and many is not None:
-        raise ValueError("give [registry] or [[registries]], not both (CAPSYNC_REGISTRY__* "
-                         "variables set [registry])")
+        raise ValueError(
+            "give [registry] or [[registries]], not both (CAPSYNC_REGISTRY__* "
+            "variables set [registry])"
+        )
     tables = many if many is not None else [single if single is not None else {}]
     if isinstance(tables, list):
         tables = [_registry_defaults(t) if isinstance(t, dict) else t for t in tables]

@@ -45,8 +45,7 @@ def routing_key(event: ChangeEvent) -> str:
 
 
 def message(stream: str, event: ChangeEvent) -> str:
-    return json.dumps({"type": "event", "stream": stream, **event.as_json()},
-                      separators=(",", ":"))
+    return json.dumps({"type": "event", "stream": stream, **event.as_json()}, separators=(",", ":"))
 
 
 class Outbox:
@@ -61,8 +60,10 @@ class Outbox:
             # publisher's thread only.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY "
-                             "AUTOINCREMENT, key TEXT NOT NULL, body TEXT NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY "
+                "AUTOINCREMENT, key TEXT NOT NULL, body TEXT NOT NULL)"
+            )
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"amqp_events.outbox {path}: {exc}") from None
 
@@ -72,14 +73,17 @@ class Outbox:
             self._db.executemany("INSERT INTO outbox (key, body) VALUES (?, ?)", rows)
             over = len(self) - self.limit
             if over > 0:
-                self._db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
-                                 "ORDER BY seq LIMIT ?)", (over,))
+                self._db.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
+                    (over,),
+                )
         return max(over, 0)
 
     def after(self, seq: int, count: int) -> list[tuple[int, str, str]]:
         """The oldest ``count`` events after outbox sequence ``seq``: (seq, key, body)."""
-        return self._db.execute("SELECT seq, key, body FROM outbox WHERE seq > ? ORDER BY "
-                                "seq LIMIT ?", (seq, count)).fetchall()
+        return self._db.execute(
+            "SELECT seq, key, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, count)
+        ).fetchall()
 
     def remove_through(self, seq: int) -> None:
         with self._db:
@@ -125,8 +129,9 @@ class EventPublisher:
     def start(self) -> EventPublisher:
         outbox = Outbox(self.settings.outbox, self.settings.outbox_max)
         self.stats.outbox = len(outbox)  # what the last run left
-        self._thread = threading.Thread(target=self._run, args=(outbox,),
-                                        name="amqp-events", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(outbox,), name="amqp-events", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -152,8 +157,14 @@ class EventPublisher:
                     backoff.reset()
                 wait = backoff.next()
                 self.stats.state, self.stats.last_error = "disconnected", error[:500]
-                emit(logging.WARNING, "amqp_events_down", url=redact_url(self.settings.url),
-                     error=self.stats.last_error, waiting=len(outbox), retry=f"{wait:g}s")
+                emit(
+                    logging.WARNING,
+                    "amqp_events_down",
+                    url=redact_url(self.settings.url),
+                    error=self.stats.last_error,
+                    waiting=len(outbox),
+                    retry=f"{wait:g}s",
+                )
                 deadline = time.monotonic() + wait
                 while not self._stop.is_set() and time.monotonic() < deadline:
                     self.collect(outbox, min(WAIT, deadline - time.monotonic()))
@@ -171,8 +182,13 @@ class EventPublisher:
             self._take(outbox, events)
         except sqlite3.Error as exc:  # the outbox's disk
             self.stats.state, self.stats.last_error = "failing", f"outbox: {exc}"
-            emit(logging.ERROR, "amqp_outbox_failed", path=str(self.settings.outbox),
-                 error=str(exc), lost=len(events))
+            emit(
+                logging.ERROR,
+                "amqp_outbox_failed",
+                path=str(self.settings.outbox),
+                error=str(exc),
+                lost=len(events),
+            )
         if subscription.dropped:
             emit(logging.WARNING, "amqp_events_lost", reason=subscription.dropped)
             subscription.close()
@@ -186,14 +202,17 @@ class EventPublisher:
     def _take(self, outbox: Outbox, events: list[ChangeEvent]) -> None:
         if not events:
             return
-        dropped = outbox.append([(routing_key(e), message(self.bus.stream, e))
-                                 for e in events])
+        dropped = outbox.append([(routing_key(e), message(self.bus.stream, e)) for e in events])
         if dropped:
             self.stats.dropped += dropped
-            emit(logging.WARNING, "amqp_outbox_full", dropped=dropped,
-                 limit=self.settings.outbox_max,
-                 action="the oldest events were dropped; subscribers resynchronise from "
-                        "the registry")
+            emit(
+                logging.WARNING,
+                "amqp_outbox_full",
+                dropped=dropped,
+                limit=self.settings.outbox_max,
+                action="the oldest events were dropped; subscribers resynchronise from "
+                "the registry",
+            )
         self.stats.outbox = len(outbox)
 
 
@@ -220,13 +239,18 @@ class Session:
     def run(self) -> str:
         """Until the connection ends; the reason it ended ("" when stopped)."""
         pika = amqp_link.pika_module()
-        failures: tuple[type[BaseException], ...] = (*amqp_link.failures(), ConfigError,
-                                                     sqlite3.Error)
+        failures: tuple[type[BaseException], ...] = (
+            *amqp_link.failures(),
+            ConfigError,
+            sqlite3.Error,
+        )
         try:
             self._connection = pika.SelectConnection(
                 amqp_link.parameters(self.settings, "capsync change events"),
-                on_open_callback=self._opened, on_open_error_callback=self._ended,
-                on_close_callback=self._ended)
+                on_open_callback=self._opened,
+                on_open_error_callback=self._ended,
+                on_close_callback=self._ended,
+            )
             self._connection.ioloop.start()
         except failures as exc:
             self.error = self.error or f"{type(exc).__name__}: {exc}"
@@ -241,15 +265,23 @@ class Session:
     def _channel_opened(self, channel: Any) -> None:
         self._channel = channel
         channel.add_on_close_callback(self._channel_closed)
-        channel.confirm_delivery(ack_nack_callback=self._confirm, callback=lambda _: (
-            channel.exchange_declare(self.settings.exchange, exchange_type="topic",
-                                     durable=True, callback=self._declared)))
+        channel.confirm_delivery(
+            ack_nack_callback=self._confirm,
+            callback=lambda _: channel.exchange_declare(
+                self.settings.exchange, exchange_type="topic", durable=True, callback=self._declared
+            ),
+        )
 
     def _declared(self, frame: Any) -> None:
         self.ready = True
         self.stats.state, self.stats.last_error = "connected", ""
-        emit(logging.INFO, "amqp_events_connected", exchange=self.settings.exchange,
-             url=redact_url(self.settings.url), waiting=len(self.outbox))
+        emit(
+            logging.INFO,
+            "amqp_events_connected",
+            exchange=self.settings.exchange,
+            url=redact_url(self.settings.url),
+            waiting=len(self.outbox),
+        )
         self._tick()
 
     def _tick(self) -> None:
@@ -268,8 +300,9 @@ class Session:
         if room <= 0 or not self._channel.is_open:
             return
         for seq, key, body in self.outbox.after(self._sent_through, room):
-            self._channel.basic_publish(self.settings.exchange, key, body.encode(),
-                                        amqp_link.persistent())
+            self._channel.basic_publish(
+                self.settings.exchange, key, body.encode(), amqp_link.persistent()
+            )
             self._tag += 1
             self._inflight[self._tag] = self._sent_through = seq
 

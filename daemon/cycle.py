@@ -149,11 +149,16 @@ class GuardMemory:
 
 
 class Syncer:
-    def __init__(self, sources: Sequence[Source], registries: Sequence[RegistrySync],
-                 *, listed_once: set[str] | None = None,
-                 guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
-                 clock: Callable[[], float] = time.time,
-                 apply_deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        registries: Sequence[RegistrySync],
+        *,
+        listed_once: set[str] | None = None,
+        guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
+        clock: Callable[[], float] = time.time,
+        apply_deadline: float | None = None,
+    ) -> None:
         self.sources = list(sources)
         self.clock = clock
         # With several registries, how long a cycle waits for each one's sync (None: for
@@ -186,13 +191,18 @@ class Syncer:
             return self._run(dry_run, stop)
         except Exception as exc:  # the daemon outlives any one cycle
             error = unexpected(exc, "cycle")
-            return CycleReport(registries=tuple(RegistryReport(r.name, registry_error=error)
-                                                for r in self.registries), dry_run=dry_run)
+            return CycleReport(
+                registries=tuple(
+                    RegistryReport(r.name, registry_error=error) for r in self.registries
+                ),
+                dry_run=dry_run,
+            )
 
     def _run(self, dry_run: bool, stop: threading.Event | None) -> CycleReport:
         outcomes, found, invalid = self._discover()
         discovered = Discovered(
-            found, invalid,
+            found,
+            invalid,
             failed={outcome.name for outcome in outcomes if not outcome.ok},
             deletions_open=all(source.name in self.listed_once for source in self.sources),
             now=(now := int(self.clock())),
@@ -203,15 +213,23 @@ class Syncer:
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop)
         )
         next_change = min((at for at in discovered.changes_at.values() if at), default=None)
-        return CycleReport(sources=tuple(outcomes), invalid=tuple(invalid),
-                           registries=tuple(reports), dry_run=dry_run, next_change=next_change)
+        return CycleReport(
+            sources=tuple(outcomes),
+            invalid=tuple(invalid),
+            registries=tuple(reports),
+            dry_run=dry_run,
+            next_change=next_change,
+        )
 
     def _released(self) -> frozenset[Path]:
         """The release files an operator touched, now consumed (only a successful removal
         counts, so a release never sticks). Read once per cycle for all registries, so
         registries sharing a file are all released by it."""
-        paths = {t.options.release_file for t in self.registries
-                 if t.options.release_file is not None and not t.options.guard.allow}
+        paths = {
+            t.options.release_file
+            for t in self.registries
+            if t.options.release_file is not None and not t.options.guard.allow
+        }
         released = set()
         for path in paths:
             try:
@@ -275,8 +293,9 @@ class Syncer:
         seconds for them. One still running then is reported "still applying" and goes
         on alone (its outcome is logged when it ends); until it ends, that registry's
         syncs are skipped, so one registry never has two applies at once."""
-        started = {target.name: target.start(sync) for target in self.registries
-                   if target.running is None}
+        started = {
+            target.name: target.start(sync) for target in self.registries if target.running is None
+        }
         wait(started.values(), timeout=deadline)
         reports = []
         for target in self.registries:
@@ -287,9 +306,15 @@ class Syncer:
                 continue
             if future is not None:
                 future.add_done_callback(target.finished_late)
-            reports.append(RegistryReport(target.name, registry_error=(
-                f"still applying after {deadline:g}s; its entries are synced again once "
-                "it ends")))
+            reports.append(
+                RegistryReport(
+                    target.name,
+                    registry_error=(
+                        f"still applying after {deadline:g}s; its entries are synced again once "
+                        "it ends"
+                    ),
+                )
+            )
         return reports
 
 
@@ -297,8 +322,9 @@ class RegistrySync:
     """One registry's half of the cycle: its snapshot, its plan (with its own guard, guard
     memory and policy) and its apply."""
 
-    def __init__(self, name: str, registry: Registry, options: SyncOptions,
-                 memory: GuardMemory | None = None) -> None:
+    def __init__(
+        self, name: str, registry: Registry, options: SyncOptions, memory: GuardMemory | None = None
+    ) -> None:
         self.name = name
         self.registry = registry
         self.options = options
@@ -331,28 +357,34 @@ class RegistrySync:
         """Log the outcome of a sync the cycle stopped waiting for; free the registry."""
         report = future.result()
         self.running = None
-        emit(logging.INFO if report.ok else logging.WARNING, "registry_finished_late",
-             registry=self.name, ok=report.ok, error=report.registry_error)
+        emit(
+            logging.INFO if report.ok else logging.WARNING,
+            "registry_finished_late",
+            registry=self.name,
+            ok=report.ok,
+            error=report.registry_error,
+        )
 
     @property
     def identity(self) -> tuple[str, ...]:
         """Whose entries the guard memory counts: a reload hands it on to the same."""
         return (self.name, self.options.service.lower(), self.options.owner)
 
-    def sync(self, discovered: Discovered, *, dry_run: bool,
-             stop: threading.Event | None) -> RegistryReport:
+    def sync(
+        self, discovered: Discovered, *, dry_run: bool, stop: threading.Event | None
+    ) -> RegistryReport:
         """This registry's half; never raises: anything unexpected (SQLite refusing a
         string, a bug in an adapter) is this registry's failure this cycle."""
         try:
             return self._sync(discovered, dry_run, stop)
         except RegistryError as exc:
-            return RegistryReport(self.name, registry_error=str(exc),
-                                  retry_after=exc.retry_after)
+            return RegistryReport(self.name, registry_error=str(exc), retry_after=exc.retry_after)
         except Exception as exc:  # one registry's surprise holds back no other
             return RegistryReport(self.name, registry_error=unexpected(exc, self.name))
 
-    def _sync(self, discovered: Discovered, dry_run: bool,
-              stop: threading.Event | None) -> RegistryReport:
+    def _sync(
+        self, discovered: Discovered, dry_run: bool, stop: threading.Event | None
+    ) -> RegistryReport:
         snapshot = self.registry.snapshot()
         desired, conflicts = self._desired(discovered, snapshot)
         guard = self.options.guard
@@ -369,8 +401,13 @@ class RegistrySync:
         )
         if guard.allow and changes.delete and not dry_run:
             self.memory.reset()  # an allowed mass deletion is the new baseline
-        report = RegistryReport(self.name, changes=changes, conflicts=tuple(conflicts),
-                                desired=desired, owned=snapshot.owned)
+        report = RegistryReport(
+            self.name,
+            changes=changes,
+            conflicts=tuple(conflicts),
+            desired=desired,
+            owned=snapshot.owned,
+        )
         if dry_run or not changes.writes:
             return report
         try:
@@ -395,32 +432,55 @@ class RegistrySync:
             folded = worker_id.casefold()
             if folded in desired:
                 winner = desired[folded]
-                conflicts.append(Conflict(worker_id, decl.source, decl.ref,
-                                          f"{winner.id!r} already declared by {winner.source} "
-                                          f"{winner.ref} (ids compare case-insensitively)"))
+                conflicts.append(
+                    Conflict(
+                        worker_id,
+                        decl.source,
+                        decl.ref,
+                        f"{winner.id!r} already declared by {winner.source} "
+                        f"{winner.ref} (ids compare case-insensitively)",
+                    )
+                )
             elif folded in snapshot.foreign:
-                conflicts.append(Conflict(worker_id, decl.source, decl.ref,
-                                          "another writer (owner or service) registered this "
-                                          "id, in some letter case, on capsync's node"))
+                conflicts.append(
+                    Conflict(
+                        worker_id,
+                        decl.source,
+                        decl.ref,
+                        "another writer (owner or service) registered this "
+                        "id, in some letter case, on capsync's node",
+                    )
+                )
             else:
                 desired[folded] = self._encode(item, encoded, discovered)
         self._encoded = encoded
         return desired, conflicts
 
-    def _encode(self, item: Found, encoded: dict[tuple[str, str], Encoded],
-                discovered: Discovered) -> Entry:
+    def _encode(
+        self, item: Found, encoded: dict[tuple[str, str], Encoded], discovered: Discovered
+    ) -> Entry:
         decl, now = item.declaration, discovered.now
         # Which tools are live is part of the entry: a cached one is reused only while
         # time has changed nothing about it.
-        where = (self.options.service, self.options.owner, decl.address,
-                 discovered.changes_at[id(item.caps)])
+        where = (
+            self.options.service,
+            self.options.owner,
+            decl.address,
+            discovered.changes_at[id(item.caps)],
+        )
         cached = self._encoded.get((decl.source, decl.ref))
         if cached is not None and cached[0] is item.caps and cached[1] == where:
             entry: Entry = cached[2]
         else:
-            entry = full_entry.encode(item.caps, now=now, service=self.options.service,
-                                      owner=self.options.owner, source=decl.source,
-                                      ref=decl.ref, address=decl.address)
+            entry = full_entry.encode(
+                item.caps,
+                now=now,
+                service=self.options.service,
+                owner=self.options.owner,
+                source=decl.source,
+                ref=decl.ref,
+                address=decl.address,
+            )
         encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
         return entry
 
@@ -428,8 +488,9 @@ class RegistrySync:
 def unexpected(exc: BaseException, where: str) -> str:
     """An exception nobody raised on purpose, as one short line for the error report;
     its traceback goes to the debug log (one line, JSON-quoted)."""
-    emit(logging.DEBUG, "traceback", where=where,
-         traceback="".join(traceback.format_exception(exc)))
+    emit(
+        logging.DEBUG, "traceback", where=where, traceback="".join(traceback.format_exception(exc))
+    )
     text = " ".join(str(exc).split())[:300]
     return f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
 

@@ -39,8 +39,13 @@ class ChangeEvent:
     entry: Entry
 
     def as_json(self) -> dict[str, Any]:
-        return {"sequence": self.sequence, "action": self.action, "registry": self.registry,
-                "id": self.id, **describe(self.entry)}
+        return {
+            "sequence": self.sequence,
+            "action": self.action,
+            "registry": self.registry,
+            "id": self.id,
+            **describe(self.entry),
+        }
 
 
 def describe(entry: Entry) -> dict[str, Any]:
@@ -49,8 +54,12 @@ def describe(entry: Entry) -> dict[str, Any]:
         declaration: dict[str, Any] | None = seed_json.to_seed(full_entry.decode(entry))
     except DeclarationError:
         declaration = None
-    return {"source": entry.source, "ref": entry.ref, "owner": entry.owner,
-            "declaration": declaration}
+    return {
+        "source": entry.source,
+        "ref": entry.ref,
+        "owner": entry.owner,
+        "declaration": declaration,
+    }
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,10 @@ class Subscription:
         with self._cond:
             if len(self._queue) + len(events) > self._limit:
                 self._queue.clear()
-                self.dropped = (f"slow subscriber: more than {self._limit} events queued; "
-                                "resume from your last sequence number or take a snapshot")
+                self.dropped = (
+                    f"slow subscriber: more than {self._limit} events queued; "
+                    "resume from your last sequence number or take a snapshot"
+                )
             else:
                 self._queue.extend(events)
             self._cond.notify_all()
@@ -150,8 +161,9 @@ class EventBus:
                 before, after = old.get(worker_id), entries.get(worker_id)
                 if before == after:
                     continue
-                action: Action = ("created" if before is None else
-                                  "deleted" if after is None else "updated")
+                action: Action = (
+                    "created" if before is None else "deleted" if after is None else "updated"
+                )
                 self._sequence += 1
                 changed = after if after is not None else before
                 assert changed is not None
@@ -162,23 +174,39 @@ class EventBus:
                 self._subscribers = [s for s in self._subscribers if s._offer(events)]
             return events
 
-    def subscribe(self, since: int | None = None, *, stream: str | None = None,
-                  wakeup: Callable[[], None] = lambda: None,
-                  limit: int | None = None) -> tuple[Start, Subscription]:
+    def subscribe(
+        self,
+        since: int | None = None,
+        *,
+        stream: str | None = None,
+        wakeup: Callable[[], None] = lambda: None,
+        limit: int | None = None,
+    ) -> tuple[Start, Subscription]:
         """A snapshot, or the events after ``since`` when that sequence of this stream is
         still in the history. ``limit``: the subscriber's queue, when it is not the bus's
         (a publisher with its own bounded outbox takes a whole cycle's events at once)."""
         subscription = Subscription(self, limit or self.queue, wakeup)
         with self._lock:
             oldest = self._history[0].sequence if self._history else self._sequence + 1
-            resumable = (since is not None and stream == self.stream
-                         and oldest - 1 <= since <= self._sequence)
+            resumable = (
+                since is not None
+                and stream == self.stream
+                and oldest - 1 <= since <= self._sequence
+            )
             if resumable:
-                start = Start(self.stream, self._sequence, False, events=tuple(
-                    e for e in self._history if e.sequence > (since or 0)))
+                start = Start(
+                    self.stream,
+                    self._sequence,
+                    False,
+                    events=tuple(e for e in self._history if e.sequence > (since or 0)),
+                )
             else:
-                start = Start(self.stream, self._sequence, True,
-                              entries={name: dict(view) for name, view in self._views.items()})
+                start = Start(
+                    self.stream,
+                    self._sequence,
+                    True,
+                    entries={name: dict(view) for name, view in self._views.items()},
+                )
             self._subscribers.append(subscription)
         return start, subscription
 

@@ -53,33 +53,44 @@ T = TypeVar("T")
 SERVICE = pb.DESCRIPTOR.services_by_name["WorkerRegistry"].full_name
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 WAIT = 0.5  # how often a stream looks whether its caller is still there
-_ACTIONS = {"created": pb.Event.CREATED, "updated": pb.Event.UPDATED,
-            "deleted": pb.Event.DELETED}
+_ACTIONS = {"created": pb.Event.CREATED, "updated": pb.Event.UPDATED, "deleted": pb.Event.DELETED}
 
 
 class Aborted(Exception):
     """Raised by ``context.abort``: the call is over, nothing more is sent."""
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str,
-           errors: Iterable[FieldError] = ()) -> NoReturn:
+def _abort(
+    context: grpc.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    errors: Iterable[FieldError] = (),
+) -> NoReturn:
     """End the call with ``code``; field errors go in a google.rpc.BadRequest detail."""
-    violations = [error_details_pb2.BadRequest.FieldViolation(field=e.field,
-                                                              description=e.message)
-                  for e in errors]
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(field=e.field, description=e.message)
+        for e in errors
+    ]
     details = []
     if violations:
         detail = any_pb2.Any()
         detail.Pack(error_details_pb2.BadRequest(field_violations=violations))
         details.append(detail)
-    context.abort_with_status(rpc_status.to_status(status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=message, details=details)))
+    context.abort_with_status(
+        rpc_status.to_status(
+            status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+        )
+    )
     raise Aborted(message)  # abort_with_status raises; this line tells the type checker
 
 
 def _invalid(context: grpc.ServicerContext, exc: DeclarationError) -> NoReturn:
-    _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc),
-           [FieldError(field=loc, message=msg) for loc, msg in exc.problems])
+    _abort(
+        context,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        str(exc),
+        [FieldError(field=loc, message=msg) for loc, msg in exc.problems],
+    )
 
 
 class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
@@ -91,13 +102,18 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
 
     # Writes
 
-    def Register(self, request: pb.RegisterRequest,
-                 context: grpc.ServicerContext) -> pb.RegisterResponse:
+    def Register(
+        self, request: pb.RegisterRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterResponse:
         self._write_access(context)
         ttl = request.ttl if request.HasField("ttl") else None
         if ttl is not None and not ttl > 0:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "ttl must be above 0",
-                   [FieldError(field="ttl", message="must be above 0 (seconds)")])
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "ttl must be above 0",
+                [FieldError(field="ttl", message="must be above 0 (seconds)")],
+            )
         body = as_declaration(request.capabilities)
         try:
             self._write(context, lambda: self.registrar.register(body, via="grpc", ttl=ttl))
@@ -105,20 +121,25 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
             _invalid(context, exc)
         return pb.RegisterResponse(success=True, message="Worker registered")
 
-    def Unregister(self, request: pb.UnregisterRequest,
-                   context: grpc.ServicerContext) -> pb.RegisterResponse:
+    def Unregister(
+        self, request: pb.UnregisterRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterResponse:
         self._write_access(context)
         if self._write(context, lambda: self.registrar.unregister(request.id, via="grpc")):
             return pb.RegisterResponse(success=True, message="Worker unregistered")
         if found := self._by_id(context, request.id):
             entry = found[1]
-            _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                   f"worker {entry.id!r} comes from source {entry.source!r} ({entry.ref}), "
-                   "not from the push API: remove it where it is declared")
+            _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"worker {entry.id!r} comes from source {entry.source!r} ({entry.ref}), "
+                "not from the push API: remove it where it is declared",
+            )
         _abort(context, grpc.StatusCode.NOT_FOUND, f"no worker {request.id!r} registered")
 
-    def Session(self, requests: Iterator[pb.CapabilityUpdate],
-                context: grpc.ServicerContext) -> Iterator[pb.UpdateAnswer]:
+    def Session(
+        self, requests: Iterator[pb.CapabilityUpdate], context: grpc.ServicerContext
+    ) -> Iterator[pb.UpdateAnswer]:
         """The seed's CapabilityUpdate messages, paced as a WebSocket's are; what it
         registers leaves ``grace`` seconds after the stream ends (closed, cut, or its
         keepalive pings unanswered)."""
@@ -136,17 +157,22 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.Worker:
         found = self._by_id(context, request.id)
         if found is None:
-            _abort(context, grpc.StatusCode.NOT_FOUND, f"no worker {request.id!r} in the "
-                                                       "registry")
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"no worker {request.id!r} in the registry")
         return _worker(found)
 
     def List(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListResponse:
         try:
-            q = query.Query.of(category=request.category or None, tools=request.tools,
-                               has=request.has, flags=request.flags,
-                               meta=[f"{k}={v}" for k, v in sorted(request.meta.items())],
-                               all_required=request.all_required, verified=request.verified,
-                               permissions=request.permissions, now=int(time.time()))
+            q = query.Query.of(
+                category=request.category or None,
+                tools=request.tools,
+                has=request.has,
+                flags=request.flags,
+                meta=[f"{k}={v}" for k, v in sorted(request.meta.items())],
+                all_required=request.all_required,
+                verified=request.verified,
+                permissions=request.permissions,
+                now=int(time.time()),
+            )
         except ValueError as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.ListResponse(workers=[_worker(found) for found in self._select(context, q)])
@@ -154,19 +180,32 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
     def Find(self, request: pb.FindRequest, context: grpc.ServicerContext) -> pb.FindResponse:
         """The seed's FindRequest, as ``POST /workers/find`` and ``capsync find`` answer it."""
         try:
-            req = FindRequest.model_validate({"capability_type": request.capability_type,
-                                              "required_tools": list(request.required_tools)})
+            req = FindRequest.model_validate(
+                {
+                    "capability_type": request.capability_type,
+                    "required_tools": list(request.required_tools),
+                }
+            )
         except ValidationError as exc:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid FindRequest",
-                   [FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
-                    for e in exc.errors()])
-        q = query.Query(category=req.capability_type,
-                        tools=tuple(schema.tool_key(t) for t in req.required_tools),
-                        now=int(time.time()))
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid FindRequest",
+                [
+                    FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
+                    for e in exc.errors()
+                ],
+            )
+        q = query.Query(
+            category=req.capability_type,
+            tools=tuple(schema.tool_key(t) for t in req.required_tools),
+            now=int(time.time()),
+        )
         return pb.FindResponse(workers=[to_proto(caps) for _, _, caps in self._select(context, q)])
 
-    def Watch(self, request: pb.WatchRequest,
-              context: grpc.ServicerContext) -> Iterator[pb.WatchMessage]:
+    def Watch(
+        self, request: pb.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchMessage]:
         """A snapshot (or the events after ``since``), then one event per change, until
         the caller goes away or its deadline passes."""
         with self._lock:
@@ -190,8 +229,11 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
     def _write_access(self, context: grpc.ServicerContext) -> None:
         header = dict(context.invocation_metadata()).get("authorization")
         if not authorized(header if isinstance(header, str) else None, self.ctx.token):
-            _abort(context, grpc.StatusCode.UNAUTHENTICATED,
-                   "writes need the API token: metadata authorization: Bearer <token>")
+            _abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "writes need the API token: metadata authorization: Bearer <token>",
+            )
 
     def _write(self, context: grpc.ServicerContext, call: Callable[[], T]) -> T:
         remaining = context.time_remaining()
@@ -212,13 +254,20 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
 
     def _by_id(self, context: grpc.ServicerContext, worker_id: str) -> query.Decoded | None:
-        return next((found for found in self._select(context, query.Query())
-                     if found[1].id.lower() == worker_id.lower()), None)
+        return next(
+            (
+                found
+                for found in self._select(context, query.Query())
+                if found[1].id.lower() == worker_id.lower()
+            ),
+            None,
+        )
 
     def _update(self, request: pb.CapabilityUpdate, conn: str) -> UpdateAnswer:
         message: dict[str, Any] = {
             "action": pb.CapabilityUpdate.Action.Name(request.action).title(),
-            "capabilities": as_declaration(request.capabilities)}
+            "capabilities": as_declaration(request.capabilities),
+        }
         if request.HasField("ttl"):
             message["ttl"] = request.ttl
         try:
@@ -250,8 +299,11 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     def _status(self, service: str) -> Any:
         if service not in ("", SERVICE):
             return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-        return (health_pb2.HealthCheckResponse.SERVING if self.state.ready
-                else health_pb2.HealthCheckResponse.NOT_SERVING)
+        return (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.state.ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
 
     def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
         status = self._status(request.service)
@@ -271,8 +323,7 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
 
 
 class GrpcApi:
-    def __init__(self, settings: GrpcSettings, state: DaemonState,
-                 registrar: Registrar) -> None:
+    def __init__(self, settings: GrpcSettings, state: DaemonState, registrar: Registrar) -> None:
         listen = settings.listen
         require_token_off_loopback("grpc.listen", listen, registrar.ctx.token)
         api = registrar.ctx.settings
@@ -280,18 +331,24 @@ class GrpcApi:
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.max_rpcs, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=settings.max_rpcs,
-            options=[("grpc.max_receive_message_length", api.max_body),
-                     ("grpc.keepalive_time_ms", keepalive_ms),
-                     ("grpc.keepalive_timeout_ms", keepalive_ms),
-                     ("grpc.so_reuseport", 0)])
+            options=[
+                ("grpc.max_receive_message_length", api.max_body),
+                ("grpc.keepalive_time_ms", keepalive_ms),
+                ("grpc.keepalive_timeout_ms", keepalive_ms),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
         pb_grpc.add_WorkerRegistryServicer_to_server(  # type: ignore[no-untyped-call]
-            WorkerRegistry(registrar), self.server)
+            WorkerRegistry(registrar), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(Health(state), self.server)
-        reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME),
-                                            self.server)
+        reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME), self.server)
         try:
-            port = (self.server.add_secure_port(listen, _credentials(settings))
-                    if settings.cert_file else self.server.add_insecure_port(listen))
+            port = (
+                self.server.add_secure_port(listen, _credentials(settings))
+                if settings.cert_file
+                else self.server.add_insecure_port(listen)
+            )
         except RuntimeError as exc:
             raise ConfigError(f"grpc.listen {listen}: cannot bind: {exc}") from None
         if not port:
@@ -317,17 +374,21 @@ def _credentials(settings: GrpcSettings) -> grpc.ServerCredentials:
 
     ca = read("client_ca_file", settings.client_ca_file)
     pair = (read("key_file", settings.key_file), read("cert_file", settings.cert_file))
-    return grpc.ssl_server_credentials([pair], root_certificates=ca,
-                                       require_client_auth=ca is not None)
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=ca, require_client_auth=ca is not None
+    )
 
 
 def _start_messages(start: Start) -> Iterator[pb.WatchMessage]:
     if start.snapshot:
-        entries = [(registry, worker_id, entry) for registry, view in start.entries.items()
-                   for worker_id, entry in sorted(view.items())]
-        yield pb.WatchMessage(snapshot=pb.Snapshot(stream=start.stream,
-                                                   sequence=start.sequence,
-                                                   entries=len(entries)))
+        entries = [
+            (registry, worker_id, entry)
+            for registry, view in start.entries.items()
+            for worker_id, entry in sorted(view.items())
+        ]
+        yield pb.WatchMessage(
+            snapshot=pb.Snapshot(stream=start.stream, sequence=start.sequence, entries=len(entries))
+        )
         for registry, worker_id, entry in entries:
             yield pb.WatchMessage(entry=_entry(registry, worker_id, entry))
     else:
@@ -337,13 +398,17 @@ def _start_messages(start: Start) -> Iterator[pb.WatchMessage]:
 
 
 def _event(event: ChangeEvent) -> pb.Event:
-    return pb.Event(sequence=event.sequence, action=_ACTIONS[event.action],
-                    entry=_entry(event.registry, event.id, event.entry))
+    return pb.Event(
+        sequence=event.sequence,
+        action=_ACTIONS[event.action],
+        entry=_entry(event.registry, event.id, event.entry),
+    )
 
 
 def _entry(registry: str, worker_id: str, entry: Entry) -> pb.Entry:
-    message = pb.Entry(registry=registry, id=worker_id, source=entry.source, ref=entry.ref,
-                       owner=entry.owner)
+    message = pb.Entry(
+        registry=registry, id=worker_id, source=entry.source, ref=entry.ref, owner=entry.owner
+    )
     try:
         message.declaration.CopyFrom(to_proto(full_entry.decode(entry)))
     except DeclarationError:
@@ -353,14 +418,22 @@ def _entry(registry: str, worker_id: str, entry: Entry) -> pb.Entry:
 
 def _worker(found: query.Decoded) -> pb.Worker:
     node, entry, caps = found
-    return pb.Worker(capabilities=to_proto(caps), node=node, owner=entry.owner,
-                     source=entry.source, ref=entry.ref, address=entry.address)
+    return pb.Worker(
+        capabilities=to_proto(caps),
+        node=node,
+        owner=entry.owner,
+        source=entry.source,
+        ref=entry.ref,
+        address=entry.address,
+    )
 
 
 def _answer(answer: UpdateAnswer) -> pb.UpdateAnswer:
     action = answer.action.upper() if answer.action else "ACTION_UNSPECIFIED"
-    return pb.UpdateAnswer(ok=answer.ok, action=action, id=answer.id or "",
-                           message=answer.message,
-                           errors=[pb.FieldError(field=e.field, message=e.message)
-                                   for e in answer.errors])
-
+    return pb.UpdateAnswer(
+        ok=answer.ok,
+        action=action,
+        id=answer.id or "",
+        message=answer.message,
+        errors=[pb.FieldError(field=e.field, message=e.message) for e in answer.errors],
+    )

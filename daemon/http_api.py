@@ -62,43 +62,67 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def require_token_off_loopback(key: str, listen: str, token: str | None,
-                               bound: str | None = None) -> None:
+def require_token_off_loopback(
+    key: str, listen: str, token: str | None, bound: str | None = None
+) -> None:
     """Writes are open without a token: only on loopback (ConfigError otherwise).
     ``bound`` is the address a socket for ``listen`` was bound to, when there is one."""
     if token is None and not is_loopback(bound or listen.rpartition(":")[0].strip("[]")):
-        raise ConfigError(f"{key} {listen}: not a loopback address and no API token: set "
-                          f"api.token_file or the systemd credential {CREDENTIAL}, or "
-                          "listen on 127.0.0.1")
+        raise ConfigError(
+            f"{key} {listen}: not a loopback address and no API token: set "
+            f"api.token_file or the systemd credential {CREDENTIAL}, or "
+            "listen on 127.0.0.1"
+        )
 
 
 def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> FastAPI:
     """A fresh app for one server: nothing global, so it can be built twice in a test."""
-    app = FastAPI(title="capsync", version="1", docs_url=None, redoc_url=None,
-                  description="Worker capability registry: health, status, metrics, the "
-                              "seed's push API, and a live watch of the registry.")
+    app = FastAPI(
+        title="capsync",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        description="Worker capability registry: health, status, metrics, the "
+        "seed's push API, and a live watch of the registry.",
+    )
 
-    @app.get("/healthz", response_class=PlainTextResponse,
-             responses={200: {"content": {TEXT: {}}, "description": "alive"}})
+    @app.get(
+        "/healthz",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {TEXT: {}}, "description": "alive"}},
+    )
     def healthz() -> Response:
         return PlainTextResponse("ok\n")
 
-    @app.get("/readyz", response_class=PlainTextResponse, responses={
-        200: {"content": {TEXT: {}}, "description": "every registry answered and the last "
-                                                    "cycle succeeded"},
-        503: {"content": {TEXT: {}}, "description": "not ready, with the last summary"}})
+    @app.get(
+        "/readyz",
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "content": {TEXT: {}},
+                "description": "every registry answered and the last cycle succeeded",
+            },
+            503: {"content": {TEXT: {}}, "description": "not ready, with the last summary"},
+        },
+    )
     def readyz() -> Response:
         if state.ready:
             return PlainTextResponse("ready\n")
         return PlainTextResponse(f"not ready: {state.summary()}\n", status_code=503)
 
-    @app.get("/metrics", responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
-                                          "description": "Prometheus exposition"}})
+    @app.get(
+        "/metrics",
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus exposition"}
+        },
+    )
     def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/status", responses={200: {"description": "per-source and per-registry state, "
-                                                        "the last plan"}})
+    @app.get(
+        "/status",
+        responses={200: {"description": "per-source and per-registry state, the last plan"}},
+    )
     def status() -> Response:
         body = json.dumps(state.as_json(), indent=2) + "\n"
         return Response(body, media_type="application/json")
@@ -106,10 +130,15 @@ def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> Fas
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404 and exc.detail == "Not Found":
-            return PlainTextResponse("not found: try /healthz /readyz /metrics /status "
-                                     "/workers /openapi.json\n", status_code=404)
-        return JSONResponse({"success": False, "message": str(exc.detail)},
-                            status_code=exc.status_code, headers=exc.headers)
+            return PlainTextResponse(
+                "not found: try /healthz /readyz /metrics /status /workers /openapi.json\n",
+                status_code=404,
+            )
+        return JSONResponse(
+            {"success": False, "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     push_api.add_routes(app, registrar)
     watch.add_routes(app, registrar.ctx)
@@ -117,14 +146,16 @@ def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> Fas
 
 
 class HttpApi:
-    def __init__(self, listen: str, state: DaemonState, metrics: Metrics,
-                 registrar: Registrar) -> None:
+    def __init__(
+        self, listen: str, state: DaemonState, metrics: Metrics, registrar: Registrar
+    ) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
         self.sock = _bound(listen, host, port)
         try:
-            require_token_off_loopback("daemon.listen", listen, registrar.ctx.token,
-                                       self.sock.getsockname()[0])
+            require_token_off_loopback(
+                "daemon.listen", listen, registrar.ctx.token, self.sock.getsockname()[0]
+            )
         except ConfigError:
             self.sock.close()
             raise
@@ -132,15 +163,22 @@ class HttpApi:
         self.address = "{}:{}".format(*self.sock.getsockname()[:2])
         api = registrar.ctx.settings
         config = uvicorn.Config(
-            build_app(state, metrics, registrar), log_config=None, access_log=False,
-            lifespan="off", limit_concurrency=api.max_connections, ws="websockets-sansio",
-            ws_max_size=api.max_body, ws_ping_interval=api.ping_interval,
-            ws_ping_timeout=api.ping_interval, timeout_graceful_shutdown=2,
+            build_app(state, metrics, registrar),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            limit_concurrency=api.max_connections,
+            ws="websockets-sansio",
+            ws_max_size=api.max_body,
+            ws_ping_interval=api.ping_interval,
+            ws_ping_timeout=api.ping_interval,
+            timeout_graceful_shutdown=2,
         )
         _quiet_uvicorn()
         self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                        name="http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="http", daemon=True
+        )
 
     def start(self) -> HttpApi:
         self._thread.start()
@@ -158,15 +196,17 @@ def _bound(listen: str, host: str, port: str) -> socket.socket:
     sock: socket.socket | None = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
         if sock is not None:
             sock.close()
-        raise ConfigError(f"daemon.listen {listen!r}: cannot listen there: "
-                          f"{exc.strerror or exc}") from None
+        raise ConfigError(
+            f"daemon.listen {listen!r}: cannot listen there: {exc.strerror or exc}"
+        ) from None
     return sock
 
 

@@ -58,8 +58,9 @@ class Leadership:
             session, self._session = self._session, None
             if session:
                 try:
-                    self.client.put(f"/v1/kv/{quote(self.key)}", self.holder,
-                                    params={"release": session})
+                    self.client.put(
+                        f"/v1/kv/{quote(self.key)}", self.holder, params={"release": session}
+                    )
                     self.client.put(f"/v1/session/destroy/{session}")
                 except CapsyncError as exc:
                     emit(logging.WARNING, "leader_release_failed", error=str(exc))
@@ -78,10 +79,11 @@ class Leadership:
 
         def watch() -> None:
             nonlocal index
-            response = self.client.get(f"/v1/kv/{quote(self.key)}",
-                                       params={"index": str(index),
-                                               "wait": f"{WAIT_SECONDS * 1000:g}ms"},
-                                       timeout=30)
+            response = self.client.get(
+                f"/v1/kv/{quote(self.key)}",
+                params={"index": str(index), "wait": f"{WAIT_SECONDS * 1000:g}ms"},
+                timeout=30,
+            )
             index = response.index if response.index > index else 0
             held = response.status == 200 and any(
                 item.get("Session") for item in response.body or ()
@@ -90,8 +92,13 @@ class Leadership:
                 self._step()
 
         # Consul not answering is not news here: the renew loop reports it.
-        run_with_backoff(watch, self._stop, Backoff(PAUSE_SECONDS, PAUSE_SECONDS),
-                         lambda exc, delay: None, errors=(CapsyncError,))
+        run_with_backoff(
+            watch,
+            self._stop,
+            Backoff(PAUSE_SECONDS, PAUSE_SECONDS),
+            lambda exc, delay: None,
+            errors=(CapsyncError,),
+        )
 
     def _step(self) -> None:
         """Renew (or create) the session, then try to take or keep the lock."""
@@ -102,19 +109,25 @@ class Leadership:
         if self._stop.is_set():
             return
         try:
-            if self._session and self.client.put(f"/v1/session/renew/{self._session}"
-                                                 ).status == 404:
+            if (
+                self._session
+                and self.client.put(f"/v1/session/renew/{self._session}").status == 404
+            ):
                 self._session = None
             if self._session is None:
-                self._session = self.client.put("/v1/session/create", {
-                    "Name": f"capsync leader {self.holder}",
-                    "TTL": f"{int(self.ttl)}s",
-                    "Behavior": "release",
-                    "LockDelay": "0s",
-                    "NodeChecks": [],
-                }).body["ID"]
-            acquired = self.client.put(f"/v1/kv/{quote(self.key)}", self.holder,
-                                       params={"acquire": self._session}).body
+                self._session = self.client.put(
+                    "/v1/session/create",
+                    {
+                        "Name": f"capsync leader {self.holder}",
+                        "TTL": f"{int(self.ttl)}s",
+                        "Behavior": "release",
+                        "LockDelay": "0s",
+                        "NodeChecks": [],
+                    },
+                ).body["ID"]
+            acquired = self.client.put(
+                f"/v1/kv/{quote(self.key)}", self.holder, params={"acquire": self._session}
+            ).body
             self._set(acquired is True)
         except (CapsyncError, KeyError, TypeError) as exc:
             emit(logging.WARNING, "leader_check_failed", key=self.key, error=str(exc))

@@ -31,9 +31,9 @@ class ConsulLiveness:
 
         def poll() -> None:
             nonlocal index, down
-            response = self.client.get("/v1/catalog/services",
-                                       params={"index": str(index), "wait": WAIT},
-                                       timeout=10)
+            response = self.client.get(
+                "/v1/catalog/services", params={"index": str(index), "wait": WAIT}, timeout=10
+            )
             if down:
                 notify("registry answers again")
             elif response.index < index:
@@ -46,8 +46,9 @@ class ConsulLiveness:
                 notify("registry unreachable")
             down = True
 
-        run_with_backoff(poll, stop, Backoff(PAUSE_SECONDS, PAUSE_SECONDS), failed,
-                         errors=(CapsyncError,))
+        run_with_backoff(
+            poll, stop, Backoff(PAUSE_SECONDS, PAUSE_SECONDS), failed, errors=(CapsyncError,)
+        )
 
     def close(self) -> None:
         self.client.close()

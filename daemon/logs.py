@@ -16,8 +16,11 @@ from config.events import LOGGER
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = {"level": record.levelname.lower(), "event": record.getMessage(),
-                  **getattr(record, "fields", {})}
+        fields = {
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
         return " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
 
 

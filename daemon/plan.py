@@ -164,8 +164,15 @@ def _held(
     for scope in sorted(s for s in deleting if s != OWNER_SCOPE):
         if guard.blocks(deleting[scope], now[scope], high_water.get(scope, 0)):
             held |= {e.id for e in delete if e.source == scope}
-            reasons.append(_reason(f"source {scope!r}", deleting[scope], now[scope],
-                                   high_water.get(scope, 0), guard))
+            reasons.append(
+                _reason(
+                    f"source {scope!r}",
+                    deleting[scope],
+                    now[scope],
+                    high_water.get(scope, 0),
+                    guard,
+                )
+            )
     rest = len(delete) - len(held)
     total, mark = now[OWNER_SCOPE], high_water.get(OWNER_SCOPE, 0)
     if rest and guard.blocks(rest, total, mark):

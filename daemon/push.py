@@ -29,8 +29,10 @@ from discovery.inbox import Inbox, Registration
 from discovery.model import Capabilities
 
 T = TypeVar("T")
-MISSING_SOURCE = ("no push source is configured: add [[sources]] type = \"push\" (or "
-                  "--source push:PATH) so that pushed registrations are synced")
+MISSING_SOURCE = (
+    'no push source is configured: add [[sources]] type = "push" (or '
+    "--source push:PATH) so that pushed registrations are synced"
+)
 
 
 class PushUnavailable(Exception):
@@ -57,14 +59,16 @@ class Registrar:
     _bound: set[str] = field(default_factory=set)  # live connections
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def register(self, body: Any, *, via: str, ttl: float | None = None,
-                 conn: str | None = None) -> Capabilities:
+    def register(
+        self, body: Any, *, via: str, ttl: float | None = None, conn: str | None = None
+    ) -> Capabilities:
         """Validate and store; DeclarationError (nothing stored) or PushUnavailable."""
         caps = schema.validate(body, ref=via)
         now = self.ctx.clock()
         if ttl is not None and ttl > self.ctx.settings.max_ttl:
-            raise DeclarationError(via, [("ttl", f"must be at most "
-                                                 f"{self.ctx.settings.max_ttl:g} seconds")])
+            raise DeclarationError(
+                via, [("ttl", f"must be at most {self.ctx.settings.max_ttl:g} seconds")]
+            )
         expires = now + ttl if ttl is not None else None
         if conn is not None:
             grace = now + self.ctx.settings.grace

@@ -53,13 +53,12 @@ _DESCRIPTIONS = {
     413: "request body over the limit (64 KiB by default)",
     422: "invalid: every error with its field path",
     503: "the inbox or the registry cannot answer now (no push source configured, store "
-         "or registry unreachable, or too many connections)",
+    "or registry unreachable, or too many connections)",
 }
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": RegisterResponse, "description": _DESCRIPTIONS[code]}
-            for code in codes}
+    return {code: {"model": RegisterResponse, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -74,13 +73,20 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 
 
 def _body(model_schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": _inline(model_schema, model_schema.get("$defs", {}))}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _inline(model_schema, model_schema.get("$defs", {}))}
+            },
+        }
+    }
 
 
 # The id is optional in the model (a file or a label may supply it), required when pushed.
-DECLARATION_BODY = _body({**schema.DeclarationIn.model_json_schema(by_alias=False),
-                          "required": ["id"]})
+DECLARATION_BODY = _body(
+    {**schema.DeclarationIn.model_json_schema(by_alias=False), "required": ["id"]}
+)
 FIND_BODY = _body(FindRequest.model_json_schema())
 
 
@@ -100,8 +106,9 @@ def authorized(header: str | None, token: str | None) -> bool:
     if token is None:
         return True
     scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                              token.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -136,8 +143,10 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [FieldError(field=schema.format_loc(tuple(e["loc"][1:])), message=e["msg"])
-                  for e in exc.errors()]
+        errors = [
+            FieldError(field=schema.format_loc(tuple(e["loc"][1:])), message=e["msg"])
+            for e in exc.errors()
+        ]
         return refusal(422, "invalid request", errors)
 
     def write_access(request: Request) -> None:
@@ -156,12 +165,19 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
             raise Refused(503, "the registry is not open yet")
         return list(await blocking(query.select, registry, q))
 
-    @app.post("/workers/register", response_model=RegisterResponse,
-              response_model_exclude_defaults=True,
-              responses=_errors(400, 401, 413, 422, 503), openapi_extra=DECLARATION_BODY)
-    async def register(request: Request,
-                       ttl: float | None = Query(None, gt=0, description="lease, seconds; "
-                                                 "registering again renews it")) -> Any:
+    @app.post(
+        "/workers/register",
+        response_model=RegisterResponse,
+        response_model_exclude_defaults=True,
+        responses=_errors(400, 401, 413, 422, 503),
+        openapi_extra=DECLARATION_BODY,
+    )
+    async def register(
+        request: Request,
+        ttl: float | None = Query(
+            None, gt=0, description="lease, seconds; registering again renews it"
+        ),
+    ) -> Any:
         """Register (or replace) a worker's declaration, the seed's RegisterResponse."""
         write_access(request)
         body = await read_json(request, limit)
@@ -171,33 +187,57 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
             return refusal(422, "invalid declaration", field_errors(exc))
         return RegisterResponse(success=True, message="Worker registered")
 
-    @app.post("/workers/find", response_model=list[dict[str, Any]],
-              responses=_errors(400, 413, 422, 503), openapi_extra=FIND_BODY)
+    @app.post(
+        "/workers/find",
+        response_model=list[dict[str, Any]],
+        responses=_errors(400, 413, 422, 503),
+        openapi_extra=FIND_BODY,
+    )
     async def find(request: Request) -> Any:
         """The seed's FindRequest: the declarations find_with_capability selects."""
         try:
             req = FindRequest.model_validate(await read_json(request, limit))
         except ValidationError as exc:
-            return refusal(422, "invalid FindRequest", [
-                FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
-                for e in exc.errors()])
-        q = query.Query(category=req.capability_type,
-                        tools=tuple(schema.tool_key(t) for t in req.required_tools),
-                        now=int(time.time()))
+            return refusal(
+                422,
+                "invalid FindRequest",
+                [
+                    FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
+                    for e in exc.errors()
+                ],
+            )
+        q = query.Query(
+            category=req.capability_type,
+            tools=tuple(schema.tool_key(t) for t in req.required_tools),
+            now=int(time.time()),
+        )
         return [seed_json.to_seed(caps) for _, _, caps in await entries(q)]
 
     @app.get("/workers", response_model=list[WorkerOut], responses=_errors(400, 422, 503))
     async def list_workers(
-        *, category: str | None = None, tool: Strings = (), has: Strings = (),
-        flag: Strings = (), meta: Annotated[Sequence[str], Query(description="KEY=VALUE")] = (),
-        all_required: bool = False, verified: bool = False,
+        *,
+        category: str | None = None,
+        tool: Strings = (),
+        has: Strings = (),
+        flag: Strings = (),
+        meta: Annotated[Sequence[str], Query(description="KEY=VALUE")] = (),
+        all_required: bool = False,
+        verified: bool = False,
         permission: Annotated[Sequence[str], Query(description="CATEGORY:PERMISSION")] = (),
     ) -> Any:
         """Workers in the registry, filtered as ``capsync find`` filters them."""
         try:
-            q = query.Query.of(category=category, tools=tool, has=has, flags=flag, meta=meta,
-                               all_required=all_required, verified=verified,
-                               permissions=permission, now=int(time.time()))
+            q = query.Query.of(
+                category=category,
+                tools=tool,
+                has=has,
+                flags=flag,
+                meta=meta,
+                all_required=all_required,
+                verified=verified,
+                permissions=permission,
+                now=int(time.time()),
+            )
         except ValueError as exc:
             raise Refused(400, str(exc)) from None
         return [query.worker_json(*found) for found in await entries(q)]
@@ -210,9 +250,12 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
             raise Refused(404, f"no worker {worker_id!r} in the registry")
         return query.worker_json(*found[0])
 
-    @app.delete("/workers/{worker_id}", response_model=RegisterResponse,
-                response_model_exclude_defaults=True,
-                responses=_errors(401, 404, 409, 503))
+    @app.delete(
+        "/workers/{worker_id}",
+        response_model=RegisterResponse,
+        response_model_exclude_defaults=True,
+        responses=_errors(401, 404, 409, 503),
+    )
     async def unregister(request: Request, worker_id: str) -> Any:
         """Unregister a worker registered through the push API (any other is refused)."""
         write_access(request)
@@ -221,11 +264,13 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
         found = [r for r in await entries(query.Query()) if r[1].id.lower() == worker_id.lower()]
         if found:
             entry = found[0][1]
-            raise Refused(409, f"worker {entry.id!r} comes from source {entry.source!r} "
-                               f"({entry.ref}), not from the push API: remove it where it "
-                               "is declared")
+            raise Refused(
+                409,
+                f"worker {entry.id!r} comes from source {entry.source!r} "
+                f"({entry.ref}), not from the push API: remove it where it "
+                "is declared",
+            )
         raise Refused(404, f"no worker {worker_id!r} registered")
-
 
 
 def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
@@ -254,7 +299,8 @@ def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
                 if delay := pace.delay(time.monotonic()):
                     await asyncio.sleep(delay)
                 text = message.get("text") or (message.get("bytes") or b"").decode(
-                    "utf-8", "replace")
+                    "utf-8", "replace"
+                )
                 answer = await run_in_threadpool(handle_update, registrar, text, conn)
                 await websocket.send_text(answer.model_dump_json())
         except WebSocketDisconnect:
@@ -278,33 +324,58 @@ def handle_update(registrar: Registrar, text: str, conn: str) -> UpdateAnswer:
 
 
 def invalid_update(exc: ValidationError) -> UpdateAnswer:
-    kind = "malformed JSON" if any(e["type"] == "json_invalid" for e in exc.errors()) \
+    kind = (
+        "malformed JSON"
+        if any(e["type"] == "json_invalid" for e in exc.errors())
         else "invalid message"
-    return UpdateAnswer(ok=False, message=kind, errors=[
-        FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
-        for e in exc.errors()])
+    )
+    return UpdateAnswer(
+        ok=False,
+        message=kind,
+        errors=[
+            FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
+            for e in exc.errors()
+        ],
+    )
 
 
-def apply_update(registrar: Registrar, update: CapabilityUpdate, conn: str, *,
-                 via: str) -> UpdateAnswer:
+def apply_update(
+    registrar: Registrar, update: CapabilityUpdate, conn: str, *, via: str
+) -> UpdateAnswer:
     """A CapabilityUpdate from a connection (WebSocket, gRPC Session) -> its answer."""
     worker_id = update.capabilities.get("id")
     try:
         if update.action == "Unregister":
             if not isinstance(worker_id, str) or not registrar.unregister(worker_id, via=via):
-                return UpdateAnswer(ok=False, action=update.action, id=str(worker_id),
-                                    message="not registered through the push API")
+                return UpdateAnswer(
+                    ok=False,
+                    action=update.action,
+                    id=str(worker_id),
+                    message="not registered through the push API",
+                )
         elif update.action == "Update" and (
-                not isinstance(worker_id, str) or registrar.registered(worker_id) is None):
-            return UpdateAnswer(ok=False, action=update.action, id=str(worker_id),
-                                message="not registered: send Register first")
+            not isinstance(worker_id, str) or registrar.registered(worker_id) is None
+        ):
+            return UpdateAnswer(
+                ok=False,
+                action=update.action,
+                id=str(worker_id),
+                message="not registered: send Register first",
+            )
         else:
-            worker_id = registrar.register(update.capabilities, via=via, ttl=update.ttl,
-                                           conn=conn).id
+            worker_id = registrar.register(
+                update.capabilities, via=via, ttl=update.ttl, conn=conn
+            ).id
     except DeclarationError as exc:
-        return UpdateAnswer(ok=False, action=update.action, message="invalid declaration",
-                            errors=[FieldError(field=f"capabilities.{e.field}".rstrip("."),
-                                               message=e.message) for e in field_errors(exc)])
+        return UpdateAnswer(
+            ok=False,
+            action=update.action,
+            message="invalid declaration",
+            errors=[
+                FieldError(field=f"capabilities.{e.field}".rstrip("."), message=e.message)
+                for e in field_errors(exc)
+            ],
+        )
     except PushUnavailable as exc:
         return UpdateAnswer(ok=False, action=update.action, message=str(exc))
     return UpdateAnswer(ok=True, action=update.action, id=worker_id)

@@ -47,16 +47,25 @@ class Query:
     now: int = 0
 
     @classmethod
-    def of(cls, *, category: str | None, tools: Sequence[str], has: Sequence[str],
-           flags: Sequence[str], meta: Sequence[str], all_required: bool,
-           verified: bool = False, permissions: Sequence[str] = (), now: int = 0) -> Query:
+    def of(
+        cls,
+        *,
+        category: str | None,
+        tools: Sequence[str],
+        has: Sequence[str],
+        flags: Sequence[str],
+        meta: Sequence[str],
+        all_required: bool,
+        verified: bool = False,
+        permissions: Sequence[str] = (),
+        now: int = 0,
+    ) -> Query:
         """The query the user asked for (``find``'s options, the API's parameters);
         ValueError naming the option when it does not make sense."""
         if bool(category) != bool(tools):
             raise ValueError("--category and --tool go together")
         if category is not None and category not in CATEGORIES:
-            raise ValueError(f"--category {category!r}: expected one of "
-                             f"{', '.join(CATEGORIES)}")
+            raise ValueError(f"--category {category!r}: expected one of {', '.join(CATEGORIES)}")
         pairs = []
         for pair in meta:
             key, sep, value = pair.partition("=")
@@ -67,26 +76,39 @@ class Query:
         for pair in permissions:
             cat, _, permission = pair.partition(":")
             if cat not in CATEGORIES or permission not in PERMISSIONS:
-                raise ValueError(f"--permission {pair!r}: expected CATEGORY:PERMISSION with "
-                                 f"CATEGORY one of {', '.join(CATEGORIES)} and PERMISSION "
-                                 f"one of {', '.join(PERMISSIONS)}")
+                raise ValueError(
+                    f"--permission {pair!r}: expected CATEGORY:PERMISSION with "
+                    f"CATEGORY one of {', '.join(CATEGORIES)} and PERMISSION "
+                    f"one of {', '.join(PERMISSIONS)}"
+                )
             held.append((cat, permission))
-        return cls(category=category or None, tools=tuple(schema.tool_key(t) for t in tools),
-                   has=tuple(schema.tool_key(t) for t in has), flags=tuple(flags),
-                   meta=tuple(pairs), all_required=all_required, verified=verified,
-                   permissions=tuple(held), now=now)
+        return cls(
+            category=category or None,
+            tools=tuple(schema.tool_key(t) for t in tools),
+            has=tuple(schema.tool_key(t) for t in has),
+            flags=tuple(flags),
+            meta=tuple(pairs),
+            all_required=all_required,
+            verified=verified,
+            permissions=tuple(held),
+            now=now,
+        )
 
     def matches(self, caps: Capabilities) -> bool:
         named = set(self.tools) | set(self.has)
         provided = set(caps.provided_tools(self.now))
         return (
-            (self.category is None
-             or caps.has_capability(self.category, self.tools.__contains__, now=self.now))
+            (
+                self.category is None
+                or caps.has_capability(self.category, self.tools.__contains__, now=self.now)
+            )
             and all(tool in provided for tool in self.has)
             and all(caps.has_flag(flag) for flag in self.flags)
             and all(caps.metadata.get(key) == value for key, value in self.meta)
-            and (not self.all_required
-                 or caps.has_all_required_tools(named.__contains__, now=self.now))
+            and (
+                not self.all_required
+                or caps.has_all_required_tools(named.__contains__, now=self.now)
+            )
             and (not self.verified or caps.verify_all_capabilities(self.now))
             and all(caps.has_required_permissions(c, p) for c, p in self.permissions)
         )
@@ -99,8 +121,13 @@ def decoded(listed: list[Listed]) -> list[Decoded]:
         try:
             out.append((item.node, item.entry, full_entry.decode(item.entry)))
         except DeclarationError as exc:
-            emit(logging.WARNING, "undecodable_entry", node=item.node, id=item.entry.id,
-                 error=str(exc))
+            emit(
+                logging.WARNING,
+                "undecodable_entry",
+                node=item.node,
+                id=item.entry.id,
+                error=str(exc),
+            )
     return out
 
 

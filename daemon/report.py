@@ -13,8 +13,10 @@ from daemon.registry.base import ApplyResult
 from daemon.text_table import render
 from discovery.codec import Entry
 
-RELEASE = ("--allow-mass-delete for one run, or touch the registry's release_file "
-           "(default /var/lib/capsync/release-deletions) for one cycle of a running daemon")
+RELEASE = (
+    "--allow-mass-delete for one run, or touch the registry's release_file "
+    "(default /var/lib/capsync/release-deletions) for one cycle of a running daemon"
+)
 
 
 def summary(report: CycleReport) -> str:
@@ -34,15 +36,19 @@ def _summary(report: CycleReport, reg: RegistryReport) -> str:
     done = reg.applied or ApplyResult()
     written = (
         {"create": len(c.create), "update": len(c.update), "delete": len(c.delete)}
-        if report.dry_run else done.written
+        if report.dry_run
+        else done.written
     )
     verb = "plan" if report.dry_run else "sync"
     requests = done.requests
     tail = "" if report.dry_run else f" ({requests} write request{'' if requests == 1 else 's'})"
     failed = "".join(
         f", {count} {what}"
-        for count, what in ((len(done.refused), "refused"), (done.unsent, "unsent"),
-                            (done.interrupted, "interrupted"))
+        for count, what in (
+            (len(done.refused), "refused"),
+            (done.unsent, "unsent"),
+            (done.interrupted, "interrupted"),
+        )
         if count
     )
     return (
@@ -67,32 +73,70 @@ def _next_change(report: CycleReport) -> str:
 def log_problems(report: CycleReport) -> None:
     for source in report.sources:
         if not source.ok:
-            emit(logging.ERROR, "source_failed", source=source.name, error=source.error,
-                 action="its entries are kept unchanged until it lists again")
+            emit(
+                logging.ERROR,
+                "source_failed",
+                source=source.name,
+                error=source.error,
+                action="its entries are kept unchanged until it lists again",
+            )
     for item in report.invalid:
         for loc, msg in item.error.problems:
-            emit(logging.WARNING, "invalid_declaration", source=item.source,
-                 ref=item.ref, field=loc or "-", error=msg)
+            emit(
+                logging.WARNING,
+                "invalid_declaration",
+                source=item.source,
+                ref=item.ref,
+                field=loc or "-",
+                error=msg,
+            )
     # The same conflict is usually found against every registry: reported once.
     for conflict in dict.fromkeys(c for reg in report.registries for c in reg.conflicts):
-        emit(logging.WARNING, "conflict", id=conflict.worker_id, source=conflict.source,
-             ref=conflict.ref, reason=conflict.reason)
+        emit(
+            logging.WARNING,
+            "conflict",
+            id=conflict.worker_id,
+            source=conflict.source,
+            ref=conflict.ref,
+            reason=conflict.reason,
+        )
     for reg in report.registries:
         if reg.registry_error:
             emit(logging.ERROR, "registry_failed", error=reg.registry_error, registry=reg.name)
         if reg.changes.held:
-            emit(logging.WARNING, "deletions_held", count=len(reg.changes.held),
-                 reason=reg.changes.held_reason, registry=reg.name, release=RELEASE)
+            emit(
+                logging.WARNING,
+                "deletions_held",
+                count=len(reg.changes.held),
+                reason=reg.changes.held_reason,
+                registry=reg.name,
+                release=RELEASE,
+            )
         done = reg.applied or ApplyResult()
         for refused in done.refused:
-            emit(logging.ERROR, "entry_refused", id=refused.id, reason=refused.reason,
-                 registry=reg.name)
+            emit(
+                logging.ERROR,
+                "entry_refused",
+                id=refused.id,
+                reason=refused.reason,
+                registry=reg.name,
+            )
         for error in done.errors:
-            emit(logging.ERROR, "write_failed", error=error, registry=reg.name,
-                 action="its operations are retried by the next cycle")
+            emit(
+                logging.ERROR,
+                "write_failed",
+                error=error,
+                registry=reg.name,
+                action="its operations are retried by the next cycle",
+            )
         if done.unsent:
-            emit(logging.WARNING, "writes_unsent", count=done.unsent, reason="stopping",
-                 registry=reg.name)
+            emit(
+                logging.WARNING,
+                "writes_unsent",
+                count=done.unsent,
+                reason="stopping",
+                registry=reg.name,
+            )
 
 
 def plan_rows(changes: Changes) -> list[tuple[str, Entry, str]]:
@@ -114,14 +158,24 @@ def plan_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
     c = reg.changes
     return {
         "changes": [
-            {"action": action, "id": e.id, "source": e.source, "ref": e.ref,
-             **({"changed": note} if action == "update" else {})}
+            {
+                "action": action,
+                "id": e.id,
+                "source": e.source,
+                "ref": e.ref,
+                **({"changed": note} if action == "update" else {}),
+            }
             for action, e, note in plan_rows(c)
         ],
         "summary": {
-            "create": len(c.create), "update": len(c.update), "delete": len(c.delete),
-            "unchanged": c.unchanged, "invalid": len(report.invalid), "held": len(c.held),
-            "kept": c.kept, "conflicts": len(reg.conflicts),
+            "create": len(c.create),
+            "update": len(c.update),
+            "delete": len(c.delete),
+            "unchanged": c.unchanged,
+            "invalid": len(report.invalid),
+            "held": len(c.held),
+            "kept": c.kept,
+            "conflicts": len(reg.conflicts),
         },
         "held_reason": c.held_reason,
         "release": RELEASE if c.held else "",
@@ -132,8 +186,14 @@ def plan_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
 
 def _difference(old: Entry, new: Entry) -> str:
     """Which fields an update changes, e.g. ``service,tags,meta.static_analysis``."""
-    parts = [name for name in ("service", "address", "port", "tags")
-             if getattr(old, name) != getattr(new, name)]
-    keys = sorted(k for k in old.meta.keys() | new.meta.keys()
-                  if old.meta.get(k) != new.meta.get(k) and k != "capsync-digest")
+    parts = [
+        name
+        for name in ("service", "address", "port", "tags")
+        if getattr(old, name) != getattr(new, name)
+    ]
+    keys = sorted(
+        k
+        for k in old.meta.keys() | new.meta.keys()
+        if old.meta.get(k) != new.meta.get(k) and k != "capsync-digest"
+    )
     return ",".join(parts + [f"meta.{k}" for k in keys])

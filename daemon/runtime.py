@@ -37,9 +37,14 @@ APPLY_DEADLINE_SECONDS = 30.0
 
 
 class Runtime:
-    def __init__(self, settings: Settings, request: Callable[[str], None],
-                 *, listed_once: set[str] | None = None,
-                 guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        request: Callable[[str], None],
+        *,
+        listed_once: set[str] | None = None,
+        guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
+    ) -> None:
         self.settings = settings
         self.request = request
         self.registries: list[RegistrySync] = []
@@ -53,22 +58,32 @@ class Runtime:
             self.registries = build_registries(settings)
             self.sources = build_sources(settings)
             names = {source.name for source in self.sources}
-            self.syncer = Syncer(self.sources, self.registries,
-                                 listed_once=(listed_once or set()) & names,
-                                 guard_memory=guard_memory,
-                                 apply_deadline=APPLY_DEADLINE_SECONDS)
+            self.syncer = Syncer(
+                self.sources,
+                self.registries,
+                listed_once=(listed_once or set()) & names,
+                guard_memory=guard_memory,
+                apply_deadline=APPLY_DEADLINE_SECONDS,
+            )
             self.leadership = self._leadership(settings)
             if any(reg.backend == "consul" for reg in settings.registries):
                 self._liveness = ConsulLiveness(ConsulClient(consul_endpoint(settings.consul)))
-            self._scheduler.add_job(request, "interval", args=["interval"],
-                                    seconds=settings.daemon.interval, coalesce=True,
-                                    max_instances=1, id="resync")
+            self._scheduler.add_job(
+                request,
+                "interval",
+                args=["interval"],
+                seconds=settings.daemon.interval,
+                coalesce=True,
+                max_instances=1,
+                id="resync",
+            )
         except BaseException:
             self.close()
             raise
         self._watchers = [
-            threading.Thread(target=self._watch, args=(source,),
-                             name=f"watch-{source.name}", daemon=True)
+            threading.Thread(
+                target=self._watch, args=(source,), name=f"watch-{source.name}", daemon=True
+            )
             for source in [*self.sources, self._liveness]
             if isinstance(source, Watchable)
         ]
@@ -76,13 +91,18 @@ class Runtime:
     @property
     def inbox(self) -> Inbox | None:
         """The push source's inbox, where the front ends write (None: no push source)."""
-        return next((s.inbox for s in self.syncer.sources
-                     if isinstance(s, PushSource) and not isinstance(s, AmqpSource)), None)
+        return next(
+            (
+                s.inbox
+                for s in self.syncer.sources
+                if isinstance(s, PushSource) and not isinstance(s, AmqpSource)
+            ),
+            None,
+        )
 
     def consumers(self) -> dict[str, dict[str, Any]]:
         """Each amqp source's consumer: state and counters (/status, metrics)."""
-        return {s.name: s.stats.as_json() for s in self.syncer.sources
-                if isinstance(s, AmqpSource)}
+        return {s.name: s.stats.as_json() for s in self.syncer.sources if isinstance(s, AmqpSource)}
 
     @property
     def is_leader(self) -> bool:
@@ -105,8 +125,12 @@ class Runtime:
             if watcher.is_alive():
                 watcher.join(timeout=WATCHER_JOIN_SECONDS)
             if watcher.is_alive():
-                emit(logging.WARNING, "watcher_still_running", thread=watcher.name,
-                     after=f"{WATCHER_JOIN_SECONDS:g}s")
+                emit(
+                    logging.WARNING,
+                    "watcher_still_running",
+                    thread=watcher.name,
+                    after=f"{WATCHER_JOIN_SECONDS:g}s",
+                )
         close_all(target.registry for target in self.registries)
 
     def _leadership(self, settings: Settings) -> Leadership | None:
@@ -116,7 +140,8 @@ class Runtime:
         owner = settings.registries[0].owner
         return Leadership(
             ConsulClient(consul_endpoint(settings.consul)),
-            key=daemon.leader_key or f"capsync/{owner}/leader", ttl=daemon.session_ttl,
+            key=daemon.leader_key or f"capsync/{owner}/leader",
+            ttl=daemon.session_ttl,
             holder=_holder(owner),
         )
 
@@ -128,8 +153,13 @@ class Runtime:
                 source.watch(self._on_event, self._stop)
                 return
             except Exception as exc:  # a watch must not die silently in its thread
-                emit(logging.ERROR, "watch_failed", source=getattr(source, "name", "?"),
-                     error=unexpected(exc, "watch"), retry_in=f"{WATCH_RESTART_SECONDS:g}s")
+                emit(
+                    logging.ERROR,
+                    "watch_failed",
+                    source=getattr(source, "name", "?"),
+                    error=unexpected(exc, "watch"),
+                    retry_in=f"{WATCH_RESTART_SECONDS:g}s",
+                )
                 self._stop.wait(WATCH_RESTART_SECONDS)
 
     def _on_event(self, reason: str) -> None:

@@ -42,8 +42,9 @@ GRPC_EXTRA = "grpc.listen: the gRPC API needs the 'grpc' extra: pip install 'cap
 
 
 class Daemon:
-    def __init__(self, load_settings: Callable[[], Settings],
-                 notifier: Notifier | None = None) -> None:
+    def __init__(
+        self, load_settings: Callable[[], Settings], notifier: Notifier | None = None
+    ) -> None:
         self.load_settings = load_settings
         self.settings = load_settings()
         self.notifier = notifier or Notifier()
@@ -57,8 +58,11 @@ class Daemon:
         self.grpc: GrpcApi | None = None
         self.runtime: Runtime | None = None
         self.events = EventBus(queue=self.settings.api.watch_queue)
-        self.publisher = (EventPublisher(self.events, self.settings.amqp_events)
-                          if self.settings.amqp_events.enabled else None)
+        self.publisher = (
+            EventPublisher(self.events, self.settings.amqp_events)
+            if self.settings.amqp_events.enabled
+            else None
+        )
         self.state.amqp = self._amqp_status
         self.metrics.watch_amqp(self._amqp_status)
         # When time alone next changes the registry (a tool's expiry passing), in Unix
@@ -77,8 +81,7 @@ class Daemon:
             if self.publisher:
                 self.publisher.start()
             if self.settings.grpc.listen != "off":
-                self.grpc = _grpc_api().GrpcApi(self.settings.grpc, self.state,
-                                                registrar).start()
+                self.grpc = _grpc_api().GrpcApi(self.settings.grpc, self.state, registrar).start()
             self.runtime = Runtime(self.settings, self.trigger.request)
         except BaseException:
             if self.publisher:
@@ -91,12 +94,16 @@ class Daemon:
         renewer = Renewer(registrar).start()
         self.runtime.start(self._on_leadership)
         self._publish_leadership()
-        emit(logging.INFO, "started", listen=self.http.address if self.http else "off",
-             grpc=self.grpc.address if self.grpc else "off",
-             registries=",".join(r.name for r in self.settings.registries),
-             owner=self.settings.registries[0].owner,
-             sources=",".join(s.name for s in self.settings.sources),
-             interval=f"{self.settings.daemon.interval:g}s")
+        emit(
+            logging.INFO,
+            "started",
+            listen=self.http.address if self.http else "off",
+            grpc=self.grpc.address if self.grpc else "off",
+            registries=",".join(r.name for r in self.settings.registries),
+            owner=self.settings.registries[0].owner,
+            sources=",".join(s.name for s in self.settings.sources),
+            interval=f"{self.settings.daemon.interval:g}s",
+        )
         self.notifier.ready("started")
         self.trigger.request("start")
         try:
@@ -128,15 +135,17 @@ class Daemon:
                 if reasons:
                     self._cycle(reasons)
             except Exception as exc:  # a bug here must not end the service
-                emit(logging.ERROR, "loop_error", error=unexpected(exc, "loop"),
-                     action="continuing")
+                emit(
+                    logging.ERROR, "loop_error", error=unexpected(exc, "loop"), action="continuing"
+                )
 
     def _cycle(self, reasons: list[str]) -> None:
         assert self.runtime is not None
         started = time.monotonic()
         try:
-            report = self.runtime.syncer.run_once(dry_run=not self.runtime.is_leader,
-                                                  stop=self.stopping)
+            report = self.runtime.syncer.run_once(
+                dry_run=not self.runtime.is_leader, stop=self.stopping
+            )
         finally:
             self.trigger.finished()
         publish(self.events, report)
@@ -146,8 +155,14 @@ class Daemon:
         self.change_at = report.next_change
         log_problems(report)
         text = summary(report)
-        emit(logging.INFO if report.ok else logging.WARNING, "cycle", summary=text,
-             ok=report.ok, seconds=f"{seconds:.3f}", reason=_reasons(reasons))
+        emit(
+            logging.INFO if report.ok else logging.WARNING,
+            "cycle",
+            summary=text,
+            ok=report.ok,
+            seconds=f"{seconds:.3f}",
+            reason=_reasons(reasons),
+        )
         self._schedule_retry(report)
         self.state.record(report, time.time())
         self.metrics.observe(report, seconds, time.time())
@@ -163,8 +178,12 @@ class Daemon:
         delay = self.backoff.failed(self.trigger.clock(), report.retry_after)
         self.trigger.retry_at(self.backoff.due)
         self.state.retrying(self.backoff.failures, time.time() + delay)
-        emit(logging.INFO, "retry_scheduled", failures=self.backoff.failures,
-             retry_in=f"{delay:.1f}s")
+        emit(
+            logging.INFO,
+            "retry_scheduled",
+            failures=self.backoff.failures,
+            retry_in=f"{delay:.1f}s",
+        )
 
     def _apply_reload(self) -> None:
         self._reload.clear()
@@ -172,32 +191,47 @@ class Daemon:
         assert self.runtime is not None
         try:
             settings = self.load_settings()
-            runtime = Runtime(settings, self.trigger.request,
-                              listed_once=self.runtime.syncer.listed_once,
-                              guard_memory=self.runtime.syncer.guard_memory)
+            runtime = Runtime(
+                settings,
+                self.trigger.request,
+                listed_once=self.runtime.syncer.listed_once,
+                guard_memory=self.runtime.syncer.guard_memory,
+            )
         except Exception as exc:  # any failure keeps the running config
             error = str(exc) if isinstance(exc, CapsyncError) else unexpected(exc, "reload")
-            emit(logging.ERROR, "reload_failed", error=" ".join(error.split()),
-                 action="keeping the running configuration")
+            emit(
+                logging.ERROR,
+                "reload_failed",
+                error=" ".join(error.split()),
+                action="keeping the running configuration",
+            )
             self.notifier.ready("reload failed; running configuration kept")
             return
-        for key, new, old in (("daemon.listen", settings.daemon.listen,
-                               self.settings.daemon.listen),
-                              ("api", settings.api, self.settings.api),
-                              ("amqp_events", settings.amqp_events,
-                               self.settings.amqp_events),
-                              ("grpc", settings.grpc, self.settings.grpc)):
+        for key, new, old in (
+            ("daemon.listen", settings.daemon.listen, self.settings.daemon.listen),
+            ("api", settings.api, self.settings.api),
+            ("amqp_events", settings.amqp_events, self.settings.amqp_events),
+            ("grpc", settings.grpc, self.settings.grpc),
+        ):
             if new != old:
-                emit(logging.WARNING, "restart_needed", key=key,
-                     reason="the HTTP listener and the event publisher start with the daemon")
+                emit(
+                    logging.WARNING,
+                    "restart_needed",
+                    key=key,
+                    reason="the HTTP listener and the event publisher start with the daemon",
+                )
         self.runtime.close()
         self.settings, self.runtime = settings, runtime
         self.trigger.min_gap = settings.daemon.min_gap
         self.backoff.ceiling = _retry_ceiling(settings)
         runtime.start(self._on_leadership)
         self._publish_leadership()
-        emit(logging.INFO, "reloaded", sources=",".join(s.name for s in settings.sources),
-             registries=",".join(r.name for r in settings.registries))
+        emit(
+            logging.INFO,
+            "reloaded",
+            sources=",".join(s.name for s in settings.sources),
+            registries=",".join(r.name for r in settings.registries),
+        )
         self.notifier.ready("reloaded")
         self.trigger.request("reload")
 
@@ -207,7 +241,9 @@ class Daemon:
         return PushContext(
             inbox=lambda: self.runtime.inbox if self.runtime else None,
             registry=lambda: self.runtime.registries[0].registry if self.runtime else None,
-            request=self.trigger.request, bus=self.events, settings=self.settings.api,
+            request=self.trigger.request,
+            bus=self.events,
+            settings=self.settings.api,
             token=read_token(self.settings.api),
         )
 

@@ -31,8 +31,9 @@ class DaemonState:
             if report.ok:
                 self._last_success = finished_at
             for source in report.sources:
-                state = self._sources.setdefault(source.name, {"last_error": "",
-                                                               "last_success": None})
+                state = self._sources.setdefault(
+                    source.name, {"last_error": "", "last_success": None}
+                )
                 state.update(ok=source.ok, found=source.found, invalid=source.invalid)
                 if source.ok:
                     state["last_success"] = finished_at
@@ -62,15 +63,19 @@ class DaemonState:
                 "ready": report is not None and report.ok,
                 "leader": self.leader,
                 "started": self.started,
-                "last_cycle": None if report is None else {
+                "last_cycle": None
+                if report is None
+                else {
                     "finished": self._finished_at,
                     "ok": report.ok,
                     "dry_run": report.dry_run,
                     "summary": summary(report),
                     # The first registry, as before there were several; each in "registries".
                     **_registry_json(report, report.registries[0]),
-                    "registries": {reg.name: {"ok": reg.ok, **_registry_json(report, reg)}
-                                   for reg in report.registries},
+                    "registries": {
+                        reg.name: {"ok": reg.ok, **_registry_json(report, reg)}
+                        for reg in report.registries
+                    },
                 },
                 "last_success": self._last_success or None,
                 "consecutive_failures": self._failures,

@@ -10,7 +10,8 @@ def render(rows: Sequence[Sequence[str]]) -> str:
     tool list or note does not widen every line."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
-        ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
-         + f"  {row[-1]}").rstrip()
+        (
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + f"  {row[-1]}"
+        ).rstrip()
         for row in rows
     )

@@ -28,11 +28,17 @@ WS_TRY_LATER = 1013
 
 def start_messages(start: Start) -> list[dict[str, Any]]:
     if start.snapshot:
-        entries = [{"registry": registry, "id": worker_id, **describe(entry)}
-                   for registry, view in start.entries.items()
-                   for worker_id, entry in sorted(view.items())]
-        head = {"type": "snapshot", "stream": start.stream, "sequence": start.sequence,
-                "entries": entries}
+        entries = [
+            {"registry": registry, "id": worker_id, **describe(entry)}
+            for registry, view in start.entries.items()
+            for worker_id, entry in sorted(view.items())
+        ]
+        head = {
+            "type": "snapshot",
+            "stream": start.stream,
+            "sequence": start.sequence,
+            "entries": entries,
+        }
     else:
         head = {"type": "resume", "stream": start.stream, "sequence": start.sequence}
     return [head, *({"type": "event", **e.as_json()} for e in start.events)]
@@ -42,8 +48,9 @@ def add_routes(app: FastAPI, ctx: PushContext) -> None:
     watchers: set[int] = set()
 
     @app.websocket("/workers/watch")
-    async def watch(websocket: WebSocket, since: int | None = None,
-                    stream: str | None = None) -> None:
+    async def watch(
+        websocket: WebSocket, since: int | None = None, stream: str | None = None
+    ) -> None:
         """A snapshot of every registry's entries, then one event per change."""
         await websocket.accept()
         if len(watchers) >= ctx.settings.max_watchers:  # accepted, to say why
@@ -69,8 +76,7 @@ def add_routes(app: FastAPI, ctx: PushContext) -> None:
                 for event in subscription.drain():
                     await websocket.send_json({"type": "event", **event.as_json()})
                 if subscription.dropped:
-                    await websocket.send_json({"type": "dropped",
-                                               "reason": subscription.dropped})
+                    await websocket.send_json({"type": "dropped", "reason": subscription.dropped})
                     await websocket.close(WS_TRY_LATER, "slow subscriber")
                     break
         except WebSocketDisconnect:

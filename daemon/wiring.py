@@ -36,24 +36,35 @@ def consul_endpoint(settings: ConsulSettings) -> ConsulEndpoint:
         else None
     )
     return ConsulEndpoint(
-        address=settings.address, token=token or None, scheme=settings.scheme, verify=verify,
-        cert=cert, datacenter=settings.datacenter, timeout=settings.timeout,
+        address=settings.address,
+        token=token or None,
+        scheme=settings.scheme,
+        verify=verify,
+        cert=cert,
+        datacenter=settings.datacenter,
+        timeout=settings.timeout,
     )
 
 
 def sync_options(reg: RegistrySettingsBase) -> SyncOptions:
     return SyncOptions(
-        service=reg.service, owner=reg.owner, policy=reg.policy,
-        guard=DeletionGuard(reg.max_delete_fraction, reg.max_delete_count,
-                            reg.allow_mass_delete, reg.guard_window),
+        service=reg.service,
+        owner=reg.owner,
+        policy=reg.policy,
+        guard=DeletionGuard(
+            reg.max_delete_fraction, reg.max_delete_count, reg.allow_mass_delete, reg.guard_window
+        ),
         release_file=reg.release_file,
     )
 
 
 def build_context(settings: Settings) -> BuildContext:
-    return BuildContext(settings.consul, lambda: consul_endpoint(settings.consul),
-                        leader_election=settings.daemon.leader_election,
-                        takeover=settings.daemon.leader_election)
+    return BuildContext(
+        settings.consul,
+        lambda: consul_endpoint(settings.consul),
+        leader_election=settings.daemon.leader_election,
+        takeover=settings.daemon.leader_election,
+    )
 
 
 def build_registry(settings: Settings, reg: RegistrySettingsBase) -> Registry:
@@ -101,8 +112,12 @@ def close_all(parts: Iterable[Closable | None]) -> None:
         try:
             part.close()
         except Exception as exc:  # closing must reach every part
-            emit(logging.WARNING, "close_failed", part=type(part).__name__,
-                 error=f"{type(exc).__name__}: {exc}")
+            emit(
+                logging.WARNING,
+                "close_failed",
+                part=type(part).__name__,
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
 
 def _read_token(path: Path) -> str:
@@ -110,8 +125,9 @@ def _read_token(path: Path) -> str:
     try:
         raw = read_bounded(path, TOKEN_FILE_LIMIT)
         if len(raw) > TOKEN_FILE_LIMIT:
-            raise ConfigError(f"{where}: larger than {TOKEN_FILE_LIMIT} bytes; it should "
-                              "hold only the token")
+            raise ConfigError(
+                f"{where}: larger than {TOKEN_FILE_LIMIT} bytes; it should hold only the token"
+            )
         token = raw.decode("utf-8").strip()
         return check_token(token, "the token")
     except OSError as exc:

@@ -56,13 +56,11 @@ def parameters(conn: AmqpConnection, name: str) -> pika.URLParameters:
         try:
             password = conn.password_file.read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"amqp password_file {conn.password_file}: {exc.strerror}") \
-                from None
+            raise ConfigError(f"amqp password_file {conn.password_file}: {exc.strerror}") from None
         params.credentials = pika.PlainCredentials(params.credentials.username, password)
     if conn.url.startswith("amqps://"):
         try:
-            context = ssl.create_default_context(
-                cafile=str(conn.ca_file) if conn.ca_file else None)
+            context = ssl.create_default_context(cafile=str(conn.ca_file) if conn.ca_file else None)
             if conn.cert_file and conn.key_file:
                 context.load_cert_chain(str(conn.cert_file), str(conn.key_file))
         except (OSError, ssl.SSLError) as exc:
@@ -86,8 +84,9 @@ def connect(conn: AmqpConnection, name: str) -> pika.BlockingConnection:
 
 def persistent(headers: dict[str, Any] | None = None) -> pika.BasicProperties:
     """A persistent JSON message (it survives a broker restart in a durable queue)."""
-    return pika_module().BasicProperties(content_type="application/json", delivery_mode=2,
-                                         headers=headers)
+    return pika_module().BasicProperties(
+        content_type="application/json", delivery_mode=2, headers=headers
+    )
 
 
 @dataclass

@@ -55,6 +55,7 @@ def parse(
         )
     return [(f"{ref}[{index}]", item) for index, item in enumerate(items)]
 
+
 def read_document(path: Path | str, ref: str) -> bytes:
     """A declaration file's bytes, the size limit applied before it is read whole: a
     1 GiB file costs what a 64 KiB one does. OSError when it cannot be read (a FIFO or a
@@ -86,8 +87,14 @@ def read_bounded(path: Path | str, limit: int) -> bytes:
 
 def _too_large(ref: str, size: str) -> DeclarationError:
     return DeclarationError(
-        ref, [("", f"input is {size}; a declaration may be at most "
-                   f"{MAX_DOCUMENT_BYTES} bytes (64 KiB)")],
+        ref,
+        [
+            (
+                "",
+                f"input is {size}; a declaration may be at most "
+                f"{MAX_DOCUMENT_BYTES} bytes (64 KiB)",
+            )
+        ],
     )
 
 

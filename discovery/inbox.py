@@ -56,13 +56,23 @@ class Registration:
         return self.expires is None or self.expires > now
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "body": self.body, "via": self.via, "expires": self.expires,
-                "conn": self.conn}
+        return {
+            "id": self.id,
+            "body": self.body,
+            "via": self.via,
+            "expires": self.expires,
+            "conn": self.conn,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Registration:
-        return cls(id=data["id"], body=data["body"], via=data["via"],
-                   expires=data.get("expires"), conn=data.get("conn"))
+        return cls(
+            id=data["id"],
+            body=data["body"],
+            via=data["via"],
+            expires=data.get("expires"),
+            conn=data.get("conn"),
+        )
 
 
 class Inbox(Protocol):
@@ -122,13 +132,17 @@ class SqliteInbox:
             raise SourceError(f"inbox {path}: open failed: {exc}") from exc
 
     def put(self, registrations: Sequence[Registration]) -> None:
-        rows = [(r.key, json.dumps({"id": r.id, "body": r.body, "via": r.via}), r.conn,
-                 r.expires) for r in registrations]
+        rows = [
+            (r.key, json.dumps({"id": r.id, "body": r.body, "via": r.via}), r.conn, r.expires)
+            for r in registrations
+        ]
         self._write("put", "INSERT OR REPLACE INTO registrations VALUES (?, ?, ?, ?)", rows)
 
     def remove(self, worker_id: str) -> bool:
-        return self._write("remove", "DELETE FROM registrations WHERE key = ?",
-                           [(worker_id.lower(),)]) > 0
+        return (
+            self._write("remove", "DELETE FROM registrations WHERE key = ?", [(worker_id.lower(),)])
+            > 0
+        )
 
     def get(self, worker_id: str) -> Registration | None:
         rows = self._read(f"{_SELECT} WHERE key = ?", (worker_id.lower(),))
@@ -138,12 +152,14 @@ class SqliteInbox:
         return [_row(row) for row in self._read(f"{_SELECT} ORDER BY key", ())]
 
     def renew(self, conns: Collection[str], until: float) -> None:
-        self._write("renew", "UPDATE registrations SET expires = ? WHERE conn = ?",
-                    [(until, conn) for conn in conns])
+        self._write(
+            "renew",
+            "UPDATE registrations SET expires = ? WHERE conn = ?",
+            [(until, conn) for conn in conns],
+        )
 
     def purge(self, before: float) -> int:
-        return self._write("purge", "DELETE FROM registrations WHERE expires < ?",
-                           [(before,)])
+        return self._write("purge", "DELETE FROM registrations WHERE expires < ?", [(before,)])
 
     def close(self) -> None:
         with self._lock:

@@ -22,9 +22,18 @@ class ConsulInbox:
         self._client = ConsulClient(endpoint, error=SourceError)
 
     def put(self, registrations: Sequence[Registration]) -> None:
-        self._txn([{"KV": {"Verb": "set", "Key": self._key(r.id),
-                           "Value": base64.b64encode(json.dumps(r.as_json()).encode()).decode()}}
-                   for r in registrations])
+        self._txn(
+            [
+                {
+                    "KV": {
+                        "Verb": "set",
+                        "Key": self._key(r.id),
+                        "Value": base64.b64encode(json.dumps(r.as_json()).encode()).decode(),
+                    }
+                }
+                for r in registrations
+            ]
+        )
 
     def remove(self, worker_id: str) -> bool:
         if self.get(worker_id) is None:
@@ -41,8 +50,13 @@ class ConsulInbox:
 
     def renew(self, conns: Collection[str], until: float) -> None:
         wanted = set(conns)
-        self.put([Registration(r.id, r.body, r.via, until, r.conn)
-                  for r in self.all() if r.conn in wanted])
+        self.put(
+            [
+                Registration(r.id, r.body, r.via, until, r.conn)
+                for r in self.all()
+                if r.conn in wanted
+            ]
+        )
 
     def purge(self, before: float) -> int:
         gone = [r for r in self.all() if r.expires is not None and r.expires < before]
@@ -60,21 +74,24 @@ class ConsulInbox:
         if response.status == 404:
             return []
         if response.status != 200 or not isinstance(response.body, list):
-            raise SourceError(f"inbox in Consul KV {key}: unexpected answer "
-                              f"({response.status})")
+            raise SourceError(f"inbox in Consul KV {key}: unexpected answer ({response.status})")
         out = []
         for item in response.body:
             try:
                 data: Any = json.loads(base64.b64decode(item.get("Value") or ""))
                 out.append(Registration.from_json(data))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise SourceError(f"inbox in Consul KV {item.get('Key')}: not a "
-                                  f"registration ({type(exc).__name__})") from None
+                raise SourceError(
+                    f"inbox in Consul KV {item.get('Key')}: not a "
+                    f"registration ({type(exc).__name__})"
+                ) from None
         return out
 
     def _txn(self, ops: list[dict[str, Any]]) -> None:
         for start in range(0, len(ops), TXN_OPS):
-            response = self._client.put("/v1/txn", ops[start:start + TXN_OPS])
+            response = self._client.put("/v1/txn", ops[start : start + TXN_OPS])
             if response.status != 200:
-                raise SourceError(f"inbox in Consul KV: transaction failed "
-                                  f"({response.status}): {response.text.strip()[:200]}")
+                raise SourceError(
+                    f"inbox in Consul KV: transaction failed "
+                    f"({response.status}): {response.text.strip()[:200]}"
+                )

@@ -60,8 +60,9 @@ class Kind(Generic[S, T_co]):
 
     def create(self, settings: BaseModel, ctx: BuildContext) -> T_co:
         if not isinstance(settings, self.settings):
-            raise TypeError(f"{self.name}: expected {self.settings.__name__}, "
-                            f"got {type(settings).__name__}")
+            raise TypeError(
+                f"{self.name}: expected {self.settings.__name__}, got {type(settings).__name__}"
+            )
         return self.build(settings, ctx)
 
 

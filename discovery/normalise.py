@@ -52,8 +52,12 @@ class Normaliser:
         invalid = [Invalid(source=source, error=error) for error in listing.invalid]
         previous, current = self._memory.get(source, {}), {}
         for declaration in listing.declarations:
-            key = (declaration.ref, declaration.fingerprint, declaration.default_id,
-                   declaration.address)
+            key = (
+                declaration.ref,
+                declaration.fingerprint,
+                declaration.default_id,
+                declaration.address,
+            )
             result = previous.get(key) if declaration.fingerprint is not None else None
             if result is None:
                 result = _validate(declaration, source)

@@ -27,8 +27,9 @@ _OPTIONAL = {
 
 
 def to_proto(caps: Capabilities) -> pb.WorkerCapabilitiesProto:
-    message = pb.WorkerCapabilitiesProto(id=caps.id, flags=dict(caps.flags),
-                                         metadata=dict(caps.metadata))
+    message = pb.WorkerCapabilitiesProto(
+        id=caps.id, flags=dict(caps.flags), metadata=dict(caps.metadata)
+    )
     for category, field_name in CATEGORIES.items():
         getattr(message, field_name).extend(_tool(t) for t in caps.tools.get(category, ()))
     return message
@@ -58,16 +59,21 @@ def _tool(tool: ToolCapability) -> pb.ToolCapability:
         required=tool.required,
         alternatives=tool.alternatives,
         permissions=pb.Permissions(**asdict(tool.permissions)),
-        expiration=pb.Expiration(**{k: v for k, v in asdict(tool.expiration).items()
-                                    if v is not None}),
+        expiration=pb.Expiration(
+            **{k: v for k, v in asdict(tool.expiration).items() if v is not None}
+        ),
         attestation=pb.Attestation(**asdict(tool.attestation)) if tool.attestation else None,
         verified=tool.verified,
     )
 
 
 def _tool_json(tool: pb.ToolCapability) -> dict[str, Any]:
-    out: dict[str, Any] = {"tool_name": tool.tool_name, "required": tool.required,
-                           "alternatives": list(tool.alternatives), "verified": tool.verified}
+    out: dict[str, Any] = {
+        "tool_name": tool.tool_name,
+        "required": tool.required,
+        "alternatives": list(tool.alternatives),
+        "verified": tool.verified,
+    }
     for part in ("permissions", "expiration", "attestation"):
         if tool.HasField(part):
             out[part] = _present(getattr(tool, part), _OPTIONAL.get(part, ()))
@@ -76,5 +82,8 @@ def _tool_json(tool: pb.ToolCapability) -> dict[str, Any]:
 
 def _present(message: Any, optional: tuple[str, ...]) -> dict[str, Any]:
     """A sub-message's fields; an ``optional`` one only when set (else its default)."""
-    return {f.name: getattr(message, f.name) for f in message.DESCRIPTOR.fields
-            if f.name not in optional or message.HasField(f.name)}
+    return {
+        f.name: getattr(message, f.name)
+        for f in message.DESCRIPTOR.fields
+        if f.name not in optional or message.HasField(f.name)
+    }

@@ -58,8 +58,7 @@ def _worker_id(value: str) -> str:
     if not _ID_RE.fullmatch(value):
         raise PydanticCustomError(
             "worker_id",
-            "id {id} must be 1-128 characters of [A-Za-z0-9._-] starting with a letter "
-            "or digit",
+            "id {id} must be 1-128 characters of [A-Za-z0-9._-] starting with a letter or digit",
             {"id": repr(value)},
         )
     return value
@@ -85,6 +84,8 @@ ToolName = Annotated[str, AfterValidator(_tool_name)]
 WorkerId = Annotated[str, AfterValidator(_worker_id)]
 Key = Annotated[str, AfterValidator(_key)]
 MetaKey = Annotated[str, AfterValidator(_meta_key)]
+
+
 def _meta_value(value: str) -> str:
     if (size := codec.utf8_len(value)) > MAX_META_VALUE:
         raise PydanticCustomError(
@@ -262,8 +263,13 @@ def _not_unicode(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, s
         if reason := _lone_surrogate(data):
             yield format_loc(loc), reason
         return
-    items = data.items() if isinstance(data, dict) else enumerate(data) \
-        if isinstance(data, list) else ()
+    items = (
+        data.items()
+        if isinstance(data, dict)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
     for key, value in items:
         if isinstance(key, str) and (reason := _lone_surrogate(key)):
             printable = key.encode("utf-8", "replace").decode()
@@ -273,8 +279,11 @@ def _not_unicode(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, s
 
 def _lone_surrogate(text: str) -> str:
     bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
-    return "" if bad is None else (
-        f"not valid Unicode: lone surrogate U+{ord(bad):04X} (an unpaired \\u escape)")
+    return (
+        ""
+        if bad is None
+        else (f"not valid Unicode: lone surrogate U+{ord(bad):04X} (an unpaired \\u escape)")
+    )
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:

@@ -51,16 +51,28 @@ class Stored:
 def stored(entry: Entry, now: int) -> Stored:
     caps = full_entry.decode(entry)
     origin = Origin(
-        owner=entry.owner, service=entry.service, source=entry.source, ref=entry.ref,
-        digest=entry.meta.get(DIGEST, ""), address=entry.address, port=entry.port,
+        owner=entry.owner,
+        service=entry.service,
+        source=entry.source,
+        ref=entry.ref,
+        digest=entry.meta.get(DIGEST, ""),
+        address=entry.address,
+        port=entry.port,
         meta=json.dumps(dict(entry.meta), sort_keys=True, separators=(",", ":")),
     )
-    return Stored(entry.id, seed_json.to_seed(caps), origin, entry.tags,
-                  tuple(caps.all_tools()), caps.changes_at(now))
+    return Stored(
+        entry.id,
+        seed_json.to_seed(caps),
+        origin,
+        entry.tags,
+        tuple(caps.all_tools()),
+        caps.changes_at(now),
+    )
 
 
-def entry(worker_id: str, declaration: Any, origin: Origin, tags: tuple[str, ...], *,
-          where: str, now: int) -> tuple[Entry, int | None]:
+def entry(
+    worker_id: str, declaration: Any, origin: Origin, tags: tuple[str, ...], *, where: str, now: int
+) -> tuple[Entry, int | None]:
     """The entry as it was written (its tags and meta, judged at the writer's clock), and
     until when it holds. When the stored declaration no longer says what that entry says
     (edited behind capsync's back), the entry it stands for now instead: it differs from
@@ -68,13 +80,26 @@ def entry(worker_id: str, declaration: Any, origin: Origin, tags: tuple[str, ...
     caps = seed_json.from_seed(declaration, ref=where)
     meta = json.loads(origin.meta)
     document = json.dumps(seed_json.to_seed(caps), separators=(",", ":"), sort_keys=True)
-    written = Entry(worker_id, origin.service, tags, meta, origin.address, origin.port,
-                    document if DOCUMENT in meta else "")
+    written = Entry(
+        worker_id,
+        origin.service,
+        tags,
+        meta,
+        origin.address,
+        origin.port,
+        document if DOCUMENT in meta else "",
+    )
     if meta.get(DIGEST) == origin.digest and full_entry.decode(written) == caps:
         return written, caps.changes_at(now)
     found = full_entry.encode(
-        caps, now=now, service=origin.service, owner=origin.owner, source=origin.source,
-        ref=origin.ref, address=origin.address, port=origin.port,
+        caps,
+        now=now,
+        service=origin.service,
+        owner=origin.owner,
+        source=origin.source,
+        ref=origin.ref,
+        address=origin.address,
+        port=origin.port,
     )
     return found, caps.changes_at(now)
 
@@ -87,8 +112,17 @@ class Decoder:
     def __init__(self) -> None:
         self._known: dict[str, tuple[bytes, Entry, int | None]] = {}
 
-    def entry(self, worker_id: str, raw: tuple[str | None, ...], origin: Origin,
-              tags: tuple[str, ...], load: Callable[[], Any], *, where: str, now: int) -> Entry:
+    def entry(
+        self,
+        worker_id: str,
+        raw: tuple[str | None, ...],
+        origin: Origin,
+        tags: tuple[str, ...],
+        load: Callable[[], Any],
+        *,
+        where: str,
+        now: int,
+    ) -> Entry:
         """``raw`` is the stored text as read; ``load`` parses it into the declaration.
         DeclarationError (or ValueError from ``load``) when it does not decode."""
         key = _fingerprint((*raw, *tags), origin)

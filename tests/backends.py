@@ -61,7 +61,8 @@ class Backend:
     def services(self) -> dict[str, Entry]:
         """Our node's instances of our service, as entries."""
         settings = loading.load(
-            SETTINGS, environ={**self.env(), "CAPSYNC_CONFIG": os.devnull},
+            SETTINGS,
+            environ={**self.env(), "CAPSYNC_CONFIG": os.devnull},
             registries=[REGISTRY_KINDS.parse_arg(self.registry)],
             overrides={"registry": {"owner": self.owner, "service": self.service}},
         )
@@ -110,7 +111,9 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backen
 
 
 OPENERS: dict[str, Opener] = {
-    "sqlite": _sqlite, "redis": _redis, "postgres": _postgres,
+    "sqlite": _sqlite,
+    "redis": _redis,
+    "postgres": _postgres,
     **{t: _consul(t) for t in TARGETS},
 }
 

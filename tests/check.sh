@@ -29,6 +29,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[all,test]'
 
 .venv/bin/ruff check daemon discovery config tests
+.venv/bin/ruff format --check daemon discovery config tests
 .venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"

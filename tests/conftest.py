@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = [
-    "tests.consul_target", "tests.services", "tests.backends", "tests.docker_engine",
+    "tests.consul_target",
+    "tests.services",
+    "tests.backends",
+    "tests.docker_engine",
     "tests.rabbitmq",
 ]
 
@@ -31,8 +34,16 @@ SEED_CRD_SPEC = {
     "flags": {"ast_support": True, "llm_support": True},
     "metadata": {"version": "1.0.0", "platform": "linux"},
 }
-ISOLATED_PREFIXES = ("CONSUL_", "CAPSYNC_", "DOCKER_", "KUBECONFIG", "NOTIFY_SOCKET", "WATCHDOG_",
-                     "REDIS_URL", "PG")
+ISOLATED_PREFIXES = (
+    "CONSUL_",
+    "CAPSYNC_",
+    "DOCKER_",
+    "KUBECONFIG",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_",
+    "REDIS_URL",
+    "PG",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +63,9 @@ def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None,
+    *args: str,
+    input: str | bytes | None = None,
+    env: dict[str, str] | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run `capsync ARGS` as a user would, in a child process, and capture its output."""
@@ -60,9 +73,16 @@ def run_cli(
     data = input.encode() if isinstance(input, str) else input
     proc = subprocess.run(
         [sys.executable, "-m", "daemon.cli", *args],
-        check=False, input=data, capture_output=True, env=child_env, cwd=ROOT, timeout=timeout,
+        check=False,
+        input=data,
+        capture_output=True,
+        env=child_env,
+        cwd=ROOT,
+        timeout=timeout,
     )
     return subprocess.CompletedProcess(
-        proc.args, proc.returncode,
-        proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"),
+        proc.args,
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
     )

@@ -52,8 +52,7 @@ class ConsulTarget:
         return self.double.count("PUT")
 
     def get(self, path: str, **params: str) -> Any:
-        response = requests.get(self.url + path, params=params, headers=self._headers(),
-                                timeout=10)
+        response = requests.get(self.url + path, params=params, headers=self._headers(), timeout=10)
         response.raise_for_status()
         return response.json()
 
@@ -83,7 +82,8 @@ def real_agent() -> Iterator[str | None]:
     port = _free_port()
     proc = subprocess.Popen(
         [CONSUL_BIN, "agent", "-dev", f"-http-port={port}", "-dns-port=-1", "-grpc-port=-1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -57,7 +57,10 @@ class Daemon:
         child_env = child_environment(env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "run", "--listen", "127.0.0.1:0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            cwd=ROOT,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -80,12 +83,12 @@ class Daemon:
             if self.proc.poll() is not None and seen == len(self.lines):
                 break
             time.sleep(0.05)
-        raise AssertionError(f"no matching log line within {timeout}s; log:\n"
-                             + "\n".join(self.lines[-40:]))
+        raise AssertionError(
+            f"no matching log line within {timeout}s; log:\n" + "\n".join(self.lines[-40:])
+        )
 
     def started(self, timeout: float = 20) -> Daemon:
-        line = self.wait_for(lambda line: "event=started" in line or '"started"' in line,
-                             timeout)
+        line = self.wait_for(lambda line: "event=started" in line or '"started"' in line, timeout)
         if line.startswith("{"):
             self.address = json.loads(line)["listen"]
         else:

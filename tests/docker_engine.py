@@ -44,11 +44,24 @@ class DockerEngine:
         self.root.mkdir(parents=True, exist_ok=True)
         log = (self.root / "dockerd.log").open("ab")
         self.process = subprocess.Popen(
-            ["dockerd", "--host", self.host, "--data-root", f"{self.root}/data",
-             "--exec-root", f"{self.root}/exec", "--pidfile", f"{self.root}/docker.pid",
-             "--iptables=false", "--ip6tables=false", "--bridge=none",
-             "--storage-driver=vfs"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "dockerd",
+                "--host",
+                self.host,
+                "--data-root",
+                f"{self.root}/data",
+                "--exec-root",
+                f"{self.root}/exec",
+                "--pidfile",
+                f"{self.root}/docker.pid",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -108,11 +121,14 @@ class DockerEngine:
     def import_image(self) -> None:
         command = 'CMD ["/bin/sleep", "3600"]'
         with self.client() as client:
-            for image, changes in ((IMAGE, [command, f"LABEL {LABEL}='{IMAGE_LABEL}'"]),
-                                   (PLAIN_IMAGE, [command])):
+            for image, changes in (
+                (IMAGE, [command, f"LABEL {LABEL}='{IMAGE_LABEL}'"]),
+                (PLAIN_IMAGE, [command]),
+            ):
                 repository, tag = image.split(":")
-                client.api.import_image_from_data(_busybox_tar(), repository=repository,
-                                                  tag=tag, changes=changes)
+                client.api.import_image_from_data(
+                    _busybox_tar(), repository=repository, tag=tag, changes=changes
+                )
 
 
 def _busybox_tar() -> bytes:

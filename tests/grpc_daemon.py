@@ -14,10 +14,21 @@ from tests.push_daemon import TOKEN, PushDaemon
 
 
 class GrpcDaemon(PushDaemon):
-    def __init__(self, target: ConsulTarget, state: Path, *args: str,
-                 env: dict[str, str] | None = None, token: str | None = TOKEN) -> None:
-        super().__init__(target, state, *args, token=token,
-                         env={"CAPSYNC_GRPC__LISTEN": "127.0.0.1:0", **(env or {})})
+    def __init__(
+        self,
+        target: ConsulTarget,
+        state: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        token: str | None = TOKEN,
+    ) -> None:
+        super().__init__(
+            target,
+            state,
+            *args,
+            token=token,
+            env={"CAPSYNC_GRPC__LISTEN": "127.0.0.1:0", **(env or {})},
+        )
         self.grpc_address = ""
         self._channels: list[grpc.Channel] = []
 

@@ -41,8 +41,9 @@ class Watching:
         self.unclaimed: list[str] = []  # notes no expect() has matched yet
         self.arrived = threading.Condition()
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=source.watch, args=(self.note, self.stop),
-                                       daemon=True)  # a failed test must not hang the run
+        self.thread = threading.Thread(
+            target=source.watch, args=(self.note, self.stop), daemon=True
+        )  # a failed test must not hang the run
         self.thread.start()
 
     def note(self, reason: str) -> None:

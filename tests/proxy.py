@@ -56,13 +56,16 @@ class Proxy:
                 self._open += [client, server]
             answered = threading.Event()
             answered.set()  # the connection's first send is a round trip
-            threading.Thread(target=self._upstream, args=(client, server, answered),
-                             daemon=True).start()
-            threading.Thread(target=self._downstream, args=(server, client, answered),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._upstream, args=(client, server, answered), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._downstream, args=(server, client, answered), daemon=True
+            ).start()
 
-    def _upstream(self, client: socket.socket, server: socket.socket,
-                  answered: threading.Event) -> None:
+    def _upstream(
+        self, client: socket.socket, server: socket.socket, answered: threading.Event
+    ) -> None:
         try:
             while data := client.recv(65536):
                 if answered.is_set():
@@ -82,8 +85,9 @@ class Proxy:
             pass
         _close(client, server)
 
-    def _downstream(self, server: socket.socket, client: socket.socket,
-                    answered: threading.Event) -> None:
+    def _downstream(
+        self, server: socket.socket, client: socket.socket, answered: threading.Event
+    ) -> None:
         try:
             while data := server.recv(65536):
                 if not answered.is_set():

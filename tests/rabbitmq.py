@@ -54,19 +54,23 @@ class Broker:
 
     def _environment(self) -> dict[str, str]:
         d = self.directory
-        (d / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        (d / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
         (d / "enabled_plugins").write_text("[].\n")
         (d / "rabbitmq-env.conf").write_text("")
         return {
-            **os.environ, "HOME": str(d), "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port), "ERL_EPMD_PORT": str(self.epmd_port),
+            **os.environ,
+            "HOME": str(d),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_PORT": str(self.epmd_port),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
             "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
-            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
             "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
@@ -76,14 +80,20 @@ class Broker:
         if self._epmd is None:
             self._epmd = subprocess.Popen(
                 [EPMD, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._server = subprocess.Popen([str(SERVER)], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        self._server = subprocess.Popen(
+            [str(SERVER)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._server.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited with {self._server.returncode}; "
-                                   f"logs in {self.directory / 'log'}")
+                raise RuntimeError(
+                    f"rabbitmq-server exited with {self._server.returncode}; "
+                    f"logs in {self.directory / 'log'}"
+                )
             try:
                 self.connection().close()
                 return
@@ -108,8 +118,9 @@ class Broker:
             self._epmd.wait(timeout=10)
 
     def connection(self) -> pika.BlockingConnection:
-        return pika.BlockingConnection(pika.URLParameters(
-            self.url + "?connection_attempts=1&socket_timeout=2"))
+        return pika.BlockingConnection(
+            pika.URLParameters(self.url + "?connection_attempts=1&socket_timeout=2")
+        )
 
     @contextmanager
     def channel(self) -> Iterator[Any]:
@@ -119,8 +130,9 @@ class Broker:
         finally:
             connection.close()
 
-    def publish(self, queue: str, *bodies: Any, headers: dict[str, Any] | None = None,
-                confirm: bool = True) -> None:
+    def publish(
+        self, queue: str, *bodies: Any, headers: dict[str, Any] | None = None, confirm: bool = True
+    ) -> None:
         """Publish as the seed's publish_capabilities does (default exchange, routing key
         = the queue), persistent, with confirms unless told not to (the seed waits for
         none)."""
@@ -131,8 +143,9 @@ class Broker:
                 channel.confirm_delivery()
             for body in bodies:
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-                channel.basic_publish("", queue, raw, pika.BasicProperties(
-                    delivery_mode=2, headers=headers))
+                channel.basic_publish(
+                    "", queue, raw, pika.BasicProperties(delivery_mode=2, headers=headers)
+                )
         finally:
             connection.close()
 
@@ -156,8 +169,9 @@ class Broker:
     def depth(self, queue: str) -> int:
         connection = self.connection()
         try:
-            count: int = connection.channel().queue_declare(
-                queue, passive=True).method.message_count
+            count: int = (
+                connection.channel().queue_declare(queue, passive=True).method.message_count
+            )
             return count
         finally:
             connection.close()

@@ -21,7 +21,9 @@ class ScriptedSource:
         self.listed += 1
         if self.failure:
             raise SourceError(f"{self.name}: {self.failure}")
-        return Listing(declarations=[
-            Declaration(source=self.name, ref=f"{self.name}/{data.get('id')}", data=data)
-            for data in self.declarations
-        ])
+        return Listing(
+            declarations=[
+                Declaration(source=self.name, ref=f"{self.name}/{data.get('id')}", data=data)
+                for data in self.declarations
+            ]
+        )

@@ -59,11 +59,19 @@ def seed_crd_message(seed: ModuleType) -> Any:
     """The seed's CRD example (camelCase spec) as the seed's five-field message."""
     spec = SEED_CRD_SPEC
     return seed.WorkerCapabilitiesProto(
-        id=spec["id"], flags=spec["flags"], metadata=spec["metadata"],
-        static_analysis_tools=[seed.ToolCapability(tool_name=t["toolName"],
-                                                   required=t["required"],
-                                                   alternatives=t.get("alternatives", []))
-                               for t in spec["staticAnalysisTools"]],
-        security_scanning_tools=[seed.ToolCapability(tool_name=t["toolName"],
-                                                     required=t["required"])
-                                 for t in spec["securityScanningTools"]])
+        id=spec["id"],
+        flags=spec["flags"],
+        metadata=spec["metadata"],
+        static_analysis_tools=[
+            seed.ToolCapability(
+                tool_name=t["toolName"],
+                required=t["required"],
+                alternatives=t.get("alternatives", []),
+            )
+            for t in spec["staticAnalysisTools"]
+        ],
+        security_scanning_tools=[
+            seed.ToolCapability(tool_name=t["toolName"], required=t["required"])
+            for t in spec["securityScanningTools"]
+        ],
+    )

@@ -66,9 +66,22 @@ class RedisServer:
         binary = shutil.which("redis-server") or missing("redis-server")
         assert binary is not None
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, self.proc, "redis-server")
 
@@ -97,17 +110,32 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.directory, PG_USER, PG_USER)
         subprocess.run(
-            self._as_postgres(str(self.bindir / "initdb"), "-D", str(self.directory / "data"),
-                              "-U", PG_USER, "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8",
-                              "--no-sync"),
-            check=True, capture_output=True,
+            self._as_postgres(
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.directory / "data"),
+                "-U",
+                PG_USER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ),
+            check=True,
+            capture_output=True,
         )
 
     def start(self, *settings: str) -> None:
         """Start; ``settings`` (``-c name=value``) come last and win."""
-        options = " ".join((f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-                            *settings))
+        options = " ".join(
+            (
+                f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                *settings,
+            )
+        )
         self._ctl("-l", str(self.directory / "log"), "-w", "-o", options, "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -115,9 +143,12 @@ class PostgresServer:
 
     def _ctl(self, *args: str) -> None:
         subprocess.run(
-            self._as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.directory / "data"),
-                              *args),
-            check=True, capture_output=True, timeout=60,
+            self._as_postgres(
+                str(self.bindir / "pg_ctl"), "-D", str(self.directory / "data"), *args
+            ),
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
 
 

@@ -32,8 +32,15 @@ def toml(table: dict[str, Any]) -> str:
     return "\n".join(f"{key} = {json.dumps(value)}" for key, value in table.items())
 
 
-def start(consul: ConsulTarget, tmp_path: Path, broker: Broker, *, amqp: dict[str, Any] | None,
-          events: dict[str, Any] | None = None, push: bool = False) -> Daemon:
+def start(
+    consul: ConsulTarget,
+    tmp_path: Path,
+    broker: Broker,
+    *,
+    amqp: dict[str, Any] | None,
+    events: dict[str, Any] | None = None,
+    push: bool = False,
+) -> Daemon:
     """`capsync run` with an amqp source (``amqp``: its settings beyond the defaults), a push
     source, and the event publisher (``events``)."""
     parts = []
@@ -42,16 +49,39 @@ def start(consul: ConsulTarget, tmp_path: Path, broker: Broker, *, amqp: dict[st
         (tmp_path / "api-token").write_text(TOKEN)
         parts.append(f'[api]\ntoken_file = "{tmp_path / "api-token"}"')
     if amqp is not None:
-        parts.append("[[sources]]\n" + toml({"type": "amqp", "url": broker.url,
-                                             "path": str(tmp_path / "amqp-inbox.db"), **amqp}))
+        parts.append(
+            "[[sources]]\n"
+            + toml(
+                {"type": "amqp", "url": broker.url, "path": str(tmp_path / "amqp-inbox.db"), **amqp}
+            )
+        )
     if events is not None:
-        parts.append("[amqp_events]\n" + toml({"enabled": True, "url": broker.url,
-                                               "outbox": str(tmp_path / "outbox.db"),
-                                               **events}))
+        parts.append(
+            "[amqp_events]\n"
+            + toml(
+                {
+                    "enabled": True,
+                    "url": broker.url,
+                    "outbox": str(tmp_path / "outbox.db"),
+                    **events,
+                }
+            )
+        )
     config = tmp_path / "capsync.toml"
     config.write_text("\n\n".join(parts) + "\n")
-    return Daemon(["--config", str(config), "--owner", consul.owner, "--service",
-                   consul.service, "--interval", "300s"], env=consul.env()).started()
+    return Daemon(
+        [
+            "--config",
+            str(config),
+            "--owner",
+            consul.owner,
+            "--service",
+            consul.service,
+            "--interval",
+            "300s",
+        ],
+        env=consul.env(),
+    ).started()
 
 
 def queue_name() -> str:
@@ -62,8 +92,9 @@ def consumer(proc: Daemon, name: str = "amqp") -> dict[str, Any]:
     return dict(proc.status()["amqp"]["consumers"][name])
 
 
-def test_seed_messages_register_update_and_unregister(rabbitmq: Broker, consul: ConsulTarget,
-                                                      tmp_path: Path):
+def test_seed_messages_register_update_and_unregister(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
     queue = queue_name()
     proc = start(consul, tmp_path, rabbitmq, amqp={"queue": queue})
     try:
@@ -74,10 +105,17 @@ def test_seed_messages_register_update_and_unregister(rabbitmq: Broker, consul: 
         assert service["ServiceMeta"]["capsync-source"] == "amqp"
         assert service["ServiceMeta"]["capsync-ref"] == "amqp/rust-worker"
         # An update (camelCase, as the CRD writes it) and a second worker by envelope.
-        rabbitmq.publish(queue, SEED_CRD_SPEC | {"id": "rust-worker"},
-                         {"action": "Register", "capabilities": {"id": "py-1"}, "ttl": 3600})
-        wait_until(lambda: sorted(consul.services().get("rust-worker", {}).get(
-            "ServiceTags", [])) == ["cargo-audit", "cargo-fmt", "clippy", "rustfmt"])
+        rabbitmq.publish(
+            queue,
+            SEED_CRD_SPEC | {"id": "rust-worker"},
+            {"action": "Register", "capabilities": {"id": "py-1"}, "ttl": 3600},
+        )
+        wait_until(
+            lambda: (
+                sorted(consul.services().get("rust-worker", {}).get("ServiceTags", []))
+                == ["cargo-audit", "cargo-fmt", "clippy", "rustfmt"]
+            )
+        )
         wait_until(lambda: "py-1" in consul.services())
         rabbitmq.publish(queue, {"action": "Unregister", "capabilities": {"id": "RUST-WORKER"}})
         wait_until(lambda: "rust-worker" not in consul.services())
@@ -91,8 +129,9 @@ def test_seed_messages_register_update_and_unregister(rabbitmq: Broker, consul: 
         assert proc.stop() == 0
 
 
-def test_poison_messages_go_to_the_dead_letter_queue_once(rabbitmq: Broker,
-                                                          consul: ConsulTarget, tmp_path: Path):
+def test_poison_messages_go_to_the_dead_letter_queue_once(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
     queue = queue_name()
     # The queue exists already, declared by someone else without dead-letter arguments,
     # and capsync is told to use it as it is.
@@ -101,11 +140,15 @@ def test_poison_messages_go_to_the_dead_letter_queue_once(rabbitmq: Broker,
     proc = start(consul, tmp_path, rabbitmq, amqp={"queue": queue, "passive": True})
     try:
         wait_until(lambda: consumer(proc)["state"] == "consuming", timeout=20)
-        poison = [b"{not json", b"x" * 70_000, json.dumps([SEED]).encode(),
-                  json.dumps({"id": "bad", "static_analysis_tool": []}).encode(),
-                  json.dumps({"action": "Explode", "capabilities": {}}).encode(),
-                  json.dumps({"action": "Unregister", "capabilities": {}}).encode(),
-                  json.dumps({"id": "leased"}).encode()]
+        poison = [
+            b"{not json",
+            b"x" * 70_000,
+            json.dumps([SEED]).encode(),
+            json.dumps({"id": "bad", "static_analysis_tool": []}).encode(),
+            json.dumps({"action": "Explode", "capabilities": {}}).encode(),
+            json.dumps({"action": "Unregister", "capabilities": {}}).encode(),
+            json.dumps({"id": "leased"}).encode(),
+        ]
         rabbitmq.publish(queue, *poison[:-1])
         rabbitmq.publish(queue, poison[-1], headers={"ttl": -5})
         rabbitmq.publish(queue, {"id": "after-the-poison"})
@@ -129,8 +172,9 @@ def test_poison_messages_go_to_the_dead_letter_queue_once(rabbitmq: Broker,
         assert proc.stop() == 0
 
 
-def test_broker_restarted_mid_stream_loses_nothing(rabbitmq: Broker, consul: ConsulTarget,
-                                                   tmp_path: Path):
+def test_broker_restarted_mid_stream_loses_nothing(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
     needs_double(consul)
     queue = queue_name()
     proc = start(consul, tmp_path, rabbitmq, amqp={"queue": queue, "prefetch": 20})
@@ -142,8 +186,9 @@ def test_broker_restarted_mid_stream_loses_nothing(rabbitmq: Broker, consul: Con
         sender.join()
         rabbitmq.restart()  # while the consumer is working through the queue
         wait_until(lambda: consumer(proc)["state"] == "consuming", timeout=60)
-        rabbitmq.publish(queue, *[{"id": f"w-{i}", "metadata": {"n": str(i)}}
-                                  for i in range(1500, 1600)])
+        rabbitmq.publish(
+            queue, *[{"id": f"w-{i}", "metadata": {"n": str(i)}} for i in range(1500, 1600)]
+        )
         wait_until(lambda: len(consul.services()) == 1600, timeout=60)
         services = consul.services()
         assert all(services[f"w-{i}"]["ServiceMeta"]["n"] == str(i) for i in range(1600))
@@ -159,16 +204,16 @@ def test_broker_restarted_mid_stream_loses_nothing(rabbitmq: Broker, consul: Con
         assert proc.stop() == 0
 
 
-def test_change_events_in_order_and_after_an_outage(rabbitmq: Broker, consul: ConsulTarget,
-                                                    tmp_path: Path):
+def test_change_events_in_order_and_after_an_outage(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
     exchange = f"events-{uuid.uuid4().hex[:8]}"
     events = f"{exchange}.subscriber"
     with rabbitmq.channel() as channel:
         channel.exchange_declare(exchange, exchange_type="topic", durable=True)
         channel.queue_declare(events, durable=True)
         channel.queue_bind(events, exchange, routing_key="*.worker")
-    proc = start(consul, tmp_path, rabbitmq, amqp=None, push=True,
-                 events={"exchange": exchange})
+    proc = start(consul, tmp_path, rabbitmq, amqp=None, push=True, events={"exchange": exchange})
     headers = {"Authorization": f"Bearer {TOKEN}"}
     register = f"http://{proc.address}/workers/register"
     try:
@@ -178,7 +223,9 @@ def test_change_events_in_order_and_after_an_outage(rabbitmq: Broker, consul: Co
         got = rabbitmq.take(events, 2)
         bodies = [json.loads(body) for _, body in got]
         assert [(b["action"], b["id"], b["type"]) for b in bodies] == [
-            ("created", "a", "event"), ("created", "b", "event")]
+            ("created", "a", "event"),
+            ("created", "b", "event"),
+        ]
         assert bodies[1]["sequence"] == bodies[0]["sequence"] + 1
         assert bodies[0]["declaration"]["id"] == "a" and bodies[0]["source"] == "push"
         assert all(props.delivery_mode == 2 for props, _ in got)  # persistent
@@ -186,20 +233,21 @@ def test_change_events_in_order_and_after_an_outage(rabbitmq: Broker, consul: Co
         rabbitmq.stop()  # the broker is away while the registry changes
         assert requests.post(register, json={"id": "c"}, headers=headers, timeout=10).ok
         wait_until(lambda: "c" in consul.services())
-        assert requests.delete(f"http://{proc.address}/workers/a", headers=headers,
-                               timeout=10).ok
+        assert requests.delete(f"http://{proc.address}/workers/a", headers=headers, timeout=10).ok
         wait_until(lambda: "a" not in consul.services())
-        publisher = wait_until(lambda: (p := proc.status()["amqp"]["publisher"])["outbox"] == 2
-                               and p)
+        publisher = wait_until(
+            lambda: (p := proc.status()["amqp"]["publisher"])["outbox"] == 2 and p
+        )
         assert publisher["state"] == "disconnected"
         rabbitmq.start()
         later = [json.loads(body) for _, body in rabbitmq.take(events, 2, timeout=60)]
         assert [(b["action"], b["id"]) for b in later] == [("created", "c"), ("deleted", "a")]
-        assert [b["sequence"] for b in later] == [bodies[1]["sequence"] + 1,
-                                                  bodies[1]["sequence"] + 2]
+        assert [b["sequence"] for b in later] == [
+            bodies[1]["sequence"] + 1,
+            bodies[1]["sequence"] + 2,
+        ]
         assert {b["stream"] for b in bodies + later} == {bodies[0]["stream"]}
-        status = wait_until(lambda: (p := proc.status()["amqp"]["publisher"])["outbox"] == 0
-                            and p)
+        status = wait_until(lambda: (p := proc.status()["amqp"]["publisher"])["outbox"] == 0 and p)
         assert (status["published"], status["dropped"], status["state"]) == (4, 0, "connected")
     finally:
         assert proc.stop() == 0
@@ -213,31 +261,50 @@ def test_capsync_publish_end_to_end(rabbitmq: Broker, consul: ConsulTarget, tmp_
         good = tmp_path / "workers"
         good.mkdir()
         (good / "rust.json").write_text(json.dumps(SEED_CRD_SPEC))
-        (good / "py.yaml").write_text("id: py-worker\ntest_framework_tools:\n"
-                                      "  - tool_name: pytest\n")
+        (good / "py.yaml").write_text(
+            "id: py-worker\ntest_framework_tools:\n  - tool_name: pytest\n"
+        )
         secret = tmp_path / "password"
         secret.write_text("guest\n")
         url = rabbitmq.url.replace("guest:guest@", "guest@")  # the password from the file
-        done = run_cli("publish", str(good), "--amqp", url, "--queue", queue,
-                       "--password-file", str(secret))
+        done = run_cli(
+            "publish", str(good), "--amqp", url, "--queue", queue, "--password-file", str(secret)
+        )
         assert done.returncode == 0, done.stderr
-        assert sorted(done.stdout.split("\n")[:-1]) == ["published py-worker",
-                                                         "published rust-worker-1"]
+        assert sorted(done.stdout.split("\n")[:-1]) == [
+            "published py-worker",
+            "published rust-worker-1",
+        ]
         wait_until(lambda: {"py-worker", "rust-worker-1"} <= set(consul.services()))
         assert sorted(consul.services()["rust-worker-1"]["ServiceTags"]) == [
-            "cargo-audit", "cargo-fmt", "clippy", "rustfmt"]
+            "cargo-audit",
+            "cargo-fmt",
+            "clippy",
+            "rustfmt",
+        ]
 
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps([{"id": "fine"}, {"id": "broken", "flags": {"x": "yes"}}]))
         refused = run_cli("publish", str(bad), "--amqp", rabbitmq.url, "--queue", queue)
         assert refused.returncode == 1 and "flags.x" in refused.stderr
         assert "nothing published" in refused.stderr and refused.stdout == ""
-        nowhere = run_cli("publish", str(good / "rust.json"), "--amqp", rabbitmq.url,
-                          "--queue", f"{queue}.missing")
+        nowhere = run_cli(
+            "publish",
+            str(good / "rust.json"),
+            "--amqp",
+            rabbitmq.url,
+            "--queue",
+            f"{queue}.missing",
+        )
         assert nowhere.returncode == 1 and "no queue" in nowhere.stderr
-        wrong = run_cli("publish", str(good / "rust.json"), "--amqp",
-                        rabbitmq.url.replace("guest:guest", "guest:hunter2-secret"),
-                        "--queue", queue)
+        wrong = run_cli(
+            "publish",
+            str(good / "rust.json"),
+            "--amqp",
+            rabbitmq.url.replace("guest:guest", "guest:hunter2-secret"),
+            "--queue",
+            queue,
+        )
         assert wrong.returncode == 1 and "hunter2-secret" not in wrong.stderr + wrong.stdout
         assert "guest:***@" in wrong.stderr
         assert run_cli("publish", str(bad)).returncode == 2  # no --amqp
@@ -246,8 +313,9 @@ def test_capsync_publish_end_to_end(rabbitmq: Broker, consul: ConsulTarget, tmp_
         assert proc.stop() == 0
 
 
-def test_wrong_password_is_reported_never_logged(rabbitmq: Broker, consul: ConsulTarget,
-                                                 tmp_path: Path):
+def test_wrong_password_is_reported_never_logged(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
     secret = "p4ss-never-in-logs"
     url = rabbitmq.url.replace("guest:guest", f"guest:{secret}")
     config = tmp_path / "check.toml"
@@ -257,8 +325,9 @@ def test_wrong_password_is_reported_never_logged(rabbitmq: Broker, consul: Consu
     assert "guest:***@127.0.0.1" in shown.stdout
     proc = start(consul, tmp_path, rabbitmq, amqp={"url": url})
     try:
-        down = wait_until(lambda: (c := consumer(proc))["state"] == "disconnected" and c,
-                          timeout=20)
+        down = wait_until(
+            lambda: (c := consumer(proc))["state"] == "disconnected" and c, timeout=20
+        )
         assert down["last_error"]
         proc.wait_for(lambda line: "amqp_consumer_down" in line)
     finally:
@@ -267,18 +336,31 @@ def test_wrong_password_is_reported_never_logged(rabbitmq: Broker, consul: Consu
     assert secret not in json.dumps(down)
 
 
-@pytest.mark.parametrize(("body", "headers", "reason"), [
-    (b"\xff\xfe", None, "malformed JSON"),
-    (b'"just a string"', None, "invalid declaration"),
-    (b'{"id": "x", "flags": {"a": 1}}', None, "flags.a"),
-    (b'{"action": "Register", "capabilities": {"id": "x"}, "extra": 1}', None, "extra"),
-    (b'{"action": "Register", "capabilities": {"id": "x"}, "ttl": 0}', None, "ttl"),
-    (b'{"action": "Unregister", "capabilities": {"id": 7}}', None, "capabilities.id"),
-    (b'{"id": "x"}', {"ttl": True}, "ttl"),
-    (b'{"id": "x"}', {"ttl": "60"}, "ttl"),
-    (b'{"id": "x"}', {"ttl": 90_000}, "at most 86400"),
-], ids=["not-utf8", "not-an-object", "bad-flag", "envelope-extra", "envelope-ttl-0",
-        "unregister-id-number", "ttl-bool", "ttl-string", "ttl-over-max"])
+@pytest.mark.parametrize(
+    ("body", "headers", "reason"),
+    [
+        (b"\xff\xfe", None, "malformed JSON"),
+        (b'"just a string"', None, "invalid declaration"),
+        (b'{"id": "x", "flags": {"a": 1}}', None, "flags.a"),
+        (b'{"action": "Register", "capabilities": {"id": "x"}, "extra": 1}', None, "extra"),
+        (b'{"action": "Register", "capabilities": {"id": "x"}, "ttl": 0}', None, "ttl"),
+        (b'{"action": "Unregister", "capabilities": {"id": 7}}', None, "capabilities.id"),
+        (b'{"id": "x"}', {"ttl": True}, "ttl"),
+        (b'{"id": "x"}', {"ttl": "60"}, "ttl"),
+        (b'{"id": "x"}', {"ttl": 90_000}, "at most 86400"),
+    ],
+    ids=[
+        "not-utf8",
+        "not-an-object",
+        "bad-flag",
+        "envelope-extra",
+        "envelope-ttl-0",
+        "unregister-id-number",
+        "ttl-bool",
+        "ttl-string",
+        "ttl-over-max",
+    ],
+)
 def test_what_the_consumer_refuses(body: bytes, headers: dict[str, Any] | None, reason: str):
     with pytest.raises(Invalid, match=reason):
         decode(body, headers, now=1000.0, max_ttl=86400.0)
@@ -288,12 +370,13 @@ def test_what_the_consumer_accepts():
     plain = decode(json.dumps(SEED).encode(), {"ttl": 60}, now=1000.0, max_ttl=86400.0)
     assert plain.registration is not None
     assert (plain.registration.id, plain.registration.body, plain.registration.expires) == (
-        "rust-worker", SEED, 1060.0)
-    update = decode(b'{"action": "Update", "capabilities": {"id": "w"}}', None, now=0,
-                    max_ttl=10)
+        "rust-worker",
+        SEED,
+        1060.0,
+    )
+    update = decode(b'{"action": "Update", "capabilities": {"id": "w"}}', None, now=0, max_ttl=10)
     assert update.registration is not None and update.registration.expires is None
-    gone = decode(b'{"action": "Unregister", "capabilities": {"id": "w"}}', None, now=0,
-                  max_ttl=10)
+    gone = decode(b'{"action": "Unregister", "capabilities": {"id": "w"}}', None, now=0, max_ttl=10)
     assert (gone.registration, gone.unregister) == (None, "w")
 
 
@@ -302,8 +385,9 @@ def test_a_full_outbox_drops_the_oldest_and_says_so(tmp_path: Path):
     are dropped, counted and logged; what is kept survives a restart of the daemon."""
     bus = EventBus()
     closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F?connection_attempts=1"
-    settings = AmqpEventsSettings(enabled=True, url=closed, outbox=tmp_path / "outbox.db",
-                                  outbox_max=10)
+    settings = AmqpEventsSettings(
+        enabled=True, url=closed, outbox=tmp_path / "outbox.db", outbox_max=10
+    )
     publisher = EventPublisher(bus, settings).start()
     try:
         bus.update("consul", {f"w-{i:02}": Entry(f"w-{i:02}", "worker", ()) for i in range(15)})
@@ -316,30 +400,58 @@ def test_a_full_outbox_drops_the_oldest_and_says_so(tmp_path: Path):
         kept = [json.loads(body) for _, _, body in outbox.after(0, 100)]
     finally:
         outbox.close()
-    assert [(e["id"], e["action"]) for e in kept] == [(f"w-{i:02}", "created")
-                                                      for i in range(5, 15)]
+    assert [(e["id"], e["action"]) for e in kept] == [
+        (f"w-{i:02}", "created") for i in range(5, 15)
+    ]
     assert [e["sequence"] for e in kept] == list(range(6, 16))
 
 
 def test_unreadable_secrets_and_tls_files_fail_at_start(tmp_path: Path):
     registry = f"sqlite:{tmp_path / 'registry.db'}"
     for table, expected in (
-        ({"url": "amqp://capsync@127.0.0.1:1/%2F",
-          "password_file": str(tmp_path / "missing-password")}, "missing-password"),
-        ({"url": "amqps://capsync:pw@127.0.0.1:1/%2F", "ca_file": str(tmp_path / "no-ca.pem")},
-         "no-ca.pem"),
+        (
+            {
+                "url": "amqp://capsync@127.0.0.1:1/%2F",
+                "password_file": str(tmp_path / "missing-password"),
+            },
+            "missing-password",
+        ),
+        (
+            {"url": "amqps://capsync:pw@127.0.0.1:1/%2F", "ca_file": str(tmp_path / "no-ca.pem")},
+            "no-ca.pem",
+        ),
         ({"url": "http://127.0.0.1:1/"}, "amqp:// or amqps://"),
     ):
         config = tmp_path / "capsync.toml"
-        config.write_text("[[sources]]\n" + toml({"type": "amqp", **table,
-                                                  "path": str(tmp_path / "inbox.db")}) + "\n")
+        config.write_text(
+            "[[sources]]\n"
+            + toml({"type": "amqp", **table, "path": str(tmp_path / "inbox.db")})
+            + "\n"
+        )
         failed = run_cli("run", "--once", "--config", str(config), "--registry", registry)
         assert failed.returncode == 2 and expected in failed.stderr, failed.stderr
         assert "pw@" not in failed.stderr
     config = tmp_path / "events.toml"
-    config.write_text("[amqp_events]\n" + toml({
-        "enabled": True, "password_file": str(tmp_path / "no-events-password"),
-        "outbox": str(tmp_path / "outbox.db")}) + "\n")
-    failed = run_cli("run", "--config", str(config), "--registry", registry, "--listen", "off",
-                     "--source", f"push:{tmp_path / 'push.db'}")
+    config.write_text(
+        "[amqp_events]\n"
+        + toml(
+            {
+                "enabled": True,
+                "password_file": str(tmp_path / "no-events-password"),
+                "outbox": str(tmp_path / "outbox.db"),
+            }
+        )
+        + "\n"
+    )
+    failed = run_cli(
+        "run",
+        "--config",
+        str(config),
+        "--registry",
+        registry,
+        "--listen",
+        "off",
+        "--source",
+        f"push:{tmp_path / 'push.db'}",
+    )
     assert failed.returncode == 2 and "no-events-password" in failed.stderr, failed.stderr

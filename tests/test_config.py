@@ -10,8 +10,9 @@ import pytest
 from tests.conftest import ROOT, run_cli
 
 
-@pytest.mark.parametrize("example", sorted((ROOT / "config/examples").glob("*.toml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "config/examples").glob("*.toml")), ids=lambda p: p.name
+)
 def test_examples_are_valid(example: Path) -> None:
     result = run_cli("config", "check", str(example))
     assert result.returncode == 0, result.stderr
@@ -20,26 +21,39 @@ def test_examples_are_valid(example: Path) -> None:
 
 def test_every_error_with_its_key_path(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[registry]\nowner = "bad owner"\npolicy = "yolo"\n'
-                      '[daemon]\ninterval = "5x"\nlisten = "nowhere"\n'
-                      '[[sources]]\ntype = "file"\n[[sources]]\ntype = "ftp"\n')
+    config.write_text(
+        '[registry]\nowner = "bad owner"\npolicy = "yolo"\n'
+        '[daemon]\ninterval = "5x"\nlisten = "nowhere"\n'
+        '[[sources]]\ntype = "file"\n[[sources]]\ntype = "ftp"\n'
+    )
     result = run_cli("config", "check", str(config))
     assert result.returncode == 2
-    for key in ("registry.owner", "registry.policy", "daemon.interval", "daemon.listen",
-                "sources[0].path", "sources[1]"):
+    for key in (
+        "registry.owner",
+        "registry.policy",
+        "daemon.interval",
+        "daemon.listen",
+        "sources[0].path",
+        "sources[1]",
+    ):
         assert f"{config}: {key}:" in result.stderr, key
 
 
 def test_environment_and_redaction(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[consul]\ntoken = "from-file"\n')
-    result = run_cli("config", "check", str(config), env={
-        "CONSUL_HTTP_ADDR": "https://consul.example:8501",
-        "CONSUL_HTTP_TOKEN": "sekrit-token",
-        "CAPSYNC_DAEMON__INTERVAL": "90s",
-        "CAPSYNC_REGISTRY__ALLOW_MASS_DELETE": "true",
-        "CAPSYNC_REGISTRY__SERVICE": "analysis",
-    })
+    result = run_cli(
+        "config",
+        "check",
+        str(config),
+        env={
+            "CONSUL_HTTP_ADDR": "https://consul.example:8501",
+            "CONSUL_HTTP_TOKEN": "sekrit-token",
+            "CAPSYNC_DAEMON__INTERVAL": "90s",
+            "CAPSYNC_REGISTRY__ALLOW_MASS_DELETE": "true",
+            "CAPSYNC_REGISTRY__SERVICE": "analysis",
+        },
+    )
     assert result.returncode == 0, result.stderr
     effective = json.loads(result.stdout)
     assert effective["consul"]["address"] == "https://consul.example:8501"

@@ -31,22 +31,35 @@ class SpyClient(ConsulClient):
 
 
 def full(worker_id: str, signature: str = "s") -> codec.Entry:
-    tool = {"tool_name": "clippy", "expiration": {"expires_at": NOW + 3600},
-            "attestation": {"capability_hash": "0" * 64, "signature": signature,
-                            "public_key": "k", "timestamp": NOW - 60,
-                            "algorithm": "SHA256-RSA", "attester": "ci"},
-            "verified": True}
+    tool = {
+        "tool_name": "clippy",
+        "expiration": {"expires_at": NOW + 3600},
+        "attestation": {
+            "capability_hash": "0" * 64,
+            "signature": signature,
+            "public_key": "k",
+            "timestamp": NOW - 60,
+            "algorithm": "SHA256-RSA",
+            "attester": "ci",
+        },
+        "verified": True,
+    }
     caps = schema.validate({"id": worker_id, "static_analysis_tools": [tool]}, ref="t")
-    return full_entry.encode(caps, now=NOW, service="worker", owner="host-1", source="file",
-                             ref=f"/{worker_id}")
+    return full_entry.encode(
+        caps, now=NOW, service="worker", owner="host-1", source="file", ref=f"/{worker_id}"
+    )
 
 
 @pytest.fixture
 def registry() -> Iterator[tuple[ConsulRegistry, SpyClient]]:
     with ConsulDouble() as double:
         client = SpyClient(ConsulEndpoint(double.address))
-        yield ConsulRegistry(client, service="worker", owner="host-1", node="capsync-host-1",
-                             max_bytes=8192), client
+        yield (
+            ConsulRegistry(
+                client, service="worker", owner="host-1", node="capsync-host-1", max_bytes=8192
+            ),
+            client,
+        )
         client.close()
 
 

@@ -31,10 +31,14 @@ def client(double: ConsulDouble) -> consul.Consul:
 
 def test_register_lands_on_the_agent_node(double: ConsulDouble) -> None:
     assert client(double).agent.service.register(
-        "worker", service_id="w-1", tags=["clippy"], meta={"pool": "a"})
+        "worker", service_id="w-1", tags=["clippy"], meta={"pool": "a"}
+    )
     [item] = requests.get(f"{double.url}/v1/catalog/service/worker", timeout=5).json()
     assert (item["Node"], item["ServiceID"], item["ServiceTags"]) == (
-        "consul-double", "w-1", ["clippy"])
+        "consul-double",
+        "w-1",
+        ["clippy"],
+    )
     assert item["ServiceWeights"] == {"Passing": 1, "Warning": 1}
     local = requests.get(f"{double.url}/v1/agent/services", timeout=5).json()
     assert local["w-1"]["Meta"] == {"pool": "a"}
@@ -50,15 +54,18 @@ def test_identical_reregistration_moves_no_index(double: ConsulDouble) -> None:
 
 
 def test_errors_are_400(double: ConsulDouble) -> None:
-    bad_meta = requests.put(f"{double.url}/v1/agent/service/register",
-                            json={"Name": "w", "Meta": {"consul-x": "1"}}, timeout=5)
+    bad_meta = requests.put(
+        f"{double.url}/v1/agent/service/register",
+        json={"Name": "w", "Meta": {"consul-x": "1"}},
+        timeout=5,
+    )
     assert bad_meta.status_code == 400
     assert bad_meta.text.startswith("Invalid Service Meta: ")
-    unnamed = requests.put(f"{double.url}/v1/agent/service/register", json={"ID": "x"},
-                           timeout=5)
+    unnamed = requests.put(f"{double.url}/v1/agent/service/register", json={"ID": "x"}, timeout=5)
     assert (unnamed.status_code, unnamed.text) == (400, "Missing service name")
-    unknown = requests.put(f"{double.url}/v1/agent/service/register",
-                           json={"Name": "w", "Service": "w"}, timeout=5)
+    unknown = requests.put(
+        f"{double.url}/v1/agent/service/register", json={"Name": "w", "Service": "w"}, timeout=5
+    )
     assert unknown.status_code == 400 and "unknown field" in unknown.text
 
 

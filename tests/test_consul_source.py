@@ -16,20 +16,62 @@ def register(target: ConsulTarget, node: str, service: dict) -> None:
 
 
 def test_declarations_from_other_services(consul: ConsulTarget):
-    register(consul, "ci-1", {"ID": "rust-1", "Service": "builders", "Tags": ["analysis"],
-                              "Address": "10.0.0.21",
-                              "Meta": {"worker-capabilities": SEED_LABEL}})
-    register(consul, "ci-2", {"ID": "py-7", "Service": "builders", "Tags": ["analysis"],
-                              "Meta": {"static_analysis": "ruff!,mypy|pyright",
-                                       "flag-llm_support": "true", "team": "py"}})
-    register(consul, "ci-3", {"ID": "bad-1", "Service": "builders", "Tags": ["analysis"],
-                              "Meta": {"worker-capabilities": '{"id": "x", "flags": 1}'}})
+    register(
+        consul,
+        "ci-1",
+        {
+            "ID": "rust-1",
+            "Service": "builders",
+            "Tags": ["analysis"],
+            "Address": "10.0.0.21",
+            "Meta": {"worker-capabilities": SEED_LABEL},
+        },
+    )
+    register(
+        consul,
+        "ci-2",
+        {
+            "ID": "py-7",
+            "Service": "builders",
+            "Tags": ["analysis"],
+            "Meta": {
+                "static_analysis": "ruff!,mypy|pyright",
+                "flag-llm_support": "true",
+                "team": "py",
+            },
+        },
+    )
+    register(
+        consul,
+        "ci-3",
+        {
+            "ID": "bad-1",
+            "Service": "builders",
+            "Tags": ["analysis"],
+            "Meta": {"worker-capabilities": '{"id": "x", "flags": 1}'},
+        },
+    )
     register(consul, "ci-4", {"ID": "web-1", "Service": "web", "Meta": {"version": "2"}})
-    register(consul, "ci-5", {"ID": "other", "Service": "builders", "Tags": ["other"],
-                              "Meta": {"worker-capabilities": '{"id": "untagged"}'}})
+    register(
+        consul,
+        "ci-5",
+        {
+            "ID": "other",
+            "Service": "builders",
+            "Tags": ["other"],
+            "Meta": {"worker-capabilities": '{"id": "untagged"}'},
+        },
+    )
 
-    result = run_cli("run", "--once", "--owner", consul.owner, "--source", "consul:tag=analysis",
-                     env=consul.env())
+    result = run_cli(
+        "run",
+        "--once",
+        "--owner",
+        consul.owner,
+        "--source",
+        "consul:tag=analysis",
+        env=consul.env(),
+    )
     assert result.returncode == 0, result.stderr
     services = consul.services()
     assert set(services) == {"rust-worker", "py-7"}
@@ -39,8 +81,9 @@ def test_declarations_from_other_services(consul: ConsulTarget):
     assert services["py-7"]["ServiceMeta"]["team"] == "py"
     assert "ref=ci-3/bad-1 field=flags" in result.stderr
 
-    by_name = run_cli("run", "--once", "--owner", consul.owner, "--source", "consul:builders",
-                      env=consul.env())
+    by_name = run_cli(
+        "run", "--once", "--owner", consul.owner, "--source", "consul:builders", env=consul.env()
+    )
     assert by_name.returncode == 0
     assert "untagged" in consul.services()
 
@@ -48,22 +91,42 @@ def test_declarations_from_other_services(consul: ConsulTarget):
 def test_capsync_entries_are_never_read_back(consul: ConsulTarget, tmp_path):
     (tmp_path / "w.json").write_text(json.dumps({"id": "from-file"}))
     other_owner = ConsulTarget(consul.address, consul.double)
-    assert run_cli("run", "--once", "--owner", other_owner.owner, "--source",
-                   f"file:{tmp_path}", env=consul.env()).returncode == 0
+    assert (
+        run_cli(
+            "run",
+            "--once",
+            "--owner",
+            other_owner.owner,
+            "--source",
+            f"file:{tmp_path}",
+            env=consul.env(),
+        ).returncode
+        == 0
+    )
     # Another capsync's entries sit in the same service; a consul source must skip them.
-    result = run_cli("run", "--once", "--owner", consul.owner, "--source", "consul:worker",
-                     env=consul.env())
+    result = run_cli(
+        "run", "--once", "--owner", consul.owner, "--source", "consul:worker", env=consul.env()
+    )
     assert result.returncode == 0, result.stderr
     assert "0 created" in result.stdout and consul.services() == {}
 
 
 def test_a_registration_elsewhere_triggers_a_sync(consul: ConsulTarget):
-    proc = Daemon(["--owner", consul.owner, "--source", "consul:builders",
-                   "--interval", "300s"], env=consul.env()).started()
+    proc = Daemon(
+        ["--owner", consul.owner, "--source", "consul:builders", "--interval", "300s"],
+        env=consul.env(),
+    ).started()
     try:
         proc.wait_for(lambda line: "event=cycle" in line)
-        register(consul, "ci-9", {"ID": "late", "Service": "builders",
-                                  "Meta": {"worker-capabilities": '{"id": "late-one"}'}})
+        register(
+            consul,
+            "ci-9",
+            {
+                "ID": "late",
+                "Service": "builders",
+                "Meta": {"worker-capabilities": '{"id": "late-one"}'},
+            },
+        )
         wait_until(lambda: "late-one" in consul.services(), 5, 0.05)
         proc.wait_for(lambda line: "event=cycle" in line and "1 created" in line)
         cycles = len([line for line in proc.lines if "event=cycle" in line])

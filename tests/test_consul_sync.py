@@ -19,8 +19,16 @@ from tests.test_sync_contract import EXAMPLES, write_fleet
 
 
 def sync(target: ConsulTarget, *args: str, env: dict[str, str] | None = None):
-    return run_cli("run", "--once", "--owner", target.owner, "--service", target.service,
-                   *args, env=target.env(**(env or {})))
+    return run_cli(
+        "run",
+        "--once",
+        "--owner",
+        target.owner,
+        "--service",
+        target.service,
+        *args,
+        env=target.env(**(env or {})),
+    )
 
 
 def test_cold_sync_of_1000_within_request_budget(consul: ConsulTarget, tmp_path: Path):
@@ -31,9 +39,12 @@ def test_cold_sync_of_1000_within_request_budget(consul: ConsulTarget, tmp_path:
     assert len(services) == 1000
     w0 = services["w-0000"]
     assert w0["ServiceWeights"] == {"Passing": 1, "Warning": 1}
-    assert w0["NodeMeta"] == {"external-node": "true", "external-source": "capsync",
-                              "capsync-owner": consul.owner,
-                              "capsync-writer-worker": socket.gethostname()}
+    assert w0["NodeMeta"] == {
+        "external-node": "true",
+        "external-source": "capsync",
+        "capsync-owner": consul.owner,
+        "capsync-writer-worker": socket.gethostname(),
+    }
     if consul.double:
         assert consul.writes() <= math.ceil(1000 / 64) + 3
         consul.double.reset_counts()
@@ -44,11 +55,20 @@ def test_cold_sync_of_1000_within_request_budget(consul: ConsulTarget, tmp_path:
 
 
 def test_unowned_entry_on_own_node_is_a_conflict_never_touched(consul: ConsulTarget):
-    squatter = {"Node": consul.node, "Address": "127.0.0.1",
-                "NodeMeta": {"external-node": "true", "external-source": "capsync",
-                             "capsync-owner": consul.owner},
-                "Service": {"ID": "python-worker-1", "Service": consul.service,
-                            "Meta": {"capsync-owner": "someone-else"}}}
+    squatter = {
+        "Node": consul.node,
+        "Address": "127.0.0.1",
+        "NodeMeta": {
+            "external-node": "true",
+            "external-source": "capsync",
+            "capsync-owner": consul.owner,
+        },
+        "Service": {
+            "ID": "python-worker-1",
+            "Service": consul.service,
+            "Meta": {"capsync-owner": "someone-else"},
+        },
+    }
     assert consul.put("/v1/catalog/register", squatter).status_code == 200
     before = consul.services()["python-worker-1"]
     result = sync(consul, "--source", f"file:{EXAMPLES}", "--allow-mass-delete")
@@ -72,14 +92,23 @@ def test_node_of_a_real_agent_is_refused(consul: ConsulTarget):
 def test_refused_entry_reported_others_land(consul: ConsulTarget):
     needs_double(consul)
     good = [
-        codec.encode(schema.validate({"id": f"ok-{i}"}, ref="t"), service="worker",
-                     owner=consul.owner, source="file", ref=f"r{i}")
+        codec.encode(
+            schema.validate({"id": f"ok-{i}"}, ref="t"),
+            service="worker",
+            owner=consul.owner,
+            source="file",
+            ref=f"r{i}",
+        )
         for i in range(9)
     ]
     # Bypasses validation on purpose: Consul refuses a meta key with a space.
     bad = codec.Entry("bad-1", "worker", (), {**good[0].meta, "bad key": "x"})
-    registry = ConsulRegistry(ConsulClient(ConsulEndpoint(consul.address)),
-                              service="worker", owner=consul.owner, node=consul.node)
+    registry = ConsulRegistry(
+        ConsulClient(ConsulEndpoint(consul.address)),
+        service="worker",
+        owner=consul.owner,
+        node=consul.node,
+    )
     registry.snapshot()
     result = registry.apply(Changes(create=(*good[:4], bad, *good[4:])))
     registry.close()
@@ -100,18 +129,30 @@ def test_batches_respect_the_txn_limit(tmp_path: Path):
 
 def test_find_with_quotes_in_values(consul: ConsulTarget, tmp_path: Path):
     # go-bexpr strings have no escapes: a value with a double quote goes in backticks.
-    (tmp_path / "q.json").write_text('{"id": "quoted", "metadata": {"note": "say \\"hi\\""},'
-                                     ' "fuzzing_tools": [{"tool_name": "a\\"b"}]}')
+    (tmp_path / "q.json").write_text(
+        '{"id": "quoted", "metadata": {"note": "say \\"hi\\""},'
+        ' "fuzzing_tools": [{"tool_name": "a\\"b"}]}'
+    )
     assert sync(consul, "--source", f"file:{tmp_path}").returncode == 0
-    found = run_cli("find", "--owner", consul.owner, "--meta", 'note=say "hi"',
-                    "--has", 'a"b', "--json", env=consul.env())
+    found = run_cli(
+        "find",
+        "--owner",
+        consul.owner,
+        "--meta",
+        'note=say "hi"',
+        "--has",
+        'a"b',
+        "--json",
+        env=consul.env(),
+    )
     assert found.returncode == 0, found.stderr
     assert [item["id"] for item in json.loads(found.stdout)] == ["quoted"]
 
 
 def test_registry_down_is_one_clear_line():
-    result = run_cli("run", "--once", "--source", f"file:{EXAMPLES}",
-                     env={"CONSUL_HTTP_ADDR": "127.0.0.1:1"})
+    result = run_cli(
+        "run", "--once", "--source", f"file:{EXAMPLES}", env={"CONSUL_HTTP_ADDR": "127.0.0.1:1"}
+    )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "cannot reach Consul at http://127.0.0.1:1" in result.stderr
@@ -129,11 +170,13 @@ def test_acl_token_from_env_and_file_never_printed(tmp_path: Path):
         assert ok.returncode == 0, ok.stderr
         token_file = tmp_path / "token"
         token_file.write_text(secret + "\n")
-        again = sync(target, "--source", f"file:{EXAMPLES}",
-                     env={"CONSUL_HTTP_TOKEN_FILE": str(token_file)})
+        again = sync(
+            target, "--source", f"file:{EXAMPLES}", env={"CONSUL_HTTP_TOKEN_FILE": str(token_file)}
+        )
         assert again.returncode == 0 and "9 unchanged" in again.stdout
-        wrong = sync(target, "--source", f"file:{EXAMPLES}",
-                     env={"CONSUL_HTTP_TOKEN": "wrong-token"})
+        wrong = sync(
+            target, "--source", f"file:{EXAMPLES}", env={"CONSUL_HTTP_TOKEN": "wrong-token"}
+        )
         assert wrong.returncode == 1 and "ACL not found" in wrong.stderr
         for result in (denied, ok, again, wrong):
             assert secret not in result.stdout + result.stderr

@@ -27,16 +27,58 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_pki(d: Path) -> Path:
     """A CA, a server certificate for 127.0.0.1, and a client certificate."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
-    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"),
-                        ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        cwd=d,
+    )
+    for name, extra in (
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            cwd=d,
+        )
         (d / f"{name}.ext").write_text(extra + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
-                 "-out", f"{name}.pem", cwd=d)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.pem",
+            cwd=d,
+        )
     return d
 
 
@@ -50,21 +92,34 @@ def https_double(pki: Path) -> Iterator[ConsulDouble]:
 
 
 def sync(double: ConsulDouble, **env: str):
-    return run_cli("run", "--once", "--owner", "tls", "--source", f"file:{EXAMPLES}",
-                   env={"CONSUL_HTTP_ADDR": double.url, **env})
+    return run_cli(
+        "run",
+        "--once",
+        "--owner",
+        "tls",
+        "--source",
+        f"file:{EXAMPLES}",
+        env={"CONSUL_HTTP_ADDR": double.url, **env},
+    )
 
 
 def test_https_with_ca_and_client_certificate(https_double: ConsulDouble, pki: Path):
-    result = sync(https_double, CONSUL_CACERT=str(pki / "ca.pem"),
-                  CONSUL_CLIENT_CERT=str(pki / "client.pem"),
-                  CONSUL_CLIENT_KEY=str(pki / "client.key"))
+    result = sync(
+        https_double,
+        CONSUL_CACERT=str(pki / "ca.pem"),
+        CONSUL_CLIENT_CERT=str(pki / "client.pem"),
+        CONSUL_CLIENT_KEY=str(pki / "client.key"),
+    )
     assert result.returncode == 0, result.stderr
     assert "9 created" in result.stdout
 
 
 def test_unknown_ca_is_refused(https_double: ConsulDouble, pki: Path):
-    result = sync(https_double, CONSUL_CLIENT_CERT=str(pki / "client.pem"),
-                  CONSUL_CLIENT_KEY=str(pki / "client.key"))
+    result = sync(
+        https_double,
+        CONSUL_CLIENT_CERT=str(pki / "client.pem"),
+        CONSUL_CLIENT_KEY=str(pki / "client.key"),
+    )
     assert result.returncode == 1
     assert f"cannot reach Consul at {https_double.url} (SSLError)" in result.stderr
 
@@ -75,9 +130,12 @@ def test_missing_client_certificate_is_refused(https_double: ConsulDouble, pki: 
 
 
 def test_verification_off(https_double: ConsulDouble, pki: Path):
-    result = sync(https_double, CONSUL_HTTP_SSL_VERIFY="false",
-                  CONSUL_CLIENT_CERT=str(pki / "client.pem"),
-                  CONSUL_CLIENT_KEY=str(pki / "client.key"))
+    result = sync(
+        https_double,
+        CONSUL_HTTP_SSL_VERIFY="false",
+        CONSUL_CLIENT_CERT=str(pki / "client.pem"),
+        CONSUL_CLIENT_KEY=str(pki / "client.key"),
+    )
     assert result.returncode == 0, result.stderr
     # Said once, as an event; not a urllib3 warning on every request.
     assert result.stderr.count("tls_verification_off") == 1, result.stderr

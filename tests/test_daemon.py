@@ -19,8 +19,9 @@ from tests.test_sync_contract import EXAMPLES
 
 
 def daemon(target: ConsulTarget, *args: str, env: dict[str, str] | None = None) -> Daemon:
-    return Daemon(["--owner", target.owner, "--service", target.service, *args],
-                  env=target.env(**(env or {})))
+    return Daemon(
+        ["--owner", target.owner, "--service", target.service, *args], env=target.env(**(env or {}))
+    )
 
 
 @pytest.fixture
@@ -30,11 +31,18 @@ def fleet(tmp_path: Path) -> Path:
     return directory
 
 
-def test_notify_ready_watchdog_status_and_clean_stop(consul: ConsulTarget, fleet: Path,
-                                                     tmp_path: Path):
+def test_notify_ready_watchdog_status_and_clean_stop(
+    consul: ConsulTarget, fleet: Path, tmp_path: Path
+):
     notify = NotifySocket(tmp_path)
-    proc = daemon(consul, "--source", f"file:{fleet}", "--interval", "300s",
-                  env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"})
+    proc = daemon(
+        consul,
+        "--source",
+        f"file:{fleet}",
+        "--interval",
+        "300s",
+        env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"},
+    )
     try:
         proc.started()
         wait_until(lambda: sum(line == "WATCHDOG=1" for line in notify.lines()) >= 4, 5)
@@ -89,26 +97,29 @@ def test_readyz_follows_consul_and_registry_converges(fleet: Path, tmp_path: Pat
         double.stop()
 
 
-def test_sighup_reload_takes_the_new_service(consul: ConsulTarget, fleet: Path,
-                                            tmp_path: Path):
+def test_sighup_reload_takes_the_new_service(consul: ConsulTarget, fleet: Path, tmp_path: Path):
     """Ownership is owner and service: after the reload the old service's entries are
     another service's, kept as they are, and the same ids are conflicts, never moved."""
     config = tmp_path / "capsync.toml"
-    config.write_text(f'[registry]\nservice = "worker"\nowner = "{consul.owner}"\n'
-                      f'[[sources]]\ntype = "file"\npath = "{fleet}"\n')
+    config.write_text(
+        f'[registry]\nservice = "worker"\nowner = "{consul.owner}"\n'
+        f'[[sources]]\ntype = "file"\npath = "{fleet}"\n'
+    )
     notify = NotifySocket(tmp_path)
-    proc = Daemon(["--config", str(config), "--interval", "300s"],
-                  env=consul.env(NOTIFY_SOCKET=notify.path)).started()
+    proc = Daemon(
+        ["--config", str(config), "--interval", "300s"], env=consul.env(NOTIFY_SOCKET=notify.path)
+    ).started()
     try:
         wait_until(lambda: len(consul.services()) == 9)
         config.write_text(config.read_text().replace('"worker"', '"analysis"'))
         proc.signal(signal.SIGHUP)
-        renamed = ConsulTarget(consul.address, consul.double, owner=consul.owner,
-                               service="analysis")
+        renamed = ConsulTarget(
+            consul.address, consul.double, owner=consul.owner, service="analysis"
+        )
         proc.wait_for(lambda line: "event=conflict" in line and "another writer" in line, 10)
         assert len(consul.services()) == 9 and not renamed.services()
         assert "RELOADING=1" in notify.lines()
-        assert notify.lines()[notify.lines().index("RELOADING=1"):].count("READY=1") == 1
+        assert notify.lines()[notify.lines().index("RELOADING=1") :].count("READY=1") == 1
 
         config.write_text("[registry]\npolicy = 'nonsense'\n")
         proc.signal(signal.SIGHUP)
@@ -144,8 +155,9 @@ def test_sigterm_mid_apply_then_restart_converges_without_duplicates(tmp_path: P
 
 
 def double_services(target: ConsulTarget) -> list[dict]:
-    return [s for s in target.get(f"/v1/catalog/service/{target.service}")
-            if s["Node"] == target.node]
+    return [
+        s for s in target.get(f"/v1/catalog/service/{target.service}") if s["Node"] == target.node
+    ]
 
 
 def test_metrics_and_status(consul: ConsulTarget, fleet: Path):
@@ -154,12 +166,18 @@ def test_metrics_and_status(consul: ConsulTarget, fleet: Path):
     try:
         wait_until(lambda: proc.status()["last_cycle"])
         metrics = proc.get("/metrics").text
-        for name in ("capsync_cycle_duration_seconds_count", "capsync_last_success_timestamp",
-                     'capsync_entries{source="file"} 9.0',
-                     'capsync_invalid_declarations{source="file"} 1.0',
-                     'capsync_source_up{source="file"} 1.0', "capsync_registry_operations_total",
-                     "capsync_registry_errors_total", "capsync_deletions_held",
-                     "capsync_leader 1.0", "capsync_source_errors_total"):
+        for name in (
+            "capsync_cycle_duration_seconds_count",
+            "capsync_last_success_timestamp",
+            'capsync_entries{source="file"} 9.0',
+            'capsync_invalid_declarations{source="file"} 1.0',
+            'capsync_source_up{source="file"} 1.0',
+            "capsync_registry_operations_total",
+            "capsync_registry_errors_total",
+            "capsync_deletions_held",
+            "capsync_leader 1.0",
+            "capsync_source_errors_total",
+        ):
             assert name in metrics, name
         status = proc.status()
         assert status["sources"]["file"]["ok"] is True
@@ -177,9 +195,16 @@ def test_json_logs_and_the_token_never_shows(fleet: Path, tmp_path: Path):
         target = ConsulTarget(double.address, double, token=secret)
         token_file = tmp_path / "token"
         token_file.write_text(secret)
-        proc = daemon(target, "--source", f"file:{fleet}", "--interval", "300s",
-                      "--log-format", "json",
-                      env={"CONSUL_HTTP_TOKEN_FILE": str(token_file)}).started()
+        proc = daemon(
+            target,
+            "--source",
+            f"file:{fleet}",
+            "--interval",
+            "300s",
+            "--log-format",
+            "json",
+            env={"CONSUL_HTTP_TOKEN_FILE": str(token_file)},
+        ).started()
         try:
             wait_until(lambda: len(target.services()) == 9)
             exposed = proc.get("/status").text + proc.get("/metrics").text
@@ -193,8 +218,14 @@ def test_json_logs_and_the_token_never_shows(fleet: Path, tmp_path: Path):
         assert secret not in " ".join(proc.proc.args)
         # Wrong token: the failure is reported, the token is not.
         token_file.write_text("wrong-" + secret)
-        bad = daemon(target, "--source", f"file:{fleet}", "--interval", "300s",
-                     env={"CONSUL_HTTP_TOKEN_FILE": str(token_file)}).started()
+        bad = daemon(
+            target,
+            "--source",
+            f"file:{fleet}",
+            "--interval",
+            "300s",
+            env={"CONSUL_HTTP_TOKEN_FILE": str(token_file)},
+        ).started()
         try:
             bad.wait_for(lambda line: "event=registry_failed" in line and "ACL not found" in line)
         finally:
@@ -239,8 +270,9 @@ def test_leader_that_loses_its_lock_stops_writing(fleet: Path):
             assert len(leaders) == 1
             lock = target.get(f"/v1/kv/capsync/{target.owner}/leader")[0]
             double.expire_session(lock["Session"])  # as if its TTL ran out
-            leaders[0].wait_for(lambda line: "event=leadership" in line and "leader=False"
-                                in line, 10)
+            leaders[0].wait_for(
+                lambda line: "event=leadership" in line and "leader=False" in line, 10
+            )
             wait_until(lambda: sum(d.status()["leader"] for d in daemons) == 1, 10)
             (fleet / "after-loss.json").write_text('{"id": "after-loss"}')
             wait_until(lambda: "after-loss" in target.services(), 10)

@@ -15,15 +15,20 @@ LABEL = "worker.capabilities"
 
 def sync(target: ConsulTarget, engine: DockerEngine, *sources: str):
     args = [arg for source in sources for arg in ("--source", source)]
-    return run_cli("run", "--once", "--owner", target.owner, *args,
-                   env=target.env(DOCKER_HOST=engine.host))
+    return run_cli(
+        "run", "--once", "--owner", target.owner, *args, env=target.env(DOCKER_HOST=engine.host)
+    )
 
 
-def start(engine: DockerEngine, name: str, labels: dict[str, str] | None = None,
-          image: str = IMAGE, **kwargs):
+def start(
+    engine: DockerEngine,
+    name: str,
+    labels: dict[str, str] | None = None,
+    image: str = IMAGE,
+    **kwargs,
+):
     with engine.client() as client:
-        return client.containers.run(image, name=name, labels=labels or {}, detach=True,
-                                     **kwargs)
+        return client.containers.run(image, name=name, labels=labels or {}, detach=True, **kwargs)
 
 
 def remove(engine: DockerEngine, *names: str) -> None:
@@ -57,8 +62,9 @@ def test_containers_appear_and_leave(consul: ConsulTarget, docker_engine: Docker
         remove(docker_engine, "seed-label", "from-image", "stopped")
 
 
-def test_malformed_label_reported_by_container_others_sync(consul: ConsulTarget,
-                                                            docker_engine: DockerEngine):
+def test_malformed_label_reported_by_container_others_sync(
+    consul: ConsulTarget, docker_engine: DockerEngine
+):
     start(docker_engine, "broken-json", {LABEL: '{"id": "x",'})
     start(docker_engine, "bad-field", {LABEL: '{"id": "y", "flags": {"f": "yes"}}'})
     start(docker_engine, "good-one", {LABEL: '{"id": "good"}'})
@@ -73,10 +79,12 @@ def test_malformed_label_reported_by_container_others_sync(consul: ConsulTarget,
         remove(docker_engine, "broken-json", "bad-field", "good-one")
 
 
-def test_engine_down_deletes_nothing_then_recovers(consul: ConsulTarget,
-                                                   private_engine: DockerEngine):
-    start(private_engine, "survivor", {LABEL: '{"id": "survivor"}'},
-          restart_policy={"Name": "always"})
+def test_engine_down_deletes_nothing_then_recovers(
+    consul: ConsulTarget, private_engine: DockerEngine
+):
+    start(
+        private_engine, "survivor", {LABEL: '{"id": "survivor"}'}, restart_policy={"Name": "always"}
+    )
     assert sync(consul, private_engine, "docker").returncode == 0
     assert "survivor" in consul.services()
 
@@ -113,8 +121,9 @@ def test_swarm_service_appears_and_leaves(consul: ConsulTarget, private_engine: 
         assert "1 deleted" in result.stdout and consul.services() == {}
 
 
-def test_swarm_on_a_plain_engine_is_a_source_failure(consul: ConsulTarget,
-                                                     docker_engine: DockerEngine):
+def test_swarm_on_a_plain_engine_is_a_source_failure(
+    consul: ConsulTarget, docker_engine: DockerEngine
+):
     result = sync(consul, docker_engine, "swarm")
     assert result.returncode == 1
     assert "event=source_failed source=swarm" in result.stderr
@@ -151,4 +160,3 @@ def _wait_for(predicate, timeout: float = 10) -> bool:
             return True
         time.sleep(0.1)
     return False
-

@@ -25,15 +25,20 @@ def fleet(tmp_path: Path) -> Path:
 
 
 def catalog_ids(target: ConsulTarget) -> list[str]:
-    return sorted(s["ServiceID"] for s in target.get(f"/v1/catalog/service/{target.service}")
-                  if s["Node"] == target.node)
+    return sorted(
+        s["ServiceID"]
+        for s in target.get(f"/v1/catalog/service/{target.service}")
+        if s["Node"] == target.node
+    )
 
 
 def test_consul_errors_then_timeouts_then_back(fleet: Path):
     with ConsulDouble() as double:
         target = ConsulTarget(double.address, double)
-        proc = Daemon(["--owner", target.owner, "--source", f"file:{fleet}", "--interval", "1s"],
-                      env=target.env(CAPSYNC_CONSUL__TIMEOUT="1")).started()
+        proc = Daemon(
+            ["--owner", target.owner, "--source", f"file:{fleet}", "--interval", "1s"],
+            env=target.env(CAPSYNC_CONSUL__TIMEOUT="1"),
+        ).started()
         try:
             wait_until(lambda: proc.get("/readyz").status_code == 200, 10)
 
@@ -50,8 +55,9 @@ def test_consul_errors_then_timeouts_then_back(fleet: Path):
 
             double.clear_faults()
             wait_until(lambda: proc.get("/readyz").status_code == 200, 15)
-            expected = sorted({p.stem for p in EXAMPLES.iterdir()} - {"go-worker-1"}
-                              | {"added-while-failing"})
+            expected = sorted(
+                {p.stem for p in EXAMPLES.iterdir()} - {"go-worker-1"} | {"added-while-failing"}
+            )
             wait_until(lambda: catalog_ids(target) == expected, 10)
             assert len(catalog_ids(target)) == len(set(catalog_ids(target)))
             metrics = proc.get("/metrics").text
@@ -60,13 +66,21 @@ def test_consul_errors_then_timeouts_then_back(fleet: Path):
             assert proc.stop() == 0
 
 
-def test_docker_engine_killed_under_the_daemon_deletes_nothing(consul: ConsulTarget,
-                                                               private_engine: DockerEngine):
+def test_docker_engine_killed_under_the_daemon_deletes_nothing(
+    consul: ConsulTarget, private_engine: DockerEngine
+):
     with private_engine.client() as client:
-        client.containers.run(IMAGE, name="steady", detach=True, labels={LABEL: '{"id": "s"}'},
-                              restart_policy={"Name": "always"})
-    proc = Daemon(["--owner", consul.owner, "--source", "docker", "--interval", "1s"],
-                  env=consul.env(DOCKER_HOST=private_engine.host)).started()
+        client.containers.run(
+            IMAGE,
+            name="steady",
+            detach=True,
+            labels={LABEL: '{"id": "s"}'},
+            restart_policy={"Name": "always"},
+        )
+    proc = Daemon(
+        ["--owner", consul.owner, "--source", "docker", "--interval", "1s"],
+        env=consul.env(DOCKER_HOST=private_engine.host),
+    ).started()
     try:
         wait_until(lambda: "s" in consul.services(), 10)
         private_engine.kill()  # SIGKILL: no clean shutdown
@@ -78,8 +92,9 @@ def test_docker_engine_killed_under_the_daemon_deletes_nothing(consul: ConsulTar
 
         private_engine.start()
         with private_engine.client() as client:
-            client.containers.run(IMAGE, name="after", detach=True,
-                                  labels={LABEL: '{"id": "after-restart"}'})
+            client.containers.run(
+                IMAGE, name="after", detach=True, labels={LABEL: '{"id": "after-restart"}'}
+            )
         wait_until(lambda: {"s", "after-restart"} <= set(consul.services()), 30)
         wait_until(lambda: proc.status()["sources"]["docker"]["ok"], 10)
     finally:
@@ -87,16 +102,19 @@ def test_docker_engine_killed_under_the_daemon_deletes_nothing(consul: ConsulTar
 
 
 HOSTILE = {
-    "huge": ('{"id": "huge", "metadata": {"pad": "' + "x" * (1024 * 1024) + '"}}',
-             "at most 65536 bytes"),
+    "huge": (
+        '{"id": "huge", "metadata": {"pad": "' + "x" * (1024 * 1024) + '"}}',
+        "at most 65536 bytes",
+    ),
     "deep": ("[" * 10_000 + "]" * 10_000, "nested too deeply"),
     "nul": ('{"id": "a\x00b"}', "malformed JSON"),
     "digits": ('{"id": ' + "9" * 10_000 + "}", "a number is too long"),
 }
 
 
-def test_hostile_labels_one_clear_error_each(consul: ConsulTarget, docker_engine: DockerEngine,
-                                             tmp_path: Path):
+def test_hostile_labels_one_clear_error_each(
+    consul: ConsulTarget, docker_engine: DockerEngine, tmp_path: Path
+):
     files = tmp_path / "files"
     files.mkdir()
     (files / "latin1.json").write_bytes(b'{"id": "caf\xe9"}')  # invalid UTF-8
@@ -105,10 +123,22 @@ def test_hostile_labels_one_clear_error_each(consul: ConsulTarget, docker_engine
     with docker_engine.client() as client:
         for (label, _), container in zip(HOSTILE.values(), names, strict=True):
             client.containers.run(IMAGE, name=container, detach=True, labels={LABEL: label})
-        client.containers.run(IMAGE, name="calm", detach=True,
-                              labels={LABEL: json.dumps({"id": "calm"})})
-    proc = Daemon(["--owner", consul.owner, "--source", "docker", "--source", f"file:{files}",
-                   "--interval", "300s"], env=consul.env(DOCKER_HOST=docker_engine.host))
+        client.containers.run(
+            IMAGE, name="calm", detach=True, labels={LABEL: json.dumps({"id": "calm"})}
+        )
+    proc = Daemon(
+        [
+            "--owner",
+            consul.owner,
+            "--source",
+            "docker",
+            "--source",
+            f"file:{files}",
+            "--interval",
+            "300s",
+        ],
+        env=consul.env(DOCKER_HOST=docker_engine.host),
+    )
     try:
         proc.started()
         wait_until(lambda: {"calm", "good-file"} <= set(consul.services()), 15)

@@ -35,27 +35,42 @@ def test_tls_with_a_client_ca(target: ConsulTarget, tmp_path: Path):
     pki = tmp_path / "pki"
     pki.mkdir()
     make_pki(pki)
-    proc = GrpcDaemon(target, tmp_path, env={
-        "CAPSYNC_GRPC__CERT_FILE": str(pki / "server.pem"),
-        "CAPSYNC_GRPC__KEY_FILE": str(pki / "server.key"),
-        "CAPSYNC_GRPC__CLIENT_CA_FILE": str(pki / "ca.pem")}).started()
+    proc = GrpcDaemon(
+        target,
+        tmp_path,
+        env={
+            "CAPSYNC_GRPC__CERT_FILE": str(pki / "server.pem"),
+            "CAPSYNC_GRPC__KEY_FILE": str(pki / "server.key"),
+            "CAPSYNC_GRPC__CLIENT_CA_FILE": str(pki / "ca.pem"),
+        },
+    ).started()
     try:
         ca = (pki / "ca.pem").read_bytes()
         trusted = grpc.ssl_channel_credentials(
-            root_certificates=ca, private_key=(pki / "client.key").read_bytes(),
-            certificate_chain=(pki / "client.pem").read_bytes())
+            root_certificates=ca,
+            private_key=(pki / "client.key").read_bytes(),
+            certificate_chain=(pki / "client.pem").read_bytes(),
+        )
         with grpc.secure_channel(proc.grpc_address, trusted) as channel:
             stub = pb_grpc.WorkerRegistryStub(channel)
-            assert stub.Register(pb.RegisterRequest(capabilities=pb.WorkerCapabilitiesProto(
-                id="tls-worker")), metadata=proc.metadata(), timeout=10).success
+            assert stub.Register(
+                pb.RegisterRequest(capabilities=pb.WorkerCapabilitiesProto(id="tls-worker")),
+                metadata=proc.metadata(),
+                timeout=10,
+            ).success
         anonymous = grpc.ssl_channel_credentials(root_certificates=ca)
         with grpc.secure_channel(proc.grpc_address, anonymous) as channel:
-            refused = call_error(pb_grpc.WorkerRegistryStub(channel).List, pb.ListRequest(),
-                                 timeout=10)
+            refused = call_error(
+                pb_grpc.WorkerRegistryStub(channel).List, pb.ListRequest(), timeout=10
+            )
             assert refused.code() == grpc.StatusCode.UNAVAILABLE
         with grpc.insecure_channel(proc.grpc_address) as channel:
-            assert call_error(pb_grpc.WorkerRegistryStub(channel).List, pb.ListRequest(),
-                              timeout=10).code() == grpc.StatusCode.UNAVAILABLE
+            assert (
+                call_error(
+                    pb_grpc.WorkerRegistryStub(channel).List, pb.ListRequest(), timeout=10
+                ).code()
+                == grpc.StatusCode.UNAVAILABLE
+            )
         wait_until(lambda: "tls-worker" in target.services())
     finally:
         assert proc.stop() == 0
@@ -70,13 +85,14 @@ def test_start_up_refusals(target: ConsulTarget, tmp_path: Path):
     blocked = tmp_path / "blocked" / "grpc"
     blocked.mkdir(parents=True)
     (blocked / "__init__.py").write_text("raise ImportError(\"No module named 'grpc'\")\n")
-    missing = run_cli(*args, env=target.env(
-        CAPSYNC_GRPC__LISTEN="127.0.0.1:0", PYTHONPATH=str(blocked.parent)))
+    missing = run_cli(
+        *args, env=target.env(CAPSYNC_GRPC__LISTEN="127.0.0.1:0", PYTHONPATH=str(blocked.parent))
+    )
     assert missing.returncode != 0
     assert "pip install 'capsync[grpc]'" in missing.stderr
 
 
-CLIENT = '''
+CLIENT = """
 import json, sys
 import grpc
 import registry_pb2 as pb, registry_pb2_grpc as pb_grpc
@@ -95,7 +111,7 @@ print(json.dumps({"module": pb.__file__, "answer": [answer.success, answer.messa
                   "event": [pb.Event.Action.Name(event.action), event.entry.id],
                   "found": [w.id for w in found.workers],
                   "tags": [t.tool_name for t in found.workers[0].static_analysis_tools]}))
-'''
+"""
 
 
 def test_a_client_generated_from_the_shipped_proto(target: ConsulTarget, tmp_path: Path):
@@ -103,24 +119,48 @@ def test_a_client_generated_from_the_shipped_proto(target: ConsulTarget, tmp_pat
     client_dir = tmp_path / "client"
     client_dir.mkdir()
     (client_dir / "registry.proto").write_text(shipped.read_text())
-    assert protoc.main(["protoc", f"-I{client_dir}", f"--python_out={client_dir}",
-                        f"--grpc_python_out={client_dir}", "registry.proto"]) == 0
+    assert (
+        protoc.main(
+            [
+                "protoc",
+                f"-I{client_dir}",
+                f"--python_out={client_dir}",
+                f"--grpc_python_out={client_dir}",
+                "registry.proto",
+            ]
+        )
+        == 0
+    )
     (client_dir / "client.py").write_text(CLIENT)
     seed_bytes = seed_crd_message(seed_module(tmp_path)).SerializeToString()
     proc = GrpcDaemon(target, tmp_path).started()
     try:
         out = subprocess.run(
-            [sys.executable, "client.py", proc.grpc_address, proc.token or "",
-             seed_bytes.hex()], cwd=client_dir, capture_output=True, text=True, timeout=60,
-            env={"PATH": "/usr/bin:/bin"}, check=False)
+            [sys.executable, "client.py", proc.grpc_address, proc.token or "", seed_bytes.hex()],
+            cwd=client_dir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin"},
+            check=False,
+        )
         assert out.returncode == 0, out.stderr
         result = json.loads(out.stdout)
         assert result["module"].startswith(str(client_dir))  # not the committed code
-        assert result == {**result, "answer": [True, "Worker registered"],
-                          "snapshot": "snapshot", "event": ["CREATED", "rust-worker-1"],
-                          "found": ["rust-worker-1"], "tags": ["clippy", "rustfmt"]}
+        assert result == {
+            **result,
+            "answer": [True, "Worker registered"],
+            "snapshot": "snapshot",
+            "event": ["CREATED", "rust-worker-1"],
+            "found": ["rust-worker-1"],
+            "tags": ["clippy", "rustfmt"],
+        }
         assert sorted(target.services()["rust-worker-1"]["ServiceTags"]) == [
-            "cargo-audit", "cargo-fmt", "clippy", "rustfmt"]
+            "cargo-audit",
+            "cargo-fmt",
+            "clippy",
+            "rustfmt",
+        ]
     finally:
         assert proc.stop() == 0
 
@@ -139,8 +179,9 @@ def test_limits_on_streams_and_garbage_on_the_wire(target: ConsulTarget, tmp_pat
         wait_until(lambda: watch_opens(stub))
 
         garbage = proc.channel().unary_unary("/capsync.v1.WorkerRegistry/Register")
-        wrong = call_error(garbage, b"\xff\xff\xff\xff not a message",
-                           metadata=proc.metadata(), timeout=10)
+        wrong = call_error(
+            garbage, b"\xff\xff\xff\xff not a message", metadata=proc.metadata(), timeout=10
+        )
         # grpcio's own answer to bytes that do not parse, before capsync sees the call
         assert wrong.code() == grpc.StatusCode.INTERNAL
         unknown = proc.channel().unary_unary("/capsync.v1.WorkerRegistry/Nope")

@@ -33,15 +33,18 @@ def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
 
 
 def test_inbox_contract(inbox: Inbox) -> None:
-    inbox.put([Registration("Rust-1", {"id": "Rust-1"}, "rest"),
-               Registration("ws-1", {"id": "ws-1"}, "websocket", 100.0, "conn-a"),
-               Registration("ws-2", {"id": "ws-2"}, "websocket", 100.0, "conn-b")])
+    inbox.put(
+        [
+            Registration("Rust-1", {"id": "Rust-1"}, "rest"),
+            Registration("ws-1", {"id": "ws-1"}, "websocket", 100.0, "conn-a"),
+            Registration("ws-2", {"id": "ws-2"}, "websocket", 100.0, "conn-b"),
+        ]
+    )
     assert inbox.get("rust-1") == Registration("Rust-1", {"id": "Rust-1"}, "rest")
     inbox.put([Registration("RUST-1", {"id": "RUST-1"}, "rest", 50.0)])  # case-only rename
     assert [r.id for r in inbox.all()] == ["RUST-1", "ws-1", "ws-2"]
     inbox.renew(["conn-a"], 500.0)
-    assert {r.id: r.expires for r in inbox.all()} == {"RUST-1": 50.0, "ws-1": 500.0,
-                                                     "ws-2": 100.0}
+    assert {r.id: r.expires for r in inbox.all()} == {"RUST-1": 50.0, "ws-1": 500.0, "ws-2": 100.0}
     assert inbox.purge(120.0) == 2
     assert [r.id for r in inbox.all()] == ["ws-1"]
     assert inbox.remove("WS-1") is True
@@ -69,12 +72,17 @@ def test_bus_numbers_changes_and_resumes() -> None:
     start, sub = bus.subscribe()
     assert start.snapshot and start.sequence == 1 and list(start.entries["consul"]) == ["a"]
     events = bus.update("consul", {"a": _entry("a", "gpu"), "b": _entry("b")})
-    assert [(e.sequence, e.action, e.id) for e in events] == [(2, "updated", "a"),
-                                                              (3, "created", "b")]
+    assert [(e.sequence, e.action, e.id) for e in events] == [
+        (2, "updated", "a"),
+        (3, "created", "b"),
+    ]
     assert bus.update("sqlite", {}) == []
     bus.update("consul", {"b": _entry("b")})
-    assert [(e.action, e.id) for e in sub.drain()] == [("updated", "a"), ("created", "b"),
-                                                       ("deleted", "a")]
+    assert [(e.action, e.id) for e in sub.drain()] == [
+        ("updated", "a"),
+        ("created", "b"),
+        ("deleted", "a"),
+    ]
     assert events[0].as_json()["declaration"]["flags"] == {"gpu": True}
     resumed, _ = bus.subscribe(2, stream=bus.stream)
     assert not resumed.snapshot and [e.sequence for e in resumed.events] == [3, 4]

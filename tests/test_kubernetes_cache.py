@@ -26,8 +26,9 @@ def test_at_10000_pods_a_steady_cycle_costs_no_request_and_status_updates_are_si
     double: KubernetesDouble, make_source: Callable[..., KubernetesSource]
 ) -> None:
     for i in range(10_000):
-        double.put_pod(f"ns-{i % 10}", f"w{i:05d}", annotations=helpers.annotated(),
-                       labels={"role": "worker"})
+        double.put_pod(
+            f"ns-{i % 10}", f"w{i:05d}", annotations=helpers.annotated(), labels={"role": "worker"}
+        )
     source = make_source(label_selector="role=worker")
     running = helpers.Watching(source)
     running.expect("kubernetes pod listed", timeout=60)
@@ -41,8 +42,9 @@ def test_at_10000_pods_a_steady_cycle_costs_no_request_and_status_updates_are_si
     assert len(double.requests) == before  # answered from the cache
 
     # A status-only update of an annotated pod cannot change its declaration.
-    double.put_pod("ns-1", "w00001", annotations=helpers.annotated(), labels={"role": "worker"},
-                   ready=False)
+    double.put_pod(
+        "ns-1", "w00001", annotations=helpers.annotated(), labels={"role": "worker"}, ready=False
+    )
     # Relabelled out of the selector: the API server sends DELETED, and it leaves.
     double.put_pod("ns-2", "w00002", annotations=helpers.annotated(), labels={"role": "retired"})
     running.expect("kubernetes pod ns-2/w00002 DELETED")
@@ -63,7 +65,9 @@ def test_the_declarations_fingerprint_is_their_raw_text_so_validation_is_reused(
     double.put_pod("ns", "w", annotations=helpers.annotated(), ready=False)  # status only
     listing = source.list()
     assert [d.fingerprint for d in listing.declarations] == [
-        helpers.annotated()["worker.capabilities"], '{"fuzzingTools": [{"toolName": "afl++"}]}']
+        helpers.annotated()["worker.capabilities"],
+        '{"fuzzingTools": [{"toolName": "afl++"}]}',
+    ]
     again, _ = normaliser.normalise(listing, "kubernetes")
     assert all(a is b for a, b in zip(first, again, strict=True))  # not validated again
 
@@ -82,7 +86,8 @@ def test_close_ends_the_watch_threads_within_two_seconds(
 
 
 def test_a_watch_that_ends_at_once_is_a_failure_and_backs_off(
-    double: KubernetesDouble, make_source: Callable[..., KubernetesSource],
+    double: KubernetesDouble,
+    make_source: Callable[..., KubernetesSource],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # client-go tools/cache/reflector.go: "very short watch" (under a second, no event).
@@ -96,21 +101,29 @@ def test_a_watch_that_ends_at_once_is_a_failure_and_backs_off(
     threading.Event().wait(1.5)
     assert running.finish() < 2.0
     assert helpers.watches(double) <= 2  # at 0 s and after the 1 s backoff: no tight loop
-    assert any(r.getMessage() == "watch_failed" and "very short watch" in r.fields["error"]
-               for r in caplog.records)
+    assert any(
+        r.getMessage() == "watch_failed" and "very short watch" in r.fields["error"]
+        for r in caplog.records
+    )
 
 
 @pytest.mark.parametrize(
     ("namespace", "missing", "manifest"),
     [
-        (None, "list pods at the cluster scope (namespace unset: all namespaces)",
-         "rbac-cluster.yaml"),
+        (
+            None,
+            "list pods at the cluster scope (namespace unset: all namespaces)",
+            "rbac-cluster.yaml",
+        ),
         ("other", 'list pods in the namespace "other"', "rbac-namespace.yaml"),
     ],
     ids=["cluster-wide", "other-namespace"],
 )
 def test_a_403_names_the_missing_permission_and_warns_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, namespace: str | None, missing: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    namespace: str | None,
+    missing: str,
     manifest: str,
 ) -> None:
     with KubernetesDouble(namespaces={"workers"}) as double:
@@ -143,8 +156,11 @@ def test_a_403_names_the_missing_permission_and_warns_once(
     ids=["html", "truncated", "status", "null-items", "odd-items", "404", "503", "403"],
 )
 def test_only_a_clean_list_is_data(
-    double: KubernetesDouble, make_source: Callable[..., KubernetesSource],
-    status: int, body: str, content_type: str,
+    double: KubernetesDouble,
+    make_source: Callable[..., KubernetesSource],
+    status: int,
+    body: str,
+    content_type: str,
 ) -> None:
     double.put_pod("ns", "w", annotations=helpers.annotated())
     double.fail_requests(status, body=body, content_type=content_type)
@@ -176,7 +192,8 @@ def test_a_list_failing_on_its_second_page_fails_the_whole_listing(
 
 
 def test_a_daemon_style_watcher_logs_its_failures_and_keeps_going(
-    double: KubernetesDouble, make_source: Callable[..., KubernetesSource],
+    double: KubernetesDouble,
+    make_source: Callable[..., KubernetesSource],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)

@@ -26,10 +26,16 @@ def double() -> Iterator[KubernetesDouble]:
         yield running
 
 
-def get(double: KubernetesDouble, path: str, *, stream: bool = False,
-        **params: str) -> requests.Response:
-    return requests.get(double.url + path, params=params, stream=stream, timeout=10,
-                        headers={"Authorization": f"Bearer {double.token}"})
+def get(
+    double: KubernetesDouble, path: str, *, stream: bool = False, **params: str
+) -> requests.Response:
+    return requests.get(
+        double.url + path,
+        params=params,
+        stream=stream,
+        timeout=10,
+        headers={"Authorization": f"Bearer {double.token}"},
+    )
 
 
 def is_watch(response: requests.Response) -> bool:
@@ -57,8 +63,9 @@ def test_false_0_or_absent_is_a_list(double: KubernetesDouble, value: str | None
     assert response.json()["kind"] == "PodList"
 
 
-def read_events(response: requests.Response, count: int, out: list[dict[str, Any]],
-                done: threading.Event) -> None:
+def read_events(
+    response: requests.Response, count: int, out: list[dict[str, Any]], done: threading.Event
+) -> None:
     for line in response.iter_lines():
         if line:
             out.append(json.loads(line))
@@ -75,8 +82,15 @@ def test_a_watch_sees_an_object_leave_and_enter_its_label_selector(
     # the watcher's filter is sent as DELETED with the previous object; one that makes it
     # match is ADDED; one that never matches is not sent.
     start = double.put_pod("ns", "w", labels={"role": "worker"})["metadata"]["resourceVersion"]
-    response = get(double, PODS, stream=True, watch="true", labelSelector="role=worker",
-                   resourceVersion=start, timeoutSeconds="5")
+    response = get(
+        double,
+        PODS,
+        stream=True,
+        watch="true",
+        labelSelector="role=worker",
+        resourceVersion=start,
+        timeoutSeconds="5",
+    )
     events: list[dict[str, Any]] = []
     done = threading.Event()
     threading.Thread(target=read_events, args=(response, 3, events, done), daemon=True).start()
@@ -87,7 +101,10 @@ def test_a_watch_sees_an_object_leave_and_enter_its_label_selector(
     assert done.wait(5), events
     response.close()
     assert [(e["type"], e["object"]["metadata"]["labels"]["role"]) for e in events] == [
-        ("DELETED", "worker"), ("ADDED", "worker"), ("MODIFIED", "worker")]
+        ("DELETED", "worker"),
+        ("ADDED", "worker"),
+        ("MODIFIED", "worker"),
+    ]
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert rvs == sorted(rvs) and rvs[0] > int(start)
 
@@ -124,13 +141,16 @@ def test_outside_the_callers_namespaces_the_answer_is_a_forbidden_status() -> No
         assert cluster["details"] == {"kind": "pods"}
         assert cluster["message"] == (
             'pods is forbidden: User "system:serviceaccount:capsync:capsync" cannot list '
-            'resource "pods" in API group "" at the cluster scope')
-        other = get(double, "/apis/valkra.io/v1/namespaces/other/workercapabilities",
-                    watch="1").json()
+            'resource "pods" in API group "" at the cluster scope'
+        )
+        other = get(
+            double, "/apis/valkra.io/v1/namespaces/other/workercapabilities", watch="1"
+        ).json()
         assert other["details"] == {"group": "valkra.io", "kind": "workercapabilities"}
         assert other["message"].endswith(
             'cannot watch resource "workercapabilities" in API group "valkra.io" in the '
-            'namespace "other"')
+            'namespace "other"'
+        )
 
 
 def test_a_continue_token_from_before_a_compaction_is_410_expired(
@@ -161,8 +181,7 @@ def test_items_of_a_built_in_list_carry_no_kind_but_custom_ones_do(
     [resource] = get(double, RESOURCES).json()["items"]
     assert (resource["kind"], resource["apiVersion"]) == ("WorkerCapabilities", "valkra.io/v1")
     # A watch event's object does carry them.
-    response = get(double, PODS, stream=True, watch="true", resourceVersion="0",
-                   timeoutSeconds="1")
+    response = get(double, PODS, stream=True, watch="true", resourceVersion="0", timeoutSeconds="1")
     event = json.loads(next(response.iter_lines()))
     response.close()
     assert event["object"]["kind"] == "Pod"

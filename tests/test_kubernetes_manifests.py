@@ -56,8 +56,11 @@ def granted_namespaces(docs: list[dict[str, Any]]) -> set[str] | None:
     """Where the bindings let the deployment's ServiceAccount read both kinds: None for
     everywhere (a ClusterRoleBinding), else the namespaces of its RoleBindings."""
     namespace, name = service_account()
-    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
-             for d in docs if d["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+    }
     where: set[str] = set()
     for binding in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
         subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
@@ -66,8 +69,13 @@ def granted_namespaces(docs: list[dict[str, Any]]) -> set[str] | None:
         ref = binding["roleRef"]
         scope = None if ref["kind"] == "ClusterRole" else binding["metadata"]["namespace"]
         role = roles[(ref["kind"], scope, ref["name"])]
-        grants = {(g, r) for rule in role["rules"] if set(rule["verbs"]) >= READ
-                  for g in rule["apiGroups"] for r in rule["resources"]}
+        grants = {
+            (g, r)
+            for rule in role["rules"]
+            if set(rule["verbs"]) >= READ
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+        }
         if grants >= NEEDED:
             if binding["kind"] == "ClusterRoleBinding":
                 return None
@@ -75,14 +83,18 @@ def granted_namespaces(docs: list[dict[str, Any]]) -> set[str] | None:
     return where
 
 
-def lists_without_403(tmp_path: Path, namespaces: set[str] | None,
-                      settings: KubernetesSourceSettings) -> list[str]:
+def lists_without_403(
+    tmp_path: Path, namespaces: set[str] | None, settings: KubernetesSourceSettings
+) -> list[str]:
     with KubernetesDouble(namespaces=namespaces) as double:
         double.put_pod("workers", "w1", annotations=annotated())
         double.put_resource("workers", "r1", {})
         kubeconfig = str(double.write_kubeconfig(tmp_path / "kubeconfig"))
-        source = KubernetesSource(kubeconfig=kubeconfig, namespace=settings.namespace,
-                                  label_selector=settings.label_selector)
+        source = KubernetesSource(
+            kubeconfig=kubeconfig,
+            namespace=settings.namespace,
+            label_selector=settings.label_selector,
+        )
         return [d.ref for d in source.list().declarations]
 
 
@@ -96,21 +108,27 @@ def test_the_cluster_wide_setup_binds_a_cluster_role_to_the_deployments_account(
     namespaces = granted_namespaces(docs)
     assert namespaces is None
     assert lists_without_403(tmp_path, namespaces, settings) == [
-        "workers/w1", "workers/workercapabilities/r1"]
+        "workers/w1",
+        "workers/workercapabilities/r1",
+    ]
 
 
 def test_the_single_namespace_setup_names_one_namespace_everywhere(tmp_path: Path) -> None:
     docs = documents("rbac-namespace.yaml")
     assert {d["kind"] for d in docs} == {"Namespace", "Role", "RoleBinding"}
-    names = {one(docs, "Namespace")["metadata"]["name"],
-             one(docs, "Role")["metadata"]["namespace"],
-             one(docs, "RoleBinding")["metadata"]["namespace"]}
+    names = {
+        one(docs, "Namespace")["metadata"]["name"],
+        one(docs, "Role")["metadata"]["namespace"],
+        one(docs, "RoleBinding")["metadata"]["namespace"],
+    }
     settings = deployment_config(tmp_path, single_namespace=True)
     assert names == {settings.namespace} == {"workers"}
     namespaces = granted_namespaces(docs)
     assert namespaces == {"workers"}
     assert lists_without_403(tmp_path, namespaces, settings) == [
-        "workers/w1", "workers/workercapabilities/r1"]
+        "workers/w1",
+        "workers/workercapabilities/r1",
+    ]
 
 
 def test_a_scope_the_bindings_do_not_cover_is_a_403_naming_the_permission(
@@ -119,8 +137,7 @@ def test_a_scope_the_bindings_do_not_cover_is_a_403_naming_the_permission(
     # The old shipped state: RoleBindings, but the default cluster-wide configuration.
     settings = deployment_config(tmp_path, single_namespace=False)
     with pytest.raises(SourceError, match=r"missing permission: list pods at the cluster scope"):
-        lists_without_403(tmp_path, granted_namespaces(documents("rbac-namespace.yaml")),
-                          settings)
+        lists_without_403(tmp_path, granted_namespaces(documents("rbac-namespace.yaml")), settings)
 
 
 def test_the_deployment_runs_non_root_with_probes_on_healthz_and_readyz(
@@ -135,8 +152,10 @@ def test_the_deployment_runs_non_root_with_probes_on_healthz_and_readyz(
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]}}
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     [port] = container["ports"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}

@@ -77,8 +77,7 @@ def test_namespace_and_label_selector_filter_pods_and_resources(
 ) -> None:
     for ns in ("team-a", "team-b"):
         double.put_pod(ns, "cpu", annotations=annotated(), labels={"role": "worker"})
-        double.put_pod(ns, "gpu", annotations=annotated(),
-                       labels={"role": "worker", "tier": "gpu"})
+        double.put_pod(ns, "gpu", annotations=annotated(), labels={"role": "worker", "tier": "gpu"})
         double.put_pod(ns, "other", annotations=annotated(), labels={"role": "db"})
         double.put_resource(ns, "res-cpu", {}, labels={"role": "worker"})
         double.put_resource(ns, "res-db", {}, labels={"role": "db"})
@@ -88,10 +87,13 @@ def test_namespace_and_label_selector_filter_pods_and_resources(
 
     assert refs == ["team-a/cpu", "team-a/workercapabilities/res-cpu"]
     paths = [path.split("?")[0] for _, path in double.requests]
-    assert paths == ["/api/v1/namespaces/team-a/pods",
-                     "/apis/valkra.io/v1/namespaces/team-a/workercapabilities"]
-    assert [d.ref for d in make_source(resources=False, label_selector="tier").list()
-            .declarations] == ["team-a/gpu", "team-b/gpu"]
+    assert paths == [
+        "/api/v1/namespaces/team-a/pods",
+        "/apis/valkra.io/v1/namespaces/team-a/workercapabilities",
+    ]
+    assert [
+        d.ref for d in make_source(resources=False, label_selector="tier").list().declarations
+    ] == ["team-a/gpu", "team-b/gpu"]
 
 
 def test_pages_through_more_than_500_pods(
@@ -135,8 +137,10 @@ def test_a_malformed_annotation_is_an_invalid_item_and_the_rest_still_lists(
     ids=["500", "503", "401-bad-token", "server-down"],
 )
 def test_api_failures_raise_source_error_naming_source_path_and_cause(
-    double: KubernetesDouble, make_source: Callable[..., KubernetesSource],
-    break_it: Callable[[KubernetesDouble], None], expected: str,
+    double: KubernetesDouble,
+    make_source: Callable[..., KubernetesSource],
+    break_it: Callable[[KubernetesDouble], None],
+    expected: str,
 ) -> None:
     source = make_source(name="k8s-prod")
     break_it(double)
@@ -172,8 +176,9 @@ def test_configuration_comes_from_kubeconfig_env_and_bad_config_is_a_source_erro
     with pytest.raises(SourceError, match="cannot load the Kubernetes configuration"):
         KubernetesSource(kubeconfig=str(tmp_path / "env-config"), context="missing").list()
     # Inside a pod, in-cluster config wins over KUBECONFIG (here without a token to read).
-    monkeypatch.setattr("kubernetes.config.incluster_config.SERVICE_TOKEN_FILENAME",
-                        str(tmp_path / "no-token"))
+    monkeypatch.setattr(
+        "kubernetes.config.incluster_config.SERVICE_TOKEN_FILENAME", str(tmp_path / "no-token")
+    )
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(double.port))
     with pytest.raises(SourceError, match=r"configuration \(in-cluster service account\)"):
@@ -190,8 +195,9 @@ def test_without_the_extra_construction_names_it(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
-def watching(make_source: Callable[..., KubernetesSource],
-             double: KubernetesDouble) -> Iterator[Watching]:
+def watching(
+    make_source: Callable[..., KubernetesSource], double: KubernetesDouble
+) -> Iterator[Watching]:
     running = Watching(make_source())
     eventually(lambda: watches(double) >= 2)  # both kinds are streaming
     yield running
@@ -274,9 +280,23 @@ def test_watch_backs_off_on_errors_and_stops_promptly_while_waiting(
 # -- the manifests ----------------------------------------------------------------------
 
 KNOWN_KEYWORDS = {
-    "type", "description", "properties", "required", "items", "additionalProperties",
-    "pattern", "minLength", "maxLength", "maxItems", "maxProperties", "default",
-    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "minimum", "maximum", "nullable",
+    "type",
+    "description",
+    "properties",
+    "required",
+    "items",
+    "additionalProperties",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "maxItems",
+    "maxProperties",
+    "default",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "minimum",
+    "maximum",
+    "nullable",
 }
 
 
@@ -344,11 +364,16 @@ def test_crd_manifest_names_and_shape() -> None:
     assert crd["spec"]["group"] == k8s.GROUP and crd["spec"]["scope"] == "Namespaced"
     names = crd["spec"]["names"]
     assert (names["kind"], names["plural"], names["listKind"]) == (
-        "WorkerCapabilities", k8s.PLURAL, "WorkerCapabilitiesList")
+        "WorkerCapabilities",
+        k8s.PLURAL,
+        "WorkerCapabilitiesList",
+    )
     [version] = crd["spec"]["versions"]
     assert (version["name"], version["served"], version["storage"]) == (k8s.VERSION, True, True)
     assert {c["jsonPath"] for c in version["additionalPrinterColumns"]} >= {
-        ".spec.id", ".metadata.creationTimestamp"}
+        ".spec.id",
+        ".metadata.creationTimestamp",
+    }
     # Field for field the declaration schema, in camelCase.
     assert set(spec["properties"]) == {to_camel(f) for f in schema.DeclarationIn.model_fields}
     assert str(CRD.relative_to(ROOT)) == k8s.CRD_MANIFEST
@@ -363,19 +388,27 @@ def test_crd_manifest_names_and_shape() -> None:
         ({"fuzzingTools": [{"toolName": ""}]}, "toolName: pattern"),
         ({"testFrameworkTools": [{"toolName": "t" * 129}]}, "toolName: pattern"),
         ({"staticAnalysisTools": [{"toolName": "clip\u00a0py"}]}, "toolName: pattern"),
-        ({"staticAnalysisTools": [{"toolName": "a", "alternatives": list("bcdefghijkl")}]},
-         "alternatives: too many items"),
+        (
+            {"staticAnalysisTools": [{"toolName": "a", "alternatives": list("bcdefghijkl")}]},
+            "alternatives: too many items",
+        ),
         ({"staticAnalysisTools": [{"toolName": "a"}, {"toolName": "a"}]}, "duplicate map key"),
         ({"staticAnalysisTools": [{"required": True}]}, "toolName: required"),
         ({"flags": {"gpu": "yes"}}, "flags.gpu: not boolean"),
         ({"metadata": {"notes": "x" * 513}}, "metadata.notes: length"),
         ({"static_analysis_tool": []}, "static_analysis_tool: unknown"),
-        ({"fuzzingTools": [{"toolName": "a", "permissions": {"cpuLimitPercent": 101}}]},
-         "cpuLimitPercent: out of range"),
-        ({"fuzzingTools": [{"toolName": "a", "expiration": {"expiresAt": "soon"}}]},
-         "expiresAt: not integer"),
-        ({"fuzzingTools": [{"toolName": "a", "attestation": {"signature": "s"}}]},
-         "capabilityHash: required"),
+        (
+            {"fuzzingTools": [{"toolName": "a", "permissions": {"cpuLimitPercent": 101}}]},
+            "cpuLimitPercent: out of range",
+        ),
+        (
+            {"fuzzingTools": [{"toolName": "a", "expiration": {"expiresAt": "soon"}}]},
+            "expiresAt: not integer",
+        ),
+        (
+            {"fuzzingTools": [{"toolName": "a", "attestation": {"signature": "s"}}]},
+            "capabilityHash: required",
+        ),
     ],
 )
 def test_crd_schema_accepts_the_seed_spec_and_rejects_bad_ones(
@@ -390,16 +423,32 @@ def test_crd_schema_accepts_the_seed_spec_and_rejects_bad_ones(
 
 def test_crd_schema_and_capsync_accept_the_library_terms_in_camel_case() -> None:
     _, spec = crd_spec_schema()
-    tool = {"toolName": "clippy", "required": True,
-            "permissions": {"filesystemAccess": True, "memoryLimitMb": 512,
-                            "cpuLimitPercent": 100, "timeoutSeconds": 60},
-            "expiration": {"expiresAt": 1767225600, "revoked": True,
-                           "revocationReason": "retired", "revokedAt": 1767000000,
-                           "revokedBy": None},
-            "attestation": {"capabilityHash": "0" * 64, "signature": "s", "publicKey": "k",
-                            "timestamp": 1767000000, "algorithm": "SHA256-RSA",
-                            "attester": "ci"},
-            "verified": True}
+    tool = {
+        "toolName": "clippy",
+        "required": True,
+        "permissions": {
+            "filesystemAccess": True,
+            "memoryLimitMb": 512,
+            "cpuLimitPercent": 100,
+            "timeoutSeconds": 60,
+        },
+        "expiration": {
+            "expiresAt": 1767225600,
+            "revoked": True,
+            "revocationReason": "retired",
+            "revokedAt": 1767000000,
+            "revokedBy": None,
+        },
+        "attestation": {
+            "capabilityHash": "0" * 64,
+            "signature": "s",
+            "publicKey": "k",
+            "timestamp": 1767000000,
+            "algorithm": "SHA256-RSA",
+            "attester": "ci",
+        },
+        "verified": True,
+    }
     full = {**SEED_CRD_SPEC, "staticAnalysisTools": [tool]}
     assert violations(spec, full) == []
     [parsed] = schema.validate(full, ref="crd").tools["static_analysis"]
@@ -422,13 +471,43 @@ def crd_tool_name_pattern() -> str:
     return str(tool["toolName"]["pattern"])
 
 
-@pytest.mark.parametrize("name", [
-    "clippy", "Clippy", "cargo-audit", "afl++", "工具", "🔧", "\u00e9t\u00e9", "clip\u200bpy",
-    " clippy\t", "\u3000clippy\u00a0", "\x1cclippy", "x" * 128, " " + "x" * 128 + "\n",
-    "clip py", "clip\u00a0py", "clip\u2003py", "clip\u3000py", "clip\u2028py", "clip\x85py",
-    "clip\x0bpy", "clip\x1fpy", "clip\x7fpy", "clip\x00py", "a,b", "a|b", "a!", "a:b", "a=b",
-    "", "   ", "\u00a0", "x" * 129,
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "clippy",
+        "Clippy",
+        "cargo-audit",
+        "afl++",
+        "工具",
+        "🔧",
+        "\u00e9t\u00e9",
+        "clip\u200bpy",
+        " clippy\t",
+        "\u3000clippy\u00a0",
+        "\x1cclippy",
+        "x" * 128,
+        " " + "x" * 128 + "\n",
+        "clip py",
+        "clip\u00a0py",
+        "clip\u2003py",
+        "clip\u3000py",
+        "clip\u2028py",
+        "clip\x85py",
+        "clip\x0bpy",
+        "clip\x1fpy",
+        "clip\x7fpy",
+        "clip\x00py",
+        "a,b",
+        "a|b",
+        "a!",
+        "a:b",
+        "a=b",
+        "",
+        "   ",
+        "\u00a0",
+        "x" * 129,
+    ],
+)
 def test_the_crd_pattern_and_capsync_accept_the_same_tool_names(name: str) -> None:
     assert re2_search(crd_tool_name_pattern(), name) == capsync_accepts(name)
 
@@ -437,10 +516,15 @@ def test_the_crd_pattern_and_capsync_agree_on_every_character_in_every_position(
     pattern = crd_tool_name_pattern()
     # Every character up to U+30FF (all of Python's and Go's whitespace lies below it) and
     # a few beyond; lone surrogates cannot occur in the API's UTF-8 strings.
-    chars = [chr(c) for c in [*range(0x3100), 0xFEFF, 0xFFFD, 0x1F527, 0x10FFFF]
-             if not 0xD800 <= c <= 0xDFFF]
+    chars = [
+        chr(c)
+        for c in [*range(0x3100), 0xFEFF, 0xFFFD, 0x1F527, 0x10FFFF]
+        if not 0xD800 <= c <= 0xDFFF
+    ]
     disagree = [
-        name for char in chars for name in (f"a{char}b", f"{char}ab", f"ab{char}")
+        name
+        for char in chars
+        for name in (f"a{char}b", f"{char}ab", f"ab{char}")
         if re2_search(pattern, name) != rule_accepts(name)
     ]
     assert disagree == []

@@ -40,9 +40,9 @@ def test_fifty_sighups_leak_no_thread_and_no_descriptor(tmp_path: Path):
             f'[registry]\nowner = "{target.owner}"\n'
             "[daemon]\nleader_election = true\nsession_ttl = 10\n"
             f'[[sources]]\ntype = "file"\npath = "{fleet}"\n'
-            '[[sources]]\ntype = "consul"\nname = "others"\nservices = ["legacy"]\n')
-        proc = Daemon(["--config", str(config), "--interval", "600s"],
-                      env=target.env()).started()
+            '[[sources]]\ntype = "consul"\nname = "others"\nservices = ["legacy"]\n'
+        )
+        proc = Daemon(["--config", str(config), "--interval", "600s"], env=target.env()).started()
         pid = proc.proc.pid
         try:
             wait_until(lambda: len(target.services()) == 9, 15)
@@ -79,8 +79,12 @@ def test_closing_a_consul_source_ends_its_watch_within_two_seconds():
 def test_leadership_after_close_takes_no_session_and_no_lock():
     with ConsulDouble() as double:
         changes: list[bool] = []
-        leadership = Leadership(ConsulClient(ConsulEndpoint(double.address)),
-                                key="capsync/t/leader", ttl=10, holder="t@host")
+        leadership = Leadership(
+            ConsulClient(ConsulEndpoint(double.address)),
+            key="capsync/t/leader",
+            ttl=10,
+            holder="t@host",
+        )
         leadership.start(changes.append)
         assert leadership.is_leader and changes == [True]
         leadership.close()
@@ -88,16 +92,17 @@ def test_leadership_after_close_takes_no_session_and_no_lock():
         before = double.count("PUT")
         leadership._step()  # what a late renew tick would do
         assert double.count("PUT") == before and not leadership.is_leader
-        assert not any(t.name.startswith("leader-") and t.is_alive()
-                       for t in threading.enumerate())
+        assert not any(t.name.startswith("leader-") and t.is_alive() for t in threading.enumerate())
 
 
 def test_a_watch_that_raises_is_logged_and_started_again(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(runtime_module, "WATCH_RESTART_SECONDS", 0.05)
-    settings = SETTINGS.model_validate({
-        "registry": {"backend": "sqlite", "path": str(tmp_path / "r.db"), "owner": "t"},
-        "sources": [{"type": "file", "path": str(EXAMPLES)}],
-    })
+    settings = SETTINGS.model_validate(
+        {
+            "registry": {"backend": "sqlite", "path": str(tmp_path / "r.db"), "owner": "t"},
+            "sources": [{"type": "file", "path": str(EXAMPLES)}],
+        }
+    )
     runtime = runtime_module.Runtime(settings, lambda reason: None)
     calls: list[int] = []
 
@@ -117,13 +122,17 @@ def test_a_watch_that_raises_is_logged_and_started_again(tmp_path: Path, monkeyp
 def test_sources_built_before_a_failing_one_are_closed_again(monkeypatch, tmp_path: Path):
     closed: list[str] = []
     monkeypatch.setattr(FileSource, "close", lambda self: closed.append(self.name))
-    settings = SETTINGS.model_validate({
-        "registry": {"backend": "sqlite", "path": str(tmp_path / "r.db"), "owner": "t"},
-        "consul": {"address": "http://[::1"},  # refused when the consul source is built
-        "sources": [{"type": "file", "name": "a", "path": str(EXAMPLES)},
-                    {"type": "file", "name": "b", "path": str(EXAMPLES)},
-                    {"type": "consul"}],
-    })
+    settings = SETTINGS.model_validate(
+        {
+            "registry": {"backend": "sqlite", "path": str(tmp_path / "r.db"), "owner": "t"},
+            "consul": {"address": "http://[::1"},  # refused when the consul source is built
+            "sources": [
+                {"type": "file", "name": "a", "path": str(EXAMPLES)},
+                {"type": "file", "name": "b", "path": str(EXAMPLES)},
+                {"type": "consul"},
+            ],
+        }
+    )
     with pytest.raises(ConfigError, match=r"consul\.address"):
         wiring.build_sources(settings)
     assert closed == ["a", "b"]

@@ -34,22 +34,34 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushDaemon]:
 
 
 # Invalid data may also be refused for its size (a 413 is a 4xx like the others).
-CONFIG = {"checks": {"negative_data_rejection": {"expected-statuses": [
-    400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]}}}
+CONFIG = {
+    "checks": {
+        "negative_data_rejection": {
+            "expected-statuses": [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]
+        }
+    }
+}
 
 
 def operations(running: PushDaemon) -> list[schemathesis.APIOperation]:
-    schema = schemathesis.openapi.from_url(f"http://{running.address}/openapi.json",
-                                           config=schemathesis.Config.from_dict(CONFIG))
+    schema = schemathesis.openapi.from_url(
+        f"http://{running.address}/openapi.json", config=schemathesis.Config.from_dict(CONFIG)
+    )
     return [result.ok() for result in schema.get_all_operations()]
 
 
 def test_every_route_is_documented(running: PushDaemon) -> None:
     documented = {f"{op.method.upper()} {op.path}" for op in operations(running)}
     assert documented >= {
-        "GET /healthz", "GET /readyz", "GET /metrics", "GET /status",
-        "POST /workers/register", "POST /workers/find", "GET /workers",
-        "GET /workers/{worker_id}", "DELETE /workers/{worker_id}",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+        "GET /status",
+        "POST /workers/register",
+        "POST /workers/find",
+        "GET /workers",
+        "GET /workers/{worker_id}",
+        "DELETE /workers/{worker_id}",
     }
 
 
@@ -60,22 +72,30 @@ def test_every_route_is_documented(running: PushDaemon) -> None:
 # deprecates; that is the library's, not something these tests can change.
 @pytest.mark.filterwarnings(
     "ignore:Do not use the `random` module inside strategies"
-    ":hypothesis.errors.HypothesisDeprecationWarning")
-@pytest.mark.parametrize(("mode", "authorized"), [
-    (GenerationMode.POSITIVE, True), (GenerationMode.NEGATIVE, True),
-    (GenerationMode.POSITIVE, False),
-], ids=["valid", "invalid", "no-token"])
+    ":hypothesis.errors.HypothesisDeprecationWarning"
+)
+@pytest.mark.parametrize(
+    ("mode", "authorized"),
+    [
+        (GenerationMode.POSITIVE, True),
+        (GenerationMode.NEGATIVE, True),
+        (GenerationMode.POSITIVE, False),
+    ],
+    ids=["valid", "invalid", "no-token"],
+)
 def test_api_conforms(running: PushDaemon, mode: GenerationMode, authorized: bool) -> None:
     headers = running.auth() if authorized else {}
     for operation in operations(running):
         if mode is GenerationMode.NEGATIVE and not (
-                operation.get_request_payload_content_types()
-                or any(p.location == "query" for p in operation.iter_parameters())):
+            operation.get_request_payload_content_types()
+            or any(p.location == "query" for p in operation.iter_parameters())
+        ):
             continue  # nothing to get wrong: no body, no query (any path string is valid)
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None)
+        @settings(
+            max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         def check(case: schemathesis.Case) -> None:
             case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
 

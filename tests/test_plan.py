@@ -9,8 +9,9 @@ from discovery.codec import Entry
 
 
 def entry(worker_id: str, version: str = "1", source: str = "file") -> Entry:
-    return Entry(worker_id, "worker", (),
-                 {"v": version, "capsync-owner": "me", "capsync-source": source})
+    return Entry(
+        worker_id, "worker", (), {"v": version, "capsync-owner": "me", "capsync-source": source}
+    )
 
 
 def ids(entries) -> list[str]:
@@ -28,14 +29,25 @@ def ids(entries) -> list[str]:
         ({"w1": "1"}, {"W1": "1"}, [], ["W1"], [], 0),
         ({"W1": "1", "x": "1"}, {"w1": "2", "X": "1"}, [], ["w1", "X"], [], 0),
     ],
-    ids=["create", "unchanged", "update", "delete", "mixed", "case-rename",
-         "case-rename-and-change"],
+    ids=[
+        "create",
+        "unchanged",
+        "update",
+        "delete",
+        "mixed",
+        "case-rename",
+        "case-rename-and-change",
+    ],
 )
 def test_table(owned, desired, create, update, delete, unchanged) -> None:
-    changes = plan({k: entry(k, v) for k, v in owned.items()},
-                   {k: entry(k, v) for k, v in desired.items()})
+    changes = plan(
+        {k: entry(k, v) for k, v in owned.items()}, {k: entry(k, v) for k, v in desired.items()}
+    )
     assert (ids(changes.create), ids(changes.update), ids(changes.delete)) == (
-        create, update, delete)
+        create,
+        update,
+        delete,
+    )
     assert changes.unchanged == unchanged
 
 
@@ -102,7 +114,10 @@ def test_policies(policy: str, create: int, update: int, delete: int) -> None:
     desired = {"same": entry("same", "2"), "new": entry("new")}
     changes = plan(owned, desired, policy=policy)
     assert (len(changes.create), len(changes.update), len(changes.delete)) == (
-        create, update, delete)
+        create,
+        update,
+        delete,
+    )
 
 
 def test_inputs_are_not_mutated() -> None:

@@ -47,32 +47,53 @@ def test_registration_reaches_consul_with_tags_and_meta(push: PushDaemon, consul
 
 def test_seed_find_and_the_listing_routes(push: PushDaemon, consul: ConsulTarget):
     push.register(SEED_CRD_SPEC)
-    push.register({"id": "py-worker", "test_framework_tools": [{"tool_name": "pytest"}],
-                   "metadata": {"team": "qa"}})
+    push.register(
+        {
+            "id": "py-worker",
+            "test_framework_tools": [{"tool_name": "pytest"}],
+            "metadata": {"team": "qa"},
+        }
+    )
     wait_until(lambda: len(consul.services()) == 2)
     found = push.post("/workers/find", FIND_CLIPPY).json()
     assert [w["id"] for w in found] == ["rust-worker-1"]
     clippy = found[0]["static_analysis_tools"][0]  # the library's full serde form
-    assert (clippy["tool_name"], clippy["required"], clippy["alternatives"]) == (
-        "clippy", True, [])
+    assert (clippy["tool_name"], clippy["required"], clippy["alternatives"]) == ("clippy", True, [])
     by_alternative = {"capability_type": "static_analysis", "required_tools": ["cargo-fmt"]}
-    assert [w["id"] for w in push.post("/workers/find", by_alternative).json()] == [
-        "rust-worker-1"]
+    assert [w["id"] for w in push.post("/workers/find", by_alternative).json()] == ["rust-worker-1"]
     # The seed's semantics: an unknown category, or no tool of it, selects nothing.
-    assert push.post("/workers/find", {"capability_type": "nope",
-                                       "required_tools": ["clippy"]}).json() == []
-    assert push.post("/workers/find", {"capability_type": "fuzzing",
-                                       "required_tools": ["clippy"]}).json() == []
+    assert (
+        push.post("/workers/find", {"capability_type": "nope", "required_tools": ["clippy"]}).json()
+        == []
+    )
+    assert (
+        push.post(
+            "/workers/find", {"capability_type": "fuzzing", "required_tools": ["clippy"]}
+        ).json()
+        == []
+    )
     listed = push.get("/workers?has=pytest").json()
     assert [w["id"] for w in listed] == ["py-worker"]
     assert [w["id"] for w in push.get("/workers?meta=team=qa").json()] == ["py-worker"]
     assert push.get("/workers?category=fuzzing").status_code == 400  # needs --tool
     shown = push.get("/workers/RUST-WORKER-1").json()
     assert (shown["source"], shown["ref"], shown["owner"]) == (
-        "push", "rest/rust-worker-1", consul.owner)
+        "push",
+        "rest/rust-worker-1",
+        consul.owner,
+    )
     assert push.get("/workers/nobody").status_code == 404
-    cli = run_cli("find", "--category", "static_analysis", "--tool", "clippy", "--json",
-                  "--owner", consul.owner, env=consul.env())
+    cli = run_cli(
+        "find",
+        "--category",
+        "static_analysis",
+        "--tool",
+        "clippy",
+        "--json",
+        "--owner",
+        consul.owner,
+        env=consul.env(),
+    )
     assert [w["id"] for w in json.loads(cli.stdout)] == [w["id"] for w in found]
 
 
@@ -84,24 +105,40 @@ def test_refusals_change_nothing(consul: ConsulTarget, tmp_path: Path):
         assert proc.register({"id": "kept", "fuzzing_tools": [{"tool_name": "afl"}]}).ok
         wait_until(lambda: "kept" in consul.services())
         before = consul.services()
-        bad = proc.register({"id": "kept", "static_analysis_tool": [],
-                             "fuzzing_tools": [{"tool_name": "a,b", "required": "yes"}]})
+        bad = proc.register(
+            {
+                "id": "kept",
+                "static_analysis_tool": [],
+                "fuzzing_tools": [{"tool_name": "a,b", "required": "yes"}],
+            }
+        )
         assert bad.status_code == 422
         body = bad.json()
         assert body["success"] is False
         fields = {error["field"] for error in body["errors"]}
-        assert fields == {"static_analysis_tool", "fuzzing_tools[0].tool_name",
-                          "fuzzing_tools[0].required"}
+        assert fields == {
+            "static_analysis_tool",
+            "fuzzing_tools[0].tool_name",
+            "fuzzing_tools[0].required",
+        }
         assert proc.register({"id": "x"}, ttl=-1).status_code == 422
-        raw = requests.post(f"http://{proc.address}/workers/register", data=b"{not json",
-                            headers=proc.auth(), timeout=5)
+        raw = requests.post(
+            f"http://{proc.address}/workers/register",
+            data=b"{not json",
+            headers=proc.auth(),
+            timeout=5,
+        )
         assert raw.status_code == 400 and raw.json()["success"] is False
         huge = {"id": "huge", "metadata": {f"k{i}": "v" * 500 for i in range(140)}}
         assert proc.register(huge).status_code == 413
         wrong = proc.register({"id": "intruder"}, token="not-" + TOKEN)
         assert wrong.status_code == 401
-        assert requests.post(f"http://{proc.address}/workers/register", json={"id": "anon"},
-                             timeout=5).status_code == 401
+        assert (
+            requests.post(
+                f"http://{proc.address}/workers/register", json={"id": "anon"}, timeout=5
+            ).status_code
+            == 401
+        )
         assert proc.delete("kept", token="nope").status_code == 401
         refused = proc.delete("go-worker-1")  # from the file source, not pushed
         assert refused.status_code == 409 and "source 'file'" in refused.json()["message"]
@@ -161,8 +198,16 @@ def test_leases_expire_through_the_plan_and_the_guard(tmp_path: Path):
 
 
 def test_non_loopback_listen_without_token_is_refused(tmp_path: Path):
-    result = run_cli("run", "--listen", "0.0.0.0:0", "--source", f"push:{tmp_path / 'i.db'}",
-                     "--registry", f"sqlite:{tmp_path / 'r.db'}", timeout=30)
+    result = run_cli(
+        "run",
+        "--listen",
+        "0.0.0.0:0",
+        "--source",
+        f"push:{tmp_path / 'i.db'}",
+        "--registry",
+        f"sqlite:{tmp_path / 'r.db'}",
+        timeout=30,
+    )
     assert result.returncode == 2  # a configuration error
     assert "not a loopback address and no API token" in result.stderr
 
@@ -171,8 +216,14 @@ def test_token_from_the_systemd_credential(consul: ConsulTarget, tmp_path: Path)
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "capsync-api-token").write_text("cred-" + TOKEN)
-    proc = PushDaemon(consul, tmp_path, "--listen", "0.0.0.0:0", token=None,
-                      env={"CREDENTIALS_DIRECTORY": str(credentials)}).started()
+    proc = PushDaemon(
+        consul,
+        tmp_path,
+        "--listen",
+        "0.0.0.0:0",
+        token=None,
+        env={"CREDENTIALS_DIRECTORY": str(credentials)},
+    ).started()
     try:
         assert proc.address.startswith("0.0.0.0:")  # allowed: there is a token
         assert proc.register({"id": "a"}, token=TOKEN).status_code == 401
@@ -191,8 +242,12 @@ def test_with_leader_election_any_daemon_accepts_and_the_leader_syncs(tmp_path: 
             (tmp_path / name).mkdir()
             daemons.append(PushDaemon(target, tmp_path / name, env=env).started())
         try:
-            follower = wait_until(lambda: [d for d in daemons if d.status()["last_cycle"]
-                                           and not d.status()["leader"]], 15)[0]
+            follower = wait_until(
+                lambda: [
+                    d for d in daemons if d.status()["last_cycle"] and not d.status()["leader"]
+                ],
+                15,
+            )[0]
             assert follower.register({"id": "via-follower"}).ok
             wait_until(lambda: "via-follower" in target.services(), 15)
             stored = target.get("/v1/kv/capsync/inbox/via-follower")
@@ -209,8 +264,12 @@ def test_the_push_source_position_is_its_precedence(consul: ConsulTarget, tmp_pa
     proc = PushDaemon(consul, tmp_path, "--source", f"file:{fleet}").started()  # push first
     try:
         assert proc.register({"id": "shared", "flags": {"from_push": True}}).ok
-        wait_until(lambda: consul.services().get("shared", {}).get("ServiceMeta", {})
-                   .get("capsync-source") == "push")
+        wait_until(
+            lambda: (
+                consul.services().get("shared", {}).get("ServiceMeta", {}).get("capsync-source")
+                == "push"
+            )
+        )
         line = proc.wait_for(lambda line: "event=conflict" in line and "shared" in line)
         assert "push" in line
     finally:

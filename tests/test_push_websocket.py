@@ -34,32 +34,54 @@ def push(target: ConsulTarget, tmp_path: Path):
     assert proc.stop() == 0
 
 
-def test_every_message_is_answered_and_the_connection_kept(push: PushDaemon,
-                                                           target: ConsulTarget):
+def test_every_message_is_answered_and_the_connection_kept(push: PushDaemon, target: ConsulTarget):
     with push.websocket() as ws:
-        assert send(ws, {"action": "Register", "capabilities": {
-            "id": "ws-rust", "static_analysis_tools": [{"tool_name": "clippy"}]}}) == {
-            "ok": True, "action": "Register", "id": "ws-rust", "message": "", "errors": []}
+        assert send(
+            ws,
+            {
+                "action": "Register",
+                "capabilities": {
+                    "id": "ws-rust",
+                    "static_analysis_tools": [{"tool_name": "clippy"}],
+                },
+            },
+        ) == {"ok": True, "action": "Register", "id": "ws-rust", "message": "", "errors": []}
         malformed = send(ws, "{not json")
         assert malformed["ok"] is False and malformed["message"] == "malformed JSON"
         unknown = send(ws, {"action": "Delete", "capabilities": {}})
         assert unknown["ok"] is False and unknown["errors"][0]["field"] == "action"
-        invalid = send(ws, {"action": "Register", "capabilities": {
-            "id": "bad id", "fuzzing_tools": [{"tool_name": "a|b"}]}})
+        invalid = send(
+            ws,
+            {
+                "action": "Register",
+                "capabilities": {"id": "bad id", "fuzzing_tools": [{"tool_name": "a|b"}]},
+            },
+        )
         assert {e["field"] for e in invalid["errors"]} == {
-            "capabilities.id", "capabilities.fuzzing_tools[0].tool_name"}
+            "capabilities.id",
+            "capabilities.fuzzing_tools[0].tool_name",
+        }
         ws.send(b'{"action": "Update", "capabilities": {"id": "never-registered"}}')
         assert json.loads(ws.recv(timeout=10))["message"] == "not registered: send Register first"
-        assert send(ws, {"action": "Update", "capabilities": {
-            "id": "ws-rust", "static_analysis_tools": [{"tool_name": "semgrep"}]}})["ok"]
+        assert send(
+            ws,
+            {
+                "action": "Update",
+                "capabilities": {
+                    "id": "ws-rust",
+                    "static_analysis_tools": [{"tool_name": "semgrep"}],
+                },
+            },
+        )["ok"]
         wait_until(lambda: target.services().get("ws-rust", {}).get("ServiceTags") == ["semgrep"])
         assert send(ws, {"action": "Unregister", "capabilities": {"id": "ws-rust"}})["ok"]
         wait_until(lambda: "ws-rust" not in target.services())
         assert send(ws, {"action": "Unregister", "capabilities": {"id": "ws-rust"}})["ok"] is False
 
 
-def test_closed_connection_workers_leave_after_the_grace_period(push: PushDaemon,
-                                                                target: ConsulTarget):
+def test_closed_connection_workers_leave_after_the_grace_period(
+    push: PushDaemon, target: ConsulTarget
+):
     with push.websocket() as other:
         with push.websocket() as ws:
             for worker in ("ws-a", "ws-b"):
@@ -90,8 +112,7 @@ def test_watch_snapshot_events_and_resume(push: PushDaemon, target: ConsulTarget
         assert snapshot["entries"][0]["registry"] == "consul"
         assert push.register({"id": "before", "flags": {"gpu": True}}).ok
         updated = json.loads(watch.recv(timeout=10))
-        assert (updated["type"], updated["action"], updated["id"]) == ("event", "updated",
-                                                                      "before")
+        assert (updated["type"], updated["action"], updated["id"]) == ("event", "updated", "before")
         assert updated["declaration"]["flags"] == {"gpu": True}
         assert updated["sequence"] == snapshot["sequence"] + 1
         assert push.register({"id": "after"}).ok
@@ -105,23 +126,32 @@ def test_watch_snapshot_events_and_resume(push: PushDaemon, target: ConsulTarget
         head = json.loads(watch.recv(timeout=10))
         assert head["type"] == "resume"
         replay = [json.loads(watch.recv(timeout=10)) for _ in range(2)]
-        assert [(e["action"], e["id"]) for e in replay] == [("created", "after"),
-                                                            ("deleted", "before")]
+        assert [(e["action"], e["id"]) for e in replay] == [
+            ("created", "after"),
+            ("deleted", "before"),
+        ]
     with push.websocket("/workers/watch?stream=another-daemon&since=3") as watch:
         fresh = json.loads(watch.recv(timeout=10))
         assert fresh["type"] == "snapshot" and [e["id"] for e in fresh["entries"]] == ["after"]
 
 
 def test_connection_and_message_limits(target: ConsulTarget, tmp_path: Path):
-    proc = PushDaemon(target, tmp_path, env={"CAPSYNC_API__MAX_WEBSOCKETS": "1",
-                                             "CAPSYNC_API__MAX_WATCHERS": "1"}).started()
+    proc = PushDaemon(
+        target, tmp_path, env={"CAPSYNC_API__MAX_WEBSOCKETS": "1", "CAPSYNC_API__MAX_WATCHERS": "1"}
+    ).started()
     try:
         with proc.websocket() as first:
             with pytest.raises(ConnectionClosed) as refused, proc.websocket() as second:
                 second.recv(timeout=10)
             assert refused.value.rcvd.code == 1013
-            first.send(json.dumps({"action": "Register",
-                                   "capabilities": {"id": "big", "metadata": {"k": "v" * 70_000}}}))
+            first.send(
+                json.dumps(
+                    {
+                        "action": "Register",
+                        "capabilities": {"id": "big", "metadata": {"k": "v" * 70_000}},
+                    }
+                )
+            )
             with pytest.raises(ConnectionClosed) as too_big:
                 first.recv(timeout=10)
             assert too_big.value.rcvd.code == 1009
@@ -144,12 +174,19 @@ with connect(sys.argv[1], additional_headers={"Authorization": "Bearer " + sys.a
 """
 
 
-def test_a_client_that_stops_answering_pings_is_dropped_after_the_grace(target: ConsulTarget,
-                                                                        tmp_path: Path):
-    proc = PushDaemon(target, tmp_path, env={"CAPSYNC_API__GRACE": f"{GRACE}s",
-                                             "CAPSYNC_API__PING_INTERVAL": "1s"}).started()
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, f"ws://{proc.address}/workers/ws",
-                               TOKEN], stdout=subprocess.PIPE, text=True)
+def test_a_client_that_stops_answering_pings_is_dropped_after_the_grace(
+    target: ConsulTarget, tmp_path: Path
+):
+    proc = PushDaemon(
+        target,
+        tmp_path,
+        env={"CAPSYNC_API__GRACE": f"{GRACE}s", "CAPSYNC_API__PING_INTERVAL": "1s"},
+    ).started()
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, f"ws://{proc.address}/workers/ws", TOKEN],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert client.stdout is not None and '"ok":true' in client.stdout.readline()
         wait_until(lambda: "frozen" in target.services())

@@ -61,8 +61,7 @@ class Place:
     outage: Callable[[Registry], None] = lambda registry: registry.close()  # stops answering
     opened: list[Registry] = field(default_factory=list)
 
-    def open(self, owner: str = OWNER, service: str = "worker",
-             writer: str = "host-a") -> Registry:
+    def open(self, owner: str = OWNER, service: str = "worker", writer: str = "host-a") -> Registry:
         registry = self.open_at(owner, service, writer)
         self.opened.append(registry)
         return registry
@@ -81,9 +80,17 @@ def memory_place() -> Iterator[Place]:
         with catalog.lock:
             catalog.nodes.setdefault(node.lower(), _Node({})).services[e.id.lower()] = e
 
-    yield Place(lambda owner, service, writer: MemoryRegistry(
-        catalog, service=service, owner=owner, node=f"capsync-{owner}", writer=writer,
-    ), plant, _foreign_owner)
+    yield Place(
+        lambda owner, service, writer: MemoryRegistry(
+            catalog,
+            service=service,
+            owner=owner,
+            node=f"capsync-{owner}",
+            writer=writer,
+        ),
+        plant,
+        _foreign_owner,
+    )
 
 
 @pytest.fixture
@@ -92,27 +99,45 @@ def sqlite_place(tmp_path: Path) -> Iterator[Place]:
 
     def plant(node: str, e: codec.Entry) -> None:
         with closing(sqlite3.connect(path)) as db, db:
-            db.execute("INSERT INTO services (node, id, service, tags, meta, address, port)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (node, e.id, e.service, json.dumps(e.tags), json.dumps(dict(e.meta)),
-                        "", 0))
+            db.execute(
+                "INSERT INTO services (node, id, service, tags, meta, address, port)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (node, e.id, e.service, json.dumps(e.tags), json.dumps(dict(e.meta)), "", 0),
+            )
 
-    yield Place(lambda owner, service, writer: SqliteRegistry(
-        path, service=service, owner=owner, node=f"capsync-{owner}", writer=writer,
-    ), plant, _foreign_owner)
+    yield Place(
+        lambda owner, service, writer: SqliteRegistry(
+            path,
+            service=service,
+            owner=owner,
+            node=f"capsync-{owner}",
+            writer=writer,
+        ),
+        plant,
+        _foreign_owner,
+    )
 
 
 @pytest.fixture
 def consul_place() -> Iterator[Place]:
     with ConsulDouble() as double:
+
         def open_at(owner: str, service: str, writer: str) -> Registry:
-            return ConsulRegistry(ConsulClient(ConsulEndpoint(double.address)),
-                                  service=service, owner=owner, node=f"capsync-{owner}",
-                                  writer=writer)
+            return ConsulRegistry(
+                ConsulClient(ConsulEndpoint(double.address)),
+                service=service,
+                owner=owner,
+                node=f"capsync-{owner}",
+                writer=writer,
+            )
 
         def plant(node: str, e: codec.Entry) -> None:
-            body = {"Node": node, "Address": "127.0.0.1", "SkipNodeUpdate": True,
-                    "Service": service_fields(e)}
+            body = {
+                "Node": node,
+                "Address": "127.0.0.1",
+                "SkipNodeUpdate": True,
+                "Service": service_fields(e),
+            }
             client = ConsulClient(ConsulEndpoint(double.address))
             try:
                 assert client.put("/v1/catalog/register", body).status == 200
@@ -127,8 +152,9 @@ def consul_place() -> Iterator[Place]:
         yield Place(open_at, plant, refusable, lambda registry: double.stop())
 
 
-def _store_place(open_registry: Callable[[str, str, str, str], Registry],
-                 target: int) -> Iterator[Place]:
+def _store_place(
+    open_registry: Callable[[str, str, str, str], Registry], target: int
+) -> Iterator[Place]:
     """Redis or PostgreSQL, reached through a proxy so that an outage is the server
     going away; another writer plants an entry by writing it as its own owner."""
     proxy = Proxy(target)
@@ -154,9 +180,14 @@ def redis_place(redis_server: RedisServer) -> Iterator[Place]:
     client.close()
     yield from _store_place(
         lambda owner, service, writer, address: RedisRegistry(
-            connect(RedisEndpoint(f"redis://{address}/3")), service=service, owner=owner,
-            node=f"capsync-{owner}", writer=writer),
-        redis_server.port)
+            connect(RedisEndpoint(f"redis://{address}/3")),
+            service=service,
+            owner=owner,
+            node=f"capsync-{owner}",
+            writer=writer,
+        ),
+        redis_server.port,
+    )
 
 
 @pytest.fixture
@@ -167,8 +198,13 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
     yield from _store_place(
         lambda owner, service, writer, address: PostgresRegistry(
             PostgresEndpoint(f"postgresql://postgres@{address}/{name}?sslmode=disable"),
-            service=service, owner=owner, node=f"capsync-{owner}", writer=writer),
-        postgres_server.port)
+            service=service,
+            owner=owner,
+            node=f"capsync-{owner}",
+            writer=writer,
+        ),
+        postgres_server.port,
+    )
 
 
 PLACES = ["memory_place", "sqlite_place", "redis_place", "postgres_place", "consul_place"]
@@ -186,10 +222,16 @@ def place(request: pytest.FixtureRequest) -> Iterator[Place]:
         registry.close()
 
 
-def syncer(place: Place, *sources: ScriptedSource, owner: str = OWNER,
-           service: str = "worker", writer: str = "host-a") -> Syncer:
-    target = RegistrySync("r", place.open(owner, service, writer),
-                          SyncOptions(service=service, owner=owner))
+def syncer(
+    place: Place,
+    *sources: ScriptedSource,
+    owner: str = OWNER,
+    service: str = "worker",
+    writer: str = "host-a",
+) -> Syncer:
+    target = RegistrySync(
+        "r", place.open(owner, service, writer), SyncOptions(service=service, owner=owner)
+    )
     return Syncer(list(sources), [target])
 
 
@@ -299,18 +341,29 @@ def test_refused_entry_is_reported_and_the_others_land(place: Place) -> None:
     assert sorted(registry.snapshot().owned) == sorted(e.id for e in good)
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    (Query(), ["py-1", "rust-1", "rust-2"]),
-    (Query(has=("clippy",)), ["rust-1", "rust-2"]),
-    (Query(has=("clippy", "rustfmt")), ["rust-2"]),
-    (Query(category="static_analysis", tools=("ruff", "rustfmt")), ["py-1", "rust-2"]),
-], ids=["all", "has-one", "has-two", "category-tools"])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (Query(), ["py-1", "rust-1", "rust-2"]),
+        (Query(has=("clippy",)), ["rust-1", "rust-2"]),
+        (Query(has=("clippy", "rustfmt")), ["rust-2"]),
+        (Query(category="static_analysis", tools=("ruff", "rustfmt")), ["py-1", "rust-2"]),
+    ],
+    ids=["all", "has-one", "has-two", "category-tools"],
+)
 def test_query_narrowing_is_a_superset_and_matches_exactly(
     place: Place, query: Query, expected: list[str]
 ) -> None:
     registry = place.open()
-    registry.apply(Changes(create=(entry("rust-1", "clippy"), entry("rust-2", "clippy", "rustfmt"),
-                                   entry("py-1", "ruff"))))
+    registry.apply(
+        Changes(
+            create=(
+                entry("rust-1", "clippy"),
+                entry("rust-2", "clippy", "rustfmt"),
+                entry("py-1", "ruff"),
+            )
+        )
+    )
     narrowed = registry.entries(query)
     matching = sorted(i.entry.id for i in narrowed if query.matches(codec.decode(i.entry)))
     assert matching == expected
@@ -330,18 +383,27 @@ def test_unreachable_registry_fails_the_cycle_and_changes_nothing(place: Place) 
     assert not report.registries[0].changes.writes
 
 
-
 def test_full_form_round_trips_and_an_expiry_is_a_change(place: Place) -> None:
     """The library's full form comes back whole, and the clock alone changes the entry."""
     now = 1_767_225_600
-    tool = {"tool_name": "clippy", "required": True,
-            "permissions": {"network_access": True, "memory_limit_mb": 512},
-            "expiration": {"expires_at": now + 10},
-            "attestation": {"capability_hash": "0" * 64, "signature": "s", "public_key": "k",
-                            "timestamp": now - 60, "algorithm": "SHA256-RSA", "attester": "ci"},
-            "verified": True}
-    source = ScriptedSource(declarations=[{"id": "full-1", "static_analysis_tools": [tool]},
-                                          *declared("plain-1")])
+    tool = {
+        "tool_name": "clippy",
+        "required": True,
+        "permissions": {"network_access": True, "memory_limit_mb": 512},
+        "expiration": {"expires_at": now + 10},
+        "attestation": {
+            "capability_hash": "0" * 64,
+            "signature": "s",
+            "public_key": "k",
+            "timestamp": now - 60,
+            "algorithm": "SHA256-RSA",
+            "attester": "ci",
+        },
+        "verified": True,
+    }
+    source = ScriptedSource(
+        declarations=[{"id": "full-1", "static_analysis_tools": [tool]}, *declared("plain-1")]
+    )
     clock = [float(now)]
     target = RegistrySync("r", place.open(), SyncOptions(service="worker", owner=OWNER))
     sync = Syncer([source], [target], clock=lambda: clock[0])
@@ -386,7 +448,10 @@ def test_case_only_rename_through_a_cycle_is_one_update(place: Place) -> None:
     source.declarations = declared("rust-1")
     changes = sync.run_once().registries[0].changes
     assert ([u.new.id for u in changes.update], changes.create, changes.delete) == (
-        ["rust-1"], (), ())
+        ["rust-1"],
+        (),
+        (),
+    )
     assert list(place.open().snapshot().owned) == ["rust-1"]
 
 
@@ -435,4 +500,3 @@ def test_deletions_sliced_across_cycles_are_held(place: Place) -> None:
     assert len(report.changes.held) == 40 and not report.changes.delete
     assert "high-water mark" in report.changes.held_reason
     assert len(place.open().snapshot().owned) == 55
-

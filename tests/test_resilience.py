@@ -42,11 +42,12 @@ class Clock:
 
 # --- retry with backoff (time passed in) ---------------------------------------------
 
+
 def test_backoff_doubles_from_one_second_up_to_the_ceiling_and_resets():
     backoff = Backoff(ceiling=10.0, rng=random.Random(1))
     delays = [backoff.failed(0.0) for _ in range(8)]
     for attempt, delay in enumerate(delays):
-        nominal = min(2.0 ** attempt, 10.0)
+        nominal = min(2.0**attempt, 10.0)
         assert 0.8 * nominal <= delay <= nominal  # jitter only ever shortens
     assert backoff.failures == 8 and backoff.due == delays[-1]
     backoff.succeeded()
@@ -79,6 +80,7 @@ def test_trigger_runs_a_retry_when_it_falls_due():
 
 # --- isolation of the unexpected -----------------------------------------------------
 
+
 class Broken:
     """A source with a bug: its listing raises what nobody raises on purpose."""
 
@@ -92,8 +94,9 @@ class Broken:
 
 
 def sqlite(tmp_path: Path) -> SqliteRegistry:
-    return SqliteRegistry(tmp_path / "r.db", service="worker", owner="t", node="capsync-t",
-                          node_address="127.0.0.1")
+    return SqliteRegistry(
+        tmp_path / "r.db", service="worker", owner="t", node="capsync-t", node_address="127.0.0.1"
+    )
 
 
 def target(registry: SqliteRegistry) -> RegistrySync:
@@ -120,8 +123,9 @@ def test_an_unexpected_registry_exception_is_a_failed_cycle(tmp_path: Path):
         def apply(self, changes, stop=None):  # type: ignore[no-untyped-def]
             raise UnicodeEncodeError("utf-8", "cl\ud800ppy", 2, 3, "surrogates not allowed")
 
-    registry = Exploding(tmp_path / "r.db", service="worker", owner="t", node="capsync-t",
-                         node_address="127.0.0.1")
+    registry = Exploding(
+        tmp_path / "r.db", service="worker", owner="t", node="capsync-t", node_address="127.0.0.1"
+    )
     fleet = tmp_path / "fleet"
     shutil.copytree(EXAMPLES, fleet)
     try:
@@ -138,8 +142,9 @@ def test_retry_after_reaches_the_report(tmp_path: Path):
         def snapshot(self):  # type: ignore[no-untyped-def]
             raise RegistryError("Consul answered 429", retry_after=7.0)
 
-    registry = Throttled(tmp_path / "r.db", service="worker", owner="t", node="capsync-t",
-                         node_address="127.0.0.1")
+    registry = Throttled(
+        tmp_path / "r.db", service="worker", owner="t", node="capsync-t", node_address="127.0.0.1"
+    )
     try:
         report = Syncer([], [target(registry)]).run_once()
     finally:
@@ -151,15 +156,26 @@ def test_hostile_tool_name_does_not_end_a_sqlite_daemon(tmp_path: Path):
     fleet = tmp_path / "fleet"
     shutil.copytree(EXAMPLES, fleet)
     (fleet / "sur.json").write_text(SURROGATE)
-    proc = Daemon(["--registry", f"sqlite:{tmp_path / 'r.db'}", "--owner", "t",
-                   "--source", f"file:{fleet}", "--interval", "600s"]).started()
+    proc = Daemon(
+        [
+            "--registry",
+            f"sqlite:{tmp_path / 'r.db'}",
+            "--owner",
+            "t",
+            "--source",
+            f"file:{fleet}",
+            "--interval",
+            "600s",
+        ]
+    ).started()
     try:
         proc.wait_for(lambda line: "event=cycle" in line)
         assert proc.get("/healthz").status_code == 200
         (fleet / "sur.json").unlink()
         wait_until(lambda: proc.status()["last_cycle"]["ok"], 15)
-        listed = run_cli("list", "--registry", f"sqlite:{tmp_path / 'r.db'}", "--owner", "t",
-                         "--json")
+        listed = run_cli(
+            "list", "--registry", f"sqlite:{tmp_path / 'r.db'}", "--owner", "t", "--json"
+        )
         assert len(json.loads(listed.stdout)) == 9
         assert proc.proc.poll() is None
         assert not any("Traceback" in line for line in proc.lines)
@@ -175,13 +191,14 @@ def test_consul_outage_is_repaired_within_seconds_of_its_return(tmp_path: Path):
     double = ConsulDouble().start()
     port = double.port
     target = ConsulTarget(double.address, double)
-    proc = Daemon(["--owner", target.owner, "--source", f"file:{fleet}",
-                   "--interval", "600s"], env=target.env()).started()
+    proc = Daemon(
+        ["--owner", target.owner, "--source", f"file:{fleet}", "--interval", "600s"],
+        env=target.env(),
+    ).started()
     try:
         wait_until(lambda: len(target.services()) == 9, 15)
         double.stop()
-        status = wait_until(lambda: (s := proc.status())["consecutive_failures"] >= 2 and s,
-                            20)
+        status = wait_until(lambda: (s := proc.status())["consecutive_failures"] >= 2 and s, 20)
         assert status["next_attempt"] is not None and not status["ready"]
         time.sleep(3)
         double = ConsulDouble(port=port).start()  # back, empty
@@ -189,8 +206,10 @@ def test_consul_outage_is_repaired_within_seconds_of_its_return(tmp_path: Path):
         wait_until(lambda: len(target.services()) == 9, 5)  # a few seconds, not 10 minutes
         wait_until(lambda: proc.status()["consecutive_failures"] == 0, 5)
         metrics = proc.get("/metrics").text
-        assert any(line.startswith("capsync_retries_total ") and float(line.split()[1]) >= 1
-                   for line in metrics.splitlines())
+        assert any(
+            line.startswith("capsync_retries_total ") and float(line.split()[1]) >= 1
+            for line in metrics.splitlines()
+        )
         assert not any("event: file" in line for line in proc.lines)
     finally:
         assert proc.stop() == 0
@@ -199,8 +218,8 @@ def test_consul_outage_is_repaired_within_seconds_of_its_return(tmp_path: Path):
 
 # --- bounded reads -------------------------------------------------------------------
 
-def test_fifo_device_and_symlink_loop_are_invalid_entries_not_a_blocked_source(
-        tmp_path: Path):
+
+def test_fifo_device_and_symlink_loop_are_invalid_entries_not_a_blocked_source(tmp_path: Path):
     fleet = tmp_path / "fleet"
     shutil.copytree(EXAMPLES, fleet)
     os.mkfifo(fleet / "pipe.json")
@@ -218,10 +237,24 @@ def test_fifo_device_and_symlink_loop_are_invalid_entries_not_a_blocked_source(
 def max_rss_mb_of_run_once(fleet: Path, tmp_path: Path) -> float:
     """Peak RSS of a `capsync run --once` child, from its own rusage (wait4)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "run", "--once", "--owner", "t",
-         "--registry", f"sqlite:{tmp_path / 'r.db'}", "--source", f"file:{fleet}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_environment(),
-        cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "run",
+            "--once",
+            "--owner",
+            "t",
+            "--registry",
+            f"sqlite:{tmp_path / 'r.db'}",
+            "--source",
+            f"file:{fleet}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=child_environment(),
+        cwd=ROOT,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0  # the big file is one invalid declaration
@@ -244,32 +277,42 @@ def test_a_sparse_gigabyte_file_costs_no_memory(tmp_path: Path):
 
 # --- clear errors instead of tracebacks ----------------------------------------------
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (b"[daemon]\ninterval = \"" + b"9" * 400 + b"s\"\n", "daemon.interval: Value error, "),
-    (b"[daemon]\ninterval = inf\n", "daemon.interval"),
-    (b"[registry]\nowner = \"caf\xe9\"\n", "not UTF-8"),
-    (b"[consul]\ntoken = \"abc\\ndef\"\n", "consul.token"),
-    (b"[consul]\ntoken = \"t\xc3\xa9st\"\n", "non-ASCII"),
-])
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'[daemon]\ninterval = "' + b"9" * 400 + b's"\n', "daemon.interval: Value error, "),
+        (b"[daemon]\ninterval = inf\n", "daemon.interval"),
+        (b'[registry]\nowner = "caf\xe9"\n', "not UTF-8"),
+        (b'[consul]\ntoken = "abc\\ndef"\n', "consul.token"),
+        (b'[consul]\ntoken = "t\xc3\xa9st"\n', "non-ASCII"),
+    ],
+)
 def test_bad_settings_are_one_line_and_exit_2(tmp_path: Path, content: bytes, expected: str):
     config = tmp_path / "c.toml"
     config.write_bytes(content)
-    for args in (["config", "check", str(config)],
-                 ["run", "--once", "--config", str(config), "--source", "file:/nonexistent"]):
+    for args in (
+        ["config", "check", str(config)],
+        ["run", "--once", "--config", str(config), "--source", "file:/nonexistent"],
+    ):
         result = run_cli(*args)
         assert result.returncode == 2, result
         assert expected.removesuffix("Value error, ") in result.stderr
         assert "Traceback" not in result.stderr and "Infinity" not in result.stdout
-    assert "abc" not in run_cli("config", "check", str(config)).stderr.replace(
-        str(config), "")
+    assert "abc" not in run_cli("config", "check", str(config)).stderr.replace(str(config), "")
 
 
 def test_token_file_not_utf8_or_multiline_is_one_line_exit_2(tmp_path: Path):
     token = tmp_path / "token"
     for raw, expected in ((b"\xff\xfe", "not UTF-8"), (b"sec\nret\n", "a line break")):
         token.write_bytes(raw)
-        result = run_cli("run", "--once", "--source", f"file:{EXAMPLES}",
-                         env={"CONSUL_HTTP_TOKEN_FILE": str(token)})
+        result = run_cli(
+            "run",
+            "--once",
+            "--source",
+            f"file:{EXAMPLES}",
+            env={"CONSUL_HTTP_TOKEN_FILE": str(token)},
+        )
         assert result.returncode == 2 and expected in result.stderr
         assert result.stderr.count("\n") == 1 and "sec" not in result.stderr
 
@@ -277,8 +320,15 @@ def test_token_file_not_utf8_or_multiline_is_one_line_exit_2(tmp_path: Path):
 def test_occupied_and_unresolvable_listen_addresses(tmp_path: Path):
     with ConsulDouble() as double:
         for listen in (double.address, "no-such-host.invalid:9469"):
-            result = run_cli("run", "--listen", listen, "--registry",
-                             f"sqlite:{tmp_path / 'r.db'}", "--source", f"file:{EXAMPLES}")
+            result = run_cli(
+                "run",
+                "--listen",
+                listen,
+                "--registry",
+                f"sqlite:{tmp_path / 'r.db'}",
+                "--source",
+                f"file:{EXAMPLES}",
+            )
             assert result.returncode == 2, result
             assert "daemon.listen" in result.stderr and "cannot listen there" in result.stderr
             assert "Traceback" not in result.stderr
@@ -293,8 +343,13 @@ def test_find_into_a_closed_pipe_is_quiet(tmp_path: Path):
     assert run_cli("run", "--once", "--registry", db, "--source", f"file:{big}").returncode == 0
     pipeline = subprocess.run(
         f"{sys.executable} -m daemon.cli list --registry {db} | head -1",
-        shell=True, capture_output=True, env=child_environment(), cwd=ROOT, timeout=60,
-        check=False)
+        shell=True,
+        capture_output=True,
+        env=child_environment(),
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
     assert pipeline.stdout.count(b"\n") == 1
     assert b"Traceback" not in pipeline.stderr and b"BrokenPipe" not in pipeline.stderr
 
@@ -303,41 +358,56 @@ def test_an_error_page_from_consul_is_cut_to_one_short_line():
     page = "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>" + "x" * 5000
     with ConsulDouble() as double:
         double.fail_requests(502, page + "</body>\n</html>\n")
-        result = run_cli("run", "--once", "--owner", "t", "--source", f"file:{EXAMPLES}",
-                         env={"CONSUL_HTTP_ADDR": double.address})
+        result = run_cli(
+            "run",
+            "--once",
+            "--owner",
+            "t",
+            "--source",
+            f"file:{EXAMPLES}",
+            env={"CONSUL_HTTP_ADDR": double.address},
+        )
     assert result.returncode == 1
     [line] = [line for line in result.stderr.splitlines() if "registry_failed" in line]
     assert "(502): <html> <head><title>502 Bad Gateway" in line and len(line) < 400
 
 
-def test_a_reload_that_fails_for_any_reason_keeps_the_running_configuration(
-        tmp_path: Path):
+def test_a_reload_that_fails_for_any_reason_keeps_the_running_configuration(tmp_path: Path):
     fleet = tmp_path / "fleet"
     shutil.copytree(EXAMPLES, fleet)
     db = tmp_path / "r.db"
     config = tmp_path / "capsync.toml"
-    good = (f'[registry]\nbackend = "sqlite"\npath = "{db}"\nowner = "t"\n'
-            f'[[sources]]\ntype = "file"\npath = "{fleet}"\n')
+    good = (
+        f'[registry]\nbackend = "sqlite"\npath = "{db}"\nowner = "t"\n'
+        f'[[sources]]\ntype = "file"\npath = "{fleet}"\n'
+    )
     config.write_text(good)
     proc = Daemon(["--config", str(config), "--interval", "600s"]).started()
     try:
         proc.wait_for(lambda line: "event=cycle" in line)
-        for bad in (b"[registry]\nowner = \"caf\xe9\"\n",
-                    b"[daemon]\nmin_gap = \"" + b"9" * 400 + b"s\"\n",
-                    good.encode() + b'[consul]\naddress = "http://[::1"\n'
-                    b'[[sources]]\ntype = "consul"\n'):
+        for bad in (
+            b'[registry]\nowner = "caf\xe9"\n',
+            b'[daemon]\nmin_gap = "' + b"9" * 400 + b's"\n',
+            good.encode() + b'[consul]\naddress = "http://[::1"\n[[sources]]\ntype = "consul"\n',
+        ):
             config.write_bytes(bad)
             seen = sum("event=reload_failed" in line for line in proc.lines)
             proc.signal(signal.SIGHUP)
-            wait_until(lambda n=seen: sum("event=reload_failed" in line
-                                          for line in proc.lines) > n, 10)
+            wait_until(
+                lambda n=seen: sum("event=reload_failed" in line for line in proc.lines) > n, 10
+            )
         failures = [line for line in proc.lines if "event=reload_failed" in line]
         assert "not UTF-8" in failures[0] and "daemon.min_gap" in failures[1]
         assert "consul.address" in failures[2]
         assert all("keeping the running configuration" in line for line in failures)
         (fleet / "late.json").write_text('{"id": "late-worker"}')
-        wait_until(lambda: "late-worker" in run_cli(
-            "list", "--registry", f"sqlite:{db}", "--owner", "t").stdout, 10)
+        wait_until(
+            lambda: (
+                "late-worker"
+                in run_cli("list", "--registry", f"sqlite:{db}", "--owner", "t").stdout
+            ),
+            10,
+        )
         assert proc.get("/healthz").status_code == 200
     finally:
         assert proc.stop() == 0

@@ -18,9 +18,13 @@ from tests.doubles.faultproxy import Fault, FaultProxy, html
 from tests.test_sync_contract import sync
 
 LISTING = "/v1.43/containers/json"
-CONTAINER = {"Id": "0123456789abcdef", "Names": ["/w1"], "State": "running",
-             "Labels": {"worker.capabilities": '{"id": "w1"}'},
-             "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}}}}
+CONTAINER = {
+    "Id": "0123456789abcdef",
+    "Names": ["/w1"],
+    "State": "running",
+    "Labels": {"worker.capabilities": '{"id": "w1"}'},
+    "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}}},
+}
 
 
 def json_fault(body: object) -> Fault:

@@ -28,8 +28,7 @@ BROKEN = {
 }
 
 
-def test_broken_multi_declaration_files_keep_all_their_entries(backend: Backend,
-                                                                tmp_path: Path):
+def test_broken_multi_declaration_files_keep_all_their_entries(backend: Backend, tmp_path: Path):
     fleet = tmp_path / "fleet"
     fleet.mkdir()
     for index, (name, (write, _)) in enumerate(BROKEN.items()):
@@ -50,6 +49,7 @@ def test_broken_multi_declaration_files_keep_all_their_entries(backend: Backend,
 
 # -- 3. Worker ids compare case-insensitively ----------------------------------------
 
+
 def test_case_only_rename_is_one_update(backend: Backend, tmp_path: Path):
     fleet = tmp_path / "fleet"
     fleet.mkdir()
@@ -66,8 +66,7 @@ def test_case_only_rename_is_one_update(backend: Backend, tmp_path: Path):
     assert "2 unchanged" in again.stdout and "(0 write requests)" in again.stdout
 
 
-def test_foreign_entry_differing_in_case_is_never_overwritten(backend: Backend,
-                                                              tmp_path: Path):
+def test_foreign_entry_differing_in_case_is_never_overwritten(backend: Backend, tmp_path: Path):
     squatter = backend.with_service("builder")  # another unit, same node
     other_dir = tmp_path / "theirs"
     other_dir.mkdir()
@@ -88,6 +87,7 @@ def test_foreign_entry_differing_in_case_is_never_overwritten(backend: Backend,
 
 # -- 4. Ownership is owner and service; one writer per owner and service -------------
 
+
 def test_second_host_with_the_same_owner_refuses_to_write(backend: Backend, tmp_path: Path):
     fleet = tmp_path / "fleet"
     fleet.mkdir()
@@ -101,8 +101,13 @@ def test_second_host_with_the_same_owner_refuses_to_write(backend: Backend, tmp_
     other = tmp_path / "other"
     other.mkdir()
     (other / "b.json").write_text('{"id": "b"}')
-    result = sync(backend, "--source", f"file:{other}", "--allow-mass-delete",
-                  env={"CAPSYNC_REGISTRY__WRITER": "host-b"})
+    result = sync(
+        backend,
+        "--source",
+        f"file:{other}",
+        "--allow-mass-delete",
+        env={"CAPSYNC_REGISTRY__WRITER": "host-b"},
+    )
 
     assert result.returncode == 1
     assert "'host-a'" in result.stderr and "'host-b'" in result.stderr
@@ -110,8 +115,12 @@ def test_second_host_with_the_same_owner_refuses_to_write(backend: Backend, tmp_
     assert backend.services() == before
 
     # With leader election writers are serialised: the leader takes the node over.
-    leader = sync(backend, "--source", f"file:{other}", "--allow-mass-delete",
-                  env={"CAPSYNC_REGISTRY__WRITER": "host-b",
-                       "CAPSYNC_DAEMON__LEADER_ELECTION": "true"})
+    leader = sync(
+        backend,
+        "--source",
+        f"file:{other}",
+        "--allow-mass-delete",
+        env={"CAPSYNC_REGISTRY__WRITER": "host-b", "CAPSYNC_DAEMON__LEADER_ELECTION": "true"},
+    )
     assert leader.returncode == 0, leader.stderr
     assert list(backend.services()) == ["b"]

@@ -19,8 +19,7 @@ def write_part(path: Path, prefix: str, count: int) -> None:
     path.write_text(json.dumps([{"id": f"{prefix}-{i:03}"} for i in range(count)]))
 
 
-def test_an_emptied_source_is_held_however_many_others_there_are(backend: Backend,
-                                                                 tmp_path: Path):
+def test_an_emptied_source_is_held_however_many_others_there_are(backend: Backend, tmp_path: Path):
     big, small = tmp_path / "big", tmp_path / "small"
     big.mkdir()
     small.mkdir()
@@ -42,15 +41,18 @@ def test_an_emptied_source_is_held_however_many_others_there_are(backend: Backen
     assert sorted(backend.services()) == sorted(i for i in before if i.startswith("big"))
 
 
-def test_deletions_sliced_across_cycles_are_held_until_released(consul: ConsulTarget,
-                                                               tmp_path: Path):
+def test_deletions_sliced_across_cycles_are_held_until_released(
+    consul: ConsulTarget, tmp_path: Path
+):
     fleet = tmp_path / "fleet"
     fleet.mkdir()
     for name, count in (("a", 45), ("b", 40), ("c", 15)):
         write_part(fleet / f"{name}.json", name, count)
     release = tmp_path / "release-deletions"
-    proc = Daemon(["--owner", consul.owner, "--source", f"file:{fleet}", "--interval", "1s"],
-                  env=consul.env(CAPSYNC_REGISTRY__RELEASE_FILE=str(release))).started()
+    proc = Daemon(
+        ["--owner", consul.owner, "--source", f"file:{fleet}", "--interval", "1s"],
+        env=consul.env(CAPSYNC_REGISTRY__RELEASE_FILE=str(release)),
+    ).started()
     try:
         wait_until(lambda: len(consul.services()) == 100, 20)
         (fleet / "a.json").unlink()  # 45 of 100: under the limit, deleted
@@ -82,8 +84,9 @@ def _fleet(count: int) -> list[dict[str, object]]:
 
 def _memory_sync(catalog: MemoryCatalog, name: str, release: Path | None = None) -> RegistrySync:
     registry = MemoryRegistry(catalog, service="worker", owner="host-1", node="capsync-host-1")
-    return RegistrySync(name, registry, SyncOptions(service="worker", owner="host-1",
-                                                    release_file=release))
+    return RegistrySync(
+        name, registry, SyncOptions(service="worker", owner="host-1", release_file=release)
+    )
 
 
 def test_the_guard_memory_survives_a_reload() -> None:
@@ -95,8 +98,12 @@ def test_the_guard_memory_survives_a_reload() -> None:
     source.declarations = source.declarations[45:]
     assert len(first.run_once().registries[0].changes.delete) == 45
 
-    reloaded = Syncer([source], [_memory_sync(catalog, "r")],
-                      listed_once=first.listed_once, guard_memory=first.guard_memory)
+    reloaded = Syncer(
+        [source],
+        [_memory_sync(catalog, "r")],
+        listed_once=first.listed_once,
+        guard_memory=first.guard_memory,
+    )
     source.declarations = source.declarations[25:]  # 25 of 55, but 70 of the mark 100
     report = reloaded.run_once().registries[0]
     assert len(report.changes.held) == 25 and not report.changes.delete

@@ -19,15 +19,31 @@ from tests.test_sync_contract import sync
 
 INVALID = {
     # 300 characters, 600 bytes: Consul's 512 counts bytes.
-    "wide.json": ('{"id": "wide", "metadata": {"note": "' + "é" * 300 + '"}}',
-                  "metadata.note", "600 bytes"),
-    "tools.json": (json.dumps({"id": "tools", "fuzzing_tools": [
-        {"tool_name": f"t{i:02}-{'ü' * 30}"} for i in range(9)]}),
-                   "fuzzing_tools", "bytes (UTF-8)"),
-    "lone.json": ('{"id": "lone", "static_analysis_tools": [{"tool_name": "x\\udc00"}]}',
-                  "static_analysis_tools[0].tool_name", "lone surrogate U+DC00"),
-    "lone-key.json": ('{"id": "lone-key", "flags": {"f\\ud800": true}}',
-                      "(key)", "lone surrogate U+D800"),
+    "wide.json": (
+        '{"id": "wide", "metadata": {"note": "' + "é" * 300 + '"}}',
+        "metadata.note",
+        "600 bytes",
+    ),
+    "tools.json": (
+        json.dumps(
+            {
+                "id": "tools",
+                "fuzzing_tools": [{"tool_name": f"t{i:02}-{'ü' * 30}"} for i in range(9)],
+            }
+        ),
+        "fuzzing_tools",
+        "bytes (UTF-8)",
+    ),
+    "lone.json": (
+        '{"id": "lone", "static_analysis_tools": [{"tool_name": "x\\udc00"}]}',
+        "static_analysis_tools[0].tool_name",
+        "lone surrogate U+DC00",
+    ),
+    "lone-key.json": (
+        '{"id": "lone-key", "flags": {"f\\ud800": true}}',
+        "(key)",
+        "lone surrogate U+D800",
+    ),
 }
 
 
@@ -65,11 +81,13 @@ def test_long_reference_is_cut_on_a_character_boundary(backend: Backend, tmp_pat
 
 # -- 7. Batches split by size as well as count; the summary counts what was written --
 
+
 def fleet_of(directory: Path, count: int, pad: int = 300) -> None:
     directory.mkdir()
     for i in range(count):
         (directory / f"w{i:03}.json").write_text(
-            json.dumps({"id": f"w-{i:03}", "metadata": {"pad": "x" * pad}}))
+            json.dumps({"id": f"w-{i:03}", "metadata": {"pad": "x" * pad}})
+        )
 
 
 @pytest.fixture
@@ -105,8 +123,9 @@ FAILED_BATCH = {
 
 
 @pytest.mark.parametrize(("fault", "counted"), list(FAILED_BATCH.values()), ids=list(FAILED_BATCH))
-def test_a_failed_batch_never_stops_the_next(proxied: tuple[ConsulTarget, FaultProxy],
-                                            tmp_path: Path, fault: Fault, counted: str):
+def test_a_failed_batch_never_stops_the_next(
+    proxied: tuple[ConsulTarget, FaultProxy], tmp_path: Path, fault: Fault, counted: str
+):
     target, proxy = proxied
     fleet_of(tmp_path / "fleet", 30, pad=10)
     env = {"CONSUL_HTTP_ADDR": proxy.address, "CAPSYNC_CONSUL__MAX_TXN_OPS": "10"}
@@ -128,8 +147,17 @@ def test_sigterm_mid_apply_reports_what_was_written(tmp_path: Path):
     with ConsulDouble() as double:
         double.delay_requests(0.05)
         target = ConsulTarget(double.address, double)
-        proc = Daemon(["--owner", target.owner, "--source", f"file:{tmp_path / 'fleet'}",
-                       "--interval", "300s"], env=target.env()).started()
+        proc = Daemon(
+            [
+                "--owner",
+                target.owner,
+                "--source",
+                f"file:{tmp_path / 'fleet'}",
+                "--interval",
+                "300s",
+            ],
+            env=target.env(),
+        ).started()
         wait_until(lambda: double.count("PUT", "/v1/txn") >= 2, 20)
         assert proc.stop() == 0
         double.clear_faults()

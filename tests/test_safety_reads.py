@@ -32,18 +32,27 @@ def proxied() -> Iterator[tuple[ConsulTarget, FaultProxy]]:
 
 
 def run(proxy: FaultProxy, target: ConsulTarget, *args: str):
-    return run_cli(*args, "--owner", target.owner,
-                   env={"CONSUL_HTTP_ADDR": proxy.address})
+    return run_cli(*args, "--owner", target.owner, env={"CONSUL_HTTP_ADDR": proxy.address})
 
 
 def register_legacy(target: ConsulTarget, count: int) -> None:
     for i in range(count):
         declaration = {"id": f"legacy-{i}", "fuzzing_tools": [{"tool_name": "afl"}]}
-        assert target.put("/v1/catalog/register", {
-            "Node": "legacy-host", "Address": "10.0.0.9",
-            "Service": {"ID": f"legacy-{i}", "Service": "legacy",
-                        "Meta": {"worker-capabilities": json.dumps(declaration)}},
-        }).status_code == 200
+        assert (
+            target.put(
+                "/v1/catalog/register",
+                {
+                    "Node": "legacy-host",
+                    "Address": "10.0.0.9",
+                    "Service": {
+                        "ID": f"legacy-{i}",
+                        "Service": "legacy",
+                        "Meta": {"worker-capabilities": json.dumps(declaration)},
+                    },
+                },
+            ).status_code
+            == 200
+        )
 
 
 # Each an answer no read may take for data. Different classes: status codes a proxy or
@@ -64,8 +73,9 @@ NOT_DATA = {
 
 
 @pytest.mark.parametrize("fault", list(NOT_DATA.values()), ids=list(NOT_DATA))
-def test_failed_source_read_keeps_its_entries(proxied: tuple[ConsulTarget, FaultProxy],
-                                              fault: Fault) -> None:
+def test_failed_source_read_keeps_its_entries(
+    proxied: tuple[ConsulTarget, FaultProxy], fault: Fault
+) -> None:
     target, proxy = proxied
     register_legacy(target, 12)
     first = run(proxy, target, "run", "--once", "--source", "consul:legacy")
@@ -85,8 +95,9 @@ def test_failed_source_read_keeps_its_entries(proxied: tuple[ConsulTarget, Fault
 
 
 @pytest.mark.parametrize("fault", list(NOT_DATA.values()), ids=list(NOT_DATA))
-def test_failed_registry_read_writes_nothing(proxied: tuple[ConsulTarget, FaultProxy],
-                                             fault: Fault, tmp_path: Any) -> None:
+def test_failed_registry_read_writes_nothing(
+    proxied: tuple[ConsulTarget, FaultProxy], fault: Fault, tmp_path: Any
+) -> None:
     target, proxy = proxied
     fleet = tmp_path / "fleet"
     fleet.mkdir()
@@ -100,8 +111,7 @@ def test_failed_registry_read_writes_nothing(proxied: tuple[ConsulTarget, FaultP
     if fault.reshape is not None:  # node-services answers an object, not a list
         fault = Fault(reshape=lambda body: {"Node": body["Node"], "Services": {"x": 1}})
     proxy.inject("GET", "/v1/catalog/node-services/", fault)
-    result = run(proxy, target, "run", "--once", "--source", f"file:{fleet}",
-                 "--allow-mass-delete")
+    result = run(proxy, target, "run", "--once", "--source", f"file:{fleet}", "--allow-mass-delete")
 
     assert result.returncode == 1
     assert "registry_failed" in result.stderr and "Traceback" not in result.stderr
@@ -109,15 +119,23 @@ def test_failed_registry_read_writes_nothing(proxied: tuple[ConsulTarget, FaultP
 
 
 @pytest.mark.parametrize("command", [["list"], ["find", "--has", "clippy"], ["show", "a"]])
-@pytest.mark.parametrize("fault", [NOT_DATA["429-retry-after"], NOT_DATA["404-html"],
-                                   NOT_DATA["truncated"], NOT_DATA["object-not-list"]],
-                         ids=["429", "404-html", "truncated", "wrong-shape"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        NOT_DATA["429-retry-after"],
+        NOT_DATA["404-html"],
+        NOT_DATA["truncated"],
+        NOT_DATA["object-not-list"],
+    ],
+    ids=["429", "404-html", "truncated", "wrong-shape"],
+)
 def test_queries_fail_loudly_instead_of_printing_nothing(
     proxied: tuple[ConsulTarget, FaultProxy], command: list[str], fault: Fault, tmp_path: Any
 ) -> None:
     target, proxy = proxied
-    (tmp_path / "a.json").write_text('{"id": "a", "static_analysis_tools": '
-                                     '[{"tool_name": "clippy"}]}')
+    (tmp_path / "a.json").write_text(
+        '{"id": "a", "static_analysis_tools": [{"tool_name": "clippy"}]}'
+    )
     assert run(proxy, target, "run", "--once", "--source", f"file:{tmp_path}").returncode == 0
     proxy.inject("GET", f"/v1/catalog/service/{target.service}", fault)
     result = run(proxy, target, *command)
@@ -126,16 +144,22 @@ def test_queries_fail_loudly_instead_of_printing_nothing(
 
 
 @pytest.mark.parametrize("header", ["7", "date"], ids=["seconds", "http-date"])
-def test_retry_after_travels_on_the_error(proxied: tuple[ConsulTarget, FaultProxy],
-                                          header: str) -> None:
+def test_retry_after_travels_on_the_error(
+    proxied: tuple[ConsulTarget, FaultProxy], header: str
+) -> None:
     _, proxy = proxied
     value = header if header != "date" else formatdate(time.time() + 30, usegmt=True)
-    proxy.inject("GET", "/v1/catalog/service/legacy",
-                 Fault(429, b"slow down", {"Retry-After": value}))
-    source = ConsulSource(ConsulClient(ConsulEndpoint(proxy.address), error=SourceError),
-                          services=["legacy"])
+    proxy.inject(
+        "GET", "/v1/catalog/service/legacy", Fault(429, b"slow down", {"Retry-After": value})
+    )
+    source = ConsulSource(
+        ConsulClient(ConsulEndpoint(proxy.address), error=SourceError), services=["legacy"]
+    )
     with pytest.raises(SourceError) as failed:
         source.list()
     assert failed.value.retry_after is not None
-    assert (failed.value.retry_after == 7.0) if header == "7" else (
-        20 < failed.value.retry_after <= 30)
+    assert (
+        (failed.value.retry_after == 7.0)
+        if header == "7"
+        else (20 < failed.value.retry_after <= 30)
+    )

@@ -54,8 +54,10 @@ def setup(tmp_path: Path, double: ConsulDouble) -> tuple[Path, Path, Path]:
 
 def consul_entries(double: ConsulDouble) -> dict[str, dict]:
     target = ConsulTarget(double.address, double, owner=OWNER)
-    return {i: {"tags": s["ServiceTags"], "meta": s["ServiceMeta"]}
-            for i, s in target.services().items()}
+    return {
+        i: {"tags": s["ServiceTags"], "meta": s["ServiceMeta"]}
+        for i, s in target.services().items()
+    }
 
 
 def sqlite_entries(db: Path) -> dict[str, dict]:
@@ -100,8 +102,9 @@ def test_consul_down_sqlite_still_syncs_then_consul_catches_up(
 
 def test_daemon_shows_each_registry(double: ConsulDouble, setup: tuple[Path, Path, Path]) -> None:
     _, _, config = setup
-    proc = Daemon(["--config", str(config), "--interval", "300s"],
-                  env={"CONSUL_HTTP_ADDR": double.address}).started()
+    proc = Daemon(
+        ["--config", str(config), "--interval", "300s"], env={"CONSUL_HTTP_ADDR": double.address}
+    ).started()
     try:
         wait_until(lambda: proc.status()["last_cycle"])
         status = proc.status()
@@ -109,9 +112,11 @@ def test_daemon_shows_each_registry(double: ConsulDouble, setup: tuple[Path, Pat
         assert status["last_cycle"]["registries"]["local"]["plan"]["summary"]["create"] == 9
         assert proc.get("/readyz").status_code == 200
         metrics = proc.get("/metrics").text
-        for line in ('capsync_registry_up{registry="consul"} 1.0',
-                     'capsync_registry_up{registry="local"} 1.0',
-                     'capsync_registry_operations_total{operation="create",registry="local"} 9.0'):
+        for line in (
+            'capsync_registry_up{registry="consul"} 1.0',
+            'capsync_registry_up{registry="local"} 1.0',
+            'capsync_registry_operations_total{operation="create",registry="local"} 9.0',
+        ):
             assert line in metrics, line
         double.stop()
         proc.signal(signal.SIGHUP)  # a reload syncs at once
@@ -125,8 +130,10 @@ def test_daemon_shows_each_registry(double: ConsulDouble, setup: tuple[Path, Pat
 
 def test_registry_names_must_be_unique_and_selectable(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[[registries]]\nbackend = "sqlite"\npath = "a.db"\n'
-                      '[[registries]]\nbackend = "sqlite"\npath = "b.db"\n')
+    config.write_text(
+        '[[registries]]\nbackend = "sqlite"\npath = "a.db"\n'
+        '[[registries]]\nbackend = "sqlite"\npath = "b.db"\n'
+    )
     result = run_cli("config", "check", str(config))
     assert result.returncode == 2
     assert "registry names must be unique (give each a name): ['sqlite']" in result.stderr
@@ -140,11 +147,24 @@ def test_find_reads_the_named_registry(tmp_path: Path) -> None:
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     fleet = tmp_path / "fleet"
     shutil.copytree(EXAMPLES, fleet)
-    assert run_cli("run", "--once", "--owner", OWNER, "--source", f"file:{fleet}",
-                   "--registry", f"sqlite:{a}").returncode == 0
+    assert (
+        run_cli(
+            "run",
+            "--once",
+            "--owner",
+            OWNER,
+            "--source",
+            f"file:{fleet}",
+            "--registry",
+            f"sqlite:{a}",
+        ).returncode
+        == 0
+    )
     config = tmp_path / "c.toml"
-    config.write_text(f'[[registries]]\nname = "empty"\nbackend = "sqlite"\npath = "{b}"\n'
-                      f'[[registries]]\nname = "full"\nbackend = "sqlite"\npath = "{a}"\n')
+    config.write_text(
+        f'[[registries]]\nname = "empty"\nbackend = "sqlite"\npath = "{b}"\n'
+        f'[[registries]]\nname = "full"\nbackend = "sqlite"\npath = "{a}"\n'
+    )
     first = run_cli("list", "--config", str(config), "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout) == []
@@ -158,16 +178,27 @@ def test_find_reads_the_named_registry(tmp_path: Path) -> None:
 def test_repeated_registry_option_and_its_help(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet"
     shutil.copytree(EXAMPLES, fleet)
-    result = run_cli("run", "--once", "--owner", OWNER, "--source", f"file:{fleet}",
-                     "--registry", f"sqlite:{tmp_path / 'a.db'}",
-                     "--registry", f"sqlite:{tmp_path / 'b.db'}")
+    result = run_cli(
+        "run",
+        "--once",
+        "--owner",
+        OWNER,
+        "--source",
+        f"file:{fleet}",
+        "--registry",
+        f"sqlite:{tmp_path / 'a.db'}",
+        "--registry",
+        f"sqlite:{tmp_path / 'b.db'}",
+    )
     assert result.returncode == 0, result.stderr
     assert "sqlite: sync: 9 created" in result.stdout
     assert "sqlite-2: sync: 9 created" in result.stdout
     bad = run_cli("run", "--once", "--source", f"file:{fleet}", "--registry", "etcd")
     assert bad.returncode == 2
-    assert ("--registry 'etcd': unknown kind 'etcd'; expected consul, sqlite:PATH, "
-            "redis[:URL], postgres[:DSN] or memory") in bad.stderr
+    assert (
+        "--registry 'etcd': unknown kind 'etcd'; expected consul, sqlite:PATH, "
+        "redis[:URL], postgres[:DSN] or memory"
+    ) in bad.stderr
     help_text = run_cli("run", "--help").stdout
     assert "consul|sqlite:PATH|redis[:URL]|postgres[:DSN]|memory" in help_text
 
@@ -176,12 +207,16 @@ def test_a_registry_that_times_out_holds_back_none_of_the_others(
     double: ConsulDouble, setup: tuple[Path, Path, Path]
 ) -> None:
     fleet, db, _ = setup
-    settings = SETTINGS.model_validate({
-        "consul": {"address": double.address, "timeout": 0.2},
-        "registries": [{"backend": "consul", "owner": OWNER},
-                       {"backend": "sqlite", "name": "local", "path": str(db), "owner": OWNER}],
-        "sources": [{"type": "file", "path": str(fleet)}],
-    })
+    settings = SETTINGS.model_validate(
+        {
+            "consul": {"address": double.address, "timeout": 0.2},
+            "registries": [
+                {"backend": "consul", "owner": OWNER},
+                {"backend": "sqlite", "name": "local", "path": str(db), "owner": OWNER},
+            ],
+            "sources": [{"type": "file", "path": str(fleet)}],
+        }
+    )
     registries = build_registries(settings)
     try:
         double.delay_requests(1.0)  # every Consul answer comes after the client gave up
@@ -202,12 +237,16 @@ def test_a_slow_registry_goes_on_alone_and_is_never_applied_twice_at_once(
     """Consul answers, but slowly: SQLite's cycles carry on; Consul's sync finishes on its
     own, no second one starts on it meanwhile, and the next cycle after it catches up."""
     fleet, db, _ = setup
-    settings = SETTINGS.model_validate({
-        "consul": {"address": double.address},
-        "registries": [{"backend": "consul", "owner": OWNER},
-                       {"backend": "sqlite", "name": "local", "path": str(db), "owner": OWNER}],
-        "sources": [{"type": "file", "path": str(fleet)}],
-    })
+    settings = SETTINGS.model_validate(
+        {
+            "consul": {"address": double.address},
+            "registries": [
+                {"backend": "consul", "owner": OWNER},
+                {"backend": "sqlite", "name": "local", "path": str(db), "owner": OWNER},
+            ],
+            "sources": [{"type": "file", "path": str(fleet)}],
+        }
+    )
     registries = build_registries(settings)
     syncer = Syncer(build_sources(settings), registries, apply_deadline=0.2)
     consul_target = registries[0]

@@ -34,8 +34,10 @@ from tests.doubles.kubernetes import KubernetesDouble
 
 # A kind's scenario: given the test's request and directory, the [[sources]] table and
 # environment of a source that sees the seed's "rust-worker", and of one that is broken.
-Scenario = Callable[[pytest.FixtureRequest, Path, bool],
-                    AbstractContextManager[tuple[dict[str, Any], dict[str, str]]]]
+Scenario = Callable[
+    [pytest.FixtureRequest, Path, bool],
+    AbstractContextManager[tuple[dict[str, Any], dict[str, str]]],
+]
 
 
 def _closed_port() -> int:
@@ -60,8 +62,9 @@ def _docker(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> It
         return
     engine: DockerEngine = request.getfixturevalue("docker_engine")
     with engine.client() as client:
-        container = client.containers.run(IMAGE, name="contract-rust", detach=True,
-                                          labels={"worker.capabilities": SEED_LABEL})
+        container = client.containers.run(
+            IMAGE, name="contract-rust", detach=True, labels={"worker.capabilities": SEED_LABEL}
+        )
     try:
         yield {"type": "docker"}, {"DOCKER_HOST": engine.host}
     finally:
@@ -76,8 +79,9 @@ def _swarm(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Ite
     engine: DockerEngine = request.getfixturevalue("private_engine")
     with engine.client() as client:
         client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
-        client.services.create(IMAGE, name="rust-worker",
-                               labels={"worker.capabilities": SEED_LABEL})
+        client.services.create(
+            IMAGE, name="rust-worker", labels={"worker.capabilities": SEED_LABEL}
+        )
     yield {"type": "swarm"}, {"DOCKER_HOST": engine.host}
 
 
@@ -96,11 +100,19 @@ def _consul(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> It
     with ConsulDouble() as double:
         import requests  # noqa: PLC0415
 
-        requests.put(f"{double.url}/v1/catalog/register", timeout=10, json={
-            "Node": "worker-host", "Address": "10.0.0.9",
-            "Service": {"ID": "rust-worker", "Service": "rust",
-                        "Meta": {"worker-capabilities": SEED_LABEL}},
-        }).raise_for_status()
+        requests.put(
+            f"{double.url}/v1/catalog/register",
+            timeout=10,
+            json={
+                "Node": "worker-host",
+                "Address": "10.0.0.9",
+                "Service": {
+                    "ID": "rust-worker",
+                    "Service": "rust",
+                    "Meta": {"worker-capabilities": SEED_LABEL},
+                },
+            },
+        ).raise_for_status()
         if not working:
             double.stop()
         yield {"type": "consul", "services": ["rust"]}, {"CONSUL_HTTP_ADDR": double.address}
@@ -126,8 +138,12 @@ def _inbox(kind: str, via: str, **table: Any) -> Scenario:
 
 
 KINDS: dict[str, Scenario] = {
-    "file": _file, "docker": _docker, "swarm": _swarm, "kubernetes": _kubernetes,
-    "consul": _consul, "push": _inbox("push", "rest"),
+    "file": _file,
+    "docker": _docker,
+    "swarm": _swarm,
+    "kubernetes": _kubernetes,
+    "consul": _consul,
+    "push": _inbox("push", "rest"),
     "amqp": _inbox("amqp", "amqp", url=f"amqp://guest:guest@127.0.0.1:{_closed_port()}/%2F"),
 }
 
@@ -139,15 +155,17 @@ def test_every_kind_has_a_scenario() -> None:
 def built(table: dict[str, Any], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Source:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings = loading.load(SETTINGS, environ={**os.environ, "CAPSYNC_CONFIG": os.devnull},
-                            sources=[table])
+    settings = loading.load(
+        SETTINGS, environ={**os.environ, "CAPSYNC_CONFIG": os.devnull}, sources=[table]
+    )
     [source] = build_sources(settings)
     return source
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_lists_what_it_sees(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lists_what_it_sees(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with KINDS[kind](request, tmp_path, True) as (table, env):
         source = built(table, env, monkeypatch)
         assert source.name == kind
@@ -159,9 +177,9 @@ def test_lists_what_it_sees(kind: str, request: pytest.FixtureRequest, tmp_path:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_a_broken_source_raises_source_error(kind: str, request: pytest.FixtureRequest,
-                                             tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_source_raises_source_error(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with KINDS[kind](request, tmp_path, False) as (table, env):
         source = built(table, env, monkeypatch)
         with pytest.raises(SourceError) as caught:
@@ -170,21 +188,28 @@ def test_a_broken_source_raises_source_error(kind: str, request: pytest.FixtureR
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_closing_ends_its_watch_and_twice_is_safe(kind: str, request: pytest.FixtureRequest,
-                                                  tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_closing_ends_its_watch_and_twice_is_safe(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with KINDS[kind](request, tmp_path, True) as (table, env):
         source = built(table, env, monkeypatch)
         assert isinstance(source, Watchable)
         stop, before = threading.Event(), set(threading.enumerate())
-        watch = threading.Thread(target=source.watch, args=(lambda reason: None, stop),
-                                 daemon=True, name=f"contract-watch-{kind}")
+        watch = threading.Thread(
+            target=source.watch,
+            args=(lambda reason: None, stop),
+            daemon=True,
+            name=f"contract-watch-{kind}",
+        )
         watch.start()
         time.sleep(0.5)  # let the watch connect; the contract holds at any point
         stop.set()  # as the daemon closes: the stop event, then close()
         source.close()
-        own = [t for t in threading.enumerate()  # the watch, and the threads it started
-               if t is watch or (t not in before and t.name.startswith(f"{kind}-"))]
+        own = [
+            t
+            for t in threading.enumerate()  # the watch, and the threads it started
+            if t is watch or (t not in before and t.name.startswith(f"{kind}-"))
+        ]
         for thread in own:
             thread.join(WATCHER_JOIN_SECONDS)
         assert [t.name for t in own if t.is_alive()] == []

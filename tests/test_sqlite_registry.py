@@ -27,8 +27,9 @@ from tests.conftest import ROOT
 Open = Callable[..., SqliteRegistry]
 
 
-def entry(worker_id: str, *tools: str, owner: str = "host-1", service: str = "worker",
-          **extra: Any) -> codec.Entry:
+def entry(
+    worker_id: str, *tools: str, owner: str = "host-1", service: str = "worker", **extra: Any
+) -> codec.Entry:
     data = {"id": worker_id, "static_analysis_tools": [{"tool_name": t} for t in tools], **extra}
     caps = schema.validate(data, ref="t")
     return codec.encode(caps, service=service, owner=owner, source="file", ref=f"/{worker_id}")
@@ -48,8 +49,9 @@ def open_registry(db_path: Path) -> Iterator[Open]:
     """Open registries on the shared file; every one is closed at the end of the test."""
     opened: list[SqliteRegistry] = []
 
-    def make(owner: str = "host-1", node: str = "capsync-host-1", service: str = "worker",
-             **kw: Any) -> SqliteRegistry:
+    def make(
+        owner: str = "host-1", node: str = "capsync-host-1", service: str = "worker", **kw: Any
+    ) -> SqliteRegistry:
         registry = SqliteRegistry(db_path, service=service, owner=owner, node=node, **kw)
         opened.append(registry)
         return registry
@@ -76,12 +78,29 @@ def register_raw(path: Path, node: str, e: codec.Entry) -> None:
 
 def test_cold_create_round_trips_entries_exactly(open_registry: Open, db_path: Path) -> None:
     desired = by_id(
-        entry("rust-1", "clippy", "rustfmt", flags={"ast_support": True},
-              metadata={"version": "1.0.0", "note": "ünïcode, \"quoted\""}),
-        entry("py-1", "ruff", security_scanning_tools=[
-            {"tool_name": "bandit", "required": True, "alternatives": ["semgrep"]}]),
-        codec.encode(schema.validate({"id": "bare"}, ref="t"), service="worker",
-                     owner="host-1", source="docker", ref="c1", address="10.0.0.5", port=8080),
+        entry(
+            "rust-1",
+            "clippy",
+            "rustfmt",
+            flags={"ast_support": True},
+            metadata={"version": "1.0.0", "note": 'ünïcode, "quoted"'},
+        ),
+        entry(
+            "py-1",
+            "ruff",
+            security_scanning_tools=[
+                {"tool_name": "bandit", "required": True, "alternatives": ["semgrep"]}
+            ],
+        ),
+        codec.encode(
+            schema.validate({"id": "bare"}, ref="t"),
+            service="worker",
+            owner="host-1",
+            source="docker",
+            ref="c1",
+            address="10.0.0.5",
+            port=8080,
+        ),
     )
     registry = open_registry()
     changes = plan(registry.snapshot().owned, desired)
@@ -98,7 +117,9 @@ def test_cold_create_round_trips_entries_exactly(open_registry: Open, db_path: P
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     [(meta,)] = raw(db_path, "SELECT meta FROM nodes WHERE name = 'capsync-host-1'")
     assert json.loads(meta) == {
-        "external-node": "true", "external-source": "capsync", "capsync-owner": "host-1",
+        "external-node": "true",
+        "external-source": "capsync",
+        "capsync-owner": "host-1",
         "capsync-writer-worker": "host-1",
     }
 
@@ -231,14 +252,18 @@ def test_entries_across_nodes_and_owners_narrowed_by_tags(
         return [(listed.node, listed.entry.id) for listed in two.entries(query)]
 
     assert one.entries() == [
-        Listed("capsync-host-1", w1), Listed("capsync-host-1", w3), Listed("capsync-host-2", w2)
+        Listed("capsync-host-1", w1),
+        Listed("capsync-host-1", w3),
+        Listed("capsync-host-2", w2),
     ]
     assert found(Query(has=("clippy", "rustfmt"))) == [("capsync-host-2", "w2")]
     assert found(Query(tools=("semgrep", "rustfmt"))) == [
-        ("capsync-host-1", "w3"), ("capsync-host-2", "w2")
+        ("capsync-host-1", "w3"),
+        ("capsync-host-2", "w2"),
     ]
     assert found(Query(tools=("semgrep", "rustfmt"), has=("clippy",))) == [
-        ("capsync-host-1", "w3"), ("capsync-host-2", "w2")
+        ("capsync-host-1", "w3"),
+        ("capsync-host-2", "w2"),
     ]
     assert found(Query(tools=("absent",))) == []
     assert found(Query(flags=("f",))) == found(None)  # not indexed: a superset is fine
@@ -264,9 +289,7 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_two_registries_and_a_subprocess_share_the_file(
-    open_registry: Open, db_path: Path
-) -> None:
+def test_two_registries_and_a_subprocess_share_the_file(open_registry: Open, db_path: Path) -> None:
     parent = open_registry()
     parent.apply(plan({}, by_id(entry("a", "clippy"))))
     sibling = open_registry(owner="host-2", node="capsync-host-2")
@@ -274,7 +297,11 @@ def test_two_registries_and_a_subprocess_share_the_file(
 
     child = subprocess.run(
         [sys.executable, "-c", CHILD, str(db_path)],
-        check=False, capture_output=True, text=True, cwd=ROOT, timeout=60,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert child.returncode == 0, child.stderr
     expected = [["capsync-host-1", "a"], ["capsync-host-2", "b"], ["n-child", "child-worker"]]
@@ -289,8 +316,9 @@ def test_concurrent_writers_wait_for_each_other(open_registry: Open) -> None:
 
     def write(registry: SqliteRegistry, owner: str) -> None:
         try:
-            registry.apply(plan({}, by_id(*(entry(f"{owner}-{i}", "x", owner=owner)
-                                            for i in range(30)))))
+            registry.apply(
+                plan({}, by_id(*(entry(f"{owner}-{i}", "x", owner=owner) for i in range(30))))
+            )
         except BaseException as exc:  # reported below, in the test thread
             errors.append(exc)
 

@@ -39,8 +39,17 @@ def examples() -> dict[str, Any]:
 
 
 def sync(registry: str, fleet: Path = EXAMPLES, *args: str):
-    return run_cli("run", "--once", "--owner", OWNER, "--registry", registry,
-                   "--source", f"file:{fleet}", *args)
+    return run_cli(
+        "run",
+        "--once",
+        "--owner",
+        OWNER,
+        "--registry",
+        registry,
+        "--source",
+        f"file:{fleet}",
+        *args,
+    )
 
 
 @pytest.fixture
@@ -76,8 +85,9 @@ def test_redis_seed_reader_finds_every_worker_with_the_tool(
     url, client = redis_db
     config = tmp_path / "c.toml"
     config.write_text(f'[registry]\nbackend = "redis"\nurl = "{url}"\nprefix = "{prefix}"\n')
-    result = run_cli("run", "--once", "--owner", OWNER, "--config", str(config),
-                     "--source", f"file:{EXAMPLES}")
+    result = run_cli(
+        "run", "--once", "--owner", OWNER, "--config", str(config), "--source", f"file:{EXAMPLES}"
+    )
     assert result.returncode == 0, result.stderr
     workers = examples()
     for tool in ("clippy", "cargo-fmt", "afl++", "semgrep"):
@@ -87,9 +97,16 @@ def test_redis_seed_reader_finds_every_worker_with_the_tool(
         for worker_id in ids:
             stored = json.loads(client.get(f"{prefix}{worker_id}"))
             assert stored == seed_json.to_seed(workers[worker_id])
-            assert set(stored) == {"id", "static_analysis_tools", "security_scanning_tools",
-                                   "dynamic_analysis_tools", "fuzzing_tools",
-                                   "test_framework_tools", "flags", "metadata"}
+            assert set(stored) == {
+                "id",
+                "static_analysis_tools",
+                "security_scanning_tools",
+                "dynamic_analysis_tools",
+                "fuzzing_tools",
+                "test_framework_tools",
+                "flags",
+                "metadata",
+            }
 
 
 def test_postgres_seed_reader_and_containment(pg_db: tuple[str, psycopg.Connection[Any]]):
@@ -98,8 +115,9 @@ def test_postgres_seed_reader_and_containment(pg_db: tuple[str, psycopg.Connecti
     workers = examples()
     conn.execute("PREPARE load(text) AS SELECT * FROM worker_capabilities WHERE id = $1")
     cursor = conn.execute("EXECUTE load('rust-worker-1')")
-    row = dict(zip([c.name for c in cursor.description or ()], cursor.fetchone() or (),
-                   strict=True))
+    row = dict(
+        zip([c.name for c in cursor.description or ()], cursor.fetchone() or (), strict=True)
+    )
     seed = seed_json.to_seed(workers["rust-worker-1"])
     assert {k: row[k] for k in seed if k != "id"} == {k: v for k, v in seed.items() if k != "id"}
     assert row["id"] == "rust-worker-1" and row["created_at"] and row["updated_at"]
@@ -112,8 +130,12 @@ def test_postgres_seed_reader_and_containment(pg_db: tuple[str, psycopg.Connecti
         w.id for w in workers.values() if w.has_capability("static_analysis", has_clippy, now=0)
     )
     # The seed's GIN index is there, and capsync's own narrowing uses an index too.
-    indexes = {r[0] for r in conn.execute(
-        "SELECT indexname FROM pg_indexes WHERE tablename = 'worker_capabilities'")}
+    indexes = {
+        r[0]
+        for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'worker_capabilities'"
+        )
+    }
     assert {"idx_tools", "worker_capabilities_static_analysis_tools"} <= indexes
     conn.execute("SET enable_seqscan = off")
     plan = conn.execute(
@@ -194,8 +216,10 @@ def test_postgres_foreign_and_bad_rows_are_left_alone(pg_db: tuple[str, psycopg.
 
 def test_server_down_is_a_clear_cycle_error():
     port = free_port()
-    for registry in (f"redis:redis://127.0.0.1:{port}/0",
-                     f"postgres:postgresql://postgres@127.0.0.1:{port}/postgres"):
+    for registry in (
+        f"redis:redis://127.0.0.1:{port}/0",
+        f"postgres:postgresql://postgres@127.0.0.1:{port}/postgres",
+    ):
         result = sync(registry)
         assert result.returncode == 1
         assert "event=registry_failed" in result.stderr
@@ -233,15 +257,23 @@ def consistent_redis(client: redis.Redis) -> set[str]:
     members: set[tuple[str, str]] = set()
     for key in client.keys("tool:*"):
         members |= {(key.removeprefix("tool:"), m) for m in client.smembers(key)}
-    expected = {(tool, worker_id) for worker_id in entries
-                for tool in _tools(json.loads(client.get(worker_id)))}
+    expected = {
+        (tool, worker_id)
+        for worker_id in entries
+        for tool in _tools(json.loads(client.get(worker_id)))
+    }
     assert members == expected
     return entries
 
 
 def _tools(declaration: dict[str, Any]) -> set[str]:
-    return {name for field, tools in declaration.items() if field.endswith("_tools")
-            for tool in tools for name in (tool["tool_name"], *tool["alternatives"])}
+    return {
+        name
+        for field, tools in declaration.items()
+        if field.endswith("_tools")
+        for tool in tools
+        for name in (tool["tool_name"], *tool["alternatives"])
+    }
 
 
 def landed(summary: str) -> int:
@@ -277,10 +309,24 @@ def test_redis_connection_lost_mid_batch_leaves_nothing_half_visible(
 def run_held(registry: str, fleet: Path) -> subprocess.Popen[str]:
     """`capsync run --once` in the background; the test decides when its batch lands."""
     return subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "run", "--once", "--owner", OWNER,
-         "--registry", registry, "--source", f"file:{fleet}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=child_environment(), cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "run",
+            "--once",
+            "--owner",
+            OWNER,
+            "--registry",
+            registry,
+            "--source",
+            f"file:{fleet}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_environment(),
+        cwd=ROOT,
     )
 
 
@@ -325,8 +371,9 @@ def test_postgres_server_killed_mid_cycle_then_repaired(tmp_path: Path):
         assert run_cli("list", "--registry", f"postgres:{dsn}").returncode == 0  # schema
         # Round trips: connect, schema version, snapshot, batch 1, then batch 2 is held.
         proxy = Proxy(server.port, hold_at=5)
-        child = run_held(f"postgres:postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
-                         "?sslmode=disable", fleet)
+        child = run_held(
+            f"postgres:postgresql://postgres@127.0.0.1:{proxy.port}/postgres?sslmode=disable", fleet
+        )
         assert proxy.held.wait(60)
         server.stop("immediate")  # the server dies with batch 2 in flight
         server.start(durable)
@@ -344,8 +391,7 @@ def test_postgres_server_killed_mid_cycle_then_repaired(tmp_path: Path):
 
 
 def test_round_trips_per_cold_and_steady_sync(
-    redis_db: tuple[str, redis.Redis], pg_db: tuple[str, psycopg.Connection[Any]],
-    tmp_path: Path
+    redis_db: tuple[str, redis.Redis], pg_db: tuple[str, psycopg.Connection[Any]], tmp_path: Path
 ):
     fleet = tmp_path / "fleet"
     count = 1200
@@ -375,7 +421,7 @@ def test_round_trips_per_cold_and_steady_sync(
 
 
 def test_postgres_adopts_the_seeds_table_and_keeps_its_rows(
-    pg_db: tuple[str, psycopg.Connection[Any]]
+    pg_db: tuple[str, psycopg.Connection[Any]],
 ):
     dsn, conn = pg_db
     conn.execute(SEED_TABLE)  # the seed's application created the table first
@@ -400,18 +446,33 @@ def test_connection_settings_errors_and_password_file(tmp_path: Path):
     server.start("--requirepass", "s3cret")
     try:
         config = tmp_path / "c.toml"
-        config.write_text(f'[registry]\nbackend = "redis"\nurl = "{server.url}"\n'
-                          f'password_file = "{secret}"\n')
-        ok = run_cli("run", "--once", "--owner", OWNER, "--config", str(config),
-                     "--source", f"file:{EXAMPLES}")
+        config.write_text(
+            f'[registry]\nbackend = "redis"\nurl = "{server.url}"\npassword_file = "{secret}"\n'
+        )
+        ok = run_cli(
+            "run",
+            "--once",
+            "--owner",
+            OWNER,
+            "--config",
+            str(config),
+            "--source",
+            f"file:{EXAMPLES}",
+        )
         assert ok.returncode == 0 and "9 created" in ok.stdout, ok.stderr
         denied = sync(f"redis:{server.url}")  # no password
         assert denied.returncode == 1 and "event=registry_failed" in denied.stderr
         assert "s3cret" not in denied.stderr + ok.stderr
     finally:
         server.stop()
-    missing = run_cli("run", "--once", "--source", f"file:{EXAMPLES}", "--config", str(
-        _config(tmp_path, 'backend = "postgres"\nurl = "host=x"\npassword_file = "/nope"')))
+    missing = run_cli(
+        "run",
+        "--once",
+        "--source",
+        f"file:{EXAMPLES}",
+        "--config",
+        str(_config(tmp_path, 'backend = "postgres"\nurl = "host=x"\npassword_file = "/nope"')),
+    )
     assert missing.returncode != 0 and "registry.password_file /nope" in missing.stderr
     bad = sync("postgres:not a dsn")
     assert bad.returncode != 0 and "registry.url" in bad.stderr
@@ -429,16 +490,38 @@ def test_postgres_from_libpq_environment_and_redis_from_redis_url(
 ):
     dsn, conn = pg_db
     info = psycopg.conninfo.conninfo_to_dict(dsn)
-    env = {"PGHOST": str(info["host"]), "PGPORT": str(info["port"]),
-           "PGUSER": str(info["user"]), "PGDATABASE": str(info["dbname"]),
-           "PGSSLMODE": "disable"}
-    result = run_cli("run", "--once", "--owner", OWNER, "--registry", "postgres",
-                     "--source", f"file:{EXAMPLES}", env=env)
+    env = {
+        "PGHOST": str(info["host"]),
+        "PGPORT": str(info["port"]),
+        "PGUSER": str(info["user"]),
+        "PGDATABASE": str(info["dbname"]),
+        "PGSSLMODE": "disable",
+    }
+    result = run_cli(
+        "run",
+        "--once",
+        "--owner",
+        OWNER,
+        "--registry",
+        "postgres",
+        "--source",
+        f"file:{EXAMPLES}",
+        env=env,
+    )
     assert result.returncode == 0 and "9 created" in result.stdout, result.stderr
     assert conn.execute("SELECT count(*) FROM worker_capabilities").fetchone() == (9,)
     url, client = redis_db
-    result = run_cli("run", "--once", "--owner", OWNER, "--registry", "redis",
-                     "--source", f"file:{EXAMPLES}", env={"REDIS_URL": url})
+    result = run_cli(
+        "run",
+        "--once",
+        "--owner",
+        OWNER,
+        "--registry",
+        "redis",
+        "--source",
+        f"file:{EXAMPLES}",
+        env={"REDIS_URL": url},
+    )
     assert result.returncode == 0 and "9 created" in result.stdout, result.stderr
     assert client.exists("rust-worker-1")
 
@@ -447,8 +530,7 @@ def test_postgres_from_libpq_environment_and_redis_from_redis_url(
 
 
 def test_writer_claim_and_case_only_rename_in_the_layouts(
-    redis_db: tuple[str, redis.Redis], pg_db: tuple[str, psycopg.Connection[Any]],
-    tmp_path: Path
+    redis_db: tuple[str, redis.Redis], pg_db: tuple[str, psycopg.Connection[Any]], tmp_path: Path
 ):
     """The writer is recorded beside the entries; a case-only rename is one update that
     leaves no trace of the old id (no key, no set member, no row)."""
@@ -457,8 +539,9 @@ def test_writer_claim_and_case_only_rename_in_the_layouts(
     worker = fleet / "w.json"
     redis_url, client = redis_db
     dsn, conn = pg_db
-    worker.write_text(json.dumps({"id": "Rust-1", "static_analysis_tools": [
-        {"tool_name": "clippy"}]}))
+    worker.write_text(
+        json.dumps({"id": "Rust-1", "static_analysis_tools": [{"tool_name": "clippy"}]})
+    )
     for registry in (f"redis:{redis_url}", f"postgres:{dsn}"):
         assert "1 created" in sync(registry, fleet).stdout
     node = client.hgetall(f"capsync:node:{OWNER}")
@@ -476,6 +559,7 @@ def test_writer_claim_and_case_only_rename_in_the_layouts(
     assert client.hget("capsync:entry:rust-1", "id") == "rust-1"
     assert sorted(client.keys("capsync:entry:*")) == ["capsync:entry:rust-1"]
     assert conn.execute("SELECT id, created_at FROM worker_capabilities").fetchall() == [
-        ("rust-1", created)]
+        ("rust-1", created)
+    ]
     for registry in (f"redis:{redis_url}", f"postgres:{dsn}"):
         assert "0 write requests" in sync(registry, fleet).stdout

@@ -25,8 +25,10 @@ def write_fleet(directory: Path, count: int) -> None:
     for i in range(count):
         declaration = {
             "id": f"w-{i:04}",
-            "static_analysis_tools": [{"tool_name": "clippy", "required": True},
-                                      {"tool_name": "rustfmt", "alternatives": ["cargo-fmt"]}],
+            "static_analysis_tools": [
+                {"tool_name": "clippy", "required": True},
+                {"tool_name": "rustfmt", "alternatives": ["cargo-fmt"]},
+            ],
             "fuzzing_tools": [{"tool_name": "afl++"}] if i % 3 == 0 else [],
             "flags": {"llm_support": i % 2 == 0},
             "metadata": {"pool": f"p{i % 5}"},
@@ -103,9 +105,13 @@ def find(backend: Backend, *args: str) -> list[str]:
 
 def test_find_answers_the_seed_semantics(backend: Backend):
     assert sync(backend, "--source", f"file:{EXAMPLES}").returncode == 0
-    assert find(backend, "--category", "static_analysis", "--tool", "clippy") == expected_ids(
-        lambda c: c.has_capability("static_analysis", lambda t: t == "clippy", now=0)
-    ) == ["fuzz-worker-2", "rust-worker-1", "rust-worker-2"]
+    assert (
+        find(backend, "--category", "static_analysis", "--tool", "clippy")
+        == expected_ids(
+            lambda c: c.has_capability("static_analysis", lambda t: t == "clippy", now=0)
+        )
+        == ["fuzz-worker-2", "rust-worker-1", "rust-worker-2"]
+    )
     # by an alternative: cargo-fmt is rustfmt's alternative on rust-worker-1
     assert find(backend, "--category", "static_analysis", "--tool", "cargo-fmt") == [
         "rust-worker-1"
@@ -113,7 +119,8 @@ def test_find_answers_the_seed_semantics(backend: Backend):
     # clippy is a fuzzing worker's static tool, not a fuzzing tool
     assert find(backend, "--category", "fuzzing", "--tool", "clippy") == []
     assert find(backend, "--category", "fuzzing", "--tool", "AFL++", "honggfuzz") == [
-        "fuzz-worker-1", "fuzz-worker-2"
+        "fuzz-worker-1",
+        "fuzz-worker-2",
     ]
     assert find(backend, "--has", "semgrep", "bandit") == ["python-worker-1"]
     assert find(backend, "--flag", "llm_support") == expected_ids(
@@ -121,14 +128,17 @@ def test_find_answers_the_seed_semantics(backend: Backend):
     )
     assert find(backend, "--meta", "pool=security") == ["security-worker-1"]
     assert find(backend, "--has", "clippy", "cargo-audit", "--all-required") == expected_ids(
-        lambda c: c.has_all_required_tools(lambda t: t in {"clippy", "cargo-audit"}, now=0)
-        and {"clippy", "cargo-audit"} <= set(c.all_tools())
+        lambda c: (
+            c.has_all_required_tools(lambda t: t in {"clippy", "cargo-audit"}, now=0)
+            and {"clippy", "cargo-audit"} <= set(c.all_tools())
+        )
     )
     listed = run_cli("list", *backend.args(), env=backend.env())
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 1 + 9
     shown = run_cli("show", "rust-worker-1", *backend.args(), env=backend.env())
     assert json.loads(shown.stdout)[0]["declaration"]["flags"] == {
-        "ast_support": True, "llm_support": True
+        "ast_support": True,
+        "llm_support": True,
     }
     assert run_cli("show", "nobody", *backend.args(), env=backend.env()).returncode == 1
 
@@ -136,21 +146,26 @@ def test_find_answers_the_seed_semantics(backend: Backend):
 def test_plan_prints_and_writes_nothing(backend: Backend):
     result = run_cli("plan", *backend.args(), "--source", f"file:{EXAMPLES}", env=backend.env())
     assert result.returncode == 0, result.stderr
-    assert any(line.split()[:2] == ["create", "rust-worker-1"]
-               for line in result.stdout.splitlines())
+    assert any(
+        line.split()[:2] == ["create", "rust-worker-1"] for line in result.stdout.splitlines()
+    )
     assert "plan: 9 created" in result.stdout
     assert backend.services() == {}
-    as_json = run_cli("plan", *backend.args(), "--source", f"file:{EXAMPLES}", "--json",
-                      env=backend.env())
+    as_json = run_cli(
+        "plan", *backend.args(), "--source", f"file:{EXAMPLES}", "--json", env=backend.env()
+    )
     plan = json.loads(as_json.stdout)
     assert plan["summary"]["create"] == 9
     assert {c["id"] for c in plan["changes"]} >= {"rust-worker-1", "go-worker-1"}
 
 
-@pytest.mark.parametrize(("policy", "created", "updated", "deleted"),
-                         [("sync", 1, 1, 1), ("upsert-only", 1, 1, 0), ("create-only", 1, 0, 0)])
-def test_policies(backend: Backend, tmp_path: Path, policy: str, created: int,
-                  updated: int, deleted: int):
+@pytest.mark.parametrize(
+    ("policy", "created", "updated", "deleted"),
+    [("sync", 1, 1, 1), ("upsert-only", 1, 1, 0), ("create-only", 1, 0, 0)],
+)
+def test_policies(
+    backend: Backend, tmp_path: Path, policy: str, created: int, updated: int, deleted: int
+):
     fleet = copy_examples(tmp_path)
     assert sync(backend, "--source", f"file:{fleet}").returncode == 0
     (fleet / "go-worker-1.yaml").unlink()
@@ -249,14 +264,20 @@ def test_units_with_different_services_on_one_node_coexist(backend: Backend, tmp
 def test_quickstart_config(tmp_path: Path):
     config = (ROOT / "config/examples/quickstart.toml").read_text()
     local = tmp_path / "quickstart.toml"
-    local.write_text(config.replace('"var/quickstart.db"', f'"{tmp_path / "q.db"}"').replace(
-        '"config/examples/workers"', f'"{EXAMPLES}"'))
+    local.write_text(
+        config.replace('"var/quickstart.db"', f'"{tmp_path / "q.db"}"').replace(
+            '"config/examples/workers"', f'"{EXAMPLES}"'
+        )
+    )
     first = run_cli("run", "--once", "--config", str(local))
     assert first.returncode == 0 and "9 created" in first.stdout
     second = run_cli("run", "--once", "--config", str(local))
     assert "9 unchanged" in second.stdout and "(0 write requests)" in second.stdout
-    found = run_cli("find", "--config", str(local), "--category", "static_analysis",
-                    "--tool", "clippy")
+    found = run_cli(
+        "find", "--config", str(local), "--category", "static_analysis", "--tool", "clippy"
+    )
     assert [line.split()[0] for line in found.stdout.splitlines()[1:]] == [
-        "fuzz-worker-2", "rust-worker-1", "rust-worker-2"
+        "fuzz-worker-2",
+        "rust-worker-1",
+        "rust-worker-2",
     ]

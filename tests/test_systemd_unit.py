@@ -75,15 +75,15 @@ def analyze() -> str:
 
 def run_analyze(analyze: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "", "SYSTEMD_LOG_COLOR": "0"}
-    return subprocess.run([analyze, *args], capture_output=True, text=True, env=env,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [analyze, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
 
 
 def own_lines(output: str, path: Path) -> list[str]:
     """The lines systemd-analyze prints about this unit (prefixed with its file path or
     its unit name); anything else is about other units on this machine."""
-    return [line for line in output.splitlines()
-            if line.startswith((str(path), "capsync.service"))]
+    return [line for line in output.splitlines() if line.startswith((str(path), "capsync.service"))]
 
 
 def test_exec_start_is_the_fixed_interface(service: dict[str, list[str]]) -> None:
@@ -129,8 +129,9 @@ def test_verify_original_only_misses_the_installed_binary(analyze: str) -> None:
     if Path(BINARY).exists():
         assert lines == [], output
     else:
-        assert lines == [f"capsync.service: Command {BINARY} is not executable: "
-                         "No such file or directory"], output
+        assert lines == [
+            f"capsync.service: Command {BINARY} is not executable: No such file or directory"
+        ], output
 
 
 def test_security_exposure(analyze: str) -> None:

@@ -82,14 +82,30 @@ def test_json_output(tmp_path: Path) -> None:
     # The library's full serde form: the minimal label gets its defaults, and an expiry
     # that never passes.
     assert out[0]["static_analysis_tools"] == [
-        {"tool_name": "clippy", "required": True, "alternatives": [], "attestation": None,
-         "permissions": {"filesystem_access": False, "network_access": False,
-                         "process_spawn": False, "env_access": False, "system_access": False,
-                         "memory_limit_mb": 128, "cpu_limit_percent": 50,
-                         "timeout_seconds": 30},
-         "expiration": {"expires_at": 2**53 - 1, "revoked": False, "revocation_reason": None,
-                        "revoked_at": None, "revoked_by": None},
-         "verified": False}
+        {
+            "tool_name": "clippy",
+            "required": True,
+            "alternatives": [],
+            "attestation": None,
+            "permissions": {
+                "filesystem_access": False,
+                "network_access": False,
+                "process_spawn": False,
+                "env_access": False,
+                "system_access": False,
+                "memory_limit_mb": 128,
+                "cpu_limit_percent": 50,
+                "timeout_seconds": 30,
+            },
+            "expiration": {
+                "expires_at": 2**53 - 1,
+                "revoked": False,
+                "revocation_reason": None,
+                "revoked_at": None,
+                "revoked_by": None,
+            },
+            "verified": False,
+        }
     ]
     assert out[1] == {
         "ref": str(tmp_path / "b.json"),
@@ -100,7 +116,13 @@ def test_json_output(tmp_path: Path) -> None:
 def test_format_consul_fits_limits_and_decodes_back(tmp_path: Path) -> None:
     (tmp_path / "rust.yaml").write_text(yaml.safe_dump(SEED_CRD_SPEC))
     result = run_cli(
-        "validate", "--format", "consul", "--service", "analysis", "--owner", "ci-1",
+        "validate",
+        "--format",
+        "consul",
+        "--service",
+        "analysis",
+        "--owner",
+        "ci-1",
         str(tmp_path / "rust.yaml"),
     )
     assert result.returncode == 0, result.stderr

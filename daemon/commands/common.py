@@ -14,36 +14,69 @@ from discovery.sources.table import SOURCE_KINDS
 
 
 def add_registry_options(parser: argparse.ArgumentParser, *, select: bool = False) -> None:
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help=f"TOML settings (default: {loading.DEFAULT_PATH} if it exists)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"TOML settings (default: {loading.DEFAULT_PATH} if it exists)",
+    )
     if select:
-        parser.add_argument("--registry", action="append", default=None,
-                            metavar=f"NAME|{REGISTRY_KINDS.metavar}",
-                            help="the configured registry NAME to read, or a registry "
-                                 "(default: the first configured; consul, from "
-                                 "CONSUL_HTTP_ADDR)")
+        parser.add_argument(
+            "--registry",
+            action="append",
+            default=None,
+            metavar=f"NAME|{REGISTRY_KINDS.metavar}",
+            help="the configured registry NAME to read, or a registry "
+            "(default: the first configured; consul, from "
+            "CONSUL_HTTP_ADDR)",
+        )
     else:
-        parser.add_argument("--registry", action="append", default=None,
-                            metavar=REGISTRY_KINDS.metavar,
-                            help="a registry (repeatable: each is kept in step; replaces the "
-                                 "configured registries; default: consul, from "
-                                 "CONSUL_HTTP_ADDR)")
+        parser.add_argument(
+            "--registry",
+            action="append",
+            default=None,
+            metavar=REGISTRY_KINDS.metavar,
+            help="a registry (repeatable: each is kept in step; replaces the "
+            "configured registries; default: consul, from "
+            "CONSUL_HTTP_ADDR)",
+        )
     parser.add_argument("--service", default=None, help="service name (default: worker)")
-    parser.add_argument("--owner", default=None,
-                        help="owner id; names the node capsync-<owner> (default: host name)")
+    parser.add_argument(
+        "--owner",
+        default=None,
+        help="owner id; names the node capsync-<owner> (default: host name)",
+    )
 
 
 def add_sync_options(parser: argparse.ArgumentParser) -> None:
     add_registry_options(parser)
-    parser.add_argument("--source", action="append", default=None, metavar="TYPE:ARG",
-                        help=f"a discovery source: {SOURCE_KINDS.metavar} (repeatable; "
-                             "replaces the configured sources; order is precedence)")
-    parser.add_argument("--policy", choices=["sync", "upsert-only", "create-only"],
-                        default=None, help="sync (default) | upsert-only | create-only")
-    parser.add_argument("--allow-mass-delete", action="store_true", default=None,
-                        help="apply deletions even past the mass-deletion guard")
-    parser.add_argument("--log-format", choices=["text", "json"], default=None,
-                        help="log lines as key=value text (default) or JSON")
+    parser.add_argument(
+        "--source",
+        action="append",
+        default=None,
+        metavar="TYPE:ARG",
+        help=f"a discovery source: {SOURCE_KINDS.metavar} (repeatable; "
+        "replaces the configured sources; order is precedence)",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=["sync", "upsert-only", "create-only"],
+        default=None,
+        help="sync (default) | upsert-only | create-only",
+    )
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        default=None,
+        help="apply deletions even past the mass-deletion guard",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="log lines as key=value text (default) or JSON",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, *, registries: bool = True) -> Settings:
@@ -55,9 +88,11 @@ def settings_from_args(args: argparse.Namespace, *, registries: bool = True) -> 
             registry[option] = getattr(args, option)
     daemon = {
         key: value
-        for key, value in (("interval", getattr(args, "interval", None)),
-                           ("listen", getattr(args, "listen", None)),
-                           ("log_format", getattr(args, "log_format", None)))
+        for key, value in (
+            ("interval", getattr(args, "interval", None)),
+            ("listen", getattr(args, "listen", None)),
+            ("log_format", getattr(args, "log_format", None)),
+        )
         if value is not None
     }
     sources = getattr(args, "source", None)
@@ -67,9 +102,11 @@ def settings_from_args(args: argparse.Namespace, *, registries: bool = True) -> 
         args.config,
         overrides={"registry": registry, "daemon": daemon},
         sources=_named([SOURCE_KINDS.parse_arg(arg) for arg in sources], "type")
-        if sources else None,
+        if sources
+        else None,
         registries=_named([REGISTRY_KINDS.parse_arg(arg) for arg in chosen], "backend")
-        if chosen else None,
+        if chosen
+        else None,
     )
 
 

@@ -16,14 +16,14 @@ REDACTED = "<redacted>"
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = sub.add_parser("config", help="inspect the configuration")
-    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND",
-                                       required=True)
+    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     check = config_sub.add_parser(
-        "check", help="print the effective configuration (secrets redacted) or its errors",
+        "check",
+        help="print the effective configuration (secrets redacted) or its errors",
         description="Load FILE (default: /etc/capsync/capsync.toml if it exists) with the "
-                    "environment applied (CONSUL_*, CAPSYNC_<SECTION>__<KEY>) and print the "
-                    "effective configuration as JSON, secrets redacted. Exit 2 and print "
-                    "every error with its key path when it is invalid.",
+        "environment applied (CONSUL_*, CAPSYNC_<SECTION>__<KEY>) and print the "
+        "effective configuration as JSON, secrets redacted. Exit 2 and print "
+        "every error with its key path when it is invalid.",
     )
     check.add_argument("file", nargs="?", type=Path, default=None)
     check.set_defaults(handler=check_command)

@@ -20,14 +20,15 @@ from discovery.model import CATEGORIES
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     find = sub.add_parser(
-        "find", help="find workers by capability",
+        "find",
+        help="find workers by capability",
         description="Find workers in the registry. --category C --tool T...: any tool of "
-                    "category C is one of T (by name or alternative). --has T...: provides "
-                    "every T. --flag F: flag F is true. --meta K=V: metadata K equals V. "
-                    "--all-required: every required tool is among the named tools. "
-                    "--verified: every tool live and attested (the library's check; it "
-                    "does not verify signatures). --permission C:P: some tool of category "
-                    "C holds permission P. Expired and revoked tools provide nothing.",
+        "category C is one of T (by name or alternative). --has T...: provides "
+        "every T. --flag F: flag F is true. --meta K=V: metadata K equals V. "
+        "--all-required: every required tool is among the named tools. "
+        "--verified: every tool live and attested (the library's check; it "
+        "does not verify signatures). --permission C:P: some tool of category "
+        "C holds permission P. Expired and revoked tools provide nothing.",
     )
     find.add_argument("--category", choices=list(CATEGORIES))
     find.add_argument("--tool", nargs="+", default=[], metavar="T")
@@ -41,8 +42,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     find.set_defaults(handler=find_command)
     listing = sub.add_parser("list", help="list every worker in the registry")
     _common(listing)
-    listing.set_defaults(handler=find_command, category=None, tool=[], has=[], flag=[],
-                         meta=[], all_required=False, verified=False, permission=[])
+    listing.set_defaults(
+        handler=find_command,
+        category=None,
+        tool=[],
+        has=[],
+        flag=[],
+        meta=[],
+        all_required=False,
+        verified=False,
+        permission=[],
+    )
     show = sub.add_parser("show", help="show one worker's entries in the registry")
     show.add_argument("id")
     add_registry_options(show, select=True)
@@ -56,17 +66,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def find_command(args: argparse.Namespace) -> int:
     try:
-        query = Query.of(category=args.category, tools=args.tool, has=args.has,
-                         flags=args.flag, meta=args.meta, all_required=args.all_required,
-                         verified=args.verified, permissions=args.permission,
-                         now=int(time.time()))
+        query = Query.of(
+            category=args.category,
+            tools=args.tool,
+            has=args.has,
+            flags=args.flag,
+            meta=args.meta,
+            all_required=args.all_required,
+            verified=args.verified,
+            permissions=args.permission,
+            now=int(time.time()),
+        )
     except ValueError as exc:
         print(f"capsync find: {exc}", file=sys.stderr)
         return 2
     results = [r for r in _decoded(args, query) if query.matches(r[2])]
     if args.json:
-        print(json.dumps([worker_json(node, entry, caps) for node, entry, caps in results],
-                         indent=2))
+        print(
+            json.dumps([worker_json(node, entry, caps) for node, entry, caps in results], indent=2)
+        )
         return 0
     rows = [("ID", "NODE", "SOURCE", "TOOLS")] + [
         (caps.id, node, entry.source, ",".join(caps.provided_tools(query.now)))
@@ -105,7 +123,9 @@ def _chosen_registry(args: argparse.Namespace) -> tuple[Settings, RegistrySettin
                 return configured, reg
         if args.registry[0].partition(":")[0] not in REGISTRY_KINDS.kinds:
             names = ", ".join(reg.name for reg in configured.registries)
-            raise ConfigError(f"--registry {args.registry[0]!r}: no configured registry of "
-                              f"that name ({names}) and not {REGISTRY_KINDS.expected()}")
+            raise ConfigError(
+                f"--registry {args.registry[0]!r}: no configured registry of "
+                f"that name ({names}) and not {REGISTRY_KINDS.expected()}"
+            )
     settings = settings_from_args(args)
     return settings, settings.registries[0]

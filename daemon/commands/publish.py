@@ -25,20 +25,31 @@ URL_VARIABLE = "CAPSYNC_AMQP_URL"
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "publish", help="validate declarations and publish them to the RabbitMQ queue",
+        "publish",
+        help="validate declarations and publish them to the RabbitMQ queue",
         description="Validate declarations (files, directories, '-' for stdin) and publish "
-                    "each to the queue capsync's amqp source consumes. Exit 0 when the "
-                    "broker confirmed all, 1 when any is invalid (nothing is published) "
-                    "or the broker refused, 2 on usage errors.",
+        "each to the queue capsync's amqp source consumes. Exit 0 when the "
+        "broker confirmed all, 1 when any is invalid (nothing is published) "
+        "or the broker refused, 2 on usage errors.",
     )
     parser.add_argument("paths", nargs="*", default=[STDIN], metavar="FILE")
-    parser.add_argument("--amqp", metavar="URL", default=os.environ.get(URL_VARIABLE),
-                        help=f"amqp:// or amqps:// URL (default: ${URL_VARIABLE}); keep the "
-                             "password out of it with --password-file")
-    parser.add_argument("--queue", default="worker.capabilities",
-                        help="the queue (default: worker.capabilities)")
-    parser.add_argument("--ttl", type=float, default=None, metavar="SECONDS",
-                        help="a lease: the registration leaves unless published again")
+    parser.add_argument(
+        "--amqp",
+        metavar="URL",
+        default=os.environ.get(URL_VARIABLE),
+        help=f"amqp:// or amqps:// URL (default: ${URL_VARIABLE}); keep the "
+        "password out of it with --password-file",
+    )
+    parser.add_argument(
+        "--queue", default="worker.capabilities", help="the queue (default: worker.capabilities)"
+    )
+    parser.add_argument(
+        "--ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a lease: the registration leaves unless published again",
+    )
     parser.add_argument("--password-file", type=Path, default=None)
     parser.add_argument("--ca-file", type=Path, default=None, help="CA bundle for amqps")
     parser.add_argument("--cert-file", type=Path, default=None, help="client certificate")
@@ -51,9 +62,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"capsync publish: give --amqp URL (or set {URL_VARIABLE})", file=sys.stderr)
         return 2
     try:
-        conn = AmqpConnection(url=args.amqp, password_file=args.password_file,
-                              ca_file=args.ca_file, cert_file=args.cert_file,
-                              key_file=args.key_file)
+        conn = AmqpConnection(
+            url=args.amqp,
+            password_file=args.password_file,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+        )
     except ValueError as exc:
         raise ConfigError(f"--amqp: {exc}") from None
     read = read_paths(args.paths, "publish")
@@ -73,15 +88,18 @@ def run(args: argparse.Namespace) -> int:
             channel.confirm_delivery()
             for item in found:
                 body = json.dumps(seed_json.to_seed(item.caps)).encode()
-                channel.basic_publish("", args.queue, body, amqp_link.persistent(headers),
-                                      mandatory=True)
+                channel.basic_publish(
+                    "", args.queue, body, amqp_link.persistent(headers), mandatory=True
+                )
                 print(f"published {item.caps.id}")
         finally:
             if connection.is_open:
                 connection.close()
     except pika.exceptions.UnroutableError:
-        raise SourceError(f"no queue {args.queue!r} at {redact_url(args.amqp)}: start the "
-                          "consumer (capsync run with an amqp source) first") from None
+        raise SourceError(
+            f"no queue {args.queue!r} at {redact_url(args.amqp)}: start the "
+            "consumer (capsync run with an amqp source) first"
+        ) from None
     except amqp_link.failures() as exc:
         raise SourceError(f"{redact_url(args.amqp)}: {exc!r}") from None
     return 0

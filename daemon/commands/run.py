@@ -18,22 +18,32 @@ from discovery.sources.base import Source
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser(
-        "run", help="sync declarations into the registry",
+        "run",
+        help="sync declarations into the registry",
         description="Discover declarations, validate them, diff against the registry and "
-                    "write only the changes. Exit 0 when the cycle succeeded, 1 when a "
-                    "source or the registry failed, 2 on a configuration or usage error.",
+        "write only the changes. Exit 0 when the cycle succeeded, 1 when a "
+        "source or the registry failed, 2 on a configuration or usage error.",
     )
     add_sync_options(run)
     run.add_argument("--once", action="store_true", help="run one cycle and exit")
-    run.add_argument("--interval", default=None, metavar="DURATION",
-                     help="full resync interval, e.g. 60s, 5m (default: 60s)")
-    run.add_argument("--listen", default=None, metavar="ADDR|off",
-                     help="HTTP endpoints address (default: 127.0.0.1:9469)")
+    run.add_argument(
+        "--interval",
+        default=None,
+        metavar="DURATION",
+        help="full resync interval, e.g. 60s, 5m (default: 60s)",
+    )
+    run.add_argument(
+        "--listen",
+        default=None,
+        metavar="ADDR|off",
+        help="HTTP endpoints address (default: 127.0.0.1:9469)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
     run.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     run.set_defaults(handler=run_command)
     plan = sub.add_parser(
-        "plan", help="show what a sync would change, writing nothing",
+        "plan",
+        help="show what a sync would change, writing nothing",
         description="The same cycle as 'run --once --dry-run': print the plan.",
     )
     add_sync_options(plan)
@@ -44,8 +54,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def run_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if not settings.sources:
-        print(f"capsync {args.command}: no sources: give --source TYPE:ARG or [[sources]] "
-              "in the config", file=sys.stderr)
+        print(
+            f"capsync {args.command}: no sources: give --source TYPE:ARG or [[sources]] "
+            "in the config",
+            file=sys.stderr,
+        )
         return 2
     configure(settings.daemon.log_format)
     if not args.once:

@@ -32,17 +32,31 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "Exit 0 when all are valid, 1 when any is invalid, 2 on usage errors."
         ),
     )
-    parser.add_argument("paths", nargs="*", default=[STDIN], metavar="PATH",
-                        help="files or directories; '-' (the default) reads stdin")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        default=[STDIN],
+        metavar="PATH",
+        help="files or directories; '-' (the default) reads stdin",
+    )
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true",
-                        help="print a JSON list: canonical declarations or their errors")
-    output.add_argument("--format", choices=["text", "consul"], default="text",
-                        help="'consul' prints the Consul service fields each would register")
-    parser.add_argument("--service", default="worker",
-                        help="service name for --format consul (default: worker)")
-    parser.add_argument("--owner", default=None,
-                        help="owner id for --format consul (default: the host name)")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list: canonical declarations or their errors",
+    )
+    output.add_argument(
+        "--format",
+        choices=["text", "consul"],
+        default="text",
+        help="'consul' prints the Consul service fields each would register",
+    )
+    parser.add_argument(
+        "--service", default="worker", help="service name for --format consul (default: worker)"
+    )
+    parser.add_argument(
+        "--owner", default=None, help="owner id for --format consul (default: the host name)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -77,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "consul":
         owner = args.owner or default_owner()
         now = int(time.time())
-        print(json.dumps([_consul(item, args.service, owner, now) for item in found],
-                         indent=2))
+        print(json.dumps([_consul(item, args.service, owner, now) for item in found], indent=2))
         print_errors(invalid, sys.stderr)
     else:
         for item in _in_order(found, invalid):
@@ -124,7 +137,11 @@ def _as_json(item: Found | Invalid) -> dict[str, Any]:
 def _consul(item: Found, service: str, owner: str, now: int) -> dict[str, Any]:
     """The service as capsync would register it now (its document is kept beside it)."""
     entry = full_entry.encode(
-        item.caps, now=now, service=service, owner=owner, source="file",
+        item.caps,
+        now=now,
+        service=service,
+        owner=owner,
+        source="file",
         ref=item.declaration.ref,
     )
     return service_fields(entry)

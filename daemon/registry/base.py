@@ -100,8 +100,9 @@ class Tally:
         self.interrupted += len(batch)
         self.errors.append(reason)
 
-    def batches(self, ops: list[Operation], size: int,
-                stop: threading.Event | None) -> Iterator[list[Operation]]:
+    def batches(
+        self, ops: list[Operation], size: int, stop: threading.Event | None
+    ) -> Iterator[list[Operation]]:
         """``ops`` ``size`` at a time, each one request; once ``stop`` is set, the
         batches not begun are counted unsent."""
         for start in range(0, len(ops), size):
@@ -113,8 +114,14 @@ class Tally:
             yield chunk
 
     def result(self) -> ApplyResult:
-        return ApplyResult(self.requests, dict(self.written), tuple(self.refused),
-                           self.unsent, self.interrupted, tuple(self.errors))
+        return ApplyResult(
+            self.requests,
+            dict(self.written),
+            tuple(self.refused),
+            self.unsent,
+            self.interrupted,
+            tuple(self.errors),
+        )
 
 
 @dataclass(frozen=True)

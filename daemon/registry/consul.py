@@ -80,16 +80,25 @@ class ConsulRegistry:
         body, _ = self.client.read(path, dict)
         node, services = body.get("Node"), body.get("Services")
         if not isinstance(node, dict | None) or not isinstance(services, list | None):
-            raise RegistryError(f"Consul answered GET {path} with Node or Services of the "
-                                "wrong type")
+            raise RegistryError(
+                f"Consul answered GET {path} with Node or Services of the wrong type"
+            )
         if node is None and (services or self._node_seen):
             # A token without node:read blanks the node: that is not an empty node.
-            raise RegistryError(f"Consul reads node {self.node!r} as missing, but it exists; "
-                                "check the ACL token's node:read on it")
+            raise RegistryError(
+                f"Consul reads node {self.node!r} as missing, but it exists; "
+                "check the ACL token's node:read on it"
+            )
         self._node_seen = node is not None
         meta = None if node is None else node.get("Meta") or {}
-        self._node_meta = claim(meta, node=self.node, owner=self.owner, service=self.service,
-                                writer=self.writer, takeover=self.takeover)
+        self._node_meta = claim(
+            meta,
+            node=self.node,
+            owner=self.owner,
+            service=self.service,
+            writer=self.writer,
+            takeover=self.takeover,
+        )
         self._node_read = True
         owned: dict[str, Entry] = {}
         foreign: set[str] = set()
@@ -124,15 +133,20 @@ class ConsulRegistry:
         for item in items:
             node = item.get("Node") if isinstance(item, dict) else None
             if not isinstance(node, str):
-                raise RegistryError(f"Consul answered GET {path} with an instance without "
-                                    "a Node name")
+                raise RegistryError(
+                    f"Consul answered GET {path} with an instance without a Node name"
+                )
             listed.append(Listed(node, _entry(item, path)))
         if not any(codec.DOCUMENT in item.entry.meta for item in listed):
             return listed
         documents = self._documents()
         return [
-            Listed(item.node, replace(item.entry, document=documents.get(
-                item.entry.meta.get(codec.DOCUMENT, ""), "")))
+            Listed(
+                item.node,
+                replace(
+                    item.entry, document=documents.get(item.entry.meta.get(codec.DOCUMENT, ""), "")
+                ),
+            )
             for item in listed
         ]
 
@@ -145,14 +159,20 @@ class ConsulRegistry:
         if response.status == 404 and response.index:
             return {}
         if response.status != 200 or not isinstance(response.body, list):
-            raise RegistryError(f"Consul answered the read of {prefix} with "
-                                f"{response.status}: {response.text.strip()[:200]}")
+            raise RegistryError(
+                f"Consul answered the read of {prefix} with "
+                f"{response.status}: {response.text.strip()[:200]}"
+            )
         try:
-            return {item["Key"]: base64.b64decode(item.get("Value") or "").decode("utf-8")
-                    for item in response.body}
+            return {
+                item["Key"]: base64.b64decode(item.get("Value") or "").decode("utf-8")
+                for item in response.body
+            }
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise RegistryError(f"Consul answered GET {path} with a KV entry of the wrong "
-                                f"shape ({type(exc).__name__}: {exc})") from None
+            raise RegistryError(
+                f"Consul answered GET {path} with a KV entry of the wrong "
+                f"shape ({type(exc).__name__}: {exc})"
+            ) from None
 
     def close(self) -> None:
         self.client.close()
@@ -169,13 +189,18 @@ class ConsulRegistry:
         for op, txn in units:
             need = _size(txn) - 1  # its ops and one separating comma
             if len(txn) + reserve_ops > self.max_ops or need + reserve > self.max_bytes:
-                tally.refuse([op], f"{need} bytes ({len(txn)} operations) of transaction "
-                                   f"body alone; consul.max_txn_bytes allows "
-                                   f"{self.max_bytes} (Consul's txn_max_req_len) and "
-                                   f"consul.max_txn_ops {self.max_ops}")
+                tally.refuse(
+                    [op],
+                    f"{need} bytes ({len(txn)} operations) of transaction "
+                    f"body alone; consul.max_txn_bytes allows "
+                    f"{self.max_bytes} (Consul's txn_max_req_len) and "
+                    f"consul.max_txn_ops {self.max_ops}",
+                )
                 continue
-            if batch and (ops + len(txn) + reserve_ops > self.max_ops
-                          or size + need + reserve > self.max_bytes):
+            if batch and (
+                ops + len(txn) + reserve_ops > self.max_ops
+                or size + need + reserve > self.max_bytes
+            ):
                 yield batch
                 batch, ops, size = [], 0, 0
             batch.append((op, txn))
@@ -199,20 +224,28 @@ class ConsulRegistry:
                 return
             ops = [op for op, _ in batch]
             if response.status != 409:
-                tally.refuse(ops, f"Consul rejected the transaction ({response.status}): "
-                                  f"{response.text.strip()[:300]}")
+                tally.refuse(
+                    ops,
+                    f"Consul rejected the transaction ({response.status}): "
+                    f"{response.text.strip()[:300]}",
+                )
                 return
             failing = _failing(response.body, node, batch)
             if failing is None:
-                tally.refuse(ops, "Consul rolled back the transaction without saying why: "
-                                  f"{response.text.strip()[:300]}")
+                tally.refuse(
+                    ops,
+                    "Consul rolled back the transaction without saying why: "
+                    f"{response.text.strip()[:300]}",
+                )
                 return
             denied = [what for what in failing.values() if what.startswith(ACL_DENIALS)]
             if denied:
                 # The token, not an entry, is at fault: one clear cycle error.
-                raise RegistryError(f"Consul refused the write: {denied[0]}; check the ACL "
-                                    f"token's policy (node {self.node!r} and service "
-                                    f"{self.service!r} need write)")
+                raise RegistryError(
+                    f"Consul refused the write: {denied[0]}; check the ACL "
+                    f"token's policy (node {self.node!r} and service "
+                    f"{self.service!r} need write)"
+                )
             if NODE in failing:
                 tally.refuse(ops, f"capsync's node registration was refused: {failing[NODE]}")
                 return
@@ -238,8 +271,11 @@ class ConsulRegistry:
         owner's documents are ever deleted, and without a read."""
         ops = []
         new_key = new.meta.get(codec.DOCUMENT, "") if new else ""
-        old_key = (document_key(self.owner, old.service, old.id)
-                   if old is not None and codec.DOCUMENT in old.meta else "")
+        old_key = (
+            document_key(self.owner, old.service, old.id)
+            if old is not None and codec.DOCUMENT in old.meta
+            else ""
+        )
         if new is not None and new_key:
             value = base64.b64encode(new.document.encode("utf-8")).decode("ascii")
             ops.append({"KV": {"Verb": "set", "Key": new_key, "Value": value}})
@@ -256,9 +292,12 @@ class ConsulRegistry:
         return {"Service": {"Verb": verb, "Node": self.node, "Service": service}}
 
     def _node_op(self, meta: dict[str, str] | None) -> dict[str, Any]:
-        return {"Node": {"Verb": "set", "Node": {"Node": self.node,
-                                                 "Address": self.node_address,
-                                                 "Meta": meta or {}}}}
+        return {
+            "Node": {
+                "Verb": "set",
+                "Node": {"Node": self.node, "Address": self.node_address, "Meta": meta or {}},
+            }
+        }
 
 
 def _failing(body: Any, node: Txn, batch: list[tuple[Operation, Txn]]) -> dict[int, str] | None:
@@ -282,8 +321,9 @@ def _entry(service: Any, path: str) -> Entry:
     try:
         return entry_from_service(service)
     except ValueError as exc:
-        raise RegistryError(f"Consul answered GET {path} with an instance of the wrong "
-                            f"shape: {exc}") from None
+        raise RegistryError(
+            f"Consul answered GET {path} with an instance of the wrong shape: {exc}"
+        ) from None
 
 
 def _size(txn: Txn) -> int:
@@ -301,10 +341,15 @@ class ConsulRegistrySettings(RegistrySettingsBase):
 
 def build(settings: ConsulRegistrySettings, ctx: BuildContext) -> ConsulRegistry:
     return ConsulRegistry(
-        ConsulClient(ctx.consul_endpoint()), service=settings.service, owner=settings.owner,
-        node=settings.node_name, node_address=settings.node_address,
-        max_ops=ctx.consul.max_txn_ops, max_bytes=ctx.consul.max_txn_bytes,
-        writer=settings.writer, takeover=ctx.takeover,
+        ConsulClient(ctx.consul_endpoint()),
+        service=settings.service,
+        owner=settings.owner,
+        node=settings.node_name,
+        node_address=settings.node_address,
+        max_ops=ctx.consul.max_txn_ops,
+        max_bytes=ctx.consul.max_txn_bytes,
+        writer=settings.writer,
+        takeover=ctx.takeover,
     )
 
 
@@ -319,15 +364,20 @@ def consul_filter(query: Query) -> str:
     if tools and len(tools) == len(query.tools):
         terms.append("(" + " or ".join(tools) + ")")
     terms += [f"{q} in ServiceTags" for tool in query.has if (q := _quote(tool))]
-    terms += [f'ServiceMeta[{q}] == "true"' for flag in query.flags
-              if (q := _quote(codec.FLAG_PREFIX + flag))]
-    terms += [f"ServiceMeta[{k}] == {v}" for key, value in query.meta
-              if (k := _quote(key)) and (v := _quote(value))]
+    terms += [
+        f'ServiceMeta[{q}] == "true"'
+        for flag in query.flags
+        if (q := _quote(codec.FLAG_PREFIX + flag))
+    ]
+    terms += [
+        f"ServiceMeta[{k}] == {v}"
+        for key, value in query.meta
+        if (k := _quote(key)) and (v := _quote(value))
+    ]
     # A minimal-form entry has no verified key (it is verified only without tools).
     if query.verified:
         terms.append(f'ServiceMeta["{codec.VERIFIED}"] != "false"')
-    terms += [f"{q} in ServiceTags" for c, p in query.permissions
-              if (q := _quote(f"perm:{c}:{p}"))]
+    terms += [f"{q} in ServiceTags" for c, p in query.permissions if (q := _quote(f"perm:{c}:{p}"))]
     return " and ".join(terms)
 
 

@@ -41,9 +41,17 @@ class MemoryCatalog:
 
 
 class MemoryRegistry:
-    def __init__(self, catalog: MemoryCatalog | None = None, *, service: str, owner: str,
-                 node: str, batch_size: int = 64, writer: str = "",
-                 takeover: bool = False) -> None:
+    def __init__(
+        self,
+        catalog: MemoryCatalog | None = None,
+        *,
+        service: str,
+        owner: str,
+        node: str,
+        batch_size: int = 64,
+        writer: str = "",
+        takeover: bool = False,
+    ) -> None:
         self.catalog = catalog or MemoryCatalog()
         self.service, self.owner, self.node = service, owner, node
         self.writer = writer or owner
@@ -66,8 +74,9 @@ class MemoryRegistry:
         if changes.writes:
             with self._catalog():  # a node this capsync may not write fails the whole apply
                 self._claim(self.catalog.nodes.get(self.node.lower()))
-        return apply_in_batches(changes, write=self._write, size=self.batch_size,
-                                stop=stop, batch=self._batch)
+        return apply_in_batches(
+            changes, write=self._write, size=self.batch_size, stop=stop, batch=self._batch
+        )
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         query = query or Query()
@@ -106,8 +115,14 @@ class MemoryRegistry:
 
     def _claim(self, node: _Node | None) -> dict[str, str] | None:
         try:
-            return claim(None if node is None else node.meta, node=self.node, owner=self.owner,
-                         service=self.service, writer=self.writer, takeover=self.takeover)
+            return claim(
+                None if node is None else node.meta,
+                node=self.node,
+                owner=self.owner,
+                service=self.service,
+                writer=self.writer,
+                takeover=self.takeover,
+            )
         except RegistryError as exc:
             raise RegistryError(f"memory registry: {exc}") from None
 
@@ -136,9 +151,11 @@ class MemoryRegistry:
         current = self._node.services.get(worker_id.lower())
         if current is None or self._ours(current):
             return ""
-        return (f"{worker_id!r} on node {self.node!r} belongs to another writer "
-                f"(capsync-owner {current.owner!r}, service {current.service!r}); left as "
-                "it is")
+        return (
+            f"{worker_id!r} on node {self.node!r} belongs to another writer "
+            f"(capsync-owner {current.owner!r}, service {current.service!r}); left as "
+            "it is"
+        )
 
 
 def _narrowed(query: Query, tags: set[str]) -> bool:
@@ -156,9 +173,13 @@ class MemoryRegistrySettings(RegistrySettingsBase):
 
 
 def build(settings: MemoryRegistrySettings, ctx: BuildContext) -> MemoryRegistry:
-    return MemoryRegistry(service=settings.service, owner=settings.owner,
-                          node=settings.node_name, writer=settings.writer,
-                          takeover=ctx.takeover)
+    return MemoryRegistry(
+        service=settings.service,
+        owner=settings.owner,
+        node=settings.node_name,
+        writer=settings.writer,
+        takeover=ctx.takeover,
+    )
 
 
 KIND = Kind("memory", MemoryRegistrySettings, "", no_arg, build)

@@ -129,8 +129,10 @@ _UPSERT = (
 )
 # Rows of this owner and service are ours; and only while this capsync holds the claim.
 _OURS = "capsync_owner = %(owner)s AND lower(capsync_service) = %(service)s"
-_HELD = ("EXISTS (SELECT 1 FROM {s}.capsync_nodes WHERE owner = %(owner)s "
-         "AND meta ->> %(field)s::text = %(writer)s::text)")
+_HELD = (
+    "EXISTS (SELECT 1 FROM {s}.capsync_nodes WHERE owner = %(owner)s "
+    "AND meta ->> %(field)s::text = %(writer)s::text)"
+)
 # A case-only rename moves our row to the new id before the upsert: one update, in the
 # batch's transaction, created_at kept.
 _RENAME = (
@@ -176,8 +178,12 @@ class PostgresEndpoint:
         }
         if self.password_file is not None:
             options["password"] = read_secret(self.password_file, "registry.password_file")
-        tls = {"sslmode": self.sslmode, "sslrootcert": self.ca_file,
-               "sslcert": self.cert_file, "sslkey": self.key_file}
+        tls = {
+            "sslmode": self.sslmode,
+            "sslrootcert": self.ca_file,
+            "sslcert": self.cert_file,
+            "sslkey": self.key_file,
+        }
         options.update({key: str(value) for key, value in tls.items() if value is not None})
         return options
 
@@ -222,8 +228,9 @@ class PostgresRegistry:
         self._conn: psycopg.Connection[Any] | None = None
         self._decoder = seed_store.Decoder()
         self._clock = clock
-        self._claim = Claim("postgres", node=node, owner=owner, service=service,
-                            writer=writer, takeover=takeover)
+        self._claim = Claim(
+            "postgres", node=node, owner=owner, service=service, writer=writer, takeover=takeover
+        )
 
     def snapshot(self) -> Snapshot:
         # One round trip: every row (though only ours are decoded: the others, another
@@ -235,12 +242,21 @@ class PostgresRegistry:
                 node = conn.execute(self._sql(_NODE), (self._owner,))
             rows = selected.fetchall()
             self._claim.update(_meta(node.fetchone()))
-        return store.snapshot(((row[0], self._decode(row) if self._ours(row) else None)
-                               for row in rows), self._claim, self._decoder)
+        return store.snapshot(
+            ((row[0], self._decode(row) if self._ours(row) else None) for row in rows),
+            self._claim,
+            self._decoder,
+        )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        return store.apply_batches(changes, claim=self._claim, read=self.snapshot,
-                                   size=self._batch_size, stop=stop, send=self._send)
+        return store.apply_batches(
+            changes,
+            claim=self._claim,
+            read=self.snapshot,
+            size=self._batch_size,
+            stop=stop,
+            send=self._send,
+        )
 
     def _ours(self, row: tuple[Any, ...]) -> bool:
         """This owner's row of this service, by its columns (before decoding it)."""
@@ -271,8 +287,13 @@ class PostgresRegistry:
         if query.tools and column:
             # Containment on the category's GIN index, by name or by alternative.
             where.append(f"({column} @> ANY(%s::jsonb[]))")
-            params.append([self._json(pattern) for tool in query.tools
-                           for pattern in ([{"tool_name": tool}], [{"alternatives": [tool]}])])
+            params.append(
+                [
+                    self._json(pattern)
+                    for tool in query.tools
+                    for pattern in ([{"tool_name": tool}], [{"alternatives": [tool]}])
+                ]
+            )
         elif query.tools:
             where.append("capsync_tools && %s::text[]")
             params.append(list(query.tools))
@@ -285,9 +306,14 @@ class PostgresRegistry:
         text = _SELECT + " WHERE " + " AND ".join(where) + " ORDER BY id"
         with self._using("entries") as conn:
             rows = conn.execute(self._sql(text), params).fetchall()
-        return [Listed(node=self._node if found.owner == self._owner
-                       else f"capsync-{found.owner}", entry=found)
-                for row in rows if (found := self._decode(row)) is not None]
+        return [
+            Listed(
+                node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
+                entry=found,
+            )
+            for row in rows
+            if (found := self._decode(row)) is not None
+        ]
 
     def close(self) -> None:
         with self._lock:
@@ -299,12 +325,18 @@ class PostgresRegistry:
         """One transaction, one round trip: the claim, the renames, the upsert and the
         delete pipelined, every write conditioned on the claim being held."""
         now = int(self._clock())
-        stored = {op.entry.id: seed_store.stored(op.entry, now)
-                  for op in batch if op.kind != "delete"}
+        stored = {
+            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.kind != "delete"
+        }
         gone = [op.entry.id.lower() for op in batch if op.kind == "delete"]
         meta = self._claim.wanted()
-        params = {**self._claim.params(), "meta": self._json(meta), "ids": list(stored),
-                  "rows": self._json(_rows(stored)), "gone": gone}
+        params = {
+            **self._claim.params(),
+            "meta": self._json(meta),
+            "ids": list(stored),
+            "rows": self._json(_rows(stored)),
+            "gone": gone,
+        }
         with self._sent_as_one(conn):
             conn.execute("BEGIN")
             if meta is not None:
@@ -333,13 +365,18 @@ class PostgresRegistry:
         if not missed:
             return []
         rows = conn.execute(
-            self._sql("SELECT id, capsync_owner, capsync_service FROM {s}.worker_capabilities "
-                      "WHERE lower(id) = ANY(%s)"),
+            self._sql(
+                "SELECT id, capsync_owner, capsync_service FROM {s}.worker_capabilities "
+                "WHERE lower(id) = ANY(%s)"
+            ),
             (missed,),
         ).fetchall()
         return [
-            Refused(worker_id, f"row {worker_id!r} belongs to another writer (capsync_owner "
-                               f"{holder!r}, capsync_service {service!r}); left as it is")
+            Refused(
+                worker_id,
+                f"row {worker_id!r} belongs to another writer (capsync_owner "
+                f"{holder!r}, capsync_service {service!r}); left as it is",
+            )
             for worker_id, holder, service in rows
         ]
 
@@ -350,20 +387,37 @@ class PostgresRegistry:
         own = dict(zip(_OWN, values[len(_SEED) :], strict=True))
 
         def load() -> dict[str, Any]:
-            return {"id": worker_id, **{column: json.loads(text)
-                                        for column, text in zip(_SEED, texts, strict=True)
-                                        if text is not None}}
+            return {
+                "id": worker_id,
+                **{
+                    column: json.loads(text)
+                    for column, text in zip(_SEED, texts, strict=True)
+                    if text is not None
+                },
+            }
 
         try:
-            origin = seed_store.Origin(**{name: own[name] or "" for name in _OWN[:-2]},
-                                      port=own["port"] or 0)
+            origin = seed_store.Origin(
+                **{name: own[name] or "" for name in _OWN[:-2]}, port=own["port"] or 0
+            )
             tags = tuple(own["tools"] or ())
-            return self._decoder.entry(worker_id, texts, origin, tags, load,
-                                       where=f"worker_capabilities row {worker_id!r}",
-                                       now=int(self._clock()))
+            return self._decoder.entry(
+                worker_id,
+                texts,
+                origin,
+                tags,
+                load,
+                where=f"worker_capabilities row {worker_id!r}",
+                now=int(self._clock()),
+            )
         except (ValueError, DeclarationError) as exc:
-            emit(logging.WARNING, "bad_registry_entry", registry="postgres", id=worker_id,
-                 problem=str(exc))
+            emit(
+                logging.WARNING,
+                "bad_registry_entry",
+                registry="postgres",
+                id=worker_id,
+                problem=str(exc),
+            )
             return None
 
     def _json(self, value: Any) -> Any:
@@ -404,20 +458,28 @@ class PostgresRegistry:
         if version > SCHEMA_VERSION:
             raise RegistryError(
                 f"postgres registry: schema {self._schema!r} is at version {version}, newer "
-                f"than this capsync understands ({SCHEMA_VERSION}); upgrade capsync")
+                f"than this capsync understands ({SCHEMA_VERSION}); upgrade capsync"
+            )
         with self._sent_as_one(conn):
             conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
             conn.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
-            conn.execute(self._sql(
-                "CREATE TABLE IF NOT EXISTS {s}.capsync_schema (version INTEGER NOT NULL, "
-                "migrated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"))
+            conn.execute(
+                self._sql(
+                    "CREATE TABLE IF NOT EXISTS {s}.capsync_schema (version INTEGER NOT NULL, "
+                    "migrated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"
+                )
+            )
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target]:
                     conn.execute(self._sql(statement))
-                conn.execute(self._sql(
-                    "INSERT INTO {s}.capsync_schema (version) SELECT %s WHERE NOT EXISTS "
-                    "(SELECT 1 FROM {s}.capsync_schema WHERE version >= %s)"), (target, target))
+                conn.execute(
+                    self._sql(
+                        "INSERT INTO {s}.capsync_schema (version) SELECT %s WHERE NOT EXISTS "
+                        "(SELECT 1 FROM {s}.capsync_schema WHERE version >= %s)"
+                    ),
+                    (target, target),
+                )
             conn.execute("COMMIT")
 
     @contextmanager
@@ -451,8 +513,12 @@ def _meta(row: tuple[Any, ...] | None) -> dict[str, str] | None:
 def _rows(stored: dict[str, seed_store.Stored]) -> list[dict[str, Any]]:
     """The upsert's records: the seed's columns, then capsync's."""
     return [
-        {"id": worker_id, **{column: item.declaration[column] for column in _SEED},
-         **{name: getattr(item.origin, name) for name in _OWN[:-1]}, "tools": list(item.tags)}
+        {
+            "id": worker_id,
+            **{column: item.declaration[column] for column in _SEED},
+            **{name: getattr(item.origin, name) for name in _OWN[:-1]},
+            "tools": list(item.tags),
+        }
         for worker_id, item in stored.items()
     ]
 
@@ -462,21 +528,31 @@ class PostgresRegistrySettings(StoreSettings):
 
     backend: Literal["postgres"]
     name: KindName = "postgres"
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca",
-                     "verify-full"] | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = (
+        None
+    )
     schema_name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "public"
 
 
 def build(settings: PostgresRegistrySettings, ctx: BuildContext) -> PostgresRegistry:
     endpoint = PostgresEndpoint(
-        dsn=settings.url or "", password_file=settings.password_file,
-        sslmode=settings.sslmode, ca_file=settings.ca_file, cert_file=settings.cert_file,
-        key_file=settings.key_file, timeout=settings.timeout,
+        dsn=settings.url or "",
+        password_file=settings.password_file,
+        sslmode=settings.sslmode,
+        ca_file=settings.ca_file,
+        cert_file=settings.cert_file,
+        key_file=settings.key_file,
+        timeout=settings.timeout,
     )
-    return PostgresRegistry(endpoint, service=settings.service, owner=settings.owner,
-                            node=settings.node_name, schema=settings.schema_name,
-                            writer=settings.writer, takeover=ctx.takeover)
+    return PostgresRegistry(
+        endpoint,
+        service=settings.service,
+        owner=settings.owner,
+        node=settings.node_name,
+        schema=settings.schema_name,
+        writer=settings.writer,
+        takeover=ctx.takeover,
+    )
 
 
-KIND = Kind("postgres", PostgresRegistrySettings, "[DSN]", field_arg("url", required=False),
-            build)
+KIND = Kind("postgres", PostgresRegistrySettings, "[DSN]", field_arg("url", required=False), build)

@@ -190,8 +190,10 @@ def connect(endpoint: RedisEndpoint) -> redis.Redis:
     if endpoint.password_file is not None:
         if urlsplit(endpoint.url).password:
             # redis-py lets the URL's password win over the file's: say so, never guess.
-            raise ConfigError("redis registry: the url carries a password and "
-                                "registry.password_file is set; keep one of them")
+            raise ConfigError(
+                "redis registry: the url carries a password and "
+                "registry.password_file is set; keep one of them"
+            )
         options["password"] = read_secret(endpoint.password_file, "registry.password_file")
     if endpoint.url.startswith("rediss://"):
         options.update(
@@ -226,8 +228,9 @@ class RedisRegistry:
         self._prefix = prefix
         self._batch_size = batch_size
         self._node = node
-        self._claim = Claim("redis", node=node, owner=owner, service=service, writer=writer,
-                            takeover=takeover)
+        self._claim = Claim(
+            "redis", node=node, owner=owner, service=service, writer=writer, takeover=takeover
+        )
         self._decoder = seed_store.Decoder()
         self._clock = clock
 
@@ -236,26 +239,40 @@ class RedisRegistry:
         # Ids other owners wrote (one key per id: never ours to write), this owner's of
         # another service, and ours that no longer decode (someone else wrote over them):
         # reported as conflicts, left alone.
-        rows, others = self._read([mine], [], minus=[f"{self._prefix}capsync:entries", mine],
-                                  node=True)
+        rows, others = self._read(
+            [mine], [], minus=[f"{self._prefix}capsync:entries", mine], node=True
+        )
         return store.snapshot(rows, self._claim, self._decoder, others)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        return store.apply_batches(changes, claim=self._claim, read=self.snapshot,
-                                   size=self._batch_size, stop=stop, send=self._send)
+        return store.apply_batches(
+            changes,
+            claim=self._claim,
+            read=self.snapshot,
+            size=self._batch_size,
+            stop=stop,
+            send=self._send,
+        )
 
     def _send(self, batch: list[Operation]) -> list[Refused]:
         """One batch, one script: the writer claim, then every key checked, then written."""
         now = int(self._clock())
-        stored = {op.entry.id: seed_store.stored(op.entry, now)
-                  for op in batch if op.kind != "delete"}
-        ops: list[dict[str, Any]] = [_set_op(stored[op.entry.id]) if op.kind != "delete"
-               else {"id": op.entry.id, "sets": []} for op in batch]
+        stored = {
+            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.kind != "delete"
+        }
+        ops: list[dict[str, Any]] = [
+            _set_op(stored[op.entry.id]) if op.kind != "delete" else {"id": op.entry.id, "sets": []}
+            for op in batch
+        ]
         meta = self._claim.wanted()
-        body = json.dumps({
-            "prefix": self._prefix, **self._claim.params(),
-            "claim": [item for pair in (meta or {}).items() for item in pair], "ops": ops,
-        })
+        body = json.dumps(
+            {
+                "prefix": self._prefix,
+                **self._claim.params(),
+                "claim": [item for pair in (meta or {}).items() for item in pair],
+                "ops": ops,
+            }
+        )
         try:
             answer = json.loads(self._call("apply", _APPLY, body))
         except RegistryError as exc:
@@ -263,8 +280,11 @@ class RedisRegistry:
 
             # An error answer (READONLY...): the script did not run, nothing was written.
             # Anything else (connection lost, time-out): no verdict.
-            failed = (store.Rejected if isinstance(exc.__cause__, redis.ResponseError)
-                      else store.Interrupted)
+            failed = (
+                store.Rejected
+                if isinstance(exc.__cause__, redis.ResponseError)
+                else store.Interrupted
+            )
             raise failed(str(exc)) from exc
         if "held" in answer:  # another writer took the node since it was read
             raise self._claim.lost(_hash(answer["held"]))
@@ -283,8 +303,10 @@ class RedisRegistry:
         tool = f"{self._prefix}tool:"
         every = [f"{self._prefix}capsync:entries", *(tool + name for name in query.has)]
         listed = [
-            Listed(node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
-                   entry=found)
+            Listed(
+                node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
+                entry=found,
+            )
             for _, found in self._read(every, [tool + name for name in query.tools])[0]
             if found is not None and found.service.lower() == self._service.lower()
         ]
@@ -294,15 +316,18 @@ class RedisRegistry:
         self._client.close()
 
     def _read(
-        self, every: list[str], some: list[str], minus: tuple[str, ...] | list[str] = (),
-        *, node: bool = False,
+        self,
+        every: list[str],
+        some: list[str],
+        minus: tuple[str, ...] | list[str] = (),
+        *,
+        node: bool = False,
     ) -> tuple[list[tuple[str, Entry | None]], list[str]]:
         """Decode the ids in every set of ``every`` and in one of ``some`` (an entry that
         cannot be decoded is reported and comes back as None), and SDIFF ``minus``; with
         ``node``, read the owner's node hash (the writer claim) in the same script."""
         hash_key = f"{self._prefix}capsync:node:{self._owner}" if node else ""
-        selection = json.dumps({"all": every, "any": some, "minus": list(minus),
-                                "node": hash_key})
+        selection = json.dumps({"all": every, "any": some, "minus": list(minus), "node": hash_key})
         rows, others, meta = self._call("read", _READ, self._prefix, selection)
         if node:
             self._claim.update(_hash(meta))
@@ -321,11 +346,17 @@ class RedisRegistry:
                 **{name: origin[name] for name in _ORIGIN_FIELDS[:-1]}, port=int(origin["port"])
             )
             tags = tuple(json.loads(origin["tags"]))
-            return self._decoder.entry(worker_id, (value,), found, tags, lambda: json.loads(value),
-                                       where=f"redis key {key}", now=int(self._clock()))
+            return self._decoder.entry(
+                worker_id,
+                (value,),
+                found,
+                tags,
+                lambda: json.loads(value),
+                where=f"redis key {key}",
+                now=int(self._clock()),
+            )
         except (ValueError, DeclarationError) as exc:
-            emit(logging.WARNING, "bad_registry_entry", registry="redis", key=key,
-                 problem=str(exc))
+            emit(logging.WARNING, "bad_registry_entry", registry="redis", key=key, problem=str(exc))
             return None
 
     def _call(self, operation: str, script: str, *args: str) -> Any:
@@ -363,13 +394,23 @@ class RedisRegistrySettings(StoreSettings):
 def build(settings: RedisRegistrySettings, ctx: BuildContext) -> RedisRegistry:
     url = settings.url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     endpoint = RedisEndpoint(
-        url=url, password_file=settings.password_file, ca_file=settings.ca_file,
-        cert_file=settings.cert_file, key_file=settings.key_file,
-        ssl_verify=settings.ssl_verify, timeout=settings.timeout,
+        url=url,
+        password_file=settings.password_file,
+        ca_file=settings.ca_file,
+        cert_file=settings.cert_file,
+        key_file=settings.key_file,
+        ssl_verify=settings.ssl_verify,
+        timeout=settings.timeout,
     )
-    return RedisRegistry(connect(endpoint), service=settings.service, owner=settings.owner,
-                         node=settings.node_name, prefix=settings.prefix,
-                         writer=settings.writer, takeover=ctx.takeover)
+    return RedisRegistry(
+        connect(endpoint),
+        service=settings.service,
+        owner=settings.owner,
+        node=settings.node_name,
+        prefix=settings.prefix,
+        writer=settings.writer,
+        takeover=ctx.takeover,
+    )
 
 
 KIND = Kind("redis", RedisRegistrySettings, "[URL]", field_arg("url", required=False), build)

@@ -156,8 +156,10 @@ class SqliteRegistry:
         with self._using("snapshot") as db:
             self._claim()
             rows = db.execute(f"{_SELECT} WHERE node = ?", (self._node,)).fetchall()
-        mine = [row["owner"] == self._owner and row["service"].lower() == self._service.lower()
-                for row in rows]
+        mine = [
+            row["owner"] == self._owner and row["service"].lower() == self._service.lower()
+            for row in rows
+        ]
         owned = {row["id"]: _entry(row) for row, ours in zip(rows, mine, strict=True) if ours}
         foreign = frozenset(
             row["id"].casefold() for row, ours in zip(rows, mine, strict=True) if not ours
@@ -168,8 +170,9 @@ class SqliteRegistry:
         if changes.writes:
             with self._using("apply"):
                 self._claim()  # a node this capsync may not write fails the whole apply
-        return apply_in_batches(changes, write=self._write, size=self._batch_size,
-                                stop=stop, batch=self._batch)
+        return apply_in_batches(
+            changes, write=self._write, size=self._batch_size, stop=stop, batch=self._batch
+        )
 
     @contextmanager
     def _batch(self) -> Iterator[None]:
@@ -222,9 +225,14 @@ class SqliteRegistry:
         """(node exists, meta to write or None); RegistryError when it may not write."""
         row = self._db.execute("SELECT meta FROM nodes WHERE name = ?", (self._node,)).fetchone()
         try:
-            meta = claim(None if row is None else json.loads(row["meta"]), node=self._node,
-                         owner=self._owner, service=self._service, writer=self._writer,
-                         takeover=self._takeover)
+            meta = claim(
+                None if row is None else json.loads(row["meta"]),
+                node=self._node,
+                owner=self._owner,
+                service=self._service,
+                writer=self._writer,
+                takeover=self._takeover,
+            )
         except RegistryError as exc:
             raise RegistryError(f"sqlite registry {self._path}: {exc}") from None
         return row is not None, meta
@@ -232,8 +240,9 @@ class SqliteRegistry:
     def _ensure_node(self) -> None:
         exists, meta = self._claim()
         if meta is not None and exists:
-            self._db.execute("UPDATE nodes SET meta = ? WHERE name = ?",
-                             (json.dumps(meta), self._node))
+            self._db.execute(
+                "UPDATE nodes SET meta = ? WHERE name = ?", (json.dumps(meta), self._node)
+            )
         elif meta is not None:
             self._db.execute(
                 "INSERT INTO nodes (name, address, meta) VALUES (?, ?, ?)",
@@ -315,9 +324,15 @@ class SqliteRegistrySettings(RegistrySettingsBase):
 
 
 def build(settings: SqliteRegistrySettings, ctx: BuildContext) -> SqliteRegistry:
-    return SqliteRegistry(settings.path, service=settings.service, owner=settings.owner,
-                          node=settings.node_name, node_address=settings.node_address,
-                          writer=settings.writer, takeover=ctx.takeover)
+    return SqliteRegistry(
+        settings.path,
+        service=settings.service,
+        owner=settings.owner,
+        node=settings.node_name,
+        node_address=settings.node_address,
+        writer=settings.writer,
+        takeover=ctx.takeover,
+    )
 
 
 KIND = Kind("sqlite", SqliteRegistrySettings, "PATH", field_arg("path", required=True), build)

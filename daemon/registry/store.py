@@ -62,8 +62,9 @@ class Claim:
     Each batch writes ``wanted()`` only while the holder is still ``seen``, in the
     batch's own script or transaction, and writes no entry unless this writer holds it."""
 
-    def __init__(self, registry: str, *, node: str, owner: str, service: str, writer: str,
-                 takeover: bool) -> None:
+    def __init__(
+        self, registry: str, *, node: str, owner: str, service: str, writer: str, takeover: bool
+    ) -> None:
         self.registry, self.node, self.owner, self.service = registry, node, owner, service
         self.writer = writer or owner
         self.takeover = takeover
@@ -86,8 +87,14 @@ class Claim:
         """The meta to write (None: already held); RegistryError when another writer
         holds it."""
         try:
-            return writers.claim(self.meta, node=self.node, owner=self.owner, service=self.service,
-                         writer=self.writer, takeover=self.takeover)
+            return writers.claim(
+                self.meta,
+                node=self.node,
+                owner=self.owner,
+                service=self.service,
+                writer=self.writer,
+                takeover=self.takeover,
+            )
         except RegistryError as exc:
             raise RegistryError(f"{self.registry} registry: {exc}") from None
 
@@ -95,20 +102,31 @@ class Claim:
         """A batch found another holder than was read: nothing of it was written."""
         self.update(meta)
         self.wanted()  # raises when another writer holds it
-        return RegistryError(f"{self.registry} registry: the writer of service "
-                             f"{self.service!r} changed while this capsync wrote; the next "
-                             "cycle retries")
+        return RegistryError(
+            f"{self.registry} registry: the writer of service "
+            f"{self.service!r} changed while this capsync wrote; the next "
+            "cycle retries"
+        )
 
     def params(self) -> dict[str, str]:
-        return {"owner": self.owner, "service": self.service.lower(), "field": self.field,
-                "writer": self.writer, "seen": self.seen}
+        return {
+            "owner": self.owner,
+            "service": self.service.lower(),
+            "field": self.field,
+            "writer": self.writer,
+            "seen": self.seen,
+        }
 
     def ours(self, entry: Entry) -> bool:
         return entry.owner == self.owner and entry.service.lower() == self.service.lower()
 
 
-def snapshot(found: Iterable[tuple[str, Entry | None]], claim: Claim,
-             decoder: seed_store.Decoder, others: Iterable[str] = ()) -> Snapshot:
+def snapshot(
+    found: Iterable[tuple[str, Entry | None]],
+    claim: Claim,
+    decoder: seed_store.Decoder,
+    others: Iterable[str] = (),
+) -> Snapshot:
     """A store's snapshot from its rows (id, the entry or None when it is not decoded):
     this owner's entries of this service are owned; every other id, case-folded, is
     foreign (another owner's or service's, or one that no longer decodes)."""
@@ -127,8 +145,15 @@ def snapshot(found: Iterable[tuple[str, Entry | None]], claim: Claim,
 Send = Callable[[list[Operation]], list[Refused]]  # one atomic batch; what it refused
 
 
-def apply_batches(changes: Changes, *, claim: Claim, read: Callable[[], object], size: int,
-                  stop: threading.Event | None, send: Send) -> ApplyResult:
+def apply_batches(
+    changes: Changes,
+    *,
+    claim: Claim,
+    read: Callable[[], object],
+    size: int,
+    stop: threading.Event | None,
+    send: Send,
+) -> ApplyResult:
     """The write loop of the stores (Redis, PostgreSQL): who holds the node is read
     first (``read``, the snapshot) when no snapshot did; an entry carrying another owner
     is refused before anything is sent; the rest go ``size`` at a time, each batch one
@@ -144,8 +169,10 @@ def apply_batches(changes: Changes, *, claim: Claim, read: Callable[[], object],
     ops: list[Operation] = []
     for op in operations(changes):
         if op.kind != "delete" and op.entry.owner != claim.owner:
-            tally.refuse([op], f"entry carries capsync-owner {op.entry.owner!r}; this "
-                               f"registry is {claim.owner!r}")
+            tally.refuse(
+                [op],
+                f"entry carries capsync-owner {op.entry.owner!r}; this registry is {claim.owner!r}",
+            )
         else:
             ops.append(op)
     for chunk in tally.batches(ops, size, stop):

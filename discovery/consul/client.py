@@ -75,8 +75,12 @@ class ConsulClient:
     """``error`` is what failures raise: RegistryError for the registry, SourceError for
     the consul source, so each caller's failure isolation applies unchanged."""
 
-    def __init__(self, endpoint: ConsulEndpoint, *, error: type[TransientError] = RegistryError,
-                 ) -> None:
+    def __init__(
+        self,
+        endpoint: ConsulEndpoint,
+        *,
+        error: type[TransientError] = RegistryError,
+    ) -> None:
         self.error = error
         scheme, host, port = endpoint.parts()
         self.url = f"{scheme}://{host}:{port}"
@@ -87,7 +91,11 @@ class ConsulClient:
         # we resolved those ourselves, so rebuild its transport from our values only.
         client.token = None
         self._http = client.http_connect(
-            host, port, scheme, verify=endpoint.verify, cert=endpoint.cert,
+            host,
+            port,
+            scheme,
+            verify=endpoint.verify,
+            cert=endpoint.cert,
             timeout=endpoint.timeout,
         )
         self._headers = {"X-Consul-Token": endpoint.token} if endpoint.token else {}
@@ -95,25 +103,39 @@ class ConsulClient:
             # The operator chose this (CONSUL_HTTP_SSL_VERIFY=false): say it once, not
             # in a urllib3 warning on every request.
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-            emit(logging.WARNING, "tls_verification_off", consul=self.url,
-                 reason="CONSUL_HTTP_SSL_VERIFY=false or consul.ssl_verify = false")
+            emit(
+                logging.WARNING,
+                "tls_verification_off",
+                consul=self.url,
+                reason="CONSUL_HTTP_SSL_VERIFY=false or consul.ssl_verify = false",
+            )
         self._dc = endpoint.datacenter
 
-    def get(self, path: str, params: dict[str, str] | None = None,
-            timeout: float | None = None) -> Response:
+    def get(
+        self, path: str, params: dict[str, str] | None = None, timeout: float | None = None
+    ) -> Response:
         return self._call("GET", path, params, None, timeout)
 
-    def read(self, path: str, shape: type[Shape], params: dict[str, str] | None = None,
-             timeout: float | None = None) -> tuple[Shape, int]:
+    def read(
+        self,
+        path: str,
+        shape: type[Shape],
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[Shape, int]:
         """A read whose only acceptable answer is 200 with a JSON body of ``shape``
         (list or dict): (body, X-Consul-Index). Anything else raises ``error``."""
         response = self.get(path, params, timeout)
         if response.status != 200:
-            raise self.error(f"Consul answered GET {path} with {response.status} "
-                             f"({_excerpt(response.text)}); a read must answer 200")
+            raise self.error(
+                f"Consul answered GET {path} with {response.status} "
+                f"({_excerpt(response.text)}); a read must answer 200"
+            )
         if not isinstance(response.body, shape):
-            raise self.error(f"Consul answered GET {path} with a JSON "
-                             f"{type(response.body).__name__}, expected a {shape.__name__}")
+            raise self.error(
+                f"Consul answered GET {path} with a JSON "
+                f"{type(response.body).__name__}, expected a {shape.__name__}"
+            )
         return response.body, response.index
 
     def put(self, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
@@ -123,8 +145,14 @@ class ConsulClient:
     def close(self) -> None:
         self._http.session.close()
 
-    def _call(self, method: str, path: str, params: dict[str, str] | None, data: str | None,
-              timeout: float | None) -> Response:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        data: str | None,
+        timeout: float | None,
+    ) -> Response:
         query = dict(params or {})
         if self._dc:
             query["dc"] = self._dc
@@ -133,25 +161,30 @@ class ConsulClient:
             # The library's session, URL builder and response wrapper, with the time-out
             # given per request: a blocking query's long wait must not leak into other
             # threads' requests through the shared client.
-            raw = http.response(http.session.request(
-                method, http.uri(path, query), data=data, headers=self._headers,
-                verify=http.verify, cert=http.cert, timeout=timeout or http.timeout,
-            ))
+            raw = http.response(
+                http.session.request(
+                    method,
+                    http.uri(path, query),
+                    data=data,
+                    headers=self._headers,
+                    verify=http.verify,
+                    cert=http.cert,
+                    timeout=timeout or http.timeout,
+                )
+            )
         except requests.Timeout:
-            raise self.error(f"Consul at {self.url} did not answer {method} {path} "
-                             "in time") from None
-        except requests.RequestException as exc:
             raise self.error(
-                f"cannot reach Consul at {self.url} ({type(exc).__name__})"
+                f"Consul at {self.url} did not answer {method} {path} in time"
             ) from None
+        except requests.RequestException as exc:
+            raise self.error(f"cannot reach Consul at {self.url} ({type(exc).__name__})") from None
         return _response(raw, method, path, self.error)
 
 
 Shape = TypeVar("Shape", list[Any], dict[str, Any])
 # Answers no Consul endpoint gives in capsync's use, whoever sends them: a rate limit,
 # an authenticating proxy, a gateway. Never data, always the failure of that request.
-_NOT_CONSUL = {401: "unauthorised", 407: "proxy authentication required",
-               429: "rate limited"}
+_NOT_CONSUL = {401: "unauthorised", 407: "proxy authentication required", 429: "rate limited"}
 
 
 def _response(
@@ -160,25 +193,32 @@ def _response(
     text = raw.body or ""
     retry_after = _retry_after(raw.headers.get("Retry-After"))
     if raw.code == 403:
-        raise error(f"Consul refused {method} {path} (403): {_excerpt(text)}; "
-                    "check the ACL token's policy")
+        raise error(
+            f"Consul refused {method} {path} (403): {_excerpt(text)}; check the ACL token's policy"
+        )
     if raw.code in _NOT_CONSUL or raw.code >= 500:
         wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
         reason = _NOT_CONSUL.get(raw.code, "failed")
-        raise error(f"Consul {reason} {method} {path} ({raw.code}): {_excerpt(text)}{wait}",
-                    retry_after=retry_after)
+        raise error(
+            f"Consul {reason} {method} {path} ({raw.code}): {_excerpt(text)}{wait}",
+            retry_after=retry_after,
+        )
     body = None
     if raw.code in (200, 409) and text:
         try:
             body = json.loads(text)
         except ValueError:  # an HTML page, a truncated body
-            raise error(f"Consul answered {method} {path} ({raw.code}) with a body that is "
-                        f"not JSON: {_excerpt(text)}") from None
+            raise error(
+                f"Consul answered {method} {path} ({raw.code}) with a body that is "
+                f"not JSON: {_excerpt(text)}"
+            ) from None
     try:
         index = int(raw.headers.get("X-Consul-Index", "0") or 0)
     except ValueError:
-        raise error(f"Consul answered {method} {path} with X-Consul-Index "
-                    f"{raw.headers.get('X-Consul-Index')!r}, not a number") from None
+        raise error(
+            f"Consul answered {method} {path} with X-Consul-Index "
+            f"{raw.headers.get('X-Consul-Index')!r}, not a number"
+        ) from None
     return Response(raw.code, index, body, text)
 
 

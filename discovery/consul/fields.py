@@ -44,8 +44,7 @@ def entry_from_service(service: Any) -> Entry:
     object keys are always strings; only the values need a look).
     """
     if not isinstance(service, dict):
-        raise ValueError(f"a service instance must be a JSON object, not "
-                         f"{type(service).__name__}")
+        raise ValueError(f"a service instance must be a JSON object, not {type(service).__name__}")
     catalog = "ServiceName" in service
     values: dict[str, Any] = {}
     for name, plain, prefixed, kind, default in _FIELDS:

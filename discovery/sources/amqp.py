@@ -65,8 +65,9 @@ class Message:
     unregister: str | None = None
 
 
-def decode(body: bytes, headers: Mapping[str, Any] | None, *, now: float,
-           max_ttl: float) -> Message:
+def decode(
+    body: bytes, headers: Mapping[str, Any] | None, *, now: float, max_ttl: float
+) -> Message:
     """A message body -> what it asks for; Invalid with the reason otherwise."""
     if len(body) > MAX_DOCUMENT_BYTES:
         raise Invalid(f"body of {len(body)} bytes is over {MAX_DOCUMENT_BYTES} (64 KiB)")
@@ -79,23 +80,29 @@ def decode(body: bytes, headers: Mapping[str, Any] | None, *, now: float,
         try:
             update = CapabilityUpdate.model_validate(data)
         except ValidationError as exc:
-            raise Invalid("invalid envelope: " + "; ".join(
-                f"{schema.format_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()
-            )) from None
+            raise Invalid(
+                "invalid envelope: "
+                + "; ".join(
+                    f"{schema.format_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+            ) from None
         if update.action == "Unregister":
             worker_id = update.capabilities.get("id")
             if not isinstance(worker_id, str) or not worker_id:
                 raise Invalid("Unregister: capabilities.id must be a worker id")
             return Message(unregister=worker_id)
         data, ttl = update.capabilities, update.ttl
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
-                            or not 0 < ttl <= max_ttl):
+    if ttl is not None and (
+        isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= max_ttl
+    ):
         raise Invalid(f"ttl: must be a number of seconds above 0 and at most {max_ttl:g}")
     try:
         caps = schema.validate(data, ref=VIA)
     except DeclarationError as exc:
-        raise Invalid("invalid declaration: " + "; ".join(
-            f"{loc}: {msg}" if loc else msg for loc, msg in exc.problems)) from None
+        raise Invalid(
+            "invalid declaration: "
+            + "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in exc.problems)
+        ) from None
     expires = now + ttl if ttl is not None else None
     return Message(registration=Registration(caps.id, data, VIA, expires))
 
@@ -119,9 +126,14 @@ class ConsumerStats:
 
     def as_json(self) -> dict[str, Any]:
         with self._lock:
-            return {"queue": self.queue, "state": self.state, "consumed": self.consumed,
-                    "rejected": self.rejected, "redelivered": self.redelivered,
-                    "last_error": self.last_error}
+            return {
+                "queue": self.queue,
+                "state": self.state,
+                "consumed": self.consumed,
+                "rejected": self.rejected,
+                "redelivered": self.redelivered,
+                "last_error": self.last_error,
+            }
 
 
 class AmqpSourceSettings(InboxSettings, AmqpConnection):
@@ -155,8 +167,9 @@ class AmqpSource(PushSource):
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """Consume until ``stop`` (reconnecting with backoff), and beside it the push
         source's watch: leases that run out ask for a cycle."""
-        leases = threading.Thread(target=super().watch, args=(notify, stop),
-                                  name=f"leases-{self.name}", daemon=True)
+        leases = threading.Thread(
+            target=super().watch, args=(notify, stop), name=f"leases-{self.name}", daemon=True
+        )
         leases.start()
         self.consume(notify, stop)
         leases.join(timeout=5)
@@ -172,14 +185,20 @@ class AmqpSource(PushSource):
                 wait = backoff.next()
                 kind = "disconnected" if isinstance(exc, failures) else "failing"
                 self.stats.state, self.stats.last_error = kind, _describe(exc)
-                emit(logging.WARNING, "amqp_consumer_down", source=self.name,
-                     url=redact_url(self.settings.url), error=self.stats.last_error,
-                     retry=f"{wait:g}s")
+                emit(
+                    logging.WARNING,
+                    "amqp_consumer_down",
+                    source=self.name,
+                    url=redact_url(self.settings.url),
+                    error=self.stats.last_error,
+                    retry=f"{wait:g}s",
+                )
                 stop.wait(wait)
         self.stats.state = "stopped"
 
-    def _session(self, notify: Callable[[str], None], stop: threading.Event,
-                 backoff: amqp_link.Backoff) -> None:
+    def _session(
+        self, notify: Callable[[str], None], stop: threading.Event, backoff: amqp_link.Backoff
+    ) -> None:
         settings = self.settings
         connection = amqp_link.connect(settings, f"capsync source {self.name}")
         try:
@@ -190,11 +209,17 @@ class AmqpSource(PushSource):
             channel.basic_qos(prefetch_count=settings.prefetch)
             self.stats.state, self.stats.last_error = "consuming", ""
             backoff.reset()
-            emit(logging.INFO, "amqp_consuming", source=self.name, queue=settings.queue,
-                 url=redact_url(settings.url))
+            emit(
+                logging.INFO,
+                "amqp_consuming",
+                source=self.name,
+                queue=settings.queue,
+                url=redact_url(settings.url),
+            )
             batch = Batch(self.inbox, channel, self.stats, notify)
-            for method, properties, body in channel.consume(settings.queue,
-                                                            inactivity_timeout=IDLE):
+            for method, properties, body in channel.consume(
+                settings.queue, inactivity_timeout=IDLE
+            ):
                 if method is None:
                     batch.flush()
                     if stop.is_set():
@@ -215,11 +240,13 @@ class AmqpSource(PushSource):
                 except amqp_link.failures():
                     pass  # closing what is already broken: the broker requeues
 
-    def _handle(self, batch: Batch, channel: Any, method: Any, properties: Any,
-                body: bytes) -> None:
+    def _handle(
+        self, batch: Batch, channel: Any, method: Any, properties: Any, body: bytes
+    ) -> None:
         try:
-            message = decode(body, properties.headers, now=self.clock(),
-                             max_ttl=self.settings.max_ttl)
+            message = decode(
+                body, properties.headers, now=self.clock(), max_ttl=self.settings.max_ttl
+            )
         except Invalid as exc:
             batch.flush()  # everything before it is stored and acknowledged first
             self._dead_letter(channel, method, properties, body, str(exc))
@@ -234,15 +261,25 @@ class AmqpSource(PushSource):
             if removed:
                 batch.notify(f"amqp: unregistered {message.unregister}")
 
-    def _dead_letter(self, channel: Any, method: Any, properties: Any, body: bytes,
-                     reason: str) -> None:
-        headers = {**(properties.headers or {}), REASON: reason[:MAX_REASON],
-                   "x-capsync-queue": self.settings.queue}
+    def _dead_letter(
+        self, channel: Any, method: Any, properties: Any, body: bytes, reason: str
+    ) -> None:
+        headers = {
+            **(properties.headers or {}),
+            REASON: reason[:MAX_REASON],
+            "x-capsync-queue": self.settings.queue,
+        }
         channel.basic_publish("", self.dead_letter, body, amqp_link.persistent(headers))
         channel.basic_ack(method.delivery_tag)
         self.stats.count(rejected=1)
-        emit(logging.WARNING, "amqp_rejected", source=self.name, queue=self.settings.queue,
-             dead_letter=self.dead_letter, reason=reason[:200])
+        emit(
+            logging.WARNING,
+            "amqp_rejected",
+            source=self.name,
+            queue=self.settings.queue,
+            dead_letter=self.dead_letter,
+            reason=reason[:200],
+        )
 
 
 class Batch:
@@ -250,8 +287,9 @@ class Batch:
     acknowledged with one ``multiple`` ack. Those equal to what the inbox holds are not
     written again (a redelivery changes nothing)."""
 
-    def __init__(self, inbox: Inbox, channel: Any, stats: ConsumerStats,
-                 notify: Callable[[str], None]) -> None:
+    def __init__(
+        self, inbox: Inbox, channel: Any, stats: ConsumerStats, notify: Callable[[str], None]
+    ) -> None:
         self.inbox, self.channel, self.stats, self.notify = inbox, channel, stats, notify
         self._tag = 0
         self._pending: dict[str, Registration] = {}
@@ -286,8 +324,9 @@ def _describe(exc: Exception) -> str:
 def build(settings: AmqpSourceSettings, ctx: BuildContext) -> AmqpSource:
     # A missing extra, password file or TLS file fails at start-up (or the reload), named.
     amqp_link.parameters(settings, "check")
-    return AmqpSource(open_inbox(settings, ctx), name=settings.name, settings=settings,
-                      clock=time.time)
+    return AmqpSource(
+        open_inbox(settings, ctx), name=settings.name, settings=settings, clock=time.time
+    )
 
 
 KIND = Kind("amqp", AmqpSourceSettings, "[URL]", field_arg("url", required=False), build)

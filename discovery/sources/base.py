@@ -48,13 +48,21 @@ class Listing:
         self.invalid.extend(other.invalid)
 
 
-def from_text(source: str, ref: str, text: str, *, default_id: str | None = None,
-              address: str = "") -> Declaration:
+def from_text(
+    source: str, ref: str, text: str, *, default_id: str | None = None, address: str = ""
+) -> Declaration:
     """A declaration held as raw JSON text (a label, an annotation, a meta value),
     fingerprinted by that text: parsed only when it has to be validated, so an unchanged
     declaration costs nothing in a steady cycle, whatever its source."""
-    return Declaration(source, ref, None, default_id=default_id, address=address,
-                       fingerprint=text, reload=partial(_parse_one, text, ref))
+    return Declaration(
+        source,
+        ref,
+        None,
+        default_id=default_id,
+        address=address,
+        fingerprint=text,
+        reload=partial(_parse_one, text, ref),
+    )
 
 
 def _parse_one(text: str, ref: str) -> Any:

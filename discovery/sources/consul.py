@@ -69,9 +69,9 @@ class ConsulSource:
 
         def poll() -> None:
             nonlocal index, seen
-            _, answered = self.client.read("/v1/catalog/services", dict,
-                                           params={"index": str(index), "wait": WAIT},
-                                           timeout=30)
+            _, answered = self.client.read(
+                "/v1/catalog/services", dict, params={"index": str(index), "wait": WAIT}, timeout=30
+            )
             moved = answered != index
             index = answered if answered >= index else 0
             current = _fingerprint(self.list()) if moved or not seen else seen
@@ -80,8 +80,13 @@ class ConsulSource:
             seen = current
 
         def failed(exc: Exception, delay: float) -> None:
-            emit(logging.WARNING, "watch_failed", source=self.name, error=str(exc),
-                 retry_in=f"{delay:g}s")
+            emit(
+                logging.WARNING,
+                "watch_failed",
+                source=self.name,
+                error=str(exc),
+                retry_in=f"{delay:g}s",
+            )
 
         run_with_backoff(poll, stop, Backoff(PAUSE, PAUSE), failed, errors=(CapsyncError,))
 
@@ -93,33 +98,50 @@ class ConsulSource:
             return self.services
         body, _ = self.client.read("/v1/catalog/services", dict)
         if not all(isinstance(tags, list | None) for tags in body.values()):
-            raise SourceError(f"source {self.name}: Consul answered GET /v1/catalog/services "
-                              "with tags that are not lists")
-        return sorted(name for name, tags in body.items()
-                      if not self.tag or self.tag in (tags or ()))
+            raise SourceError(
+                f"source {self.name}: Consul answered GET /v1/catalog/services "
+                "with tags that are not lists"
+            )
+        return sorted(
+            name for name, tags in body.items() if not self.tag or self.tag in (tags or ())
+        )
 
     def _add(self, listing: Listing, instance: Any, path: str) -> None:
         try:
             entry = entry_from_service(instance)
         except ValueError as exc:
-            raise SourceError(f"source {self.name}: Consul answered GET {path} with an "
-                              f"instance of the wrong shape: {exc}") from None
+            raise SourceError(
+                f"source {self.name}: Consul answered GET {path} with an "
+                f"instance of the wrong shape: {exc}"
+            ) from None
         if entry.meta.get(codec.EXTERNAL_SOURCE) == "capsync":
             return
         meta = entry.meta
         ref = f"{instance.get('Node')}/{entry.id}"
         address = entry.address or instance.get("Address") or ""
         if self.meta_key in meta:
-            listing.declarations.append(from_text(
-                self.name, ref, meta[self.meta_key], default_id=entry.id, address=address,
-            ))
+            listing.declarations.append(
+                from_text(
+                    self.name,
+                    ref,
+                    meta[self.meta_key],
+                    default_id=entry.id,
+                    address=address,
+                )
+            )
         elif any(k in CATEGORIES or k.startswith(codec.FLAG_PREFIX) for k in meta):
             # The registry encoding: its meta and tags are the raw text.
-            listing.declarations.append(Declaration(
-                self.name, ref, None, default_id=entry.id, address=address,
-                fingerprint=(tuple(sorted(entry.meta.items())), tuple(entry.tags)),
-                reload=partial(_decoded, entry),
-            ))
+            listing.declarations.append(
+                Declaration(
+                    self.name,
+                    ref,
+                    None,
+                    default_id=entry.id,
+                    address=address,
+                    fingerprint=(tuple(sorted(entry.meta.items())), tuple(entry.tags)),
+                    reload=partial(_decoded, entry),
+                )
+            )
 
 
 def _decoded(entry: codec.Entry) -> Any:
@@ -153,8 +175,13 @@ def parse_arg(value: str) -> dict[str, object]:
 
 def build(settings: ConsulSourceSettings, ctx: BuildContext) -> ConsulSource:
     client = ConsulClient(ctx.consul_endpoint(), error=SourceError)
-    return ConsulSource(client, name=settings.name, services=builtins.list(settings.services),
-                        tag=settings.tag, meta_key=settings.meta_key)
+    return ConsulSource(
+        client,
+        name=settings.name,
+        services=builtins.list(settings.services),
+        tag=settings.tag,
+        meta_key=settings.meta_key,
+    )
 
 
 KIND = Kind("consul", ConsulSourceSettings, "SERVICE[,SERVICE]|tag=TAG", parse_arg, build)

@@ -35,10 +35,15 @@ class DockerSource(LabelledSource):
 def _container(container: dict[str, Any]) -> Labelled:
     name = (container.get("Names") or ["/" + container["Id"][:12]])[0].lstrip("/")
     networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
-    address = next((str(net["IPAddress"]) for _, net in sorted(networks.items())
-                    if (net or {}).get("IPAddress")), "")
-    return Labelled(f"{container['Id'][:12]}/{name}", name, container.get("Labels") or {},
-                    address)
+    address = next(
+        (
+            str(net["IPAddress"])
+            for _, net in sorted(networks.items())
+            if (net or {}).get("IPAddress")
+        ),
+        "",
+    )
+    return Labelled(f"{container['Id'][:12]}/{name}", name, container.get("Labels") or {}, address)
 
 
 class DockerSourceSettings(EngineSourceSettings):

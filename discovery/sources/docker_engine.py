@@ -92,8 +92,13 @@ class Engine:
         def failed(exc: Exception, delay: float) -> None:
             nonlocal broken
             broken = True
-            emit(logging.WARNING, "watch_failed", source=self.source, error=str(exc),
-                 retry_in=f"{delay:g}s")
+            emit(
+                logging.WARNING,
+                "watch_failed",
+                source=self.source,
+                error=str(exc),
+                retry_in=f"{delay:g}s",
+            )
 
         run_with_backoff(follow, stop, backoff, failed)
 

@@ -47,11 +47,16 @@ class FileSource:
             if cached is None or cached[0] != files[path]:
                 fresh = read_file(Path(path), self.name, files[path])
                 listing.extend(fresh)
-                cached = (files[path], Listing(
-                    [replace(d, data=None, reload=partial(_reread, path, d.ref))
-                     for d in fresh.declarations],
-                    fresh.invalid,
-                ))
+                cached = (
+                    files[path],
+                    Listing(
+                        [
+                            replace(d, data=None, reload=partial(_reread, path, d.ref))
+                            for d in fresh.declarations
+                        ],
+                        fresh.invalid,
+                    ),
+                )
             else:
                 listing.extend(cached[1])
             cache[path] = cached
@@ -66,8 +71,10 @@ class FileSource:
             current = self._safe_scan()
             if current != seen:
                 changed = sorted(set(current.items()) ^ set(seen.items()))
-                notify(f"file {changed[0][0]} changed" + (
-                    f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""))
+                notify(
+                    f"file {changed[0][0]} changed"
+                    + (f" (+{len(changed) - 1} more)" if len(changed) > 1 else "")
+                )
                 seen = current
 
     def close(self) -> None:
@@ -135,11 +142,18 @@ def read_file(path: Path, source: str, fingerprint: Hashable = None) -> Listing:
     except DeclarationError as exc:
         return Listing(invalid=[exc])
     default_id = path.stem if len(items) == 1 else None
-    return Listing(declarations=[
-        Declaration(source=source, ref=item_ref, data=data, default_id=default_id,
-                    fingerprint=fingerprint)
-        for item_ref, data in items
-    ])
+    return Listing(
+        declarations=[
+            Declaration(
+                source=source,
+                ref=item_ref,
+                data=data,
+                default_id=default_id,
+                fingerprint=fingerprint,
+            )
+            for item_ref, data in items
+        ]
+    )
 
 
 class FileSourceSettings(SourceSettingsBase):

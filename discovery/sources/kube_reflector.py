@@ -87,8 +87,9 @@ class Reflector:
         self._rv = ""
         self._settled = threading.Event()  # set once the first list has succeeded or failed
         self._response: Any = None  # the open watch response, so that halt() can cut it
-        self._thread = threading.Thread(target=self.run, daemon=True,
-                                        name=f"{client.name}-reflector-{kind}")
+        self._thread = threading.Thread(
+            target=self.run, daemon=True, name=f"{client.name}-reflector-{kind}"
+        )
 
     def start(self) -> Reflector:
         self._thread.start()
@@ -125,8 +126,10 @@ class Reflector:
             with self.client.session() as api:
                 if not self._in_sync():
                     self._relist(api)
-                    self.notify(f"kubernetes {self.kind} "
-                                + (f"relisted after {self._after}" if self._after else "listed"))
+                    self.notify(
+                        f"kubernetes {self.kind} "
+                        + (f"relisted after {self._after}" if self._after else "listed")
+                    )
                     self._after = ""
                 self._follow(api)
         except Gone as exc:
@@ -140,8 +143,14 @@ class Reflector:
     def _failed(self, exc: Exception, delay: float) -> None:
         cause = self._lost(exc)
         self._after = f"an error ({cause})"
-        emit(logging.WARNING, "watch_failed", source=self.client.name,
-             kind=self.kind, error=cause, retry_in=f"{delay:g}s")
+        emit(
+            logging.WARNING,
+            "watch_failed",
+            source=self.client.name,
+            kind=self.kind,
+            error=cause,
+            retry_in=f"{delay:g}s",
+        )
         logging.getLogger(__name__).debug("watch failure", exc_info=exc)
 
     def _lost(self, exc: Exception) -> str:
@@ -194,8 +203,9 @@ class Reflector:
             code = obj.get("code")
             if code == 410:
                 raise Gone(obj.get("message") or "410 Gone")
-            raise SourceError(f"watch ERROR event: HTTP {code} {obj.get('reason')}: "
-                              f"{obj.get('message')}")
+            raise SourceError(
+                f"watch ERROR event: HTTP {code} {obj.get('reason')}: {obj.get('message')}"
+            )
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if type_ == "BOOKMARK":
             self._rv = str(rv or self._rv)
@@ -230,8 +240,11 @@ def _events(response: Any) -> Iterator[Obj]:
             event = json.loads(line)
         except ValueError as exc:
             raise SourceError(f"watch stream: not a JSON event: {exc}") from None
-        if (not isinstance(event, dict) or not isinstance(event.get("object"), dict)
-                or event.get("type") not in (*WATCH_TYPES, "ERROR")):
+        if (
+            not isinstance(event, dict)
+            or not isinstance(event.get("object"), dict)
+            or event.get("type") not in (*WATCH_TYPES, "ERROR")
+        ):
             raise SourceError("watch stream: an event without the type and object fields")
         yield event
 

@@ -92,10 +92,14 @@ class KubernetesSource:
         if reflectors:
             return self._listing([view for r in reflectors for view in r.views(FIRST_LIST_WAIT)])
         with self.session() as api:
-            return self._listing([
-                view for kind in self._kinds() for obj in self.fetch(api, kind)[0]
-                if (view := self.view(kind, obj)) is not None
-            ])
+            return self._listing(
+                [
+                    view
+                    for kind in self._kinds()
+                    for obj in self.fetch(api, kind)[0]
+                    if (view := self.view(kind, obj)) is not None
+                ]
+            )
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """Keep the caches in step until ``stop`` is set; ``notify`` on each change that
@@ -127,10 +131,16 @@ class KubernetesSource:
             if isinstance(view.parsed, DeclarationError):
                 listing.invalid.append(view.parsed)
                 continue
-            listing.declarations.append(Declaration(
-                source=self.name, ref=view.ref, data=view.parsed, default_id=view.default_id,
-                address=view.address, fingerprint=view.text,
-            ))
+            listing.declarations.append(
+                Declaration(
+                    source=self.name,
+                    ref=view.ref,
+                    data=view.parsed,
+                    default_id=view.default_id,
+                    address=view.address,
+                    fingerprint=view.text,
+                )
+            )
         return listing
 
     # -- what the reflectors use --------------------------------------------------------
@@ -142,12 +152,20 @@ class KubernetesSource:
         namespace, name = meta.get("namespace"), meta.get("name")
         if kind == RESOURCE:
             spec = obj.get("spec")
-            return View(f"{namespace}/{PLURAL}/{name}", name,
-                        json.dumps(spec, sort_keys=True, ensure_ascii=False), "", spec)
+            return View(
+                f"{namespace}/{PLURAL}/{name}",
+                name,
+                json.dumps(spec, sort_keys=True, ensure_ascii=False),
+                "",
+                spec,
+            )
         status = obj.get("status") or {}
         raw = (meta.get("annotations") or {}).get(self.annotation)
-        if not isinstance(raw, str) or status.get("phase") != "Running" \
-                or meta.get("deletionTimestamp"):
+        if (
+            not isinstance(raw, str)
+            or status.get("phase") != "Running"
+            or meta.get("deletionTimestamp")
+        ):
             return None
         ref = f"{namespace}/{name}"
         parsed: Any
@@ -165,8 +183,12 @@ class KubernetesSource:
         try:
             while True:
                 response = func(
-                    *args, label_selector=self.label_selector, limit=PAGE_LIMIT,
-                    _continue=token, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
+                    *args,
+                    label_selector=self.label_selector,
+                    limit=PAGE_LIMIT,
+                    _continue=token,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 )
                 try:
                     page, token, rv = _page(json.loads(response.data))
@@ -175,8 +197,12 @@ class KubernetesSource:
                 items.extend(page)
                 if not token:
                     return items, rv
-        except (_kube().client.ApiException, urllib3.exceptions.HTTPError, OSError,
-                ValueError) as exc:
+        except (
+            _kube().client.ApiException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+            ValueError,
+        ) as exc:
             raise self._failure(kind, "list", exc) from exc
 
     def open_watch(self, api: Any, kind: str, resource_version: str) -> Any:
@@ -184,9 +210,13 @@ class KubernetesSource:
         func, args = self._lister(api, kind)
         try:
             return func(
-                *args, watch=True, label_selector=self.label_selector,
-                resource_version=resource_version, allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_SECONDS, _preload_content=False,
+                *args,
+                watch=True,
+                label_selector=self.label_selector,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS,
+                _preload_content=False,
                 _request_timeout=(REQUEST_TIMEOUT[0], WATCH_SECONDS + REQUEST_TIMEOUT[1]),
             )
         except (_kube().client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -205,8 +235,11 @@ class KubernetesSource:
         """A private ApiClient for one list or one watch connection, closed afterwards."""
         kube = _kube()
         in_cluster = self.kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-        where = "in-cluster service account" if in_cluster else (
-            self.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
+        where = (
+            "in-cluster service account"
+            if in_cluster
+            else (self.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
+        )
         try:
             if in_cluster:
                 configuration = kube.client.Configuration()
@@ -269,13 +302,19 @@ class KubernetesSource:
             grant = f"apply {RBAC_NAMESPACE} with its namespace set to {self.namespace}"
         else:
             scope = "at the cluster scope (namespace unset: all namespaces)"
-            grant = (f"apply {RBAC_CLUSTER}, or set the source's namespace and apply "
-                     f"{RBAC_NAMESPACE}")
+            grant = (
+                f"apply {RBAC_CLUSTER}, or set the source's namespace and apply {RBAC_NAMESPACE}"
+            )
         missing = f"{verb} {RESOURCE_NAMES[kind]} {scope}"
         if missing not in self._warned:
             self._warned.add(missing)
-            emit(logging.WARNING, "kubernetes_forbidden", source=self.name, missing=missing,
-                 hint=grant)
+            emit(
+                logging.WARNING,
+                "kubernetes_forbidden",
+                source=self.name,
+                missing=missing,
+                hint=grant,
+            )
         return f"{_cause(exc)}; missing permission: {missing}; {grant}"
 
 
@@ -283,8 +322,13 @@ def _page(body: Any) -> tuple[Objs, str | None, str]:
     """Items, continue token and resourceVersion of a list page of the documented shape."""
     meta = body.get("metadata") if isinstance(body, dict) else None
     items = body.get("items") if isinstance(body, dict) else None
-    if not isinstance(meta, dict) or not isinstance(items, list) or not all(
-            isinstance(item, dict) and isinstance(item.get("metadata"), dict) for item in items):
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(items, list)
+        or not all(
+            isinstance(item, dict) and isinstance(item.get("metadata"), dict) for item in items
+        )
+    ):
         kind = body.get("kind") if isinstance(body, dict) else type(body).__name__
         raise ValueError(f"the answer is not a list of objects (kind {kind!r})")
     return items, meta.get("continue") or None, str(meta.get("resourceVersion") or "")
@@ -326,12 +370,21 @@ class KubernetesSourceSettings(SourceSettingsBase):
 def build(settings: KubernetesSourceSettings, ctx: BuildContext) -> KubernetesSource:
     _kube()  # a missing extra fails at start-up, naming the extra to install
     return KubernetesSource(
-        name=settings.name, namespace=settings.namespace,
-        label_selector=settings.label_selector, annotation=settings.annotation,
-        pods=settings.pods, resources=settings.resources, kubeconfig=settings.kubeconfig,
+        name=settings.name,
+        namespace=settings.namespace,
+        label_selector=settings.label_selector,
+        annotation=settings.annotation,
+        pods=settings.pods,
+        resources=settings.resources,
+        kubeconfig=settings.kubeconfig,
         context=settings.context,
     )
 
 
-KIND = Kind("kubernetes", KubernetesSourceSettings, "[NAMESPACE]",
-            field_arg("namespace", required=False), build)
+KIND = Kind(
+    "kubernetes",
+    KubernetesSourceSettings,
+    "[NAMESPACE]",
+    field_arg("namespace", required=False),
+    build,
+)

@@ -45,13 +45,19 @@ class LabelledSource(ABC):
         try:
             objects = [self.parse(item) for item in answer]
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
-            raise SourceError(f"source {self.name}: the Docker engine answered listing "
-                              f"{self.kind}s with an unexpected shape "
-                              f"({type(exc).__name__}: {exc})") from None
-        if not all(isinstance(item.labels, dict) and isinstance(item.labels.get(self.label), str)
-                   for item in objects):
-            raise SourceError(f"source {self.name}: the Docker engine answered listing "
-                              f"{self.kind}s with labels that are not strings")
+            raise SourceError(
+                f"source {self.name}: the Docker engine answered listing "
+                f"{self.kind}s with an unexpected shape "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        if not all(
+            isinstance(item.labels, dict) and isinstance(item.labels.get(self.label), str)
+            for item in objects
+        ):
+            raise SourceError(
+                f"source {self.name}: the Docker engine answered listing "
+                f"{self.kind}s with labels that are not strings"
+            )
         listing = Listing()
         for item in objects:
             self._add(listing, item)
@@ -60,8 +66,7 @@ class LabelledSource(ABC):
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         def on_event(event: dict[str, Any]) -> None:
             attributes = (event.get("Actor") or {}).get("Attributes") or {}
-            notify(f"{self.name} {self.kind} {attributes.get('name', '?')} "
-                   f"{event.get('Action')}")
+            notify(f"{self.name} {self.kind} {attributes.get('name', '?')} {event.get('Action')}")
 
         self.engine.watch(
             {"type": self.kind, "event": list(self.events), **self.event_filters()},
@@ -87,17 +92,23 @@ class LabelledSource(ABC):
         self.engine.reset()
 
     def _add(self, listing: Listing, item: Labelled) -> None:
-        listing.declarations.append(from_text(
-            self.name, item.ref, item.labels[self.label], default_id=item.name,
-            address=item.address,
-        ))
+        listing.declarations.append(
+            from_text(
+                self.name,
+                item.ref,
+                item.labels[self.label],
+                default_id=item.name,
+                address=item.address,
+            )
+        )
 
 
 L = TypeVar("L", bound=LabelledSource)
 
 
-def engine_kind(name: str, settings: type[EngineSourceSettings],
-                source: type[L]) -> Kind[EngineSourceSettings, L]:
+def engine_kind(
+    name: str, settings: type[EngineSourceSettings], source: type[L]
+) -> Kind[EngineSourceSettings, L]:
     """The kind of a Docker engine source: its argument is the engine's host."""
 
     def build(chosen: EngineSourceSettings, ctx: BuildContext) -> L:

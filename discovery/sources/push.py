@@ -41,17 +41,23 @@ class PushSource:
         now = self.clock()
         try:
             registrations = self.inbox.all()
-            if any(r.expires is not None and r.expires < now - PURGE_AFTER
-                   for r in registrations):
+            if any(r.expires is not None and r.expires < now - PURGE_AFTER for r in registrations):
                 self.inbox.purge(now - PURGE_AFTER)
         except SourceError as exc:
             raise SourceError(f"source {self.name}: {exc}") from exc
         self._listed = _seen(registrations)
-        return Listing([
-            Declaration(source=self.name, ref=f"{r.via}/{r.id}", data=r.body,
-                        fingerprint=_fingerprint(r.body))
-            for r in registrations if r.live(now)
-        ])
+        return Listing(
+            [
+                Declaration(
+                    source=self.name,
+                    ref=f"{r.via}/{r.id}",
+                    data=r.body,
+                    fingerprint=_fingerprint(r.body),
+                )
+                for r in registrations
+                if r.live(now)
+            ]
+        )
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """Ask for a cycle when a lease runs out, or when the inbox holds what the last
@@ -66,11 +72,14 @@ class PushSource:
             except SourceError as exc:
                 emit(logging.DEBUG, "inbox_poll_failed", source=self.name, error=str(exc))
                 continue  # the next listing reports it
-            expired = [r.id for r in registrations
-                       if r.expires is not None and last < r.expires <= now]
+            expired = [
+                r.id for r in registrations if r.expires is not None and last < r.expires <= now
+            ]
             if expired:
-                notify(f"push: lease of {expired[0]} expired" + (
-                    f" (+{len(expired) - 1} more)" if len(expired) > 1 else ""))
+                notify(
+                    f"push: lease of {expired[0]} expired"
+                    + (f" (+{len(expired) - 1} more)" if len(expired) > 1 else "")
+                )
             elif self._listed is not None and _seen(registrations) != self._listed:
                 notify("push: the inbox changed")
             last = now
@@ -100,8 +109,11 @@ class PushSourceSettings(InboxSettings):
 def open_inbox(settings: InboxSettings, ctx: BuildContext) -> Inbox:
     # ctx.takeover is on exactly when leader election is.
     consul = settings.store == "consul" or (settings.store == "auto" and ctx.takeover)
-    return (ConsulInbox(ctx.consul_endpoint(), settings.kv_prefix) if consul
-            else SqliteInbox(settings.path))
+    return (
+        ConsulInbox(ctx.consul_endpoint(), settings.kv_prefix)
+        if consul
+        else SqliteInbox(settings.path)
+    )
 
 
 def build(settings: PushSourceSettings, ctx: BuildContext) -> PushSource:

@@ -8,6 +8,7 @@ from discovery.sources import amqp, consul, docker, file, kubernetes, push, swar
 from discovery.sources.base import Source
 
 SOURCE_KINDS: KindTable[Source] = KindTable(
-    "--source", "type", (file.KIND, docker.KIND, swarm.KIND, kubernetes.KIND, consul.KIND,
-                       push.KIND, amqp.KIND)
+    "--source",
+    "type",
+    (file.KIND, docker.KIND, swarm.KIND, kubernetes.KIND, consul.KIND, push.KIND, amqp.KIND),
 )

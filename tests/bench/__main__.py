@@ -60,8 +60,11 @@ def write_fleet(directory: Path, count: int, seed: int = 7) -> None:
         for field, names in TOOLS.items():
             chosen = rng.sample(names, rng.randint(0, 3))
             declaration[field] = [
-                {"tool_name": n, "required": rng.random() < 0.3,
-                 "alternatives": [f"{n}-alt"] if rng.random() < 0.2 else []}
+                {
+                    "tool_name": n,
+                    "required": rng.random() < 0.3,
+                    "alternatives": [f"{n}-alt"] if rng.random() < 0.2 else [],
+                }
                 for n in chosen
             ]
         declaration["flags"] = {"llm_support": rng.random() < 0.5, "gpu": rng.random() < 0.1}
@@ -78,18 +81,26 @@ def seed_consul(double: ConsulDouble, count: int, seed: int = 7) -> None:
     for i in range(count):
         node = f"legacy-{i % 10}"
         if i < 10:
-            requests.put(f"{url}/v1/catalog/register",
-                         json={"Node": node, "Address": f"10.0.0.{i + 1}"},
-                         timeout=10).raise_for_status()
+            requests.put(
+                f"{url}/v1/catalog/register",
+                json={"Node": node, "Address": f"10.0.0.{i + 1}"},
+                timeout=10,
+            ).raise_for_status()
         declaration: dict[str, Any] = {"id": f"legacy-{i:05}"}
         for field, names in TOOLS.items():
             declaration[field] = [{"tool_name": n} for n in rng.sample(names, rng.randint(0, 2))]
         meta = {"worker-capabilities": json.dumps(declaration, separators=(",", ":"))}
-        ops.append({"Service": {"Verb": "set", "Node": node, "Service": {
-            "ID": f"legacy-{i:05}", "Service": "legacy", "Meta": meta}}})
+        ops.append(
+            {
+                "Service": {
+                    "Verb": "set",
+                    "Node": node,
+                    "Service": {"ID": f"legacy-{i:05}", "Service": "legacy", "Meta": meta},
+                }
+            }
+        )
     for start in range(0, len(ops), 64):
-        requests.put(f"{url}/v1/txn", json=ops[start:start + 64],
-                     timeout=30).raise_for_status()
+        requests.put(f"{url}/v1/txn", json=ops[start : start + 64], timeout=30).raise_for_status()
 
 
 def churn(directory: Path, fraction: float) -> int:
@@ -105,12 +116,16 @@ def churn(directory: Path, fraction: float) -> int:
 class Child:
     """An approach's process; each ``cycle()`` is one measured cycle in it."""
 
-    def __init__(self, approach: str, directory: Path | str, address: str,
-                 double: ConsulDouble | None = None) -> None:
+    def __init__(
+        self, approach: str, directory: Path | str, address: str, double: ConsulDouble | None = None
+    ) -> None:
         self.double = double
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.bench.child", approach, str(directory), address],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
 
     def cycle(self) -> dict[str, Any]:
@@ -140,9 +155,11 @@ def measured(figures: dict[str, Any], double: ConsulDouble | None) -> dict[str, 
     }
     if double is not None:
         by_method = {m: double.count(m) for m in ("GET", "PUT", "DELETE") if double.count(m)}
-        out.update(requests=sum(by_method.values()),
-                   writes=by_method.get("PUT", 0) + by_method.get("DELETE", 0),
-                   by_method=by_method)
+        out.update(
+            requests=sum(by_method.values()),
+            writes=by_method.get("PUT", 0) + by_method.get("DELETE", 0),
+            by_method=by_method,
+        )
     return out
 
 
@@ -154,16 +171,21 @@ def event_latency(samples: int) -> dict[str, Any]:
     latencies = []
     with running_engine() as engine, ConsulDouble() as double:
         target = ConsulTarget(double.address, double, owner="bench")
-        daemon = Daemon(["--owner", "bench", "--source", "docker", "--interval", "300s"],
-                        env=target.env(DOCKER_HOST=engine.host)).started()
+        daemon = Daemon(
+            ["--owner", "bench", "--source", "docker", "--interval", "300s"],
+            env=target.env(DOCKER_HOST=engine.host),
+        ).started()
         try:
             daemon.wait_for(lambda line: "event=cycle" in line)
             with engine.client() as client:
                 for i in range(samples):
                     name = f"latency-{i}"
                     client.containers.run(
-                        "capsync-test/busybox:1", name=name, detach=True,
-                        labels={"worker.capabilities": json.dumps({"id": name})})
+                        "capsync-test/busybox:1",
+                        name=name,
+                        detach=True,
+                        labels={"worker.capabilities": json.dumps({"id": name})},
+                    )
                     started = time.perf_counter()
                     wait_until(lambda n=name: n in target.services(), 30, 0.01)
                     latencies.append(time.perf_counter() - started)
@@ -171,30 +193,43 @@ def event_latency(samples: int) -> dict[str, Any]:
         finally:
             daemon.stop()
     latencies.sort()
-    return {"p50": round(statistics.median(latencies), 3),
-            "p95": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 3),
-            "samples": len(latencies)}
+    return {
+        "p50": round(statistics.median(latencies), 3),
+        "p95": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 3),
+        "samples": len(latencies),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--workers", type=int, default=10_000)
-    parser.add_argument("--events", type=int, default=20,
-                        help="containers for the event-latency figure; 0 skips it")
-    parser.add_argument("--push", type=int, default=1000,
-                        help="workers for the push API figures; 0 skips them")
-    parser.add_argument("--grpc", type=int, default=2000,
-                        help="registrations for the gRPC figures; 0 skips them")
+    parser.add_argument(
+        "--events", type=int, default=20, help="containers for the event-latency figure; 0 skips it"
+    )
+    parser.add_argument(
+        "--push", type=int, default=1000, help="workers for the push API figures; 0 skips them"
+    )
+    parser.add_argument(
+        "--grpc", type=int, default=2000, help="registrations for the gRPC figures; 0 skips them"
+    )
     parser.add_argument("--only-grpc", action="store_true", help="only the gRPC figures")
-    parser.add_argument("--only-push", action="store_true",
-                        help="only the push API figures")
-    parser.add_argument("--amqp", type=int, default=10_000,
-                        help="declarations and events for the RabbitMQ figures; 0 skips them")
+    parser.add_argument("--only-push", action="store_true", help="only the push API figures")
+    parser.add_argument(
+        "--amqp",
+        type=int,
+        default=10_000,
+        help="declarations and events for the RabbitMQ figures; 0 skips them",
+    )
     parser.add_argument("--only-amqp", action="store_true", help="only the RabbitMQ figures")
-    parser.add_argument("--no-stores", action="store_true",
-                        help="skip the Redis and PostgreSQL runs")
-    parser.add_argument("--pods", type=int, default=10_000,
-                        help="pods for the Kubernetes steady-cycle figure; 0 skips it")
+    parser.add_argument(
+        "--no-stores", action="store_true", help="skip the Redis and PostgreSQL runs"
+    )
+    parser.add_argument(
+        "--pods",
+        type=int,
+        default=10_000,
+        help="pods for the Kubernetes steady-cycle figure; 0 skips it",
+    )
     args = parser.parse_args()
     if args.only_push:
         report_push(args.push)
@@ -236,12 +271,15 @@ def main() -> None:
             results["naive"]["steady"] = naive.cycle()
             naive.close()
         if not args.no_stores:
-            results["stores"] = stores.run(fleet, Child, lambda: churn(fleet, 0.01),
-                                           lambda: write_fleet(fleet, n))
+            results["stores"] = stores.run(
+                fleet, Child, lambda: churn(fleet, 0.01), lambda: write_fleet(fleet, n)
+            )
     results["ratios"] = {
-        f"{phase}_{what}": round(results["capsync"][phase][what]
-                                 / max(results["naive"][phase][what], 1e-9), 4)
-        for phase in ("cold", "steady") for what in ("requests", "wall_s", "cpu_s")
+        f"{phase}_{what}": round(
+            results["capsync"][phase][what] / max(results["naive"][phase][what], 1e-9), 4
+        )
+        for phase in ("cold", "steady")
+        for what in ("requests", "wall_s", "cpu_s")
     }
     results["peak_rss_mb"] = max(s["peak_rss_mb"] for s in results["capsync"].values())
     results["targets"] = {
@@ -251,13 +289,12 @@ def main() -> None:
         "steady_requests_max_3_met": results["capsync"]["steady"]["requests"] <= 3,
         "steady_cpu_under_1s_met": results["capsync"]["steady"]["cpu_s"] < 1.0,
         "peak_rss_under_150mb_met": results["peak_rss_mb"] < 150,
-        "consul_source_steady_cpu_under_0_5s_met":
-            results["consul_source"]["steady"]["cpu_s"] < 0.5,
+        "consul_source_steady_cpu_under_0_5s_met": results["consul_source"]["steady"]["cpu_s"]
+        < 0.5,
     }
     if args.events:
         results["event_latency_s"] = event_latency(args.events)
-        results["targets"]["event_p50_under_1_5s_met"] = (
-            results["event_latency_s"]["p50"] < 1.5)
+        results["targets"]["event_p50_under_1_5s_met"] = results["event_latency_s"]["p50"] < 1.5
     if args.push:
         with tempfile.TemporaryDirectory(prefix="capsync-bench-push-") as tmp:
             results["push"] = push.run(args.push, Path(tmp))
@@ -281,37 +318,51 @@ def report_push(workers: int) -> None:
 
 def print_push(figures: dict[str, Any]) -> None:
     b, w = figures["burst"], figures["websockets"]
-    print(f"  push burst: {b['workers']} workers, {b['clients']} clients: all acknowledged "
-          f"{b['all_acknowledged_s']}s, all visible in Consul {b['all_visible_s']}s, "
-          f"{b['write_requests']} write requests (max {b['write_requests_max']})")
+    print(
+        f"  push burst: {b['workers']} workers, {b['clients']} clients: all acknowledged "
+        f"{b['all_acknowledged_s']}s, all visible in Consul {b['all_visible_s']}s, "
+        f"{b['write_requests']} write requests (max {b['write_requests_max']})"
+    )
     for t in (figures["trickle"], figures["trickle_fast"]):
-        print(f"  push trickle, one every {t['gap_s']}s: register -> visible p50 {t['p50_s']}s "
-              f"p95 {t['p95_s']}s over {t['samples']} registrations")
-    print(f"  websockets: {w['connections']} open: RSS {w['rss_before_mb']} -> "
-          f"{w['rss_open_mb']} MB (+{w['growth_mb']} MB, {w['per_connection_kb']} KB each)")
+        print(
+            f"  push trickle, one every {t['gap_s']}s: register -> visible p50 {t['p50_s']}s "
+            f"p95 {t['p95_s']}s over {t['samples']} registrations"
+        )
+    print(
+        f"  websockets: {w['connections']} open: RSS {w['rss_before_mb']} -> "
+        f"{w['rss_open_mb']} MB (+{w['growth_mb']} MB, {w['per_connection_kb']} KB each)"
+    )
 
 
 def print_summary(results: dict[str, Any]) -> None:
     print(f"capsync vs naive, {results['workers']} workers (Consul double, this machine)")
     for approach in ("capsync", "naive"):
         for phase, s in results[approach].items():
-            print(f"  {approach:8} {phase:7} wall {s['wall_s']:7.3f}s  cpu {s['cpu_s']:7.3f}s"
-                  f"  requests {s['requests']:6}  writes {s['writes']:6}"
-                  f"  rss {s['peak_rss_mb']:6.1f} MB  ({s['outcome']})")
+            print(
+                f"  {approach:8} {phase:7} wall {s['wall_s']:7.3f}s  cpu {s['cpu_s']:7.3f}s"
+                f"  requests {s['requests']:6}  writes {s['writes']:6}"
+                f"  rss {s['peak_rss_mb']:6.1f} MB  ({s['outcome']})"
+            )
     for phase, s in results["consul_source"].items():
-        print(f"  consul-source {phase:7} wall {s['wall_s']:7.3f}s  cpu {s['cpu_s']:7.3f}s"
-              f"  requests {s['requests']:6}  writes {s['writes']:6}"
-              f"  rss {s['peak_rss_mb']:6.1f} MB  ({s['outcome']})")
+        print(
+            f"  consul-source {phase:7} wall {s['wall_s']:7.3f}s  cpu {s['cpu_s']:7.3f}s"
+            f"  requests {s['requests']:6}  writes {s['writes']:6}"
+            f"  rss {s['peak_rss_mb']:6.1f} MB  ({s['outcome']})"
+        )
     steady = results["capsync"]["steady"]["cpu_s"]
-    print(f"  steady cycle cpu: files {steady:.3f}s  consul source "
-          f"{results['consul_source']['steady']['cpu_s']:.3f}s")
+    print(
+        f"  steady cycle cpu: files {steady:.3f}s  consul source "
+        f"{results['consul_source']['steady']['cpu_s']:.3f}s"
+    )
     for name, value in results["ratios"].items():
         print(f"  ratio capsync/naive {name:16} {value}")
     for store, figures in results.get("stores", {}).items():
         for approach in ("capsync", "naive"):
             for phase, s in figures[approach].items():
-                print(f"  {store:8} {approach:8} {phase:7} wall {s['wall_s']:7.3f}s  cpu "
-                      f"{s['cpu_s']:7.3f}s  round trips {s['round_trips']:6}  ({s['outcome']})")
+                print(
+                    f"  {store:8} {approach:8} {phase:7} wall {s['wall_s']:7.3f}s  cpu "
+                    f"{s['cpu_s']:7.3f}s  round trips {s['round_trips']:6}  ({s['outcome']})"
+                )
         for name, value in figures["ratios"].items():
             print(f"  {store:8} ratio capsync/naive {name:18} {value}")
     if "event_latency_s" in results:
@@ -327,8 +378,10 @@ def print_summary(results: dict[str, Any]) -> None:
         k = results["kubernetes_steady"]
         for phase in ("before", "after"):
             s = k[phase]
-            print(f"  kubernetes steady cycle at {k['pods']} pods, {phase:6} the cache: "
-                  f"requests {s['requests']:3}  cpu {s['cpu_s']:6.3f}s  wall {s['wall_s']:6.3f}s")
+            print(
+                f"  kubernetes steady cycle at {k['pods']} pods, {phase:6} the cache: "
+                f"requests {s['requests']:3}  cpu {s['cpu_s']:6.3f}s  wall {s['wall_s']:6.3f}s"
+            )
     for name, met in results["targets"].items():
         if name.endswith("_met"):
             print(f"  target {name.removesuffix('_met'):28} {'met' if met else 'MISSED'}")

@@ -28,18 +28,27 @@ from tests.rabbitmq import Broker
 
 def consume(broker: Broker, state: Path, count: int) -> dict[str, Any]:
     config = state / "capsync.toml"
-    config.write_text(f'[[sources]]\ntype = "amqp"\nurl = "{broker.url}"\n'
-                      f'path = "{state / "amqp-inbox.db"}"\n')
+    config.write_text(
+        f'[[sources]]\ntype = "amqp"\nurl = "{broker.url}"\npath = "{state / "amqp-inbox.db"}"\n'
+    )
     with ConsulDouble(max_txn_ops=64) as double:
         target = ConsulTarget(double.address, double, owner="bench")
-        daemon = Daemon(["--config", str(config), "--owner", "bench", "--interval", "300s"],
-                        env=target.env()).started()
+        daemon = Daemon(
+            ["--config", str(config), "--owner", "bench", "--interval", "300s"], env=target.env()
+        ).started()
         try:
-            wait_until(lambda: daemon.status()["amqp"]["consumers"]["amqp"]["state"]
-                       == "consuming", 30)
+            wait_until(
+                lambda: daemon.status()["amqp"]["consumers"]["amqp"]["state"] == "consuming", 30
+            )
             double.reset_counts()
-            bodies = [{"id": f"queued-{i:05}", "static_analysis_tools": [{"tool_name": "clippy"}],
-                       "metadata": {"pool": f"pool-{i % 20}"}} for i in range(count)]
+            bodies = [
+                {
+                    "id": f"queued-{i:05}",
+                    "static_analysis_tools": [{"tool_name": "clippy"}],
+                    "metadata": {"pool": f"pool-{i % 20}"},
+                }
+                for i in range(count)
+            ]
             started = time.perf_counter()
             broker.publish("worker.capabilities", *bodies, confirm=False)
             published = time.perf_counter() - started
@@ -48,15 +57,20 @@ def consume(broker: Broker, state: Path, count: int) -> dict[str, Any]:
             writes = double.count("PUT", "/v1/txn")
         finally:
             daemon.stop()
-    return {"declarations": count, "all_published_s": round(published, 3),
-            "all_in_consul_s": round(visible, 3), "write_requests": writes,
-            "write_requests_if_one_batch": math.ceil(count / 64)}
+    return {
+        "declarations": count,
+        "all_published_s": round(published, 3),
+        "all_in_consul_s": round(visible, 3),
+        "write_requests": writes,
+        "write_requests_if_one_batch": math.ceil(count / 64),
+    }
 
 
 def publish_events(broker: Broker, state: Path, count: int) -> dict[str, Any]:
     bus = EventBus()
-    settings = AmqpEventsSettings(enabled=True, url=broker.url, outbox=state / "outbox.db",
-                                  outbox_max=count * 2)
+    settings = AmqpEventsSettings(
+        enabled=True, url=broker.url, outbox=state / "outbox.db", outbox_max=count * 2
+    )
     with broker.channel() as channel:  # a subscriber, so the events are routed and kept
         channel.exchange_declare(settings.exchange, exchange_type="topic", durable=True)
         channel.queue_declare("bench.events", durable=True)
@@ -64,14 +78,19 @@ def publish_events(broker: Broker, state: Path, count: int) -> dict[str, Any]:
     publisher = EventPublisher(bus, settings).start()
     try:
         started = time.perf_counter()
-        bus.update("consul", {f"w-{i:05}": Entry(f"w-{i:05}", "worker", ("clippy",))
-                              for i in range(count)})
+        bus.update(
+            "consul", {f"w-{i:05}": Entry(f"w-{i:05}", "worker", ("clippy",)) for i in range(count)}
+        )
         wait_until(lambda: publisher.stats.published == count, 600, 0.05)
         seconds = time.perf_counter() - started
     finally:
         publisher.stop()
-    return {"events": count, "seconds": round(seconds, 3),
-            "per_second": round(count / seconds), "in_queue": broker.depth("bench.events")}
+    return {
+        "events": count,
+        "seconds": round(seconds, 3),
+        "per_second": round(count / seconds),
+        "in_queue": broker.depth("bench.events"),
+    }
 
 
 def run(count: int) -> dict[str, Any]:
@@ -83,16 +102,20 @@ def run(count: int) -> dict[str, Any]:
         broker = Broker(root / "broker")
         broker.start()
         try:
-            return {"consume": consume(broker, root / "consume", count),
-                    "events": publish_events(broker, root / "events", count)}
+            return {
+                "consume": consume(broker, root / "consume", count),
+                "events": publish_events(broker, root / "events", count),
+            }
         finally:
             broker.close()
 
 
 def summary(figures: dict[str, Any]) -> list[str]:
     c, e = figures["consume"], figures["events"]
-    return [f"  amqp: {c['declarations']} declarations published in {c['all_published_s']}s, "
-            f"all in Consul after {c['all_in_consul_s']}s, {c['write_requests']} write "
-            f"requests ({c['write_requests_if_one_batch']} if one batch)",
-            f"  amqp events: {e['events']} published with confirms in {e['seconds']}s "
-            f"({e['per_second']}/s)"]
+    return [
+        f"  amqp: {c['declarations']} declarations published in {c['all_published_s']}s, "
+        f"all in Consul after {c['all_in_consul_s']}s, {c['write_requests']} write "
+        f"requests ({c['write_requests_if_one_batch']} if one batch)",
+        f"  amqp events: {e['events']} published with confirms in {e['seconds']}s "
+        f"({e['per_second']}/s)",
+    ]

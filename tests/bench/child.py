@@ -38,8 +38,7 @@ def capsync(directory: Path, address: str) -> Callable[[], str]:
 
 def capsync_consul(service: Path, address: str) -> Callable[[], str]:
     """The daemon's cycle over a non-file source: services others registered in Consul."""
-    return syncing({"consul": {"address": address}},
-                   {"type": "consul", "services": [str(service)]})
+    return syncing({"consul": {"address": address}}, {"type": "consul", "services": [str(service)]})
 
 
 def capsync_store(directory: Path, url: str) -> Callable[[], str]:
@@ -54,9 +53,13 @@ def files(directory: Path) -> dict[str, Any]:
 def syncing(settings_: dict[str, Any], source: dict[str, Any]) -> Callable[[], str]:
     """One Syncer (and registry connection) for every cycle, as in the daemon."""
     registry = {"owner": "bench", "allow_mass_delete": True, **settings_.pop("registry", {})}
-    settings = SETTINGS.model_validate({
-        "registry": registry, **settings_, "sources": [source],
-    })
+    settings = SETTINGS.model_validate(
+        {
+            "registry": registry,
+            **settings_,
+            "sources": [source],
+        }
+    )
     syncer = Syncer(build_sources(settings), build_registries(settings))
 
     def cycle() -> str:
@@ -82,7 +85,8 @@ def naive_cycle(directory: Path, client: consul.Consul) -> str:
     count = 0
     for caps, tools in declarations(directory):
         client.agent.service.register(
-            "worker", service_id=caps["id"], tags=sorted(set(tools)), meta=caps.get("metadata"))
+            "worker", service_id=caps["id"], tags=sorted(set(tools)), meta=caps.get("metadata")
+        )
         count += 1
     return f"registered {count}"
 
@@ -92,8 +96,13 @@ def declarations(directory: Path) -> Iterator[tuple[dict[str, Any], list[str]]]:
     all_tools() gives them."""
     for path in sorted(directory.glob("*.json")):
         caps = json.loads(path.read_text())
-        tools = [name for key, tools_ in caps.items() if key.endswith("_tools")
-                 for tool in tools_ for name in (tool["tool_name"], *tool["alternatives"])]
+        tools = [
+            name
+            for key, tools_ in caps.items()
+            if key.endswith("_tools")
+            for tool in tools_
+            for name in (tool["tool_name"], *tool["alternatives"])
+        ]
         yield caps, tools
 
 
@@ -132,8 +141,13 @@ def naive_store(directory: Path, url: str) -> Callable[[], str]:
     return postgres_cycle
 
 
-TOOL_FIELDS = ("static_analysis_tools", "security_scanning_tools", "dynamic_analysis_tools",
-               "fuzzing_tools", "test_framework_tools")
+TOOL_FIELDS = (
+    "static_analysis_tools",
+    "security_scanning_tools",
+    "dynamic_analysis_tools",
+    "fuzzing_tools",
+    "test_framework_tools",
+)
 SEED_TABLE = """CREATE TABLE IF NOT EXISTS worker_capabilities (
     id VARCHAR(255) PRIMARY KEY, static_analysis_tools JSONB, security_scanning_tools JSONB,
     dynamic_analysis_tools JSONB, fuzzing_tools JSONB, test_framework_tools JSONB,
@@ -149,8 +163,11 @@ SEED_UPSERT = """INSERT INTO worker_capabilities (id, static_analysis_tools,
     flags = EXCLUDED.flags, metadata = EXCLUDED.metadata, updated_at = NOW()"""
 
 APPROACHES: dict[str, Callable[[Path, str], Callable[[], str]]] = {
-    "capsync": capsync, "capsync-consul": capsync_consul, "naive": naive,
-    "capsync-store": capsync_store, "naive-store": naive_store,
+    "capsync": capsync,
+    "capsync-consul": capsync_consul,
+    "naive": naive,
+    "capsync-store": capsync_store,
+    "naive-store": naive_store,
 }
 
 
@@ -164,8 +181,10 @@ def main() -> None:
         outcome = cycle()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb,
-                          "outcome": outcome}), flush=True)
+        print(
+            json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb, "outcome": outcome}),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

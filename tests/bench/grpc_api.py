@@ -33,8 +33,11 @@ def _daemon(target: ConsulTarget, state: Path) -> GrpcDaemon:
 
 
 def _request(worker: str) -> pb.RegisterRequest:
-    return pb.RegisterRequest(capabilities=pb.WorkerCapabilitiesProto(
-        id=worker, static_analysis_tools=[pb.ToolCapability(tool_name="clippy")]))
+    return pb.RegisterRequest(
+        capabilities=pb.WorkerCapabilitiesProto(
+            id=worker, static_analysis_tools=[pb.ToolCapability(tool_name="clippy")]
+        )
+    )
 
 
 def register_throughput(state: Path, workers: int, clients: int) -> dict[str, Any]:
@@ -63,9 +66,14 @@ def register_throughput(state: Path, workers: int, clients: int) -> dict[str, An
             for channel in channels:
                 channel.close()
             daemon.stop()
-    return {"workers": workers, "clients": clients, "acknowledged": acknowledged,
-            "seconds": round(seconds, 3), "per_second": round(workers / seconds, 1),
-            "all_visible_s": round(visible, 3)}
+    return {
+        "workers": workers,
+        "clients": clients,
+        "acknowledged": acknowledged,
+        "seconds": round(seconds, 3),
+        "per_second": round(workers / seconds, 1),
+        "all_visible_s": round(visible, 3),
+    }
 
 
 def watch_latency(state: Path, samples: int, gap: float) -> dict[str, Any]:
@@ -113,21 +121,30 @@ def watch_latency(state: Path, samples: int, gap: float) -> dict[str, Any]:
         finally:
             daemon.stop()
     ordered = sorted(latencies)
-    return {"samples": len(ordered), "gap_s": gap,
-            "p50_ms": round(statistics.median(ordered) * 1000, 2),
-            "p95_ms": round(ordered[math.ceil(0.95 * len(ordered)) - 1] * 1000, 2)}
+    return {
+        "samples": len(ordered),
+        "gap_s": gap,
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p95_ms": round(ordered[math.ceil(0.95 * len(ordered)) - 1] * 1000, 2),
+    }
 
 
 def run(workers: int, state: Path) -> dict[str, Any]:
     for part in ("register", "watch"):
         (state / part).mkdir()
-    return {"register": register_throughput(state / "register", workers, 20),
-            "watch": watch_latency(state / "watch", 20, 1.2)}
+    return {
+        "register": register_throughput(state / "register", workers, 20),
+        "watch": watch_latency(state / "watch", 20, 1.2),
+    }
 
 
 def report(figures: dict[str, Any]) -> None:
     r, w = figures["register"], figures["watch"]
-    print(f"  grpc Register: {r['workers']} workers, {r['clients']} clients: "
-          f"{r['per_second']}/s ({r['seconds']}s), all visible in Consul {r['all_visible_s']}s")
-    print(f"  grpc Watch: apply -> client p50 {w['p50_ms']} ms  p95 {w['p95_ms']} ms over "
-          f"{w['samples']} events")
+    print(
+        f"  grpc Register: {r['workers']} workers, {r['clients']} clients: "
+        f"{r['per_second']}/s ({r['seconds']}s), all visible in Consul {r['all_visible_s']}s"
+    )
+    print(
+        f"  grpc Watch: apply -> client p50 {w['p50_ms']} ms  p95 {w['p95_ms']} ms over "
+        f"{w['samples']} events"
+    )

@@ -22,20 +22,26 @@ from tests.doubles.kubernetes import KubernetesDouble
 
 
 def steady_cycle(pods: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="capsync-bench-k8s-") as tmp, \
-            KubernetesDouble() as double:
+    with (
+        tempfile.TemporaryDirectory(prefix="capsync-bench-k8s-") as tmp,
+        KubernetesDouble() as double,
+    ):
         for i in range(pods):
-            declaration = {"id": f"pod-worker-{i:05}",
-                           "static_analysis_tools": [{"tool_name": "clippy"}],
-                           "metadata": {"pool": f"pool-{i % 20}"}}
-            double.put_pod(f"ns-{i % 20}", f"worker-{i:05}",
-                           annotations={"worker.capabilities": json.dumps(declaration)})
+            declaration = {
+                "id": f"pod-worker-{i:05}",
+                "static_analysis_tools": [{"tool_name": "clippy"}],
+                "metadata": {"pool": f"pool-{i % 20}"},
+            }
+            double.put_pod(
+                f"ns-{i % 20}",
+                f"worker-{i:05}",
+                annotations={"worker.capabilities": json.dumps(declaration)},
+            )
         kubeconfig = str(double.write_kubeconfig(Path(tmp) / "kubeconfig"))
         source = KubernetesSource(kubeconfig=kubeconfig)
         before = measure(double, lambda: Normaliser().normalise(source.list(), source.name))
         stop = threading.Event()
-        watcher = threading.Thread(target=source.watch, args=(lambda _: None, stop),
-                                   daemon=True)
+        watcher = threading.Thread(target=source.watch, args=(lambda _: None, stop), daemon=True)
         watcher.start()
         normaliser = Normaliser()
         for _ in range(2):  # the first list fills the cache; then validation is learnt
@@ -50,7 +56,10 @@ def measure(double: KubernetesDouble, cycle: Any) -> dict[str, Any]:
     requests = len(double.requests)
     cpu, wall = time.thread_time(), time.perf_counter()
     found, invalid = cycle()
-    return {"requests": len(double.requests) - requests,
-            "cpu_s": round(time.thread_time() - cpu, 3),
-            "wall_s": round(time.perf_counter() - wall, 3),
-            "declarations": len(found), "invalid": len(invalid)}
+    return {
+        "requests": len(double.requests) - requests,
+        "cpu_s": round(time.thread_time() - cpu, 3),
+        "wall_s": round(time.perf_counter() - wall, 3),
+        "declarations": len(found),
+        "invalid": len(invalid),
+    }

@@ -24,8 +24,10 @@ from tests.doubles.consul import ConsulDouble
 
 
 def _daemon(target: ConsulTarget, state: Path) -> Daemon:
-    return Daemon(["--owner", target.owner, "--source", f"push:{state / 'inbox.db'}",
-                   "--interval", "300s"], env=target.env()).started()
+    return Daemon(
+        ["--owner", target.owner, "--source", f"push:{state / 'inbox.db'}", "--interval", "300s"],
+        env=target.env(),
+    ).started()
 
 
 def _rss_kb(pid: int) -> int:
@@ -59,10 +61,16 @@ def burst(state: Path, workers: int, clients: int) -> dict[str, Any]:
         finally:
             daemon.stop()
     limit = math.ceil(workers / 64) + 5
-    return {"workers": workers, "clients": clients, "all_acknowledged_s": round(acknowledged, 3),
-            "all_visible_s": round(visible, 3), "write_requests": writes,
-            "write_requests_max": limit, "write_requests_met": writes <= limit,
-            "non_200": sum(s != 200 for s in statuses)}
+    return {
+        "workers": workers,
+        "clients": clients,
+        "all_acknowledged_s": round(acknowledged, 3),
+        "all_visible_s": round(visible, 3),
+        "write_requests": writes,
+        "write_requests_max": limit,
+        "write_requests_met": writes <= limit,
+        "non_200": sum(s != 200 for s in statuses),
+    }
 
 
 def trickle(state: Path, samples: int, gap: float) -> dict[str, Any]:
@@ -96,9 +104,13 @@ def trickle(state: Path, samples: int, gap: float) -> dict[str, Any]:
             daemon.stop()
     latencies = sorted(seen[name] - sent[name] for name in sent)
     p50 = statistics.median(latencies)
-    return {"samples": samples, "gap_s": gap, "p50_s": round(p50, 3),
-            "p95_s": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 3),
-            "p50_under_0_5s_met": p50 < 0.5}
+    return {
+        "samples": samples,
+        "gap_s": gap,
+        "p50_s": round(p50, 3),
+        "p95_s": round(latencies[math.ceil(0.95 * len(latencies)) - 1], 3),
+        "p50_under_0_5s_met": p50 < 0.5,
+    }
 
 
 def websockets_rss(state: Path, connections: int) -> dict[str, Any]:
@@ -108,14 +120,22 @@ def websockets_rss(state: Path, connections: int) -> dict[str, Any]:
         try:
             daemon.wait_for(lambda line: "event=cycle" in line)
             before = _rss_kb(daemon.proc.pid)
-            opened = asyncio.run(_hold_open(f"ws://{daemon.address}/workers/ws", connections,
-                                            lambda: _rss_kb(daemon.proc.pid)))
+            opened = asyncio.run(
+                _hold_open(
+                    f"ws://{daemon.address}/workers/ws",
+                    connections,
+                    lambda: _rss_kb(daemon.proc.pid),
+                )
+            )
         finally:
             daemon.stop()
-    return {"connections": opened["connections"], "rss_before_mb": round(before / 1024, 1),
-            "rss_open_mb": round(opened["rss_kb"] / 1024, 1),
-            "growth_mb": round((opened["rss_kb"] - before) / 1024, 1),
-            "per_connection_kb": round((opened["rss_kb"] - before) / connections, 1)}
+    return {
+        "connections": opened["connections"],
+        "rss_before_mb": round(before / 1024, 1),
+        "rss_open_mb": round(opened["rss_kb"] / 1024, 1),
+        "growth_mb": round((opened["rss_kb"] - before) / 1024, 1),
+        "per_connection_kb": round((opened["rss_kb"] - before) / connections, 1),
+    }
 
 
 async def _hold_open(url: str, count: int, rss: Any) -> dict[str, Any]:

@@ -43,8 +43,9 @@ def postgres_url() -> Iterator[tuple[int, str]]:
 STORES: dict[str, Callable[[], Any]] = {"redis": redis_url, "postgres": postgres_url}
 
 
-def run(fleet: Path, child: Callable[..., Any], churn: Callable[[], int],
-        rewrite: Callable[[], None]) -> dict[str, Any]:
+def run(
+    fleet: Path, child: Callable[..., Any], churn: Callable[[], int], rewrite: Callable[[], None]
+) -> dict[str, Any]:
     """Each store: capsync's three phases, then (on a fresh fleet and server) the naive
     loop's, with ratios capsync/naive per phase for round trips and times."""
     out: dict[str, Any] = {}
@@ -66,9 +67,11 @@ def run(fleet: Path, child: Callable[..., Any], churn: Callable[[], int],
                 process.close()
                 proxy.close()
         figures["ratios"] = {
-            f"{phase}_{what}": round(figures["capsync"][phase][what]
-                                     / max(figures["naive"][phase][what], 1e-9), 4)
-            for phase in PHASES for what in ("round_trips", "wall_s", "cpu_s")
+            f"{phase}_{what}": round(
+                figures["capsync"][phase][what] / max(figures["naive"][phase][what], 1e-9), 4
+            )
+            for phase in PHASES
+            for what in ("round_trips", "wall_s", "cpu_s")
         }
         out[store] = figures
     return out

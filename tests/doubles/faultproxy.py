@@ -55,8 +55,9 @@ class FaultProxy:
         self.sizes: list[tuple[str, str, int]] = []  # (method, path, body bytes), all
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def address(self) -> str:
@@ -93,8 +94,9 @@ class FaultProxy:
     def __enter__(self) -> FaultProxy:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -134,13 +136,16 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def _forward(self, body: bytes) -> tuple[int, bytes, dict[str, str]]:
             connection = http.client.HTTPConnection(proxy.upstream, timeout=120)
             try:
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "connection")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                }
                 connection.request(self.command, self.path, body=body or None, headers=headers)
                 response = connection.getresponse()
-                kept = {k: v for k, v in response.getheaders()
-                        if k.lower() not in ("content-length", "transfer-encoding",
-                                             "connection")}
+                kept = {
+                    k: v
+                    for k, v in response.getheaders()
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection")
+                }
                 return response.status, response.read(), kept
             finally:
                 connection.close()

@@ -68,8 +68,11 @@ def deregister(store: Store, acl: Acl, req: Request) -> Response:
     with store.lock:
         known = any(s.id == service_id for s in store.tables.services_on(store.node_name))
     if not known:
-        raise APIError(404, f'Unknown service ID "{service_id}". Ensure that the service ID '
-                            "is passed, not the service name.")
+        raise APIError(
+            404,
+            f'Unknown service ID "{service_id}". Ensure that the service ID '
+            "is passed, not the service name.",
+        )
     store.write(lambda tx: tx.delete_service(store.node_name, service_id))
     return Response(200, b"", {})
 
@@ -77,6 +80,17 @@ def deregister(store: Store, acl: Acl, req: Request) -> Response:
 def services(store: Store, acl: Acl, req: Request) -> Response:
     with store.lock:
         local = store.tables.services_on(store.node_name)
-    return json_response(req, {s.id: {"ID": s.id, "Service": s.name, "Tags": s.tags or [],
-                                      "Meta": s.meta or {}, "Port": s.port,
-                                      "Address": s.address} for s in local})
+    return json_response(
+        req,
+        {
+            s.id: {
+                "ID": s.id,
+                "Service": s.name,
+                "Tags": s.tags or [],
+                "Meta": s.meta or {},
+                "Port": s.port,
+                "Address": s.address,
+            }
+            for s in local
+        },
+    )

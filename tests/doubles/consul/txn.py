@@ -195,8 +195,14 @@ def _node(tx: Tx, op: dict[str, Any]) -> list[dict[str, Any]]:
         tx.ensure_node(wanted)
         return lookup()
 
-    record = _catalog_verb(verb, f"node {go_quote(name)}", existing, spec.get("ModifyIndex", 0),
-                           put, lambda: tx.delete_node(name))
+    record = _catalog_verb(
+        verb,
+        f"node {go_quote(name)}",
+        existing,
+        spec.get("ModifyIndex", 0),
+        put,
+        lambda: tx.delete_node(name),
+    )
     return [{"Node": record.to_json()}] if isinstance(record, Node) else []
 
 
@@ -211,8 +217,11 @@ def _service(tx: Tx, op: dict[str, Any]) -> list[dict[str, Any]]:
         lambda: tx.ensure_service(node, service_from(spec, node)),
         lambda: tx.delete_service(node, service_id),
     )
-    return [{"Service": record.node_service_json(normalise=False)}] if isinstance(
-        record, Service) else []
+    return (
+        [{"Service": record.node_service_json(normalise=False)}]
+        if isinstance(record, Service)
+        else []
+    )
 
 
 def _check(tx: Tx, op: dict[str, Any]) -> list[dict[str, Any]]:

@@ -33,9 +33,14 @@ class Fault:
 class KubernetesDouble:
     """The double's Python API. State survives ``stop()``/``start()`` like etcd would."""
 
-    def __init__(self, port: int = 0, *, crd_installed: bool = True,
-                 gone_as_http_error: bool = False,
-                 namespaces: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        crd_installed: bool = True,
+        gone_as_http_error: bool = False,
+        namespaces: set[str] | None = None,
+    ) -> None:
         self.port = port
         self.crd_installed = crd_installed
         self.crd_starting = False  # installed but not yet served: 503
@@ -62,8 +67,10 @@ class KubernetesDouble:
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"k8s-double-{self.port}", daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"k8s-double-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -84,8 +91,12 @@ class KubernetesDouble:
     def __enter__(self) -> KubernetesDouble:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     @property
@@ -99,8 +110,7 @@ class KubernetesDouble:
             "kind": "Config",
             "clusters": [{"name": "double", "cluster": {"server": self.url}}],
             "users": [{"name": "capsync", "user": {"token": self.token}}],
-            "contexts": [{"name": "double",
-                          "context": {"cluster": "double", "user": "capsync"}}],
+            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "capsync"}}],
             "current-context": "double",
         }
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -108,31 +118,42 @@ class KubernetesDouble:
 
     # -- state --------------------------------------------------------------------------
 
-    def put_pod(self, namespace: str, name: str, *, annotations: dict[str, str] | None = None,
-                labels: dict[str, str] | None = None, phase: str = "Running",
-                pod_ip: str | None = "10.0.0.5", terminating: bool = False,
-                ready: bool = True) -> dict[str, Any]:
+    def put_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        annotations: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        phase: str = "Running",
+        pod_ip: str | None = "10.0.0.5",
+        terminating: bool = False,
+        ready: bool = True,
+    ) -> dict[str, Any]:
         """Create or replace a pod; ``terminating`` marks it as being deleted (graceful)."""
         status: dict[str, Any] = {
-            "phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}],
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": str(ready)}],
         }
         if pod_ip:
             status.update(podIP=pod_ip, podIPs=[{"ip": pod_ip}])
         body = {
-            "spec": {"containers": [{"name": "worker", "image": "example.invalid/worker:1"}],
-                     "nodeName": "node-1"},
+            "spec": {
+                "containers": [{"name": "worker", "image": "example.invalid/worker:1"}],
+                "nodeName": "node-1",
+            },
             "status": status,
         }
         if terminating:
             body["metadata"] = {"deletionTimestamp": now(), "deletionGracePeriodSeconds": 30}
-        return self.store.put(PODS, namespace, name, body, labels=labels,
-                              annotations=annotations)
+        return self.store.put(PODS, namespace, name, body, labels=labels, annotations=annotations)
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         return self.store.delete(PODS, namespace, name)
 
-    def put_resource(self, namespace: str, name: str, spec: dict[str, Any],
-                     labels: dict[str, str] | None = None) -> dict[str, Any]:
+    def put_resource(
+        self, namespace: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         return self.store.put(RESOURCES, namespace, name, {"spec": spec}, labels=labels)
 
     def delete_resource(self, namespace: str, name: str) -> bool:
@@ -151,15 +172,23 @@ class KubernetesDouble:
         group = "" if resource == PODS else "valkra.io"
         qualified = resource if not group else f"{resource}.{group}"
         scope = "at the cluster scope" if namespace is None else f'in the namespace "{namespace}"'
-        status = status_object(403, f'{qualified} is forbidden: User "{self.user}" cannot '
-                                    f'{verb} resource "{resource}" in API group "{group}" '
-                                    f"{scope}")
+        status = status_object(
+            403,
+            f'{qualified} is forbidden: User "{self.user}" cannot '
+            f'{verb} resource "{resource}" in API group "{group}" '
+            f"{scope}",
+        )
         status["details"] = {"group": group, "kind": resource} if group else {"kind": resource}
         return status
 
-
-    def fail_requests(self, status: int = 500, count: int | None = None, *,
-                      body: str | None = None, content_type: str = "text/html") -> None:
+    def fail_requests(
+        self,
+        status: int = 500,
+        count: int | None = None,
+        *,
+        body: str | None = None,
+        content_type: str = "text/html",
+    ) -> None:
         """Answer the next ``count`` requests (all, when None) with ``status``: a Status
         object, or ``body`` as given (a proxy's HTML page, a truncated or odd JSON)."""
         with self._lock:

@@ -17,8 +17,11 @@ from . import KubernetesDouble
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.doubles.kubernetes")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any)")
-    parser.add_argument("--no-crd", action="store_true",
-                        help="serve as if the WorkerCapabilities CRD were not installed")
+    parser.add_argument(
+        "--no-crd",
+        action="store_true",
+        help="serve as if the WorkerCapabilities CRD were not installed",
+    )
     args = parser.parse_args()
     double = KubernetesDouble(args.port, crd_installed=not args.no_crd).start()
     kubeconfig = double.write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig")

@@ -26,17 +26,30 @@ DEFAULT_WATCH_SECONDS = 1800
 POLL_SECONDS = 0.2  # how often a quiet watch stream checks for shutdown
 
 REASONS = {
-    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-    405: "MethodNotAllowed", 409: "Conflict", 410: "Expired", 429: "TooManyRequests",
-    500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
 }
 
 
 def status_object(code: int, message: str, reason: str | None = None) -> dict[str, Any]:
     """A metav1 Status, the body of every error response and ERROR watch event."""
     return {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason or REASONS.get(code, "Unknown"), "code": code,
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or REASONS.get(code, "Unknown"),
+        "code": code,
     }
 
 
@@ -125,20 +138,25 @@ class Handler(BaseHTTPRequestHandler):
         # Go's http.NotFound: plain text, not a Status.
         return self.send_text(404, "404 page not found\n")
 
-    def serve_collection(self, resource: str, namespace: str | None,
-                         query: dict[str, str]) -> None:
+    def serve_collection(self, resource: str, namespace: str | None, query: dict[str, str]) -> None:
         double = self.server.double
         if resource == RESOURCES and double.crd_starting:
-            return self.send_status(status_object(
-                503, "the server is currently unable to handle the request",
-                "ServiceUnavailable"))
+            return self.send_status(
+                status_object(
+                    503,
+                    "the server is currently unable to handle the request",
+                    "ServiceUnavailable",
+                )
+            )
         verb = "watch" if _flag(query, "watch") else "list"
         if (forbidden := double.forbidden(verb, resource, namespace)) is not None:
             return self.send_status(forbidden)
         for unsupported in ("fieldSelector", "resourceVersionMatch"):
             if query.get(unsupported):
-                raise BadRequest(f"{unsupported}: the double does not implement it; "
-                                 "implement it here before the source sends it")
+                raise BadRequest(
+                    f"{unsupported}: the double does not implement it; "
+                    "implement it here before the source sends it"
+                )
         selector = query.get("labelSelector", "")
         if verb == "watch":
             return self.serve_watch(resource, namespace, selector, query)
@@ -148,8 +166,9 @@ class Handler(BaseHTTPRequestHandler):
         )
         return self.send_json(200, body)
 
-    def serve_watch(self, resource: str, namespace: str | None, selector: str,
-                    query: dict[str, str]) -> None:
+    def serve_watch(
+        self, resource: str, namespace: str | None, selector: str, query: dict[str, str]
+    ) -> None:
         store = self.server.double.store
         rv_text = query.get("resourceVersion", "")
         deadline = time.monotonic() + _integer(query, "timeoutSeconds", DEFAULT_WATCH_SECONDS)
@@ -182,9 +201,15 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    def stream(self, resource: str, namespace: str | None,
-               requirements: list[tuple[str, str, frozenset[str]]], start: int, epoch: int,
-               deadline: float) -> int | None:
+    def stream(
+        self,
+        resource: str,
+        namespace: str | None,
+        requirements: list[tuple[str, str, frozenset[str]]],
+        start: int,
+        epoch: int,
+        deadline: float,
+    ) -> int | None:
         """Send events after ``start`` until the deadline (returns the resourceVersion seen),
         a compaction (sends 410 and returns -1) or shutdown (returns None)."""
         store = self.server.double.store
@@ -231,8 +256,9 @@ class Handler(BaseHTTPRequestHandler):
     def send_status(self, status: dict[str, Any]) -> None:
         self.send_json(int(status["code"]), status)
 
-    def send_text(self, code: int, text: str,
-                  content_type: str = "text/plain; charset=utf-8") -> None:
+    def send_text(
+        self, code: int, text: str, content_type: str = "text/plain; charset=utf-8"
+    ) -> None:
         data = text.encode()
         self.send_response(code)
         self.send_header("Content-Type", content_type)
@@ -269,8 +295,12 @@ def _collection(rest: list[str], resource: str) -> tuple[str | None, str | None]
 
 def _discovery(parts: list[str], crd_installed: bool) -> dict[str, Any] | None:
     if parts == ["version"]:
-        return {"major": "1", "minor": "31", "gitVersion": "v1.31.0-capsync-double",
-                "platform": "linux/amd64"}
+        return {
+            "major": "1",
+            "minor": "31",
+            "gitVersion": "v1.31.0-capsync-double",
+            "platform": "linux/amd64",
+        }
     if parts == ["api"]:
         return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
     if parts == ["apis"]:
@@ -288,13 +318,15 @@ def _discovery(parts: list[str], crd_installed: bool) -> dict[str, Any] | None:
 
 def _resource_list(group_version: str, plural: str, kind: str) -> dict[str, Any]:
     return {
-        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-        "resources": [{"name": plural, "namespaced": True, "kind": kind,
-                       "verbs": ["get", "list", "watch"]}],
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": [
+            {"name": plural, "namespaced": True, "kind": kind, "verbs": ["get", "list", "watch"]}
+        ],
     }
 
 
 def _bookmark(resource: str, rv: int) -> dict[str, Any]:
     api_version, kind = ITEM_KINDS[resource]
     return {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": str(rv)}}
-

@@ -110,9 +110,16 @@ class Store:
         self.objects: dict[str, dict[Key, dict[str, Any]]] = {PODS: {}, RESOURCES: {}}
         self.history: list[Event] = []
 
-    def put(self, resource: str, namespace: str, name: str, body: dict[str, Any], *,
-            labels: dict[str, str] | None = None,
-            annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    def put(
+        self,
+        resource: str,
+        namespace: str,
+        name: str,
+        body: dict[str, Any],
+        *,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         """Create or replace one object; ``body`` holds its spec, status and any extra
         metadata."""
         with self.cond:
@@ -155,18 +162,22 @@ class Store:
             self.epoch += 1
             self.cond.notify_all()
 
-    def list(self, resource: str, namespace: str | None, selector: str, limit: int,
-             token: str | None) -> dict[str, Any]:
+    def list(
+        self, resource: str, namespace: str | None, selector: str, limit: int, token: str | None
+    ) -> dict[str, Any]:
         """One page of a list, in the real API's shape, with a continue token if more."""
         requirements = parse_selector(selector)
         with self.cond:
             snapshot, start = _decode_token(token) if token else (self.rv, "")
             if snapshot < self.compacted:
-                raise Expired("The provided continue parameter is too old to display a "
-                              "consistent list result. You can start a new list without the "
-                              "continue parameter.")
+                raise Expired(
+                    "The provided continue parameter is too old to display a "
+                    "consistent list result. You can start a new list without the "
+                    "continue parameter."
+                )
             matching = [
-                obj for key, obj in sorted(self.objects[resource].items())
+                obj
+                for key, obj in sorted(self.objects[resource].items())
                 if key > tuple(start.split("/", 1)) and _in_scope(obj, namespace, requirements)
             ]
             page = [copy.deepcopy(obj) for obj in (matching[:limit] if limit > 0 else matching)]
@@ -193,24 +204,35 @@ class Store:
                 if _in_scope(obj, namespace, requirements)
             ]
 
-    def events_after(self, resource: str, rv: int, namespace: str | None,
-                     requirements: list[tuple[str, str, frozenset[str]]]) -> list[Event]:
+    def events_after(
+        self,
+        resource: str,
+        rv: int,
+        namespace: str | None,
+        requirements: list[tuple[str, str, frozenset[str]]],
+    ) -> list[Event]:
         """Events newer than ``rv`` as this watcher sees them; the caller holds ``cond``."""
         if rv < self.compacted:
             raise Expired(f"too old resource version: {rv} ({self.compacted})")
-        seen = (_as_seen(event, namespace, requirements) for event in self.history
-                if event.rv > rv and event.resource == resource)
+        seen = (
+            _as_seen(event, namespace, requirements)
+            for event in self.history
+            if event.rv > rv and event.resource == resource
+        )
         return [event for event in seen if event is not None]
 
-    def _record(self, resource: str, type_: str, obj: dict[str, Any],
-                prev: dict[str, Any] | None = None) -> None:
-        self.history.append(Event(self.rv, resource, type_, copy.deepcopy(obj),
-                                  copy.deepcopy(prev)))
+    def _record(
+        self, resource: str, type_: str, obj: dict[str, Any], prev: dict[str, Any] | None = None
+    ) -> None:
+        self.history.append(
+            Event(self.rv, resource, type_, copy.deepcopy(obj), copy.deepcopy(prev))
+        )
         self.cond.notify_all()
 
 
-def _as_seen(event: Event, namespace: str | None,
-             requirements: list[tuple[str, str, frozenset[str]]]) -> Event | None:
+def _as_seen(
+    event: Event, namespace: str | None, requirements: list[tuple[str, str, frozenset[str]]]
+) -> Event | None:
     """An event through a watcher's filter, as the API server's watch cache turns it: an
     object that starts matching is ADDED, one that stops matching is DELETED (carrying
     its last matching state at the event's resourceVersion), one that never matched is
@@ -228,8 +250,9 @@ def _as_seen(event: Event, namespace: str | None,
     return None
 
 
-def _in_scope(obj: dict[str, Any], namespace: str | None,
-              requirements: list[tuple[str, str, frozenset[str]]]) -> bool:
+def _in_scope(
+    obj: dict[str, Any], namespace: str | None, requirements: list[tuple[str, str, frozenset[str]]]
+) -> bool:
     meta = obj["metadata"]
     if namespace is not None and meta["namespace"] != namespace:
         return False

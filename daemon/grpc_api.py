@@ -42,12 +42,18 @@ from daemon.http_api import require_token_off_loopback
 from daemon.push import PushUnavailable, Registrar
 from daemon.push_api import Pace, apply_update, authorized, invalid_update
 from daemon.status import DaemonState
-from discovery import full_entry, schema
+from discovery import full_entry
 from discovery.codec import Entry
 from discovery.proto import registry_pb2 as pb
 from discovery.proto import registry_pb2_grpc as pb_grpc
 from discovery.proto_convert import as_declaration, to_proto
-from discovery.wire import CapabilityUpdate, FieldError, FindRequest, UpdateAnswer
+from discovery.wire import (
+    CapabilityUpdate,
+    FieldError,
+    FindRequest,
+    UpdateAnswer,
+    validation_errors,
+)
 
 T = TypeVar("T")
 SERVICE = pb.DESCRIPTOR.services_by_name["WorkerRegistry"].full_name
@@ -191,16 +197,9 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "invalid FindRequest",
-                [
-                    FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
-                    for e in exc.errors()
-                ],
+                validation_errors(exc),
             )
-        q = query.Query(
-            category=req.capability_type,
-            tools=tuple(schema.tool_key(t) for t in req.required_tools),
-            now=int(time.time()),
-        )
+        q = query.Query.seed_find(req, int(time.time()))
         return pb.FindResponse(workers=[to_proto(caps) for _, _, caps in self._select(context, q)])
 
     def Watch(

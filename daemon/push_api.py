@@ -39,6 +39,7 @@ from discovery.wire import (
     UpdateAnswer,
     WorkerOut,
     field_errors,
+    validation_errors,
 )
 
 Strings = Annotated[Sequence[str], Query()]
@@ -143,11 +144,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            FieldError(field=schema.format_loc(tuple(e["loc"][1:])), message=e["msg"])
-            for e in exc.errors()
-        ]
-        return refusal(422, "invalid request", errors)
+        return refusal(422, "invalid request", validation_errors(exc, skip=1))
 
     def write_access(request: Request) -> None:
         if not authorized(request.headers.get("authorization"), ctx.token):
@@ -201,16 +198,9 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
             return refusal(
                 422,
                 "invalid FindRequest",
-                [
-                    FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
-                    for e in exc.errors()
-                ],
+                validation_errors(exc),
             )
-        q = query.Query(
-            category=req.capability_type,
-            tools=tuple(schema.tool_key(t) for t in req.required_tools),
-            now=int(time.time()),
-        )
+        q = query.Query.seed_find(req, int(time.time()))
         return [seed_json.to_seed(caps) for _, _, caps in await entries(q)]
 
     @app.get("/workers", response_model=list[WorkerOut], responses=_errors(400, 422, 503))
@@ -332,10 +322,7 @@ def invalid_update(exc: ValidationError) -> UpdateAnswer:
     return UpdateAnswer(
         ok=False,
         message=kind,
-        errors=[
-            FieldError(field=schema.format_loc(tuple(e["loc"])), message=e["msg"])
-            for e in exc.errors()
-        ],
+        errors=validation_errors(exc),
     )
 
 

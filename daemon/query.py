@@ -17,6 +17,7 @@ from config.events import emit
 from discovery import codec, full_entry, schema, seed_json
 from discovery.model import CATEGORIES, Capabilities
 from discovery.tool_terms import PERMISSIONS
+from discovery.wire import FindRequest
 
 if TYPE_CHECKING:
     from daemon.registry.base import Listed, Registry
@@ -45,6 +46,16 @@ class Query:
     verified: bool = False
     permissions: tuple[tuple[str, str], ...] = ()
     now: int = 0
+
+    @classmethod
+    def seed_find(cls, request: FindRequest, now: int) -> Query:
+        """The seed's FindRequest: find_with_capability(capability_type, tool in
+        required_tools), the same question REST, gRPC and ``capsync find`` ask."""
+        return cls(
+            category=request.capability_type,
+            tools=tuple(schema.tool_key(t) for t in request.required_tools),
+            now=now,
+        )
 
     @classmethod
     def of(

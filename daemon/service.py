@@ -84,12 +84,7 @@ class Daemon:
                 self.grpc = _grpc_api().GrpcApi(self.settings.grpc, self.state, registrar).start()
             self.runtime = Runtime(self.settings, self.trigger.request)
         except BaseException:
-            if self.publisher:
-                self.publisher.stop()
-            if self.http:
-                self.http.stop()
-            if self.grpc:
-                self.grpc.stop()
+            self._stop_front_ends()
             raise
         renewer = Renewer(registrar).start()
         self.runtime.start(self._on_leadership)
@@ -112,14 +107,18 @@ class Daemon:
             self.notifier.stopping()
             emit(logging.INFO, "stopping")
             self.runtime.close()
-            if self.publisher:
-                self.publisher.stop()
-            if self.http:
-                self.http.stop()
-            if self.grpc:
-                self.grpc.stop()
+            self._stop_front_ends()
             renewer.stop()
         return 0
+
+    def _stop_front_ends(self) -> None:
+        """The listeners and the event publisher: what runs beside the runtime."""
+        if self.publisher:
+            self.publisher.stop()
+        if self.http:
+            self.http.stop()
+        if self.grpc:
+            self.grpc.stop()
 
     def _loop(self) -> None:
         tick = min(TICK, self.notifier.watchdog_interval or TICK)

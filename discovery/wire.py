@@ -4,11 +4,13 @@ and capsync's answers. The declaration itself is validated by ``discovery.schema
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.errors import DeclarationError
+from discovery import schema
 
 Action = Literal["Register", "Update", "Unregister"]
 
@@ -16,6 +18,21 @@ Action = Literal["Register", "Update", "Unregister"]
 class FieldError(BaseModel):
     field: str = Field(description="the field path, e.g. static_analysis_tools[0].tool_name")
     message: str
+
+
+class Validation(Protocol):
+    """A failed validation: pydantic's ValidationError, FastAPI's RequestValidationError."""
+
+    def errors(self) -> Sequence[Any]: ...
+
+
+def validation_errors(exc: Validation, *, skip: int = 0) -> list[FieldError]:
+    """The errors of a failed validation as capsync's field paths; ``skip`` drops leading
+    location parts (FastAPI's ``body``)."""
+    return [
+        FieldError(field=schema.format_loc(tuple(e["loc"][skip:])), message=e["msg"])
+        for e in exc.errors()
+    ]
 
 
 class RegisterResponse(BaseModel):

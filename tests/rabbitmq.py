@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,15 +26,10 @@ from typing import Any
 import pika
 import pytest
 
+from tests.services import free_port, missing
+
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 EPMD = "epmd"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -175,12 +169,6 @@ class Broker:
             return count
         finally:
             connection.close()
-
-
-def missing(message: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI needs {message} (tests/check.sh installs rabbitmq-server)")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -32,10 +33,11 @@ def free_port() -> int:
         return port
 
 
-def missing(what: str) -> None:
-    message = f"{what} is not installed (Debian: redis-server, postgresql)"
+def missing(message: str) -> NoReturn:
+    """A server the tests need is not installed: under CI=true that fails the test
+    (tests/check.sh installs every one), elsewhere it skips it."""
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI needs {message}")
+        pytest.fail(f"CI needs {message} (tests/check.sh installs it)")
     pytest.skip(message)
 
 
@@ -63,7 +65,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, *extra: str) -> None:
-        binary = shutil.which("redis-server") or missing("redis-server")
+        binary = shutil.which("redis-server") or missing(
+            "redis-server is not installed (Debian: redis-server)"
+        )
         assert binary is not None
         self.proc = subprocess.Popen(
             [
@@ -173,7 +177,7 @@ def running_postgres() -> Iterator[PostgresServer]:
     """A fresh cluster, started; stopped and removed on exit."""
     bindir = postgres_bindir()
     if bindir is None:
-        missing("PostgreSQL (initdb)")
+        missing("PostgreSQL (initdb) is not installed (Debian: postgresql)")
     assert bindir is not None
     with tempfile.TemporaryDirectory(prefix="capsync-pg-") as directory:
         os.chmod(directory, 0o755)  # the postgres user must reach its directory below

@@ -114,17 +114,15 @@ class MemoryRegistry:
             yield
 
     def _claim(self, node: _Node | None) -> dict[str, str] | None:
-        try:
-            return claim(
-                None if node is None else node.meta,
-                node=self.node,
-                owner=self.owner,
-                service=self.service,
-                writer=self.writer,
-                takeover=self.takeover,
-            )
-        except RegistryError as exc:
-            raise RegistryError(f"memory registry: {exc}") from None
+        return claim(
+            None if node is None else node.meta,
+            node=self.node,
+            owner=self.owner,
+            service=self.service,
+            writer=self.writer,
+            takeover=self.takeover,
+            where="memory registry",
+        )
 
     def _ours(self, entry: Entry) -> bool:
         return entry.owner == self.owner and entry.service.lower() == self.service.lower()

@@ -224,17 +224,15 @@ class SqliteRegistry:
     def _claim(self) -> tuple[bool, dict[str, str] | None]:
         """(node exists, meta to write or None); RegistryError when it may not write."""
         row = self._db.execute("SELECT meta FROM nodes WHERE name = ?", (self._node,)).fetchone()
-        try:
-            meta = claim(
-                None if row is None else json.loads(row["meta"]),
-                node=self._node,
-                owner=self._owner,
-                service=self._service,
-                writer=self._writer,
-                takeover=self._takeover,
-            )
-        except RegistryError as exc:
-            raise RegistryError(f"sqlite registry {self._path}: {exc}") from None
+        meta = claim(
+            None if row is None else json.loads(row["meta"]),
+            node=self._node,
+            owner=self._owner,
+            service=self._service,
+            writer=self._writer,
+            takeover=self._takeover,
+            where=f"sqlite registry {self._path}",
+        )
         return row is not None, meta
 
     def _ensure_node(self) -> None:

@@ -86,17 +86,15 @@ class Claim:
     def wanted(self) -> dict[str, str] | None:
         """The meta to write (None: already held); RegistryError when another writer
         holds it."""
-        try:
-            return writers.claim(
-                self.meta,
-                node=self.node,
-                owner=self.owner,
-                service=self.service,
-                writer=self.writer,
-                takeover=self.takeover,
-            )
-        except RegistryError as exc:
-            raise RegistryError(f"{self.registry} registry: {exc}") from None
+        return writers.claim(
+            self.meta,
+            node=self.node,
+            owner=self.owner,
+            service=self.service,
+            writer=self.writer,
+            takeover=self.takeover,
+            where=f"{self.registry} registry",
+        )
 
     def lost(self, meta: Mapping[str, str] | None) -> RegistryError:
         """A batch found another holder than was read: nothing of it was written."""

@@ -30,9 +30,28 @@ def claim(
     service: str,
     writer: str,
     takeover: bool,
+    where: str = "",
 ) -> dict[str, str] | None:
     """The node meta to write so that this capsync holds the node (None: already held;
-    ``meta`` None: the node does not exist). RegistryError when it may not write."""
+    ``meta`` None: the node does not exist). RegistryError when it may not write, its
+    message led by ``where`` (which registry) when given."""
+    try:
+        return _claim(
+            meta, node=node, owner=owner, service=service, writer=writer, takeover=takeover
+        )
+    except RegistryError as exc:
+        raise RegistryError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def _claim(
+    meta: Mapping[str, str] | None,
+    *,
+    node: str,
+    owner: str,
+    service: str,
+    writer: str,
+    takeover: bool,
+) -> dict[str, str] | None:
     key = writer_key(service)
     if meta is None:
         return {"external-node": "true", EXTERNAL_SOURCE: "capsync", OWNER: owner, key: writer}

@@ -1,15 +1,19 @@
-"""A Kubernetes API double: list and watch of pods and valkra.io/v1 WorkerCapabilities.
+"""A Kubernetes API double: pods, valkra.io/v1 WorkerCapabilities and what kubectl applies.
 
-No cluster can run on the test machines, so the kubernetes source is driven through the
-real client against this stdlib HTTP server on loopback. It speaks the API server's JSON
-(lists with resourceVersion and continue, chunked watch streams, metav1 Status errors),
-checks a bearer token, and can be made to fail, forget its history (410) or go away.
+No cluster can run on the test machines, so the kubernetes source, and kubectl, are
+driven against this stdlib HTTPS server on loopback. It speaks the API server's JSON
+(lists with resourceVersion and continue, chunked watch streams, creates and merge
+patches, discovery, metav1 Status errors) over TLS with a CA of its own, checks bearer
+tokens against RBAC, and can be made to fail, forget its history (410) or go away.
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -17,8 +21,11 @@ from typing import Any
 
 import yaml
 
+from .rbac import ADMIN, Attributes, User, allowed
+from .resources import ACCESS_REVIEWS, PODS, RESOURCES, ResourceType
 from .server import DoubleServer, status_object
-from .store import PODS, RESOURCES, Store, now
+from .store import Store, now
+from .tls import ClusterCA
 
 __all__ = ["Fault", "KubernetesDouble"]
 
@@ -47,12 +54,17 @@ class KubernetesDouble:
         # Where the caller may list and watch: None everywhere (a ClusterRoleBinding),
         # else only these namespaces (RoleBindings); elsewhere 403.
         self.namespaces = namespaces
-        self.user = "system:serviceaccount:capsync:capsync"
+        self.account = User.service_account("capsync", "capsync")
+        self.ca = ClusterCA()
+        files = tempfile.mkdtemp(prefix="k8s-double-")
+        weakref.finalize(self, shutil.rmtree, files, True)
+        self.ca_file = self.write_ca(Path(files) / "ca.crt")  # for ``verify=``
         # A proxy that closes every watch at once: 200, then the end of the stream.
         self.cut_watches = False
         # Expired watches: an ERROR event in a 200 stream (the default), or HTTP 410.
         self.gone_as_http_error = gone_as_http_error
-        self.token = secrets.token_hex(16)
+        self.token = secrets.token_hex(16)  # capsync's service account
+        self.admin_token = secrets.token_hex(16)  # a cluster administrator (system:masters)
         self.store = Store()
         self.requests: list[tuple[str, str]] = []  # (method, path with its query string)
         self._lock = threading.Lock()
@@ -63,7 +75,7 @@ class KubernetesDouble:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> KubernetesDouble:
-        server = DoubleServer(("127.0.0.1", self.port), self)
+        server = DoubleServer(("127.0.0.1", self.port), self, self.ca.server_context())
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -101,20 +113,42 @@ class KubernetesDouble:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
-    def write_kubeconfig(self, path: Path) -> Path:
-        """A kubeconfig for this double: plain http, the bearer token it checks."""
+    def write_ca(self, path: Path) -> Path:
+        """The cluster CA certificate (PEM), for a client's ``verify``."""
+        path.write_bytes(self.ca.pem)
+        return path
+
+    def write_kubeconfig(self, path: Path, *, admin: bool = False) -> Path:
+        """A kubeconfig for this double: its https URL and CA, and the bearer token of
+        capsync's service account (or, with ``admin``, a cluster administrator's)."""
+        user = "admin" if admin else "capsync"
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "double", "cluster": {"server": self.url}}],
-            "users": [{"name": "capsync", "user": {"token": self.token}}],
-            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "capsync"}}],
+            "clusters": [
+                {
+                    "name": "double",
+                    "cluster": {"server": self.url, "certificate-authority-data": self.ca.data},
+                }
+            ],
+            "users": [{"name": user, "user": {"token": self.admin_token if admin else self.token}}],
+            "contexts": [{"name": "double", "context": {"cluster": "double", "user": user}}],
             "current-context": "double",
         }
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
+
+    def write_service_account(self, directory: Path) -> dict[str, str]:
+        """What the kubelet gives a pod running as capsync's service account: ``token``,
+        ``ca.crt`` and ``namespace`` in ``directory``; returns the environment
+        (KUBERNETES_SERVICE_HOST and _PORT) that points the pod at the API server."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(self.token)
+        (directory / "ca.crt").write_bytes(self.ca.pem)
+        (directory / "namespace").write_text("capsync")
+        return {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.port)}
 
     # -- state --------------------------------------------------------------------------
 
@@ -165,20 +199,46 @@ class KubernetesDouble:
 
     # -- permissions, faults and the request log ----------------------------------------
 
-    def forbidden(self, verb: str, resource: str, namespace: str | None) -> dict[str, Any] | None:
+    def authenticate(self, authorization: str) -> User | None:
+        """The user a request's bearer token names; None is a 401."""
+        tokens = {f"Bearer {self.token}": self.account, f"Bearer {self.admin_token}": ADMIN}
+        return tokens.get(authorization)
+
+    def may(self, user: User, attrs: Attributes) -> bool:
+        """Whether RBAC lets ``user`` do this. The service account may also read where
+        ``namespaces`` says (bindings made outside the stored RBAC objects)."""
+        reads = attrs.verb in ("get", "list", "watch") and attrs.resource in (PODS, RESOURCES)
+        granted = self.namespaces is None or attrs.namespace in self.namespaces
+        if user == self.account and reads and granted:
+            return True
+        return allowed(self.store, user, attrs)
+
+    def authorize(
+        self,
+        user: User,
+        verb: str,
+        kind: ResourceType,
+        namespace: str | None,
+        name: str | None,
+    ) -> dict[str, Any] | None:
         """The 403 Status the API server answers when RBAC denies the request, else None."""
-        if self.namespaces is None or namespace in self.namespaces:
+        resource, group = kind.plural, kind.group
+        attrs = Attributes(verb, group, resource, namespace or "", name or "")
+        if kind.plural == ACCESS_REVIEWS or self.may(user, attrs):
             return None
-        group = "" if resource == PODS else "valkra.io"
-        qualified = resource if not group else f"{resource}.{group}"
+        qualified = kind.qualified
         scope = "at the cluster scope" if namespace is None else f'in the namespace "{namespace}"'
+        named = f' "{name}"' if name else ""
         status = status_object(
             403,
-            f'{qualified} is forbidden: User "{self.user}" cannot '
+            f'{qualified}{named} is forbidden: User "{user.name}" cannot '
             f'{verb} resource "{resource}" in API group "{group}" '
             f"{scope}",
         )
-        status["details"] = {"group": group, "kind": resource} if group else {"kind": resource}
+        details = {"group": group, "kind": resource} if group else {"kind": resource}
+        if name:
+            details["name"] = name
+        status["details"] = details
         return status
 
     def fail_requests(

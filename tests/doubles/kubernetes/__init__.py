@@ -200,9 +200,14 @@ class KubernetesDouble:
     # -- permissions, faults and the request log ----------------------------------------
 
     def authenticate(self, authorization: str) -> User | None:
-        """The user a request's bearer token names; None is a 401."""
-        tokens = {f"Bearer {self.token}": self.account, f"Bearer {self.admin_token}": ADMIN}
-        return tokens.get(authorization)
+        """The user a request's bearer token names; None is a 401. As the API server's
+        bearer-token authenticator reads the header (k8s.io/apiserver/pkg/authentication/
+        request/bearertoken): the scheme in any case (the in-cluster loader of the Python
+        client sends "bearer"), then the token."""
+        parts = authorization.strip().split(" ", 2)
+        if len(parts) < 2 or parts[0].lower() != "bearer":
+            return None
+        return {self.token: self.account, self.admin_token: ADMIN}.get(parts[1])
 
     def may(self, user: User, attrs: Attributes) -> bool:
         """Whether RBAC lets ``user`` do this. The service account may also read where

@@ -25,8 +25,12 @@ class ClusterCA:
 
     @property
     def data(self) -> str:
-        """The CA certificate as a kubeconfig's certificate-authority-data (base64 PEM)."""
-        return base64.b64encode(self.pem).decode()
+        return self.encode(self.pem)
+
+    @staticmethod
+    def encode(pem: bytes) -> str:
+        """A CA certificate as a kubeconfig's certificate-authority-data (base64 PEM)."""
+        return base64.b64encode(pem).decode()
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .rbac import ADMIN, Attributes, User, allowed
-from .resources import ACCESS_REVIEWS, PODS, RESOURCES, ResourceType
+from .resources import ACCESS_REVIEWS, NAMESPACES, PODS, RESOURCES, ResourceType
 from .server import DoubleServer, status_object
 from .store import Store, now
 from .tls import ClusterCA
@@ -180,6 +180,7 @@ class KubernetesDouble:
         }
         if terminating:
             body["metadata"] = {"deletionTimestamp": now(), "deletionGracePeriodSeconds": 30}
+        self.ensure_namespace(namespace)
         return self.store.put(PODS, namespace, name, body, labels=labels, annotations=annotations)
 
     def delete_pod(self, namespace: str, name: str) -> bool:
@@ -188,7 +189,13 @@ class KubernetesDouble:
     def put_resource(
         self, namespace: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None
     ) -> dict[str, Any]:
+        self.ensure_namespace(namespace)
         return self.store.put(RESOURCES, namespace, name, {"spec": spec}, labels=labels)
+
+    def ensure_namespace(self, name: str) -> None:
+        """Objects live in namespaces that exist (kubectl asks after a NotFound)."""
+        if self.store.get(NAMESPACES, "", name) is None:
+            self.store.put(NAMESPACES, "", name, {"spec": {"finalizers": ["kubernetes"]}})
 
     def delete_resource(self, namespace: str, name: str) -> bool:
         return self.store.delete(RESOURCES, namespace, name)

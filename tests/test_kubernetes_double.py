@@ -332,3 +332,11 @@ def test_a_client_that_does_not_trust_the_ca_gets_no_answer(double: KubernetesDo
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(double.url + PODS, timeout=10)  # the system CAs, not the cluster's
     assert double.requests == []
+
+
+def test_plain_http_on_the_https_port_gets_go_s_400(double: KubernetesDouble) -> None:
+    # net/http server.go (tlsRecordHeaderLooksLikeHTTP): a plain request on a TLS port.
+    response = requests.get(double.url.replace("https://", "http://") + PODS, timeout=10)
+    assert response.status_code == 400
+    assert response.text == "Client sent an HTTP request to an HTTPS server.\n"
+    assert double.requests == []

@@ -90,3 +90,18 @@ def test_capsync_refuses_a_server_the_cluster_ca_did_not_sign(
     finally:
         watching.finish()
     assert double.requests == []  # no request, so no token, reached the server
+
+
+def test_an_http_url_for_the_api_server_is_reported_as_such(
+    double: KubernetesDouble, tmp_path: Path
+) -> None:
+    path = double.write_kubeconfig(tmp_path / "kubeconfig")
+    config = yaml.safe_load(path.read_text())
+    config["clusters"][0]["cluster"]["server"] = double.url.replace("https://", "http://")
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SourceError) as failure:
+        KubernetesSource(kubeconfig=str(path)).list()
+    assert str(failure.value) == (
+        "source kubernetes: cannot list pod (GET /api/v1/pods): HTTP 400 Bad Request: "
+        "Client sent an HTTP request to an HTTPS server."
+    )

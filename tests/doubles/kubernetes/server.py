@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 GROUP, VERSION = "valkra.io", "v1"
 DEFAULT_WATCH_SECONDS = 1800
 POLL_SECONDS = 0.2  # how often a quiet watch stream checks for shutdown
+# Go's net/http (server.go, tlsRecordHeaderLooksLikeHTTP) answers a plain-HTTP request
+# on a TLS port with this, instead of a handshake error.
+PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
 
 REASONS = {
     400: "BadRequest",
@@ -101,10 +106,22 @@ class Handler(BaseHTTPRequestHandler):
         # A failed handshake (a client that does not trust the CA) is an SSLError, an
         # OSError: the connection ends, as with the API server's "TLS handshake error".
         try:
+            if _looks_like_http(socket.socket.recv(self.request, 5, socket.MSG_PEEK)):
+                return self.answer_plain_http()
             self.request.do_handshake()
         except OSError:
             return
         super().handle()
+
+    def answer_plain_http(self) -> None:
+        """Send Go's answer, then read what the client sent until it hangs up, so that
+        closing with unread bytes does not reset the connection before it reads it."""
+        raw = self.request  # before any handshake: its plain socket methods
+        socket.socket.sendall(raw, PLAIN_HTTP_ANSWER)
+        socket.socket.shutdown(raw, socket.SHUT_WR)
+        raw.settimeout(5)
+        while socket.socket.recv(raw, 65536):
+            pass
 
     def finish(self) -> None:
         self.server.connections.discard(self.request)
@@ -308,6 +325,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def _looks_like_http(head: bytes) -> bool:
+    return head in (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
 
 
 def _flag(query: dict[str, str], name: str) -> bool:

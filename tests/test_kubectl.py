@@ -11,6 +11,7 @@ OpenAPI document for kubectl's client-side validation.
 from __future__ import annotations
 
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -228,3 +229,29 @@ def test_auth_can_i_answers_what_the_shipped_rbac_grants_capsync(
     if elsewhere is not None:
         with pytest.raises(Exception, match=r"HTTP 403 Forbidden"):
             KubernetesSource(kubeconfig=config).list()
+
+
+def test_get_prints_the_columns_the_shipped_crd_declares(
+    double: KubernetesDouble, kubectl: Kubectl
+) -> None:
+    # The server prints custom resources (a Table from additionalPrinterColumns); as the
+    # API server's tableconvertor does, a [*] column shows the first value it finds.
+    kubectl.apply(CRD)
+    spec = {
+        "id": "rust-1",
+        "staticAnalysisTools": [{"toolName": "clippy"}, {"toolName": "rustfmt"}],
+        "fuzzingTools": [{"toolName": "afl++"}],
+    }
+    double.put_resource("workers", "r1", spec)
+    double.put_resource("workers", "r2", {})
+    # The full name: kubectl 1.20 expands a short name from a discovery cache made
+    # before the CRD existed, and does not look again.
+    lines = kubectl("get", "workercapabilities", "-A", "-o", "wide").stdout.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "WORKER", "STATIC", "SECURITY", "DYNAMIC",
+                                "FUZZING", "TESTS", "AGE"]  # fmt: skip
+    first, second = (line.split() for line in lines[1:])
+    assert first[:-1] == ["workers", "r1", "rust-1", "clippy", "afl++"]
+    assert second[:-1] == ["workers", "r2"]
+    assert re.fullmatch(r"\d+s", first[-1]) and re.fullmatch(r"\d+s", second[-1])  # ages
+    narrow = kubectl("get", "wcap", "-n", "workers", "r1").stdout.splitlines()
+    assert narrow[0].split() == ["NAME", "WORKER", "STATIC", "SECURITY", "AGE"]

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import objects as api
+from . import tables
 from .rbac import User
-from .resources import RESOURCES, ResourceType, lookup, served
+from .resources import CRDS, RESOURCES, ResourceType, lookup, served
 from .store import BadRequest, Expired, Scope
 
 if TYPE_CHECKING:
@@ -137,8 +138,11 @@ class Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
 
+    printer: list[dict[str, Any]] | None = None  # this request's Table columns, if any
+
     def dispatch(self) -> None:
         double = self.server.double
+        self.printer = None
         double.log_request(self.command, self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if fault := double.take_fault():
@@ -199,11 +203,12 @@ class Handler(BaseHTTPRequestHandler):
         verb = api.verb(self.command, name, _flag(query, "watch"), kind)
         if (forbidden := double.authorize(user, verb, kind, namespace, name)) is not None:
             return self.send_status(forbidden)
+        self.printer = self.table_columns(kind)
         if verb in ("list", "watch"):
             return self.serve_collection(kind.plural, namespace, query)
         store = double.store
         if verb == "get" and name is not None:
-            return self.send_json(200, api.read(store, kind, namespace or "", name))
+            return self.send_json(200, self.printed(api.read(store, kind, namespace or "", name)))
         if verb == "create":
             created = api.create(double, kind, namespace or "", query, user, body)
             return self.send_json(201, created)
@@ -232,7 +237,24 @@ class Handler(BaseHTTPRequestHandler):
         body = self.server.double.store.list(
             resource, namespace, selector, limit, query.get("continue") or None, fields
         )
+        if self.printer is not None:
+            body = tables.table(self.printer, body["items"], body["metadata"])
         return self.send_json(200, body)
+
+    def table_columns(self, kind: ResourceType) -> list[dict[str, Any]] | None:
+        """The printer columns when the client asks for a Table of a custom resource
+        whose CRD the double holds; None: answer plain JSON."""
+        if not kind.custom or not tables.wanted(self.headers.get("Accept", "")):
+            return None
+        crd = self.server.double.store.get(CRDS, "", kind.qualified)
+        return tables.columns(crd, kind.version) if crd is not None else None
+
+    def printed(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """One object as this request asked for it: itself, or a one-row Table."""
+        if self.printer is None:
+            return obj
+        rv = obj["metadata"]["resourceVersion"]
+        return tables.table(self.printer, [obj], {"resourceVersion": rv})
 
     def serve_watch(self, resource: str, scope: Scope, query: dict[str, str]) -> None:
         store = self.server.double.store
@@ -298,6 +320,8 @@ class Handler(BaseHTTPRequestHandler):
             start = events[-1].rv
 
     def send_event(self, type_: str, obj: dict[str, Any]) -> None:
+        if type_ in ("ADDED", "MODIFIED", "DELETED"):
+            obj = self.printed(obj)
         self.write_chunk(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
 
     def write_chunk(self, data: bytes) -> None:

@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
+from .objects import store_new
 from .rbac import ADMIN, Attributes, User, allowed
-from .resources import ACCESS_REVIEWS, NAMESPACES, PODS, RESOURCES, ResourceType
+from .resources import ACCESS_REVIEWS, NAMESPACES, PODS, RESOURCES, TYPES, ResourceType
 from .server import DoubleServer, status_object
 from .store import Store, now
 from .tls import ClusterCA
@@ -191,6 +192,20 @@ class KubernetesDouble:
     ) -> dict[str, Any]:
         self.ensure_namespace(namespace)
         return self.store.put(RESOURCES, namespace, name, {"spec": spec}, labels=labels)
+
+    def apply(self, path: Path) -> None:
+        """Create the objects of a manifest file, as ``kubectl apply`` by an administrator
+        does on an empty cluster (each must be of a type the double serves)."""
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            [kind] = [
+                t
+                for t in TYPES.values()
+                if (t.group_version, t.kind) == (doc["apiVersion"], doc["kind"])
+            ]
+            namespace = doc["metadata"].get("namespace", "default") if kind.namespaced else ""
+            store_new(self, kind, namespace, doc)
 
     def ensure_namespace(self, name: str) -> None:
         """Objects live in namespaces that exist (kubectl asks after a NotFound)."""

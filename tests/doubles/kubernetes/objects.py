@@ -83,6 +83,13 @@ def create(
     _check_type(obj, kind)
     if kind.plural == ACCESS_REVIEWS:
         return _review(double, user, obj)
+    return store_new(double, kind, namespace, obj)
+
+
+def store_new(
+    double: KubernetesDouble, kind: ResourceType, namespace: str, obj: dict[str, Any]
+) -> dict[str, Any]:
+    """Create one object as the API server's registry does, or raise its refusal."""
     meta = obj.get("metadata")
     if not isinstance(meta, dict) or not meta.get("name"):
         raise failure(
@@ -110,7 +117,8 @@ def create(
     try:
         created = double.store.create(kind.plural, namespace, obj)
     except Conflict as exc:
-        raise failure(409, str(exc), "AlreadyExists", name=meta["name"], kind=kind.plural) from None
+        name = meta["name"]
+        raise failure(409, str(exc), "AlreadyExists", name=name, kind=kind.plural) from None
     if kind.plural == CRDS and meta["name"] == CRD_NAME:
         double.crd_installed = True
     return created

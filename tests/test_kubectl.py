@@ -85,7 +85,7 @@ def make_kubectl(tmp_path: Path) -> Callable[[KubernetesDouble], Kubectl]:
 
 @pytest.fixture
 def double() -> Iterator[KubernetesDouble]:
-    with KubernetesDouble(crd_installed=False, namespaces=set()) as running:
+    with KubernetesDouble(crd_installed=False, rbac=None) as running:
         yield running
 
 

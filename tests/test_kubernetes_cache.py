@@ -126,7 +126,7 @@ def test_a_403_names_the_missing_permission_and_warns_once(
     missing: str,
     manifest: str,
 ) -> None:
-    with KubernetesDouble(namespaces={"workers"}) as double:
+    with KubernetesDouble(rbac="rbac-namespace.yaml") as double:
         kubeconfig = str(double.write_kubeconfig(tmp_path / "kubeconfig"))
         source = KubernetesSource(kubeconfig=kubeconfig, namespace=namespace)
         for _ in range(2):

@@ -135,7 +135,7 @@ def test_outside_the_callers_namespaces_the_answer_is_a_forbidden_status() -> No
     # k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/errors.go (forbiddenMessage)
     # and k8s.io/apimachinery/pkg/api/errors NewForbidden: reason Forbidden, details with
     # the group and resource, a message naming the user, verb, resource and scope.
-    with KubernetesDouble(namespaces={"workers"}) as double:
+    with KubernetesDouble(rbac="rbac-namespace.yaml") as double:
         assert get(double, "/api/v1/namespaces/workers/pods").status_code == 200
         cluster = get(double, PODS).json()
         assert (cluster["code"], cluster["reason"]) == (403, "Forbidden")

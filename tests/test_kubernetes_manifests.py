@@ -54,7 +54,7 @@ def lists_without_403(tmp_path: Path, rbac: str, settings: KubernetesSourceSetti
     """What capsync, with the deployment's service account, lists from a cluster where an
     administrator applied the CRD, deployment.yaml and ``rbac``: the double grants the
     account what those RBAC objects grant it, nothing else."""
-    with KubernetesDouble(crd_installed=False, namespaces=set()) as double:
+    with KubernetesDouble(crd_installed=False, rbac=None) as double:
         for manifest in ("workercapabilities-crd.yaml", "deployment.yaml", rbac):
             double.apply(MANIFESTS / manifest)
         double.put_pod("workers", "w1", annotations=annotated())

@@ -28,7 +28,9 @@ from .server import DoubleServer, status_object
 from .store import Store, now
 from .tls import ClusterCA
 
-__all__ = ["Fault", "KubernetesDouble"]
+__all__ = ["MANIFESTS", "Fault", "KubernetesDouble"]
+
+MANIFESTS = Path(__file__).resolve().parents[3] / "config" / "kubernetes"
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,11 @@ class KubernetesDouble:
         *,
         crd_installed: bool = True,
         gone_as_http_error: bool = False,
-        namespaces: set[str] | None = None,
+        rbac: str | None = "rbac-cluster.yaml",
     ) -> None:
         self.port = port
         self.crd_installed = crd_installed
         self.crd_starting = False  # installed but not yet served: 503
-        # Where the caller may list and watch: None everywhere (a ClusterRoleBinding),
-        # else only these namespaces (RoleBindings); elsewhere 403.
-        self.namespaces = namespaces
         self.account = User.service_account("capsync", "capsync")
         self.ca = ClusterCA()
         files = tempfile.mkdtemp(prefix="k8s-double-")
@@ -67,6 +66,8 @@ class KubernetesDouble:
         self.token = secrets.token_hex(16)  # capsync's service account
         self.admin_token = secrets.token_hex(16)  # a cluster administrator (system:masters)
         self.store = Store()
+        if rbac is not None:  # what capsync's service account may do: a shipped manifest
+            self.apply(MANIFESTS / rbac)
         self.requests: list[tuple[str, str]] = []  # (method, path with its query string)
         self._lock = threading.Lock()
         self._fault: list[Any] | None = None  # [Fault, remaining count or None]
@@ -232,12 +233,7 @@ class KubernetesDouble:
         return {self.token: self.account, self.admin_token: ADMIN}.get(parts[1])
 
     def may(self, user: User, attrs: Attributes) -> bool:
-        """Whether RBAC lets ``user`` do this. The service account may also read where
-        ``namespaces`` says (bindings made outside the stored RBAC objects)."""
-        reads = attrs.verb in ("get", "list", "watch") and attrs.resource in (PODS, RESOURCES)
-        granted = self.namespaces is None or attrs.namespace in self.namespaces
-        if user == self.account and reads and granted:
-            return True
+        """Whether the RBAC objects in the store let ``user`` do this."""
         return allowed(self.store, user, attrs)
 
     def authorize(

@@ -340,3 +340,15 @@ def test_plain_http_on_the_https_port_gets_go_s_400(double: KubernetesDouble) ->
     assert response.status_code == 400
     assert response.text == "Client sent an HTTP request to an HTTPS server.\n"
     assert double.requests == []
+
+
+def test_a_body_over_3_mib_is_413_and_a_post_to_an_object_is_405(double: KubernetesDouble) -> None:
+    # k8s.io/apiserver/pkg/server/config.go MaxRequestBodyBytes (3 MiB), and the item
+    # path of a resource serves no POST.
+    huge = config_map("c", blob="x" * (3 * 1024 * 1024))
+    response = call(double, "POST", CONFIG_MAPS, huge)
+    assert response.status_code == 413
+    assert response.json()["message"] == "Request entity too large: limit is 3145728"
+    item = call(double, "POST", CONFIG_MAPS + "/c", config_map("c"))
+    assert item.status_code == 405
+    assert call(double, "GET", CONFIG_MAPS + "/c").status_code == 404  # nothing created

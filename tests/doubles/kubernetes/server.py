@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 GROUP, VERSION = "valkra.io", "v1"
 DEFAULT_WATCH_SECONDS = 1800
 POLL_SECONDS = 0.2  # how often a quiet watch stream checks for shutdown
+MAX_BODY = 3 * 1024 * 1024  # the API server's request body limit (3 MiB)
+DRAIN = 256 * 1024  # net/http's maxPostHandlerReadBytes
 # Go's net/http (server.go, tlsRecordHeaderLooksLikeHTTP) answers a plain-HTTP request
 # on a TLS port with this, instead of a handshake error.
 PLAIN_HTTP_ANSWER = (
@@ -45,6 +47,7 @@ REASONS = {
     405: "MethodNotAllowed",
     409: "Conflict",
     410: "Expired",
+    413: "RequestEntityTooLarge",
     415: "UnsupportedMediaType",
     422: "Invalid",
     429: "TooManyRequests",
@@ -144,7 +147,21 @@ class Handler(BaseHTTPRequestHandler):
         double = self.server.double
         self.printer = None
         double.log_request(self.command, self.path)
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            return self.send_status(status_object(400, "invalid Content-Length"))
+        # Like Go's server, read (and drop) a little past the limit so that the client
+        # gets the answer; a body far over it is left unread and the connection closed.
+        body = self.rfile.read(min(length, MAX_BODY + DRAIN))
+        if length > MAX_BODY:
+            self.close_connection = length > MAX_BODY + DRAIN
+            return self.send_status(
+                status_object(413, f"Request entity too large: limit is {MAX_BODY}")
+            )
         if fault := double.take_fault():
             if fault.body is None:
                 return self.send_status(status_object(fault.status, "injected fault"))
@@ -209,7 +226,7 @@ class Handler(BaseHTTPRequestHandler):
         store = double.store
         if verb == "get" and name is not None:
             return self.send_json(200, self.printed(api.read(store, kind, namespace or "", name)))
-        if verb == "create":
+        if verb == "create" and name is None:
             created = api.create(double, kind, namespace or "", query, user, body)
             return self.send_json(201, created)
         if verb == "patch" and name is not None:

@@ -16,6 +16,12 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# kubectl for tests/test_kubectl.py: Debian's kubernetes-client (1.20) is the packaged build
+# this machine's registries carry (the suite passes with it and with newer ones); Node and
+# npm run the independent Consul client of tests/test_consul_node_client.py.
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -q
@@ -23,6 +29,12 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     echo "check.sh: the tests need these Debian packages: ${need[*]}" >&2
   fi
+fi
+
+# The npm consul client, pinned by its lockfile, into tests/consul_client/node_modules
+# (gitignored): a Consul client capsync did not write, to check the Consul double with.
+if command -v npm >/dev/null 2>&1; then
+  npm ci --prefix tests/consul_client --no-audit --no-fund --loglevel=error
 fi
 
 python3 -m venv .venv

@@ -126,7 +126,7 @@ def test_a_403_names_the_missing_permission_and_warns_once(
     missing: str,
     manifest: str,
 ) -> None:
-    with KubernetesDouble(namespaces={"workers"}) as double:
+    with KubernetesDouble(rbac="rbac-namespace.yaml") as double:
         kubeconfig = str(double.write_kubeconfig(tmp_path / "kubeconfig"))
         source = KubernetesSource(kubeconfig=kubeconfig, namespace=namespace)
         for _ in range(2):
@@ -181,7 +181,7 @@ def test_a_list_failing_on_its_second_page_fails_the_whole_listing(
     real_list = double.store.list
 
     def expire_on_continue(*args: object) -> dict[str, object]:
-        if args[-1] and not double.store.compacted:  # between the pages: a write, then
+        if args[4] and not double.store.compacted:  # between the pages: a write, then
             double.store.put("pods", "ns", "late", {})  # etcd compacts the history
             double.store.compact()
         return real_list(*args)  # type: ignore[arg-type]

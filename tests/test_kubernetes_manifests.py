@@ -1,6 +1,6 @@
 """The shipped Kubernetes manifests, read as an operator applies them: each documented
 setup (cluster-wide, one namespace) grants exactly what its configuration needs, checked
-against the API double with the permissions those bindings give."""
+against the API double holding those RBAC objects (its authorizer evaluates them)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from tests.doubles.kubernetes import KubernetesDouble
 from tests.kubernetes_helpers import annotated
 
 MANIFESTS = ROOT / "config" / "kubernetes"
-READ = {"get", "list", "watch"}
-NEEDED = {("", "pods"), ("valkra.io", "workercapabilities")}
 
 
 def documents(name: str) -> list[dict[str, Any]]:
@@ -52,41 +50,13 @@ def service_account() -> tuple[str, str]:
     return account["namespace"], account["name"]
 
 
-def granted_namespaces(docs: list[dict[str, Any]]) -> set[str] | None:
-    """Where the bindings let the deployment's ServiceAccount read both kinds: None for
-    everywhere (a ClusterRoleBinding), else the namespaces of its RoleBindings."""
-    namespace, name = service_account()
-    roles = {
-        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
-        for d in docs
-        if d["kind"] in ("Role", "ClusterRole")
-    }
-    where: set[str] = set()
-    for binding in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
-        subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
-        if subject not in binding["subjects"]:
-            continue
-        ref = binding["roleRef"]
-        scope = None if ref["kind"] == "ClusterRole" else binding["metadata"]["namespace"]
-        role = roles[(ref["kind"], scope, ref["name"])]
-        grants = {
-            (g, r)
-            for rule in role["rules"]
-            if set(rule["verbs"]) >= READ
-            for g in rule["apiGroups"]
-            for r in rule["resources"]
-        }
-        if grants >= NEEDED:
-            if binding["kind"] == "ClusterRoleBinding":
-                return None
-            where.add(binding["metadata"]["namespace"])
-    return where
-
-
-def lists_without_403(
-    tmp_path: Path, namespaces: set[str] | None, settings: KubernetesSourceSettings
-) -> list[str]:
-    with KubernetesDouble(namespaces=namespaces) as double:
+def lists_without_403(tmp_path: Path, rbac: str, settings: KubernetesSourceSettings) -> list[str]:
+    """What capsync, with the deployment's service account, lists from a cluster where an
+    administrator applied the CRD, deployment.yaml and ``rbac``: the double grants the
+    account what those RBAC objects grant it, nothing else."""
+    with KubernetesDouble(crd_installed=False, rbac=None) as double:
+        for manifest in ("workercapabilities-crd.yaml", "deployment.yaml", rbac):
+            double.apply(MANIFESTS / manifest)
         double.put_pod("workers", "w1", annotations=annotated())
         double.put_resource("workers", "r1", {})
         kubeconfig = str(double.write_kubeconfig(tmp_path / "kubeconfig"))
@@ -105,9 +75,10 @@ def test_the_cluster_wide_setup_binds_a_cluster_role_to_the_deployments_account(
     assert {d["kind"] for d in docs} == {"ClusterRole", "ClusterRoleBinding"}
     settings = deployment_config(tmp_path, single_namespace=False)
     assert settings.namespace is None  # the default: every namespace
-    namespaces = granted_namespaces(docs)
-    assert namespaces is None
-    assert lists_without_403(tmp_path, namespaces, settings) == [
+    namespace, name = service_account()
+    subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+    assert one(docs, "ClusterRoleBinding")["subjects"] == [subject]
+    assert lists_without_403(tmp_path, "rbac-cluster.yaml", settings) == [
         "workers/w1",
         "workers/workercapabilities/r1",
     ]
@@ -123,9 +94,7 @@ def test_the_single_namespace_setup_names_one_namespace_everywhere(tmp_path: Pat
     }
     settings = deployment_config(tmp_path, single_namespace=True)
     assert names == {settings.namespace} == {"workers"}
-    namespaces = granted_namespaces(docs)
-    assert namespaces == {"workers"}
-    assert lists_without_403(tmp_path, namespaces, settings) == [
+    assert lists_without_403(tmp_path, "rbac-namespace.yaml", settings) == [
         "workers/w1",
         "workers/workercapabilities/r1",
     ]
@@ -137,7 +106,7 @@ def test_a_scope_the_bindings_do_not_cover_is_a_403_naming_the_permission(
     # The old shipped state: RoleBindings, but the default cluster-wide configuration.
     settings = deployment_config(tmp_path, single_namespace=False)
     with pytest.raises(SourceError, match=r"missing permission: list pods at the cluster scope"):
-        lists_without_403(tmp_path, granted_namespaces(documents("rbac-namespace.yaml")), settings)
+        lists_without_403(tmp_path, "rbac-namespace.yaml", settings)
 
 
 def test_the_deployment_runs_non_root_with_probes_on_healthz_and_readyz(

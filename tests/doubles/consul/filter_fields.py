@@ -130,3 +130,22 @@ NODE = _struct(
     TaggedAddresses=STRING_MAP,
     Meta=STRING_MAP,
 )
+
+# structs.HealthCheck, as a list inside structs.CheckServiceNode.
+_HEALTH_CHECKS = _struct_list(
+    Node=STRING,
+    CheckID=STRING,
+    Name=STRING,
+    Status=STRING,
+    Notes=STRING,
+    Output=STRING,
+    ServiceID=STRING,
+    ServiceName=STRING,
+    ServiceTags=STRINGS,
+    Type=STRING,
+    ExposedPort=INT,
+    PeerName=STRING,
+)
+
+# structs.CheckServiceNode: /v1/health/service/:name.
+CHECK_SERVICE_NODE = _struct(Node=NODE, Service=NODE_SERVICE, Checks=_HEALTH_CHECKS)

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import agent, catalog, kv_http, sessions, txn
+from . import agent, catalog, health, kv_http, sessions, txn
 from .faults import CONTROL_PATH, FaultError, Faults, parse_fault
 from .http_util import Acl, APIError, Request, Response, json_response, resolve_token
 from .state import Store
@@ -83,6 +83,7 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/v1/catalog/service/": (("GET",), _plain(catalog.service_nodes)),
     "/v1/catalog/node/": (("GET",), _plain(catalog.node)),
     "/v1/catalog/node-services/": (("GET",), _plain(catalog.node_services)),
+    "/v1/health/service/": (("GET",), _plain(health.service_health)),
     "/v1/kv/": (("GET", "PUT", "DELETE"), _plain(kv_http.endpoint)),
     "/v1/txn": (
         ("PUT",),

@@ -1,7 +1,7 @@
 """``python -m tests.doubles.kubernetes --port PORT``: serve the double until killed.
 
-Prints the URL, then the path of a kubeconfig for it (so kubectl or capsync can be pointed
-at it by hand).
+Prints the URL, then the paths of two kubeconfigs for it (capsync's service account and a
+cluster administrator), so kubectl or capsync can be pointed at it by hand.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     double = KubernetesDouble(args.port, crd_installed=not args.no_crd).start()
-    kubeconfig = double.write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig")
+    directory = Path(tempfile.mkdtemp())
+    kubeconfig = double.write_kubeconfig(directory / "kubeconfig")
+    admin = double.write_kubeconfig(directory / "kubeconfig-admin", admin=True)
     print(double.url, flush=True)
     print(f"kubeconfig: {kubeconfig}", flush=True)
+    print(f"kubeconfig (admin): {admin}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

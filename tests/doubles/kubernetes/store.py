@@ -1,4 +1,4 @@
-"""The double's object store: pods and WorkerCapabilities behind one resourceVersion.
+"""The double's object store: every served type behind one resourceVersion.
 
 Like the API server over etcd, every write takes the next global resourceVersion and is
 kept as a watch event; ``compact()`` forgets the history, so a watch or a continue token
@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-PODS = "pods"
-RESOURCES = "workercapabilities"
-LIST_KINDS = {PODS: ("v1", "PodList"), RESOURCES: ("valkra.io/v1", "WorkerCapabilitiesList")}
-ITEM_KINDS = {PODS: ("v1", "Pod"), RESOURCES: ("valkra.io/v1", "WorkerCapabilities")}
+from .resources import NAMESPACES, STORED, TYPES
 
-Key = tuple[str, str]
+Key = tuple[str, str]  # (namespace, name); the namespace is "" for cluster-scoped objects
+Requirement = tuple[str, str, frozenset[str]]
+# Fields every type can be selected by (apimachinery's DefaultClusterScopedAttr and
+# DefaultNamespaceScopedAttr); pods have more, which capsync does not use.
+FIELDS = ("metadata.name", "metadata.namespace")
 
 
 class Expired(Exception):
@@ -32,6 +33,10 @@ class Expired(Exception):
 
 class BadRequest(Exception):
     """A query the API server would refuse with 400 (bad selector, bad token)."""
+
+
+class Conflict(Exception):
+    """A create of an object that exists (409 AlreadyExists)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ _EQ_RE = re.compile(r"^([\w./-]+)\s*(==|=|!=)\s*([\w.-]*)$")
 _EXISTS_RE = re.compile(r"^(!?)([\w./-]+)$")
 
 
-def parse_selector(text: str) -> list[tuple[str, str, frozenset[str]]]:
+def parse_selector(text: str) -> list[Requirement]:
     """``a=b,c!=d,e,!f,g in (x,y)`` -> (key, op, values) requirements, all of which must hold."""
     out = []
     for part in _split_top_level(text):
@@ -80,7 +85,7 @@ def _split_top_level(text: str) -> list[str]:
     return parts
 
 
-def matches(selector: list[tuple[str, str, frozenset[str]]], labels: dict[str, str]) -> bool:
+def matches(selector: list[Requirement], labels: dict[str, str]) -> bool:
     for key, op, values in selector:
         present = key in labels
         ok = {
@@ -96,6 +101,43 @@ def matches(selector: list[tuple[str, str, frozenset[str]]], labels: dict[str, s
     return True
 
 
+def parse_fields(text: str) -> list[Requirement]:
+    """``metadata.name=x,metadata.namespace!=y``: the field selectors every type serves."""
+    out = []
+    for part in _split_top_level(text):
+        m = re.match(r"^([\w.]+)\s*(==|=|!=)\s*(.*)$", part)
+        if m is None:
+            raise BadRequest(f"invalid selector: {part!r}; can't understand {part!r}")
+        if m.group(1) not in FIELDS:
+            raise BadRequest(
+                f"field label not supported: {m.group(1)} (the double does not implement "
+                f"it: only {' and '.join(FIELDS)})"
+            )
+        out.append((m.group(1), "!=" if m.group(2) == "!=" else "=", frozenset([m.group(3)])))
+    return out
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which objects a list or watch request sees: its namespace and selectors."""
+
+    namespace: str | None
+    labels: list[Requirement]
+    fields: list[Requirement]
+
+    @classmethod
+    def parse(cls, namespace: str | None, labels: str = "", fields: str = "") -> Scope:
+        """A bad selector is a 400, raised before any answer is sent."""
+        return cls(namespace, parse_selector(labels), parse_fields(fields))
+
+    def holds(self, obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        if self.namespace is not None and meta.get("namespace", "") != self.namespace:
+            return False
+        values = {"metadata.name": meta["name"], "metadata.namespace": meta.get("namespace", "")}
+        return matches(self.labels, meta.get("labels") or {}) and matches(self.fields, values)
+
+
 # -- the store ---------------------------------------------------------------------------
 
 
@@ -107,8 +149,10 @@ class Store:
         self.rv = 100
         self.compacted = 0
         self.epoch = 0  # bumped by compact(): open watch streams end with 410
-        self.objects: dict[str, dict[Key, dict[str, Any]]] = {PODS: {}, RESOURCES: {}}
+        self.objects: dict[str, dict[Key, dict[str, Any]]] = {plural: {} for plural in STORED}
         self.history: list[Event] = []
+        for name in ("default", "kube-system", "kube-public"):
+            self.put(NAMESPACES, "", name, {"spec": {"finalizers": ["kubernetes"]}})
 
     def put(
         self,
@@ -122,27 +166,51 @@ class Store:
     ) -> dict[str, Any]:
         """Create or replace one object; ``body`` holds its spec, status and any extra
         metadata."""
+        meta: dict[str, Any] = {"name": name}
+        # Like the real API, empty maps are left out of the object.
+        if labels:
+            meta["labels"] = dict(labels)
+        if annotations:
+            meta["annotations"] = dict(annotations)
+        meta.update(body.pop("metadata", {}))  # extra metadata, e.g. deletionTimestamp
+        return self.write(resource, namespace, {"metadata": meta, **body})
+
+    def write(self, resource: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store ``obj`` (created or replaced) as the API server would: the server fills
+        in kind, uid, resourceVersion, creationTimestamp and the namespace."""
+        api_version, kind = TYPES[resource].group_version, TYPES[resource].kind
+        meta = dict(obj.get("metadata") or {})
+        name = meta["name"]
         with self.cond:
             self.rv += 1
             old = self.objects[resource].get((namespace, name))
-            api_version, kind = ITEM_KINDS[resource]
-            meta: dict[str, Any] = {
-                "name": name,
-                "namespace": namespace,
-                "uid": old["metadata"]["uid"] if old else str(uuid.uuid4()),
-                "resourceVersion": str(self.rv),
-                "creationTimestamp": old["metadata"]["creationTimestamp"] if old else now(),
-            }
-            # Like the real API, empty maps are left out of the object.
-            if labels:
-                meta["labels"] = dict(labels)
-            if annotations:
-                meta["annotations"] = dict(annotations)
-            meta.update(body.pop("metadata", {}))  # extra metadata, e.g. deletionTimestamp
-            obj = {"apiVersion": api_version, "kind": kind, "metadata": meta, **body}
-            self.objects[resource][(namespace, name)] = obj
-            self._record(resource, "MODIFIED" if old else "ADDED", obj, old)
-            return copy.deepcopy(obj)
+            meta.update(
+                uid=old["metadata"]["uid"] if old else str(uuid.uuid4()),
+                resourceVersion=str(self.rv),
+                creationTimestamp=old["metadata"]["creationTimestamp"] if old else now(),
+            )
+            if namespace:
+                meta["namespace"] = namespace
+            else:
+                meta.pop("namespace", None)
+            stored = {**obj, "apiVersion": api_version, "kind": kind, "metadata": meta}
+            self.objects[resource][(namespace, name)] = stored
+            self._record(resource, "MODIFIED" if old else "ADDED", stored, old)
+            return copy.deepcopy(stored)
+
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.cond:
+            obj = self.objects[resource].get((namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def create(self, resource: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """A POST: 409 AlreadyExists when the name is taken."""
+        with self.cond:
+            if (namespace, obj["metadata"]["name"]) in self.objects[resource]:
+                raise Conflict(
+                    f'{TYPES[resource].qualified} "{obj["metadata"]["name"]}" already exists'
+                )
+            return self.write(resource, namespace, obj)
 
     def delete(self, resource: str, namespace: str, name: str) -> bool:
         with self.cond:
@@ -163,10 +231,16 @@ class Store:
             self.cond.notify_all()
 
     def list(
-        self, resource: str, namespace: str | None, selector: str, limit: int, token: str | None
+        self,
+        resource: str,
+        namespace: str | None,
+        selector: str,
+        limit: int,
+        token: str | None,
+        fields: str = "",
     ) -> dict[str, Any]:
         """One page of a list, in the real API's shape, with a continue token if more."""
-        requirements = parse_selector(selector)
+        scope = Scope.parse(namespace, selector, fields)
         with self.cond:
             snapshot, start = _decode_token(token) if token else (self.rv, "")
             if snapshot < self.compacted:
@@ -178,10 +252,10 @@ class Store:
             matching = [
                 obj
                 for key, obj in sorted(self.objects[resource].items())
-                if key > tuple(start.split("/", 1)) and _in_scope(obj, namespace, requirements)
+                if key > tuple(start.split("/", 1)) and scope.holds(obj)
             ]
             page = [copy.deepcopy(obj) for obj in (matching[:limit] if limit > 0 else matching)]
-        if resource == PODS:
+        if not TYPES[resource].custom:
             # Items of a built-in list carry no kind or apiVersion: only the list does.
             for item in page:
                 item.pop("kind", None)
@@ -189,33 +263,33 @@ class Store:
         meta: dict[str, Any] = {"resourceVersion": str(snapshot)}
         if len(page) < len(matching):
             last = page[-1]["metadata"]
-            meta["continue"] = _encode_token(snapshot, f"{last['namespace']}/{last['name']}")
+            meta["continue"] = _encode_token(
+                snapshot, f"{last.get('namespace', '')}/{last['name']}"
+            )
             meta["remainingItemCount"] = len(matching) - len(page)
-        api_version, kind = LIST_KINDS[resource]
-        return {"apiVersion": api_version, "kind": kind, "metadata": meta, "items": page}
+        kind = TYPES[resource]
+        return {
+            "apiVersion": kind.group_version,
+            "kind": f"{kind.kind}List",
+            "metadata": meta,
+            "items": page,
+        }
 
-    def current(self, resource: str, namespace: str | None, selector: str) -> list[Event]:
+    def current(self, resource: str, scope: Scope) -> list[Event]:
         """Synthetic ADDED events for a watch that starts from "now" (resourceVersion 0)."""
-        requirements = parse_selector(selector)
         with self.cond:
             return [
                 Event(self.rv, resource, "ADDED", copy.deepcopy(obj))
                 for _, obj in sorted(self.objects[resource].items())
-                if _in_scope(obj, namespace, requirements)
+                if scope.holds(obj)
             ]
 
-    def events_after(
-        self,
-        resource: str,
-        rv: int,
-        namespace: str | None,
-        requirements: list[tuple[str, str, frozenset[str]]],
-    ) -> list[Event]:
+    def events_after(self, resource: str, rv: int, scope: Scope) -> list[Event]:
         """Events newer than ``rv`` as this watcher sees them; the caller holds ``cond``."""
         if rv < self.compacted:
             raise Expired(f"too old resource version: {rv} ({self.compacted})")
         seen = (
-            _as_seen(event, namespace, requirements)
+            _as_seen(event, scope)
             for event in self.history
             if event.rv > rv and event.resource == resource
         )
@@ -230,15 +304,13 @@ class Store:
         self.cond.notify_all()
 
 
-def _as_seen(
-    event: Event, namespace: str | None, requirements: list[tuple[str, str, frozenset[str]]]
-) -> Event | None:
+def _as_seen(event: Event, scope: Scope) -> Event | None:
     """An event through a watcher's filter, as the API server's watch cache turns it: an
     object that starts matching is ADDED, one that stops matching is DELETED (carrying
     its last matching state at the event's resourceVersion), one that never matched is
     not sent."""
-    now_in = event.type != "DELETED" and _in_scope(event.obj, namespace, requirements)
-    was_in = event.prev is not None and _in_scope(event.prev, namespace, requirements)
+    now_in = event.type != "DELETED" and scope.holds(event.obj)
+    was_in = event.prev is not None and scope.holds(event.prev)
     if now_in and was_in:
         return Event(event.rv, event.resource, "MODIFIED", event.obj)
     if now_in:
@@ -248,15 +320,6 @@ def _as_seen(
         last["metadata"]["resourceVersion"] = str(event.rv)
         return Event(event.rv, event.resource, "DELETED", last)
     return None
-
-
-def _in_scope(
-    obj: dict[str, Any], namespace: str | None, requirements: list[tuple[str, str, frozenset[str]]]
-) -> bool:
-    meta = obj["metadata"]
-    if namespace is not None and meta["namespace"] != namespace:
-        return False
-    return matches(requirements, meta.get("labels") or {})
 
 
 def _encode_token(rv: int, start: str) -> str:

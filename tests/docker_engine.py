@@ -119,7 +119,9 @@ class DockerEngine:
         yield self._client
 
     def import_image(self) -> None:
-        command = 'CMD ["/bin/sleep", "3600"]'
+        # A worker that ends on SIGTERM, as real ones do: busybox's sleep as PID 1 ignores
+        # it, and every stop of a container or of the engine then waited Docker's 10 s.
+        command = """CMD ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]"""
         with self.client() as client:
             for image, changes in (
                 (IMAGE, [command, f"LABEL {LABEL}='{IMAGE_LABEL}'"]),
@@ -174,6 +176,27 @@ def running_engine() -> Iterator[DockerEngine]:
 def docker_engine() -> Iterator[DockerEngine]:
     with running_engine() as engine:
         yield engine
+
+
+@pytest.fixture(scope="session")
+def swarm_engine() -> Iterator[DockerEngine]:
+    """One engine in swarm mode for the whole session (a swarm engine takes seconds to
+    stop); each test removes the services it created. The swarm's ports are free ones,
+    so a second suite on the same machine does not collide on 2377 or 4789."""
+    with running_engine() as engine:
+        with engine.client() as client:
+            client.swarm.init(
+                advertise_addr="127.0.0.1",
+                listen_addr=f"127.0.0.1:{_free_port(socket.SOCK_STREAM)}",
+                data_path_port=_free_port(socket.SOCK_DGRAM),
+            )
+        yield engine
+
+
+def _free_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -105,19 +105,20 @@ def test_engine_down_deletes_nothing_then_recovers(
     assert result.returncode == 0 and "1 unchanged" in result.stdout, result.stderr
 
 
-def test_swarm_service_appears_and_leaves(consul: ConsulTarget, private_engine: DockerEngine):
-    with private_engine.client() as client:
-        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+def test_swarm_service_appears_and_leaves(consul: ConsulTarget, swarm_engine: DockerEngine):
+    with swarm_engine.client() as client:
         service = client.services.create(
             IMAGE, name="fuzzers", labels={LABEL: '{"fuzzing_tools": [{"tool_name": "afl++"}]}'}
         )
-        result = sync(consul, private_engine, "swarm")
-        assert result.returncode == 0, result.stderr
-        fuzzers = consul.services()["fuzzers"]
-        assert fuzzers["ServiceTags"] == ["afl++"]
-        assert fuzzers["ServiceMeta"]["capsync-source"] == "swarm"
-        service.remove()
-        result = sync(consul, private_engine, "swarm")
+        try:
+            result = sync(consul, swarm_engine, "swarm")
+            assert result.returncode == 0, result.stderr
+            fuzzers = consul.services()["fuzzers"]
+            assert fuzzers["ServiceTags"] == ["afl++"]
+            assert fuzzers["ServiceMeta"]["capsync-source"] == "swarm"
+        finally:
+            service.remove()
+        result = sync(consul, swarm_engine, "swarm")
         assert "1 deleted" in result.stdout and consul.services() == {}
 
 

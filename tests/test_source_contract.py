@@ -76,13 +76,15 @@ def _swarm(request: pytest.FixtureRequest, tmp_path: Path, working: bool) -> Ite
     if not working:
         yield {"type": "swarm", "host": f"tcp://127.0.0.1:{_closed_port()}"}, {}
         return
-    engine: DockerEngine = request.getfixturevalue("private_engine")
+    engine: DockerEngine = request.getfixturevalue("swarm_engine")
     with engine.client() as client:
-        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
-        client.services.create(
+        service = client.services.create(
             IMAGE, name="rust-worker", labels={"worker.capabilities": SEED_LABEL}
         )
-    yield {"type": "swarm"}, {"DOCKER_HOST": engine.host}
+    try:
+        yield {"type": "swarm"}, {"DOCKER_HOST": engine.host}
+    finally:
+        service.remove()
 
 
 @contextmanager

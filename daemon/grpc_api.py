@@ -38,22 +38,15 @@ from config.events import emit
 from config.settings import GrpcSettings
 from daemon import query
 from daemon.events import ChangeEvent, Start
-from daemon.http_api import require_token_off_loopback
-from daemon.push import PushUnavailable, Registrar
-from daemon.push_api import Pace, apply_update, authorized, invalid_update
+from daemon.front_rules import Pace, authorized, require_token_off_loopback
+from daemon.push import NotReady, PushUnavailable, Registrar, refused_answer
 from daemon.status import DaemonState
-from discovery import full_entry
+from discovery import full_entry, intake
 from discovery.codec import Entry
 from discovery.proto import registry_pb2 as pb
 from discovery.proto import registry_pb2_grpc as pb_grpc
 from discovery.proto_convert import as_declaration, to_proto
-from discovery.wire import (
-    CapabilityUpdate,
-    FieldError,
-    FindRequest,
-    UpdateAnswer,
-    validation_errors,
-)
+from discovery.wire import FieldError, FindRequest, UpdateAnswer, validation_errors
 
 T = TypeVar("T")
 SERVICE = pb.DESCRIPTOR.services_by_name["WorkerRegistry"].full_name
@@ -90,7 +83,7 @@ def _abort(
     raise Aborted(message)  # abort_with_status raises; this line tells the type checker
 
 
-def _invalid(context: grpc.ServicerContext, exc: DeclarationError) -> NoReturn:
+def _invalid(context: grpc.ServicerContext, exc: intake.Refused) -> NoReturn:
     _abort(
         context,
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -112,19 +105,16 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
         self, request: pb.RegisterRequest, context: grpc.ServicerContext
     ) -> pb.RegisterResponse:
         self._write_access(context)
-        ttl = request.ttl if request.HasField("ttl") else None
-        if ttl is not None and not ttl > 0:
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "ttl must be above 0",
-                [FieldError(field="ttl", message="must be above 0 (seconds)")],
-            )
-        body = as_declaration(request.capabilities)
         try:
-            self._write(context, lambda: self.registrar.register(body, via="grpc", ttl=ttl))
-        except DeclarationError as exc:
+            command = intake.command(
+                as_declaration(request.capabilities),
+                max_ttl=self.ctx.settings.max_ttl,
+                envelope=False,
+                ttl_meta=request.ttl if request.HasField("ttl") else None,
+            )
+        except intake.Refused as exc:
             _invalid(context, exc)
+        self._write(context, lambda: self.registrar.register(command, via="grpc"))
         return pb.RegisterResponse(success=True, message="Worker registered")
 
     def Unregister(
@@ -240,6 +230,9 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
             _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed: not written")
         try:
             return call()
+        except NotReady as exc:
+            context.set_trailing_metadata((("retry-after", "1"),))
+            _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         except PushUnavailable as exc:
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
 
@@ -270,10 +263,10 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
         if request.HasField("ttl"):
             message["ttl"] = request.ttl
         try:
-            update = CapabilityUpdate.model_validate(message)
-        except ValidationError as exc:
-            return invalid_update(exc)
-        return apply_update(self.registrar, update, conn, via="grpc")
+            command = intake.command(message, max_ttl=self.ctx.settings.max_ttl, envelope=True)
+        except intake.Refused as exc:
+            return refused_answer(exc)
+        return self.registrar.apply(command, via="grpc", conn=conn)
 
     def _release(self, conn: str) -> None:
         try:

@@ -10,13 +10,10 @@ refuses to start. Nothing secret is ever served or logged.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import os
 import socket
 import threading
-from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -26,53 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.errors import ConfigError
 from config.events import emit
-from config.settings import ApiSettings
 from daemon import push_api, watch
+from daemon.front_rules import require_token_off_loopback
 from daemon.metrics import Metrics
 from daemon.push import Registrar
 from daemon.status import DaemonState
 
-CREDENTIAL = "capsync-api-token"
 TEXT = "text/plain; charset=utf-8"
-
-
-def read_token(settings: ApiSettings) -> str | None:
-    """The write token: ``api.token_file``, else the systemd credential, else none."""
-    path = settings.token_file
-    if path is None and (directory := os.environ.get("CREDENTIALS_DIRECTORY")):
-        candidate = Path(directory) / CREDENTIAL
-        path = candidate if candidate.exists() else None
-    if path is None:
-        return None
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"api.token_file {path}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError(f"api.token_file {path}: the file is empty")
-    return token
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def require_token_off_loopback(
-    key: str, listen: str, token: str | None, bound: str | None = None
-) -> None:
-    """Writes are open without a token: only on loopback (ConfigError otherwise).
-    ``bound`` is the address a socket for ``listen`` was bound to, when there is one."""
-    if token is None and not is_loopback(bound or listen.rpartition(":")[0].strip("[]")):
-        raise ConfigError(
-            f"{key} {listen}: not a loopback address and no API token: set "
-            f"api.token_file or the systemd credential {CREDENTIAL}, or "
-            "listen on 127.0.0.1"
-        )
 
 
 def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> FastAPI:

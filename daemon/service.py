@@ -24,7 +24,8 @@ from config.settings import Settings
 from daemon.amqp_events import EventPublisher
 from daemon.cycle import CycleReport, unexpected
 from daemon.events import EventBus, publish
-from daemon.http_api import HttpApi, read_token
+from daemon.front_rules import read_token
+from daemon.http_api import HttpApi
 from daemon.metrics import Metrics
 from daemon.push import PushContext, Registrar, Renewer
 from daemon.report import log_problems, summary
@@ -244,6 +245,7 @@ class Daemon:
             bus=self.events,
             settings=self.settings.api,
             token=read_token(self.settings.api),
+            started=lambda: self.runtime is not None,
         )
 
     def _amqp_status(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -47,6 +47,9 @@ from discovery.proto import registry_pb2 as pb
 from discovery.proto import registry_pb2_grpc as pb_grpc
 from discovery.proto_convert import as_declaration, to_proto
 from discovery.wire import FieldError, FindRequest, UpdateAnswer, validation_errors
+
+if TYPE_CHECKING:
+    from daemon.front_ends import FrontEndContext
 
 T = TypeVar("T")
 SERVICE = pb.DESCRIPTOR.services_by_name["WorkerRegistry"].full_name
@@ -353,6 +356,14 @@ class GrpcApi:
 
     def stop(self) -> None:
         self.server.stop(grace=2).wait(5)
+
+    def status(self) -> dict[str, Any]:
+        return {"address": self.address}
+
+
+def build(ctx: FrontEndContext) -> GrpcApi:
+    """The front-end table's entry point (daemon/front_ends.py)."""
+    return GrpcApi(ctx.settings.grpc, ctx.state, ctx.registrar)
 
 
 def _credentials(settings: GrpcSettings) -> grpc.ServerCredentials:

@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import threading
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -28,6 +29,9 @@ from daemon.front_rules import require_token_off_loopback
 from daemon.metrics import Metrics
 from daemon.push import Registrar
 from daemon.status import DaemonState
+
+if TYPE_CHECKING:
+    from daemon.front_ends import FrontEndContext
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -145,6 +149,14 @@ class HttpApi:
         self.server.should_exit = True
         self._thread.join(5)
         self.sock.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"address": self.address}
+
+
+def build(ctx: FrontEndContext) -> HttpApi:
+    """The front-end table's entry point (daemon/front_ends.py)."""
+    return HttpApi(ctx.settings.daemon.listen, ctx.state, ctx.metrics, ctx.registrar)
 
 
 def _bound(listen: str, host: str, port: str) -> socket.socket:

@@ -15,17 +15,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType, ModuleType
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import Any
 
-from config.errors import CapsyncError, ConfigError
+from config.errors import CapsyncError
 from config.events import emit
 from config.settings import Settings
 from daemon.amqp_events import EventPublisher
 from daemon.cycle import CycleReport, unexpected
 from daemon.events import EventBus, publish
+from daemon.front_ends import FRONT_ENDS, FrontEnd, FrontEndContext, settings_section
 from daemon.front_rules import read_token
-from daemon.http_api import HttpApi
 from daemon.metrics import Metrics
 from daemon.push import PushContext, Registrar, Renewer
 from daemon.report import log_problems, summary
@@ -35,11 +35,7 @@ from daemon.status import DaemonState
 from daemon.systemd import Notifier
 from daemon.trigger import Trigger
 
-if TYPE_CHECKING:
-    from daemon.grpc_api import GrpcApi
-
 TICK = 0.5
-GRPC_EXTRA = "grpc.listen: the gRPC API needs the 'grpc' extra: pip install 'capsync[grpc]'"
 
 
 class Daemon:
@@ -55,8 +51,7 @@ class Daemon:
         self.backoff = Backoff(_retry_ceiling(self.settings))
         self.stopping = threading.Event()
         self._reload = threading.Event()
-        self.http: HttpApi | None = None
-        self.grpc: GrpcApi | None = None
+        self.front_ends: dict[str, FrontEnd] = {}
         self.runtime: Runtime | None = None
         self.events = EventBus(queue=self.settings.api.watch_queue)
         self.publisher = (
@@ -65,6 +60,7 @@ class Daemon:
             else None
         )
         self.state.amqp = self._amqp_status
+        self.state.front_ends = lambda: {n: f.status() for n, f in self.front_ends.items()}
         self.metrics.watch_amqp(self._amqp_status)
         # When time alone next changes the registry (a tool's expiry passing), in Unix
         # seconds: the loop requests a cycle then, with no other event.
@@ -74,15 +70,14 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        listen = self.settings.daemon.listen
         registrar = Registrar(self._push_context())
-        if listen != "off":
-            self.http = HttpApi(listen, self.state, self.metrics, registrar).start()
+        ctx = FrontEndContext(self.settings, self.state, self.metrics, registrar)
         try:
+            for kind in FRONT_ENDS.values():
+                if kind.enabled(self.settings):
+                    self.front_ends[kind.name] = kind.build(ctx).start()
             if self.publisher:
                 self.publisher.start()
-            if self.settings.grpc.listen != "off":
-                self.grpc = _grpc_api().GrpcApi(self.settings.grpc, self.state, registrar).start()
             self.runtime = Runtime(self.settings, self.trigger.request)
         except BaseException:
             self._stop_front_ends()
@@ -93,8 +88,10 @@ class Daemon:
         emit(
             logging.INFO,
             "started",
-            listen=self.http.address if self.http else "off",
-            grpc=self.grpc.address if self.grpc else "off",
+            **{
+                kind.log_key: self.front_ends[name].address if name in self.front_ends else "off"
+                for name, kind in FRONT_ENDS.items()
+            },
             registries=",".join(r.name for r in self.settings.registries),
             owner=self.settings.registries[0].owner,
             sources=",".join(s.name for s in self.settings.sources),
@@ -113,13 +110,11 @@ class Daemon:
         return 0
 
     def _stop_front_ends(self) -> None:
-        """The listeners and the event publisher: what runs beside the runtime."""
+        """The front ends and the event publisher: what runs beside the runtime."""
         if self.publisher:
             self.publisher.stop()
-        if self.http:
-            self.http.stop()
-        if self.grpc:
-            self.grpc.stop()
+        for front_end in self.front_ends.values():
+            front_end.stop()
 
     def _loop(self) -> None:
         tick = min(TICK, self.notifier.watchdog_interval or TICK)
@@ -207,18 +202,14 @@ class Daemon:
             )
             self.notifier.ready("reload failed; running configuration kept")
             return
-        for key, new, old in (
-            ("daemon.listen", settings.daemon.listen, self.settings.daemon.listen),
-            ("api", settings.api, self.settings.api),
-            ("amqp_events", settings.amqp_events, self.settings.amqp_events),
-            ("grpc", settings.grpc, self.settings.grpc),
-        ):
-            if new != old:
+        keys = [key for kind in FRONT_ENDS.values() for key in kind.settings_keys]
+        for key in [*keys, "amqp_events"]:
+            if settings_section(settings, key) != settings_section(self.settings, key):
                 emit(
                     logging.WARNING,
                     "restart_needed",
                     key=key,
-                    reason="the HTTP listener and the event publisher start with the daemon",
+                    reason="the front ends and the event publisher start with the daemon",
                 )
         self.runtime.close()
         self.settings, self.runtime = settings, runtime
@@ -275,15 +266,6 @@ class Daemon:
 
 def _retry_ceiling(settings: Settings) -> float:
     return min(settings.daemon.interval, settings.daemon.retry_max)
-
-
-def _grpc_api() -> ModuleType:
-    """daemon.grpc_api, imported only when the gRPC listener is on: an optional extra."""
-    try:
-        from daemon import grpc_api  # noqa: PLC0415
-    except ImportError as exc:
-        raise ConfigError(f"{GRPC_EXTRA} ({exc})") from None
-    return grpc_api
 
 
 def _reasons(reasons: list[str]) -> str:

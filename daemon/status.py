@@ -22,6 +22,8 @@ class DaemonState:
         self._sources: dict[str, dict[str, Any]] = {}
         # RabbitMQ consumers and the event publisher, read when asked (they count live).
         self.amqp: Callable[[], dict[str, Any]] = dict
+        # Each front end (daemon/front_ends.py) by name: its own status.
+        self.front_ends: Callable[[], dict[str, Any]] = dict
         self._failures = 0
         self._next_attempt: float | None = None
 
@@ -82,6 +84,7 @@ class DaemonState:
                 "next_attempt": self._next_attempt,
                 "sources": {name: dict(state) for name, state in self._sources.items()},
                 "amqp": self.amqp(),
+                "front_ends": self.front_ends(),
             }
 
 

@@ -90,9 +90,21 @@ FRONT_ENDS: dict[str, FrontEndKind] = {
 }
 
 
-def settings_section(settings: Settings, key: str) -> Any:
-    """``daemon.listen`` -> settings.daemon.listen."""
+# Applied by a reload (SIGHUP) rather than needing a restart.
+RELOADED = {"api": {"token_file"}}
+
+
+def restart_needed(old: Settings, new: Settings, *also: str) -> list[str]:
+    """The settings sections the front ends (and ``also``) read that differ between
+    ``old`` and ``new``, leaving out what a reload applies (the token file)."""
+    keys = [key for kind in FRONT_ENDS.values() for key in kind.settings_keys]
+    return [key for key in [*keys, *also] if _view(old, key) != _view(new, key)]
+
+
+def _view(settings: Settings, key: str) -> Any:
     value: Any = settings
     for part in key.split("."):
         value = getattr(value, part)
+    if key in RELOADED:
+        return value.model_dump(exclude=RELOADED[key])
     return value

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from config.errors import CapsyncError
+from config.errors import CapsyncError, ConfigError
 from config.events import emit
 from config.settings import Settings
 from daemon.amqp_events import EventPublisher
 from daemon.cycle import CycleReport, unexpected
 from daemon.events import EventBus, publish
-from daemon.front_ends import FRONT_ENDS, FrontEnd, FrontEndContext, settings_section
+from daemon.front_ends import FRONT_ENDS, FrontEnd, FrontEndContext, restart_needed
 from daemon.front_rules import read_token
 from daemon.metrics import Metrics
 from daemon.push import PushContext, Registrar, Renewer
@@ -70,7 +70,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        registrar = Registrar(self._push_context())
+        self.push = self._push_context()
+        registrar = Registrar(self.push)
         ctx = FrontEndContext(self.settings, self.state, self.metrics, registrar)
         try:
             for kind in FRONT_ENDS.values():
@@ -202,17 +203,18 @@ class Daemon:
             )
             self.notifier.ready("reload failed; running configuration kept")
             return
-        keys = [key for kind in FRONT_ENDS.values() for key in kind.settings_keys]
-        for key in [*keys, "amqp_events"]:
-            if settings_section(settings, key) != settings_section(self.settings, key):
-                emit(
-                    logging.WARNING,
-                    "restart_needed",
-                    key=key,
-                    reason="the front ends and the event publisher start with the daemon",
-                )
-        self.runtime.close()
-        self.settings, self.runtime = settings, runtime
+        for key in restart_needed(self.settings, settings, "amqp_events"):
+            emit(
+                logging.WARNING,
+                "restart_needed",
+                key=key,
+                reason="the front ends and the event publisher start with the daemon",
+            )
+        # The new runtime takes the front ends' writes before the old one closes: a
+        # registration during a reload is stored, never refused by a closed inbox.
+        old, self.settings, self.runtime = self.runtime, settings, runtime
+        old.close()
+        self._rotate_token(settings)
         self.trigger.min_gap = settings.daemon.min_gap
         self.backoff.ceiling = _retry_ceiling(settings)
         runtime.start(self._on_leadership)
@@ -225,6 +227,23 @@ class Daemon:
         )
         self.notifier.ready("reloaded")
         self.trigger.request("reload")
+
+    def _rotate_token(self, settings: Settings) -> None:
+        """Apply the token file as it is now: a rotated token replaces the old one at once.
+        A file emptied, deleted or unreadable is reported, and the running token kept
+        (writes never fall open)."""
+        try:
+            token = read_token(settings.api)
+            if token is None and self.push.token is not None:
+                raise ConfigError("api.token_file: no token configured any more")
+        except ConfigError as exc:
+            emit(logging.ERROR, "token_not_rotated", error=str(exc), action="keeping the token")
+            self.state.token_error = str(exc)
+            return
+        self.state.token_error = ""
+        if token != self.push.token:
+            self.push.token = token
+            emit(logging.INFO, "token_rotated")
 
     def _push_context(self) -> PushContext:
         """What the push and watch API reach through a reload: the current runtime's inbox

@@ -24,6 +24,8 @@ class DaemonState:
         self.amqp: Callable[[], dict[str, Any]] = dict
         # Each front end (daemon/front_ends.py) by name: its own status.
         self.front_ends: Callable[[], dict[str, Any]] = dict
+        # Why the last reload could not apply the API token file ("" when it did).
+        self.token_error = ""
         self._failures = 0
         self._next_attempt: float | None = None
 
@@ -85,6 +87,7 @@ class DaemonState:
                 "sources": {name: dict(state) for name, state in self._sources.items()},
                 "amqp": self.amqp(),
                 "front_ends": self.front_ends(),
+                "token_error": self.token_error,
             }
 
 

@@ -287,3 +287,32 @@ def test_registrations_are_taken_across_a_reload(consul: ConsulTarget, tmp_path:
         wait_until(lambda: {"before-reload", "after-reload"} <= set(consul.services()))
     finally:
         assert proc.stop() == 0
+
+
+def test_a_sighup_applies_a_rotated_token_and_reports_an_emptied_file(
+    consul: ConsulTarget, tmp_path: Path
+):
+    proc = PushDaemon(consul, tmp_path).started()
+    token_file = tmp_path / "api-token"
+    try:
+        assert proc.register({"id": "before"}).ok
+        token_file.write_text("rotated-" + TOKEN + "\n")
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(lambda line: "event=token_rotated" in line)
+        # The old token stops working at once; the new one works; nothing needs a restart.
+        assert proc.register({"id": "old"}).status_code == 401
+        assert proc.register({"id": "new"}, token="rotated-" + TOKEN).ok
+        token_file.write_text("")
+        proc.signal(signal.SIGHUP)
+        line = proc.wait_for(lambda line: "event=token_not_rotated" in line)
+        assert "the file is empty" in line
+        assert "the file is empty" in proc.status()["token_error"]
+        assert proc.register({"id": "kept"}, token="rotated-" + TOKEN).ok  # never open
+        assert proc.register({"id": "open"}, token="").status_code == 401
+        token_file.unlink()
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(lambda line: "event=token_not_rotated" in line and "api-token" in line)
+    finally:
+        assert proc.stop() == 0
+    assert not any("event=restart_needed" in line for line in proc.lines)
+    assert "rotated-" + TOKEN not in "\n".join(proc.lines)

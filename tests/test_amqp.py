@@ -6,6 +6,7 @@ restarted mid-stream, change events on the topic exchange (through an outage), a
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import uuid
 from decimal import Decimal
@@ -454,3 +455,32 @@ def test_unreadable_secrets_and_tls_files_fail_at_start(tmp_path: Path):
         f"push:{tmp_path / 'push.db'}",
     )
     assert failed.returncode == 2 and "no-events-password" in failed.stderr, failed.stderr
+
+
+def test_a_message_the_store_refuses_is_dead_lettered_once(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
+    """The inbox answers but refuses one registration (a trigger stands in for any
+    store-side refusal): that message goes to the dead-letter queue with the reason, the
+    others are stored, and nothing comes back in a loop."""
+    queue = queue_name()
+    proc = start(consul, tmp_path, rabbitmq, amqp={"queue": queue})
+    try:
+        wait_until(lambda: consumer(proc)["state"] == "consuming", timeout=20)
+        db = sqlite3.connect(tmp_path / "amqp-inbox.db")
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON registrations WHEN NEW.key = 'poisoned' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the store'); END"
+        )
+        db.close()
+        rabbitmq.publish(queue, {"id": "before"}, {"id": "poisoned"}, {"id": "healthy"})
+        wait_until(lambda: {"before", "healthy"} <= set(consul.services()))
+        [(props, body)] = rabbitmq.take(f"{queue}.invalid", 1)
+        assert json.loads(body) == {"id": "poisoned"}
+        assert "refused by the store" in props.headers["x-capsync-reason"]
+        stats = consumer(proc)
+        assert (stats["consumed"], stats["rejected"], stats["redelivered"]) == (2, 1, 0)
+        assert stats["state"] == "consuming"
+        assert rabbitmq.depth(queue) == 0
+    finally:
+        assert proc.stop() == 0

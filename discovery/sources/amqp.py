@@ -40,7 +40,7 @@ from config.events import emit
 from config.settings import AmqpConnection, Duration, SourceName, redact_url
 from discovery import amqp_link, intake, lease
 from discovery.documents import MAX_DOCUMENT_BYTES
-from discovery.inbox import Inbox
+from discovery.inbox import Inbox, Registration
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.push import InboxSettings, PushSource, open_inbox
 
@@ -178,7 +178,16 @@ class AmqpSource(PushSource):
                 queue=settings.queue,
                 url=redact_url(settings.url),
             )
-            batch = Batch(self.inbox, channel, self.stats, notify, self.clock)
+            batch = Batch(
+                self.inbox,
+                channel,
+                self.stats,
+                notify=notify,
+                clock=self.clock,
+                dead_letter=lambda received, reason: self._dead_letter(
+                    channel, received.properties, received.body, reason
+                ),
+            )
             for method, properties, body in channel.consume(
                 settings.queue, inactivity_timeout=IDLE
             ):
@@ -209,10 +218,11 @@ class AmqpSource(PushSource):
             command = decode(body, properties.headers, max_ttl=self.settings.max_ttl)
         except Invalid as exc:
             batch.flush()  # everything before it is stored and acknowledged first
-            self._dead_letter(channel, method, properties, body, str(exc))
+            self._dead_letter(channel, properties, body, str(exc))
+            channel.basic_ack(method.delivery_tag)
             return
         if command.action != "unregister":
-            batch.add(method.delivery_tag, command)
+            batch.add(method.delivery_tag, command, Received(properties, body))
             return
         batch.flush()
         removed = self.inbox.remove(command.id)
@@ -221,16 +231,15 @@ class AmqpSource(PushSource):
         if removed:
             batch.notify(f"amqp: unregistered {command.id}")
 
-    def _dead_letter(
-        self, channel: Any, method: Any, properties: Any, body: bytes, reason: str
-    ) -> None:
+    def _dead_letter(self, channel: Any, properties: Any, body: bytes, reason: str) -> None:
+        """Publish a message that can never be stored to the dead-letter queue, unchanged,
+        with the reason (the caller acknowledges it)."""
         headers = {
             **(properties.headers or {}),
             REASON: reason[:MAX_REASON],
             "x-capsync-queue": self.settings.queue,
         }
         channel.basic_publish("", self.dead_letter, body, amqp_link.persistent(headers))
-        channel.basic_ack(method.delivery_tag)
         self.stats.count(rejected=1)
         emit(
             logging.WARNING,
@@ -242,31 +251,46 @@ class AmqpSource(PushSource):
         )
 
 
+@dataclass(frozen=True)
+class Received:
+    """A message as it came: what the dead-letter queue is given."""
+
+    properties: Any
+    body: bytes
+
+
 class Batch:
     """Registrations received but not yet acknowledged: stored in one inbox write, then
     acknowledged with one ``multiple`` ack. Those equal to what the inbox holds are not
-    written again (a redelivery changes nothing)."""
+    written again (a redelivery changes nothing).
+
+    When the write fails, each registration is written alone: one the store refuses
+    while it answers otherwise is dead-lettered with the reason (never redelivered in a
+    loop); when the store does not answer at all, the failure ends the session and the
+    broker requeues them (nothing lost, retried with backoff)."""
 
     def __init__(
         self,
         inbox: Inbox,
         channel: Any,
         stats: ConsumerStats,
+        *,
         notify: Callable[[str], None],
         clock: Callable[[], float],
+        dead_letter: Callable[[Received, str], None],
     ) -> None:
         self.inbox, self.channel, self.stats, self.notify = inbox, channel, stats, notify
-        self.clock = clock
+        self.clock, self.dead_letter = clock, dead_letter
         self._tag = 0
-        self._pending: dict[str, intake.Command] = {}
+        self._pending: dict[str, tuple[intake.Command, Received]] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, tag: int, command: intake.Command) -> None:
+    def add(self, tag: int, command: intake.Command, received: Received) -> None:
         key = command.id.lower()  # ids compare case-insensitively, as the inbox's keys
         self._pending.pop(key, None)  # the latest of one id wins, in order
-        self._pending[key] = command
+        self._pending[key] = (command, received)
         self._tag = tag
 
     def flush(self) -> None:
@@ -274,20 +298,40 @@ class Batch:
             return
         pending, now = list(self._pending.values()), self.clock()
         changed = []
-        for command in pending:
+        for command, received in pending:
             old = self.inbox.get(command.id)
             new = lease.registration(
                 command.id, command.body or {}, via=VIA, now=now, ttl=command.ttl, old=old
             )
             if new != old:
-                changed.append(new)
-        self.inbox.put(changed)
+                changed.append((new, received))
+        dead = 0
+        try:
+            self.inbox.put([new for new, _ in changed])
+        except Exception:  # which one? each alone
+            stored = self._one_by_one(changed)
+            dead, changed = len(changed) - len(stored), stored
         self.channel.basic_ack(self._tag, multiple=True)
-        self.stats.count(consumed=len(pending))
+        self.stats.count(consumed=len(pending) - dead)
         self._pending.clear()
         if changed:
             more = f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""
-            self.notify(f"amqp: registered {changed[0].id}{more}")
+            self.notify(f"amqp: registered {changed[0][0].id}{more}")
+
+    def _one_by_one(
+        self, changed: list[tuple[Registration, Received]]
+    ) -> list[tuple[Registration, Received]]:
+        """Write each alone; dead-letter those the store refuses while it answers."""
+        stored = []
+        for new, received in changed:
+            try:
+                self.inbox.put([new])
+            except Exception as exc:
+                self.inbox.get(new.id)  # the store does not answer: end the session
+                self.dead_letter(received, f"storing failed: {_describe(exc)}")
+                continue
+            stored.append((new, received))
+        return stored
 
 
 def _describe(exc: Exception) -> str:

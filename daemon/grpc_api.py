@@ -39,6 +39,7 @@ from config.settings import GrpcSettings
 from daemon import query
 from daemon.events import ChangeEvent, Start
 from daemon.front_rules import Pace, authorized, require_token_off_loopback
+from daemon.grpc_limits import Limits, Undecodable, malformed
 from daemon.push import NotReady, PushUnavailable, Registrar, refused_answer
 from daemon.status import DaemonState
 from discovery import full_entry, intake
@@ -258,7 +259,13 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
             None,
         )
 
-    def _update(self, request: pb.CapabilityUpdate, conn: str) -> UpdateAnswer:
+    def _update(self, request: pb.CapabilityUpdate | Undecodable, conn: str) -> UpdateAnswer:
+        if isinstance(request, Undecodable):
+            return UpdateAnswer(
+                ok=False,
+                message="malformed message",
+                errors=[FieldError(field="", message=malformed(request))],
+            )
         message: dict[str, Any] = {
             "action": pb.CapabilityUpdate.Action.Name(request.action).title(),
             "capabilities": as_declaration(request.capabilities),
@@ -325,6 +332,7 @@ class GrpcApi:
         keepalive_ms = int(api.ping_interval * 1000)
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.max_rpcs, thread_name_prefix="grpc"),
+            interceptors=[Limits(SERVICE, settings.max_open_streams)],
             maximum_concurrent_rpcs=settings.max_rpcs,
             options=[
                 ("grpc.max_receive_message_length", api.max_body),

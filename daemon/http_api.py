@@ -10,17 +10,20 @@ refuses to start. Nothing secret is ever served or logged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
+import h11
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from config.errors import ConfigError
 from config.events import emit
@@ -123,8 +126,12 @@ class HttpApi:
         self.sock.listen(1024)
         self.address = "{}:{}".format(*self.sock.getsockname()[:2])
         api = registrar.ctx.settings
+        protocol = type(
+            "HeaderDeadline", (_HeaderDeadline,), {"header_timeout": api.header_timeout}
+        )
         config = uvicorn.Config(
             build_app(state, metrics, registrar),
+            http=protocol,
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -192,3 +199,45 @@ def _quiet_uvicorn() -> None:
         logger.handlers[:] = [_Forward()]
         logger.setLevel(logging.WARNING)
         logger.propagate = False
+
+
+class _HeaderDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, plus a deadline: a connection whose request headers
+    are not complete ``header_timeout`` seconds after it opened (or after its previous
+    response) is closed, so silent or slow clients cannot hold ``max_connections``."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE and self._deadline is not None:
+            self._deadline.cancel()  # the headers are complete
+            self._deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.header_timeout, self._expire)
+
+    def _expire(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            emit(logging.INFO, "http_header_timeout", client=_peer(self.client))
+            self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "?"

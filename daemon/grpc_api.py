@@ -56,6 +56,7 @@ T = TypeVar("T")
 SERVICE = pb.DESCRIPTOR.services_by_name["WorkerRegistry"].full_name
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 WAIT = 0.5  # how often a stream looks whether its caller is still there
+_LIST_FIELDS = {"tool": "tools", "permission": "permissions"}  # query option -> field
 _ACTIONS = {"created": pb.Event.CREATED, "updated": pb.Event.UPDATED, "deleted": pb.Event.DELETED}
 
 
@@ -172,6 +173,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
                 verified=request.verified,
                 permissions=request.permissions,
                 now=int(time.time()),
+                spell=lambda option: f"ListRequest.{_LIST_FIELDS.get(option, option)}",
             )
         except ValueError as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))

@@ -252,6 +252,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
                 verified=verified,
                 permissions=permission,
                 now=int(time.time()),
+                spell=lambda option: f"query parameter {option!r}",
             )
         except ValueError as exc:
             raise Refused(400, str(exc)) from None
@@ -295,10 +296,10 @@ def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
     @app.websocket("/workers/ws")
     async def updates(websocket: WebSocket) -> None:
         """The seed's CapabilityUpdate messages; each answered with an UpdateAnswer."""
+        await websocket.accept()  # accepted, to say why it is refused (not a bare 403)
         if not authorized(websocket.headers.get("authorization"), ctx.token):
-            await websocket.close(WS_POLICY, "writes need the API token")
+            await websocket.close(WS_POLICY, "writes need the API token: Authorization: Bearer")
             return
-        await websocket.accept()
         if len(sockets) >= ctx.settings.max_websockets:  # accepted, to say why
             await websocket.close(WS_TRY_LATER, "too many WebSocket connections")
             return

@@ -75,7 +75,13 @@ def test_seed_find_and_the_listing_routes(push: PushDaemon, consul: ConsulTarget
     listed = push.get("/workers?has=pytest").json()
     assert [w["id"] for w in listed] == ["py-worker"]
     assert [w["id"] for w in push.get("/workers?meta=team=qa").json()] == ["py-worker"]
-    assert push.get("/workers?category=fuzzing").status_code == 400  # needs --tool
+    refused = push.get("/workers?category=fuzzing")  # needs a tool: said in REST's terms
+    assert refused.status_code == 400
+    assert refused.json()["message"] == (
+        "query parameter 'category' and query parameter 'tool' go together"
+    )
+    bad_meta = push.get("/workers?meta=novalue").json()["message"]
+    assert bad_meta.startswith("query parameter 'meta' 'novalue'") and "--" not in bad_meta
     shown = push.get("/workers/RUST-WORKER-1").json()
     assert (shown["source"], shown["ref"], shown["owner"]) == (
         "push",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -93,8 +92,11 @@ def parse(raw: bytes, *, limit: int) -> Any:
 
 def check(data: Any) -> None:
     """The depth and string rules, on parsed JSON or a gRPC message alike: Refused with
-    every field path that breaks them."""
-    if problems := list(_problems(data, (), 0)):
+    every field path that breaks them (the depth first: the string walk then stays
+    shallow)."""
+    if (deep := _deeper_than(data, (), MAX_DEPTH)) is not None:
+        raise Refused("invalid input", [(schema.format_loc(deep), _too_deep())])
+    if problems := list(schema.text_problems(data, ())):
         raise Refused("invalid input", problems)
 
 
@@ -184,36 +186,14 @@ def _declaration(data: Any, prefix: str) -> Capabilities:
         raise Refused("invalid declaration", problems) from None
 
 
-def _problems(data: Any, loc: tuple[int | str, ...], depth: int) -> Iterator[tuple[str, str]]:
-    if depth > MAX_DEPTH:
-        yield schema.format_loc(loc), _too_deep()
-        return
-    if isinstance(data, str):
-        if reason := _bad_text(data):
-            yield schema.format_loc(loc), reason
-        return
-    items = (
-        data.items()
-        if isinstance(data, dict)
-        else enumerate(data)
-        if isinstance(data, list)
-        else ()
-    )
-    for key, value in items:
-        if isinstance(key, str) and (reason := _bad_text(key)):
-            printable = key.encode("utf-8", "replace").decode().replace("\x00", "\\u0000")
-            yield f"{schema.format_loc((*loc, printable))} (key)", reason
-            continue
-        yield from _problems(value, (*loc, key), depth + 1)
-
-
-def _bad_text(text: str) -> str:
-    if "\x00" in text:
-        return "U+0000 (NUL) is not allowed in any string"
-    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
-    if bad is not None:
-        return f"not valid Unicode: lone surrogate U+{ord(bad):04X} (an unpaired \\u escape)"
-    return ""
+def _deeper_than(data: Any, loc: tuple[int | str, ...], depth: int) -> tuple[int | str, ...] | None:
+    """The path of the first value nested more than ``depth`` levels below ``loc``."""
+    for key, value in schema.children(data):
+        if depth == 0:
+            return (*loc, key)
+        if (found := _deeper_than(value, (*loc, key), depth - 1)) is not None:
+            return found
+    return None
 
 
 def _too_deep() -> str:

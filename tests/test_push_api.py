@@ -322,3 +322,22 @@ def test_a_sighup_applies_a_rotated_token_and_reports_an_emptied_file(
         assert proc.stop() == 0
     assert not any("event=restart_needed" in line for line in proc.lines)
     assert "rotated-" + TOKEN not in "\n".join(proc.lines)
+
+
+def test_a_reload_names_each_front_end_section_that_needs_a_restart(
+    consul: ConsulTarget, tmp_path: Path
+):
+    config = tmp_path / "capsync.toml"
+    config.write_text("[api]\nmax_messages = 50\n")
+    proc = PushDaemon(consul, tmp_path, "--config", str(config)).started()
+    try:
+        assert proc.status()["front_ends"] == {"http": {"address": proc.address}}
+        config.write_text('[api]\nmax_messages = 10\n\n[grpc]\nlisten = "127.0.0.1:0"\n')
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(lambda line: "event=reloaded" in line)
+    finally:
+        assert proc.stop() == 0
+    needed = {
+        line.split("key=")[1].split()[0] for line in proc.lines if "event=restart_needed" in line
+    }
+    assert needed == {"api", "grpc"}

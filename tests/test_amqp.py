@@ -368,6 +368,13 @@ def test_what_the_consumer_refuses(body: bytes, headers: dict[str, Any] | None, 
         decode(body, headers, max_ttl=86400.0)
 
 
+def test_a_surprise_in_decoding_is_the_messages_fault():
+    """Whatever goes wrong in decoding ends in the dead-letter queue (Invalid), never in
+    an exception that would drop the connection and redeliver the message in a loop."""
+    with pytest.raises(Invalid, match="could not be decoded: AttributeError"):
+        decode(b'{"id": "x"}', ["not", "a", "table"], max_ttl=86400.0)  # type: ignore[arg-type]
+
+
 def test_what_the_consumer_accepts():
     plain = decode(json.dumps(SEED).encode(), {"ttl": 60}, max_ttl=86400.0)
     assert (plain.action, plain.id, plain.body, plain.ttl) == ("register", "rust-worker", SEED, 60)

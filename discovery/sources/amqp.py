@@ -67,6 +67,8 @@ def decode(body: bytes, headers: Mapping[str, Any] | None, *, max_ttl: float) ->
         )
     except intake.Refused as exc:
         raise Invalid(str(exc)) from None
+    except Exception as exc:  # a surprise in decoding is this message's, never a loop
+        raise Invalid(f"could not be decoded: {_describe(exc)}") from exc
 
 
 @dataclass

@@ -237,6 +237,9 @@ class ApiSettings(_Section):
     max_messages: Annotated[int, Field(ge=1)] = 50
     ping_interval: Duration = 20.0
     watch_queue: Annotated[int, Field(ge=10)] = 1000
+    # A connection whose request headers are not complete this long after it opened (or
+    # after its previous response) is closed: idle peers cannot hold max_connections.
+    header_timeout: Annotated[Duration, Field(le=300)] = 10.0
 
 
 def redact_url(url: str) -> str:
@@ -296,13 +299,16 @@ class GrpcSettings(_Section):
     refuses a listener that is not loopback) and limits (message size, grace, TTL). TLS
     with ``cert_file`` and ``key_file``; ``client_ca_file`` also requires every client to
     present a certificate signed by that CA. At most ``max_rpcs`` calls at once (streams
-    included); one more is answered RESOURCE_EXHAUSTED."""
+    included); one more is answered RESOURCE_EXHAUSTED. Long-lived calls that need no token
+    (health ``Watch``, reflection) count under ``max_open_streams`` of their own, so they
+    cannot take the calls ``Register`` needs."""
 
     listen: str = "off"
     cert_file: Path | None = None
     key_file: Path | None = None
     client_ca_file: Path | None = None
     max_rpcs: Annotated[int, Field(ge=1, le=10_000)] = 256
+    max_open_streams: Annotated[int, Field(ge=1, le=10_000)] = 16
 
     @field_validator("listen")
     @classmethod

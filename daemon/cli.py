@@ -43,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CapsyncError as exc:
         print(f"capsync {args.command}: {exc}", file=sys.stderr)
         return 1
+    except ImportError as exc:
+        # An optional extra that is not installed (redis, postgres, amqp, grpc, ...),
+        # whichever command needs it: one line with the hint, as a configuration error.
+        print(f"capsync {args.command}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader went away (`capsync find | head`): stop quietly, as cat does.
         # Python flushes stdout again at exit, so point it at /dev/null first.

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -38,27 +38,25 @@ from config.events import emit
 from config.settings import GrpcSettings
 from daemon import query
 from daemon.events import ChangeEvent, Start
-from daemon.http_api import require_token_off_loopback
-from daemon.push import PushUnavailable, Registrar
-from daemon.push_api import Pace, apply_update, authorized, invalid_update
+from daemon.front_rules import Pace, authorized, require_token_off_loopback
+from daemon.grpc_limits import Limits, Undecodable, malformed
+from daemon.push import NotReady, PushUnavailable, Registrar, refused_answer
 from daemon.status import DaemonState
-from discovery import full_entry
+from discovery import full_entry, intake
 from discovery.codec import Entry
 from discovery.proto import registry_pb2 as pb
 from discovery.proto import registry_pb2_grpc as pb_grpc
 from discovery.proto_convert import as_declaration, to_proto
-from discovery.wire import (
-    CapabilityUpdate,
-    FieldError,
-    FindRequest,
-    UpdateAnswer,
-    validation_errors,
-)
+from discovery.wire import FieldError, FindRequest, UpdateAnswer, validation_errors
+
+if TYPE_CHECKING:
+    from daemon.front_ends import FrontEndContext
 
 T = TypeVar("T")
 SERVICE = pb.DESCRIPTOR.services_by_name["WorkerRegistry"].full_name
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 WAIT = 0.5  # how often a stream looks whether its caller is still there
+_LIST_FIELDS = {"tool": "tools", "permission": "permissions"}  # query option -> field
 _ACTIONS = {"created": pb.Event.CREATED, "updated": pb.Event.UPDATED, "deleted": pb.Event.DELETED}
 
 
@@ -90,7 +88,7 @@ def _abort(
     raise Aborted(message)  # abort_with_status raises; this line tells the type checker
 
 
-def _invalid(context: grpc.ServicerContext, exc: DeclarationError) -> NoReturn:
+def _invalid(context: grpc.ServicerContext, exc: intake.Refused) -> NoReturn:
     _abort(
         context,
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -112,19 +110,16 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
         self, request: pb.RegisterRequest, context: grpc.ServicerContext
     ) -> pb.RegisterResponse:
         self._write_access(context)
-        ttl = request.ttl if request.HasField("ttl") else None
-        if ttl is not None and not ttl > 0:
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "ttl must be above 0",
-                [FieldError(field="ttl", message="must be above 0 (seconds)")],
-            )
-        body = as_declaration(request.capabilities)
         try:
-            self._write(context, lambda: self.registrar.register(body, via="grpc", ttl=ttl))
-        except DeclarationError as exc:
+            command = intake.command(
+                as_declaration(request.capabilities),
+                max_ttl=self.ctx.settings.max_ttl,
+                envelope=False,
+                ttl_meta=request.ttl if request.HasField("ttl") else None,
+            )
+        except intake.Refused as exc:
             _invalid(context, exc)
+        self._write(context, lambda: self.registrar.register(command, via="grpc"))
         return pb.RegisterResponse(success=True, message="Worker registered")
 
     def Unregister(
@@ -178,6 +173,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
                 verified=request.verified,
                 permissions=request.permissions,
                 now=int(time.time()),
+                spell=lambda option: f"ListRequest.{_LIST_FIELDS.get(option, option)}",
             )
         except ValueError as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -240,6 +236,9 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
             _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed: not written")
         try:
             return call()
+        except NotReady as exc:
+            context.set_trailing_metadata((("retry-after", "1"),))
+            _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         except PushUnavailable as exc:
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
 
@@ -262,7 +261,13 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
             None,
         )
 
-    def _update(self, request: pb.CapabilityUpdate, conn: str) -> UpdateAnswer:
+    def _update(self, request: pb.CapabilityUpdate | Undecodable, conn: str) -> UpdateAnswer:
+        if isinstance(request, Undecodable):
+            return UpdateAnswer(
+                ok=False,
+                message="malformed message",
+                errors=[FieldError(field="", message=malformed(request))],
+            )
         message: dict[str, Any] = {
             "action": pb.CapabilityUpdate.Action.Name(request.action).title(),
             "capabilities": as_declaration(request.capabilities),
@@ -270,10 +275,10 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
         if request.HasField("ttl"):
             message["ttl"] = request.ttl
         try:
-            update = CapabilityUpdate.model_validate(message)
-        except ValidationError as exc:
-            return invalid_update(exc)
-        return apply_update(self.registrar, update, conn, via="grpc")
+            command = intake.command(message, max_ttl=self.ctx.settings.max_ttl, envelope=True)
+        except intake.Refused as exc:
+            return refused_answer(exc)
+        return self.registrar.apply(command, via="grpc", conn=conn)
 
     def _release(self, conn: str) -> None:
         try:
@@ -329,6 +334,7 @@ class GrpcApi:
         keepalive_ms = int(api.ping_interval * 1000)
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.max_rpcs, thread_name_prefix="grpc"),
+            interceptors=[Limits(SERVICE, settings.max_open_streams)],
             maximum_concurrent_rpcs=settings.max_rpcs,
             options=[
                 ("grpc.max_receive_message_length", api.max_body),
@@ -360,6 +366,14 @@ class GrpcApi:
 
     def stop(self) -> None:
         self.server.stop(grace=2).wait(5)
+
+    def status(self) -> dict[str, Any]:
+        return {"address": self.address}
+
+
+def build(ctx: FrontEndContext) -> GrpcApi:
+    """The front-end table's entry point (daemon/front_ends.py)."""
+    return GrpcApi(ctx.settings.grpc, ctx.state, ctx.registrar)
 
 
 def _credentials(settings: GrpcSettings) -> grpc.ServerCredentials:

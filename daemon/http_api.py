@@ -10,69 +10,33 @@ refuses to start. Nothing secret is ever served or logged.
 
 from __future__ import annotations
 
-import ipaddress
+import asyncio
 import json
 import logging
-import os
 import socket
 import threading
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import h11
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from config.errors import ConfigError
 from config.events import emit
-from config.settings import ApiSettings
 from daemon import push_api, watch
+from daemon.front_rules import require_token_off_loopback
 from daemon.metrics import Metrics
 from daemon.push import Registrar
 from daemon.status import DaemonState
 
-CREDENTIAL = "capsync-api-token"
+if TYPE_CHECKING:
+    from daemon.front_ends import FrontEndContext
+
 TEXT = "text/plain; charset=utf-8"
-
-
-def read_token(settings: ApiSettings) -> str | None:
-    """The write token: ``api.token_file``, else the systemd credential, else none."""
-    path = settings.token_file
-    if path is None and (directory := os.environ.get("CREDENTIALS_DIRECTORY")):
-        candidate = Path(directory) / CREDENTIAL
-        path = candidate if candidate.exists() else None
-    if path is None:
-        return None
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"api.token_file {path}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError(f"api.token_file {path}: the file is empty")
-    return token
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def require_token_off_loopback(
-    key: str, listen: str, token: str | None, bound: str | None = None
-) -> None:
-    """Writes are open without a token: only on loopback (ConfigError otherwise).
-    ``bound`` is the address a socket for ``listen`` was bound to, when there is one."""
-    if token is None and not is_loopback(bound or listen.rpartition(":")[0].strip("[]")):
-        raise ConfigError(
-            f"{key} {listen}: not a loopback address and no API token: set "
-            f"api.token_file or the systemd credential {CREDENTIAL}, or "
-            "listen on 127.0.0.1"
-        )
 
 
 def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> FastAPI:
@@ -162,8 +126,12 @@ class HttpApi:
         self.sock.listen(1024)
         self.address = "{}:{}".format(*self.sock.getsockname()[:2])
         api = registrar.ctx.settings
+        protocol = type(
+            "HeaderDeadline", (_HeaderDeadline,), {"header_timeout": api.header_timeout}
+        )
         config = uvicorn.Config(
             build_app(state, metrics, registrar),
+            http=protocol,
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -188,6 +156,14 @@ class HttpApi:
         self.server.should_exit = True
         self._thread.join(5)
         self.sock.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"address": self.address}
+
+
+def build(ctx: FrontEndContext) -> HttpApi:
+    """The front-end table's entry point (daemon/front_ends.py)."""
+    return HttpApi(ctx.settings.daemon.listen, ctx.state, ctx.metrics, ctx.registrar)
 
 
 def _bound(listen: str, host: str, port: str) -> socket.socket:
@@ -223,3 +199,45 @@ def _quiet_uvicorn() -> None:
         logger.handlers[:] = [_Forward()]
         logger.setLevel(logging.WARNING)
         logger.propagate = False
+
+
+class _HeaderDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, plus a deadline: a connection whose request headers
+    are not complete ``header_timeout`` seconds after it opened (or after its previous
+    response) is closed, so silent or slow clients cannot hold ``max_connections``."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE and self._deadline is not None:
+            self._deadline.cancel()  # the headers are complete
+            self._deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.header_timeout, self._expire)
+
+    def _expire(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            emit(logging.INFO, "http_header_timeout", client=_peer(self.client))
+            self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "?"

@@ -1,13 +1,9 @@
-"""What every push front end does with a registration, whatever its protocol: validate it,
-store it in the inbox (durably, before it is acknowledged), and ask for a prompt cycle.
-REST and WebSocket use it today; gRPC and AMQP are handed the same object.
+"""What every push front end does with a registration, whatever its protocol: store the
+command ``discovery.intake`` decoded in the inbox (durably, before it is acknowledged),
+and ask for a prompt cycle. REST, WebSocket and gRPC are handed the same object.
 
-Registrations bound to a connection (a WebSocket, a gRPC stream) carry an expiry of
-``grace`` seconds that ``renew_bound`` extends while the connection lives; when it ends,
-``release`` sets the expiry to ``grace`` from then (the ``Renewer`` thread renews for
-every front end at once), so the entries leave after the grace
-period unless the worker registers them again (a daemon restart or a network blip does
-not flap the registry).
+The lease rule is ``discovery.lease``; the ``Renewer`` thread renews the registrations
+of every live connection at once.
 """
 
 from __future__ import annotations
@@ -17,18 +13,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from config.errors import DeclarationError, SourceError
+from config.errors import SourceError
 from config.events import emit
 from config.settings import ApiSettings
 from daemon.events import EventBus
 from daemon.registry.base import Registry
-from discovery import schema
+from discovery import lease
 from discovery.inbox import Inbox, Registration
+from discovery.intake import Command, Refused
 from discovery.model import Capabilities
+from discovery.wire import FieldError, UpdateAnswer
 
 T = TypeVar("T")
+NOT_READY = "not ready yet: the daemon is starting; retry in a moment"
+RETRY_AFTER = 1  # seconds, the Retry-After of a registration that came too early
 MISSING_SOURCE = (
     'no push source is configured: add [[sources]] type = "push" (or '
     "--source push:PATH) so that pushed registrations are synced"
@@ -39,10 +39,15 @@ class PushUnavailable(Exception):
     """The inbox cannot take the registration now (no push source, store failing)."""
 
 
+class NotReady(PushUnavailable):
+    """The daemon has not built its sources yet: the caller should retry shortly."""
+
+
 @dataclass
 class PushContext:
     """What the front ends are handed: the current inbox and registry (a reload replaces
-    them), the cycle's trigger, the event bus, the API settings and the write token."""
+    them), the cycle's trigger, the event bus, the API settings and the write token.
+    ``started`` is false until the sources are built (``inbox`` cannot answer yet)."""
 
     inbox: Callable[[], Inbox | None]
     registry: Callable[[], Registry | None]
@@ -51,6 +56,7 @@ class PushContext:
     settings: ApiSettings
     token: str | None = None
     clock: Callable[[], float] = time.time
+    started: Callable[[], bool] = lambda: True
 
 
 @dataclass
@@ -58,24 +64,58 @@ class Registrar:
     ctx: PushContext
     _bound: set[str] = field(default_factory=set)  # live connections
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _write: threading.Lock = field(default_factory=threading.Lock)  # read-then-write
 
-    def register(
-        self, body: Any, *, via: str, ttl: float | None = None, conn: str | None = None
-    ) -> Capabilities:
-        """Validate and store; DeclarationError (nothing stored) or PushUnavailable."""
-        caps = schema.validate(body, ref=via)
-        now = self.ctx.clock()
-        if ttl is not None and ttl > self.ctx.settings.max_ttl:
-            raise DeclarationError(
-                via, [("ttl", f"must be at most {self.ctx.settings.max_ttl:g} seconds")]
-            )
-        expires = now + ttl if ttl is not None else None
-        if conn is not None:
-            grace = now + self.ctx.settings.grace
-            expires = grace if expires is None else max(expires, grace)
-        self._store(lambda inbox: inbox.put([Registration(caps.id, body, via, expires, conn)]))
-        self.ctx.request(f"push: {via} registered {caps.id}")
-        return caps
+    def register(self, command: Command, *, via: str, conn: str | None = None) -> Capabilities:
+        """Store a decoded register or update under the lease rule; PushUnavailable when
+        the inbox cannot take it (nothing stored)."""
+        assert command.caps is not None
+        settings = self.ctx.settings
+
+        def store(inbox: Inbox) -> None:
+            with self._write:  # read, then write: two front ends never interleave
+                old = inbox.get(command.id)
+                new = lease.registration(
+                    command.id,
+                    command.body or {},
+                    via=via,
+                    now=self.ctx.clock(),
+                    ttl=command.ttl,
+                    old=old,
+                    conn=conn,
+                    grace=settings.grace,
+                )
+                inbox.put([new])
+
+        self._store(store)
+        self.ctx.request(f"push: {via} registered {command.id}")
+        return command.caps
+
+    def apply(self, command: Command, *, via: str, conn: str) -> UpdateAnswer:
+        """A decoded message from a connection (WebSocket, gRPC Session) -> its answer;
+        never raises for what a client sends."""
+        action = command.action.title()
+        try:
+            if command.action == "unregister":
+                if not self.unregister(command.id, via=via):
+                    return UpdateAnswer(
+                        ok=False,
+                        action=action,
+                        id=command.id,
+                        message="not registered through the push API",
+                    )
+            elif command.action == "update" and self.registered(command.id) is None:
+                return UpdateAnswer(
+                    ok=False,
+                    action=action,
+                    id=command.id,
+                    message="not registered: send Register first",
+                )
+            else:
+                self.register(command, via=via, conn=conn)
+        except PushUnavailable as exc:
+            return UpdateAnswer(ok=False, action=action, id=command.id, message=str(exc))
+        return UpdateAnswer(ok=True, action=action, id=command.id)
 
     def unregister(self, worker_id: str, *, via: str) -> bool:
         removed = self._store(lambda inbox: inbox.remove(worker_id))
@@ -106,6 +146,8 @@ class Registrar:
         self._store(lambda inbox: inbox.renew([conn], until))
 
     def _store(self, action: Callable[[Inbox], T]) -> T:
+        if not self.ctx.started():
+            raise NotReady(NOT_READY)
         inbox = self.ctx.inbox()
         if inbox is None:
             raise PushUnavailable(MISSING_SOURCE)
@@ -113,6 +155,15 @@ class Registrar:
             return action(inbox)
         except SourceError as exc:
             raise PushUnavailable(str(exc)) from exc
+
+
+def refused_answer(exc: Refused) -> UpdateAnswer:
+    """A message the intake refused, as a connection's answer: every field path."""
+    return UpdateAnswer(
+        ok=False,
+        message=exc.message,
+        errors=[FieldError(field=loc, message=msg) for loc, msg in exc.problems],
+    )
 
 
 class Renewer:

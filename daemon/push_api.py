@@ -10,8 +10,6 @@ answers them. Every status a route can answer is documented in /openapi.json.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import time
 import uuid
@@ -26,19 +24,19 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
-from config.errors import DeclarationError, RegistryError
+from config.errors import RegistryError
 from config.events import emit
+from config.settings import ApiSettings
 from daemon import query
-from daemon.push import PushUnavailable, Registrar
-from discovery import schema, seed_json
+from daemon.front_rules import Pace, authorized
+from daemon.push import RETRY_AFTER, NotReady, PushUnavailable, Registrar, refused_answer
+from discovery import intake, schema, seed_json
 from discovery.wire import (
-    CapabilityUpdate,
     FieldError,
     FindRequest,
     RegisterResponse,
     UpdateAnswer,
     WorkerOut,
-    field_errors,
     validation_errors,
 )
 
@@ -53,8 +51,9 @@ _DESCRIPTIONS = {
     409: "the worker was not registered through the push API",
     413: "request body over the limit (64 KiB by default)",
     422: "invalid: every error with its field path",
-    503: "the inbox or the registry cannot answer now (no push source configured, store "
-    "or registry unreachable, or too many connections)",
+    503: "the inbox or the registry cannot answer now (the daemon is starting: retry "
+    "after Retry-After; no push source configured, store or registry unreachable, or too "
+    "many connections)",
 }
 
 
@@ -91,30 +90,64 @@ DECLARATION_BODY = _body(
 FIND_BODY = _body(FindRequest.model_json_schema())
 
 
-def refusal(status: int, message: str, errors: list[FieldError] | None = None) -> JSONResponse:
+def refusal(
+    status: int,
+    message: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = RegisterResponse(success=False, message=message, errors=errors or [])
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A request refused: the status, the message, and every field error."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        errors: list[FieldError] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.headers, self.errors = status, headers, errors
 
 
-def authorized(header: str | None, token: str | None) -> bool:
-    if token is None:
-        return True
-    scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
+def _refused(exc: intake.Refused) -> Refused:
+    """400 when the body is not one JSON value, 422 (every field path) otherwise."""
+    errors = [FieldError(field=loc, message=msg) for loc, msg in exc.problems]
+    return Refused(400 if exc.malformed else 422, exc.message, errors=errors)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON body; 413 past ``limit`` bytes (read no further), 400 when it is
-    not JSON."""
+def rest_command(raw: bytes, ttl: str | None, settings: ApiSettings) -> intake.Command:
+    """A ``POST /workers/register`` body and its ``ttl`` query parameter, through the
+    intake; Refused (400, 422) naming the query parameter or the field."""
+    try:
+        lease = intake.ttl_text(ttl, field="query.ttl", max_ttl=settings.max_ttl)
+        return intake.read(
+            raw, limit=settings.max_body, max_ttl=settings.max_ttl, envelope=False, ttl_meta=lease
+        )
+    except intake.Refused as exc:
+        raise _refused(exc) from None
+
+
+def find_request(raw: bytes, limit: int) -> FindRequest:
+    """A ``POST /workers/find`` body, with the intake's bytes rules."""
+    try:
+        data = intake.parse(raw, limit=limit)
+        intake.check(data)
+        return FindRequest.model_validate(data)
+    except intake.Refused as exc:
+        raise _refused(exc) from None
+    except ValidationError as exc:
+        raise Refused(422, "invalid FindRequest", errors=validation_errors(exc)) from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body; 413 past ``limit`` bytes (read no further)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise Refused(413, f"request body over {limit} bytes")
@@ -123,10 +156,7 @@ async def read_json(request: Request, limit: int) -> Any:
         raw += chunk
         if len(raw) > limit:
             raise Refused(413, f"request body over {limit} bytes")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Refused(400, f"malformed JSON: {exc}") from None
+    return bytes(raw)
 
 
 def add_routes(app: FastAPI, registrar: Registrar) -> None:
@@ -140,7 +170,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
-        return refusal(exc.status, str(exc))
+        return refusal(exc.status, str(exc), exc.errors, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -153,6 +183,8 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
     async def blocking(call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return await run_in_threadpool(call, *args, **kwargs)
+        except NotReady as exc:
+            raise Refused(503, str(exc), {"Retry-After": str(RETRY_AFTER)}) from None
         except (PushUnavailable, RegistryError) as exc:
             raise Refused(503, str(exc)) from None
 
@@ -171,17 +203,17 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
     )
     async def register(
         request: Request,
-        ttl: float | None = Query(
-            None, gt=0, description="lease, seconds; registering again renews it"
+        ttl: str | None = Query(
+            None,
+            description="lease, seconds (a number above 0, at most api.max_ttl); "
+            "registering again renews it",
+            json_schema_extra={"type": "number", "exclusiveMinimum": 0},
         ),
     ) -> Any:
         """Register (or replace) a worker's declaration, the seed's RegisterResponse."""
         write_access(request)
-        body = await read_json(request, limit)
-        try:
-            await blocking(registrar.register, body, via="rest", ttl=ttl)
-        except DeclarationError as exc:
-            return refusal(422, "invalid declaration", field_errors(exc))
+        command = rest_command(await read_body(request, limit), ttl, ctx.settings)
+        await blocking(registrar.register, command, via="rest")
         return RegisterResponse(success=True, message="Worker registered")
 
     @app.post(
@@ -192,14 +224,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
     )
     async def find(request: Request) -> Any:
         """The seed's FindRequest: the declarations find_with_capability selects."""
-        try:
-            req = FindRequest.model_validate(await read_json(request, limit))
-        except ValidationError as exc:
-            return refusal(
-                422,
-                "invalid FindRequest",
-                validation_errors(exc),
-            )
+        req = find_request(await read_body(request, limit), limit)
         q = query.Query.seed_find(req, int(time.time()))
         return [seed_json.to_seed(caps) for _, _, caps in await entries(q)]
 
@@ -227,6 +252,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
                 verified=verified,
                 permissions=permission,
                 now=int(time.time()),
+                spell=lambda option: f"query parameter {option!r}",
             )
         except ValueError as exc:
             raise Refused(400, str(exc)) from None
@@ -270,10 +296,10 @@ def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
     @app.websocket("/workers/ws")
     async def updates(websocket: WebSocket) -> None:
         """The seed's CapabilityUpdate messages; each answered with an UpdateAnswer."""
+        await websocket.accept()  # accepted, to say why it is refused (not a bare 403)
         if not authorized(websocket.headers.get("authorization"), ctx.token):
-            await websocket.close(WS_POLICY, "writes need the API token")
+            await websocket.close(WS_POLICY, "writes need the API token: Authorization: Bearer")
             return
-        await websocket.accept()
         if len(sockets) >= ctx.settings.max_websockets:  # accepted, to say why
             await websocket.close(WS_TRY_LATER, "too many WebSocket connections")
             return
@@ -288,10 +314,9 @@ def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
                     break
                 if delay := pace.delay(time.monotonic()):
                     await asyncio.sleep(delay)
-                text = message.get("text") or (message.get("bytes") or b"").decode(
-                    "utf-8", "replace"
-                )
-                answer = await run_in_threadpool(handle_update, registrar, text, conn)
+                text, data = message.get("text"), message.get("bytes")
+                raw = text.encode("utf-8", "surrogatepass") if text is not None else data or b""
+                answer = await run_in_threadpool(handle_update, registrar, raw, conn)
                 await websocket.send_text(answer.model_dump_json())
         except WebSocketDisconnect:
             pass
@@ -304,79 +329,12 @@ def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
                 emit(logging.WARNING, "lease_release_failed", error=str(exc))
 
 
-def handle_update(registrar: Registrar, text: str, conn: str) -> UpdateAnswer:
-    """One WebSocket message -> its answer; never raises for what a client sends."""
+def handle_update(registrar: Registrar, raw: bytes, conn: str) -> UpdateAnswer:
+    """One WebSocket message (text or binary, the same bytes) -> its answer; never raises
+    for what a client sends."""
+    settings = registrar.ctx.settings
     try:
-        update = CapabilityUpdate.model_validate_json(text)
-    except ValidationError as exc:
-        return invalid_update(exc)
-    return apply_update(registrar, update, conn, via="websocket")
-
-
-def invalid_update(exc: ValidationError) -> UpdateAnswer:
-    kind = (
-        "malformed JSON"
-        if any(e["type"] == "json_invalid" for e in exc.errors())
-        else "invalid message"
-    )
-    return UpdateAnswer(
-        ok=False,
-        message=kind,
-        errors=validation_errors(exc),
-    )
-
-
-def apply_update(
-    registrar: Registrar, update: CapabilityUpdate, conn: str, *, via: str
-) -> UpdateAnswer:
-    """A CapabilityUpdate from a connection (WebSocket, gRPC Session) -> its answer."""
-    worker_id = update.capabilities.get("id")
-    try:
-        if update.action == "Unregister":
-            if not isinstance(worker_id, str) or not registrar.unregister(worker_id, via=via):
-                return UpdateAnswer(
-                    ok=False,
-                    action=update.action,
-                    id=str(worker_id),
-                    message="not registered through the push API",
-                )
-        elif update.action == "Update" and (
-            not isinstance(worker_id, str) or registrar.registered(worker_id) is None
-        ):
-            return UpdateAnswer(
-                ok=False,
-                action=update.action,
-                id=str(worker_id),
-                message="not registered: send Register first",
-            )
-        else:
-            worker_id = registrar.register(
-                update.capabilities, via=via, ttl=update.ttl, conn=conn
-            ).id
-    except DeclarationError as exc:
-        return UpdateAnswer(
-            ok=False,
-            action=update.action,
-            message="invalid declaration",
-            errors=[
-                FieldError(field=f"capabilities.{e.field}".rstrip("."), message=e.message)
-                for e in field_errors(exc)
-            ],
-        )
-    except PushUnavailable as exc:
-        return UpdateAnswer(ok=False, action=update.action, message=str(exc))
-    return UpdateAnswer(ok=True, action=update.action, id=worker_id)
-
-
-class Pace:
-    """At most ``rate`` messages a second after a burst of ``rate``: a client sending
-    faster is slowed down (its messages wait), never served at the others' expense."""
-
-    def __init__(self, rate: int) -> None:
-        self.interval = 1.0 / rate
-        self.burst = rate * self.interval
-        self.next = 0.0
-
-    def delay(self, now: float) -> float:
-        self.next = max(self.next, now - self.burst) + self.interval
-        return max(0.0, self.next - now)
+        command = intake.read(raw, limit=settings.max_body, max_ttl=settings.max_ttl, envelope=True)
+    except intake.Refused as exc:
+        return refused_answer(exc)
+    return registrar.apply(command, via="websocket", conn=conn)

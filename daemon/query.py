@@ -8,7 +8,7 @@ semantics to the decoded declaration, so every registry gives the same answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,25 +70,29 @@ class Query:
         verified: bool = False,
         permissions: Sequence[str] = (),
         now: int = 0,
+        spell: Callable[[str], str] = lambda option: f"--{option}",
     ) -> Query:
         """The query the user asked for (``find``'s options, the API's parameters);
-        ValueError naming the option when it does not make sense."""
+        ValueError naming the option when it does not make sense, in the caller's own
+        terms (``spell``: a CLI flag, a query parameter, a message field)."""
         if bool(category) != bool(tools):
-            raise ValueError("--category and --tool go together")
+            raise ValueError(f"{spell('category')} and {spell('tool')} go together")
         if category is not None and category not in CATEGORIES:
-            raise ValueError(f"--category {category!r}: expected one of {', '.join(CATEGORIES)}")
+            raise ValueError(
+                f"{spell('category')} {category!r}: expected one of {', '.join(CATEGORIES)}"
+            )
         pairs = []
         for pair in meta:
             key, sep, value = pair.partition("=")
             if not sep or not key:
-                raise ValueError(f"--meta {pair!r}: expected KEY=VALUE")
+                raise ValueError(f"{spell('meta')} {pair!r}: expected KEY=VALUE")
             pairs.append((key, value))
         held = []
         for pair in permissions:
             cat, _, permission = pair.partition(":")
             if cat not in CATEGORIES or permission not in PERMISSIONS:
                 raise ValueError(
-                    f"--permission {pair!r}: expected CATEGORY:PERMISSION with "
+                    f"{spell('permission')} {pair!r}: expected CATEGORY:PERMISSION with "
                     f"CATEGORY one of {', '.join(CATEGORIES)} and PERMISSION "
                     f"one of {', '.join(PERMISSIONS)}"
                 )

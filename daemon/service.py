@@ -15,8 +15,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType, ModuleType
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import Any
 
 from config.errors import CapsyncError, ConfigError
 from config.events import emit
@@ -24,7 +24,8 @@ from config.settings import Settings
 from daemon.amqp_events import EventPublisher
 from daemon.cycle import CycleReport, unexpected
 from daemon.events import EventBus, publish
-from daemon.http_api import HttpApi, read_token
+from daemon.front_ends import FRONT_ENDS, FrontEnd, FrontEndContext, restart_needed
+from daemon.front_rules import read_token
 from daemon.metrics import Metrics
 from daemon.push import PushContext, Registrar, Renewer
 from daemon.report import log_problems, summary
@@ -34,11 +35,7 @@ from daemon.status import DaemonState
 from daemon.systemd import Notifier
 from daemon.trigger import Trigger
 
-if TYPE_CHECKING:
-    from daemon.grpc_api import GrpcApi
-
 TICK = 0.5
-GRPC_EXTRA = "grpc.listen: the gRPC API needs the 'grpc' extra: pip install 'capsync[grpc]'"
 
 
 class Daemon:
@@ -54,8 +51,7 @@ class Daemon:
         self.backoff = Backoff(_retry_ceiling(self.settings))
         self.stopping = threading.Event()
         self._reload = threading.Event()
-        self.http: HttpApi | None = None
-        self.grpc: GrpcApi | None = None
+        self.front_ends: dict[str, FrontEnd] = {}
         self.runtime: Runtime | None = None
         self.events = EventBus(queue=self.settings.api.watch_queue)
         self.publisher = (
@@ -64,6 +60,7 @@ class Daemon:
             else None
         )
         self.state.amqp = self._amqp_status
+        self.state.front_ends = lambda: {n: f.status() for n, f in self.front_ends.items()}
         self.metrics.watch_amqp(self._amqp_status)
         # When time alone next changes the registry (a tool's expiry passing), in Unix
         # seconds: the loop requests a cycle then, with no other event.
@@ -73,15 +70,15 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        listen = self.settings.daemon.listen
-        registrar = Registrar(self._push_context())
-        if listen != "off":
-            self.http = HttpApi(listen, self.state, self.metrics, registrar).start()
+        self.push = self._push_context()
+        registrar = Registrar(self.push)
+        ctx = FrontEndContext(self.settings, self.state, self.metrics, registrar)
         try:
+            for kind in FRONT_ENDS.values():
+                if kind.enabled(self.settings):
+                    self.front_ends[kind.name] = kind.build(ctx).start()
             if self.publisher:
                 self.publisher.start()
-            if self.settings.grpc.listen != "off":
-                self.grpc = _grpc_api().GrpcApi(self.settings.grpc, self.state, registrar).start()
             self.runtime = Runtime(self.settings, self.trigger.request)
         except BaseException:
             self._stop_front_ends()
@@ -92,8 +89,10 @@ class Daemon:
         emit(
             logging.INFO,
             "started",
-            listen=self.http.address if self.http else "off",
-            grpc=self.grpc.address if self.grpc else "off",
+            **{
+                kind.log_key: self.front_ends[name].address if name in self.front_ends else "off"
+                for name, kind in FRONT_ENDS.items()
+            },
             registries=",".join(r.name for r in self.settings.registries),
             owner=self.settings.registries[0].owner,
             sources=",".join(s.name for s in self.settings.sources),
@@ -112,13 +111,11 @@ class Daemon:
         return 0
 
     def _stop_front_ends(self) -> None:
-        """The listeners and the event publisher: what runs beside the runtime."""
+        """The front ends and the event publisher: what runs beside the runtime."""
         if self.publisher:
             self.publisher.stop()
-        if self.http:
-            self.http.stop()
-        if self.grpc:
-            self.grpc.stop()
+        for front_end in self.front_ends.values():
+            front_end.stop()
 
     def _loop(self) -> None:
         tick = min(TICK, self.notifier.watchdog_interval or TICK)
@@ -206,21 +203,18 @@ class Daemon:
             )
             self.notifier.ready("reload failed; running configuration kept")
             return
-        for key, new, old in (
-            ("daemon.listen", settings.daemon.listen, self.settings.daemon.listen),
-            ("api", settings.api, self.settings.api),
-            ("amqp_events", settings.amqp_events, self.settings.amqp_events),
-            ("grpc", settings.grpc, self.settings.grpc),
-        ):
-            if new != old:
-                emit(
-                    logging.WARNING,
-                    "restart_needed",
-                    key=key,
-                    reason="the HTTP listener and the event publisher start with the daemon",
-                )
-        self.runtime.close()
-        self.settings, self.runtime = settings, runtime
+        for key in restart_needed(self.settings, settings, "amqp_events"):
+            emit(
+                logging.WARNING,
+                "restart_needed",
+                key=key,
+                reason="the front ends and the event publisher start with the daemon",
+            )
+        # The new runtime takes the front ends' writes before the old one closes: a
+        # registration during a reload is stored, never refused by a closed inbox.
+        old, self.settings, self.runtime = self.runtime, settings, runtime
+        old.close()
+        self._rotate_token(settings)
         self.trigger.min_gap = settings.daemon.min_gap
         self.backoff.ceiling = _retry_ceiling(settings)
         runtime.start(self._on_leadership)
@@ -234,6 +228,23 @@ class Daemon:
         self.notifier.ready("reloaded")
         self.trigger.request("reload")
 
+    def _rotate_token(self, settings: Settings) -> None:
+        """Apply the token file as it is now: a rotated token replaces the old one at once.
+        A file emptied, deleted or unreadable is reported, and the running token kept
+        (writes never fall open)."""
+        try:
+            token = read_token(settings.api)
+            if token is None and self.push.token is not None:
+                raise ConfigError("api.token_file: no token configured any more")
+        except ConfigError as exc:
+            emit(logging.ERROR, "token_not_rotated", error=str(exc), action="keeping the token")
+            self.state.token_error = str(exc)
+            return
+        self.state.token_error = ""
+        if token != self.push.token:
+            self.push.token = token
+            emit(logging.INFO, "token_rotated")
+
     def _push_context(self) -> PushContext:
         """What the push and watch API reach through a reload: the current runtime's inbox
         and first registry."""
@@ -244,6 +255,7 @@ class Daemon:
             bus=self.events,
             settings=self.settings.api,
             token=read_token(self.settings.api),
+            started=lambda: self.runtime is not None,
         )
 
     def _amqp_status(self) -> dict[str, Any]:
@@ -273,15 +285,6 @@ class Daemon:
 
 def _retry_ceiling(settings: Settings) -> float:
     return min(settings.daemon.interval, settings.daemon.retry_max)
-
-
-def _grpc_api() -> ModuleType:
-    """daemon.grpc_api, imported only when the gRPC listener is on: an optional extra."""
-    try:
-        from daemon import grpc_api  # noqa: PLC0415
-    except ImportError as exc:
-        raise ConfigError(f"{GRPC_EXTRA} ({exc})") from None
-    return grpc_api
 
 
 def _reasons(reasons: list[str]) -> str:

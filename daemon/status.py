@@ -22,6 +22,10 @@ class DaemonState:
         self._sources: dict[str, dict[str, Any]] = {}
         # RabbitMQ consumers and the event publisher, read when asked (they count live).
         self.amqp: Callable[[], dict[str, Any]] = dict
+        # Each front end (daemon/front_ends.py) by name: its own status.
+        self.front_ends: Callable[[], dict[str, Any]] = dict
+        # Why the last reload could not apply the API token file ("" when it did).
+        self.token_error = ""
         self._failures = 0
         self._next_attempt: float | None = None
 
@@ -82,6 +86,8 @@ class DaemonState:
                 "next_attempt": self._next_attempt,
                 "sources": {name: dict(state) for name, state in self._sources.items()},
                 "amqp": self.amqp(),
+                "front_ends": self.front_ends(),
+                "token_error": self.token_error,
             }
 
 

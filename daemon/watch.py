@@ -24,6 +24,7 @@ from daemon.events import Start, describe
 from daemon.push import PushContext
 
 WS_TRY_LATER = 1013
+WS_POLICY = 1008  # a query that does not make sense
 
 
 def start_messages(start: Start) -> list[dict[str, Any]]:
@@ -48,11 +49,18 @@ def add_routes(app: FastAPI, ctx: PushContext) -> None:
     watchers: set[int] = set()
 
     @app.websocket("/workers/watch")
-    async def watch(
-        websocket: WebSocket, since: int | None = None, stream: str | None = None
-    ) -> None:
+    async def watch(websocket: WebSocket) -> None:
         """A snapshot of every registry's entries, then one event per change."""
-        await websocket.accept()
+        await websocket.accept()  # accepted, to say why a query is refused (not a 403)
+        stream = websocket.query_params.get("stream")
+        since_text = websocket.query_params.get("since")
+        since = int(since_text) if since_text and since_text.isdigit() else None
+        if since_text is not None and since is None:
+            await websocket.close(
+                WS_POLICY,
+                f"query parameter 'since' {since_text[:40]!r}: expected a sequence number",
+            )
+            return
         if len(watchers) >= ctx.settings.max_watchers:  # accepted, to say why
             await websocket.close(WS_TRY_LATER, "too many watchers")
             return

@@ -93,7 +93,8 @@ class Inbox(Protocol):
         ...
 
     def renew(self, conns: Collection[str], until: float) -> None:
-        """Set the expiry of every registration still bound to one of ``conns``."""
+        """Extend to ``until`` the expiry of every registration still bound to one of
+        ``conns``; a later expiry is kept (a renewal never shortens a lease)."""
         ...
 
     def purge(self, before: float) -> int:
@@ -154,8 +155,8 @@ class SqliteInbox:
     def renew(self, conns: Collection[str], until: float) -> None:
         self._write(
             "renew",
-            "UPDATE registrations SET expires = ? WHERE conn = ?",
-            [(until, conn) for conn in conns],
+            "UPDATE registrations SET expires = ? WHERE conn = ? AND expires < ?",
+            [(until, conn, until) for conn in conns],
         )
 
     def purge(self, before: float) -> int:

@@ -54,7 +54,7 @@ class ConsulInbox:
             [
                 Registration(r.id, r.body, r.via, until, r.conn)
                 for r in self.all()
-                if r.conn in wanted
+                if r.conn in wanted and r.expires is not None and r.expires < until
             ]
         )
 

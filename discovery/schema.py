@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -30,6 +30,7 @@ MAX_META_VALUE = 512
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _FORBIDDEN_IN_NAME = re.compile(r"[\s,|!:=\x00-\x1f\x7f]")
 
 
@@ -185,7 +186,7 @@ def validate(data: Any, *, ref: str, default_id: str | None = None) -> Capabilit
         )
     if "id" not in data and default_id is not None:
         data = {"id": default_id, **data}
-    if problems := list(_not_unicode(data, ())):
+    if problems := list(text_problems(data, ())):
         raise DeclarationError(ref, problems)
     try:
         parsed = DeclarationIn.model_validate(data)
@@ -256,33 +257,39 @@ def _describe(err: ErrorDetails) -> tuple[str, str]:
     return loc, err["msg"]
 
 
-def _not_unicode(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, str]]:
-    """Every string (key or value) that is not a sequence of Unicode scalar values: a
-    lone surrogate from a JSON ``\\ud800`` escape cannot be encoded for any registry."""
+def text_problems(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, str]]:
+    """Every string (key or value) that is not text a registry can hold: a lone
+    surrogate from a JSON ``\\ud800`` escape cannot be encoded for any registry, and
+    U+0000 ends a string in C clients and SQL."""
     if isinstance(data, str):
-        if reason := _lone_surrogate(data):
+        if reason := _not_text(data):
             yield format_loc(loc), reason
         return
-    items = (
-        data.items()
-        if isinstance(data, dict)
-        else enumerate(data)
-        if isinstance(data, list)
-        else ()
-    )
-    for key, value in items:
-        if isinstance(key, str) and (reason := _lone_surrogate(key)):
-            printable = key.encode("utf-8", "replace").decode()
+    for key, value in children(data):
+        if isinstance(key, str) and (reason := _not_text(key)):
+            printable = key.encode("utf-8", "replace").decode().replace("\x00", "\\u0000")
             yield f"{format_loc((*loc, printable))} (key)", reason
-        yield from _not_unicode(value, (*loc, key))
+            continue
+        yield from text_problems(value, (*loc, key))
 
 
-def _lone_surrogate(text: str) -> str:
-    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+def children(data: Any) -> Iterable[tuple[Any, Any]]:
+    """An object's (key, value) pairs, an array's (index, value) pairs; none otherwise."""
+    if isinstance(data, dict):
+        return data.items()
+    return enumerate(data) if isinstance(data, list) else ()
+
+
+def _not_text(text: str) -> str:
+    if "\x00" in text:
+        return "U+0000 (NUL) is not allowed in any string"
+    bad = _SURROGATE.search(text)  # in C: a 64 KiB body is read once, not per character
     return (
         ""
         if bad is None
-        else (f"not valid Unicode: lone surrogate U+{ord(bad):04X} (an unpaired \\u escape)")
+        else (
+            f"not valid Unicode: lone surrogate U+{ord(bad.group()):04X} (an unpaired \\u escape)"
+        )
     )
 
 

@@ -1,18 +1,17 @@
 """The push front ends' wire formats, defined once, beside the model: the seed's REST
-bodies (``RegisterResponse``, ``FindRequest``) and WebSocket message (``CapabilityUpdate``),
-and capsync's answers. The declaration itself is validated by ``discovery.schema``."""
+bodies (``RegisterResponse``, ``FindRequest``) and capsync's answers. What a worker
+sends to register (a declaration, the WebSocket's ``CapabilityUpdate`` envelope) is
+decoded by ``discovery.intake``; the declaration itself is validated by
+``discovery.schema``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from config.errors import DeclarationError
 from discovery import schema
-
-Action = Literal["Register", "Update", "Unregister"]
 
 
 class FieldError(BaseModel):
@@ -53,16 +52,6 @@ class FindRequest(BaseModel):
     required_tools: list[str] = Field(max_length=100)
 
 
-class CapabilityUpdate(BaseModel):
-    """The seed's WebSocket message. For Unregister only ``capabilities.id`` is read."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    action: Action
-    capabilities: dict[str, Any]
-    ttl: float | None = Field(default=None, gt=0)
-
-
 class UpdateAnswer(BaseModel):
     """capsync's answer to every WebSocket message."""
 
@@ -83,7 +72,3 @@ class WorkerOut(BaseModel):
     ref: str
     address: str
     declaration: dict[str, Any]
-
-
-def field_errors(exc: DeclarationError) -> list[FieldError]:
-    return [FieldError(field=loc, message=msg) for loc, msg in exc.problems]

@@ -6,8 +6,10 @@ restarted mid-stream, change events on the topic exchange (through an outage), a
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +159,11 @@ def test_poison_messages_go_to_the_dead_letter_queue_once(
         assert [body for _, body in dead] == poison  # each once, in order, unchanged
         reasons = [props.headers["x-capsync-reason"] for props, _ in dead]
         assert reasons[0].startswith("malformed JSON")
-        assert "64 KiB" in reasons[1]
+        assert reasons[1].startswith("too large: 70000 bytes")
         assert "static_analysis_tool" in reasons[3]
-        assert reasons[4].startswith("invalid envelope: action")
+        assert reasons[4].startswith("invalid message: action")
         assert "capabilities.id" in reasons[5]
-        assert reasons[6].startswith("ttl:")
+        assert reasons[6].startswith("invalid ttl: ttl:")
         assert all(props.headers["x-capsync-queue"] == queue for props, _ in dead)
         assert dead[6][0].headers["ttl"] == -5  # the message's own headers are kept
         stats = consumer(proc)
@@ -363,21 +365,26 @@ def test_wrong_password_is_reported_never_logged(
 )
 def test_what_the_consumer_refuses(body: bytes, headers: dict[str, Any] | None, reason: str):
     with pytest.raises(Invalid, match=reason):
-        decode(body, headers, now=1000.0, max_ttl=86400.0)
+        decode(body, headers, max_ttl=86400.0)
+
+
+def test_a_surprise_in_decoding_is_the_messages_fault():
+    """Whatever goes wrong in decoding ends in the dead-letter queue (Invalid), never in
+    an exception that would drop the connection and redeliver the message in a loop."""
+    with pytest.raises(Invalid, match="could not be decoded: AttributeError"):
+        decode(b'{"id": "x"}', ["not", "a", "table"], max_ttl=86400.0)  # type: ignore[arg-type]
 
 
 def test_what_the_consumer_accepts():
-    plain = decode(json.dumps(SEED).encode(), {"ttl": 60}, now=1000.0, max_ttl=86400.0)
-    assert plain.registration is not None
-    assert (plain.registration.id, plain.registration.body, plain.registration.expires) == (
-        "rust-worker",
-        SEED,
-        1060.0,
-    )
-    update = decode(b'{"action": "Update", "capabilities": {"id": "w"}}', None, now=0, max_ttl=10)
-    assert update.registration is not None and update.registration.expires is None
-    gone = decode(b'{"action": "Unregister", "capabilities": {"id": "w"}}', None, now=0, max_ttl=10)
-    assert (gone.registration, gone.unregister) == (None, "w")
+    plain = decode(json.dumps(SEED).encode(), {"ttl": 60}, max_ttl=86400.0)
+    assert (plain.action, plain.id, plain.body, plain.ttl) == ("register", "rust-worker", SEED, 60)
+    # capsync publish sends a fractional lease as an AMQP decimal (a table has no float).
+    decimal = decode(b'{"id": "w"}', {"ttl": Decimal("1.5")}, max_ttl=10)
+    assert decimal.ttl == 1.5
+    update = decode(b'{"action": "Update", "capabilities": {"id": "w"}}', None, max_ttl=10)
+    assert (update.action, update.ttl) == ("update", None)
+    gone = decode(b'{"action": "Unregister", "capabilities": {"id": "w"}}', None, max_ttl=10)
+    assert (gone.action, gone.id, gone.body) == ("unregister", "w", None)
 
 
 def test_a_full_outbox_drops_the_oldest_and_says_so(tmp_path: Path):
@@ -455,3 +462,32 @@ def test_unreadable_secrets_and_tls_files_fail_at_start(tmp_path: Path):
         f"push:{tmp_path / 'push.db'}",
     )
     assert failed.returncode == 2 and "no-events-password" in failed.stderr, failed.stderr
+
+
+def test_a_message_the_store_refuses_is_dead_lettered_once(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
+    """The inbox answers but refuses one registration (a trigger stands in for any
+    store-side refusal): that message goes to the dead-letter queue with the reason, the
+    others are stored, and nothing comes back in a loop."""
+    queue = queue_name()
+    proc = start(consul, tmp_path, rabbitmq, amqp={"queue": queue})
+    try:
+        wait_until(lambda: consumer(proc)["state"] == "consuming", timeout=20)
+        db = sqlite3.connect(tmp_path / "amqp-inbox.db")
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON registrations WHEN NEW.key = 'poisoned' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the store'); END"
+        )
+        db.close()
+        rabbitmq.publish(queue, {"id": "before"}, {"id": "poisoned"}, {"id": "healthy"})
+        wait_until(lambda: {"before", "healthy"} <= set(consul.services()))
+        [(props, body)] = rabbitmq.take(f"{queue}.invalid", 1)
+        assert json.loads(body) == {"id": "poisoned"}
+        assert "refused by the store" in props.headers["x-capsync-reason"]
+        stats = consumer(proc)
+        assert (stats["consumed"], stats["rejected"], stats["redelivered"]) == (2, 1, 0)
+        assert stats["state"] == "consuming"
+        assert rabbitmq.depth(queue) == 0
+    finally:
+        assert proc.stop() == 0

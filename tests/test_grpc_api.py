@@ -169,10 +169,9 @@ def test_bad_input_auth_and_limits_change_nothing(daemon: GrpcDaemon, target: Co
         call_error(stub.Register, huge, metadata=daemon.metadata(), timeout=10).code()
         == Code.RESOURCE_EXHAUSTED
     )
-    assert (
-        call_error(stub.List, pb.ListRequest(category="fuzzing"), timeout=10).code()
-        == Code.INVALID_ARGUMENT
-    )  # needs tools
+    needs_tools = call_error(stub.List, pb.ListRequest(category="fuzzing"), timeout=10)
+    assert needs_tools.code() == Code.INVALID_ARGUMENT
+    assert needs_tools.details() == "ListRequest.category and ListRequest.tools go together"
     assert (
         call_error(stub.Find, pb.FindRequest(capability_type="x" * 100), timeout=10).code()
         == Code.INVALID_ARGUMENT

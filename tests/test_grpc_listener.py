@@ -182,8 +182,9 @@ def test_limits_on_streams_and_garbage_on_the_wire(target: ConsulTarget, tmp_pat
         wrong = call_error(
             garbage, b"\xff\xff\xff\xff not a message", metadata=proc.metadata(), timeout=10
         )
-        # grpcio's own answer to bytes that do not parse, before capsync sees the call
-        assert wrong.code() == grpc.StatusCode.INTERNAL
+        # Bytes that do not parse are the caller's error, never INTERNAL.
+        assert wrong.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert str(wrong.details()).startswith("malformed message")
         unknown = proc.channel().unary_unary("/capsync.v1.WorkerRegistry/Nope")
         assert call_error(unknown, b"", timeout=10).code() == grpc.StatusCode.UNIMPLEMENTED
         assert stub.List(pb.ListRequest(), timeout=10).workers == []  # still answering

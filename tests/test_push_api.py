@@ -75,7 +75,13 @@ def test_seed_find_and_the_listing_routes(push: PushDaemon, consul: ConsulTarget
     listed = push.get("/workers?has=pytest").json()
     assert [w["id"] for w in listed] == ["py-worker"]
     assert [w["id"] for w in push.get("/workers?meta=team=qa").json()] == ["py-worker"]
-    assert push.get("/workers?category=fuzzing").status_code == 400  # needs --tool
+    refused = push.get("/workers?category=fuzzing")  # needs a tool: said in REST's terms
+    assert refused.status_code == 400
+    assert refused.json()["message"] == (
+        "query parameter 'category' and query parameter 'tool' go together"
+    )
+    bad_meta = push.get("/workers?meta=novalue").json()["message"]
+    assert bad_meta.startswith("query parameter 'meta' 'novalue'") and "--" not in bad_meta
     shown = push.get("/workers/RUST-WORKER-1").json()
     assert (shown["source"], shown["ref"], shown["owner"]) == (
         "push",
@@ -287,3 +293,51 @@ def test_registrations_are_taken_across_a_reload(consul: ConsulTarget, tmp_path:
         wait_until(lambda: {"before-reload", "after-reload"} <= set(consul.services()))
     finally:
         assert proc.stop() == 0
+
+
+def test_a_sighup_applies_a_rotated_token_and_reports_an_emptied_file(
+    consul: ConsulTarget, tmp_path: Path
+):
+    proc = PushDaemon(consul, tmp_path).started()
+    token_file = tmp_path / "api-token"
+    try:
+        assert proc.register({"id": "before"}).ok
+        token_file.write_text("rotated-" + TOKEN + "\n")
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(lambda line: "event=token_rotated" in line)
+        # The old token stops working at once; the new one works; nothing needs a restart.
+        assert proc.register({"id": "old"}).status_code == 401
+        assert proc.register({"id": "new"}, token="rotated-" + TOKEN).ok
+        token_file.write_text("")
+        proc.signal(signal.SIGHUP)
+        line = proc.wait_for(lambda line: "event=token_not_rotated" in line)
+        assert "the file is empty" in line
+        assert "the file is empty" in proc.status()["token_error"]
+        assert proc.register({"id": "kept"}, token="rotated-" + TOKEN).ok  # never open
+        assert proc.register({"id": "open"}, token="").status_code == 401
+        token_file.unlink()
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(lambda line: "event=token_not_rotated" in line and "api-token" in line)
+    finally:
+        assert proc.stop() == 0
+    assert not any("event=restart_needed" in line for line in proc.lines)
+    assert "rotated-" + TOKEN not in "\n".join(proc.lines)
+
+
+def test_a_reload_names_each_front_end_section_that_needs_a_restart(
+    consul: ConsulTarget, tmp_path: Path
+):
+    config = tmp_path / "capsync.toml"
+    config.write_text("[api]\nmax_messages = 50\n")
+    proc = PushDaemon(consul, tmp_path, "--config", str(config)).started()
+    try:
+        assert proc.status()["front_ends"] == {"http": {"address": proc.address}}
+        config.write_text('[api]\nmax_messages = 10\n\n[grpc]\nlisten = "127.0.0.1:0"\n')
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(lambda line: "event=reloaded" in line)
+    finally:
+        assert proc.stop() == 0
+    needed = {
+        line.split("key=")[1].split()[0] for line in proc.lines if "event=restart_needed" in line
+    }
+    assert needed == {"api", "grpc"}

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import wait_until
@@ -97,9 +97,21 @@ def test_closed_connection_workers_leave_after_the_grace_period(
 
 
 def test_writes_over_websocket_need_the_token(push: PushDaemon):
-    with pytest.raises(InvalidStatus) as refused, push.websocket(token="wrong"):
-        pass
-    assert refused.value.response.status_code == 403
+    """Refused with a close code and the reason, not a bare 403: the token, the query."""
+    with push.websocket(token="wrong") as ws, pytest.raises(ConnectionClosed) as refused:
+        ws.recv(timeout=10)
+    assert refused.value.rcvd is not None
+    assert (refused.value.rcvd.code, refused.value.rcvd.reason) == (
+        1008,
+        "writes need the API token: Authorization: Bearer",
+    )
+    with (
+        push.websocket("/workers/watch?since=yesterday") as watch,
+        pytest.raises(ConnectionClosed) as bad_query,
+    ):
+        watch.recv(timeout=10)
+    assert bad_query.value.rcvd is not None and bad_query.value.rcvd.code == 1008
+    assert "query parameter 'since'" in bad_query.value.rcvd.reason
 
 
 def test_watch_snapshot_events_and_resume(push: PushDaemon, target: ConsulTarget):

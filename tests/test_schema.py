@@ -95,7 +95,7 @@ def test_default_id_from_source() -> None:
         (
             {"id": "w", "fuzzing_tools": [{"tool_name": "a\x00b"}]},
             "fuzzing_tools[0].tool_name",
-            "control characters",
+            "U+0000 (NUL) is not allowed",
         ),
         (
             {"id": "w", "fuzzing_tools": [{"tool_name": "   "}]},

@@ -138,7 +138,9 @@ def test_format_consul_fits_limits_and_decodes_back(tmp_path: Path) -> None:
 
 def test_hostile_stdin_inputs_give_one_error_each() -> None:
     cases = {
-        b"[" * 20_000: "nested too deeply",
+        b"[" * 20_000: "nested more than 32 levels deep",
+        b'{"id": "w", "metadata": {"k": "a\\u0000b"}}': "metadata.k: U+0000",
+        b'{"id": "w\\ud800"}': "id: not valid Unicode: lone surrogate U+D800",
         b'{"id": ' + b"1" * 10_000 + b"}": "a number is too long",
         b'{"id": "a\x00b"}': "malformed JSON",
         b"\xff\xfe{}": "not valid UTF-8",

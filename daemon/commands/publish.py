@@ -13,12 +13,13 @@ import argparse
 import json
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from config.errors import ConfigError, SourceError
-from config.settings import AmqpConnection, redact_url
+from config.settings import MAX_DURATION, AmqpConnection, redact_url
 from daemon.commands.validate import STDIN, print_errors, read_paths
-from discovery import amqp_link, seed_json
+from discovery import amqp_link, intake, seed_json
 
 URL_VARIABLE = "CAPSYNC_AMQP_URL"
 
@@ -45,16 +46,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument(
         "--ttl",
-        type=float,
         default=None,
         metavar="SECONDS",
-        help="a lease: the registration leaves unless published again",
+        help="a lease, seconds (above 0, at most the consumer's max_ttl): the "
+        "registration leaves unless published again",
     )
     parser.add_argument("--password-file", type=Path, default=None)
     parser.add_argument("--ca-file", type=Path, default=None, help="CA bundle for amqps")
     parser.add_argument("--cert-file", type=Path, default=None, help="client certificate")
     parser.add_argument("--key-file", type=Path, default=None, help="client key")
     parser.set_defaults(handler=run)
+
+
+def header_number(seconds: float) -> int | Decimal:
+    """A lease as an AMQP header can carry it (a table has no plain float): an integer,
+    or a decimal; the consumer reads both as seconds."""
+    return int(seconds) if seconds.is_integer() else Decimal(str(seconds))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
         print_errors(invalid, sys.stderr)
         print(f"capsync publish: {len(invalid)} invalid; nothing published", file=sys.stderr)
         return 1
-    headers = {"ttl": args.ttl} if args.ttl is not None else None
+    try:
+        lease = intake.ttl_text(args.ttl, field="--ttl", max_ttl=MAX_DURATION)
+    except intake.Refused as exc:
+        print(f"capsync publish: {exc.problems[0][0]}: {exc.problems[0][1]}", file=sys.stderr)
+        return 2
+    headers = {"ttl": header_number(lease)} if lease is not None else None
     pika = amqp_link.pika_module()
     try:
         connection = amqp_link.connect(conn, "capsync publish")

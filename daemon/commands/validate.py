@@ -12,7 +12,7 @@ from typing import Any
 
 from config.errors import DeclarationError
 from config.settings import default_owner
-from discovery import documents, full_entry, seed_json
+from discovery import documents, full_entry, intake, seed_json
 from discovery.consul.fields import service_fields
 from discovery.normalise import Found, Invalid, normalise
 from discovery.sources.base import Declaration, Listing
@@ -76,7 +76,7 @@ def read_paths(paths: list[str], command: str) -> tuple[list[Found], list[Invali
         else:
             print(f"capsync {command}: {raw_path}: no such file or directory", file=sys.stderr)
             return None
-    return normalise(listing, "file")
+    return normalise(_strings_checked(listing), "file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,15 +103,42 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read_stdin(listing: Listing) -> None:
+    """Standard input: JSON through the daemon's own intake (the bytes rules a pushed
+    registration meets), YAML through the document reader."""
     ref = "<stdin>"
+    # The limit plus one byte is enough to tell the input is too large.
+    raw = sys.stdin.buffer.read(documents.MAX_DOCUMENT_BYTES + 1)
     try:
-        # The limit plus one byte is enough to tell the input is too large.
-        raw = sys.stdin.buffer.read(documents.MAX_DOCUMENT_BYTES + 1)
-        items = documents.parse(raw, ref=ref, fmt="auto", many=True)
+        if raw.lstrip()[:1] in (b"{", b"["):
+            data = intake.parse(raw, limit=documents.MAX_DOCUMENT_BYTES)
+            items = (
+                [(f"{ref}[{i}]", item) for i, item in enumerate(data)]
+                if isinstance(data, list)
+                else [(ref, data)]
+            )
+        else:
+            items = documents.parse(raw, ref=ref, fmt="yaml", many=True)
+    except intake.Refused as exc:
+        listing.invalid.append(DeclarationError(ref, exc.problems))
+        return
     except DeclarationError as error:
         listing.invalid.append(error)
         return
     listing.declarations.extend(Declaration("file", item_ref, data) for item_ref, data in items)
+
+
+def _strings_checked(listing: Listing) -> Listing:
+    """The intake's depth and string rules (no lone surrogate, no U+0000) on every
+    declaration read, each refused with its field path."""
+    out = Listing(invalid=list(listing.invalid))
+    for declaration in listing.declarations:
+        try:
+            intake.check(declaration.data)
+        except intake.Refused as exc:
+            out.invalid.append(DeclarationError(declaration.ref, exc.problems))
+        else:
+            out.declarations.append(declaration)
+    return out
 
 
 def _in_order(found: list[Found], invalid: list[Invalid]) -> list[Found | Invalid]:

@@ -26,7 +26,6 @@ arguments differ), and a broker-side dead-letter cannot carry the reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -35,17 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from config.errors import DeclarationError
 from config.events import emit
 from config.settings import AmqpConnection, Duration, SourceName, redact_url
-from discovery import amqp_link, schema
+from discovery import amqp_link, intake, lease
 from discovery.documents import MAX_DOCUMENT_BYTES
 from discovery.inbox import Inbox, Registration
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.push import InboxSettings, PushSource, open_inbox
-from discovery.wire import CapabilityUpdate
 
 VIA = "amqp"
 REASON = "x-capsync-reason"
@@ -57,54 +54,21 @@ class Invalid(Exception):
     """A message that can never be registered: it goes to the dead-letter queue."""
 
 
-@dataclass(frozen=True)
-class Message:
-    """A decoded message: a registration to store, or an id to unregister."""
-
-    registration: Registration | None = None
-    unregister: str | None = None
-
-
-def decode(
-    body: bytes, headers: Mapping[str, Any] | None, *, now: float, max_ttl: float
-) -> Message:
-    """A message body -> what it asks for; Invalid with the reason otherwise."""
-    if len(body) > MAX_DOCUMENT_BYTES:
-        raise Invalid(f"body of {len(body)} bytes is over {MAX_DOCUMENT_BYTES} (64 KiB)")
+def decode(body: bytes, headers: Mapping[str, Any] | None, *, max_ttl: float) -> intake.Command:
+    """A message body (and its ``ttl`` header) -> what it asks for, through the one
+    intake; Invalid with the reason (every field path) otherwise."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid(f"malformed JSON: {exc}") from None
-    ttl = (headers or {}).get("ttl")
-    if isinstance(data, dict) and "action" in data:
-        try:
-            update = CapabilityUpdate.model_validate(data)
-        except ValidationError as exc:
-            raise Invalid(
-                "invalid envelope: "
-                + "; ".join(
-                    f"{schema.format_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()
-                )
-            ) from None
-        if update.action == "Unregister":
-            worker_id = update.capabilities.get("id")
-            if not isinstance(worker_id, str) or not worker_id:
-                raise Invalid("Unregister: capabilities.id must be a worker id")
-            return Message(unregister=worker_id)
-        data, ttl = update.capabilities, update.ttl
-    if ttl is not None and (
-        isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= max_ttl
-    ):
-        raise Invalid(f"ttl: must be a number of seconds above 0 and at most {max_ttl:g}")
-    try:
-        caps = schema.validate(data, ref=VIA)
-    except DeclarationError as exc:
-        raise Invalid(
-            "invalid declaration: "
-            + "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in exc.problems)
-        ) from None
-    expires = now + ttl if ttl is not None else None
-    return Message(registration=Registration(caps.id, data, VIA, expires))
+        return intake.read(
+            body,
+            limit=MAX_DOCUMENT_BYTES,
+            max_ttl=max_ttl,
+            envelope=None,
+            ttl_meta=(headers or {}).get("ttl"),
+        )
+    except intake.Refused as exc:
+        raise Invalid(str(exc)) from None
+    except Exception as exc:  # a surprise in decoding is this message's, never a loop
+        raise Invalid(f"could not be decoded: {_describe(exc)}") from exc
 
 
 @dataclass
@@ -216,7 +180,16 @@ class AmqpSource(PushSource):
                 queue=settings.queue,
                 url=redact_url(settings.url),
             )
-            batch = Batch(self.inbox, channel, self.stats, notify)
+            batch = Batch(
+                self.inbox,
+                channel,
+                self.stats,
+                notify=notify,
+                clock=self.clock,
+                dead_letter=lambda received, reason: self._dead_letter(
+                    channel, received.properties, received.body, reason
+                ),
+            )
             for method, properties, body in channel.consume(
                 settings.queue, inactivity_timeout=IDLE
             ):
@@ -244,33 +217,31 @@ class AmqpSource(PushSource):
         self, batch: Batch, channel: Any, method: Any, properties: Any, body: bytes
     ) -> None:
         try:
-            message = decode(
-                body, properties.headers, now=self.clock(), max_ttl=self.settings.max_ttl
-            )
+            command = decode(body, properties.headers, max_ttl=self.settings.max_ttl)
         except Invalid as exc:
             batch.flush()  # everything before it is stored and acknowledged first
-            self._dead_letter(channel, method, properties, body, str(exc))
-            return
-        if message.registration is not None:
-            batch.add(method.delivery_tag, message.registration)
-        elif message.unregister is not None:
-            batch.flush()
-            removed = self.inbox.remove(message.unregister)
+            self._dead_letter(channel, properties, body, str(exc))
             channel.basic_ack(method.delivery_tag)
-            self.stats.count(consumed=1)
-            if removed:
-                batch.notify(f"amqp: unregistered {message.unregister}")
+            return
+        if command.action != "unregister":
+            batch.add(method.delivery_tag, command, Received(properties, body))
+            return
+        batch.flush()
+        removed = self.inbox.remove(command.id)
+        channel.basic_ack(method.delivery_tag)
+        self.stats.count(consumed=1)
+        if removed:
+            batch.notify(f"amqp: unregistered {command.id}")
 
-    def _dead_letter(
-        self, channel: Any, method: Any, properties: Any, body: bytes, reason: str
-    ) -> None:
+    def _dead_letter(self, channel: Any, properties: Any, body: bytes, reason: str) -> None:
+        """Publish a message that can never be stored to the dead-letter queue, unchanged,
+        with the reason (the caller acknowledges it)."""
         headers = {
             **(properties.headers or {}),
             REASON: reason[:MAX_REASON],
             "x-capsync-queue": self.settings.queue,
         }
         channel.basic_publish("", self.dead_letter, body, amqp_link.persistent(headers))
-        channel.basic_ack(method.delivery_tag)
         self.stats.count(rejected=1)
         emit(
             logging.WARNING,
@@ -282,38 +253,87 @@ class AmqpSource(PushSource):
         )
 
 
+@dataclass(frozen=True)
+class Received:
+    """A message as it came: what the dead-letter queue is given."""
+
+    properties: Any
+    body: bytes
+
+
 class Batch:
     """Registrations received but not yet acknowledged: stored in one inbox write, then
     acknowledged with one ``multiple`` ack. Those equal to what the inbox holds are not
-    written again (a redelivery changes nothing)."""
+    written again (a redelivery changes nothing).
+
+    When the write fails, each registration is written alone: one the store refuses
+    while it answers otherwise is dead-lettered with the reason (never redelivered in a
+    loop); when the store does not answer at all, the failure ends the session and the
+    broker requeues them (nothing lost, retried with backoff)."""
 
     def __init__(
-        self, inbox: Inbox, channel: Any, stats: ConsumerStats, notify: Callable[[str], None]
+        self,
+        inbox: Inbox,
+        channel: Any,
+        stats: ConsumerStats,
+        *,
+        notify: Callable[[str], None],
+        clock: Callable[[], float],
+        dead_letter: Callable[[Received, str], None],
     ) -> None:
         self.inbox, self.channel, self.stats, self.notify = inbox, channel, stats, notify
+        self.clock, self.dead_letter = clock, dead_letter
         self._tag = 0
-        self._pending: dict[str, Registration] = {}
+        self._pending: dict[str, tuple[intake.Command, Received]] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, tag: int, registration: Registration) -> None:
-        self._pending.pop(registration.key, None)  # the latest of one id wins, in order
-        self._pending[registration.key] = registration
+    def add(self, tag: int, command: intake.Command, received: Received) -> None:
+        key = command.id.lower()  # ids compare case-insensitively, as the inbox's keys
+        self._pending.pop(key, None)  # the latest of one id wins, in order
+        self._pending[key] = (command, received)
         self._tag = tag
 
     def flush(self) -> None:
         if not self._pending:
             return
-        pending = list(self._pending.values())
-        changed = [r for r in pending if self.inbox.get(r.id) != r]
-        self.inbox.put(changed)
+        pending, now = list(self._pending.values()), self.clock()
+        changed = []
+        for command, received in pending:
+            old = self.inbox.get(command.id)
+            new = lease.registration(
+                command.id, command.body or {}, via=VIA, now=now, ttl=command.ttl, old=old
+            )
+            if new != old:
+                changed.append((new, received))
+        dead = 0
+        try:
+            self.inbox.put([new for new, _ in changed])
+        except Exception:  # which one? each alone
+            stored = self._one_by_one(changed)
+            dead, changed = len(changed) - len(stored), stored
         self.channel.basic_ack(self._tag, multiple=True)
-        self.stats.count(consumed=len(pending))
+        self.stats.count(consumed=len(pending) - dead)
         self._pending.clear()
         if changed:
             more = f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""
-            self.notify(f"amqp: registered {changed[0].id}{more}")
+            self.notify(f"amqp: registered {changed[0][0].id}{more}")
+
+    def _one_by_one(
+        self, changed: list[tuple[Registration, Received]]
+    ) -> list[tuple[Registration, Received]]:
+        """Write each alone; dead-letter those the store refuses while it answers."""
+        stored = []
+        for new, received in changed:
+            try:
+                self.inbox.put([new])
+            except Exception as exc:
+                self.inbox.get(new.id)  # the store does not answer: end the session
+                self.dead_letter(received, f"storing failed: {_describe(exc)}")
+                continue
+            stored.append((new, received))
+        return stored
 
 
 def _describe(exc: Exception) -> str:

@@ -214,6 +214,10 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
         all_required: bool = False,
         verified: bool = False,
         permission: Annotated[Sequence[str], Query(description="CATEGORY:PERMISSION")] = (),
+        ignore_case: Annotated[
+            bool,
+            Query(description="compare tool names case-insensitively (capsync's extension)"),
+        ] = False,
     ) -> Any:
         """Workers in the registry, filtered as ``capsync find`` filters them."""
         try:
@@ -227,6 +231,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
                 verified=verified,
                 permissions=permission,
                 now=int(time.time()),
+                ignore_case=ignore_case,
             )
         except ValueError as exc:
             raise Refused(400, str(exc)) from None

@@ -48,7 +48,8 @@ def _add_v1_descriptor() -> None:
     file.options.Clear()
     for message in file.message_type:
         for fld in message.field:
-            fld.type_name = fld.type_name.replace(f".{ALPHA}.", f".{V1}.")
+            if fld.type_name:
+                fld.type_name = fld.type_name.replace(f".{ALPHA}.", f".{V1}.")
     for service in file.service:
         for method in service.method:
             method.input_type = method.input_type.replace(f".{ALPHA}.", f".{V1}.")

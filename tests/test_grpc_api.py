@@ -241,6 +241,7 @@ def test_health_follows_readiness_and_reflection_lists_the_services(
     assert set(database.get_services()) == {
         "capsync.v1.WorkerRegistry",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
     service = database.FindFileContainingSymbol("capsync.v1.WorkerRegistry")

@@ -7,12 +7,9 @@ reflection v1 beside v1alpha."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +17,11 @@ import grpc
 import requests
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from grpc_tools import protoc
 
 from tests.backends import Backend
 from tests.consul_target import ConsulTarget
 from tests.doubles.consul import ConsulDouble
-from tests.grpc_daemon import GrpcDaemon
+from tests.grpc_daemon import GrpcDaemon, generated_client, run_client
 from tests.seed_library import oracle_has_capability, oracle_provides, variant_fleet
 
 # A client in its own process, from the shipped .proto and protobuf's JSON mapping only:
@@ -95,17 +91,6 @@ def daemon_on(backend: Backend, state: Path) -> Iterator[GrpcDaemon]:
             assert proc.stop() == 0
 
 
-def client_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "client"
-    directory.mkdir()
-    shipped = resources.files("discovery.proto") / "registry.proto"
-    (directory / "registry.proto").write_text(shipped.read_text())
-    args = [f"-I{directory}", f"--python_out={directory}", f"--grpc_python_out={directory}"]
-    assert protoc.main(["protoc", *args, "registry.proto"]) == 0
-    (directory / "client.py").write_text(CLIENT)
-    return directory
-
-
 def test_rest_and_grpc_give_back_what_was_declared(backend: Backend, tmp_path: Path):
     now = int(time.time())
     fleet = variant_fleet(now, consul_meta=backend.consul is None)
@@ -113,28 +98,18 @@ def test_rest_and_grpc_give_back_what_was_declared(backend: Backend, tmp_path: P
     ids = sorted(w["id"] for w in fleet)
     (tmp_path / "fleet.json").write_text(json.dumps(by_grpc))
     (tmp_path / "ids.json").write_text(json.dumps(ids))
-    directory = client_dir(tmp_path)
+    directory = generated_client(tmp_path / "client", CLIENT)
     with daemon_on(backend, tmp_path) as proc:
         for worker in by_rest:
             assert proc.register(worker).json()["success"] is True
-        out = subprocess.run(
-            [
-                sys.executable,
-                "client.py",
-                proc.grpc_address,
-                proc.token or "",
-                str(tmp_path / "fleet.json"),
-                str(tmp_path / "ids.json"),
-            ],
-            cwd=directory,
-            capture_output=True,
-            text=True,
+        grpc_side = run_client(
+            directory,
+            proc.grpc_address,
+            proc.token or "",
+            str(tmp_path / "fleet.json"),
+            str(tmp_path / "ids.json"),
             timeout=120,
-            env={"PATH": "/usr/bin:/bin"},
-            check=False,
         )
-        assert out.returncode == 0, out.stderr
-        grpc_side = json.loads(out.stdout)
         base = f"http://{proc.address}"
         listed = requests.get(f"{base}/workers", timeout=10).json()
         one = requests.get(f"{base}/workers/{fleet[1]['id']}", timeout=10).json()

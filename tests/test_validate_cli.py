@@ -135,6 +135,19 @@ def test_format_consul_fits_limits_and_decodes_back(tmp_path: Path) -> None:
     assert codec.decode(entry) == schema.validate(SEED_CRD_SPEC, ref="t")
 
 
+def test_format_consul_reports_what_only_consul_would_refuse(tmp_path: Path) -> None:
+    (tmp_path / "ok.json").write_text('{"id": "ok", "metadata": {"app_version": "1"}}')
+    (tmp_path / "dotted.json").write_text('{"id": "dotted", "metadata": {"app.version": "1"}}')
+    assert run_cli("validate", str(tmp_path)).returncode == 0  # valid: others take it
+    result = run_cli("validate", "--format", "consul", str(tmp_path))
+    assert result.returncode == 1
+    assert [fields["ID"] for fields in json.loads(result.stdout)] == ["ok"]
+    assert result.stderr.strip() == (
+        f"error {tmp_path / 'dotted.json'}: Consul would refuse it: meta key 'app.version': "
+        "Consul meta keys are [A-Za-z0-9_-] only"
+    )
+
+
 def test_hostile_stdin_inputs_give_one_error_each() -> None:
     cases = {
         b"[" * 20_000: "nested too deeply",

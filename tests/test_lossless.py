@@ -98,6 +98,8 @@ def test_every_registry_holds_exactly_what_was_declared(backend: Backend, tmp_pa
                 lambda w, n=name: oracle_has_capability(w, "static_analysis", n.__eq__, now),
             ), name
         assert answer(registry, Query(meta=(("version", "2.0.0"),))) == []
+        dotted = Query(meta=(("app.version", "1.2.3"),), flags=("llm_support",))
+        assert answer(registry, dotted) == ids(kept, lambda w: w["id"] == "dotted")
 
 
 def answer(registry: Registry, q: Query) -> list[str]:

@@ -119,7 +119,7 @@ def test_bad_input_auth_and_limits_change_nothing(daemon: GrpcDaemon, target: Co
     stub = daemon.stub()
     bad = pb.RegisterRequest(
         capabilities=pb.WorkerCapabilitiesProto(
-            id="bad id", fuzzing_tools=[pb.ToolCapability(tool_name="a|b")]
+            id="bad id", fuzzing_tools=[pb.ToolCapability(tool_name="")]
         )
     )
     refused = call_error(stub.Register, bad, metadata=daemon.metadata(), timeout=10)

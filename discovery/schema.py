@@ -38,9 +38,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def _tool_name(value: str) -> str:
     """A tool name is kept exactly as declared (the library compares names exactly, and
     its capability_hash covers them): only what is plainly broken is refused."""
-    if not value or codec.utf8_len(value) > MAX_NAME:
+    if not 1 <= len(value) <= MAX_NAME:
         raise PydanticCustomError(
-            "tool_name", f"tool name must be 1-{MAX_NAME} bytes (UTF-8; the library's limit)"
+            "tool_name", f"tool name must be 1-{MAX_NAME} characters (the library's limit)"
         )
     if bad := _CONTROL.search(value):
         raise PydanticCustomError(

@@ -40,7 +40,7 @@ def test_seed_crd_spec_camel_case() -> None:
         {"tool_name": "  AFL++ ", "alternatives": ["afl++", "HonggFuzz", "honggfuzz", "  AFL++ "]},
         {"tool_name": "a,b", "alternatives": ["c|d", "e!"]},
         {"tool_name": "x!", "alternatives": ["a:b", "a=b", "a\u00a0b", "a b"]},
-        {"tool_name": "é" * 128, "alternatives": ["x" * 256]},
+        {"tool_name": "é" * 256, "alternatives": ["x" * 256]},
     ],
     ids=["case-padding-repeats-self", "separators", "punctuation-and-spaces", "long"],
 )
@@ -104,12 +104,12 @@ def test_default_id_from_source() -> None:
         (
             {"id": "w", "fuzzing_tools": [{"tool_name": ""}]},
             "fuzzing_tools[0].tool_name",
-            "1-256 bytes",
+            "1-256 characters",
         ),
         (
             {"id": "w", "fuzzing_tools": [{"tool_name": "x" * 257}]},
             "fuzzing_tools[0].tool_name",
-            "1-256 bytes",
+            "1-256 characters",
         ),
         (
             {"id": "w", "fuzzing_tools": [{"tool_name": "x", "alternatives": list("abcdefghijk")}]},

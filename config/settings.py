@@ -7,6 +7,7 @@ key path, never in the middle of a cycle.
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
 from pathlib import Path
@@ -37,6 +38,18 @@ def default_owner() -> str:
     name = socket.gethostname().split(".")[0] or "localhost"
     name = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")[:64]
     return name or "localhost"
+
+
+def state_path(name: str) -> Path:
+    """A default file in the state directory: systemd's ``$STATE_DIRECTORY`` (the first,
+    when it lists several) when set, else /var/lib/capsync."""
+    directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(directory or "/var/lib/capsync") / name
+
+
+def in_state_directory(name: str) -> Any:
+    """A ``Field`` whose default is ``state_path(name)``, read when settings are built."""
+    return Field(default_factory=lambda: state_path(name))
 
 
 MAX_DURATION = 366 * 86400.0  # a year and a day: far beyond any sane interval, far inside
@@ -152,7 +165,7 @@ class RegistrySettingsBase(_Section):
     # The deletion guard measures against the most entries owned within this window.
     guard_window: Duration = 3600.0
     # `touch` it to release held deletions for one cycle of a running daemon.
-    release_file: Path = Path("/var/lib/capsync/release-deletions")
+    release_file: Path = in_state_directory("release-deletions")
     # This host's identity in the node's meta: a second host writing the same owner's
     # service is refused (unless daemon.leader_election serialises them).
     writer: str = Field(default_factory=default_writer, min_length=1, max_length=255)
@@ -289,7 +302,7 @@ class AmqpEventsSettings(AmqpConnection):
 
     enabled: bool = False
     exchange: str = Field("worker.capabilities.events", min_length=1, max_length=255)
-    outbox: Path = Path("/var/lib/capsync/amqp-outbox.db")
+    outbox: Path = in_state_directory("amqp-outbox.db")
     outbox_max: Annotated[int, Field(ge=10)] = 100_000
 
 

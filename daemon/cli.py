@@ -10,6 +10,7 @@ from importlib.metadata import version
 
 from config.errors import CapsyncError, ConfigError
 from daemon.commands import config_check, find, publish, run, validate
+from daemon.registry.table import REGISTRY_KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="capsync",
         description=(
             "Sync worker capability declarations (Docker labels, Kubernetes annotations "
-            "and resources, Consul services, files) into the Consul catalogue, and query it."
+            "and resources, Consul services, files, pushed registrations) into one or "
+            f"more registries ({', '.join(REGISTRY_KINDS.kinds)}), and query them."
         ),
     )
     parser.add_argument("--version", action="version", version=f"capsync {version('capsync')}")

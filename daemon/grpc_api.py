@@ -29,14 +29,13 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from pydantic import ValidationError
 
 from config.errors import ConfigError, DeclarationError, RegistryError
 from config.events import emit
 from config.settings import GrpcSettings
-from daemon import query
+from daemon import grpc_reflection_v1, query
 from daemon.events import ChangeEvent, Start
 from daemon.front_rules import Pace, authorized, require_token_off_loopback
 from daemon.grpc_limits import Limits, Undecodable, malformed
@@ -174,6 +173,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
                 permissions=request.permissions,
                 now=int(time.time()),
                 spell=lambda option: f"ListRequest.{_LIST_FIELDS.get(option, option)}",
+                ignore_case=request.ignore_case,
             )
         except ValueError as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -347,7 +347,7 @@ class GrpcApi:
             WorkerRegistry(registrar), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(Health(state), self.server)
-        reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME), self.server)
+        grpc_reflection_v1.enable((SERVICE, HEALTH), self.server)
         try:
             port = (
                 self.server.add_secure_port(listen, _credentials(settings))

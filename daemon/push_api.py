@@ -239,6 +239,10 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
         all_required: bool = False,
         verified: bool = False,
         permission: Annotated[Sequence[str], Query(description="CATEGORY:PERMISSION")] = (),
+        ignore_case: Annotated[
+            bool,
+            Query(description="compare tool names case-insensitively (capsync's extension)"),
+        ] = False,
     ) -> Any:
         """Workers in the registry, filtered as ``capsync find`` filters them."""
         try:
@@ -253,6 +257,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
                 permissions=permission,
                 now=int(time.time()),
                 spell=lambda option: f"query parameter {option!r}",
+                ignore_case=ignore_case,
             )
         except ValueError as exc:
             raise Refused(400, str(exc)) from None

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from config.errors import DeclarationError
 from config.events import emit
-from discovery import codec, full_entry, schema, seed_json
+from discovery import codec, full_entry, seed_json
 from discovery.model import CATEGORIES, Capabilities
 from discovery.tool_terms import PERMISSIONS
 from discovery.wire import FindRequest
@@ -34,7 +34,8 @@ class Query:
     ``--verified``: the library's find_verified_workers (every tool live and attested).
     ``--permission C:P``: the library's find_workers_with_permissions(C, P).
     An expired or revoked tool provides nothing, judged at ``now`` (Unix seconds; the
-    command passes the clock).
+    command passes the clock). Names compare exactly, as in the library;
+    ``ignore_case`` (capsync's extension, ``--ignore-case``) compares them case-folded.
     """
 
     category: str | None = None
@@ -46,6 +47,7 @@ class Query:
     verified: bool = False
     permissions: tuple[tuple[str, str], ...] = ()
     now: int = 0
+    ignore_case: bool = False
 
     @classmethod
     def seed_find(cls, request: FindRequest, now: int) -> Query:
@@ -53,7 +55,7 @@ class Query:
         required_tools), the same question REST, gRPC and ``capsync find`` ask."""
         return cls(
             category=request.capability_type,
-            tools=tuple(schema.tool_key(t) for t in request.required_tools),
+            tools=tuple(request.required_tools),
             now=now,
         )
 
@@ -71,6 +73,7 @@ class Query:
         permissions: Sequence[str] = (),
         now: int = 0,
         spell: Callable[[str], str] = lambda option: f"--{option}",
+        ignore_case: bool = False,
     ) -> Query:
         """The query the user asked for (``find``'s options, the API's parameters);
         ValueError naming the option when it does not make sense, in the caller's own
@@ -99,34 +102,48 @@ class Query:
             held.append((cat, permission))
         return cls(
             category=category or None,
-            tools=tuple(schema.tool_key(t) for t in tools),
-            has=tuple(schema.tool_key(t) for t in has),
+            tools=tuple(tools),
+            has=tuple(has),
             flags=tuple(flags),
             meta=tuple(pairs),
             all_required=all_required,
             verified=verified,
             permissions=tuple(held),
             now=now,
+            ignore_case=ignore_case,
         )
 
+    def narrowing(self) -> Query:
+        """What a registry may narrow by: the registries index names exactly, so a
+        case-insensitive query narrows by everything but its names."""
+        if not self.ignore_case:
+            return self
+        return replace(self, category=None, tools=(), has=(), all_required=False)
+
     def matches(self, caps: Capabilities) -> bool:
-        named = set(self.tools) | set(self.has)
-        provided = set(caps.provided_tools(self.now))
+        fold = str.casefold if self.ignore_case else _same
+        named = {fold(t) for t in (*self.tools, *self.has)}
+        tools = {fold(t) for t in self.tools}
+        provided = {fold(t) for t in caps.provided_tools(self.now)}
         return (
             (
                 self.category is None
-                or caps.has_capability(self.category, self.tools.__contains__, now=self.now)
+                or caps.has_capability(self.category, lambda t: fold(t) in tools, now=self.now)
             )
-            and all(tool in provided for tool in self.has)
+            and all(fold(tool) in provided for tool in self.has)
             and all(caps.has_flag(flag) for flag in self.flags)
             and all(caps.metadata.get(key) == value for key, value in self.meta)
             and (
                 not self.all_required
-                or caps.has_all_required_tools(named.__contains__, now=self.now)
+                or caps.has_all_required_tools(lambda t: fold(t) in named, now=self.now)
             )
             and (not self.verified or caps.verify_all_capabilities(self.now))
             and all(caps.has_required_permissions(c, p) for c, p in self.permissions)
         )
+
+
+def _same(name: str) -> str:
+    return name
 
 
 def decoded(listed: list[Listed]) -> list[Decoded]:
@@ -148,7 +165,7 @@ def decoded(listed: list[Listed]) -> list[Decoded]:
 
 def select(registry: Registry, q: Query) -> list[Decoded]:
     """The registry's entries that ``q`` matches (RegistryError when it cannot answer)."""
-    return [found for found in decoded(registry.entries(q)) if q.matches(found[2])]
+    return [found for found in decoded(registry.entries(q.narrowing())) if q.matches(found[2])]
 
 
 def worker_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from discovery.codec import Entry
 
 RELEASE = (
     "--allow-mass-delete for one run, or touch the registry's release_file "
-    "(default /var/lib/capsync/release-deletions) for one cycle of a running daemon"
+    "(default release-deletions in $STATE_DIRECTORY or /var/lib/capsync) for one cycle "
+    "of a running daemon"
 )
 
 

@@ -2,7 +2,7 @@
 
 Consumers query this encoding directly (``"clippy" in ServiceTags``, DNS
 ``clippy.worker.service.consul``, ``ServiceMeta.fuzzing``), so it is a public contract:
-decode(encode(x)) == x for every valid declaration, and it never breaks Consul's limits.
+names, flags and metadata appear exactly as declared, and decode(encode(x)) == x.
 
 Meta layout::
 
@@ -14,7 +14,8 @@ Meta layout::
     <metadata key>   = <value>                 verbatim
 
 A declaration in the library's full form (a tool with permissions, an expiry, a
-revocation, an attestation or ``verified``) carries more than meta can hold (attestations
+revocation, an attestation or ``verified``), and one whose names meta cannot separate
+(a name holding ``,`` or ``|``, or ending in ``!``), carries more than meta can hold (attestations
 alone would break 64 pairs of 512 bytes). Its query-relevant part goes in tags and meta,
 computed at encode time with the cycle's ``now``; the rest is the ``document`` (the full
 JSON), which the registry stores beside the entry (Consul: a KV key, named in meta)::
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -53,7 +55,8 @@ NEXT_EXPIRY = "capsync-next-expiry"
 DOCUMENT = "capsync-document"
 TERM_KEYS = (VERIFIED, NEXT_EXPIRY, DOCUMENT)
 FLAG_PREFIX = "flag-"
-RESERVED_PREFIXES = ("capsync-", FLAG_PREFIX, "consul-")
+RESERVED_PREFIXES = ("capsync-", FLAG_PREFIX)
+CONSUL_META_KEY = re.compile(r"[A-Za-z0-9_-]+")
 RESERVED_KEYS = frozenset(FIXED_KEYS) | frozenset(CATEGORIES)
 
 
@@ -158,31 +161,36 @@ def decode(entry: Entry) -> Capabilities:
     )
 
 
-def limit_problems(caps: Capabilities) -> list[tuple[str, str]]:
-    """Every way this declaration's registry entry would break Consul's limits.
+def meta_lossless(caps: Capabilities) -> bool:
+    """True when the category meta alone gives back every name: none holds a separator
+    (``,`` between tools, ``|`` before an alternative) or ends in the required mark."""
+    return not any(
+        "," in name or "|" in name or name.endswith("!")
+        for tool in caps.iter_tools()
+        for name in (tool.tool_name, *tool.alternatives)
+    )
 
-    Key rules (characters, length, reserved names) are checked per key by the schema.
-    """
+
+def consul_problems(entry: Entry) -> list[str]:
+    """Every way this entry breaks Consul's meta rules (ValidateServiceMetadata): the
+    Consul registry refuses such an entry alone; the other registries hold it."""
     problems = []
-    meta = _declaration_meta(caps)
-    pairs = len(meta) + len(FIXED_KEYS) + (len(TERM_KEYS) if caps.has_terms() else 0)
-    if pairs > MAX_META_PAIRS:
+    if (pairs := len(entry.meta)) > MAX_META_PAIRS:
         problems.append(
-            (
-                "",
-                f"the registry entry would need {pairs} meta pairs (reserved keys "
-                "+ one per non-empty category + flags + metadata); Consul allows "
-                f"at most {MAX_META_PAIRS}",
-            )
+            f"the entry needs {pairs} meta pairs (capsync's keys + one per non-empty category "
+            f"+ flags + metadata); Consul allows at most {MAX_META_PAIRS}"
         )
-    for category, field_name in CATEGORIES.items():
-        if (size := utf8_len(meta.get(category, ""))) > MAX_META_VALUE:
+    for key, value in entry.meta.items():
+        if not CONSUL_META_KEY.fullmatch(key):
+            problems.append(f"meta key {key!r}: Consul meta keys are [A-Za-z0-9_-] only")
+        elif utf8_len(key) > MAX_META_KEY:
+            problems.append(f"meta key {key!r}: Consul allows at most {MAX_META_KEY} bytes")
+        elif key.startswith("consul-"):
+            problems.append(f"meta key {key!r}: Consul reserves the 'consul-' prefix")
+        if (size := utf8_len(value)) > MAX_META_VALUE:
             problems.append(
-                (
-                    field_name,
-                    f"encoded as meta {category!r} these tools take {size} bytes (UTF-8); "
-                    f"Consul allows at most {MAX_META_VALUE} bytes per meta value",
-                )
+                f"meta {key!r} is {size} bytes (UTF-8); Consul allows at most "
+                f"{MAX_META_VALUE} bytes per meta value"
             )
     return problems
 
@@ -269,11 +277,10 @@ def _digest(
 
 
 def reserved_reason(key: str) -> str:
-    """Why a metadata key may not be used, or "" when it may."""
+    """Why a metadata key may not be used (in every registry: each keeps the entry's
+    meta beside the declaration), or "" when it may."""
     if key not in RESERVED_KEYS and not key.startswith(RESERVED_PREFIXES):
         return ""
-    if key.startswith("consul-"):
-        return f"key {key!r}: Consul reserves the 'consul-' prefix for internal use"
     return (
         f"key {key!r} is reserved by the registry encoding (reserved: "
         f"{', '.join(sorted(RESERVED_KEYS))}, and the prefixes 'capsync-' and 'flag-')"

@@ -1,9 +1,10 @@
 """A declaration <-> its registry entry, the full form included.
 
 ``codec`` encodes what Consul's tags and meta can hold; a declaration in the library's
-full form also travels as a ``document`` (the ``seed_json`` form, compact JSON) that the
-registry stores beside the entry, so decoding gives back every permission, expiry,
-attestation and ``verified`` flag. A minimal-form declaration has no document: its
+full form, or one whose names meta cannot separate, also travels as a ``document`` (the
+``seed_json`` form, compact JSON) that the registry stores beside the entry, so decoding
+gives back every permission, expiry, attestation and ``verified`` flag, and every name as
+written. Any other minimal-form declaration has no document: its
 entry is exactly what it was before the full form existed.
 """
 
@@ -41,7 +42,7 @@ def encode(
     address: str = "",
     port: int = 0,
 ) -> Entry:
-    full = caps.has_terms()
+    full = caps.has_terms() or not codec.meta_lossless(caps)
     return codec.encode(
         caps,
         service=service,

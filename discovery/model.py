@@ -94,7 +94,7 @@ class ToolCapability:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """One worker's validated, normalised declaration.
+    """One worker's validated declaration, exactly as declared.
 
     ``tools`` maps a category key to its non-empty tuple of tools; empty categories are
     absent, so two declarations that differ only by an empty list compare equal.

@@ -2,8 +2,13 @@
 
 Pydantic checks structure and types (strictly: ``"required": "yes"`` is an error, not
 true); the naming rules are annotated types so each error carries its exact field path;
-rules that span fields (duplicates, reserved keys, Consul's size limits) run afterwards on
-the typed result. Every failure becomes a (field path, message) pair naming the rule.
+rules that span fields (duplicates) run afterwards on the typed result. Every failure
+becomes a (field path, message) pair naming the rule.
+
+Nothing is rewritten: names, alternatives, flags and metadata are kept exactly as
+declared. Only what no registry can hold, or what is plainly broken, is refused here;
+what only Consul's encoding forbids (a meta key character, a value over 512 bytes, more
+than 64 meta pairs) is refused by the Consul registry alone (``codec.consul_problems``).
 """
 
 from __future__ import annotations
@@ -23,36 +28,28 @@ from discovery import tool_terms as terms
 from discovery.model import CATEGORIES, Capabilities, ToolCapability
 from discovery.tool_terms import NEVER_EXPIRES, U64_MAX, Attestation, Expiration, Permissions
 
-MAX_NAME = 128
+MAX_NAME = 256
 MAX_ALTERNATIVES = 10
-MAX_KEY = 64
-MAX_META_VALUE = 512
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_FORBIDDEN_IN_NAME = re.compile(r"[\s,|!:=\x00-\x1f\x7f]")
-
-
-def tool_key(value: str) -> str:
-    """A tool name as declarations store it and queries compare it: trimmed, lower-cased."""
-    return value.strip().lower()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _tool_name(value: str) -> str:
-    name = tool_key(value)
-    if not name or codec.utf8_len(name) > MAX_NAME:
+    """A tool name is kept exactly as declared (the library compares names exactly, and
+    its capability_hash covers them): only what is plainly broken is refused."""
+    if not 1 <= len(value) <= MAX_NAME:
         raise PydanticCustomError(
-            "tool_name", f"tool name must be 1-{MAX_NAME} bytes (UTF-8) after trimming"
+            "tool_name", f"tool name must be 1-{MAX_NAME} characters (the library's limit)"
         )
-    if bad := _FORBIDDEN_IN_NAME.search(name):
+    if bad := _CONTROL.search(value):
         raise PydanticCustomError(
             "tool_name",
-            "tool name {name} contains {char}; whitespace, control characters and "
-            ", | ! : = are not allowed (they separate entries in the registry encoding)",
-            {"name": repr(name), "char": repr(bad.group())},
+            "tool name {name} contains the control character {char}",
+            {"name": repr(value), "char": repr(bad.group())},
         )
-    return name
+    return value
 
 
 def _worker_id(value: str) -> str:
@@ -66,11 +63,11 @@ def _worker_id(value: str) -> str:
 
 
 def _key(value: str) -> str:
-    if not _KEY_RE.fullmatch(value):
+    if not value or _CONTROL.search(value):
         raise PydanticCustomError(
             "key",
-            "key {key} must be 1-{max} characters of [A-Za-z0-9_-] (Consul meta key rules)",
-            {"key": repr(value), "max": MAX_KEY},
+            "key {key} must be non-empty and without control characters",
+            {"key": repr(value)},
         )
     return value
 
@@ -85,20 +82,6 @@ ToolName = Annotated[str, AfterValidator(_tool_name)]
 WorkerId = Annotated[str, AfterValidator(_worker_id)]
 Key = Annotated[str, AfterValidator(_key)]
 MetaKey = Annotated[str, AfterValidator(_meta_key)]
-
-
-def _meta_value(value: str) -> str:
-    if (size := codec.utf8_len(value)) > MAX_META_VALUE:
-        raise PydanticCustomError(
-            "meta_value",
-            "metadata values are at most {max} bytes (UTF-8; Consul's limit); this one is "
-            "{size} bytes",
-            {"max": MAX_META_VALUE, "size": size},
-        )
-    return value
-
-
-MetaValue = Annotated[str, AfterValidator(_meta_value)]
 
 
 class _Strict(BaseModel):
@@ -165,7 +148,7 @@ class DeclarationIn(_Strict):
     fuzzing_tools: list[ToolIn] = []
     test_framework_tools: list[ToolIn] = []
     flags: dict[Key, bool] = {}
-    metadata: dict[MetaKey, MetaValue] = {}
+    metadata: dict[MetaKey, str] = {}
 
 
 _KNOWN_FIELDS = sorted(
@@ -204,8 +187,7 @@ def validate(data: Any, *, ref: str, default_id: str | None = None) -> Capabilit
         flags=dict(parsed.flags),
         metadata=dict(parsed.metadata),
     )
-    problems = _duplicate_tools(parsed) + codec.limit_problems(caps)
-    if problems:
+    if problems := _duplicate_tools(parsed):
         raise DeclarationError(ref, problems)
     return caps
 
@@ -215,10 +197,7 @@ def _tools(tools: list[ToolIn]) -> tuple[ToolCapability, ...]:
         ToolCapability(
             tool_name=tool.tool_name,
             required=tool.required,
-            # Keep the declared order (it reads as a preference), drop repeats and self.
-            alternatives=tuple(
-                dict.fromkeys(alt for alt in tool.alternatives if alt != tool.tool_name)
-            ),
+            alternatives=tuple(tool.alternatives),
             permissions=Permissions(**tool.permissions.model_dump()),
             expiration=Expiration(**tool.expiration.model_dump()),
             attestation=Attestation(**tool.attestation.model_dump()) if tool.attestation else None,

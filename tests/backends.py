@@ -24,6 +24,7 @@ import redis
 
 from config import loading
 from daemon.query import Query
+from daemon.registry.base import Registry
 from daemon.registry.table import REGISTRY_KINDS
 from daemon.settings_model import SETTINGS
 from daemon.wiring import build_registry
@@ -58,8 +59,9 @@ class Backend:
         """The same registry, written by another capsync."""
         return replace(self, owner=f"t-{uuid.uuid4().hex[:8]}")
 
-    def services(self) -> dict[str, Entry]:
-        """Our node's instances of our service, as entries."""
+    @contextmanager
+    def opened(self) -> Iterator[Registry]:
+        """This registry as the daemon builds it from the same arguments."""
         settings = loading.load(
             SETTINGS,
             environ={**self.env(), "CAPSYNC_CONFIG": os.devnull},
@@ -68,9 +70,14 @@ class Backend:
         )
         registry = build_registry(settings, settings.registries[0])
         try:
-            listed = registry.entries(Query())
+            yield registry
         finally:
             registry.close()
+
+    def services(self) -> dict[str, Entry]:
+        """Our node's instances of our service, as entries."""
+        with self.opened() as registry:
+            listed = registry.entries(Query())
         return {item.entry.id: item.entry for item in listed if item.node == self.node}
 
 

@@ -3,10 +3,15 @@ real gRPC clients for it through the committed generated stubs."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_tools import protoc
 
 from discovery.proto import registry_pb2_grpc as pb_grpc
 from tests.consul_target import ConsulTarget
@@ -62,3 +67,30 @@ def call_error(call: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
     except grpc.RpcError as exc:
         return exc
     raise AssertionError("the call succeeded")
+
+
+def generated_client(directory: Path, script: str) -> Path:
+    """A client program of its own in ``directory``: stubs a user generates from the
+    shipped .proto (not the committed Python code), and ``script`` as client.py."""
+    directory.mkdir()
+    shipped = resources.files("discovery.proto") / "registry.proto"
+    (directory / "registry.proto").write_text(shipped.read_text())
+    args = [f"-I{directory}", f"--python_out={directory}", f"--grpc_python_out={directory}"]
+    assert protoc.main(["protoc", *args, "registry.proto"]) == 0
+    (directory / "client.py").write_text(script)
+    return directory
+
+
+def run_client(directory: Path, *args: str, timeout: float = 60) -> Any:
+    """Run the generated client with ``args``; what it printed, as JSON."""
+    out = subprocess.run(
+        [sys.executable, "client.py", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

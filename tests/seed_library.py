@@ -195,3 +195,56 @@ def oracle_has_permission(worker: dict[str, Any], category: str, permission: str
     if field_name is None or permission not in PERMISSION_NAMES:
         return False
     return any(tool["permissions"][permission] for tool in worker[field_name])
+
+
+# Names as workers really write them: case variants, padding (a non-breaking space too),
+# repeats, self-alternatives, and the encoding's separators. capsync keeps every one.
+NAME_VARIANTS = ("clippy", "Clippy", " clippy ", "clippy\u00a0", "CLIPPY", "a,b", "x|y", "req!")
+
+
+def variant_fleet(now: int, *, consul_meta: bool = True) -> list[dict[str, Any]]:
+    """Workers in the library's full form whose names differ only in case or padding,
+    repeat their alternatives or name themselves as one, with dotted metadata keys when
+    ``consul_meta`` (only Consul's meta rules refuse those), and attested tools whose
+    ``capability_hash`` covers the names as written."""
+    later = now + 3600
+    workers = []
+    for index, name in enumerate(NAME_VARIANTS):
+        tool = library_tool(
+            name,
+            required=index % 2 == 0,
+            alternatives=(name, "Cargo-Clippy", "Cargo-Clippy", name.strip()),
+            expires_at=later,
+            attestation="valid",
+            permissions=("network_access",) if index % 3 == 0 else (),
+            now=now,
+        )
+        worker = library_worker(f"variant-{index}", static_analysis=[tool])
+        worker["flags"] = {"LLM_support": index % 2 == 1, "llm_support": index % 2 == 0}
+        workers.append(worker)
+    # Two tools of one category that differ only in case are two tools.
+    pair = library_worker(
+        "case-pair",
+        static_analysis=[
+            library_tool("Semgrep", required=True, expires_at=later, now=now),
+            library_tool("semgrep", expires_at=now - 10, now=now),
+        ],
+        fuzzing=[library_tool("AFL++", alternatives=("afl++",), expires_at=later, now=now)],
+    )
+    pair["metadata"] = {"version": "1.0.0", "Version": "2.0.0"}
+    workers.append(pair)
+    dotted = library_worker(
+        "dotted", test_framework=[library_tool("PyTest", expires_at=later, now=now)]
+    )
+    if consul_meta:
+        dotted["metadata"] = {"app.version": "1.2.3", "team/owner": "qa"}
+    workers.append(dotted)
+    return workers
+
+
+def oracle_provides(worker: dict[str, Any], name: str, now: int, *, fold: bool = False) -> bool:
+    """A live tool of any category named ``name`` (or with it as an alternative)."""
+    same: Callable[[str], bool] = (
+        (lambda n: n.casefold() == name.casefold()) if fold else (lambda n: n == name)
+    )
+    return any(_satisfied(tool, same, now) for tool in _tools(worker))

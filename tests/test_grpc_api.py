@@ -119,7 +119,7 @@ def test_bad_input_auth_and_limits_change_nothing(daemon: GrpcDaemon, target: Co
     stub = daemon.stub()
     bad = pb.RegisterRequest(
         capabilities=pb.WorkerCapabilitiesProto(
-            id="bad id", fuzzing_tools=[pb.ToolCapability(tool_name="a|b")]
+            id="bad id", fuzzing_tools=[pb.ToolCapability(tool_name="")]
         )
     )
     refused = call_error(stub.Register, bad, metadata=daemon.metadata(), timeout=10)
@@ -240,6 +240,7 @@ def test_health_follows_readiness_and_reflection_lists_the_services(
     assert set(database.get_services()) == {
         "capsync.v1.WorkerRegistry",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
     service = database.FindFileContainingSymbol("capsync.v1.WorkerRegistry")

@@ -4,15 +4,10 @@ committed Python code), in a program of its own."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from importlib import resources
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_tools import protoc
 
 from discovery.proto import registry_pb2 as pb
 from discovery.proto import registry_pb2_grpc as pb_grpc
@@ -20,7 +15,7 @@ from tests.conftest import run_cli
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import wait_until
 from tests.doubles.consul import ConsulDouble
-from tests.grpc_daemon import GrpcDaemon, call_error
+from tests.grpc_daemon import GrpcDaemon, call_error, generated_client, run_client
 from tests.seed_proto import seed_crd_message, seed_module
 from tests.test_consul_tls import make_pki
 
@@ -115,37 +110,11 @@ print(json.dumps({"module": pb.__file__, "answer": [answer.success, answer.messa
 
 
 def test_a_client_generated_from_the_shipped_proto(target: ConsulTarget, tmp_path: Path):
-    shipped = resources.files("discovery.proto") / "registry.proto"
-    client_dir = tmp_path / "client"
-    client_dir.mkdir()
-    (client_dir / "registry.proto").write_text(shipped.read_text())
-    assert (
-        protoc.main(
-            [
-                "protoc",
-                f"-I{client_dir}",
-                f"--python_out={client_dir}",
-                f"--grpc_python_out={client_dir}",
-                "registry.proto",
-            ]
-        )
-        == 0
-    )
-    (client_dir / "client.py").write_text(CLIENT)
+    client_dir = generated_client(tmp_path / "client", CLIENT)
     seed_bytes = seed_crd_message(seed_module(tmp_path)).SerializeToString()
     proc = GrpcDaemon(target, tmp_path).started()
     try:
-        out = subprocess.run(
-            [sys.executable, "client.py", proc.grpc_address, proc.token or "", seed_bytes.hex()],
-            cwd=client_dir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={"PATH": "/usr/bin:/bin"},
-            check=False,
-        )
-        assert out.returncode == 0, out.stderr
-        result = json.loads(out.stdout)
+        result = run_client(client_dir, proc.grpc_address, proc.token or "", seed_bytes.hex())
         assert result["module"].startswith(str(client_dir))  # not the committed code
         assert result == {
             **result,

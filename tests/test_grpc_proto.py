@@ -83,7 +83,7 @@ def test_an_invalid_message_is_refused_whole_with_its_field_paths():
         id="bad id",
         flags={"ok": True},
         fuzzing_tools=[
-            pb.ToolCapability(tool_name="a|b"),
+            pb.ToolCapability(tool_name=""),
             pb.ToolCapability(tool_name="afl", permissions=pb.Permissions(cpu_limit_percent=101)),
         ],
     )

@@ -115,7 +115,7 @@ def test_refusals_change_nothing(consul: ConsulTarget, tmp_path: Path):
             {
                 "id": "kept",
                 "static_analysis_tool": [],
-                "fuzzing_tools": [{"tool_name": "a,b", "required": "yes"}],
+                "fuzzing_tools": [{"tool_name": "a\tb", "required": "yes"}],
             }
         )
         assert bad.status_code == 422

@@ -54,7 +54,7 @@ def test_every_message_is_answered_and_the_connection_kept(push: PushDaemon, tar
             ws,
             {
                 "action": "Register",
-                "capabilities": {"id": "bad id", "fuzzing_tools": [{"tool_name": "a|b"}]},
+                "capabilities": {"id": "bad id", "fuzzing_tools": [{"tool_name": ""}]},
             },
         )
         assert {e["field"] for e in invalid["errors"]} == {

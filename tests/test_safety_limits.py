@@ -18,22 +18,6 @@ from tests.test_sync_contract import sync
 # -- 6. Limits in bytes; nothing that is not Unicode reaches a registry --------------
 
 INVALID = {
-    # 300 characters, 600 bytes: Consul's 512 counts bytes.
-    "wide.json": (
-        '{"id": "wide", "metadata": {"note": "' + "é" * 300 + '"}}',
-        "metadata.note",
-        "600 bytes",
-    ),
-    "tools.json": (
-        json.dumps(
-            {
-                "id": "tools",
-                "fuzzing_tools": [{"tool_name": f"t{i:02}-{'ü' * 30}"} for i in range(9)],
-            }
-        ),
-        "fuzzing_tools",
-        "bytes (UTF-8)",
-    ),
     "lone.json": (
         '{"id": "lone", "static_analysis_tools": [{"tool_name": "x\\udc00"}]}',
         "static_analysis_tools[0].tool_name",

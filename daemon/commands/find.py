@@ -28,7 +28,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--all-required: every required tool is among the named tools. "
         "--verified: every tool live and attested (the library's check; it "
         "does not verify signatures). --permission C:P: some tool of category "
-        "C holds permission P. Expired and revoked tools provide nothing.",
+        "C holds permission P. Expired and revoked tools provide nothing. Tool "
+        "names compare exactly, as in the library; --ignore-case compares them "
+        "case-insensitively (capsync's extension).",
     )
     find.add_argument("--category", choices=list(CATEGORIES))
     find.add_argument("--tool", nargs="+", default=[], metavar="T")
@@ -38,6 +40,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     find.add_argument("--all-required", action="store_true")
     find.add_argument("--verified", action="store_true")
     find.add_argument("--permission", nargs="+", default=[], metavar="CATEGORY:PERMISSION")
+    find.add_argument(
+        "-i",
+        "--ignore-case",
+        action="store_true",
+        help="compare tool names case-insensitively (capsync's extension; the library "
+        "compares them exactly)",
+    )
     _common(find)
     find.set_defaults(handler=find_command)
     listing = sub.add_parser("list", help="list every worker in the registry")
@@ -52,10 +61,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         all_required=False,
         verified=False,
         permission=[],
+        ignore_case=False,
     )
     show = sub.add_parser("show", help="show one worker's entries in the registry")
     show.add_argument("id")
     add_registry_options(show, select=True)
+    show.add_argument(
+        "--json", action="store_true", help="print a JSON list (the default: show prints JSON)"
+    )
     show.set_defaults(handler=show_command)
 
 
@@ -76,6 +89,7 @@ def find_command(args: argparse.Namespace) -> int:
             verified=args.verified,
             permissions=args.permission,
             now=int(time.time()),
+            ignore_case=args.ignore_case,
         )
     except ValueError as exc:
         print(f"capsync find: {exc}", file=sys.stderr)
@@ -108,7 +122,7 @@ def _decoded(args: argparse.Namespace, query: Query) -> list[Decoded]:
     configure()
     registry = build_registry(settings, chosen)
     try:
-        return decoded(registry.entries(query))
+        return decoded(registry.entries(query.narrowing()))
     finally:
         registry.close()
 

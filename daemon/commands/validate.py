@@ -12,7 +12,8 @@ from typing import Any
 
 from config.errors import DeclarationError
 from config.settings import default_owner
-from discovery import documents, full_entry, intake, seed_json
+from discovery import codec, documents, full_entry, intake, seed_json
+from discovery.codec import Entry
 from discovery.consul.fields import service_fields
 from discovery.normalise import Found, Invalid, normalise
 from discovery.sources.base import Declaration, Listing
@@ -89,10 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_as_json(item) for item in _in_order(found, invalid)], indent=2))
     elif args.format == "consul":
-        owner = args.owner or default_owner()
-        now = int(time.time())
-        print(json.dumps([_consul(item, args.service, owner, now) for item in found], indent=2))
-        print_errors(invalid, sys.stderr)
+        return _print_consul(found, invalid, args.service, args.owner or default_owner())
     else:
         for item in _in_order(found, invalid):
             if isinstance(item, Found):
@@ -100,6 +98,25 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print_errors([item], sys.stdout)
     return 1 if invalid else 0
+
+
+def _print_consul(found: list[Found], invalid: list[Invalid], service: str, owner: str) -> int:
+    """The Consul fields of each declaration; one Consul's meta rules refuse is reported
+    instead (the other registries would take it)."""
+    now = int(time.time())
+    fit = []
+    refused = False
+    for item in found:
+        entry = _consul(item, service, owner, now)
+        for problem in (problems := codec.consul_problems(entry)):
+            where = item.declaration.ref
+            print(f"error {where}: Consul would refuse it: {problem}", file=sys.stderr)
+        refused |= bool(problems)
+        if not problems:
+            fit.append(service_fields(entry))
+    print(json.dumps(fit, indent=2))
+    print_errors(invalid, sys.stderr)
+    return 1 if invalid or refused else 0
 
 
 def _read_stdin(listing: Listing) -> None:
@@ -161,9 +178,10 @@ def _as_json(item: Found | Invalid) -> dict[str, Any]:
     }
 
 
-def _consul(item: Found, service: str, owner: str, now: int) -> dict[str, Any]:
-    """The service as capsync would register it now (its document is kept beside it)."""
-    entry = full_entry.encode(
+def _consul(item: Found, service: str, owner: str, now: int) -> Entry:
+    """The entry as capsync would register it now (its document is kept beside it); only
+    the Consul registry judges it by Consul's meta rules."""
+    return full_entry.encode(
         item.caps,
         now=now,
         service=service,
@@ -171,7 +189,6 @@ def _consul(item: Found, service: str, owner: str, now: int) -> dict[str, Any]:
         source="file",
         ref=item.declaration.ref,
     )
-    return service_fields(entry)
 
 
 def print_errors(invalid: list[Invalid], stream: Any) -> None:

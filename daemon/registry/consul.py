@@ -112,7 +112,7 @@ class ConsulRegistry:
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         tally = Tally()
-        units = [(op, self._txn(op)) for op in operations(changes)]
+        units = [(op, self._txn(op)) for op in self._writable(operations(changes), tally)]
         if not units:
             return tally.result()
         if not self._node_read:
@@ -124,6 +124,20 @@ class ConsulRegistry:
             node = [self._node_op(self._node_meta)] if self._node_meta is not None else []
             self._send(batch, node, tally)
         return tally.result()
+
+    @staticmethod
+    def _writable(ops: list[Operation], tally: Tally) -> list[Operation]:
+        """The operations Consul can take; an entry that breaks Consul's meta rules only
+        (a dotted metadata key, a value over 512 bytes, over 64 pairs) is refused here
+        alone, with the rule, and whatever this registry held for it stays."""
+        out = []
+        for op in ops:
+            problems = codec.consul_problems(op.entry) if op.kind != "delete" else []
+            if problems:
+                tally.refuse([op], "; ".join(problems))
+            else:
+                out.append(op)
+        return out
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         expression = consul_filter(query or Query())

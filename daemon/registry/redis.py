@@ -13,9 +13,10 @@ Keys, with ``P`` the configured prefix (default empty, which is the seed's own l
     Pcapsync:node:<owner>       hash: the owner's node meta, as Consul's node carries it:
                                 capsync-owner, capsync-writer-<service> = the writer
 
-Ids and tool names never contain ``:``, so a worker key can never be a ``tool:`` set or a
-``capsync:`` key. Ids compare case-insensitively (the ``capsync:entry`` hash is keyed by
-the lower-cased id): a case-only rename replaces the key in the same script. A key
+Ids never contain ``:``, so a worker key can never be a ``tool:`` set or a ``capsync:``
+key (a tool name, kept as declared, may hold ``:``: its set key still begins ``tool:``).
+Ids compare case-insensitively (the ``capsync:entry`` hash is keyed by the lower-cased
+id): a case-only rename replaces the key in the same script. A key
 capsync did not write (no ``capsync:entry`` hash, or one of another owner or service) is
 never written or deleted: the entry is refused and reported. The writer claim
 (daemon/registry/writer.py) is checked and recorded by each batch's script.

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from config.errors import RegistryError
-from config.settings import KindName, RegistrySettingsBase
+from config.settings import KindName, RegistrySettingsBase, in_state_directory
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, apply_in_batches
@@ -318,7 +318,7 @@ class SqliteRegistrySettings(RegistrySettingsBase):
 
     backend: Literal["sqlite"]
     name: KindName = "sqlite"
-    path: Path = Path("/var/lib/capsync/registry.db")
+    path: Path = in_state_directory("registry.db")
 
 
 def build(settings: SqliteRegistrySettings, ctx: BuildContext) -> SqliteRegistry:

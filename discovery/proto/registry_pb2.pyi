@@ -154,7 +154,7 @@ class Worker(_message.Message):
     def __init__(self, capabilities: _Optional[_Union[WorkerCapabilitiesProto, _Mapping]] = ..., node: _Optional[str] = ..., owner: _Optional[str] = ..., source: _Optional[str] = ..., ref: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("category", "tools", "has", "flags", "meta", "all_required", "verified", "permissions")
+    __slots__ = ("category", "tools", "has", "flags", "meta", "all_required", "verified", "permissions", "ignore_case")
     class MetaEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class ListRequest(_message.Message):
     ALL_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
     PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_CASE_FIELD_NUMBER: _ClassVar[int]
     category: str
     tools: _containers.RepeatedScalarFieldContainer[str]
     has: _containers.RepeatedScalarFieldContainer[str]
@@ -178,7 +179,8 @@ class ListRequest(_message.Message):
     all_required: bool
     verified: bool
     permissions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, category: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., has: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., meta: _Optional[_Mapping[str, str]] = ..., all_required: _Optional[bool] = ..., verified: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ...) -> None: ...
+    ignore_case: bool
+    def __init__(self, category: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., has: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., meta: _Optional[_Mapping[str, str]] = ..., all_required: _Optional[bool] = ..., verified: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ..., ignore_case: _Optional[bool] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("workers",)

@@ -5,7 +5,7 @@ import warnings
 
 from discovery.proto import registry_pb2 as discovery_dot_proto_dot_registry__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -37,7 +37,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from config.events import emit
-from config.settings import AmqpConnection, Duration, SourceName, redact_url
+from config.settings import (
+    AmqpConnection,
+    Duration,
+    SourceName,
+    in_state_directory,
+    redact_url,
+)
 from discovery import amqp_link, intake, lease
 from discovery.documents import MAX_DOCUMENT_BYTES
 from discovery.inbox import Inbox, Registration
@@ -107,7 +113,7 @@ class AmqpSourceSettings(InboxSettings, AmqpConnection):
 
     type: Literal["amqp"]
     name: SourceName = "amqp"
-    path: Path = Path("/var/lib/capsync/amqp-inbox.db")
+    path: Path = in_state_directory("amqp-inbox.db")
     kv_prefix: str = "capsync/amqp-inbox"
     queue: str = Field("worker.capabilities", min_length=1, max_length=255)
     passive: bool = False

@@ -20,7 +20,7 @@ from typing import Literal
 
 from config.errors import SourceError
 from config.events import emit
-from config.settings import SourceName, SourceSettingsBase
+from config.settings import SourceName, SourceSettingsBase, in_state_directory
 from discovery.inbox import PURGE_AFTER, Inbox, Registration, SqliteInbox
 from discovery.inbox_consul import ConsulInbox
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -95,7 +95,7 @@ class InboxSettings(SourceSettingsBase):
     is on, else SQLite."""
 
     store: Literal["auto", "sqlite", "consul"] = "auto"
-    path: Path = Path("/var/lib/capsync/inbox.db")
+    path: Path = in_state_directory("inbox.db")
     kv_prefix: str = "capsync/inbox"
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from config.errors import RegistryError, SourceError
 from config.events import emit
 from daemon.plan import Changes, DeletionGuard, counts, plan
-from daemon.registry.base import ApplyResult, Registry, Snapshot
+from daemon.registry.base import ApplyResult, Refused, Registry, Snapshot
 from discovery import codec, full_entry
 from discovery.codec import Entry
 from discovery.model import Capabilities
@@ -414,7 +414,8 @@ class RegistrySync:
             applied = self.registry.apply(changes, stop)
         except RegistryError as exc:
             return replace(report, registry_error=str(exc), retry_after=exc.retry_after)
-        return replace(report, applied=applied)
+        found = tuple(_conflict(item, desired) for item in applied.conflicts)
+        return replace(report, applied=applied, conflicts=report.conflicts + found)
 
     def _desired(
         self, discovered: Discovered, snapshot: Snapshot
@@ -493,6 +494,14 @@ def unexpected(exc: BaseException, where: str) -> str:
     )
     text = " ".join(str(exc).split())[:300]
     return f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def _conflict(refused: Refused, desired: Mapping[str, Entry]) -> Conflict:
+    """An id the store found held by another writer when it wrote (planted since the
+    snapshot, or a key no snapshot lists): a conflict like those the snapshot shows."""
+    entry = desired.get(refused.id.casefold())
+    source, ref = (entry.source, entry.ref) if entry is not None else ("", "")
+    return Conflict(refused.id, source, ref, refused.reason)
 
 
 def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:

@@ -257,10 +257,11 @@ def _describe(err: ErrorDetails) -> tuple[str, str]:
 
 
 def _not_unicode(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, str]]:
-    """Every string (key or value) that is not a sequence of Unicode scalar values: a
-    lone surrogate from a JSON ``\\ud800`` escape cannot be encoded for any registry."""
+    """Every string (key or value) that some registry cannot hold, whatever the source: a
+    lone surrogate from a JSON ``\\ud800`` escape cannot be encoded for any registry, and
+    U+0000 is refused by PostgreSQL (JSONB, text) and cut short by C clients."""
     if isinstance(data, str):
-        if reason := _lone_surrogate(data):
+        if reason := _unstorable(data):
             yield format_loc(loc), reason
         return
     items = (
@@ -271,13 +272,15 @@ def _not_unicode(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, s
         else ()
     )
     for key, value in items:
-        if isinstance(key, str) and (reason := _lone_surrogate(key)):
-            printable = key.encode("utf-8", "replace").decode()
+        if isinstance(key, str) and (reason := _unstorable(key)):
+            printable = key.encode("utf-8", "replace").decode().replace("\x00", "\\0")
             yield f"{format_loc((*loc, printable))} (key)", reason
         yield from _not_unicode(value, (*loc, key))
 
 
-def _lone_surrogate(text: str) -> str:
+def _unstorable(text: str) -> str:
+    if "\x00" in text:
+        return "contains U+0000 (NUL), which registries cannot store (PostgreSQL refuses it)"
     bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
     return (
         ""

@@ -93,7 +93,7 @@ def test_default_id_from_source() -> None:
             "whitespace",
         ),
         (
-            {"id": "w", "fuzzing_tools": [{"tool_name": "a\x00b"}]},
+            {"id": "w", "fuzzing_tools": [{"tool_name": "a\x01b"}]},
             "fuzzing_tools[0].tool_name",
             "control characters",
         ),
@@ -130,6 +130,13 @@ def test_default_id_from_source() -> None:
         ({"id": "w", "metadata": {"v": "é" * 300}}, "metadata.v", "this one is 600 bytes"),
         ({"id": "w", "metadata": {"v": "\ud800"}}, "metadata.v", "lone surrogate U+D800"),
         ({"id": "w", "metadata": {"k\udc80": "v"}}, "(key)", "lone surrogate U+DC80"),
+        ({"id": "w", "metadata": {"v": "a\x00b"}}, "metadata.v", "U+0000"),
+        ({"id": "w\x00", "metadata": {}}, "id", "U+0000"),
+        (
+            {"id": "w", "fuzzing_tools": [{"tool_name": "ok", "alternatives": ["x\x00"]}]},
+            "fuzzing_tools[0].alternatives[0]",
+            "U+0000",
+        ),
         (
             {"id": "w", "fuzzing_tools": [{"tool_name": "ok", "alternatives": ["x\ud83d"]}]},
             "fuzzing_tools[0].alternatives[0]",

@@ -20,7 +20,14 @@ from config.errors import RegistryError
 from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, apply_in_batches
+from daemon.registry.base import (
+    ApplyResult,
+    Listed,
+    Operation,
+    Refused,
+    Snapshot,
+    apply_in_batches,
+)
 from daemon.registry.writer import claim
 from discovery.codec import EXTERNAL_SOURCE, Entry
 from discovery.kinds import BuildContext, Kind, no_arg
@@ -127,32 +134,37 @@ class MemoryRegistry:
     def _ours(self, entry: Entry) -> bool:
         return entry.owner == self.owner and entry.service.lower() == self.service.lower()
 
-    def _write(self, op: Operation) -> str:
+    def _write(self, op: Operation) -> Refused | None:
         return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
 
-    def _upsert(self, entry: Entry) -> str:
+    def _upsert(self, entry: Entry) -> Refused | None:
         if entry.owner != self.owner:
-            return f"entry carries capsync-owner {entry.owner!r}; this registry is {self.owner!r}"
-        if reason := self._foreign_reason(entry.id):
-            return reason
+            return Refused(
+                entry.id,
+                f"entry carries capsync-owner {entry.owner!r}; this registry is {self.owner!r}",
+            )
+        if refused := self._foreign_reason(entry.id):
+            return refused
         # Keyed by the lower-cased id: a case-only rename replaces the entry in place.
         self._node.services[entry.id.lower()] = entry
-        return ""
+        return None
 
-    def _delete(self, entry: Entry) -> str:
-        if reason := self._foreign_reason(entry.id):
-            return reason
+    def _delete(self, entry: Entry) -> Refused | None:
+        if refused := self._foreign_reason(entry.id):
+            return refused
         self._node.services.pop(entry.id.lower(), None)
-        return ""
+        return None
 
-    def _foreign_reason(self, worker_id: str) -> str:
+    def _foreign_reason(self, worker_id: str) -> Refused | None:
         current = self._node.services.get(worker_id.lower())
         if current is None or self._ours(current):
-            return ""
-        return (
+            return None
+        return Refused(
+            worker_id,
             f"{worker_id!r} on node {self.node!r} belongs to another writer "
             f"(capsync-owner {current.owner!r}, service {current.service!r}); left as "
-            "it is"
+            "it is",
+            foreign=True,
         )
 
 

@@ -78,15 +78,16 @@ local function problem(op)
   local kind = redis.call('TYPE', p .. id).ok
   if holder == false then
     if kind ~= 'none' then
-      return 'key ' .. p .. op.id .. ' (' .. kind .. ') was not written by capsync; left as it is'
+      return 'key ' .. p .. op.id .. ' (' .. kind .. ') was not written by capsync; ' ..
+        'left as it is', true
     end
   else
     local svc = redis.call('HGET', bk, 'service') or ''
     if holder ~= owner or string.lower(svc) ~= service then
       return id .. ' belongs to another writer (capsync-owner ' .. holder .. ', service ' ..
-        svc .. '); left as it is'
+        svc .. '); left as it is', true
     elseif kind ~= 'string' and kind ~= 'none' then
-      return 'key ' .. p .. id .. ' now holds a ' .. kind .. '; left as it is'
+      return 'key ' .. p .. id .. ' now holds a ' .. kind .. '; left as it is', true
     end
   end
   for _, tool in ipairs(op.sets or {}) do
@@ -99,8 +100,12 @@ local function problem(op)
 end
 local refused, good = {}, {}
 for _, op in ipairs(b.ops) do
-  local reason = problem(op)
-  if reason then refused[#refused + 1] = {op.id, reason} else good[#good + 1] = op end
+  local reason, foreign = problem(op)
+  if reason then
+    refused[#refused + 1] = {op.id, reason, foreign or false}
+  else
+    good[#good + 1] = op
+  end
 end
 for _, op in ipairs(good) do
   local bk = book(op.id)
@@ -136,8 +141,9 @@ return cjson.encode({refused = refused})
 
 # Reads: ARGV[1] the prefix, ARGV[2] {"all": sets to intersect, "any": sets of which an
 # id must be in one, "minus": [set, sets...] for SDIFF, "node": a capsync:node hash or
-# ""}. Answers {rows, SDIFF ids, the node hash (flat)}, a row being {id, its
-# capsync:entry hash (flat, keyed by the lower-cased id), value or false}.
+# "", "check": ids found squatted before}. Answers {rows, SDIFF ids, the node hash
+# (flat), the checked ids whose key still exists without capsync's hash}, a row being
+# {id, its capsync:entry hash (flat, keyed by the lower-cased id), value or false}.
 _READ = """#!lua flags=no-writes
 local p, q = ARGV[1], cjson.decode(ARGV[2])
 local rows = {}
@@ -157,7 +163,14 @@ local others = {}
 if #q.minus > 0 then others = redis.call('SDIFF', unpack(q.minus)) end
 local node = {}
 if q.node ~= '' then node = redis.call('HGETALL', q.node) end
-return {rows, others, node}
+local squatted = {}
+for _, id in ipairs(q.check) do
+  if redis.call('EXISTS', p .. id) == 1
+    and redis.call('EXISTS', p .. 'capsync:entry:' .. string.lower(id)) == 0 then
+    squatted[#squatted + 1] = id
+  end
+end
+return {rows, others, node, squatted}
 """
 
 
@@ -233,6 +246,9 @@ class RedisRegistry:
         )
         self._decoder = seed_store.Decoder()
         self._clock = clock
+        # Ids found held by a key capsync did not write: no set lists them, so the
+        # snapshot checks them again and reports them as foreign (a conflict, no write).
+        self._squatted: set[str] = set()
 
     def snapshot(self) -> Snapshot:
         mine = f"{self._prefix}capsync:owner:{self._owner}"
@@ -245,7 +261,7 @@ class RedisRegistry:
         return store.snapshot(rows, self._claim, self._decoder, others)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        return store.apply_batches(
+        result = store.apply_batches(
             changes,
             claim=self._claim,
             read=self.snapshot,
@@ -253,6 +269,8 @@ class RedisRegistry:
             stop=stop,
             send=self._send,
         )
+        self._squatted |= {item.id for item in result.conflicts}
+        return result
 
     def _send(self, batch: list[Operation]) -> list[Refused]:
         """One batch, one script: the writer claim, then every key checked, then written."""
@@ -290,7 +308,10 @@ class RedisRegistry:
             raise self._claim.lost(_hash(answer["held"]))
         if meta is not None:
             self._claim.update(meta)
-        rejected = [Refused(worker_id, why) for worker_id, why in answer["refused"] or []]
+        rejected = [
+            Refused(worker_id, why, foreign=foreign)
+            for worker_id, why, foreign in answer["refused"] or []
+        ]
         skipped = {item.id for item in rejected}
         entries = {op.entry.id: op.entry for op in batch}
         for op in ops:
@@ -327,10 +348,15 @@ class RedisRegistry:
         cannot be decoded is reported and comes back as None), and SDIFF ``minus``; with
         ``node``, read the owner's node hash (the writer claim) in the same script."""
         hash_key = f"{self._prefix}capsync:node:{self._owner}" if node else ""
-        selection = json.dumps({"all": every, "any": some, "minus": list(minus), "node": hash_key})
-        rows, others, meta = self._call("read", _READ, self._prefix, selection)
+        check = sorted(self._squatted) if node else []
+        selection = json.dumps(
+            {"all": every, "any": some, "minus": list(minus), "node": hash_key, "check": check}
+        )
+        rows, others, meta, squatted = self._call("read", _READ, self._prefix, selection)
         if node:
             self._claim.update(_hash(meta))
+            self._squatted = set(squatted)
+            others = [*others, *squatted]
         out: list[tuple[str, Entry | None]] = []
         for worker_id, flat, value in rows:
             origin = _hash(flat)

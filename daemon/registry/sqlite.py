@@ -32,7 +32,14 @@ from config.errors import RegistryError
 from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, apply_in_batches
+from daemon.registry.base import (
+    ApplyResult,
+    Listed,
+    Operation,
+    Refused,
+    Snapshot,
+    apply_in_batches,
+)
 from daemon.registry.writer import claim
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -247,13 +254,16 @@ class SqliteRegistry:
                 (self._node, self._node_address, json.dumps(meta)),
             )
 
-    def _write(self, op: Operation) -> str:
+    def _write(self, op: Operation) -> Refused | None:
         return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
 
-    def _upsert(self, entry: Entry) -> str:
+    def _upsert(self, entry: Entry) -> Refused | None:
         """Create or replace one of our entries; the reason when it is refused."""
         if entry.owner != self._owner:
-            return f"entry carries capsync-owner {entry.owner!r}; this registry is {self._owner!r}"
+            return Refused(
+                entry.id,
+                f"entry carries capsync-owner {entry.owner!r}; this registry is {self._owner!r}",
+            )
         written = self._db.execute(
             _UPSERT,
             {
@@ -278,26 +288,28 @@ class SqliteRegistry:
             "INSERT OR IGNORE INTO service_tags (node, id, tag) VALUES (?, ?, ?)",
             [(self._node, entry.id, tag) for tag in entry.tags],
         )
-        return ""
+        return None
 
-    def _delete(self, entry: Entry) -> str:
+    def _delete(self, entry: Entry) -> Refused | None:
         """Remove one of our entries; an absent one is already done, as in Consul."""
         deleted = self._db.execute(
             "DELETE FROM services WHERE node = ? AND id = ? AND owner = ? AND service = ?",
             (self._node, entry.id, self._owner, self._service),
         ).rowcount
-        return "" if deleted else self._foreign_reason(entry.id)
+        return None if deleted else self._foreign_reason(entry.id)
 
-    def _foreign_reason(self, worker_id: str) -> str:
+    def _foreign_reason(self, worker_id: str) -> Refused | None:
         row = self._db.execute(
             "SELECT owner, service FROM services WHERE node = ? AND id = ?",
             (self._node, worker_id),
         ).fetchone()
         if row is None:
-            return ""
-        return (
+            return None
+        return Refused(
+            worker_id,
             f"{worker_id!r} on node {self._node!r} belongs to another writer "
-            f"(capsync-owner {row['owner']!r}, service {row['service']!r}); left as it is"
+            f"(capsync-owner {row['owner']!r}, service {row['service']!r}); left as it is",
+            foreign=True,
         )
 
 

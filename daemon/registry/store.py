@@ -53,7 +53,13 @@ class Interrupted(Exception):
 class Rejected(Exception):
     """The server answered a store's batch with an error (a read-only server, a failed
     statement): the script was refused or the transaction rolled back, so nothing of the
-    batch was written; its operations are refused with the server's reason."""
+    batch was written; its operations are refused with the server's reason.
+    ``by_entry``: the error is about a value (U+0000, a value over a limit), so some
+    entry of the batch is at fault, not the server: the batch is split to find it."""
+
+    def __init__(self, reason: str, *, by_entry: bool = False) -> None:
+        super().__init__(reason)
+        self.by_entry = by_entry
 
 
 class Claim:
@@ -174,17 +180,30 @@ def apply_batches(
         else:
             ops.append(op)
     for chunk in tally.batches(ops, size, stop):
-        try:
-            refused = send(chunk)
-        except Rejected as exc:
-            tally.refuse(chunk, str(exc))
-            continue
-        except Interrupted as exc:
-            tally.fail(chunk, str(exc))
-            continue
-        reasons = {item.id.casefold(): item.reason for item in refused}
-        tally.wrote([op for op in chunk if op.entry.id.casefold() not in reasons])
-        for op in chunk:
-            if (reason := reasons.get(op.entry.id.casefold())) is not None:
-                tally.refuse([op], reason)
+        _send_isolating(chunk, send, tally)
     return tally.result()
+
+
+def _send_isolating(chunk: list[Operation], send: Send, tally: Tally) -> None:
+    """One batch; when the server rejects it for a value it cannot hold, the halves are
+    sent again, down to the entry at fault, which alone is refused with the server's
+    reason: what one entry cannot be stored as never blocks the rest."""
+    try:
+        refused = send(chunk)
+    except Rejected as exc:
+        if exc.by_entry and len(chunk) > 1:
+            half = len(chunk) // 2
+            for part in (chunk[:half], chunk[half:]):
+                tally.requests += 1
+                _send_isolating(part, send, tally)
+            return
+        tally.refuse(chunk, str(exc))
+        return
+    except Interrupted as exc:
+        tally.fail(chunk, str(exc))
+        return
+    verdicts = {item.id.casefold(): item for item in refused}
+    tally.wrote([op for op in chunk if op.entry.id.casefold() not in verdicts])
+    for op in chunk:
+        if (verdict := verdicts.get(op.entry.id.casefold())) is not None:
+            tally.answered(op, verdict)

@@ -62,6 +62,9 @@ class Place:
     # node; and what is stored under an id, raw, to see it untouched.
     squat: Callable[[str, str], None]
     raw: Callable[[str], Any]
+    # The registry loses capsync's node and entries (deregistered by hand, a restarted
+    # server, a restored older backup): nothing of ours is left.
+    vanish: Callable[[str], None]
     outage: Callable[[Registry], None] = lambda registry: registry.close()  # stops answering
     opened: list[Registry] = field(default_factory=list)
 
@@ -84,6 +87,10 @@ def memory_place() -> Iterator[Place]:
         with catalog.lock:
             catalog.nodes.setdefault(node.lower(), _Node({})).services[e.id.lower()] = e
 
+    def vanish(node: str) -> None:
+        with catalog.lock:
+            del catalog.nodes[node.lower()]
+
     def raw(worker_id: str) -> Any:
         with catalog.lock:
             return [n.services.get(worker_id.lower()) for n in catalog.nodes.values()]
@@ -100,6 +107,7 @@ def memory_place() -> Iterator[Place]:
         _foreign_owner,
         lambda node, worker_id: plant(node, codec.Entry(worker_id, "worker", (), {})),
         raw,
+        vanish,
     )
 
 
@@ -114,6 +122,11 @@ def sqlite_place(tmp_path: Path) -> Iterator[Place]:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (node, e.id, e.service, json.dumps(e.tags), json.dumps(dict(e.meta)), "", 0),
             )
+
+    def vanish(node: str) -> None:
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("DELETE FROM nodes WHERE name = ?", (node,))
 
     def raw(worker_id: str) -> Any:
         with closing(sqlite3.connect(path)) as db:
@@ -131,6 +144,7 @@ def sqlite_place(tmp_path: Path) -> Iterator[Place]:
         _foreign_owner,
         lambda node, worker_id: plant(node, codec.Entry(worker_id, "worker", (), {})),
         raw,
+        vanish,
     )
 
 
@@ -165,6 +179,13 @@ def consul_place() -> Iterator[Place]:
             good = entry("stray-1")
             return codec.Entry(good.id, "worker", (), {**good.meta, "bad key": "x"})
 
+        def vanish(node: str) -> None:
+            client = ConsulClient(ConsulEndpoint(double.address))
+            try:
+                assert client.put("/v1/catalog/deregister", {"Node": node}).status == 200
+            finally:
+                client.close()
+
         def raw(worker_id: str) -> Any:
             client = ConsulClient(ConsulEndpoint(double.address))
             try:
@@ -179,6 +200,7 @@ def consul_place() -> Iterator[Place]:
             refusable,
             lambda node, worker_id: plant(node, codec.Entry(worker_id, "worker", (), {})),
             raw,
+            vanish,
             lambda registry: double.stop(),
         )
 
@@ -194,6 +216,7 @@ def _store_place(
     target: int,
     squat: Callable[[str, str], None],
     raw: Callable[[str], Any],
+    vanish: Callable[[str], None],
     refusable: Callable[[], codec.Entry] = _foreign_owner,
 ) -> Iterator[Place]:
     """Redis or PostgreSQL, reached through a proxy so that an outage is the server
@@ -210,7 +233,7 @@ def _store_place(
         finally:
             writer.close()
 
-    yield Place(open_at, plant, refusable, squat, raw, lambda registry: proxy.close())
+    yield Place(open_at, plant, refusable, squat, raw, vanish, lambda registry: proxy.close())
     proxy.close()
 
 
@@ -225,6 +248,9 @@ def redis_place(redis_server: RedisServer) -> Iterator[Place]:
     def raw(worker_id: str) -> Any:
         return client.get(worker_id)
 
+    def vanish(node: str) -> None:
+        client.flushdb()  # a restarted server without persistence
+
     yield from _store_place(
         lambda owner, service, writer, address: RedisRegistry(
             connect(RedisEndpoint(f"redis://{address}/3")),
@@ -236,6 +262,7 @@ def redis_place(redis_server: RedisServer) -> Iterator[Place]:
         redis_server.port,
         squat,
         raw,
+        vanish,
     )
     client.close()
 
@@ -250,6 +277,11 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
     def squat(node: str, worker_id: str) -> None:
         with psycopg.connect(dsn, autocommit=True) as db:
             db.execute("INSERT INTO worker_capabilities (id) VALUES (%s)", (worker_id,))
+
+    def vanish(node: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as db:  # an older backup restored
+            db.execute("DELETE FROM worker_capabilities")
+            db.execute("DELETE FROM capsync_nodes")
 
     def raw(worker_id: str) -> Any:
         with psycopg.connect(dsn, autocommit=True) as db:
@@ -267,6 +299,7 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
         postgres_server.port,
         squat,
         raw,
+        vanish,
         _nul_in_metadata,
     )
 
@@ -618,3 +651,44 @@ def test_an_entry_planted_between_snapshot_and_apply_is_a_conflict(place: Place)
     assert report.conflicts[0].source == "scripted"
     listed = {i.entry.id: i.entry for i in place.open().entries(Query())}
     assert listed["late-1"] == squatter and "mine-1" in listed
+
+
+def test_a_vanished_node_is_registered_again_with_its_entries(place: Place) -> None:
+    """Absence is read from the registry: the next cycle recreates what was lost."""
+    source = ScriptedSource(declarations=declared("a-1", "a-2", "a-3"))
+    sync = syncer(place, source)
+    assert sync.run_once().ok
+    place.vanish(f"capsync-{OWNER}")
+    again = sync.run_once()
+    assert again.ok, again.registries[0]
+    assert len(again.registries[0].changes.create) == 3
+    assert sorted(place.open().snapshot().owned) == ["a-1", "a-2", "a-3"]
+    assert sync.run_once().registries[0].changes.unchanged == 3
+
+
+def test_consul_tells_a_node_hidden_by_acls_from_a_vanished_one() -> None:
+    """Consul 1.11+ says when ACLs filtered a read: that node is not recreated over, and
+    the cycle fails with what to grant; a truly missing node is registered again."""
+    with ConsulDouble(acl_token="root") as double:
+
+        def registry(token: str | None) -> ConsulRegistry:
+            return ConsulRegistry(
+                ConsulClient(ConsulEndpoint(double.address, token=token)),
+                service="worker",
+                owner=OWNER,
+                node=f"capsync-{OWNER}",
+            )
+
+        writer = registry("root")
+        assert writer.apply(Changes(create=(entry("a-1"),))).applied == 1
+        blind = registry(None)  # the anonymous token: default deny
+        sync = Syncer(
+            [ScriptedSource(declarations=declared("a-1"))],
+            [RegistrySync("consul", blind, SyncOptions(service="worker", owner=OWNER))],
+        )
+        report = sync.run_once().registries[0]
+        assert "X-Consul-Results-Filtered-By-ACLs" in report.registry_error
+        assert "node:read" in report.registry_error and not report.changes.writes
+        assert list(writer.snapshot().owned) == ["a-1"]
+        writer.close()
+        blind.close()

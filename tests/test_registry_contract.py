@@ -65,6 +65,9 @@ class Place:
     # The registry loses capsync's node and entries (deregistered by hand, a restarted
     # server, a restored older backup): nothing of ours is left.
     vanish: Callable[[str], None]
+    # A store loses its bookkeeping ("sets": Redis's id sets; "node": the node hash or
+    # row), not the entries.
+    forget: Callable[[str], None] = lambda what: None
     outage: Callable[[Registry], None] = lambda registry: registry.close()  # stops answering
     opened: list[Registry] = field(default_factory=list)
 
@@ -201,7 +204,7 @@ def consul_place() -> Iterator[Place]:
             lambda node, worker_id: plant(node, codec.Entry(worker_id, "worker", (), {})),
             raw,
             vanish,
-            lambda registry: double.stop(),
+            outage=lambda registry: double.stop(),
         )
 
 
@@ -217,6 +220,7 @@ def _store_place(
     squat: Callable[[str, str], None],
     raw: Callable[[str], Any],
     vanish: Callable[[str], None],
+    forget: Callable[[str], None],
     refusable: Callable[[], codec.Entry] = _foreign_owner,
 ) -> Iterator[Place]:
     """Redis or PostgreSQL, reached through a proxy so that an outage is the server
@@ -233,7 +237,9 @@ def _store_place(
         finally:
             writer.close()
 
-    yield Place(open_at, plant, refusable, squat, raw, vanish, lambda registry: proxy.close())
+    yield Place(
+        open_at, plant, refusable, squat, raw, vanish, forget, lambda registry: proxy.close()
+    )
     proxy.close()
 
 
@@ -251,6 +257,12 @@ def redis_place(redis_server: RedisServer) -> Iterator[Place]:
     def vanish(node: str) -> None:
         client.flushdb()  # a restarted server without persistence
 
+    def forget(what: str) -> None:  # evicted
+        if what == "sets":
+            client.delete(f"capsync:owner:{OWNER}", "capsync:entries")
+        else:
+            client.delete(f"capsync:node:{OWNER}")
+
     yield from _store_place(
         lambda owner, service, writer, address: RedisRegistry(
             connect(RedisEndpoint(f"redis://{address}/3")),
@@ -263,6 +275,7 @@ def redis_place(redis_server: RedisServer) -> Iterator[Place]:
         squat,
         raw,
         vanish,
+        forget,
     )
     client.close()
 
@@ -283,6 +296,10 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
             db.execute("DELETE FROM worker_capabilities")
             db.execute("DELETE FROM capsync_nodes")
 
+    def forget(what: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("DELETE FROM capsync_nodes")
+
     def raw(worker_id: str) -> Any:
         with psycopg.connect(dsn, autocommit=True) as db:
             query = "SELECT * FROM worker_capabilities WHERE lower(id) = lower(%s)"
@@ -300,6 +317,7 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
         squat,
         raw,
         vanish,
+        forget,
         _nul_in_metadata,
     )
 
@@ -692,3 +710,27 @@ def test_consul_tells_a_node_hidden_by_acls_from_a_vanished_one() -> None:
         assert list(writer.snapshot().owned) == ["a-1"]
         writer.close()
         blind.close()
+
+
+@pytest.mark.parametrize("which", ["redis_place", "postgres_place"])
+@pytest.mark.parametrize("lose", ["sets", "node"])
+def test_lost_bookkeeping_is_rebuilt_from_what_each_entry_records(
+    request: pytest.FixtureRequest, which: str, lose: str
+) -> None:
+    """The stores keep bookkeeping beside the entries (Redis: the owner's set and the set
+    of every id, the node hash; PostgreSQL: the node row). Losing it never turns
+    capsync's own entries into someone else's: they are still owned, still deleted."""
+    place: Place = request.getfixturevalue(which)
+    source = ScriptedSource(declarations=declared("a-1", "a-2", "a-3"))
+    sync = syncer(place, source)
+    assert sync.run_once().ok
+    place.forget(lose)
+    again = sync.run_once()
+    assert again.ok and again.registries[0].changes.unchanged == 3, again.registries[0]
+    assert not again.registries[0].conflicts
+    source.declarations = declared("a-1", "a-2")
+    last = sync.run_once().registries[0]
+    assert [e.id for e in last.changes.delete] == ["a-3"] and last.ok
+    assert sorted(place.open().snapshot().owned) == ["a-1", "a-2"]
+    for registry in place.opened:
+        registry.close()

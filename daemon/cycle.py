@@ -22,6 +22,7 @@ from pathlib import Path
 
 from config.errors import RegistryError, SourceError
 from config.events import emit
+from daemon import guard_marks
 from daemon.plan import Changes, DeletionGuard, counts, plan
 from daemon.registry.base import ApplyResult, Refused, Registry, Snapshot
 from discovery import codec, full_entry
@@ -390,17 +391,31 @@ class RegistrySync:
         guard = self.options.guard
         if not guard.allow and self.options.release_file in discovered.released:
             guard = replace(guard, allow=True)
+        # The guard's marks: this process's memory and what the registry recorded (so a
+        # restart or a one-shot run remembers), the higher of the two per scope.
+        owned_counts = counts(snapshot.owned.values())
+        recorded = guard_marks.read(snapshot.meta, self.options.service)
+        kept_marks = guard_marks.live(recorded, discovered.now, guard.window)
+        remembered = self.memory.high_water(owned_counts, guard.window)
         changes = plan(
             snapshot.owned,
             desired,
             keep=_kept(snapshot, discovered.failed, discovered.invalid),
             deletions_open=discovered.deletions_open,
             guard=guard,
-            high_water=self.memory.high_water(counts(snapshot.owned.values()), guard.window),
+            high_water={
+                scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
+                for scope in remembered.keys() | kept_marks.keys()
+            },
             policy=self.options.policy,
         )
         if guard.allow and changes.delete and not dry_run:
             self.memory.reset()  # an allowed mass deletion is the new baseline
+            recorded, owned_counts = {}, counts(_after(snapshot.owned, changes.delete))
+        marks = guard_marks.advance(recorded, owned_counts, discovered.now, guard.window)
+        value = guard_marks.encode(marks)
+        if value != (snapshot.meta or {}).get(guard_marks.key(self.options.service)):
+            changes = replace(changes, record={guard_marks.key(self.options.service): value})
         report = RegistryReport(
             self.name,
             changes=changes,
@@ -502,6 +517,12 @@ def _conflict(refused: Refused, desired: Mapping[str, Entry]) -> Conflict:
     entry = desired.get(refused.id.casefold())
     source, ref = (entry.source, entry.ref) if entry is not None else ("", "")
     return Conflict(refused.id, source, ref, refused.reason)
+
+
+def _after(owned: Mapping[str, Entry], deleted: Sequence[Entry]) -> list[Entry]:
+    """The owned entries an apply of ``deleted`` leaves."""
+    gone = {entry.id.casefold() for entry in deleted}
+    return [entry for entry in owned.values() if entry.id.casefold() not in gone]
 
 
 def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:

@@ -24,7 +24,7 @@ import pytest
 import redis as redis_client
 
 from daemon.cycle import RegistrySync, Syncer, SyncOptions
-from daemon.plan import Changes, Update
+from daemon.plan import Changes, DeletionGuard, Update
 from daemon.query import Query
 from daemon.registry.base import Registry
 from daemon.registry.consul import ConsulRegistry
@@ -195,7 +195,11 @@ def consul_place() -> Iterator[Place]:
                 body, _ = client.read("/v1/catalog/service/worker", list)
             finally:
                 client.close()
-            return [item for item in body if item["ServiceID"].lower() == worker_id.lower()]
+            return [  # the instance itself (the node's meta moves with capsync's marks)
+                {k: v for k, v in item.items() if k.startswith("Service")}
+                for item in body
+                if item["ServiceID"].lower() == worker_id.lower()
+            ]
 
         yield Place(
             open_at,
@@ -734,3 +738,28 @@ def test_lost_bookkeeping_is_rebuilt_from_what_each_entry_records(
     assert sorted(place.open().snapshot().owned) == ["a-1", "a-2"]
     for registry in place.opened:
         registry.close()
+
+
+def test_deletions_sliced_across_restarts_are_held(place: Place) -> None:
+    """The guard's marks live in the registry beside the writer claim: each run a new
+    process (``run --once`` from a timer, a crash-looping daemon) still remembers."""
+    ids = [f"w-{i:03}" for i in range(100)]
+
+    def run_once(keep: list[str]) -> Any:
+        return syncer(place, ScriptedSource(declarations=declared(*keep))).run_once()
+
+    assert run_once(ids).ok
+    assert len(run_once(ids[45:]).registries[0].changes.delete) == 45  # under half
+    report = run_once(ids[85:]).registries[0]  # 85 of the recorded mark of 100
+    assert len(report.changes.held) == 40 and not report.changes.delete
+    assert "from 100 entries" in report.changes.held_reason
+    assert len(place.open().snapshot().owned) == 55
+    # An allowed mass deletion is the new baseline, recorded too.
+    allowed = RegistrySync(
+        "r",
+        place.open(),
+        SyncOptions(service="worker", owner=OWNER, guard=DeletionGuard(allow=True)),
+    )
+    source = ScriptedSource(declarations=declared(*ids[85:]))
+    assert len(Syncer([source], [allowed]).run_once().registries[0].changes.delete) == 40
+    assert len(run_once(ids[90:]).registries[0].changes.delete) == 5

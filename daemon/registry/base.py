@@ -26,6 +26,7 @@ class Snapshot:
 
     owned: Mapping[str, Entry]
     foreign: frozenset[str] = frozenset()
+    meta: Mapping[str, str] | None = None  # capsync's node meta as read (None: no node)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import base64
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import quote
@@ -88,6 +88,7 @@ class ConsulRegistry:
         self._node_meta: dict[str, str] | None = None
         self._node_seen = False
         self._node_read = False  # the node's claim is known only after a snapshot
+        self._meta_read: dict[str, str] | None = None
 
     def snapshot(self) -> Snapshot:
         path = f"/v1/catalog/node-services/{quote(self.node)}"
@@ -116,15 +117,8 @@ class ConsulRegistry:
                 action="registering it again, with its entries",
             )
         self._node_seen = node is not None
-        meta = None if node is None else node.get("Meta") or {}
-        self._node_meta = claim(
-            meta,
-            node=self.node,
-            owner=self.owner,
-            service=self.service,
-            writer=self.writer,
-            takeover=self.takeover,
-        )
+        self._meta_read = None if node is None else node.get("Meta") or {}
+        self._node_meta = self._claim()
         self._node_read = True
         owned: dict[str, Entry] = {}
         foreign: set[str] = set()
@@ -134,7 +128,18 @@ class ConsulRegistry:
                 owned[entry.id] = entry
             else:
                 foreign.add(entry.id.casefold())
-        return Snapshot(owned=owned, foreign=frozenset(foreign))
+        return Snapshot(owned=owned, foreign=frozenset(foreign), meta=self._meta_read)
+
+    def _claim(self, record: Mapping[str, str] | None = None) -> dict[str, str] | None:
+        return claim(
+            self._meta_read,
+            node=self.node,
+            owner=self.owner,
+            service=self.service,
+            writer=self.writer,
+            takeover=self.takeover,
+            record=record,
+        )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         tally = Tally()
@@ -143,6 +148,8 @@ class ConsulRegistry:
             return tally.result()
         if not self._node_read:
             self.snapshot()  # who holds the node is checked before any write
+        if changes.record:
+            self._node_meta = self._claim(changes.record)
         for batch in self._batches(units, tally):
             if stop is not None and stop.is_set():
                 tally.unsent += len(batch)

@@ -11,7 +11,7 @@ service (daemon/registry/writer.py), as the other registries do.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -66,18 +66,22 @@ class MemoryRegistry:
         self.batch_size = batch_size
         self.closed = False
         self._node = _Node({})  # this owner's node, while a batch holds the catalog
+        self._record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
 
     def snapshot(self) -> Snapshot:
         with self._catalog():
             node = self.catalog.nodes.get(self.node.lower())
             self._claim(node)
             services = list(node.services.values()) if node else []
+            meta = dict(node.meta) if node else None
         return Snapshot(
             owned={e.id: e for e in services if self._ours(e)},
             foreign=frozenset(e.id.casefold() for e in services if not self._ours(e)),
+            meta=meta,
         )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        self._record = changes.record
         if changes.writes:
             with self._catalog():  # a node this capsync may not write fails the whole apply
                 self._claim(self.catalog.nodes.get(self.node.lower()))
@@ -129,6 +133,7 @@ class MemoryRegistry:
             writer=self.writer,
             takeover=self.takeover,
             where="memory registry",
+            record=self._record,
         )
 
     def _ours(self, entry: Entry) -> bool:

@@ -11,7 +11,8 @@ Keys, with ``P`` the configured prefix (default empty, which is the seed's own l
     Pcapsync:owner:<owner>      set: the ids this owner wrote (any service)
     Pcapsync:entries            set: every id capsync wrote, any owner
     Pcapsync:node:<owner>       hash: the owner's node meta, as Consul's node carries it:
-                                capsync-owner, capsync-writer-<service> = the writer
+                                capsync-owner, capsync-writer-<service> = the writer,
+                                capsync-guard-<service> = the deletion guard's marks
 
 Ids and tool names never contain ``:``, so a worker key can never be a ``tool:`` set or a
 ``capsync:`` key. Ids compare case-insensitively (the ``capsync:entry`` hash is keyed by
@@ -64,12 +65,10 @@ local b = cjson.decode(ARGV[1])
 local p, owner, service = b.prefix, b.owner, b.service
 local node = p .. 'capsync:node:' .. owner
 local holder = redis.call('HGET', node, b.field) or ''
-if holder ~= b.writer then
-  if holder ~= b.seen or #b.claim == 0 then
-    return cjson.encode({held = redis.call('HGETALL', node)})
-  end
-  redis.call('HSET', node, unpack(b.claim))
+if holder ~= b.writer and (holder ~= b.seen or #b.claim == 0) then
+  return cjson.encode({held = redis.call('HGETALL', node)})
 end
+if #b.claim > 0 then redis.call('HSET', node, unpack(b.claim)) end  -- the claim, the marks
 local function book(id) return p .. 'capsync:entry:' .. string.lower(id) end
 local function problem(op)
   local bk = book(op.id)

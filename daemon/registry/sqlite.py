@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -129,6 +129,7 @@ class SqliteRegistry:
         self._batch_size = batch_size
         self._writer = writer or owner
         self._takeover = takeover
+        self._record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +162,7 @@ class SqliteRegistry:
 
     def snapshot(self) -> Snapshot:
         with self._using("snapshot") as db:
+            meta = self._meta()
             self._claim()
             rows = db.execute(f"{_SELECT} WHERE node = ?", (self._node,)).fetchall()
         mine = [
@@ -171,9 +173,10 @@ class SqliteRegistry:
         foreign = frozenset(
             row["id"].casefold() for row, ours in zip(rows, mine, strict=True) if not ours
         )
-        return Snapshot(owned=owned, foreign=foreign)
+        return Snapshot(owned=owned, foreign=foreign, meta=meta)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        self._record = changes.record
         if changes.writes:
             with self._using("apply"):
                 self._claim()  # a node this capsync may not write fails the whole apply
@@ -228,19 +231,24 @@ class SqliteRegistry:
             raise
         self._db.execute("COMMIT")
 
+    def _meta(self) -> dict[str, str] | None:
+        row = self._db.execute("SELECT meta FROM nodes WHERE name = ?", (self._node,)).fetchone()
+        return None if row is None else dict(json.loads(row["meta"]))
+
     def _claim(self) -> tuple[bool, dict[str, str] | None]:
         """(node exists, meta to write or None); RegistryError when it may not write."""
-        row = self._db.execute("SELECT meta FROM nodes WHERE name = ?", (self._node,)).fetchone()
+        found = self._meta()
         meta = claim(
-            None if row is None else json.loads(row["meta"]),
+            found,
             node=self._node,
             owner=self._owner,
             service=self._service,
             writer=self._writer,
             takeover=self._takeover,
             where=f"sqlite registry {self._path}",
+            record=self._record,
         )
-        return row is not None, meta
+        return found is not None, meta
 
     def _ensure_node(self) -> None:
         exists, meta = self._claim()

@@ -77,6 +77,7 @@ class Claim:
         self.field = writers.writer_key(service)
         self.meta: dict[str, str] | None = None
         self.read = False  # has the meta been read since this registry opened?
+        self.record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
 
     def update(self, meta: Mapping[str, str] | None) -> None:
         self.meta, self.read = (dict(meta) if meta else None), True
@@ -100,11 +101,13 @@ class Claim:
             writer=self.writer,
             takeover=self.takeover,
             where=f"{self.registry} registry",
+            record=self.record,
         )
 
     def lost(self, meta: Mapping[str, str] | None) -> RegistryError:
         """A batch found another holder than was read: nothing of it was written."""
         self.update(meta)
+        self.record = {}
         self.wanted()  # raises when another writer holds it
         return RegistryError(
             f"{self.registry} registry: the writer of service "
@@ -143,7 +146,7 @@ def snapshot(
         else:
             foreign.add(worker_id.casefold())
     decoder.keep_only(owned.keys())
-    return Snapshot(owned=owned, foreign=frozenset(foreign))
+    return Snapshot(owned=owned, foreign=frozenset(foreign), meta=claim.meta)
 
 
 Send = Callable[[list[Operation]], list[Refused]]  # one atomic batch; what it refused
@@ -170,6 +173,7 @@ def apply_batches(
     tally = Tally()
     if changes.writes and not claim.read:
         read()
+    claim.record = changes.record
     ops: list[Operation] = []
     for op in operations(changes):
         if op.kind != "delete" and op.entry.owner != claim.owner:

@@ -17,6 +17,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,9 +30,10 @@ from discovery import codec, full_entry
 from discovery.codec import Entry
 from discovery.model import Capabilities
 from discovery.normalise import Found, Invalid, Normaliser
-from discovery.sources.base import Source
+from discovery.sources.base import Listing, Source
 
 Encoded = tuple[Capabilities, tuple[object, ...], Entry]
+LIST_DEADLINE = 60.0  # seconds a cycle waits for one source's listing
 
 
 @dataclass
@@ -80,6 +82,9 @@ class CycleReport:
     # The next instant (Unix seconds) at which time alone changes a desired entry: a
     # tool's expiry passing, an attestation ageing out. The daemon runs a cycle then.
     next_change: int | None = None
+    # The invalid declarations to log: those new or changed since the last cycle (None:
+    # every one). The others are counted, in the summary and /metrics, not logged again.
+    invalid_news: tuple[Invalid, ...] | None = None
 
     @property
     def retry_after(self) -> float | None:
@@ -159,9 +164,15 @@ class Syncer:
         guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
         clock: Callable[[], float] = time.time,
         apply_deadline: float | None = None,
+        list_deadline: float = LIST_DEADLINE,
     ) -> None:
         self.sources = list(sources)
         self.clock = clock
+        # How long a cycle waits for one source's listing; past it, that source fails
+        # alone (its entries kept) while its listing runs on in its own thread.
+        self.list_deadline = list_deadline
+        self._listing: dict[str, Future[Listing]] = {}
+        self._seen: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()  # invalid, logged
         # With several registries, how long a cycle waits for each one's sync (None: for
         # as long as it takes; the one-shot commands wait).
         self.apply_deadline = apply_deadline
@@ -220,7 +231,15 @@ class Syncer:
             registries=tuple(reports),
             dry_run=dry_run,
             next_change=next_change,
+            invalid_news=self._invalid_news(invalid),
         )
+
+    def _invalid_news(self, invalid: list[Invalid]) -> tuple[Invalid, ...]:
+        """The invalid declarations not reported, with these same problems, last cycle."""
+        keys = [(item.source, item.error.ref, tuple(item.error.problems)) for item in invalid]
+        news = tuple(item for item, key in zip(invalid, keys, strict=True) if key not in self._seen)
+        self._seen = set(keys)
+        return news
 
     def _released(self) -> frozenset[Path]:
         """The release files an operator touched, now consumed (only a successful removal
@@ -245,7 +264,7 @@ class Syncer:
         for source in self.sources:
             outcome = SourceOutcome(source.name)
             try:
-                listing = source.list()
+                listing = self._list(source)
             except SourceError as exc:
                 outcome.ok, outcome.error = False, str(exc)
                 outcome.retry_after = exc.retry_after
@@ -259,6 +278,35 @@ class Syncer:
                 invalid += bad
             outcomes.append(outcome)
         return outcomes, found, invalid
+
+    def _list(self, source: Source) -> Listing:
+        """``source.list()`` in a thread of its own, waited for ``list_deadline`` seconds:
+        a source that hangs (a peer that never answers, a parser stuck on its input)
+        fails alone this cycle, and is not listed again until that listing ends."""
+        running = self._listing.get(source.name)
+        if running is not None and not running.done():
+            raise SourceError(
+                f"source {source.name}: its listing has not ended since an earlier cycle; "
+                "its entries are kept as they are"
+            )
+        future: Future[Listing] = Future()
+        future.set_running_or_notify_cancel()
+
+        def run() -> None:
+            try:
+                future.set_result(source.list())
+            except BaseException as exc:  # handed to the cycle, which names it
+                future.set_exception(exc)
+
+        threading.Thread(target=run, daemon=True, name=f"list-{source.name}").start()
+        self._listing[source.name] = future
+        try:
+            return future.result(timeout=self.list_deadline)
+        except FutureTimeout:
+            raise SourceError(
+                f"source {source.name}: no answer within {self.list_deadline:g}s; its "
+                "entries are kept as they are"
+            ) from None
 
     def _changes_at(self, found: list[Found], now: int) -> dict[int, int | None]:
         """Each declaration's next change in time. Time only moves on, so an answer that

@@ -81,7 +81,7 @@ def log_problems(report: CycleReport) -> None:
                 error=source.error,
                 action="its entries are kept unchanged until it lists again",
             )
-    for item in report.invalid:
+    for item in report.invalid if report.invalid_news is None else report.invalid_news:
         for loc, msg in item.error.problems:
             emit(
                 logging.WARNING,

@@ -457,10 +457,13 @@ class RegistrySync:
             },
             policy=self.options.policy,
         )
+        # Recorded: the most owned before or after this apply.
+        after = counts([*_after(snapshot.owned, changes.delete), *changes.create])
+        peak = {s: max(owned_counts.get(s, 0), after.get(s, 0)) for s in owned_counts | after}
         if guard.allow and changes.delete and not dry_run:
             self.memory.reset()  # an allowed mass deletion is the new baseline
-            recorded, owned_counts = {}, counts(_after(snapshot.owned, changes.delete))
-        marks = guard_marks.advance(recorded, owned_counts, discovered.now, guard.window)
+            recorded, peak = {}, after
+        marks = guard_marks.advance(recorded, peak, discovered.now, guard.window)
         value = guard_marks.encode(marks)
         if value != (snapshot.meta or {}).get(guard_marks.key(self.options.service)):
             changes = replace(changes, record={guard_marks.key(self.options.service): value})

@@ -214,6 +214,22 @@ def test_postgres_foreign_and_bad_rows_are_left_alone(pg_db: tuple[str, psycopg.
     assert conn.execute("SELECT id FROM worker_capabilities WHERE id = 'seed-1'").fetchone()
 
 
+def test_redis_warns_once_when_its_policy_can_evict_capsyncs_keys(
+    redis_db: tuple[str, redis.Redis],
+):
+    url, client = redis_db
+    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        result = sync(f"redis:{url}")
+    finally:
+        client.config_set("maxmemory-policy", policy)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("event=registry_may_evict") == 1
+    assert "maxmemory_policy=allkeys-lru" in result.stderr
+    assert "registry_may_evict" not in sync(f"redis:{url}").stderr
+
+
 def test_postgres_dropped_tables_are_recreated_though_the_version_row_says_migrated(
     pg_db: tuple[str, psycopg.Connection[Any]],
 ):

@@ -17,20 +17,23 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config.errors import RegistryError, SourceError
 from config.events import emit
+from daemon import guard_marks
 from daemon.plan import Changes, DeletionGuard, counts, plan
-from daemon.registry.base import ApplyResult, Registry, Snapshot
+from daemon.registry.base import ApplyResult, Refused, Registry, Snapshot
 from discovery import codec, full_entry
 from discovery.codec import Entry
 from discovery.model import Capabilities
 from discovery.normalise import Found, Invalid, Normaliser
-from discovery.sources.base import Source
+from discovery.sources.base import Listing, Source
 
 Encoded = tuple[Capabilities, tuple[object, ...], Entry]
+LIST_DEADLINE = 60.0  # seconds a cycle waits for one source's listing
 
 
 @dataclass
@@ -79,6 +82,9 @@ class CycleReport:
     # The next instant (Unix seconds) at which time alone changes a desired entry: a
     # tool's expiry passing, an attestation ageing out. The daemon runs a cycle then.
     next_change: int | None = None
+    # The invalid declarations to log: those new or changed since the last cycle (None:
+    # every one). The others are counted, in the summary and /metrics, not logged again.
+    invalid_news: tuple[Invalid, ...] | None = None
 
     @property
     def retry_after(self) -> float | None:
@@ -158,9 +164,15 @@ class Syncer:
         guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
         clock: Callable[[], float] = time.time,
         apply_deadline: float | None = None,
+        list_deadline: float = LIST_DEADLINE,
     ) -> None:
         self.sources = list(sources)
         self.clock = clock
+        # How long a cycle waits for one source's listing; past it, that source fails
+        # alone (its entries kept) while its listing runs on in its own thread.
+        self.list_deadline = list_deadline
+        self._listing: dict[str, Future[Listing]] = {}
+        self._seen: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()  # invalid, logged
         # With several registries, how long a cycle waits for each one's sync (None: for
         # as long as it takes; the one-shot commands wait).
         self.apply_deadline = apply_deadline
@@ -219,7 +231,15 @@ class Syncer:
             registries=tuple(reports),
             dry_run=dry_run,
             next_change=next_change,
+            invalid_news=self._invalid_news(invalid),
         )
+
+    def _invalid_news(self, invalid: list[Invalid]) -> tuple[Invalid, ...]:
+        """The invalid declarations not reported, with these same problems, last cycle."""
+        keys = [(item.source, item.error.ref, tuple(item.error.problems)) for item in invalid]
+        news = tuple(item for item, key in zip(invalid, keys, strict=True) if key not in self._seen)
+        self._seen = set(keys)
+        return news
 
     def _released(self) -> frozenset[Path]:
         """The release files an operator touched, now consumed (only a successful removal
@@ -244,7 +264,7 @@ class Syncer:
         for source in self.sources:
             outcome = SourceOutcome(source.name)
             try:
-                listing = source.list()
+                listing = self._list(source)
             except SourceError as exc:
                 outcome.ok, outcome.error = False, str(exc)
                 outcome.retry_after = exc.retry_after
@@ -258,6 +278,35 @@ class Syncer:
                 invalid += bad
             outcomes.append(outcome)
         return outcomes, found, invalid
+
+    def _list(self, source: Source) -> Listing:
+        """``source.list()`` in a thread of its own, waited for ``list_deadline`` seconds:
+        a source that hangs (a peer that never answers, a parser stuck on its input)
+        fails alone this cycle, and is not listed again until that listing ends."""
+        running = self._listing.get(source.name)
+        if running is not None and not running.done():
+            raise SourceError(
+                f"source {source.name}: its listing has not ended since an earlier cycle; "
+                "its entries are kept as they are"
+            )
+        future: Future[Listing] = Future()
+        future.set_running_or_notify_cancel()
+
+        def run() -> None:
+            try:
+                future.set_result(source.list())
+            except BaseException as exc:  # handed to the cycle, which names it
+                future.set_exception(exc)
+
+        threading.Thread(target=run, daemon=True, name=f"list-{source.name}").start()
+        self._listing[source.name] = future
+        try:
+            return future.result(timeout=self.list_deadline)
+        except FutureTimeout:
+            raise SourceError(
+                f"source {source.name}: no answer within {self.list_deadline:g}s; its "
+                "entries are kept as they are"
+            ) from None
 
     def _changes_at(self, found: list[Found], now: int) -> dict[int, int | None]:
         """Each declaration's next change in time. Time only moves on, so an answer that
@@ -390,17 +439,34 @@ class RegistrySync:
         guard = self.options.guard
         if not guard.allow and self.options.release_file in discovered.released:
             guard = replace(guard, allow=True)
+        # The guard's marks: this process's memory and what the registry recorded (so a
+        # restart or a one-shot run remembers), the higher of the two per scope.
+        owned_counts = counts(snapshot.owned.values())
+        recorded = guard_marks.read(snapshot.meta, self.options.service)
+        kept_marks = guard_marks.live(recorded, discovered.now, guard.window)
+        remembered = self.memory.high_water(owned_counts, guard.window)
         changes = plan(
             snapshot.owned,
             desired,
             keep=_kept(snapshot, discovered.failed, discovered.invalid),
             deletions_open=discovered.deletions_open,
             guard=guard,
-            high_water=self.memory.high_water(counts(snapshot.owned.values()), guard.window),
+            high_water={
+                scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
+                for scope in remembered.keys() | kept_marks.keys()
+            },
             policy=self.options.policy,
         )
+        # Recorded: the most owned before or after this apply.
+        after = counts([*_after(snapshot.owned, changes.delete), *changes.create])
+        peak = {s: max(owned_counts.get(s, 0), after.get(s, 0)) for s in owned_counts | after}
         if guard.allow and changes.delete and not dry_run:
             self.memory.reset()  # an allowed mass deletion is the new baseline
+            recorded, peak = {}, after
+        marks = guard_marks.advance(recorded, peak, discovered.now, guard.window)
+        value = guard_marks.encode(marks)
+        if value != (snapshot.meta or {}).get(guard_marks.key(self.options.service)):
+            changes = replace(changes, record={guard_marks.key(self.options.service): value})
         report = RegistryReport(
             self.name,
             changes=changes,
@@ -414,7 +480,8 @@ class RegistrySync:
             applied = self.registry.apply(changes, stop)
         except RegistryError as exc:
             return replace(report, registry_error=str(exc), retry_after=exc.retry_after)
-        return replace(report, applied=applied)
+        found = tuple(_conflict(item, desired) for item in applied.conflicts)
+        return replace(report, applied=applied, conflicts=report.conflicts + found)
 
     def _desired(
         self, discovered: Discovered, snapshot: Snapshot
@@ -493,6 +560,20 @@ def unexpected(exc: BaseException, where: str) -> str:
     )
     text = " ".join(str(exc).split())[:300]
     return f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def _conflict(refused: Refused, desired: Mapping[str, Entry]) -> Conflict:
+    """An id the store found held by another writer when it wrote (planted since the
+    snapshot, or a key no snapshot lists): a conflict like those the snapshot shows."""
+    entry = desired.get(refused.id.casefold())
+    source, ref = (entry.source, entry.ref) if entry is not None else ("", "")
+    return Conflict(refused.id, source, ref, refused.reason)
+
+
+def _after(owned: Mapping[str, Entry], deleted: Sequence[Entry]) -> list[Entry]:
+    """The owned entries an apply of ``deleted`` leaves."""
+    gone = {entry.id.casefold() for entry in deleted}
+    return [entry for entry in owned.values() if entry.id.casefold() not in gone]
 
 
 def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:

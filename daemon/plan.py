@@ -25,7 +25,7 @@ Only owned entries are ever passed in, so nothing else can be updated or deleted
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from discovery.codec import Entry
 
@@ -47,6 +47,9 @@ class Changes:
     held: tuple[Entry, ...] = ()
     held_reason: str = ""
     kept: int = 0
+    # Node meta the apply records beside the writer claim: the guard's marks
+    # (daemon/guard_marks.py), written in the same request as the first batch.
+    record: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def writes(self) -> int:

@@ -55,7 +55,8 @@ def _summary(report: CycleReport, reg: RegistryReport) -> str:
     return (
         f"{verb}: {written.get('create', 0)} created, {written.get('update', 0)} updated, "
         f"{written.get('delete', 0)} deleted{failed}, {c.unchanged} unchanged, "
-        f"{len(report.invalid)} invalid, {len(c.held)} held, {c.kept} kept{tail}"
+        f"{len(report.invalid)} invalid, {len(reg.conflicts)} conflicts, {len(c.held)} held, "
+        f"{c.kept} kept{tail}"
         f"{_next_change(report)}"
     )
 
@@ -81,7 +82,7 @@ def log_problems(report: CycleReport) -> None:
                 error=source.error,
                 action="its entries are kept unchanged until it lists again",
             )
-    for item in report.invalid:
+    for item in report.invalid if report.invalid_news is None else report.invalid_news:
         for loc, msg in item.error.problems:
             emit(
                 logging.WARNING,
@@ -91,17 +92,17 @@ def log_problems(report: CycleReport) -> None:
                 field=loc or "-",
                 error=msg,
             )
-    # The same conflict is usually found against every registry: reported once.
-    for conflict in dict.fromkeys(c for reg in report.registries for c in reg.conflicts):
-        emit(
-            logging.WARNING,
-            "conflict",
-            id=conflict.worker_id,
-            source=conflict.source,
-            ref=conflict.ref,
-            reason=conflict.reason,
-        )
     for reg in report.registries:
+        for conflict in reg.conflicts:
+            emit(
+                logging.WARNING,
+                "conflict",
+                id=conflict.worker_id,
+                source=conflict.source,
+                ref=conflict.ref,
+                reason=conflict.reason,
+                registry=reg.name,
+            )
         if reg.registry_error:
             emit(logging.ERROR, "registry_failed", error=reg.registry_error, registry=reg.name)
         if reg.changes.held:

@@ -10,6 +10,7 @@ what a broken connection or channel raises.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,29 @@ def failures() -> tuple[type[BaseException], ...]:
     """What a lost broker, a refused login or a closed channel raises."""
     exceptions = pika_module().exceptions
     return (exceptions.AMQPError, OSError)
+
+
+# RabbitMQ's answer to a queue declared with other arguments than the queue it has:
+# "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost '/':
+# received none but current is the value of type 'longstr' of 'quorum'".
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)' for queue '([^']*)'[^:]*: (.*)")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a broker failure; a queue declared elsewhere with other arguments
+    (406 PRECONDITION_FAILED) names the argument and what to do about it."""
+    text = f"{type(exc).__name__}: {str(exc) or repr(exc)}"[:500]
+    code = getattr(exc, "reply_code", None)
+    reply = str(getattr(exc, "reply_text", ""))
+    found = _INEQUIVALENT.search(reply)
+    if code != 406 or found is None:
+        return text
+    argument, queue, detail = found.groups()
+    return (
+        f"RabbitMQ refused to declare queue {queue!r} (PRECONDITION_FAILED): it exists "
+        f"with another {argument!r} ({detail[:200]}); set passive = true to use the "
+        "queue as it was declared"
+    )
 
 
 def parameters(conn: AmqpConnection, name: str) -> pika.URLParameters:

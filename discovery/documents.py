@@ -113,18 +113,83 @@ def _load_json(text: str, ref: str) -> list[Any]:
 
 
 def _load_yaml(text: str, ref: str) -> list[Any]:
+    """Every document of a YAML stream, each bounded (``_bounded``) before it is built:
+    a few hundred bytes of nested aliases expand to billions of nodes once walked."""
+    loader = yaml.SafeLoader(text)
+    documents = []
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                break
+            _bounded(node)
+            if (document := loader.construct_document(node)) is not None:
+                documents.append(document)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise DeclarationError(ref, [("", f"malformed YAML{where}: {problem}")]) from None
+    except _OverLimit as exc:
+        raise DeclarationError(ref, [("", f"YAML over its limits: {exc}")]) from None
     except RecursionError:
         raise DeclarationError(ref, [("", "malformed YAML: nested too deeply")]) from None
+    finally:
+        loader.dispose()
     if not documents:
         raise DeclarationError(ref, [("", "empty document: no declaration found")])
     return documents
+
+
+# What one YAML document may expand to, aliases followed: far beyond any declaration
+# (64 KiB of plain YAML holds at most some 30 000 nodes), far below a hang.
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 64
+
+
+class _OverLimit(Exception):
+    pass
+
+
+def _bounded(root: yaml.Node) -> None:
+    """Measure the document as it would be built, each shared (aliased) node counted
+    every time it is used, in time linear in the composed graph; _OverLimit past a limit
+    or on an alias to a node that contains it."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, height)
+    open_nodes: set[int] = set()
+    aliases = 0
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+        nonlocal aliases
+        key = id(node)
+        if key in sizes:  # a node met again: an alias
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                raise _OverLimit(f"more than {MAX_YAML_ALIASES} aliases")
+            return sizes[key]
+        if key in open_nodes:
+            raise _OverLimit("an alias refers to a node that contains it")
+        if depth > MAX_YAML_DEPTH:
+            raise _OverLimit(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        open_nodes.add(key)
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        size, height = 1, 0
+        for child in children:
+            count, below = measure(child, depth + 1)
+            size, height = size + count, max(height, below + 1)
+            if size > MAX_YAML_NODES:
+                raise _OverLimit(f"expands to more than {MAX_YAML_NODES} nodes")
+            if depth + height > MAX_YAML_DEPTH:
+                raise _OverLimit(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        open_nodes.discard(key)
+        sizes[key] = (size, height)
+        return size, height
+
+    measure(root, 0)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -16,52 +16,63 @@ from discovery.inbox import Registration
 TXN_OPS = 64
 
 
+# How often a check-and-set that lost to a concurrent write is read and tried again.
+CAS_TRIES = 5
+
+
 class ConsulInbox:
+    """Reads accept only Consul's clean answers (a 404 is an empty inbox only when it
+    carries X-Consul-Index, as Consul's own does; a proxy's 404 fails the read, so the
+    push source is frozen, never emptied). Every read-modify-write (renew, purge, remove)
+    is a check-and-set on each key's ModifyIndex: it never reverts a newer write; a lost
+    race is read again and retried."""
+
     def __init__(self, endpoint: ConsulEndpoint, prefix: str) -> None:
         self.prefix = prefix.strip("/")
         self._client = ConsulClient(endpoint, error=SourceError)
 
     def put(self, registrations: Sequence[Registration]) -> None:
-        self._txn(
-            [
-                {
-                    "KV": {
-                        "Verb": "set",
-                        "Key": self._key(r.id),
-                        "Value": base64.b64encode(json.dumps(r.as_json()).encode()).decode(),
-                    }
-                }
-                for r in registrations
-            ]
-        )
+        self._txn([self._set(r) for r in registrations])
 
     def remove(self, worker_id: str) -> bool:
-        if self.get(worker_id) is None:
-            return False
-        self._txn([{"KV": {"Verb": "delete", "Key": self._key(worker_id)}}])
-        return True
+        for _ in range(CAS_TRIES):
+            found = self._items(self._key(worker_id), recurse=False)
+            if not found:
+                return False
+            _, index = found[0]
+            if self._txn([self._delete(worker_id, index)]):
+                return True
+        raise self._busy(f"remove {worker_id}")
 
     def get(self, worker_id: str) -> Registration | None:
-        found = self._list(self._key(worker_id), recurse=False)
-        return found[0] if found else None
+        found = self._items(self._key(worker_id), recurse=False)
+        return found[0][0] if found else None
 
     def all(self) -> list[Registration]:
-        return self._list(self.prefix + "/", recurse=True)
+        return [r for r, _ in self._items(self.prefix + "/", recurse=True)]
 
     def renew(self, conns: Collection[str], until: float) -> None:
         wanted = set(conns)
-        self.put(
-            [
-                Registration(r.id, r.body, r.via, until, r.conn)
-                for r in self.all()
+        for _ in range(CAS_TRIES):
+            ops = [
+                self._set(Registration(r.id, r.body, r.via, until, r.conn), index)
+                for r, index in self._items(self.prefix + "/", recurse=True)
                 if r.conn in wanted and r.expires is not None and r.expires < until
             ]
-        )
+            if self._txn(ops):
+                return
+        raise self._busy("renew")
 
     def purge(self, before: float) -> int:
-        gone = [r for r in self.all() if r.expires is not None and r.expires < before]
-        self._txn([{"KV": {"Verb": "delete", "Key": self._key(r.id)}} for r in gone])
-        return len(gone)
+        for _ in range(CAS_TRIES):
+            gone = [
+                (r, index)
+                for r, index in self._items(self.prefix + "/", recurse=True)
+                if r.expires is not None and r.expires < before
+            ]
+            if self._txn([self._delete(r.id, index) for r, index in gone]):
+                return len(gone)
+        raise self._busy("purge")
 
     def close(self) -> None:
         self._client.close()
@@ -69,29 +80,65 @@ class ConsulInbox:
     def _key(self, worker_id: str) -> str:
         return f"{self.prefix}/{worker_id.lower()}"
 
-    def _list(self, key: str, *, recurse: bool) -> list[Registration]:
-        response = self._client.get(f"/v1/kv/{key}", {"recurse": ""} if recurse else None)
-        if response.status == 404:
-            return []
+    def _set(self, registration: Registration, index: int | None = None) -> dict[str, Any]:
+        """A write of ``registration``; with ``index``, only while the key is unchanged."""
+        value = base64.b64encode(json.dumps(registration.as_json()).encode()).decode()
+        op: dict[str, Any] = {"Verb": "set", "Key": self._key(registration.id), "Value": value}
+        if index is not None:
+            op.update(Verb="cas", Index=index)
+        return {"KV": op}
+
+    def _delete(self, worker_id: str, index: int) -> dict[str, Any]:
+        return {"KV": {"Verb": "delete-cas", "Key": self._key(worker_id), "Index": index}}
+
+    def _busy(self, what: str) -> SourceError:
+        return SourceError(
+            f"inbox in Consul KV {self.prefix}: {what} lost to concurrent writes "
+            f"{CAS_TRIES} times in a row; the next try reads again"
+        )
+
+    def _items(self, key: str, *, recurse: bool) -> list[tuple[Registration, int]]:
+        """The registrations under ``key`` with their ModifyIndex."""
+        path = f"/v1/kv/{key}"
+        response = self._client.get(path, {"recurse": ""} if recurse else None)
+        if response.status == 404 and response.index:
+            return []  # Consul's own "no such key": it always carries X-Consul-Index
         if response.status != 200 or not isinstance(response.body, list):
-            raise SourceError(f"inbox in Consul KV {key}: unexpected answer ({response.status})")
+            raise SourceError(
+                f"inbox in Consul KV {key}: GET {path} answered {response.status} "
+                f"({response.text.strip()[:120] or 'no body'}), not Consul's clean answer; "
+                "the pushed registrations are kept as they are"
+            )
         out = []
         for item in response.body:
             try:
                 data: Any = json.loads(base64.b64decode(item.get("Value") or ""))
-                out.append(Registration.from_json(data))
+                out.append((Registration.from_json(data), int(item["ModifyIndex"])))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                key_name = item.get("Key") if isinstance(item, dict) else None
                 raise SourceError(
-                    f"inbox in Consul KV {item.get('Key')}: not a "
-                    f"registration ({type(exc).__name__})"
+                    f"inbox in Consul KV {key_name}: not a registration ({type(exc).__name__})"
                 ) from None
         return out
 
-    def _txn(self, ops: list[dict[str, Any]]) -> None:
+    def _txn(self, ops: list[dict[str, Any]]) -> bool:
+        """Send ``ops`` (TXN_OPS a request); False when a check-and-set lost (409: that
+        request rolled back whole, and the caller reads again)."""
         for start in range(0, len(ops), TXN_OPS):
             response = self._client.put("/v1/txn", ops[start : start + TXN_OPS])
+            if response.status == 409 and _only_stale(response.body):
+                return False
             if response.status != 200:
                 raise SourceError(
                     f"inbox in Consul KV: transaction failed "
                     f"({response.status}): {response.text.strip()[:200]}"
                 )
+        return True
+
+
+def _only_stale(body: Any) -> bool:
+    """A 409 whose every error is a check-and-set that lost ("index is stale")."""
+    errors = body.get("Errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return False
+    return all(isinstance(e, dict) and "index is stale" in str(e.get("What", "")) for e in errors)

@@ -174,6 +174,21 @@ def test_poison_messages_go_to_the_dead_letter_queue_once(
         assert proc.stop() == 0
 
 
+def test_a_queue_declared_elsewhere_with_other_arguments_is_named_with_the_fix(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
+    queue = queue_name()
+    with rabbitmq.channel() as channel:
+        channel.queue_declare(queue, durable=True, arguments={"x-max-length": 10})
+    proc = start(consul, tmp_path, rabbitmq, amqp={"queue": queue})
+    try:
+        line = proc.wait_for(lambda line: "event=amqp_consumer_down" in line, 20)
+        assert "PRECONDITION_FAILED" in line and "'x-max-length'" in line, line
+        assert "passive = true" in line
+    finally:
+        assert proc.stop() == 0
+
+
 def test_broker_restarted_mid_stream_loses_nothing(
     rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
 ):

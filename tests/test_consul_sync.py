@@ -39,12 +39,14 @@ def test_cold_sync_of_1000_within_request_budget(consul: ConsulTarget, tmp_path:
     assert len(services) == 1000
     w0 = services["w-0000"]
     assert w0["ServiceWeights"] == {"Passing": 1, "Warning": 1}
+    marks = json.loads(w0["NodeMeta"].pop("capsync-guard-worker"))
     assert w0["NodeMeta"] == {
         "external-node": "true",
         "external-source": "capsync",
         "capsync-owner": consul.owner,
         "capsync-writer-worker": socket.gethostname(),
     }
+    assert marks["*"][0] == 1000  # the guard's marks, recorded with the first write
     if consul.double:
         assert consul.writes() <= math.ceil(1000 / 64) + 3
         consul.double.reset_counts()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from discovery.consul.client import ConsulEndpoint
 from discovery.inbox import Inbox, Registration, SqliteInbox
 from discovery.inbox_consul import ConsulInbox
 from discovery.model import Capabilities
-from tests.doubles.consul import ConsulDouble
+from tests.doubles.consul import ConsulDouble, Fault
 
 
 @pytest.fixture(params=["sqlite", "consul"])
@@ -58,6 +59,52 @@ def test_consul_inbox_down_is_a_source_error() -> None:
         store = ConsulInbox(ConsulEndpoint(double.address), "capsync/inbox")
         with pytest.raises(SourceError, match="cannot reach Consul"):
             store.put([Registration("a", {"id": "a"}, "rest")])
+        store.close()
+
+
+def test_consul_inbox_reads_only_consuls_clean_answers() -> None:
+    """A proxy's 404 (no X-Consul-Index) is no empty inbox: the read fails, and the push
+    source keeps its entries; Consul's own 404 is an empty inbox."""
+    with ConsulDouble() as double:
+        store = ConsulInbox(ConsulEndpoint(double.address), "capsync/inbox")
+        assert store.all() == []  # Consul's own 404, with its index
+        store.put([Registration("a", {"id": "a"}, "rest")])
+        double.inject(Fault(path="/v1/kv/capsync/inbox", status=404, body="Not Found"))
+        with pytest.raises(SourceError, match="not Consul's clean answer"):
+            store.all()
+        with pytest.raises(SourceError, match="404"):
+            store.get("a")
+        double.clear_faults()
+        assert [r.id for r in store.all()] == ["a"]
+        store.close()
+
+
+class _Racing(ConsulInbox):
+    """Another daemon writes between this inbox's read and its check-and-set, once."""
+
+    def __init__(self, *args: Any, newer: Registration) -> None:
+        super().__init__(*args)
+        self.newer: Registration | None = newer
+
+    def _items(self, key: str, *, recurse: bool) -> Any:
+        found = super()._items(key, recurse=recurse)
+        if self.newer is not None:
+            newer, self.newer = self.newer, None
+            self.put([newer])
+        return found
+
+
+def test_consul_inbox_renewal_never_reverts_a_newer_write() -> None:
+    with ConsulDouble() as double:
+        newer = Registration("ws-1", {"id": "ws-1", "flags": {"v2": True}}, "websocket", 90.0, "c")
+        store = _Racing(ConsulEndpoint(double.address), "capsync/inbox", newer=newer)
+        store.put([Registration("ws-1", {"id": "ws-1"}, "websocket", 50.0, "c")])
+        store.renew(["c"], 500.0)
+        [renewed] = store.all()
+        assert renewed.body == newer.body and renewed.expires == 500.0
+        store.newer = Registration("ws-1", {"id": "ws-1", "flags": {"v3": True}}, "rest")
+        assert store.purge(1000.0) == 0  # refreshed since read: not purged
+        assert [r.body for r in store.all()] == [{"id": "ws-1", "flags": {"v3": True}}]
         store.close()
 
 

@@ -24,7 +24,7 @@ import pytest
 import redis as redis_client
 
 from daemon.cycle import RegistrySync, Syncer, SyncOptions
-from daemon.plan import Changes, Update
+from daemon.plan import Changes, DeletionGuard, Update
 from daemon.query import Query
 from daemon.registry.base import Registry
 from daemon.registry.consul import ConsulRegistry
@@ -33,7 +33,7 @@ from daemon.registry.postgres import PostgresEndpoint, PostgresRegistry
 from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect
 from daemon.registry.sqlite import SqliteRegistry
 from daemon.registry.table import REGISTRY_KINDS
-from discovery import codec, full_entry, schema
+from discovery import codec, full_entry, model, schema
 from discovery.consul.client import ConsulClient, ConsulEndpoint
 from discovery.consul.fields import service_fields
 from tests.doubles.consul import ConsulDouble
@@ -58,6 +58,16 @@ class Place:
     open_at: Callable[[str, str, str], Registry]
     plant: Callable[[str, codec.Entry], None]  # another writer's entry on a node
     refusable: Callable[[], codec.Entry]  # an entry this kind refuses, as built
+    # Something capsync did not write (no capsync meta, owner or hash) under an id on our
+    # node; and what is stored under an id, raw, to see it untouched.
+    squat: Callable[[str, str], None]
+    raw: Callable[[str], Any]
+    # The registry loses capsync's node and entries (deregistered by hand, a restarted
+    # server, a restored older backup): nothing of ours is left.
+    vanish: Callable[[str], None]
+    # A store loses its bookkeeping ("sets": Redis's id sets; "node": the node hash or
+    # row), not the entries.
+    forget: Callable[[str], None] = lambda what: None
     outage: Callable[[Registry], None] = lambda registry: registry.close()  # stops answering
     opened: list[Registry] = field(default_factory=list)
 
@@ -80,6 +90,14 @@ def memory_place() -> Iterator[Place]:
         with catalog.lock:
             catalog.nodes.setdefault(node.lower(), _Node({})).services[e.id.lower()] = e
 
+    def vanish(node: str) -> None:
+        with catalog.lock:
+            del catalog.nodes[node.lower()]
+
+    def raw(worker_id: str) -> Any:
+        with catalog.lock:
+            return [n.services.get(worker_id.lower()) for n in catalog.nodes.values()]
+
     yield Place(
         lambda owner, service, writer: MemoryRegistry(
             catalog,
@@ -90,6 +108,9 @@ def memory_place() -> Iterator[Place]:
         ),
         plant,
         _foreign_owner,
+        lambda node, worker_id: plant(node, codec.Entry(worker_id, "worker", (), {})),
+        raw,
+        vanish,
     )
 
 
@@ -105,6 +126,15 @@ def sqlite_place(tmp_path: Path) -> Iterator[Place]:
                 (node, e.id, e.service, json.dumps(e.tags), json.dumps(dict(e.meta)), "", 0),
             )
 
+    def vanish(node: str) -> None:
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("DELETE FROM nodes WHERE name = ?", (node,))
+
+    def raw(worker_id: str) -> Any:
+        with closing(sqlite3.connect(path)) as db:
+            return db.execute("SELECT * FROM services WHERE id = ?", (worker_id,)).fetchall()
+
     yield Place(
         lambda owner, service, writer: SqliteRegistry(
             path,
@@ -115,6 +145,9 @@ def sqlite_place(tmp_path: Path) -> Iterator[Place]:
         ),
         plant,
         _foreign_owner,
+        lambda node, worker_id: plant(node, codec.Entry(worker_id, "worker", (), {})),
+        raw,
+        vanish,
     )
 
 
@@ -149,11 +182,50 @@ def consul_place() -> Iterator[Place]:
             good = entry("stray-1")
             return codec.Entry(good.id, "worker", (), {**good.meta, "bad key": "x"})
 
-        yield Place(open_at, plant, refusable, lambda registry: double.stop())
+        def vanish(node: str) -> None:
+            client = ConsulClient(ConsulEndpoint(double.address))
+            try:
+                assert client.put("/v1/catalog/deregister", {"Node": node}).status == 200
+            finally:
+                client.close()
+
+        def raw(worker_id: str) -> Any:
+            client = ConsulClient(ConsulEndpoint(double.address))
+            try:
+                body, _ = client.read("/v1/catalog/service/worker", list)
+            finally:
+                client.close()
+            return [  # the instance itself (the node's meta moves with capsync's marks)
+                {k: v for k, v in item.items() if k.startswith("Service")}
+                for item in body
+                if item["ServiceID"].lower() == worker_id.lower()
+            ]
+
+        yield Place(
+            open_at,
+            plant,
+            refusable,
+            lambda node, worker_id: plant(node, codec.Entry(worker_id, "worker", (), {})),
+            raw,
+            vanish,
+            outage=lambda registry: double.stop(),
+        )
+
+
+def _nul_in_metadata() -> codec.Entry:
+    """PostgreSQL refuses U+0000 in JSONB: built past validation, which refuses it."""
+    caps = model.Capabilities(id="stray-1", metadata={"note": "a\x00b"})
+    return codec.encode(caps, service="worker", owner=OWNER, source="file", ref="/stray-1")
 
 
 def _store_place(
-    open_registry: Callable[[str, str, str, str], Registry], target: int
+    open_registry: Callable[[str, str, str, str], Registry],
+    target: int,
+    squat: Callable[[str, str], None],
+    raw: Callable[[str], Any],
+    vanish: Callable[[str], None],
+    forget: Callable[[str], None],
+    refusable: Callable[[], codec.Entry] = _foreign_owner,
 ) -> Iterator[Place]:
     """Redis or PostgreSQL, reached through a proxy so that an outage is the server
     going away; another writer plants an entry by writing it as its own owner."""
@@ -169,7 +241,9 @@ def _store_place(
         finally:
             writer.close()
 
-    yield Place(open_at, plant, _foreign_owner, lambda registry: proxy.close())
+    yield Place(
+        open_at, plant, refusable, squat, raw, vanish, forget, lambda registry: proxy.close()
+    )
     proxy.close()
 
 
@@ -177,7 +251,22 @@ def _store_place(
 def redis_place(redis_server: RedisServer) -> Iterator[Place]:
     client = redis_client.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/3")
     client.flushdb()
-    client.close()
+
+    def squat(node: str, worker_id: str) -> None:
+        client.set(worker_id, "written by someone else")
+
+    def raw(worker_id: str) -> Any:
+        return client.get(worker_id)
+
+    def vanish(node: str) -> None:
+        client.flushdb()  # a restarted server without persistence
+
+    def forget(what: str) -> None:  # evicted
+        if what == "sets":
+            client.delete(f"capsync:owner:{OWNER}", "capsync:entries")
+        else:
+            client.delete(f"capsync:node:{OWNER}")
+
     yield from _store_place(
         lambda owner, service, writer, address: RedisRegistry(
             connect(RedisEndpoint(f"redis://{address}/3")),
@@ -187,7 +276,12 @@ def redis_place(redis_server: RedisServer) -> Iterator[Place]:
             writer=writer,
         ),
         redis_server.port,
+        squat,
+        raw,
+        vanish,
+        forget,
     )
+    client.close()
 
 
 @pytest.fixture
@@ -195,6 +289,26 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
     name = f"c{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server.dsn, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
+    dsn = f"{postgres_server.dsn.rsplit('/', 1)[0]}/{name}"
+
+    def squat(node: str, worker_id: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("INSERT INTO worker_capabilities (id) VALUES (%s)", (worker_id,))
+
+    def vanish(node: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as db:  # an older backup restored
+            db.execute("DELETE FROM worker_capabilities")
+            db.execute("DELETE FROM capsync_nodes")
+
+    def forget(what: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("DELETE FROM capsync_nodes")
+
+    def raw(worker_id: str) -> Any:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            query = "SELECT * FROM worker_capabilities WHERE lower(id) = lower(%s)"
+            return db.execute(query, (worker_id,)).fetchall()
+
     yield from _store_place(
         lambda owner, service, writer, address: PostgresRegistry(
             PostgresEndpoint(f"postgresql://postgres@{address}/{name}?sslmode=disable"),
@@ -204,6 +318,11 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
             writer=writer,
         ),
         postgres_server.port,
+        squat,
+        raw,
+        vanish,
+        forget,
+        _nul_in_metadata,
     )
 
 
@@ -500,3 +619,147 @@ def test_deletions_sliced_across_cycles_are_held(place: Place) -> None:
     assert len(report.changes.held) == 40 and not report.changes.delete
     assert "high-water mark" in report.changes.held_reason
     assert len(place.open().snapshot().owned) == 55
+
+
+# Issue 22: the registry's edge states, every kind.
+
+
+def test_an_id_held_by_something_capsync_did_not_write_is_a_conflict(place: Place) -> None:
+    """Left alone, reported with its id, and the cycle succeeds for everything else,
+    this cycle and the next (which does not try to write it again)."""
+    sync = syncer(place, ScriptedSource(declarations=declared("mine-1")))
+    assert sync.run_once().ok
+    place.squat(f"capsync-{OWNER}", "taken-1")
+    before = place.raw("taken-1")
+    sync.sources[0] = ScriptedSource(declarations=declared("mine-1", "taken-1", "new-1"))
+    first = sync.run_once()
+    assert first.ok, first.registries[0]
+    assert [c.worker_id for c in first.registries[0].conflicts] == ["taken-1"]
+    again = sync.run_once()
+    assert again.ok and [c.worker_id for c in again.registries[0].conflicts] == ["taken-1"]
+    assert not again.registries[0].changes.writes
+    assert sorted(place.open().snapshot().owned) == ["mine-1", "new-1"]
+    assert place.raw("taken-1") == before
+
+
+class _PlantedAfterSnapshot:
+    """A registry whose snapshot is followed, before the apply, by another writer's
+    entry under an id the cycle is about to create."""
+
+    def __init__(self, registry: Registry, plant: Callable[[], None]) -> None:
+        self.registry, self.plant = registry, plant
+
+    def snapshot(self) -> Any:
+        taken = self.registry.snapshot()
+        self.plant()
+        return taken
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.registry, name)
+
+
+def test_an_entry_planted_between_snapshot_and_apply_is_a_conflict(place: Place) -> None:
+    assert syncer(place, ScriptedSource(declarations=declared("mine-1"))).run_once().ok
+    squatter = entry("late-1", "semgrep", owner="someone-else")
+    registry = _PlantedAfterSnapshot(
+        place.open(), lambda: place.plant(f"capsync-{OWNER}", squatter)
+    )
+    target = RegistrySync("r", registry, SyncOptions(service="worker", owner=OWNER))  # type: ignore[arg-type]
+    source = ScriptedSource(declarations=declared("mine-1", "late-1"))
+    cycle = Syncer([source], [target]).run_once()
+    report = cycle.registries[0]
+    assert cycle.ok, report
+    assert [c.worker_id for c in report.conflicts] == ["late-1"]
+    assert report.conflicts[0].source == "scripted"
+    listed = {i.entry.id: i.entry for i in place.open().entries(Query())}
+    assert listed["late-1"] == squatter and "mine-1" in listed
+
+
+def test_a_vanished_node_is_registered_again_with_its_entries(place: Place) -> None:
+    """Absence is read from the registry: the next cycle recreates what was lost."""
+    source = ScriptedSource(declarations=declared("a-1", "a-2", "a-3"))
+    sync = syncer(place, source)
+    assert sync.run_once().ok
+    place.vanish(f"capsync-{OWNER}")
+    again = sync.run_once()
+    assert again.ok, again.registries[0]
+    assert len(again.registries[0].changes.create) == 3
+    assert sorted(place.open().snapshot().owned) == ["a-1", "a-2", "a-3"]
+    assert sync.run_once().registries[0].changes.unchanged == 3
+
+
+def test_consul_tells_a_node_hidden_by_acls_from_a_vanished_one() -> None:
+    """Consul 1.11+ says when ACLs filtered a read: that node is not recreated over, and
+    the cycle fails with what to grant; a truly missing node is registered again."""
+    with ConsulDouble(acl_token="root") as double:
+
+        def registry(token: str | None) -> ConsulRegistry:
+            return ConsulRegistry(
+                ConsulClient(ConsulEndpoint(double.address, token=token)),
+                service="worker",
+                owner=OWNER,
+                node=f"capsync-{OWNER}",
+            )
+
+        writer = registry("root")
+        assert writer.apply(Changes(create=(entry("a-1"),))).applied == 1
+        blind = registry(None)  # the anonymous token: default deny
+        sync = Syncer(
+            [ScriptedSource(declarations=declared("a-1"))],
+            [RegistrySync("consul", blind, SyncOptions(service="worker", owner=OWNER))],
+        )
+        report = sync.run_once().registries[0]
+        assert "X-Consul-Results-Filtered-By-ACLs" in report.registry_error
+        assert "node:read" in report.registry_error and not report.changes.writes
+        assert list(writer.snapshot().owned) == ["a-1"]
+        writer.close()
+        blind.close()
+
+
+@pytest.mark.parametrize("which", ["redis_place", "postgres_place"])
+@pytest.mark.parametrize("lose", ["sets", "node"])
+def test_lost_bookkeeping_is_rebuilt_from_what_each_entry_records(
+    request: pytest.FixtureRequest, which: str, lose: str
+) -> None:
+    """The stores keep bookkeeping beside the entries (Redis: the owner's set and the set
+    of every id, the node hash; PostgreSQL: the node row). Losing it never turns
+    capsync's own entries into someone else's: they are still owned, still deleted."""
+    place: Place = request.getfixturevalue(which)
+    source = ScriptedSource(declarations=declared("a-1", "a-2", "a-3"))
+    sync = syncer(place, source)
+    assert sync.run_once().ok
+    place.forget(lose)
+    again = sync.run_once()
+    assert again.ok and again.registries[0].changes.unchanged == 3, again.registries[0]
+    assert not again.registries[0].conflicts
+    source.declarations = declared("a-1", "a-2")
+    last = sync.run_once().registries[0]
+    assert [e.id for e in last.changes.delete] == ["a-3"] and last.ok
+    assert sorted(place.open().snapshot().owned) == ["a-1", "a-2"]
+    for registry in place.opened:
+        registry.close()
+
+
+def test_deletions_sliced_across_restarts_are_held(place: Place) -> None:
+    """The guard's marks live in the registry beside the writer claim: each run a new
+    process (``run --once`` from a timer, a crash-looping daemon) still remembers."""
+    ids = [f"w-{i:03}" for i in range(100)]
+
+    def run_once(keep: list[str]) -> Any:
+        return syncer(place, ScriptedSource(declarations=declared(*keep))).run_once()
+
+    assert run_once(ids).ok
+    assert len(run_once(ids[45:]).registries[0].changes.delete) == 45  # under half
+    report = run_once(ids[85:]).registries[0]  # 85 of the recorded mark of 100
+    assert len(report.changes.held) == 40 and not report.changes.delete
+    assert "from 100 entries" in report.changes.held_reason
+    assert len(place.open().snapshot().owned) == 55
+    # An allowed mass deletion is the new baseline, recorded too.
+    allowed = RegistrySync(
+        "r",
+        place.open(),
+        SyncOptions(service="worker", owner=OWNER, guard=DeletionGuard(allow=True)),
+    )
+    source = ScriptedSource(declarations=declared(*ids[85:]))
+    assert len(Syncer([source], [allowed]).run_once().registries[0].changes.delete) == 40
+    assert len(run_once(ids[90:]).registries[0].changes.delete) == 5

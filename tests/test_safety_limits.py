@@ -28,6 +28,9 @@ INVALID = {
         "(key)",
         "lone surrogate U+D800",
     ),
+    # U+0000: PostgreSQL refuses it in JSONB; refused for every source and registry.
+    "nul.json": ('{"id": "nul", "metadata": {"note": "a\\u0000b"}}', "metadata.note", "U+0000"),
+    "nul-key.json": ('{"id": "nul-key", "flags": {"f\\u0000": true}}', "(key)", "U+0000"),
 }
 
 

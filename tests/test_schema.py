@@ -97,7 +97,7 @@ def test_default_id_from_source() -> None:
             "control character",
         ),
         (
-            {"id": "w", "fuzzing_tools": [{"tool_name": "a\x00b"}]},
+            {"id": "w", "fuzzing_tools": [{"tool_name": "a\x01b"}]},
             "fuzzing_tools[0].tool_name",
             "U+0000 (NUL) is not allowed",
         ),
@@ -132,6 +132,13 @@ def test_default_id_from_source() -> None:
         ({"id": "w", "metadata": {"v": 1}}, "metadata.v", "valid string"),
         ({"id": "w", "metadata": {"v": "\ud800"}}, "metadata.v", "lone surrogate U+D800"),
         ({"id": "w", "metadata": {"k\udc80": "v"}}, "(key)", "lone surrogate U+DC80"),
+        ({"id": "w", "metadata": {"v": "a\x00b"}}, "metadata.v", "U+0000"),
+        ({"id": "w\x00", "metadata": {}}, "id", "U+0000"),
+        (
+            {"id": "w", "fuzzing_tools": [{"tool_name": "ok", "alternatives": ["x\x00"]}]},
+            "fuzzing_tools[0].alternatives[0]",
+            "U+0000",
+        ),
         (
             {"id": "w", "fuzzing_tools": [{"tool_name": "ok", "alternatives": ["x\ud83d"]}]},
             "fuzzing_tools[0].alternatives[0]",

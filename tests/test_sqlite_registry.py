@@ -186,7 +186,8 @@ def test_another_services_entries_are_foreign_and_never_taken_over(
     snapshot = registry.snapshot()
     assert snapshot.owned == {} and snapshot.foreign == {"a"}
     result = registry.apply(Changes(create=(entry("A", "ruff"),), delete=(theirs,)))
-    assert result.applied == 0 and len(result.refused) == 2
+    # Another writer's entry is a conflict, left alone: the apply is complete all the same.
+    assert result.applied == 0 and len(result.conflicts) == 2 and result.complete
     assert builder.snapshot().owned == {"a": theirs}
 
 
@@ -210,8 +211,8 @@ def test_foreign_rows_on_our_node_are_reported_and_never_touched(
         Changes(create=(mine,), update=(Update(manual, entry("manual", "x")),), delete=(intruder,))
     )
     assert (result.requests, result.applied) == (1, 0)
-    assert [r.id for r in result.refused] == ["intruder", "manual", "intruder"]
-    assert "someone-else" in result.refused[0].reason
+    assert [r.id for r in result.conflicts] == ["intruder", "manual", "intruder"]
+    assert "someone-else" in result.conflicts[0].reason
     assert raw(db_path, "SELECT * FROM services ORDER BY id") == before
 
 

@@ -180,7 +180,10 @@ def test_redis_foreign_keys_survive_and_are_reported(
     client.set("tool:semgrep", "not a set")  # someone else's key, of another type
     client.set("unrelated", "x")
     result = sync(f"redis:{url}")
-    assert "event=entry_refused id=rust-worker-1" in result.stderr
+    # An id held by a key capsync did not write is a conflict, named with its registry.
+    assert "event=conflict id=rust-worker-1" in result.stderr
+    assert re.search(r"event=conflict id=rust-worker-1 .*registry=redis", result.stderr)
+    assert "event=entry_refused id=rust-worker-1" not in result.stderr
     assert "event=entry_refused id=python-worker-1" in result.stderr
     assert "tool:semgrep is a string" in result.stderr
     assert client.get("rust-worker-1") == seed_value
@@ -209,6 +212,39 @@ def test_postgres_foreign_and_bad_rows_are_left_alone(pg_db: tuple[str, psycopg.
     ).fetchone()
     assert row == ("junk",)
     assert conn.execute("SELECT id FROM worker_capabilities WHERE id = 'seed-1'").fetchone()
+
+
+def test_redis_warns_once_when_its_policy_can_evict_capsyncs_keys(
+    redis_db: tuple[str, redis.Redis],
+):
+    url, client = redis_db
+    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        result = sync(f"redis:{url}")
+    finally:
+        client.config_set("maxmemory-policy", policy)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("event=registry_may_evict") == 1
+    assert "maxmemory_policy=allkeys-lru" in result.stderr
+    assert "registry_may_evict" not in sync(f"redis:{url}").stderr
+
+
+def test_postgres_dropped_tables_are_recreated_though_the_version_row_says_migrated(
+    pg_db: tuple[str, psycopg.Connection[Any]],
+):
+    """The catalog is checked, not only capsync_schema: a dropped table is recreated and
+    refilled by the next run, its rows rebuilt from the sources."""
+    dsn, conn = pg_db
+    assert sync(f"postgres:{dsn}").returncode == 0
+    conn.execute("DROP TABLE worker_capabilities")
+    conn.execute("DROP TABLE capsync_nodes")
+    assert conn.execute("SELECT MAX(version) FROM capsync_schema").fetchone() == (2,)
+    again = sync(f"postgres:{dsn}")
+    assert again.returncode == 0, again.stderr
+    assert "9 created" in again.stdout
+    (count,) = conn.execute("SELECT count(*) FROM worker_capabilities").fetchone() or (0,)
+    assert count == 9
 
 
 # ---- faults -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from discovery import codec, schema
@@ -163,6 +164,41 @@ def test_hostile_stdin_inputs_give_one_error_each() -> None:
         assert result.returncode == 1
         assert result.stdout.count("\n") == 1 and text in result.stdout, result.stdout
         assert "Traceback" not in result.stderr
+
+
+# A few hundred bytes of nested aliases: 9**9 nodes once expanded.
+LAUGHS = "id: w\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (LAUGHS, "expands to more than 100000 nodes"),
+        ("id: w\nx: &x [*x]\n", "an alias refers to a node that contains it"),
+        (
+            "id: w\n"
+            + "".join(f"k{i}: &k{i} 1\n" for i in range(120))
+            + "l: ["
+            + ", ".join(f"*k{i}" for i in range(120))
+            + "]\n",
+            "more than 100 aliases",
+        ),
+        ("id: w\nx: " + "[" * 70 + "]" * 70 + "\n", "nested deeper than 64 levels"),
+    ],
+    ids=["laughs", "recursive", "aliases", "depth"],
+)
+def test_yaml_over_its_limits_is_one_invalid_declaration_never_a_hang(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    (tmp_path / "bomb.yaml").write_text(text)
+    (tmp_path / "fine.yaml").write_text("id: fine\nx: &x [1, 2]\ny: *x\n")
+    result = run_cli("validate", str(tmp_path))
+    assert result.returncode == 1
+    [line] = [line for line in result.stdout.splitlines() if "bomb.yaml" in line]
+    assert "YAML over its limits" in line and reason in line, result.stdout
+    assert "Traceback" not in result.stderr
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:

@@ -26,12 +26,18 @@ class Snapshot:
 
     owned: Mapping[str, Entry]
     foreign: frozenset[str] = frozenset()
+    meta: Mapping[str, str] | None = None  # capsync's node meta as read (None: no node)
 
 
 @dataclass(frozen=True)
 class Refused:
+    """An entry a registry did not write, and why. ``foreign``: the id is held by an
+    entry capsync did not write (or another owner's): a conflict, left alone, which
+    fails nothing else; otherwise the store could not hold the entry."""
+
     id: str
     reason: str
+    foreign: bool = False
 
 
 Kind = Literal["create", "update", "delete"]
@@ -60,6 +66,8 @@ class ApplyResult:
 
     ``unsent``: never sent (the daemon was stopping). ``interrupted``: sent in a request
     that failed without a verdict (time-out, 5xx); the next cycle finds out.
+    ``conflicts``: ids found held by another writer when written (a conflict, as in the
+    snapshot: reported, left alone, and the apply is complete all the same).
     """
 
     requests: int = 0
@@ -68,6 +76,7 @@ class ApplyResult:
     unsent: int = 0
     interrupted: int = 0
     errors: tuple[str, ...] = ()
+    conflicts: tuple[Refused, ...] = ()
 
     @property
     def applied(self) -> int:
@@ -88,12 +97,20 @@ class Tally:
     unsent: int = 0
     interrupted: int = 0
     errors: list[str] = field(default_factory=list)
+    conflicts: list[Refused] = field(default_factory=list)
 
     def wrote(self, batch: list[Operation]) -> None:
         self.written.update(op.kind for op in batch)
 
     def refuse(self, batch: list[Operation], reason: str) -> None:
         self.refused += [Refused(op.entry.id, reason) for op in batch]
+
+    def answered(self, op: Operation, refused: Refused) -> None:
+        """A store's verdict on one operation it did not write."""
+        if refused.foreign:
+            self.conflicts.append(Refused(op.entry.id, refused.reason, foreign=True))
+        else:
+            self.refuse([op], refused.reason)
 
     def fail(self, batch: list[Operation], reason: str) -> None:
         """A request failed without a verdict on its operations."""
@@ -121,6 +138,7 @@ class Tally:
             self.unsent,
             self.interrupted,
             tuple(self.errors),
+            tuple(self.conflicts),
         )
 
 
@@ -152,7 +170,7 @@ class Registry(Protocol):
     def close(self) -> None: ...
 
 
-WriteOp = Callable[[Operation], str]  # writes one operation; the reason when refused, else ""
+WriteOp = Callable[[Operation], Refused | None]  # writes one operation; None when written
 
 
 def apply_in_batches(
@@ -176,8 +194,8 @@ def apply_in_batches(
         except RegistryError as exc:  # rolled back: nothing of the batch was written
             tally.refuse(chunk, str(exc))
             continue
-        tally.wrote([op for op, reason in results if not reason])
-        for op, reason in results:
-            if reason:
-                tally.refuse([op], reason)
+        tally.wrote([op for op, refused in results if refused is None])
+        for op, refused in results:
+            if refused is not None:
+                tally.answered(op, refused)
     return tally.result()

@@ -22,21 +22,31 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import quote
 
 from config.errors import RegistryError
+from config.events import emit
 from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, Tally, operations
+from daemon.registry.base import (
+    ApplyResult,
+    Listed,
+    Operation,
+    Refused,
+    Snapshot,
+    Tally,
+    operations,
+)
 from daemon.registry.writer import claim
 from discovery import codec
 from discovery.codec import Entry
-from discovery.consul.client import ConsulClient
+from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient
 from discovery.consul.fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
 from discovery.kinds import BuildContext, Kind, no_arg
@@ -46,6 +56,10 @@ MAX_TXN_BYTES = 512 * 1024
 NODE = -1  # the node's registration, in a 409's failing operations
 
 Txn = list[dict[str, Any]]  # one entry's ops, sent together
+_TAKEN = (
+    "another writer registered an instance with this id on capsync's node since the "
+    "snapshot; left as it is"
+)
 
 
 class ConsulRegistry:
@@ -74,31 +88,37 @@ class ConsulRegistry:
         self._node_meta: dict[str, str] | None = None
         self._node_seen = False
         self._node_read = False  # the node's claim is known only after a snapshot
+        self._meta_read: dict[str, str] | None = None
 
     def snapshot(self) -> Snapshot:
         path = f"/v1/catalog/node-services/{quote(self.node)}"
-        body, _ = self.client.read(path, dict)
-        node, services = body.get("Node"), body.get("Services")
+        response = self.client.read_response(path, dict)
+        node, services = response.body.get("Node"), response.body.get("Services")
         if not isinstance(node, dict | None) or not isinstance(services, list | None):
             raise RegistryError(
                 f"Consul answered GET {path} with Node or Services of the wrong type"
             )
-        if node is None and (services or self._node_seen):
-            # A token without node:read blanks the node: that is not an empty node.
+        if response.filtered:
+            # Consul's own word (1.11 and later) that the token may not see all of it: a
+            # partial answer is never read as the node's content.
             raise RegistryError(
-                f"Consul reads node {self.node!r} as missing, but it exists; "
-                "check the ACL token's node:read on it"
+                f"Consul's ACLs hide node {self.node!r} or some of its services from this "
+                f"token ({FILTERED_BY_ACLS}: true); grant it node:read on the node and "
+                "service:read on the services"
+            )
+        if node is None and services:
+            raise RegistryError(f"Consul answered GET {path} with services but no Node")
+        if node is None and self._node_seen:
+            emit(
+                logging.WARNING,
+                "registry_node_vanished",
+                registry="consul",
+                node=self.node,
+                action="registering it again, with its entries",
             )
         self._node_seen = node is not None
-        meta = None if node is None else node.get("Meta") or {}
-        self._node_meta = claim(
-            meta,
-            node=self.node,
-            owner=self.owner,
-            service=self.service,
-            writer=self.writer,
-            takeover=self.takeover,
-        )
+        self._meta_read = None if node is None else node.get("Meta") or {}
+        self._node_meta = self._claim()
         self._node_read = True
         owned: dict[str, Entry] = {}
         foreign: set[str] = set()
@@ -108,7 +128,18 @@ class ConsulRegistry:
                 owned[entry.id] = entry
             else:
                 foreign.add(entry.id.casefold())
-        return Snapshot(owned=owned, foreign=frozenset(foreign))
+        return Snapshot(owned=owned, foreign=frozenset(foreign), meta=self._meta_read)
+
+    def _claim(self, record: Mapping[str, str] | None = None) -> dict[str, str] | None:
+        return claim(
+            self._meta_read,
+            node=self.node,
+            owner=self.owner,
+            service=self.service,
+            writer=self.writer,
+            takeover=self.takeover,
+            record=record,
+        )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         tally = Tally()
@@ -117,6 +148,8 @@ class ConsulRegistry:
             return tally.result()
         if not self._node_read:
             self.snapshot()  # who holds the node is checked before any write
+        if changes.record:
+            self._node_meta = self._claim(changes.record)
         for batch in self._batches(units, tally):
             if stop is not None and stop.is_set():
                 tally.unsent += len(batch)
@@ -264,7 +297,12 @@ class ConsulRegistry:
                 tally.refuse(ops, f"capsync's node registration was refused: {failing[NODE]}")
                 return
             for index, what in failing.items():
-                tally.refuse([batch[index][0]], what)
+                op = batch[index][0]
+                taken = op.kind == "create" and "index is stale" in what
+                tally.answered(
+                    op,
+                    Refused(op.entry.id, _TAKEN if taken else what, foreign=taken),
+                )
             batch = [unit for i, unit in enumerate(batch) if i not in failing]
 
     def _txn(self, op: Operation) -> Txn:
@@ -273,9 +311,12 @@ class ConsulRegistry:
         if op.kind == "delete":
             return [self._service_op("delete", op.entry), *self._document_ops(None, op.entry)]
         renamed = op.old is not None and op.old.id != op.entry.id
+        # A create is a check-and-set on "absent" (ModifyIndex 0): an instance another
+        # writer registered since the snapshot is a conflict, never overwritten.
+        verb = "cas" if op.kind == "create" else "set"
         return [
             *([self._service_op("delete", op.old)] if renamed and op.old else []),
-            self._service_op("set", op.entry),
+            self._service_op(verb, op.entry),
             *self._document_ops(op.entry, op.old),
         ]
 
@@ -301,7 +342,9 @@ class ConsulRegistry:
         # A delete names the service too: Consul validates (and ACL-checks
         # service:write on) the name of every Service op, deletes included.
         service = (
-            service_fields(entry) if verb == "set" else {"ID": entry.id, "Service": entry.service}
+            {"ID": entry.id, "Service": entry.service}
+            if verb == "delete"
+            else service_fields(entry) | ({"ModifyIndex": 0} if verb == "cas" else {})
         )
         return {"Service": {"Verb": verb, "Node": self.node, "Service": service}}
 

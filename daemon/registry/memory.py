@@ -11,7 +11,7 @@ service (daemon/registry/writer.py), as the other registries do.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -20,7 +20,14 @@ from config.errors import RegistryError
 from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, apply_in_batches
+from daemon.registry.base import (
+    ApplyResult,
+    Listed,
+    Operation,
+    Refused,
+    Snapshot,
+    apply_in_batches,
+)
 from daemon.registry.writer import claim
 from discovery.codec import EXTERNAL_SOURCE, Entry
 from discovery.kinds import BuildContext, Kind, no_arg
@@ -59,18 +66,22 @@ class MemoryRegistry:
         self.batch_size = batch_size
         self.closed = False
         self._node = _Node({})  # this owner's node, while a batch holds the catalog
+        self._record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
 
     def snapshot(self) -> Snapshot:
         with self._catalog():
             node = self.catalog.nodes.get(self.node.lower())
             self._claim(node)
             services = list(node.services.values()) if node else []
+            meta = dict(node.meta) if node else None
         return Snapshot(
             owned={e.id: e for e in services if self._ours(e)},
             foreign=frozenset(e.id.casefold() for e in services if not self._ours(e)),
+            meta=meta,
         )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        self._record = changes.record
         if changes.writes:
             with self._catalog():  # a node this capsync may not write fails the whole apply
                 self._claim(self.catalog.nodes.get(self.node.lower()))
@@ -122,37 +133,43 @@ class MemoryRegistry:
             writer=self.writer,
             takeover=self.takeover,
             where="memory registry",
+            record=self._record,
         )
 
     def _ours(self, entry: Entry) -> bool:
         return entry.owner == self.owner and entry.service.lower() == self.service.lower()
 
-    def _write(self, op: Operation) -> str:
+    def _write(self, op: Operation) -> Refused | None:
         return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
 
-    def _upsert(self, entry: Entry) -> str:
+    def _upsert(self, entry: Entry) -> Refused | None:
         if entry.owner != self.owner:
-            return f"entry carries capsync-owner {entry.owner!r}; this registry is {self.owner!r}"
-        if reason := self._foreign_reason(entry.id):
-            return reason
+            return Refused(
+                entry.id,
+                f"entry carries capsync-owner {entry.owner!r}; this registry is {self.owner!r}",
+            )
+        if refused := self._foreign_reason(entry.id):
+            return refused
         # Keyed by the lower-cased id: a case-only rename replaces the entry in place.
         self._node.services[entry.id.lower()] = entry
-        return ""
+        return None
 
-    def _delete(self, entry: Entry) -> str:
-        if reason := self._foreign_reason(entry.id):
-            return reason
+    def _delete(self, entry: Entry) -> Refused | None:
+        if refused := self._foreign_reason(entry.id):
+            return refused
         self._node.services.pop(entry.id.lower(), None)
-        return ""
+        return None
 
-    def _foreign_reason(self, worker_id: str) -> str:
+    def _foreign_reason(self, worker_id: str) -> Refused | None:
         current = self._node.services.get(worker_id.lower())
         if current is None or self._ours(current):
-            return ""
-        return (
+            return None
+        return Refused(
+            worker_id,
             f"{worker_id!r} on node {self.node!r} belongs to another writer "
             f"(capsync-owner {current.owner!r}, service {current.service!r}); left as "
-            "it is"
+            "it is",
+            foreign=True,
         )
 
 

@@ -48,6 +48,13 @@ if TYPE_CHECKING:
 
 EXTRA_HINT = "the postgres registry needs the 'postgres' extra: pip install 'capsync[postgres]'"
 _LOCK = 0x63617073  # advisory lock key ("caps"): one migrating daemon at a time
+# SQLSTATE classes of an error about a value, not the server: 22 data exception (U+0000
+# in JSONB or text, a string over its column's length), 54 program limit exceeded (a
+# row over an index's size limit).
+_BY_ENTRY = ("22", "54")
+# The tables capsync needs: when one is missing (dropped by hand), the migrations run
+# again whatever the version row says (each step is idempotent).
+_TABLES = ("worker_capabilities", "capsync_nodes", "capsync_schema")
 _SEED = (*CATEGORIES.values(), "flags", "metadata")
 _OWN = ("owner", "service", "source", "ref", "digest", "address", "meta", "port", "tools")
 
@@ -233,6 +240,14 @@ class PostgresRegistry:
         )
 
     def snapshot(self) -> Snapshot:
+        try:
+            return self._snapshot()
+        except RegistryError as exc:
+            if not isinstance(exc.__cause__, self._psycopg.errors.UndefinedTable):
+                raise
+            return self._snapshot()  # reconnected: the missing table is recreated
+
+    def _snapshot(self) -> Snapshot:
         # One round trip: every row (though only ours are decoded: the others, another
         # writer's or the seed's own, hold ids that are never ours to write) and the
         # owner's node meta (the writer claim).
@@ -273,8 +288,9 @@ class PostgresRegistry:
                 raise  # the writer claim
             # The server's error answer (it has an SQLSTATE: read-only, time-out, a failed
             # statement) rolled the transaction back; a lost connection has no verdict.
-            failed = store.Rejected if cause.sqlstate else store.Interrupted
-            raise failed(str(exc)) from exc
+            if not cause.sqlstate:
+                raise store.Interrupted(str(exc)) from exc
+            raise store.Rejected(str(exc), by_entry=cause.sqlstate[:2] in _BY_ENTRY) from exc
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         query = query or Query()
@@ -376,6 +392,7 @@ class PostgresRegistry:
                 worker_id,
                 f"row {worker_id!r} belongs to another writer (capsync_owner "
                 f"{holder!r}, capsync_service {service!r}); left as it is",
+                foreign=True,
             )
             for worker_id, holder, service in rows
         ]
@@ -436,6 +453,11 @@ class PostgresRegistry:
                     self._conn = self._open()
                 yield self._conn
             except self._psycopg.Error as exc:
+                if isinstance(exc, self._psycopg.errors.UndefinedTable) and self._conn:
+                    # A table dropped under a running daemon: the next use reconnects,
+                    # which checks the catalog and recreates it.
+                    self._conn.close()
+                    self._conn = None
                 detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 raise RegistryError(f"postgres registry: {operation} failed: {detail}") from exc
 
@@ -497,12 +519,21 @@ class PostgresRegistry:
             raise
 
     def _version(self, conn: psycopg.Connection[Any]) -> int:
-        """The recorded version, 0 before the first migration; one round trip."""
+        """The recorded version; 0 before the first migration, and when a table capsync
+        needs is missing from the catalog (dropped by hand), whatever the version row
+        says, so that the migrations recreate it."""
+        names = [f'"{self._schema}".{table}' for table in _TABLES]
         try:
-            row = conn.execute(self._sql("SELECT MAX(version) FROM {s}.capsync_schema"))
-            return int((row.fetchone() or (0,))[0] or 0)
+            with conn.pipeline():  # one round trip
+                present = conn.execute(
+                    "SELECT " + ", ".join("to_regclass(%s) IS NOT NULL" for _ in names), names
+                )
+                recorded = conn.execute(self._sql("SELECT MAX(version) FROM {s}.capsync_schema"))
         except (self._psycopg.errors.UndefinedTable, self._psycopg.errors.InvalidSchemaName):
             return 0
+        if not all(present.fetchone() or (False,)):
+            return 0
+        return int((recorded.fetchone() or (0,))[0] or 0)
 
 
 def _meta(row: tuple[Any, ...] | None) -> dict[str, str] | None:

@@ -11,7 +11,8 @@ Keys, with ``P`` the configured prefix (default empty, which is the seed's own l
     Pcapsync:owner:<owner>      set: the ids this owner wrote (any service)
     Pcapsync:entries            set: every id capsync wrote, any owner
     Pcapsync:node:<owner>       hash: the owner's node meta, as Consul's node carries it:
-                                capsync-owner, capsync-writer-<service> = the writer
+                                capsync-owner, capsync-writer-<service> = the writer,
+                                capsync-guard-<service> = the deletion guard's marks
 
 Ids never contain ``:``, so a worker key can never be a ``tool:`` set or a ``capsync:``
 key (a tool name, kept as declared, may hold ``:``: its set key still begins ``tool:``).
@@ -65,12 +66,10 @@ local b = cjson.decode(ARGV[1])
 local p, owner, service = b.prefix, b.owner, b.service
 local node = p .. 'capsync:node:' .. owner
 local holder = redis.call('HGET', node, b.field) or ''
-if holder ~= b.writer then
-  if holder ~= b.seen or #b.claim == 0 then
-    return cjson.encode({held = redis.call('HGETALL', node)})
-  end
-  redis.call('HSET', node, unpack(b.claim))
+if holder ~= b.writer and (holder ~= b.seen or #b.claim == 0) then
+  return cjson.encode({held = redis.call('HGETALL', node)})
 end
+if #b.claim > 0 then redis.call('HSET', node, unpack(b.claim)) end  -- the claim, the marks
 local function book(id) return p .. 'capsync:entry:' .. string.lower(id) end
 local function problem(op)
   local bk = book(op.id)
@@ -79,15 +78,16 @@ local function problem(op)
   local kind = redis.call('TYPE', p .. id).ok
   if holder == false then
     if kind ~= 'none' then
-      return 'key ' .. p .. op.id .. ' (' .. kind .. ') was not written by capsync; left as it is'
+      return 'key ' .. p .. op.id .. ' (' .. kind .. ') was not written by capsync; ' ..
+        'left as it is', true
     end
   else
     local svc = redis.call('HGET', bk, 'service') or ''
     if holder ~= owner or string.lower(svc) ~= service then
       return id .. ' belongs to another writer (capsync-owner ' .. holder .. ', service ' ..
-        svc .. '); left as it is'
+        svc .. '); left as it is', true
     elseif kind ~= 'string' and kind ~= 'none' then
-      return 'key ' .. p .. id .. ' now holds a ' .. kind .. '; left as it is'
+      return 'key ' .. p .. id .. ' now holds a ' .. kind .. '; left as it is', true
     end
   end
   for _, tool in ipairs(op.sets or {}) do
@@ -100,8 +100,12 @@ local function problem(op)
 end
 local refused, good = {}, {}
 for _, op in ipairs(b.ops) do
-  local reason = problem(op)
-  if reason then refused[#refused + 1] = {op.id, reason} else good[#good + 1] = op end
+  local reason, foreign = problem(op)
+  if reason then
+    refused[#refused + 1] = {op.id, reason, foreign or false}
+  else
+    good[#good + 1] = op
+  end
 end
 for _, op in ipairs(good) do
   local bk = book(op.id)
@@ -135,10 +139,61 @@ end
 return cjson.encode({refused = refused})
 """
 
+# The snapshot: ARGV[1] the prefix, ARGV[2] {"entries", "mine": the two sets, "node": the
+# owner's node hash, "owner", "check": ids found squatted before}. Every id either set
+# lists is classified by its own capsync:entry hash, not by the sets, so a lost set never
+# turns capsync's entries into someone else's. When both sets are gone while the node
+# hash remains (evicted), the entry hashes are found by SCAN. Answers {rows, the node
+# hash (flat), squatted ids, ids of this owner missing from a set (to add back)}.
+_SNAPSHOT = """#!lua flags=no-writes
+local p, q = ARGV[1], cjson.decode(ARGV[2])
+local ids = redis.call('SUNION', q.entries, q.mine)
+if #ids == 0 and redis.call('EXISTS', q.node) == 1 then
+  local cursor = '0'
+  repeat
+    local found = redis.call('SCAN', cursor, 'MATCH', p .. 'capsync:entry:*', 'COUNT', 1000)
+    cursor = found[1]
+    for _, book in ipairs(found[2]) do
+      local id = redis.call('HGET', book, 'id')
+      if id then ids[#ids + 1] = id end
+    end
+  until cursor == '0'
+end
+local rows, lost = {}, {}
+for _, id in ipairs(ids) do
+  local book = p .. 'capsync:entry:' .. string.lower(id)
+  local value = redis.pcall('GET', p .. id)
+  if type(value) == 'table' then value = false end
+  rows[#rows + 1] = {id, redis.call('HGETALL', book), value}
+  if redis.call('HGET', book, 'owner') == q.owner and (
+    redis.call('SISMEMBER', q.mine, id) == 0 or redis.call('SISMEMBER', q.entries, id) == 0
+  ) then
+    lost[#lost + 1] = id
+  end
+end
+local squatted = {}
+for _, id in ipairs(q.check) do
+  if redis.call('EXISTS', p .. id) == 1
+    and redis.call('EXISTS', p .. 'capsync:entry:' .. string.lower(id)) == 0 then
+    squatted[#squatted + 1] = id
+  end
+end
+return {rows, redis.call('HGETALL', q.node), squatted, lost}
+"""
+
+# Puts ids back into the owner's set and the set of every id: KEYS none, ARGV[1] the
+# owner's set, ARGV[2] the set of every id, ARGV[3...] the ids.
+_REBUILD = """#!lua
+for i = 3, #ARGV do
+  redis.call('SADD', ARGV[1], ARGV[i])
+  redis.call('SADD', ARGV[2], ARGV[i])
+end
+return #ARGV - 2
+"""
+
 # Reads: ARGV[1] the prefix, ARGV[2] {"all": sets to intersect, "any": sets of which an
-# id must be in one, "minus": [set, sets...] for SDIFF, "node": a capsync:node hash or
-# ""}. Answers {rows, SDIFF ids, the node hash (flat)}, a row being {id, its
-# capsync:entry hash (flat, keyed by the lower-cased id), value or false}.
+# id must be in one}. Answers {rows}, a row being {id, its capsync:entry hash (flat,
+# keyed by the lower-cased id), value or false}.
 _READ = """#!lua flags=no-writes
 local p, q = ARGV[1], cjson.decode(ARGV[2])
 local rows = {}
@@ -154,11 +209,7 @@ for _, id in ipairs(redis.call('SINTER', unpack(q.all))) do
     rows[#rows + 1] = {id, redis.call('HGETALL', book), value}
   end
 end
-local others = {}
-if #q.minus > 0 then others = redis.call('SDIFF', unpack(q.minus)) end
-local node = {}
-if q.node ~= '' then node = redis.call('HGETALL', q.node) end
-return {rows, others, node}
+return {rows}
 """
 
 
@@ -234,19 +285,76 @@ class RedisRegistry:
         )
         self._decoder = seed_store.Decoder()
         self._clock = clock
+        # Ids found held by a key capsync did not write: no set lists them, so the
+        # snapshot checks them again and reports them as foreign (a conflict, no write).
+        self._squatted: set[str] = set()
+        self._policy_checked = False
 
     def snapshot(self) -> Snapshot:
-        mine = f"{self._prefix}capsync:owner:{self._owner}"
-        # Ids other owners wrote (one key per id: never ours to write), this owner's of
-        # another service, and ours that no longer decode (someone else wrote over them):
-        # reported as conflicts, left alone.
-        rows, others = self._read(
-            [mine], [], minus=[f"{self._prefix}capsync:entries", mine], node=True
-        )
-        return store.snapshot(rows, self._claim, self._decoder, others)
+        """Every id capsync wrote, classified by what its own capsync:entry hash records:
+        this owner's of this service are owned; others' (one key per id: never ours to
+        write), ours that no longer decode, and keys capsync did not write are foreign
+        (conflicts, left alone). Lost bookkeeping (a set evicted or deleted) is put back
+        from the entry hashes."""
+        self._warn_if_evictable()
+        p = self._prefix
+        mine, every = f"{p}capsync:owner:{self._owner}", f"{p}capsync:entries"
+        query = {
+            "entries": every,
+            "mine": mine,
+            "node": f"{p}capsync:node:{self._owner}",
+            "owner": self._owner,
+            "check": sorted(self._squatted),
+        }
+        rows, meta, squatted, lost = self._call("snapshot", _SNAPSHOT, p, json.dumps(query))
+        self._claim.update(_hash(meta))
+        self._squatted = set(squatted)
+        if lost:
+            self._call("rebuild", _REBUILD, mine, every, *lost)
+            emit(
+                logging.WARNING,
+                "registry_bookkeeping_rebuilt",
+                registry="redis",
+                ids=len(lost),
+                reason=f"{mine} or {every} had lost them (evicted or deleted)",
+            )
+        # Only this owner's rows of this service are decoded: the others are foreign.
+        found = [
+            (worker_id, self._decode(worker_id, origin, value) if self._ours(origin) else None)
+            for worker_id, flat, value in rows
+            if (origin := _hash(flat)) is not None
+        ]
+        return store.snapshot(found, self._claim, self._decoder, squatted)
+
+    def _ours(self, origin: dict[str, str]) -> bool:
+        service = origin.get("service", "").lower()
+        return origin.get("owner") == self._owner and service == self._service.lower()
+
+    def _warn_if_evictable(self) -> None:
+        """Once: a maxmemory-policy that may evict keys without a TTL (allkeys-*) can
+        evict capsync's, its bookkeeping included. Servers that refuse CONFIG (managed
+        Redis, an ACL) are not asked again."""
+        import redis  # noqa: PLC0415
+
+        if self._policy_checked:
+            return
+        self._policy_checked = True
+        try:
+            policy = self._client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        except redis.RedisError:  # CONFIG is an operator's command, often denied
+            return
+        if str(policy).startswith("allkeys"):
+            emit(
+                logging.WARNING,
+                "registry_may_evict",
+                registry="redis",
+                maxmemory_policy=policy,
+                action="use noeviction or a volatile-* policy: evicted entries are "
+                "rebuilt from the sources, but an evicted entry is missing until then",
+            )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        return store.apply_batches(
+        result = store.apply_batches(
             changes,
             claim=self._claim,
             read=self.snapshot,
@@ -254,6 +362,8 @@ class RedisRegistry:
             stop=stop,
             send=self._send,
         )
+        self._squatted |= {item.id for item in result.conflicts}
+        return result
 
     def _send(self, batch: list[Operation]) -> list[Refused]:
         """One batch, one script: the writer claim, then every key checked, then written."""
@@ -291,7 +401,10 @@ class RedisRegistry:
             raise self._claim.lost(_hash(answer["held"]))
         if meta is not None:
             self._claim.update(meta)
-        rejected = [Refused(worker_id, why) for worker_id, why in answer["refused"] or []]
+        rejected = [
+            Refused(worker_id, why, foreign=foreign)
+            for worker_id, why, foreign in answer["refused"] or []
+        ]
         skipped = {item.id for item in rejected}
         entries = {op.entry.id: op.entry for op in batch}
         for op in ops:
@@ -308,7 +421,7 @@ class RedisRegistry:
                 node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
                 entry=found,
             )
-            for _, found in self._read(every, [tool + name for name in query.tools])[0]
+            for _, found in self._read(every, [tool + name for name in query.tools])
             if found is not None and found.service.lower() == self._service.lower()
         ]
         return sorted(listed, key=lambda item: item.entry.id)
@@ -316,27 +429,15 @@ class RedisRegistry:
     def close(self) -> None:
         self._client.close()
 
-    def _read(
-        self,
-        every: list[str],
-        some: list[str],
-        minus: tuple[str, ...] | list[str] = (),
-        *,
-        node: bool = False,
-    ) -> tuple[list[tuple[str, Entry | None]], list[str]]:
+    def _read(self, every: list[str], some: list[str]) -> list[tuple[str, Entry | None]]:
         """Decode the ids in every set of ``every`` and in one of ``some`` (an entry that
-        cannot be decoded is reported and comes back as None), and SDIFF ``minus``; with
-        ``node``, read the owner's node hash (the writer claim) in the same script."""
-        hash_key = f"{self._prefix}capsync:node:{self._owner}" if node else ""
-        selection = json.dumps({"all": every, "any": some, "minus": list(minus), "node": hash_key})
-        rows, others, meta = self._call("read", _READ, self._prefix, selection)
-        if node:
-            self._claim.update(_hash(meta))
-        out: list[tuple[str, Entry | None]] = []
-        for worker_id, flat, value in rows:
-            origin = _hash(flat)
-            out.append((worker_id, self._decode(worker_id, origin, value)))
-        return out, others
+        cannot be decoded is reported and comes back as None)."""
+        selection = json.dumps({"all": every, "any": some})
+        [rows] = self._call("read", _READ, self._prefix, selection)
+        return [
+            (worker_id, self._decode(worker_id, _hash(flat), value))
+            for worker_id, flat, value in rows
+        ]
 
     def _decode(self, worker_id: str, origin: dict[str, str], value: str | None) -> Entry | None:
         key = f"{self._prefix}{worker_id}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -32,7 +32,14 @@ from config.errors import RegistryError
 from config.settings import KindName, RegistrySettingsBase, in_state_directory
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry.base import ApplyResult, Listed, Operation, Snapshot, apply_in_batches
+from daemon.registry.base import (
+    ApplyResult,
+    Listed,
+    Operation,
+    Refused,
+    Snapshot,
+    apply_in_batches,
+)
 from daemon.registry.writer import claim
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -122,6 +129,7 @@ class SqliteRegistry:
         self._batch_size = batch_size
         self._writer = writer or owner
         self._takeover = takeover
+        self._record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +162,7 @@ class SqliteRegistry:
 
     def snapshot(self) -> Snapshot:
         with self._using("snapshot") as db:
+            meta = self._meta()
             self._claim()
             rows = db.execute(f"{_SELECT} WHERE node = ?", (self._node,)).fetchall()
         mine = [
@@ -164,9 +173,10 @@ class SqliteRegistry:
         foreign = frozenset(
             row["id"].casefold() for row, ours in zip(rows, mine, strict=True) if not ours
         )
-        return Snapshot(owned=owned, foreign=foreign)
+        return Snapshot(owned=owned, foreign=foreign, meta=meta)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
+        self._record = changes.record
         if changes.writes:
             with self._using("apply"):
                 self._claim()  # a node this capsync may not write fails the whole apply
@@ -221,19 +231,24 @@ class SqliteRegistry:
             raise
         self._db.execute("COMMIT")
 
+    def _meta(self) -> dict[str, str] | None:
+        row = self._db.execute("SELECT meta FROM nodes WHERE name = ?", (self._node,)).fetchone()
+        return None if row is None else dict(json.loads(row["meta"]))
+
     def _claim(self) -> tuple[bool, dict[str, str] | None]:
         """(node exists, meta to write or None); RegistryError when it may not write."""
-        row = self._db.execute("SELECT meta FROM nodes WHERE name = ?", (self._node,)).fetchone()
+        found = self._meta()
         meta = claim(
-            None if row is None else json.loads(row["meta"]),
+            found,
             node=self._node,
             owner=self._owner,
             service=self._service,
             writer=self._writer,
             takeover=self._takeover,
             where=f"sqlite registry {self._path}",
+            record=self._record,
         )
-        return row is not None, meta
+        return found is not None, meta
 
     def _ensure_node(self) -> None:
         exists, meta = self._claim()
@@ -247,13 +262,16 @@ class SqliteRegistry:
                 (self._node, self._node_address, json.dumps(meta)),
             )
 
-    def _write(self, op: Operation) -> str:
+    def _write(self, op: Operation) -> Refused | None:
         return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
 
-    def _upsert(self, entry: Entry) -> str:
+    def _upsert(self, entry: Entry) -> Refused | None:
         """Create or replace one of our entries; the reason when it is refused."""
         if entry.owner != self._owner:
-            return f"entry carries capsync-owner {entry.owner!r}; this registry is {self._owner!r}"
+            return Refused(
+                entry.id,
+                f"entry carries capsync-owner {entry.owner!r}; this registry is {self._owner!r}",
+            )
         written = self._db.execute(
             _UPSERT,
             {
@@ -278,26 +296,28 @@ class SqliteRegistry:
             "INSERT OR IGNORE INTO service_tags (node, id, tag) VALUES (?, ?, ?)",
             [(self._node, entry.id, tag) for tag in entry.tags],
         )
-        return ""
+        return None
 
-    def _delete(self, entry: Entry) -> str:
+    def _delete(self, entry: Entry) -> Refused | None:
         """Remove one of our entries; an absent one is already done, as in Consul."""
         deleted = self._db.execute(
             "DELETE FROM services WHERE node = ? AND id = ? AND owner = ? AND service = ?",
             (self._node, entry.id, self._owner, self._service),
         ).rowcount
-        return "" if deleted else self._foreign_reason(entry.id)
+        return None if deleted else self._foreign_reason(entry.id)
 
-    def _foreign_reason(self, worker_id: str) -> str:
+    def _foreign_reason(self, worker_id: str) -> Refused | None:
         row = self._db.execute(
             "SELECT owner, service FROM services WHERE node = ? AND id = ?",
             (self._node, worker_id),
         ).fetchone()
         if row is None:
-            return ""
-        return (
+            return None
+        return Refused(
+            worker_id,
             f"{worker_id!r} on node {self._node!r} belongs to another writer "
-            f"(capsync-owner {row['owner']!r}, service {row['service']!r}); left as it is"
+            f"(capsync-owner {row['owner']!r}, service {row['service']!r}); left as it is",
+            foreign=True,
         )
 
 

@@ -53,7 +53,13 @@ class Interrupted(Exception):
 class Rejected(Exception):
     """The server answered a store's batch with an error (a read-only server, a failed
     statement): the script was refused or the transaction rolled back, so nothing of the
-    batch was written; its operations are refused with the server's reason."""
+    batch was written; its operations are refused with the server's reason.
+    ``by_entry``: the error is about a value (U+0000, a value over a limit), so some
+    entry of the batch is at fault, not the server: the batch is split to find it."""
+
+    def __init__(self, reason: str, *, by_entry: bool = False) -> None:
+        super().__init__(reason)
+        self.by_entry = by_entry
 
 
 class Claim:
@@ -71,6 +77,7 @@ class Claim:
         self.field = writers.writer_key(service)
         self.meta: dict[str, str] | None = None
         self.read = False  # has the meta been read since this registry opened?
+        self.record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
 
     def update(self, meta: Mapping[str, str] | None) -> None:
         self.meta, self.read = (dict(meta) if meta else None), True
@@ -94,11 +101,13 @@ class Claim:
             writer=self.writer,
             takeover=self.takeover,
             where=f"{self.registry} registry",
+            record=self.record,
         )
 
     def lost(self, meta: Mapping[str, str] | None) -> RegistryError:
         """A batch found another holder than was read: nothing of it was written."""
         self.update(meta)
+        self.record = {}
         self.wanted()  # raises when another writer holds it
         return RegistryError(
             f"{self.registry} registry: the writer of service "
@@ -137,7 +146,7 @@ def snapshot(
         else:
             foreign.add(worker_id.casefold())
     decoder.keep_only(owned.keys())
-    return Snapshot(owned=owned, foreign=frozenset(foreign))
+    return Snapshot(owned=owned, foreign=frozenset(foreign), meta=claim.meta)
 
 
 Send = Callable[[list[Operation]], list[Refused]]  # one atomic batch; what it refused
@@ -164,6 +173,7 @@ def apply_batches(
     tally = Tally()
     if changes.writes and not claim.read:
         read()
+    claim.record = changes.record
     ops: list[Operation] = []
     for op in operations(changes):
         if op.kind != "delete" and op.entry.owner != claim.owner:
@@ -174,17 +184,30 @@ def apply_batches(
         else:
             ops.append(op)
     for chunk in tally.batches(ops, size, stop):
-        try:
-            refused = send(chunk)
-        except Rejected as exc:
-            tally.refuse(chunk, str(exc))
-            continue
-        except Interrupted as exc:
-            tally.fail(chunk, str(exc))
-            continue
-        reasons = {item.id.casefold(): item.reason for item in refused}
-        tally.wrote([op for op in chunk if op.entry.id.casefold() not in reasons])
-        for op in chunk:
-            if (reason := reasons.get(op.entry.id.casefold())) is not None:
-                tally.refuse([op], reason)
+        _send_isolating(chunk, send, tally)
     return tally.result()
+
+
+def _send_isolating(chunk: list[Operation], send: Send, tally: Tally) -> None:
+    """One batch; when the server rejects it for a value it cannot hold, the halves are
+    sent again, down to the entry at fault, which alone is refused with the server's
+    reason: what one entry cannot be stored as never blocks the rest."""
+    try:
+        refused = send(chunk)
+    except Rejected as exc:
+        if exc.by_entry and len(chunk) > 1:
+            half = len(chunk) // 2
+            for part in (chunk[:half], chunk[half:]):
+                tally.requests += 1
+                _send_isolating(part, send, tally)
+            return
+        tally.refuse(chunk, str(exc))
+        return
+    except Interrupted as exc:
+        tally.fail(chunk, str(exc))
+        return
+    verdicts = {item.id.casefold(): item for item in refused}
+    tally.wrote([op for op in chunk if op.entry.id.casefold() not in verdicts])
+    for op in chunk:
+        if (verdict := verdicts.get(op.entry.id.casefold())) is not None:
+            tally.answered(op, verdict)

@@ -31,16 +31,22 @@ def claim(
     writer: str,
     takeover: bool,
     where: str = "",
+    record: Mapping[str, str] | None = None,
 ) -> dict[str, str] | None:
-    """The node meta to write so that this capsync holds the node (None: already held;
-    ``meta`` None: the node does not exist). RegistryError when it may not write, its
-    message led by ``where`` (which registry) when given."""
+    """The node meta to write so that this capsync holds the node, with ``record`` (the
+    guard's marks) in it (None: already held, and ``record`` already there; ``meta``
+    None: the node does not exist). RegistryError when it may not write, its message led
+    by ``where`` (which registry) when given."""
     try:
-        return _claim(
+        wanted = _claim(
             meta, node=node, owner=owner, service=service, writer=writer, takeover=takeover
         )
     except RegistryError as exc:
         raise RegistryError(f"{where}: {exc}" if where else str(exc)) from None
+    current = wanted if wanted is not None else dict(meta or {})
+    if not record or all(current.get(k) == v for k, v in record.items()):
+        return wanted
+    return {**current, **record}
 
 
 def _claim(

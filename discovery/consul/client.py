@@ -65,10 +65,14 @@ class ConsulEndpoint:
 
 @dataclass(frozen=True)
 class Response:
+    """``filtered``: Consul (1.11 and later) says ACLs removed something from the
+    answer (X-Consul-Results-Filtered-By-ACLs): hidden from this token, not absent."""
+
     status: int
     index: int
     body: Any
     text: str
+    filtered: bool = False
 
 
 class ConsulClient:
@@ -125,6 +129,17 @@ class ConsulClient:
     ) -> tuple[Shape, int]:
         """A read whose only acceptable answer is 200 with a JSON body of ``shape``
         (list or dict): (body, X-Consul-Index). Anything else raises ``error``."""
+        response = self.read_response(path, shape, params, timeout)
+        return response.body, response.index
+
+    def read_response(
+        self,
+        path: str,
+        shape: type[Shape],
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """``read``, with the whole answer (its ACL-filtered flag)."""
         response = self.get(path, params, timeout)
         if response.status != 200:
             raise self.error(
@@ -136,7 +151,7 @@ class ConsulClient:
                 f"Consul answered GET {path} with a JSON "
                 f"{type(response.body).__name__}, expected a {shape.__name__}"
             )
-        return response.body, response.index
+        return response
 
     def put(self, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
         data = "" if body is None else json.dumps(body, separators=(",", ":"))
@@ -182,6 +197,8 @@ class ConsulClient:
 
 
 Shape = TypeVar("Shape", list[Any], dict[str, Any])
+FILTERED_BY_ACLS = "X-Consul-Results-Filtered-By-ACLs"
+
 # Answers no Consul endpoint gives in capsync's use, whoever sends them: a rate limit,
 # an authenticating proxy, a gateway. Never data, always the failure of that request.
 _NOT_CONSUL = {401: "unauthorised", 407: "proxy authentication required", 429: "rate limited"}
@@ -219,7 +236,8 @@ def _response(
             f"Consul answered {method} {path} with X-Consul-Index "
             f"{raw.headers.get('X-Consul-Index')!r}, not a number"
         ) from None
-    return Response(raw.code, index, body, text)
+    filtered = raw.headers.get(FILTERED_BY_ACLS, "").lower() == "true"
+    return Response(raw.code, index, body, text, filtered)
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

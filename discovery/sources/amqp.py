@@ -343,8 +343,7 @@ class Batch:
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc) or repr(exc)
-    return f"{type(exc).__name__}: {text}"[:500]
+    return amqp_link.describe(exc)
 
 
 def build(settings: AmqpSourceSettings, ctx: BuildContext) -> AmqpSource:

@@ -273,10 +273,12 @@ def service_nodes(store: Store, acl: Acl, req: Request) -> Response:
             if node is not None and _node_ok(node, wanted) and all(f in have for f in folded):
                 rows.append(svc.service_node_json(node))
         rows = [row for row in rows if keep(row)]
-        return t.service_index(name, bool(instances)), [] if authz.anonymous else rows
+        return t.service_index(name, bool(instances)), rows
 
     index, rows = blocking(store, query, run)
-    return json_response(req, rows, meta_headers(index, query))
+    filtered = authz.anonymous and bool(rows)
+    rows = [] if authz.anonymous else rows
+    return json_response(req, rows, meta_headers(index, query, filtered))
 
 
 def services(store: Store, acl: Acl, req: Request) -> Response:
@@ -313,10 +315,12 @@ def nodes(store: Store, acl: Acl, req: Request) -> Response:
         t = store.tables
         found = sorted(t.nodes.values(), key=lambda n: n.name.casefold())
         rows = [n.to_json() for n in found if _node_ok(n, wanted) and keep(n.to_json())]
-        return t.max_index("nodes"), [] if authz.anonymous else rows
+        return t.max_index("nodes"), rows
 
     index, rows = blocking(store, query, run)
-    return json_response(req, rows, meta_headers(index, query))
+    filtered = authz.anonymous and bool(rows)
+    rows = [] if authz.anonymous else rows
+    return json_response(req, rows, meta_headers(index, query, filtered))
 
 
 def _node_read(store: Store, acl: Acl, req: Request, prefix: str, as_list: bool) -> Response:
@@ -329,19 +333,21 @@ def _node_read(store: Store, acl: Acl, req: Request, prefix: str, as_list: bool)
     keep = _compile(req, filter_fields.NODE_SERVICE)
     authz = resolve_token(acl, req)
 
-    def run() -> tuple[int, Any]:
+    def run() -> tuple[int, tuple[Any, bool]]:
+        """The answer, and whether ACLs hid an existing node from the token."""
         t = store.tables
         node = node_by_name_or_id(t, name)
         index = t.max_index("nodes", "services")
         if node is None or authz.anonymous:
-            return index, {"Node": None, "Services": None} if as_list else None
+            blank = {"Node": None, "Services": None} if as_list else None
+            return index, (blank, node is not None)
         found = [s.node_service_json(normalise=True) for s in t.services_on(node.name)]
         found = [s for s in found if keep(s)]
         listed: Any = (found or None) if as_list else {s["ID"]: s for s in found}
-        return index, {"Node": node.to_json(), "Services": listed}
+        return index, ({"Node": node.to_json(), "Services": listed}, False)
 
-    index, out = blocking(store, query, run)
-    return json_response(req, out, meta_headers(index, query))
+    index, (out, filtered) = blocking(store, query, run)
+    return json_response(req, out, meta_headers(index, query, filtered))
 
 
 def node_by_name_or_id(t: Tables, key: str) -> Node | None:

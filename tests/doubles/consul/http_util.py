@@ -117,14 +117,19 @@ def parse_query(req: Request) -> Query:
     return Query(min_index, wait_ns, level, req.arg("filter"))
 
 
-def meta_headers(index: int, query: Query) -> dict[str, str]:
-    """setMeta: an index of 0 is sent as 1 so clients never spin on ?index=0."""
+FILTERED_BY_ACLS = "X-Consul-Results-Filtered-By-ACLs"
+
+
+def meta_headers(index: int, query: Query, filtered: bool = False) -> dict[str, str]:
+    """setMeta: an index of 0 is sent as 1 so clients never spin on ?index=0. Since 1.11
+    a result ACLs filtered says so (QueryMeta.ResultsFilteredByACLs); absent otherwise."""
     return {
         "X-Consul-Index": str(max(index, 1)),
         "X-Consul-KnownLeader": "true",
         "X-Consul-LastContact": "0",
         "X-Consul-Effective-Consistency": query.consistency,
         "X-Consul-Query-Backend": "blocking-query",
+        **({FILTERED_BY_ACLS: "true"} if filtered else {}),
     }
 
 

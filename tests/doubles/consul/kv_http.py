@@ -75,12 +75,14 @@ def _get(store: Store, acl: Acl, req: Request, query: Query, key: str) -> Respon
             authz.require("key:read", key)
             return index, [] if entry is None else [entry]
         index, entries = kv.listing(t, key)
+        hidden.append(authz.anonymous and bool(entries))
         entries = [] if authz.anonymous else entries
         found = kv.keys(entries, key, separator) if req.has("keys") else entries
         return index, found
 
+    hidden: list[bool] = []  # the last run's: did ACLs filter the listing?
     index, found = blocking(store, query, run)
-    headers = meta_headers(index, query)
+    headers = meta_headers(index, query, bool(hidden and hidden[-1]))
     if req.has("keys"):
         if not found and key:
             return Response(404, b"", headers)

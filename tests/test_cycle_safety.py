@@ -1,0 +1,79 @@
+"""The cycle's own safety (issue 22): every source listing has a deadline (one that does
+not answer fails alone, its entries frozen, while the cycle goes on for the others), and
+an invalid declaration is logged when it appears or changes, not every cycle."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+
+from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.registry.memory import MemoryRegistry
+from daemon.report import log_problems, summary
+from discovery.sources.base import Listing
+from tests.scripted_source import ScriptedSource
+from tests.test_registry_contract import declared
+
+
+@dataclass
+class HangingSource(ScriptedSource):
+    """Lists normally until ``hang`` is set; then blocks until ``release`` is."""
+
+    hang: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def list(self) -> Listing:
+        if self.hang.is_set():
+            self.release.wait()
+        return super().list()
+
+
+def test_a_source_that_never_answers_fails_alone_and_its_entries_are_kept() -> None:
+    slow = HangingSource("slow", declarations=declared("s-1", "s-2"))
+    quick = ScriptedSource("quick", declarations=declared("q-1"))
+    registry = MemoryRegistry(service="worker", owner="me", node="capsync-me")
+    target = RegistrySync("memory", registry, SyncOptions(service="worker", owner="me"))
+    sync = Syncer([slow, quick], [target], list_deadline=0.2)
+    assert sync.run_once().ok
+    slow.hang.set()
+    slow.declarations = []  # were it read, its entries would go
+    quick.declarations = declared("q-1", "q-2")
+    try:
+        report = sync.run_once()
+        failed = {s.name: s.error for s in report.sources if not s.ok}
+        assert list(failed) == ["slow"] and "no answer within 0.2s" in failed["slow"]
+        changes = report.registries[0].changes
+        assert [e.id for e in changes.create] == ["q-2"] and not changes.delete
+        assert changes.kept == 2
+        again = sync.run_once()  # not listed twice at once
+        [stuck] = [s for s in again.sources if not s.ok]
+        assert "has not ended since an earlier cycle" in stuck.error
+    finally:
+        slow.release.set()
+    assert sorted(registry.snapshot().owned) == ["q-1", "q-2", "s-1", "s-2"]
+
+
+def test_an_invalid_declaration_is_logged_when_it_appears_or_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = ScriptedSource(declarations=[{"id": "bad", "flags": {"f": "yes"}}])
+    registry = MemoryRegistry(service="worker", owner="me", node="capsync-me")
+    target = RegistrySync("memory", registry, SyncOptions(service="worker", owner="me"))
+    sync = Syncer([source], [target])
+
+    def logged() -> int:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            report = sync.run_once()
+            log_problems(report)
+        assert "1 invalid" in summary(report)  # counted every cycle
+        return sum(r.getMessage() == "invalid_declaration" for r in caplog.records)
+
+    assert logged() == 1
+    assert logged() == 0  # the same problem: not logged again
+    source.declarations = [{"id": "bad", "flags": {"f": "no"}, "metadata": {"k": 1}}]
+    assert logged() == 2  # changed: its problems are logged again
+    assert logged() == 0

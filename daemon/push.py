@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,6 +40,10 @@ class PushUnavailable(Exception):
     """The inbox cannot take the registration now (no push source, store failing)."""
 
 
+# (front end, operation, outcome, seconds) of each registration call: the metrics.
+Observer = Callable[[str, str, str, float], None]
+
+
 @dataclass
 class PushContext:
     """What the front ends are handed: the current inbox and registry (a reload replaces
@@ -51,6 +56,7 @@ class PushContext:
     settings: ApiSettings
     token: str | None = None
     clock: Callable[[], float] = time.time
+    observe: Observer = lambda via, operation, outcome, seconds: None
 
 
 @dataclass
@@ -63,6 +69,12 @@ class Registrar:
         self, body: Any, *, via: str, ttl: float | None = None, conn: str | None = None
     ) -> Capabilities:
         """Validate and store; DeclarationError (nothing stored) or PushUnavailable."""
+        with self._observed(via, "register"):
+            return self._register(body, via=via, ttl=ttl, conn=conn)
+
+    def _register(
+        self, body: Any, *, via: str, ttl: float | None, conn: str | None
+    ) -> Capabilities:
         caps = schema.validate(body, ref=via)
         now = self.ctx.clock()
         if ttl is not None and ttl > self.ctx.settings.max_ttl:
@@ -78,10 +90,32 @@ class Registrar:
         return caps
 
     def unregister(self, worker_id: str, *, via: str) -> bool:
-        removed = self._store(lambda inbox: inbox.remove(worker_id))
-        if removed:
-            self.ctx.request(f"push: {via} unregistered {worker_id}")
-        return removed
+        with self._observed(via, "unregister") as outcome:
+            removed = self._store(lambda inbox: inbox.remove(worker_id))
+            if removed:
+                self.ctx.request(f"push: {via} unregistered {worker_id}")
+            else:
+                outcome[0] = "not_found"
+            return removed
+
+    @contextmanager
+    def _observed(self, via: str, operation: str) -> Iterator[list[str]]:
+        """Time one call and name its outcome, the same for every front end."""
+        started = time.monotonic()
+        outcome = ["ok"]
+        try:
+            yield outcome
+        except DeclarationError:
+            outcome[0] = "invalid"
+            raise
+        except PushUnavailable:
+            outcome[0] = "unavailable"
+            raise
+        except Exception:
+            outcome[0] = "error"
+            raise
+        finally:
+            self.ctx.observe(via, operation, outcome[0], time.monotonic() - started)
 
     def registered(self, worker_id: str) -> Registration | None:
         return self._store(lambda inbox: inbox.get(worker_id))

@@ -27,7 +27,7 @@ from discovery.consul.client import ConsulClient
 from discovery.inbox import Inbox
 from discovery.sources.amqp import AmqpSource
 from discovery.sources.base import Source, Watchable
-from discovery.sources.push import PushSource
+from discovery.sources.push import InboxStats, PushSource
 
 WATCHER_JOIN_SECONDS = 2.0
 WATCH_RESTART_SECONDS = 5.0
@@ -99,6 +99,10 @@ class Runtime:
             ),
             None,
         )
+
+    def inboxes(self) -> dict[str, InboxStats]:
+        """Each inbox-backed source's (push, amqp) last listing and lease expiries (metrics)."""
+        return {s.name: s.inbox_stats for s in self.syncer.sources if isinstance(s, PushSource)}
 
     def consumers(self) -> dict[str, dict[str, Any]]:
         """Each amqp source's consumer: state and counters (/status, metrics)."""

@@ -33,6 +33,7 @@ from daemon.runtime import Runtime
 from daemon.status import DaemonState
 from daemon.systemd import Notifier
 from daemon.trigger import Trigger
+from discovery.sources.push import InboxStats
 
 if TYPE_CHECKING:
     from daemon.grpc_api import GrpcApi
@@ -64,7 +65,7 @@ class Daemon:
             else None
         )
         self.state.amqp = self._amqp_status
-        self.metrics.watch_amqp(self._amqp_status)
+        self.metrics.watch(amqp=self._amqp_status, inboxes=self._inboxes, bus=self.events)
         # When time alone next changes the registry (a tool's expiry passing), in Unix
         # seconds: the loop requests a cycle then, with no other event.
         self.change_at: float | None = None
@@ -244,6 +245,7 @@ class Daemon:
             bus=self.events,
             settings=self.settings.api,
             token=read_token(self.settings.api),
+            observe=self.metrics.observe_push,
         )
 
     def _amqp_status(self) -> dict[str, Any]:
@@ -251,6 +253,9 @@ class Daemon:
         if self.publisher is not None:
             view["publisher"] = self.publisher.stats.as_json()
         return view
+
+    def _inboxes(self) -> dict[str, InboxStats]:
+        return self.runtime.inboxes() if self.runtime else {}
 
     def _on_leadership(self, leader: bool) -> None:
         self._publish_leadership()

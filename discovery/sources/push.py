@@ -30,10 +30,32 @@ POLL_SECONDS = 1.0
 
 
 @dataclass
+class InboxStats:
+    """What the last listing found in the inbox, and the leases that ran out since the
+    source started (the metrics read these; no store is read at scrape time)."""
+
+    live: int = 0
+    expired: int = 0
+    lease_expiries: int = 0
+    listed_at: float | None = None
+
+    def listed(self, registrations: list[Registration], now: float) -> None:
+        since = self.listed_at
+        self.live = sum(1 for r in registrations if r.live(now))
+        self.expired = len(registrations) - self.live
+        if since is not None:
+            self.lease_expiries += sum(
+                1 for r in registrations if r.expires is not None and since < r.expires <= now
+            )
+        self.listed_at = now
+
+
+@dataclass
 class PushSource:
     inbox: Inbox
     name: str = "push"
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    inbox_stats: InboxStats = field(default_factory=InboxStats, repr=False)
     # What the last listing read: the watch asks for a cycle only when the inbox differs.
     _listed: set[tuple[str, str]] | None = field(default=None, repr=False)
 
@@ -46,6 +68,7 @@ class PushSource:
         except SourceError as exc:
             raise SourceError(f"source {self.name}: {exc}") from exc
         self._listed = _seen(registrations)
+        self.inbox_stats.listed(registrations, now)
         return Listing(
             [
                 Declaration(

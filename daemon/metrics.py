@@ -156,9 +156,6 @@ class Metrics:
         self.retries = Counter(
             "capsync_retries", "Cycles run as a retry after a failed one", registry=r
         )
-        self.events = Counter(
-            "capsync_source_events", "Change events that requested a sync", registry=r
-        )
         self.push_calls = Counter(
             "capsync_push_requests",
             "Registration calls of the push front ends (rest, websocket, grpc) by outcome",

@@ -26,12 +26,11 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT
 from tests.services import free_port, missing
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-MONITORING = ROOT / "config" / "monitoring"
+MONITORING = Path(__file__).resolve().parent.parent / "config" / "monitoring"
 RULES = MONITORING / "capsync.rules.yml"
 DASHBOARD = MONITORING / "capsync.dashboard.json"
 JOB = "capsync"

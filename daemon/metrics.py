@@ -158,13 +158,14 @@ class Metrics:
         )
         self.push_calls = Counter(
             "capsync_push_requests",
-            "Registration calls of the push front ends (rest, websocket, grpc) by outcome",
+            "Registration calls of the front ends (rest, websocket, grpc, amqp) by outcome",
             ["frontend", "operation", "outcome"],
             registry=r,
         )
         self.push_seconds = Histogram(
             "capsync_push_request_duration_seconds",
-            "Duration of a registration call (validation and the durable inbox write)",
+            "Duration of a registration call: validation and the durable inbox write "
+            "(amqp: from the message's receipt to its acknowledgement)",
             ["frontend", "operation"],
             registry=r,
         )

@@ -26,7 +26,7 @@ from config.settings import ApiSettings
 from daemon.events import EventBus
 from daemon.registry.base import Registry
 from discovery import schema
-from discovery.inbox import Inbox, Registration
+from discovery.inbox import Inbox, Observer, Registration, unobserved
 from discovery.model import Capabilities
 
 T = TypeVar("T")
@@ -38,10 +38,6 @@ MISSING_SOURCE = (
 
 class PushUnavailable(Exception):
     """The inbox cannot take the registration now (no push source, store failing)."""
-
-
-# (front end, operation, outcome, seconds) of each registration call: the metrics.
-Observer = Callable[[str, str, str, float], None]
 
 
 @dataclass
@@ -56,7 +52,7 @@ class PushContext:
     settings: ApiSettings
     token: str | None = None
     clock: Callable[[], float] = time.time
-    observe: Observer = lambda via, operation, outcome, seconds: None
+    observe: Observer = unobserved
 
 
 @dataclass

@@ -84,6 +84,7 @@ class Daemon:
             if self.settings.grpc.listen != "off":
                 self.grpc = _grpc_api().GrpcApi(self.settings.grpc, self.state, registrar).start()
             self.runtime = Runtime(self.settings, self.trigger.request)
+            self.runtime.observe(self.metrics.observe_push)
         except BaseException:
             self._stop_front_ends()
             raise
@@ -197,6 +198,7 @@ class Daemon:
                 listed_once=self.runtime.syncer.listed_once,
                 guard_memory=self.runtime.syncer.guard_memory,
             )
+            runtime.observe(self.metrics.observe_push)
         except Exception as exc:  # any failure keeps the running config
             error = str(exc) if isinstance(exc, CapsyncError) else unexpected(exc, "reload")
             emit(

@@ -206,6 +206,16 @@ def normal_cycle(prometheus: Prometheus, proc: Daemon) -> None:
         "push": "3",
         "amqp": "1",
     }
+    calls = prometheus.query(
+        f'sum by (frontend) (capsync_push_requests_total{{instance="{proc.address}", '
+        'operation="register", outcome="ok"})'
+    )
+    assert {s["metric"]["frontend"]: s["value"][1] for s in calls} == {
+        "rest": "1",
+        "websocket": "1",
+        "grpc": "1",
+        "amqp": "1",
+    }
     checked = promtool("check", "metrics", stdin=proc.get("/metrics").text)
     assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), checked
     assert pending(prometheus, proc.address) == set()

@@ -37,12 +37,12 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from config.errors import DeclarationError
+from config.errors import DeclarationError, SourceError
 from config.events import emit
 from config.settings import AmqpConnection, Duration, SourceName, redact_url
 from discovery import amqp_link, schema
 from discovery.documents import MAX_DOCUMENT_BYTES
-from discovery.inbox import Inbox, Registration
+from discovery.inbox import Inbox, Observer, Registration
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.push import InboxSettings, PushSource, open_inbox
 from discovery.wire import CapabilityUpdate
@@ -216,7 +216,7 @@ class AmqpSource(PushSource):
                 queue=settings.queue,
                 url=redact_url(settings.url),
             )
-            batch = Batch(self.inbox, channel, self.stats, notify)
+            batch = Batch(self.inbox, channel, self.stats, notify, self.observe)
             for method, properties, body in channel.consume(
                 settings.queue, inactivity_timeout=IDLE
             ):
@@ -243,6 +243,7 @@ class AmqpSource(PushSource):
     def _handle(
         self, batch: Batch, channel: Any, method: Any, properties: Any, body: bytes
     ) -> None:
+        received = time.monotonic()
         try:
             message = decode(
                 body, properties.headers, now=self.clock(), max_ttl=self.settings.max_ttl
@@ -250,14 +251,17 @@ class AmqpSource(PushSource):
         except Invalid as exc:
             batch.flush()  # everything before it is stored and acknowledged first
             self._dead_letter(channel, method, properties, body, str(exc))
+            self.observe(VIA, "register", "invalid", time.monotonic() - received)
             return
         if message.registration is not None:
-            batch.add(method.delivery_tag, message.registration)
+            batch.add(method.delivery_tag, message.registration, received)
         elif message.unregister is not None:
             batch.flush()
             removed = self.inbox.remove(message.unregister)
             channel.basic_ack(method.delivery_tag)
             self.stats.count(consumed=1)
+            outcome = "ok" if removed else "not_found"
+            self.observe(VIA, "unregister", outcome, time.monotonic() - received)
             if removed:
                 batch.notify(f"amqp: unregistered {message.unregister}")
 
@@ -285,35 +289,55 @@ class AmqpSource(PushSource):
 class Batch:
     """Registrations received but not yet acknowledged: stored in one inbox write, then
     acknowledged with one ``multiple`` ack. Those equal to what the inbox holds are not
-    written again (a redelivery changes nothing)."""
+    written again (a redelivery changes nothing). Each message is observed from its
+    receipt to its acknowledgement."""
 
     def __init__(
-        self, inbox: Inbox, channel: Any, stats: ConsumerStats, notify: Callable[[str], None]
+        self,
+        inbox: Inbox,
+        channel: Any,
+        stats: ConsumerStats,
+        notify: Callable[[str], None],
+        observe: Observer,
     ) -> None:
         self.inbox, self.channel, self.stats, self.notify = inbox, channel, stats, notify
+        self.observe = observe
         self._tag = 0
         self._pending: dict[str, Registration] = {}
+        self._received: list[float] = []  # when each message of the batch arrived
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, tag: int, registration: Registration) -> None:
+    def add(self, tag: int, registration: Registration, received: float) -> None:
         self._pending.pop(registration.key, None)  # the latest of one id wins, in order
         self._pending[registration.key] = registration
+        self._received.append(received)
         self._tag = tag
 
     def flush(self) -> None:
         if not self._pending:
             return
         pending = list(self._pending.values())
-        changed = [r for r in pending if self.inbox.get(r.id) != r]
-        self.inbox.put(changed)
+        received, self._received = self._received, []
+        try:
+            changed = [r for r in pending if self.inbox.get(r.id) != r]
+            self.inbox.put(changed)
+        except SourceError:  # the session ends; the broker redelivers them
+            self._observed(received, "unavailable")
+            raise
         self.channel.basic_ack(self._tag, multiple=True)
-        self.stats.count(consumed=len(pending))
+        self.stats.count(consumed=len(received))
         self._pending.clear()
+        self._observed(received, "ok")
         if changed:
             more = f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""
             self.notify(f"amqp: registered {changed[0].id}{more}")
+
+    def _observed(self, received: list[float], outcome: str) -> None:
+        done = time.monotonic()
+        for at in received:
+            self.observe(VIA, "register", outcome, done - at)
 
 
 def _describe(exc: Exception) -> str:

@@ -21,7 +21,7 @@ from typing import Literal
 from config.errors import SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
-from discovery.inbox import PURGE_AFTER, Inbox, Registration, SqliteInbox
+from discovery.inbox import PURGE_AFTER, Inbox, Observer, Registration, SqliteInbox, unobserved
 from discovery.inbox_consul import ConsulInbox
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
@@ -56,6 +56,9 @@ class PushSource:
     name: str = "push"
     clock: Callable[[], float] = field(default=time.time, repr=False)
     inbox_stats: InboxStats = field(default_factory=InboxStats, repr=False)
+    # A source that receives registrations itself (amqp) reports each call here, as the
+    # daemon's front ends do (the metrics).
+    observe: Observer = field(default=unobserved, repr=False)
     # What the last listing read: the watch asks for a cycle only when the inbox differs.
     _listed: set[tuple[str, str]] | None = field(default=None, repr=False)
 

@@ -10,6 +10,7 @@ list: the matching alerts go pending, the healthy registry's do not.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import uuid
@@ -29,7 +30,7 @@ from discovery.proto import registry_pb2_grpc as pb_grpc
 from discovery.proto_convert import to_proto
 from tests.conftest import run_cli
 from tests.daemon_process import Daemon, wait_until
-from tests.prometheus import DASHBOARD, Prometheus, promtool
+from tests.prometheus import DASHBOARD, RULES, Prometheus, promtool
 from tests.rabbitmq import Broker
 from tests.test_sync_contract import EXAMPLES
 
@@ -216,6 +217,9 @@ def normal_cycle(prometheus: Prometheus, proc: Daemon) -> None:
         "grpc": "1",
         "amqp": "1",
     }
+    # The rules' unit tests feed series by name: each of those names is a real one.
+    for name in sorted(set(re.findall(r"\bcapsync_\w+", RULES.read_text()))):
+        assert prometheus.query(f'{name}{{instance="{proc.address}"}}'), name
     checked = promtool("check", "metrics", stdin=proc.get("/metrics").text)
     assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), checked
     assert pending(prometheus, proc.address) == set()

@@ -56,6 +56,11 @@ class PushContext:
 
 
 @dataclass
+class _Call:
+    outcome: str = "ok"
+
+
+@dataclass
 class Registrar:
     ctx: PushContext
     _bound: set[str] = field(default_factory=set)  # live connections
@@ -86,32 +91,32 @@ class Registrar:
         return caps
 
     def unregister(self, worker_id: str, *, via: str) -> bool:
-        with self._observed(via, "unregister") as outcome:
+        with self._observed(via, "unregister") as call:
             removed = self._store(lambda inbox: inbox.remove(worker_id))
             if removed:
                 self.ctx.request(f"push: {via} unregistered {worker_id}")
             else:
-                outcome[0] = "not_found"
+                call.outcome = "not_found"
             return removed
 
     @contextmanager
-    def _observed(self, via: str, operation: str) -> Iterator[list[str]]:
+    def _observed(self, via: str, operation: str) -> Iterator[_Call]:
         """Time one call and name its outcome, the same for every front end."""
         started = time.monotonic()
-        outcome = ["ok"]
+        call = _Call()
         try:
-            yield outcome
+            yield call
         except DeclarationError:
-            outcome[0] = "invalid"
+            call.outcome = "invalid"
             raise
         except PushUnavailable:
-            outcome[0] = "unavailable"
+            call.outcome = "unavailable"
             raise
         except Exception:
-            outcome[0] = "error"
+            call.outcome = "error"
             raise
         finally:
-            self.ctx.observe(via, operation, outcome[0], time.monotonic() - started)
+            self.ctx.observe(via, operation, call.outcome, time.monotonic() - started)
 
     def registered(self, worker_id: str) -> Registration | None:
         return self._store(lambda inbox: inbox.get(worker_id))

@@ -52,3 +52,8 @@ class SourceError(TransientError):
 
 class RegistryError(TransientError):
     """The registry could not be read or written."""
+
+
+class WriterClaimHeld(RegistryError):
+    """Another writer (host) holds this registry's writer claim: this capsync writes
+    nothing there (its own metric and alert: the fix is configuration, not a retry)."""

@@ -21,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from config.errors import RegistryError, SourceError
+from config.errors import RegistryError, SourceError, WriterClaimHeld
 from config.events import emit
 from daemon import guard_marks
 from daemon.plan import Changes, DeletionGuard, counts, plan
@@ -44,6 +44,7 @@ class SourceOutcome:
     found: int = 0
     invalid: int = 0
     retry_after: float | None = None  # the source's peer asked for this wait (429/503)
+    seconds: float = 0.0  # how long its listing took, failed or not (metrics)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class RegistryReport:
     desired: dict[str, Entry] = field(default_factory=dict)
     owned: Mapping[str, Entry] = field(default_factory=dict)  # the snapshot, before apply
     retry_after: float | None = None  # the registry asked for this wait (429/503)
+    apply_seconds: float | None = None  # how long its apply took (None: nothing applied)
+    claim_held_elsewhere: bool = False  # another writer holds its writer claim
 
     @property
     def ok(self) -> bool:
@@ -263,6 +266,7 @@ class Syncer:
         outcomes, found, invalid = [], [], []
         for source in self.sources:
             outcome = SourceOutcome(source.name)
+            started = time.monotonic()
             try:
                 listing = self._list(source)
             except SourceError as exc:
@@ -276,6 +280,7 @@ class Syncer:
                 outcome.found, outcome.invalid = len(good), len(bad)
                 found += good
                 invalid += bad
+            outcome.seconds = time.monotonic() - started
             outcomes.append(outcome)
         return outcomes, found, invalid
 
@@ -427,7 +432,7 @@ class RegistrySync:
         try:
             return self._sync(discovered, dry_run, stop)
         except RegistryError as exc:
-            return RegistryReport(self.name, registry_error=str(exc), retry_after=exc.retry_after)
+            return _registry_failed(RegistryReport(self.name), exc)
         except Exception as exc:  # one registry's surprise holds back no other
             return RegistryReport(self.name, registry_error=unexpected(exc, self.name))
 
@@ -476,12 +481,18 @@ class RegistrySync:
         )
         if dry_run or not changes.writes:
             return report
+        started = time.monotonic()
         try:
             applied = self.registry.apply(changes, stop)
         except RegistryError as exc:
-            return replace(report, registry_error=str(exc), retry_after=exc.retry_after)
+            return _registry_failed(report, exc)
         found = tuple(_conflict(item, desired) for item in applied.conflicts)
-        return replace(report, applied=applied, conflicts=report.conflicts + found)
+        return replace(
+            report,
+            applied=applied,
+            conflicts=report.conflicts + found,
+            apply_seconds=time.monotonic() - started,
+        )
 
     def _desired(
         self, discovered: Discovered, snapshot: Snapshot
@@ -574,6 +585,15 @@ def _after(owned: Mapping[str, Entry], deleted: Sequence[Entry]) -> list[Entry]:
     """The owned entries an apply of ``deleted`` leaves."""
     gone = {entry.id.casefold() for entry in deleted}
     return [entry for entry in owned.values() if entry.id.casefold() not in gone]
+
+
+def _registry_failed(report: RegistryReport, exc: RegistryError) -> RegistryReport:
+    return replace(
+        report,
+        registry_error=str(exc),
+        retry_after=exc.retry_after,
+        claim_held_elsewhere=isinstance(exc, WriterClaimHeld),
+    )
 
 
 def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:

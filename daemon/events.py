@@ -151,6 +151,7 @@ class EventBus:
         self._history: deque[ChangeEvent] = deque(maxlen=history)
         self._sequence = 0
         self._subscribers: list[Subscription] = []
+        self.dropped = 0  # subscribers dropped since start (slow or gone): a metric
 
     def update(self, registry: str, entries: Mapping[str, Entry]) -> list[ChangeEvent]:
         """The registry now holds ``entries`` (id -> entry): publish what changed."""
@@ -171,7 +172,9 @@ class EventBus:
             self._views[registry] = dict(entries)
             self._history.extend(events)
             if events:
-                self._subscribers = [s for s in self._subscribers if s._offer(events)]
+                kept = [s for s in self._subscribers if s._offer(events)]
+                self.dropped += len(self._subscribers) - len(kept)
+                self._subscribers = kept
             return events
 
     def subscribe(

@@ -117,6 +117,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
                 ttl_meta=request.ttl if request.HasField("ttl") else None,
             )
         except intake.Refused as exc:
+            self.registrar.invalid("grpc")
             _invalid(context, exc)
         self._write(context, lambda: self.registrar.register(command, via="grpc"))
         return pb.RegisterResponse(success=True, message="Worker registered")
@@ -277,6 +278,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
         try:
             command = intake.command(message, max_ttl=self.ctx.settings.max_ttl, envelope=True)
         except intake.Refused as exc:
+            self.registrar.invalid("grpc")
             return refused_answer(exc)
         return self.registrar.apply(command, via="grpc", conn=conn)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -21,7 +22,7 @@ from config.settings import ApiSettings
 from daemon.events import EventBus
 from daemon.registry.base import Registry
 from discovery import lease
-from discovery.inbox import Inbox, Registration
+from discovery.inbox import Inbox, Observer, Registration, unobserved
 from discovery.intake import Command, Refused
 from discovery.model import Capabilities
 from discovery.wire import FieldError, UpdateAnswer
@@ -57,6 +58,12 @@ class PushContext:
     token: str | None = None
     clock: Callable[[], float] = time.time
     started: Callable[[], bool] = lambda: True
+    observe: Observer = unobserved
+
+
+@dataclass
+class _Call:
+    outcome: str = "ok"
 
 
 @dataclass
@@ -69,6 +76,14 @@ class Registrar:
     def register(self, command: Command, *, via: str, conn: str | None = None) -> Capabilities:
         """Store a decoded register or update under the lease rule; PushUnavailable when
         the inbox cannot take it (nothing stored)."""
+        with self._observed(via, "register"):
+            return self._register(command, via=via, conn=conn)
+
+    def invalid(self, via: str) -> None:
+        """A registration the intake refused (nothing stored), counted like every call."""
+        self.ctx.observe(via, "register", "invalid", 0.0)
+
+    def _register(self, command: Command, *, via: str, conn: str | None) -> Capabilities:
         assert command.caps is not None
         settings = self.ctx.settings
 
@@ -118,10 +133,29 @@ class Registrar:
         return UpdateAnswer(ok=True, action=action, id=command.id)
 
     def unregister(self, worker_id: str, *, via: str) -> bool:
-        removed = self._store(lambda inbox: inbox.remove(worker_id))
-        if removed:
-            self.ctx.request(f"push: {via} unregistered {worker_id}")
-        return removed
+        with self._observed(via, "unregister") as call:
+            removed = self._store(lambda inbox: inbox.remove(worker_id))
+            if removed:
+                self.ctx.request(f"push: {via} unregistered {worker_id}")
+            else:
+                call.outcome = "not_found"
+            return removed
+
+    @contextmanager
+    def _observed(self, via: str, operation: str) -> Iterator[_Call]:
+        """Time one call and name its outcome, the same for every front end."""
+        started = time.monotonic()
+        call = _Call()
+        try:
+            yield call
+        except PushUnavailable:
+            call.outcome = "unavailable"
+            raise
+        except Exception:
+            call.outcome = "error"
+            raise
+        finally:
+            self.ctx.observe(via, operation, call.outcome, time.monotonic() - started)
 
     def registered(self, worker_id: str) -> Registration | None:
         return self._store(lambda inbox: inbox.get(worker_id))

@@ -26,7 +26,6 @@ from starlette.websockets import WebSocketDisconnect
 
 from config.errors import RegistryError
 from config.events import emit
-from config.settings import ApiSettings
 from daemon import query
 from daemon.front_rules import Pace, authorized
 from daemon.push import RETRY_AFTER, NotReady, PushUnavailable, Registrar, refused_answer
@@ -122,15 +121,17 @@ def _refused(exc: intake.Refused) -> Refused:
     return Refused(400 if exc.malformed else 422, exc.message, errors=errors)
 
 
-def rest_command(raw: bytes, ttl: str | None, settings: ApiSettings) -> intake.Command:
+def rest_command(raw: bytes, ttl: str | None, registrar: Registrar) -> intake.Command:
     """A ``POST /workers/register`` body and its ``ttl`` query parameter, through the
-    intake; Refused (400, 422) naming the query parameter or the field."""
+    intake; Refused (400, 422) naming the query parameter or the field, and counted."""
+    settings = registrar.ctx.settings
     try:
         lease = intake.ttl_text(ttl, field="query.ttl", max_ttl=settings.max_ttl)
         return intake.read(
             raw, limit=settings.max_body, max_ttl=settings.max_ttl, envelope=False, ttl_meta=lease
         )
     except intake.Refused as exc:
+        registrar.invalid("rest")
         raise _refused(exc) from None
 
 
@@ -212,7 +213,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
     ) -> Any:
         """Register (or replace) a worker's declaration, the seed's RegisterResponse."""
         write_access(request)
-        command = rest_command(await read_body(request, limit), ttl, ctx.settings)
+        command = rest_command(await read_body(request, limit), ttl, registrar)
         await blocking(registrar.register, command, via="rest")
         return RegisterResponse(success=True, message="Worker registered")
 
@@ -341,5 +342,6 @@ def handle_update(registrar: Registrar, raw: bytes, conn: str) -> UpdateAnswer:
     try:
         command = intake.read(raw, limit=settings.max_body, max_ttl=settings.max_ttl, envelope=True)
     except intake.Refused as exc:
+        registrar.invalid("websocket")
         return refused_answer(exc)
     return registrar.apply(command, via="websocket", conn=conn)

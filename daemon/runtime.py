@@ -24,10 +24,10 @@ from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
 from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
 from discovery.consul.client import ConsulClient
-from discovery.inbox import Inbox
+from discovery.inbox import Inbox, Observer
 from discovery.sources.amqp import AmqpSource
 from discovery.sources.base import Source, Watchable
-from discovery.sources.push import PushSource
+from discovery.sources.push import InboxStats, PushSource
 
 WATCHER_JOIN_SECONDS = 2.0
 WATCH_RESTART_SECONDS = 5.0
@@ -99,6 +99,17 @@ class Runtime:
             ),
             None,
         )
+
+    def inboxes(self) -> dict[str, InboxStats]:
+        """Each inbox-backed source's (push, amqp) last listing and lease expiries (metrics)."""
+        return {s.name: s.inbox_stats for s in self.syncer.sources if isinstance(s, PushSource)}
+
+    def observe(self, observer: Observer) -> None:
+        """Report to ``observer`` the registrations the inbox sources receive themselves
+        (amqp), as the daemon's front ends report theirs; before ``start``."""
+        for source in self.syncer.sources:
+            if isinstance(source, PushSource):
+                source.observe = observer
 
     def consumers(self) -> dict[str, dict[str, Any]]:
         """Each amqp source's consumer: state and counters (/status, metrics)."""

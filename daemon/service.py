@@ -34,6 +34,7 @@ from daemon.runtime import Runtime
 from daemon.status import DaemonState
 from daemon.systemd import Notifier
 from daemon.trigger import Trigger
+from discovery.sources.push import InboxStats
 
 TICK = 0.5
 
@@ -61,7 +62,7 @@ class Daemon:
         )
         self.state.amqp = self._amqp_status
         self.state.front_ends = lambda: {n: f.status() for n, f in self.front_ends.items()}
-        self.metrics.watch_amqp(self._amqp_status)
+        self.metrics.watch(amqp=self._amqp_status, inboxes=self._inboxes, bus=self.events)
         # When time alone next changes the registry (a tool's expiry passing), in Unix
         # seconds: the loop requests a cycle then, with no other event.
         self.change_at: float | None = None
@@ -80,6 +81,7 @@ class Daemon:
             if self.publisher:
                 self.publisher.start()
             self.runtime = Runtime(self.settings, self.trigger.request)
+            self.runtime.observe(self.metrics.observe_push)
         except BaseException:
             self._stop_front_ends()
             raise
@@ -193,6 +195,7 @@ class Daemon:
                 listed_once=self.runtime.syncer.listed_once,
                 guard_memory=self.runtime.syncer.guard_memory,
             )
+            runtime.observe(self.metrics.observe_push)
         except Exception as exc:  # any failure keeps the running config
             error = str(exc) if isinstance(exc, CapsyncError) else unexpected(exc, "reload")
             emit(
@@ -256,6 +259,7 @@ class Daemon:
             settings=self.settings.api,
             token=read_token(self.settings.api),
             started=lambda: self.runtime is not None,
+            observe=self.metrics.observe_push,
         )
 
     def _amqp_status(self) -> dict[str, Any]:
@@ -263,6 +267,9 @@ class Daemon:
         if self.publisher is not None:
             view["publisher"] = self.publisher.stats.as_json()
         return view
+
+    def _inboxes(self) -> dict[str, InboxStats]:
+        return self.runtime.inboxes() if self.runtime else {}
 
     def _on_leadership(self, leader: bool) -> None:
         self._publish_leadership()

@@ -23,12 +23,21 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from config.errors import SourceError
+
+# What a front end reports of each registration call, for the metrics: (front end,
+# operation, outcome, seconds). Outcomes: ok, invalid, unavailable, not_found, error.
+Observer = Callable[[str, str, str, float], None]
+
+
+def unobserved(via: str, operation: str, outcome: str, seconds: float) -> None:
+    """The Observer of a front end nobody measures."""
+
 
 # Expired registrations are kept this long (their deletion may be held by the guard and
 # reported), then purged from the store.

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests need: a Docker engine and a static busybox for its test image,
 # systemd-analyze (works without a running systemd) for the unit's checks, Redis and
-# PostgreSQL servers (the fixtures start private instances; tests/services.py), and
-# RabbitMQ (tests/rabbitmq.py; under CI=true the tests fail without any of them).
+# PostgreSQL servers (the fixtures start private instances; tests/services.py),
+# RabbitMQ (tests/rabbitmq.py) and Prometheus with promtool (tests/prometheus.py; under
+# CI=true the tests fail without any of them).
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
@@ -22,6 +23,7 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -q

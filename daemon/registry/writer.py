@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from config.errors import RegistryError
+from config.errors import RegistryError, WriterClaimHeld
 from discovery.codec import EXTERNAL_SOURCE, OWNER
 
 WRITER_PREFIX = "capsync-writer-"
@@ -42,7 +42,7 @@ def claim(
             meta, node=node, owner=owner, service=service, writer=writer, takeover=takeover
         )
     except RegistryError as exc:
-        raise RegistryError(f"{where}: {exc}" if where else str(exc)) from None
+        raise type(exc)(f"{where}: {exc}" if where else str(exc)) from None
     current = wanted if wanted is not None else dict(meta or {})
     if not record or all(current.get(k) == v for k, v in record.items()):
         return wanted
@@ -71,7 +71,7 @@ def _claim(
     if holder == writer:
         return None
     if holder and not takeover:
-        raise RegistryError(
+        raise WriterClaimHeld(
             f"node {node!r}: service {service!r} of owner {owner!r} is written by "
             f"{holder!r} ({key}), and this capsync is {writer!r}; two hosts with the same "
             "owner would undo each other's work, so this one writes nothing. Give each host "

@@ -46,7 +46,7 @@ from config.settings import (
 )
 from discovery import amqp_link, intake, lease
 from discovery.documents import MAX_DOCUMENT_BYTES
-from discovery.inbox import Inbox, Registration
+from discovery.inbox import Inbox, Observer, Registration
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.push import InboxSettings, PushSource, open_inbox
 
@@ -192,6 +192,7 @@ class AmqpSource(PushSource):
                 self.stats,
                 notify=notify,
                 clock=self.clock,
+                observe=self.observe,
                 dead_letter=lambda received, reason: self._dead_letter(
                     channel, received.properties, received.body, reason
                 ),
@@ -222,20 +223,24 @@ class AmqpSource(PushSource):
     def _handle(
         self, batch: Batch, channel: Any, method: Any, properties: Any, body: bytes
     ) -> None:
+        received = time.monotonic()
         try:
             command = decode(body, properties.headers, max_ttl=self.settings.max_ttl)
         except Invalid as exc:
             batch.flush()  # everything before it is stored and acknowledged first
             self._dead_letter(channel, properties, body, str(exc))
             channel.basic_ack(method.delivery_tag)
+            self.observe(VIA, "register", "invalid", time.monotonic() - received)
             return
         if command.action != "unregister":
-            batch.add(method.delivery_tag, command, Received(properties, body))
+            batch.add(method.delivery_tag, command, Received(properties, body, received))
             return
         batch.flush()
         removed = self.inbox.remove(command.id)
         channel.basic_ack(method.delivery_tag)
         self.stats.count(consumed=1)
+        outcome = "ok" if removed else "not_found"
+        self.observe(VIA, "unregister", outcome, time.monotonic() - received)
         if removed:
             batch.notify(f"amqp: unregistered {command.id}")
 
@@ -265,12 +270,14 @@ class Received:
 
     properties: Any
     body: bytes
+    at: float  # time.monotonic() when it arrived
 
 
 class Batch:
     """Registrations received but not yet acknowledged: stored in one inbox write, then
     acknowledged with one ``multiple`` ack. Those equal to what the inbox holds are not
-    written again (a redelivery changes nothing).
+    written again (a redelivery changes nothing). Each message is observed from its
+    receipt to its acknowledgement.
 
     When the write fails, each registration is written alone: one the store refuses
     while it answers otherwise is dead-lettered with the reason (never redelivered in a
@@ -285,12 +292,14 @@ class Batch:
         *,
         notify: Callable[[str], None],
         clock: Callable[[], float],
+        observe: Observer,
         dead_letter: Callable[[Received, str], None],
     ) -> None:
         self.inbox, self.channel, self.stats, self.notify = inbox, channel, stats, notify
-        self.clock, self.dead_letter = clock, dead_letter
+        self.clock, self.observe, self.dead_letter = clock, observe, dead_letter
         self._tag = 0
         self._pending: dict[str, tuple[intake.Command, Received]] = {}
+        self._received: list[float] = []  # when each message of the batch arrived
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -299,32 +308,46 @@ class Batch:
         key = command.id.lower()  # ids compare case-insensitively, as the inbox's keys
         self._pending.pop(key, None)  # the latest of one id wins, in order
         self._pending[key] = (command, received)
+        self._received.append(received.at)
         self._tag = tag
 
     def flush(self) -> None:
         if not self._pending:
             return
-        pending, now = list(self._pending.values()), self.clock()
-        changed = []
-        for command, received in pending:
+        received, self._received = self._received, []
+        try:
+            changed, dead = self._store(list(self._pending.values()))
+        except Exception:  # the store does not answer: the broker redelivers them
+            self._observed(received, "unavailable")
+            raise
+        self.channel.basic_ack(self._tag, multiple=True)
+        self.stats.count(consumed=len(received) - dead)
+        self._pending.clear()
+        self._observed(received[dead:], "ok")
+        self._observed(received[:dead], "error")
+        if changed:
+            more = f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""
+            self.notify(f"amqp: registered {changed[0][0].id}{more}")
+
+    def _store(
+        self, pending: list[tuple[intake.Command, Received]]
+    ) -> tuple[list[tuple[Registration, Received]], int]:
+        """Write what changed under the lease rule: what was stored, and how many
+        messages the store refused (dead-lettered)."""
+        now, changed = self.clock(), []
+        for command, message in pending:
             old = self.inbox.get(command.id)
             new = lease.registration(
                 command.id, command.body or {}, via=VIA, now=now, ttl=command.ttl, old=old
             )
             if new != old:
-                changed.append((new, received))
-        dead = 0
+                changed.append((new, message))
         try:
             self.inbox.put([new for new, _ in changed])
         except Exception:  # which one? each alone
             stored = self._one_by_one(changed)
-            dead, changed = len(changed) - len(stored), stored
-        self.channel.basic_ack(self._tag, multiple=True)
-        self.stats.count(consumed=len(pending) - dead)
-        self._pending.clear()
-        if changed:
-            more = f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""
-            self.notify(f"amqp: registered {changed[0][0].id}{more}")
+            return stored, len(changed) - len(stored)
+        return changed, 0
 
     def _one_by_one(
         self, changed: list[tuple[Registration, Received]]
@@ -340,6 +363,11 @@ class Batch:
                 continue
             stored.append((new, received))
         return stored
+
+    def _observed(self, received: list[float], outcome: str) -> None:
+        done = time.monotonic()
+        for at in received:
+            self.observe(VIA, "register", outcome, done - at)
 
 
 def _describe(exc: Exception) -> str:

@@ -21,7 +21,7 @@ from typing import Literal
 from config.errors import SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase, in_state_directory
-from discovery.inbox import PURGE_AFTER, Inbox, Registration, SqliteInbox
+from discovery.inbox import PURGE_AFTER, Inbox, Observer, Registration, SqliteInbox, unobserved
 from discovery.inbox_consul import ConsulInbox
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
@@ -30,10 +30,35 @@ POLL_SECONDS = 1.0
 
 
 @dataclass
+class InboxStats:
+    """What the last listing found in the inbox, and the leases that ran out since the
+    source started (the metrics read these; no store is read at scrape time)."""
+
+    live: int = 0
+    expired: int = 0
+    lease_expiries: int = 0
+    listed_at: float | None = None
+
+    def listed(self, registrations: list[Registration], now: float) -> None:
+        since = self.listed_at
+        self.live = sum(1 for r in registrations if r.live(now))
+        self.expired = len(registrations) - self.live
+        if since is not None:
+            self.lease_expiries += sum(
+                1 for r in registrations if r.expires is not None and since < r.expires <= now
+            )
+        self.listed_at = now
+
+
+@dataclass
 class PushSource:
     inbox: Inbox
     name: str = "push"
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    inbox_stats: InboxStats = field(default_factory=InboxStats, repr=False)
+    # A source that receives registrations itself (amqp) reports each call here, as the
+    # daemon's front ends do (the metrics).
+    observe: Observer = field(default=unobserved, repr=False)
     # What the last listing read: the watch asks for a cycle only when the inbox differs.
     _listed: set[tuple[str, str]] | None = field(default=None, repr=False)
 
@@ -46,6 +71,7 @@ class PushSource:
         except SourceError as exc:
             raise SourceError(f"source {self.name}: {exc}") from exc
         self._listed = _seen(registrations)
+        self.inbox_stats.listed(registrations, now)
         return Listing(
             [
                 Declaration(

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests need: a Docker engine and a static busybox for its test image,
 # systemd-analyze (works without a running systemd) for the unit's checks, Redis and
-# PostgreSQL servers (the fixtures start private instances; tests/services.py), and
-# RabbitMQ (tests/rabbitmq.py; under CI=true the tests fail without any of them).
+# PostgreSQL servers (the fixtures start private instances; tests/services.py),
+# RabbitMQ (tests/rabbitmq.py), and debootstrap for the Debian Python base capsync's image
+# is built on (tests/container_image.py; under CI=true the tests fail without any of them).
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
@@ -16,6 +17,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+[ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -q

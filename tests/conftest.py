@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.backends",
     "tests.docker_engine",
     "tests.rabbitmq",
+    "tests.container_image",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,6 +33,9 @@ IMAGE_LABEL = '{"static_analysis_tools":[{"tool_name":"semgrep"}]}'
 @dataclass
 class DockerEngine:
     root: Path
+    # vfs works everywhere; overlay2 (where the kernel lets root mount overlays) makes
+    # image builds fast: vfs copies the whole image for every step.
+    storage_driver: str = "vfs"
     process: subprocess.Popen[bytes] | None = None
     _client: docker.DockerClient | None = None
 
@@ -57,7 +60,7 @@ class DockerEngine:
                 "--iptables=false",
                 "--ip6tables=false",
                 "--bridge=none",
-                "--storage-driver=vfs",
+                f"--storage-driver={self.storage_driver}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -155,12 +158,12 @@ def require_docker() -> None:
 
 
 @contextmanager
-def running_engine() -> Iterator[DockerEngine]:
+def running_engine(storage_driver: str = "vfs") -> Iterator[DockerEngine]:
     """An engine in a directory of its own, outside pytest's temporary tree (dockerd
     leaves root-owned state there that pytest's clean-up cannot always remove)."""
     require_docker()
     root = Path(tempfile.mkdtemp(prefix="capsync-docker-"))
-    engine = DockerEngine(root)
+    engine = DockerEngine(root, storage_driver)
     try:
         engine.start()
         engine.import_image()

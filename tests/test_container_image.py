@@ -52,9 +52,11 @@ def socket_group(images: ImageEngine) -> str:
     return str(os.stat(images.socket).st_gid)
 
 
-def health(container: Any) -> str:
+def settled_health(container: Any) -> str:
+    """Docker's verdict once it has one: healthy or unhealthy ('' while starting)."""
     container.reload()
-    return str(container.attrs["State"].get("Health", {}).get("Status", "none"))
+    status = str(container.attrs["State"].get("Health", {}).get("Status", "none"))
+    return status if status in ("healthy", "unhealthy") else ""
 
 
 @pytest.fixture
@@ -112,8 +114,9 @@ def test_the_quick_start_runs_once_in_a_read_only_container(image_engine: ImageE
                     list(args),
                     read_only=True,
                     volumes={state.name: {"bind": STATE, "mode": "rw"}},
-                    # Fixed: the default owner, the host name, is new in every container.
-                    environment={"CAPSYNC_REGISTRY__OWNER": "quickstart"},
+                    # Fixed: the default owner and writer, the host name, would be the
+                    # container's id, new in every container.
+                    hostname="quickstart",
                     remove=True,
                 )
                 return str(output.decode())
@@ -161,9 +164,7 @@ def test_the_daemon_registers_containers_beside_it_and_stops_cleanly(
 
         fuzzer.stop(timeout=0)
         wait_until("the stopped worker gone", lambda: set(consul.services()) == {"rust-worker"})
-        assert wait_until("healthy", lambda: health(daemon) in ("healthy", "unhealthy")) == (
-            "healthy"
-        )
+        assert wait_until("a health verdict", lambda: settled_health(daemon)) == "healthy"
 
         # docker stop: SIGTERM, then SIGKILL after 5 s (exit 137); 0 means a clean stop in time.
         daemon.stop(timeout=5)
@@ -183,6 +184,7 @@ def test_the_daemon_runs_as_a_swarm_service_on_a_manager(
             IMAGE,
             args=["run", "--source", "swarm"],
             name="capsync",
+            hostname="capsync-swarm",
             constraints=["node.role==manager"],
             networks=["host"],
             read_only=True,
@@ -209,15 +211,14 @@ def test_the_daemon_runs_as_a_swarm_service_on_a_manager(
                 return found[0] if found else None
 
             container = wait_until("capsync's task", task)
-            assert wait_until("healthy", lambda: health(container) in ("healthy", "unhealthy")) == (
-                "healthy"
-            )
+            verdict = wait_until("a health verdict", lambda: settled_health(container))
+            assert verdict == "healthy"
 
             fuzzers.remove()
             wait_until("the removed service gone", lambda: consul.services() == {})
 
             capsync.scale(0)  # the task is stopped as `docker stop` would, grace 5 s
-            wait_until("the task stopped", lambda: health(container) and not _running(container))
+            wait_until("the task stopped", lambda: not _running(container))
             assert container.attrs["State"]["ExitCode"] == 0
         finally:
             for service in (capsync, fuzzers):

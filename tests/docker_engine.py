@@ -170,7 +170,16 @@ def running_engine(storage_driver: str = "vfs") -> Iterator[DockerEngine]:
         yield engine
     finally:
         engine.stop()
+        _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _unmount_under(root: Path) -> None:
+    """What the stopped engine left mounted under its directory (overlay2's private bind
+    of its data root, a network namespace file), deepest first, so that it can go."""
+    mounted = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((p for p in mounted if p.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="session")

@@ -229,3 +229,34 @@ def test_the_daemon_runs_as_a_swarm_service_on_a_manager(
 def _running(container: Any) -> bool:
     container.reload()
     return bool(container.attrs["State"]["Running"])
+
+
+@pytest.mark.parametrize(
+    ("listen", "says"),
+    [
+        ("off", "daemon.listen is 'off': no /healthz to check"),
+        ("127.0.0.1:0", "a random port cannot be checked"),
+        ("0.0.0.0:9", "http://127.0.0.1:9/healthz: <urlopen error [Errno 111]"),
+        ("[::]:9", "http://[::1]:9/healthz: <urlopen error"),
+        ("nowhere.invalid:9469", "http://nowhere.invalid:9469/healthz: <urlopen error"),
+        ("bogus", "must be HOST:PORT"),
+    ],
+)
+def test_the_health_check_fails_saying_why(
+    image_engine: ImageEngine, listen: str, says: str
+) -> None:
+    """Unhealthy, with the reason in Docker's health log, when nothing answers where the
+    configuration says the daemon listens (or it listens nowhere one can ask)."""
+    with image_engine.engine.client() as client:
+        check = client.containers.run(
+            IMAGE,
+            ["/opt/capsync/healthcheck.py"],
+            entrypoint=["/opt/capsync/bin/python"],
+            environment={"CAPSYNC_DAEMON__LISTEN": listen},
+            detach=True,
+        )
+        try:
+            assert check.wait(timeout=60)["StatusCode"] == 1
+            assert says in check.logs().decode()
+        finally:
+            check.remove(force=True)

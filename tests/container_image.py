@@ -85,22 +85,22 @@ def import_base(engine: DockerEngine) -> None:
             client.api.import_image_from_data(data, repository=repository, tag=tag)
 
 
-def build(engine: DockerEngine) -> str:
-    """The one command a user runs, with the base pointed at Debian's Python."""
-    result = subprocess.run(
+def run_build(engine: DockerEngine, base: str = BASE_IMAGE) -> subprocess.CompletedProcess[str]:
+    """The one command a user runs, on ``engine``, from ``base``."""
+    return subprocess.run(
         ["bash", str(ROOT / "config" / "container" / "build.sh")],
         env=child_environment(
-            {
-                "DOCKER_HOST": engine.host,
-                "BASE_IMAGE": BASE_IMAGE,
-                "PYTHON": sys.executable,
-            }
+            {"DOCKER_HOST": engine.host, "BASE_IMAGE": base, "PYTHON": sys.executable}
         ),
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def build(engine: DockerEngine) -> str:
+    result = run_build(engine)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 

@@ -16,9 +16,9 @@ import docker.types
 import pytest
 
 from tests.consul_target import ConsulTarget
-from tests.container_image import IMAGE, VERSION, ImageEngine
+from tests.container_image import IMAGE, VERSION, ImageEngine, run_build
 from tests.docker_engine import IMAGE as WORKER_IMAGE
-from tests.docker_engine import LABEL
+from tests.docker_engine import LABEL, PLAIN_IMAGE
 from tests.services import free_port
 
 SOCKET = "/var/run/docker.sock"
@@ -260,3 +260,11 @@ def test_the_health_check_fails_saying_why(
             assert says in check.logs().decode()
         finally:
             check.remove(force=True)
+
+
+def test_a_base_without_python_is_refused_before_anything_is_built(
+    image_engine: ImageEngine,
+) -> None:
+    result = run_build(image_engine.engine, base=PLAIN_IMAGE)  # static busybox only
+    assert result.returncode == 1
+    assert f"build.sh: base image {PLAIN_IMAGE}: no python3 in it" in result.stderr

@@ -20,8 +20,10 @@ docker="${DOCKER:-docker}"
 base="${BASE_IMAGE:-python:3.11-slim}"
 version="$("$python" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$checkout/pyproject.toml")"
 image="${IMAGE:-capsync:$version}"
-# org.opencontainers.image.source: SOURCE, else the checkout's origin, else the checkout.
-source="${SOURCE:-$(git -C "$checkout" remote get-url origin 2>/dev/null || echo "file://$checkout")}"
+# org.opencontainers.image.source: SOURCE, else the checkout's origin without any
+# user:token@ in it (a label is public), else the checkout.
+origin="$(git -C "$checkout" remote get-url origin 2>/dev/null | sed 's#://[^/@]*@#://#' || true)"
+source="${SOURCE:-${origin:-file://$checkout}}"
 revision="$(git -C "$checkout" rev-parse HEAD 2>/dev/null || echo unknown)"
 
 fail() { echo "build.sh: $*" >&2; exit 1; }

@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests need: a Docker engine and a static busybox for its test image,
 # systemd-analyze (works without a running systemd) for the unit's checks, Redis and
 # PostgreSQL servers (the fixtures start private instances; tests/services.py),
-# RabbitMQ (tests/rabbitmq.py) and Prometheus with promtool (tests/prometheus.py; under
-# CI=true the tests fail without any of them).
+# RabbitMQ (tests/rabbitmq.py), Prometheus with promtool (tests/prometheus.py), kubectl and
+# Node for the real-client tests of the doubles, and debootstrap for the Debian Python base
+# capsync's image is built on (tests/container_image.py; under CI=true the tests fail
+# without any of them).
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
@@ -24,10 +26,12 @@ command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+[ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+    # Another apt (an unattended upgrade on a fresh machine) may hold the lock: wait for it.
+    apt-get -o DPkg::Lock::Timeout=600 update -q
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${need[@]}"
   else
     echo "check.sh: the tests need these Debian packages: ${need[*]}" >&2
   fi

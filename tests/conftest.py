@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.docker_engine",
     "tests.rabbitmq",
     "tests.prometheus",
+    "tests.container_image",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,6 +33,9 @@ IMAGE_LABEL = '{"static_analysis_tools":[{"tool_name":"semgrep"}]}'
 @dataclass
 class DockerEngine:
     root: Path
+    # vfs works everywhere; overlay2 (where the kernel lets root mount overlays) makes
+    # image builds fast: vfs copies the whole image for every step.
+    storage_driver: str = "vfs"
     process: subprocess.Popen[bytes] | None = None
     _client: docker.DockerClient | None = None
 
@@ -57,7 +60,7 @@ class DockerEngine:
                 "--iptables=false",
                 "--ip6tables=false",
                 "--bridge=none",
-                "--storage-driver=vfs",
+                f"--storage-driver={self.storage_driver}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -157,19 +160,28 @@ def require_docker() -> None:
 
 
 @contextmanager
-def running_engine() -> Iterator[DockerEngine]:
+def running_engine(storage_driver: str = "vfs") -> Iterator[DockerEngine]:
     """An engine in a directory of its own, outside pytest's temporary tree (dockerd
     leaves root-owned state there that pytest's clean-up cannot always remove)."""
     require_docker()
     root = Path(tempfile.mkdtemp(prefix="capsync-docker-"))
-    engine = DockerEngine(root)
+    engine = DockerEngine(root, storage_driver)
     try:
         engine.start()
         engine.import_image()
         yield engine
     finally:
         engine.stop()
+        _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _unmount_under(root: Path) -> None:
+    """What the stopped engine left mounted under its directory (overlay2's private bind
+    of its data root, a network namespace file), deepest first, so that it can go."""
+    mounted = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((p for p in mounted if p.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="session")
@@ -183,20 +195,28 @@ def swarm_engine() -> Iterator[DockerEngine]:
     """One engine in swarm mode for the whole session (a swarm engine takes seconds to
     stop); each test removes the services it created. The swarm's ports are free ones,
     so a second suite on the same machine does not collide on 2377 or 4789."""
-    with running_engine() as engine:
-        with engine.client() as client:
-            client.swarm.init(
-                advertise_addr="127.0.0.1",
-                listen_addr=f"127.0.0.1:{_free_port(socket.SOCK_STREAM)}",
-                data_path_port=_free_port(socket.SOCK_DGRAM),
-            )
-        yield engine
+    with running_engine() as engine, engine.client() as client:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            listen = f"127.0.0.1:{sock.getsockname()[1]}"
+        client.swarm.init(
+            advertise_addr="127.0.0.1", listen_addr=listen, data_path_port=free_data_path_port()
+        )
+        try:
+            yield engine
+        finally:
+            client.swarm.leave(force=True)  # the engine then stops at once
 
 
-def _free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_data_path_port() -> int:
+    """A free UDP port Swarm accepts for VXLAN (1024-49151), not the shared default 4789:
+    other sessions' swarm engines run on this host's network too."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port <= 49151:
+            return port
 
 
 @pytest.fixture

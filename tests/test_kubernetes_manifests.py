@@ -15,6 +15,7 @@ from config.loading import load
 from daemon.settings_model import SETTINGS
 from discovery.sources.kubernetes import KubernetesSource, KubernetesSourceSettings
 from tests.conftest import ROOT
+from tests.container_image import IMAGE
 from tests.doubles.kubernetes import KubernetesDouble
 from tests.kubernetes_helpers import annotated
 
@@ -136,3 +137,33 @@ def test_the_deployment_runs_non_root_with_probes_on_healthz_and_readyz(
     env = {e["name"]: e["value"] for e in container["env"]}
     mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["config"]
     assert env["CAPSYNC_CONFIG"] == f"{mount}/capsync.toml"
+
+
+def test_the_deployment_runs_the_image_the_build_makes_as_it_is_made() -> None:
+    """config/container/build.sh's default tag, its USER and its state volume."""
+    pod = one(documents("deployment.yaml"), "Deployment")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == IMAGE
+    context = pod["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"]) == (65532, 65532)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    [state] = [v for v in pod["volumes"] if v["name"] == "state"]
+    assert mounts["state"] == "/var/lib/capsync" and "emptyDir" in state
+
+
+def test_the_deployment_listens_off_loopback_with_an_api_token_from_a_secret(
+    tmp_path: Path,
+) -> None:
+    """Without a token the daemon refuses a listener that is not loopback."""
+    docs = documents("deployment.yaml")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    config = tmp_path / "capsync.toml"
+    config.write_text(one(docs, "ConfigMap")["data"]["capsync.toml"])
+    token_file = load(SETTINGS, config, environ={}).api.token_file
+    assert token_file is not None
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    secret = volumes[mounts[str(token_file.parent)]]["secret"]
+    assert secret["secretName"] == "capsync-api-token"
+    assert token_file.name == "token"

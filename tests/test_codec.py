@@ -29,7 +29,7 @@ DECLARATION = st.fixed_dictionaries(
         "flags": st.dictionaries(KEY, st.booleans(), max_size=6),
         "metadata": st.dictionaries(
             KEY.filter(lambda k: not codec.reserved_reason(k)),
-            st.text(max_size=40),
+            st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40),
             max_size=8,
         ),
     },

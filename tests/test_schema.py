@@ -99,7 +99,7 @@ def test_default_id_from_source() -> None:
         (
             {"id": "w", "fuzzing_tools": [{"tool_name": "a\x01b"}]},
             "fuzzing_tools[0].tool_name",
-            "U+0000 (NUL) is not allowed",
+            "control character",
         ),
         (
             {"id": "w", "fuzzing_tools": [{"tool_name": ""}]},

@@ -9,6 +9,7 @@ settings model so a new ``*_file`` secret cannot be added without its line here.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from config.secrets import SECRET_LIMIT
+from config.secrets import SECRET_LIMIT, read_secret
 from config.settings import CertPair
 from daemon.settings_model import SETTINGS
 from tests.conftest import run_cli
@@ -160,3 +161,19 @@ def test_a_bad_secret_file_stops_the_start_naming_it(
     assert result.returncode == 2, result
     assert f"{secret.key} {path}: {expected}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "sss" not in result.stderr
+
+
+def test_a_secret_file_others_can_read_is_used_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "token"
+    path.write_text("s3cret\n")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        assert read_secret(path, "api.token_file") == "s3cret"
+    (record,) = [r for r in caplog.records if r.getMessage() == "secret_file_readable"]
+    assert record.fields == {"setting": "api.token_file", "path": path, "mode": "0644"}
+    caplog.clear()
+    path.chmod(0o600)
+    assert read_secret(path, "api.token_file") == "s3cret"
+    assert not [r for r in caplog.records if r.getMessage() == "secret_file_readable"]

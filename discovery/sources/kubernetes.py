@@ -73,7 +73,7 @@ class KubernetesSource:
     annotation: str = "worker.capabilities"
     pods: bool = True
     resources: bool = True
-    kubeconfig: str | None = None  # None: in-cluster, else KUBECONFIG or ~/.kube/config
+    kubeconfig: str | None = None  # None: in-cluster in a pod, else kubeconfig_env, ~/.kube/config
     context: str | None = None
     kubeconfig_env: str | None = None  # $KUBECONFIG, handed over by the settings
     in_pod: bool = False  # $KUBERNETES_SERVICE_HOST is set: in-cluster configuration

@@ -3,6 +3,9 @@
     CapsyncError
      +-- ConfigError          bad settings; fails start-up or a reload
      +-- DeclarationError     one declaration is invalid; that item is skipped
+     +-- InboxUnavailable     the inbox cannot take a registration now (no push source,
+          |                   store failing); the front end answers 503
+          +-- NotReady        the daemon has not built its sources yet; retry shortly
      +-- TransientError       may pass on its own; ``retry_after`` (seconds) when the peer
           |                   said how long to wait (HTTP 429/503 ``Retry-After``)
           +-- SourceError     a discovery source could not list; its entries freeze
@@ -36,6 +39,14 @@ class DeclarationError(CapsyncError):
         self.problems = problems
         text = "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in problems)
         super().__init__(f"{ref}: {text}")
+
+
+class InboxUnavailable(CapsyncError):
+    """The inbox cannot take the registration now (no push source, store failing)."""
+
+
+class NotReady(InboxUnavailable):
+    """The daemon has not built its sources yet: the caller should retry shortly."""
 
 
 class TransientError(CapsyncError):

@@ -11,9 +11,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from config.errors import ConfigError
 from config.settings import RegistrySettingsBase, Settings, registry_list
@@ -47,10 +47,29 @@ def load(
 
     ``overrides["registry"]`` applies to every registry; ``registries`` replaces the
     configured ones, each taking the common settings (owner, service, policy...) of the
-    first configured registry."""
+    first configured registry. This is the one place that reads the environment: each
+    section, source and registry is handed the variables it declares (``environment``)."""
     environ = os.environ if environ is None else environ
     default = Path(environ.get("CAPSYNC_CONFIG") or DEFAULT_PATH)
     data = _read_toml(path if path is not None else default, required=path is not None)
+    data = _with_environment(data, environ)
+    single = isinstance(data.get("registry"), dict)
+    try:
+        data = registry_list(data)
+    except ValueError as exc:
+        raise ConfigError(f"{_where(path)}: {exc}") from None
+    data = _with_overrides(data, overrides or {}, sources, registries)
+    data = _with_declared_environment(model, data, environ)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, single=single and registries is None)) from None
+
+
+def _with_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """CONSUL_* as Consul's CLI reads them, then CAPSYNC_<SECTION>__<KEY>: both over the
+    TOML file."""
+    data = dict(data)
     consul = dict(data.get("consul") or {})
     for variable, key in CONSUL_ENV.items():
         if environ.get(variable):
@@ -65,12 +84,17 @@ def load(
         section, sep, key = variable.removeprefix("CAPSYNC_").lower().partition("__")
         if variable.startswith("CAPSYNC_") and sep and section not in ("sources", "registries"):
             data.setdefault(section, {})[key] = _env_value(value)
-    single = isinstance(data.get("registry"), dict)
-    try:
-        data = registry_list(data)
-    except ValueError as exc:
-        raise ConfigError(f"{_where(path)}: {exc}") from None
-    overrides = dict(overrides or {})
+    return data
+
+
+def _with_overrides(
+    data: dict[str, Any],
+    overrides: Mapping[str, Mapping[str, Any]],
+    sources: list[dict[str, Any]] | None,
+    registries: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """The command line's options, over everything else."""
+    overrides = dict(overrides)
     if registries is not None:
         data["registries"] = [{**_common(data["registries"]), **r} for r in registries]
     every = overrides.pop("registry", {})
@@ -82,10 +106,52 @@ def load(
         data[section] = {**(data.get(section) or {}), **values}
     if sources is not None:
         data["sources"] = sources
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, path, single=single and registries is None)) from None
+    return data
+
+
+def _with_declared_environment(
+    model: type[Settings], data: dict[str, Any], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Each settings model's ``environment`` (field -> variable): the field's value when
+    nothing else set it. So a kind is handed ``REDIS_URL`` or ``KUBECONFIG`` with its
+    settings instead of reading the environment itself."""
+    for name, field in model.model_fields.items():
+        value = data.get(name)
+        members = _members(field.annotation)
+        if isinstance(value, list):
+            data[name] = [_fill(_member(members, item), item, environ) for item in value]
+        elif len(members) == 1 and (value is None or isinstance(value, dict)):
+            filled = _fill(members[0], value or {}, environ)
+            if filled:
+                data[name] = filled
+    return data
+
+
+def _fill(member: type[BaseModel] | None, table: Any, environ: Mapping[str, str]) -> Any:
+    if member is None or not isinstance(table, dict):
+        return table
+    declared = getattr(member, "environment", {})
+    found = {key: environ[var] for key, var in declared.items() if environ.get(var)}
+    return {**found, **table}
+
+
+def _members(annotation: Any) -> list[type[BaseModel]]:
+    """The settings models an annotation names (a list of a union of kinds included)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _members(arg)]
+
+
+def _member(members: list[type[BaseModel]], item: Any) -> type[BaseModel] | None:
+    """The kind an item of ``sources`` or ``registries`` is, by its ``type`` or ``backend``."""
+    if not isinstance(item, dict):
+        return None
+    for member in members:
+        for key in ("type", "backend"):
+            field = member.model_fields.get(key)
+            if field is not None and get_args(field.annotation) == (item.get(key),):
+                return member
+    return None
 
 
 def _common(configured: list[Any]) -> dict[str, Any]:

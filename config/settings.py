@@ -10,8 +10,9 @@ import math
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -24,6 +25,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from config.errors import ConfigError
+from config.secrets import read_secret
 
 OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
@@ -110,18 +114,45 @@ def _matching(pattern: re.Pattern[str], value: str, rule: str) -> str:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # field -> environment variable: the field's value when neither the file, CAPSYNC_*
+    # nor the command line set it. config/loading.py reads them; nothing else does.
+    environment: ClassVar[Mapping[str, str]] = {}
 
 
-class ConsulSettings(_Section):
+class CertPair(_Section):
+    """A certificate and its private key (``cert_file``, ``key_file``): both or neither.
+    Every setting that names such a pair (Consul, AMQP, gRPC, the Redis and PostgreSQL
+    registries) derives from this, so the rule is checked here and nowhere else."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+    def cert_pair(self) -> tuple[str, str] | None:
+        """The pair as the client libraries take it, or None when not set."""
+        if self.cert_file is None or self.key_file is None:
+            return None
+        return str(self.cert_file), str(self.key_file)
+
+
+class ClientTls(CertPair):
+    """TLS to a server: the CA that signs it (``ca_file``) and an optional client pair."""
+
+    ca_file: Path | None = None
+
+
+class ConsulSettings(ClientTls):
     """How to reach Consul. Unset values come from Consul's own CONSUL_* variables."""
 
     address: str = "127.0.0.1:8500"
     token: SecretStr | None = None
     token_file: Path | None = None
     scheme: Literal["http", "https"] | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
     ssl_verify: bool = True
     datacenter: str | None = None
     timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
@@ -140,9 +171,17 @@ class ConsulSettings(_Section):
     def _one_token(self) -> ConsulSettings:
         if self.token is not None and self.token_file is not None:
             raise ValueError("set token or token_file, not both")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
         return self
+
+    def secret_token(self) -> str | None:
+        """The ACL token: ``token``, else ``token_file`` read by the one secret reader."""
+        if self.token_file is None:
+            return self.token.get_secret_value() if self.token else None
+        where = f"consul.token_file {self.token_file}"
+        try:
+            return check_token(read_secret(self.token_file, "consul.token_file"), "the token")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 KindName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
@@ -240,7 +279,11 @@ class ApiSettings(_Section):
     ($CREDENTIALS_DIRECTORY). Without a token, writes are open on a loopback listener and
     the daemon refuses to start on any other."""
 
+    environment: ClassVar[Mapping[str, str]] = {"credentials_directory": "CREDENTIALS_DIRECTORY"}
+
     token_file: Path | None = None
+    # systemd's $CREDENTIALS_DIRECTORY: where the capsync-api-token credential may be.
+    credentials_directory: Path | None = Field(None, exclude=True)
     grace: Duration = 30.0
     max_ttl: Duration = 86400.0
     max_body: Annotated[int, Field(ge=1024, le=1 << 20)] = 64 * 1024
@@ -264,7 +307,7 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
-class AmqpConnection(_Section):
+class AmqpConnection(ClientTls):
     """How to reach RabbitMQ: an ``amqp://`` or ``amqps://`` URL as pika reads it (user,
     host, port, vhost as the path, ``?heartbeat=30&connection_attempts=3&socket_timeout=10
     &blocked_connection_timeout=60``). ``password_file`` replaces the URL's password;
@@ -273,9 +316,6 @@ class AmqpConnection(_Section):
 
     url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     password_file: Path | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
 
     @field_validator("url")
     @classmethod
@@ -287,12 +327,6 @@ class AmqpConnection(_Section):
     @field_serializer("url")
     def _redacted(self, value: str) -> str:
         return redact_url(value)
-
-    @model_validator(mode="after")
-    def _client_cert(self) -> AmqpConnection:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
 
 
 class AmqpEventsSettings(AmqpConnection):
@@ -306,7 +340,7 @@ class AmqpEventsSettings(AmqpConnection):
     outbox_max: Annotated[int, Field(ge=10)] = 100_000
 
 
-class GrpcSettings(_Section):
+class GrpcSettings(CertPair):
     """The gRPC API (WorkerRegistry, health, reflection) on its own listener: off unless
     ``listen`` is set. It takes the ``[api]`` token (writes need it; without it the daemon
     refuses a listener that is not loopback) and limits (message size, grace, TTL). TLS
@@ -317,8 +351,6 @@ class GrpcSettings(_Section):
     cannot take the calls ``Register`` needs."""
 
     listen: str = "off"
-    cert_file: Path | None = None
-    key_file: Path | None = None
     client_ca_file: Path | None = None
     max_rpcs: Annotated[int, Field(ge=1, le=10_000)] = 256
     max_open_streams: Annotated[int, Field(ge=1, le=10_000)] = 16
@@ -330,8 +362,6 @@ class GrpcSettings(_Section):
 
     @model_validator(mode="after")
     def _tls(self) -> GrpcSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
         if self.client_ca_file is not None and self.cert_file is None:
             raise ValueError("client_ca_file needs cert_file and key_file (TLS)")
         return self

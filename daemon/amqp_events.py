@@ -146,7 +146,7 @@ class EventPublisher:
 
     def _run(self, outbox: Outbox) -> None:
         self._subscription = self._subscribe()
-        backoff = amqp_link.Backoff()
+        backoff = amqp_link.reconnect_backoff()
         try:
             while not self._stop.is_set():
                 session = Session(self, outbox)

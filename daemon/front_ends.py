@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from config.errors import ConfigError
 from config.settings import Settings
 from daemon.metrics import Metrics
-from daemon.push import Registrar
+from daemon.registrar import Registrar
 from daemon.status import DaemonState
 
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
-from pathlib import Path
 
 from config.errors import ConfigError
+from config.secrets import read_secret
 from config.settings import ApiSettings
 
 CREDENTIAL = "capsync-api-token"
@@ -19,18 +18,10 @@ CREDENTIAL = "capsync-api-token"
 def read_token(settings: ApiSettings) -> str | None:
     """The write token: ``api.token_file``, else the systemd credential, else none."""
     path = settings.token_file
-    if path is None and (directory := os.environ.get("CREDENTIALS_DIRECTORY")):
-        candidate = Path(directory) / CREDENTIAL
+    if path is None and (directory := settings.credentials_directory):
+        candidate = directory / CREDENTIAL
         path = candidate if candidate.exists() else None
-    if path is None:
-        return None
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"api.token_file {path}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError(f"api.token_file {path}: the file is empty")
-    return token
+    return None if path is None else read_secret(path, "api.token_file")
 
 
 def authorized(header: str | None, token: str | None) -> bool:

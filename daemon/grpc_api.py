@@ -32,14 +32,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from pydantic import ValidationError
 
-from config.errors import ConfigError, DeclarationError, RegistryError
+from config.errors import ConfigError, DeclarationError, InboxUnavailable, NotReady, RegistryError
 from config.events import emit
+from config.secrets import read_secret_bytes
 from config.settings import GrpcSettings
 from daemon import grpc_reflection_v1, query
 from daemon.events import ChangeEvent, Start
 from daemon.front_rules import Pace, authorized, require_token_off_loopback
 from daemon.grpc_limits import Limits, Undecodable, malformed
-from daemon.push import NotReady, PushUnavailable, Registrar, refused_answer
+from daemon.registrar import Registrar, refused_answer
 from daemon.status import DaemonState
 from discovery import full_entry, intake
 from discovery.codec import Entry
@@ -87,7 +88,7 @@ def _abort(
     raise Aborted(message)  # abort_with_status raises; this line tells the type checker
 
 
-def _invalid(context: grpc.ServicerContext, exc: intake.Refused) -> NoReturn:
+def _invalid(context: grpc.ServicerContext, exc: intake.InvalidMessage) -> NoReturn:
     _abort(
         context,
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -116,7 +117,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
                 envelope=False,
                 ttl_meta=request.ttl if request.HasField("ttl") else None,
             )
-        except intake.Refused as exc:
+        except intake.InvalidMessage as exc:
             self.registrar.invalid("grpc")
             _invalid(context, exc)
         self._write(context, lambda: self.registrar.register(command, via="grpc"))
@@ -240,7 +241,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
         except NotReady as exc:
             context.set_trailing_metadata((("retry-after", "1"),))
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
-        except PushUnavailable as exc:
+        except InboxUnavailable as exc:
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
 
     def _select(self, context: grpc.ServicerContext, q: query.Query) -> list[query.Decoded]:
@@ -277,7 +278,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
             message["ttl"] = request.ttl
         try:
             command = intake.command(message, max_ttl=self.ctx.settings.max_ttl, envelope=True)
-        except intake.Refused as exc:
+        except intake.InvalidMessage as exc:
             self.registrar.invalid("grpc")
             return refused_answer(exc)
         return self.registrar.apply(command, via="grpc", conn=conn)
@@ -285,7 +286,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
     def _release(self, conn: str) -> None:
         try:
             self.registrar.release(conn)
-        except PushUnavailable as exc:
+        except InboxUnavailable as exc:
             # The registrations' own expiry (renewed until now) still applies.
             emit(logging.WARNING, "lease_release_failed", error=str(exc))
 
@@ -388,7 +389,8 @@ def _credentials(settings: GrpcSettings) -> grpc.ServerCredentials:
             raise ConfigError(f"grpc.{key} {path}: {exc.strerror}") from None
 
     ca = read("client_ca_file", settings.client_ca_file)
-    pair = (read("key_file", settings.key_file), read("cert_file", settings.cert_file))
+    key = read_secret_bytes(settings.key_file, "grpc.key_file") if settings.key_file else None
+    pair = (key, read("cert_file", settings.cert_file))
     return grpc.ssl_server_credentials(
         [pair], root_certificates=ca, require_client_auth=ca is not None
     )

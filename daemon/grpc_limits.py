@@ -59,8 +59,8 @@ class Limits(grpc.ServerInterceptor):  # type: ignore[misc]
         return handler
 
     def _capped(self, handler: Any) -> Any:
-        kind = "unary_stream" if handler.unary_stream else "stream_stream"
-        behavior = getattr(handler, kind)
+        arity = "unary_stream" if handler.unary_stream else "stream_stream"
+        behavior = getattr(handler, arity)
 
         def capped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             if not self._slots.acquire(blocking=False):
@@ -74,7 +74,7 @@ class Limits(grpc.ServerInterceptor):  # type: ignore[misc]
             finally:
                 self._slots.release()
 
-        return handler._replace(**{kind: capped})
+        return handler._replace(**{arity: capped})
 
 
 def _decoded(handler: Any) -> Any:
@@ -88,12 +88,12 @@ def _decoded(handler: Any) -> Any:
 
     if handler.request_streaming:
         return handler._replace(request_deserializer=deserialize)  # the servicer answers
-    kind = "unary_unary" if handler.unary_unary else "unary_stream"
-    behavior = getattr(handler, kind)
+    arity = "unary_unary" if handler.unary_unary else "unary_stream"
+    behavior = getattr(handler, arity)
 
     def checked(request: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(request, Undecodable):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, malformed(request))
         return behavior(request, context)
 
-    return handler._replace(request_deserializer=deserialize, **{kind: checked})
+    return handler._replace(request_deserializer=deserialize, **{arity: checked})

@@ -3,7 +3,7 @@ and event loop, on a socket bound before the thread starts (so the address is kn
 a busy port fails start-up).
 
 Routes: /healthz, /readyz, /metrics (Prometheus), /status (JSON), the push API
-(daemon/push_api.py) and the watch (daemon/watch.py); /openapi.json documents them all.
+(daemon/rest_api.py) and the watch (daemon/watch.py); /openapi.json documents them all.
 Loopback by default; a listener on any other address needs a write token, or the daemon
 refuses to start. Nothing secret is ever served or logged.
 """
@@ -27,10 +27,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from config.errors import ConfigError
 from config.events import emit
-from daemon import push_api, watch
+from daemon import rest_api, watch
 from daemon.front_rules import require_token_off_loopback
 from daemon.metrics import Metrics
-from daemon.push import Registrar
+from daemon.registrar import Registrar
 from daemon.status import DaemonState
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def build_app(state: DaemonState, metrics: Metrics, registrar: Registrar) -> Fas
             headers=exc.headers,
         )
 
-    push_api.add_routes(app, registrar)
+    rest_api.add_routes(app, registrar)
     watch.add_routes(app, registrar.ctx)
     return app
 

@@ -28,7 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from daemon.cycle import CycleReport, RegistryReport
 from daemon.events import EventBus, after_apply
 from discovery.codec import Entry
-from discovery.sources.push import InboxStats
+from discovery.sources.inbox import InboxStats
 
 # Seconds: a steady cycle is sub-second, a cold one against a large fleet minutes.
 CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

@@ -27,7 +27,7 @@ from discovery.consul.client import ConsulClient
 from discovery.inbox import Inbox, Observer
 from discovery.sources.amqp import AmqpSource
 from discovery.sources.base import Source, Watchable
-from discovery.sources.push import InboxStats, PushSource
+from discovery.sources.inbox import InboxStats, PushSource
 
 WATCHER_JOIN_SECONDS = 2.0
 WATCH_RESTART_SECONDS = 5.0

@@ -27,14 +27,14 @@ from daemon.events import EventBus, publish
 from daemon.front_ends import FRONT_ENDS, FrontEnd, FrontEndContext, restart_needed
 from daemon.front_rules import read_token
 from daemon.metrics import Metrics
-from daemon.push import PushContext, Registrar, Renewer
+from daemon.registrar import PushContext, Registrar, Renewer
 from daemon.report import log_problems, summary
 from daemon.retry import Backoff
 from daemon.runtime import Runtime
 from daemon.status import DaemonState
 from daemon.systemd import Notifier
 from daemon.trigger import Trigger
-from discovery.sources.push import InboxStats
+from discovery.sources.inbox import InboxStats
 
 TICK = 0.5
 

@@ -21,7 +21,7 @@ from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from daemon.events import Start, describe
-from daemon.push import PushContext
+from daemon.registrar import PushContext
 
 WS_TRY_LATER = 1013
 WS_POLICY = 1008  # a query that does not make sense

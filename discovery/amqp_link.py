@@ -1,6 +1,6 @@
 """One way to open a RabbitMQ connection (pika, blocking) from ``AmqpConnection``
 settings, shared by the ``amqp`` source, the change-event publisher and ``capsync
-publish``; and the backoff their reconnect loops wait by.
+publish``; and the delays their reconnect loops wait (``discovery.backoff``).
 
 pika is the optional extra ``capsync[amqp]``, imported here only when a connection is
 opened. Its exceptions do not leave this package's callers untranslated: ``FAILURES`` is
@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from config.errors import ConfigError
+from config.secrets import read_secret
 from config.settings import AmqpConnection, redact_url
+from discovery.backoff import Backoff
 
 if TYPE_CHECKING:
     import pika
 
+RECONNECT_FIRST, RECONNECT_CEILING = 0.5, 30.0  # seconds
 EXTRA = "RabbitMQ support needs the extra: pip install 'capsync[amqp]'"
 
 
@@ -77,16 +79,13 @@ def parameters(conn: AmqpConnection, name: str) -> pika.URLParameters:
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"amqp url {redact_url(conn.url)}: {exc}") from None
     if conn.password_file is not None:
-        try:
-            password = conn.password_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"amqp password_file {conn.password_file}: {exc.strerror}") from None
+        password = read_secret(conn.password_file, "amqp.password_file")
         params.credentials = pika.PlainCredentials(params.credentials.username, password)
     if conn.url.startswith("amqps://"):
         try:
             context = ssl.create_default_context(cafile=str(conn.ca_file) if conn.ca_file else None)
-            if conn.cert_file and conn.key_file:
-                context.load_cert_chain(str(conn.cert_file), str(conn.key_file))
+            if (pair := conn.cert_pair()) is not None:
+                context.load_cert_chain(*pair)
         except (OSError, ssl.SSLError) as exc:
             files = ", ".join(str(f) for f in (conn.ca_file, conn.cert_file, conn.key_file) if f)
             raise ConfigError(f"amqp TLS files ({files}): {exc}") from None
@@ -113,17 +112,6 @@ def persistent(headers: dict[str, Any] | None = None) -> pika.BasicProperties:
     )
 
 
-@dataclass
-class Backoff:
-    """Doubling waits between reconnects, from ``first`` up to ``limit`` seconds."""
-
-    first: float = 0.5
-    limit: float = 30.0
-    current: float = 0.0
-
-    def next(self) -> float:
-        self.current = min(self.limit, self.current * 2 if self.current else self.first)
-        return self.current
-
-    def reset(self) -> None:
-        self.current = 0.0
+def reconnect_backoff() -> Backoff:
+    """Doubling waits between reconnects to the broker, from half a second up to 30."""
+    return Backoff(RECONNECT_FIRST, RECONNECT_CEILING)

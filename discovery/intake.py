@@ -41,7 +41,7 @@ _ACTIONS: dict[str, Action] = {
 _ENVELOPE = ("action", "capabilities", "ttl")
 
 
-class Refused(Exception):
+class InvalidMessage(Exception):
     """The input is not a registration: ``problems`` are (field path, message) pairs;
     ``malformed`` when the bytes were not one JSON value at all (REST answers 400)."""
 
@@ -69,35 +69,35 @@ def parse(raw: bytes, *, limit: int) -> Any:
     """One JSON value from ``raw``: at most ``limit`` bytes, strict UTF-8, no duplicate
     keys, no NaN or Infinity (``check`` applies the depth and string rules)."""
     if len(raw) > limit:
-        raise Refused("too large", [("", f"{len(raw)} bytes; at most {limit} bytes")])
+        raise InvalidMessage("too large", [("", f"{len(raw)} bytes; at most {limit} bytes")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         reason = f"not valid UTF-8 (byte {exc.start}: {exc.reason})"
-        raise Refused("malformed JSON", [("", reason)], malformed=True) from None
+        raise InvalidMessage("malformed JSON", [("", reason)], malformed=True) from None
     try:
         data = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
     except json.JSONDecodeError as exc:
         reason = f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        raise Refused("malformed JSON", [("", reason)], malformed=True) from None
+        raise InvalidMessage("malformed JSON", [("", reason)], malformed=True) from None
     except RecursionError:
         reason = f"malformed JSON: {_too_deep()}"
-        raise Refused("malformed JSON", [("", reason)], malformed=True) from None
+        raise InvalidMessage("malformed JSON", [("", reason)], malformed=True) from None
     except ValueError as exc:  # duplicate keys, NaN, a number too long to convert
         reason = "a number is too long" if "digits" in str(exc) else str(exc)
         reason = f"malformed JSON: {reason}"
-        raise Refused("malformed JSON", [("", reason)], malformed=True) from None
+        raise InvalidMessage("malformed JSON", [("", reason)], malformed=True) from None
     return data
 
 
 def check(data: Any) -> None:
-    """The depth and string rules, on parsed JSON or a gRPC message alike: Refused with
+    """The depth and string rules, on parsed JSON or a gRPC message alike: InvalidMessage with
     every field path that breaks them (the depth first: the string walk then stays
     shallow)."""
     if (deep := _deeper_than(data, (), MAX_DEPTH)) is not None:
-        raise Refused("invalid input", [(schema.format_loc(deep), _too_deep())])
+        raise InvalidMessage("invalid input", [(schema.format_loc(deep), _too_deep())])
     if problems := list(schema.text_problems(data, ())):
-        raise Refused("invalid input", problems)
+        raise InvalidMessage("invalid input", problems)
 
 
 def ttl(value: Any, *, field: str, max_ttl: float) -> float | None:
@@ -107,10 +107,10 @@ def ttl(value: Any, *, field: str, max_ttl: float) -> float | None:
     if isinstance(value, Decimal):  # an AMQP header's decimal
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        kind = "a boolean" if isinstance(value, bool) else f"a {type(value).__name__}"
-        raise Refused("invalid ttl", [(field, f"must be a number of seconds, not {kind}")])
+        found = "a boolean" if isinstance(value, bool) else f"a {type(value).__name__}"
+        raise InvalidMessage("invalid ttl", [(field, f"must be a number of seconds, not {found}")])
     if not (math.isfinite(value) and 0 < value <= max_ttl):
-        raise Refused(
+        raise InvalidMessage(
             "invalid ttl",
             [(field, f"must be a number of seconds above 0 and at most {max_ttl:g}")],
         )
@@ -149,7 +149,9 @@ def command(data: Any, *, max_ttl: float, envelope: bool | None, ttl_meta: Any =
         caps = _declaration(data, "")
         return Command("register", caps.id, data, caps, lease)
     if not isinstance(data, dict):
-        raise Refused("invalid message", [("", f"must be a JSON object, not {_kind(data)}")])
+        raise InvalidMessage(
+            "invalid message", [("", f"must be a JSON object, not {_json_type(data)}")]
+        )
     problems = [
         (key, "unknown field; expected action, capabilities, ttl")
         for key in data
@@ -157,20 +159,22 @@ def command(data: Any, *, max_ttl: float, envelope: bool | None, ttl_meta: Any =
     ]
     problems += [(key, "required") for key in ("action", "capabilities") if key not in data]
     if problems:
-        raise Refused("invalid message", problems)
+        raise InvalidMessage("invalid message", problems)
     action = data["action"]
     if not isinstance(action, str) or action not in _ACTIONS:
-        raise Refused("invalid message", [("action", "must be Register, Update or Unregister")])
+        raise InvalidMessage(
+            "invalid message", [("action", "must be Register, Update or Unregister")]
+        )
     body = data["capabilities"]
     if not isinstance(body, dict):
-        raise Refused(
-            "invalid message", [("capabilities", f"must be an object, not {_kind(body)}")]
+        raise InvalidMessage(
+            "invalid message", [("capabilities", f"must be an object, not {_json_type(body)}")]
         )
     lease = ttl(data.get("ttl", ttl_meta), field="ttl", max_ttl=max_ttl)
     if _ACTIONS[action] == "unregister":
         worker_id = body.get("id")
         if not isinstance(worker_id, str) or not worker_id:
-            raise Refused(
+            raise InvalidMessage(
                 "invalid message", [("capabilities.id", "must be a worker id (a string)")]
             )
         return Command("unregister", worker_id)
@@ -183,7 +187,7 @@ def _declaration(data: Any, prefix: str) -> Capabilities:
         return schema.validate(data, ref="intake")
     except DeclarationError as exc:
         problems = [(_join(prefix, loc), msg) for loc, msg in exc.problems]
-        raise Refused("invalid declaration", problems) from None
+        raise InvalidMessage("invalid declaration", problems) from None
 
 
 def _deeper_than(data: Any, loc: tuple[int | str, ...], depth: int) -> tuple[int | str, ...] | None:
@@ -212,7 +216,7 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _kind(value: Any) -> str:
+def _json_type(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
         type(value), "null" if value is None else "a number"
     )

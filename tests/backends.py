@@ -1,4 +1,5 @@
-"""One registry scenario, every registry: the fixture behind the CLI contract tests.
+"""One registry scenario, every registry: the fixture behind the CLI contract tests, and
+``REGISTRIES``, the one table of how the tests reach each registry kind.
 
 ``backend`` is each registry kind as the CLI reaches it: SQLite on a temporary file, the
 Consul double, a real Consul agent when one is available (see tests/consul_target.py),
@@ -123,6 +124,27 @@ OPENERS: dict[str, Opener] = {
     "postgres": _postgres,
     **{t: _consul(t) for t in TARGETS},
 }
+
+
+@dataclass(frozen=True)
+class RegistryTests:
+    """Where a registry kind is tested: ``place``, the fixture of
+    tests/test_registry_contract.py that opens it in this process; ``openers``, its
+    entries in ``OPENERS`` (the CLI contract), none when a CLI run cannot reach it."""
+
+    place: str
+    openers: tuple[str, ...]
+
+
+REGISTRIES: dict[str, RegistryTests] = {
+    # The memory registry lives inside one process: a second capsync cannot open it.
+    "memory": RegistryTests("memory_place", ()),
+    "sqlite": RegistryTests("sqlite_place", ("sqlite",)),
+    "redis": RegistryTests("redis_place", ("redis",)),
+    "postgres": RegistryTests("postgres_place", ("postgres",)),
+    "consul": RegistryTests("consul_place", tuple(TARGETS)),
+}
+PLACES = [tests.place for tests in REGISTRIES.values()]
 
 
 @pytest.fixture(params=list(OPENERS))

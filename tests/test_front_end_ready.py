@@ -18,7 +18,7 @@ from daemon.events import EventBus
 from daemon.grpc_api import GrpcApi
 from daemon.http_api import HttpApi
 from daemon.metrics import Metrics
-from daemon.push import PushContext, Registrar
+from daemon.registrar import PushContext, Registrar
 from daemon.status import DaemonState
 from discovery.inbox import SqliteInbox
 from discovery.proto import registry_pb2 as pb

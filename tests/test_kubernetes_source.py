@@ -8,6 +8,7 @@ it does not know, so a constraint cannot be skipped silently).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -20,7 +21,10 @@ import yaml
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from config import loading
 from config.errors import DeclarationError, SourceError
+from daemon.settings_model import SETTINGS
+from daemon.wiring import build_sources
 from discovery import normalise, schema
 from discovery.sources import kubernetes as k8s
 from discovery.sources.kubernetes import KubernetesSource
@@ -163,26 +167,40 @@ def test_missing_crd_is_a_source_error_naming_the_manifest(tmp_path: Path) -> No
         assert [d.ref for d in listing.declarations] == ["ns/w"]
 
 
+def _from_environment(environ: dict[str, str]) -> KubernetesSource:
+    """The source as the daemon builds it: the settings hand it KUBECONFIG and whether it
+    runs in a pod (config/loading.py is the one reader of the environment)."""
+    settings = loading.load(
+        SETTINGS,
+        environ={"CAPSYNC_CONFIG": os.devnull, **environ},
+        sources=[{"type": "kubernetes"}],
+    )
+    (source,) = build_sources(settings)
+    assert isinstance(source, KubernetesSource)
+    return source
+
+
 def test_configuration_comes_from_kubeconfig_env_and_bad_config_is_a_source_error(
     double: KubernetesDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     double.put_pod("ns", "w", annotations=annotated())
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(double.write_kubeconfig(tmp_path / "env-config")))
-    assert [d.ref for d in KubernetesSource().list().declarations] == ["ns/w"]
+    env_config = str(double.write_kubeconfig(tmp_path / "env-config"))
+    source = _from_environment({"KUBECONFIG": env_config})
+    assert [d.ref for d in source.list().declarations] == ["ns/w"]
 
     with pytest.raises(SourceError, match=r"cannot load the Kubernetes configuration .*nope"):
         KubernetesSource(kubeconfig=str(tmp_path / "nope")).list()
     with pytest.raises(SourceError, match="cannot load the Kubernetes configuration"):
-        KubernetesSource(kubeconfig=str(tmp_path / "env-config"), context="missing").list()
+        KubernetesSource(kubeconfig=env_config, context="missing").list()
     # Inside a pod, in-cluster config wins over KUBECONFIG (here without a token to read).
     monkeypatch.setattr(
         "kubernetes.config.incluster_config.SERVICE_TOKEN_FILENAME", str(tmp_path / "no-token")
     )
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(double.port))
+    in_pod = {"KUBECONFIG": env_config, "KUBERNETES_SERVICE_HOST": "127.0.0.1"}
     with pytest.raises(SourceError, match=r"configuration \(in-cluster service account\)"):
-        KubernetesSource().list()
+        _from_environment(in_pod).list()
 
 
 def test_without_the_extra_construction_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,8 +47,7 @@ def in_cluster(
         (account / "ca.crt").write_bytes(ca)
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(account / "token"))
     monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(account / "ca.crt"))
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    return KubernetesSource(kubeconfig=None)
+    return KubernetesSource(kubeconfig=None, in_pod=True)
 
 
 WAYS_IN = pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from daemon.registry.table import REGISTRY_KINDS
 from discovery import codec, full_entry, model, schema
 from discovery.consul.client import ConsulClient, ConsulEndpoint
 from discovery.consul.fields import service_fields
+from tests.backends import OPENERS, PLACES, REGISTRIES
 from tests.doubles.consul import ConsulDouble
 from tests.proxy import Proxy
 from tests.scripted_source import ScriptedSource
@@ -326,11 +327,11 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
     )
 
 
-PLACES = ["memory_place", "sqlite_place", "redis_place", "postgres_place", "consul_place"]
-
-
-def test_every_registry_kind_has_a_place() -> None:
-    assert {place.removesuffix("_place") for place in PLACES} == set(REGISTRY_KINDS.kinds)
+def test_every_registry_kind_is_in_the_one_table() -> None:
+    """tests/backends.py's REGISTRIES names every kind, its place here and its openers."""
+    assert set(REGISTRIES) == set(REGISTRY_KINDS.kinds)
+    assert {o for tests in REGISTRIES.values() for o in tests.openers} == set(OPENERS)
+    assert all(place in globals() for place in PLACES)
 
 
 @pytest.fixture(params=PLACES)

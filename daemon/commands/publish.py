@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         lease = intake.ttl_text(args.ttl, field="--ttl", max_ttl=MAX_DURATION)
-    except intake.Refused as exc:
+    except intake.InvalidMessage as exc:
         print(f"capsync publish: {exc.problems[0][0]}: {exc.problems[0][1]}", file=sys.stderr)
         return 2
     headers = {"ttl": header_number(lease)} if lease is not None else None

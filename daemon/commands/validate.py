@@ -135,7 +135,7 @@ def _read_stdin(listing: Listing) -> None:
             )
         else:
             items = documents.parse(raw, ref=ref, fmt="yaml", many=True)
-    except intake.Refused as exc:
+    except intake.InvalidMessage as exc:
         listing.invalid.append(DeclarationError(ref, exc.problems))
         return
     except DeclarationError as error:
@@ -151,7 +151,7 @@ def _strings_checked(listing: Listing) -> Listing:
     for declaration in listing.declarations:
         try:
             intake.check(declaration.data)
-        except intake.Refused as exc:
+        except intake.InvalidMessage as exc:
             out.invalid.append(DeclarationError(declaration.ref, exc.problems))
         else:
             out.declarations.append(declaration)

@@ -47,13 +47,13 @@ def entry_from_service(service: Any) -> Entry:
         raise ValueError(f"a service instance must be a JSON object, not {type(service).__name__}")
     catalog = "ServiceName" in service
     values: dict[str, Any] = {}
-    for name, plain, prefixed, kind, default in _FIELDS:
+    for name, plain, prefixed, expected, default in _FIELDS:
         key = prefixed if catalog else plain
         value = service.get(key)
         if value is None and default is not None:
             value = default
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"{key} is {type(value).__name__}, expected {kind.__name__}")
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ValueError(f"{key} is {type(value).__name__}, expected {expected.__name__}")
         values[name] = value
     if not {*map(type, values["tags"]), *map(type, values["meta"].values())} <= _STR:
         prefix = "Service" if catalog else ""

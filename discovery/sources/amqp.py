@@ -45,10 +45,11 @@ from config.settings import (
     redact_url,
 )
 from discovery import amqp_link, intake, lease
+from discovery.backoff import Backoff
 from discovery.documents import MAX_DOCUMENT_BYTES
 from discovery.inbox import Inbox, Observer, Registration
 from discovery.kinds import BuildContext, Kind, field_arg
-from discovery.sources.push import InboxSettings, PushSource, open_inbox
+from discovery.sources.inbox import InboxSettings, PushSource, open_inbox
 
 VIA = "amqp"
 REASON = "x-capsync-reason"
@@ -71,7 +72,7 @@ def decode(body: bytes, headers: Mapping[str, Any] | None, *, max_ttl: float) ->
             envelope=None,
             ttl_meta=(headers or {}).get("ttl"),
         )
-    except intake.Refused as exc:
+    except intake.InvalidMessage as exc:
         raise Invalid(str(exc)) from None
     except Exception as exc:  # a surprise in decoding is this message's, never a loop
         raise Invalid(f"could not be decoded: {_describe(exc)}") from exc
@@ -145,7 +146,7 @@ class AmqpSource(PushSource):
         leases.join(timeout=5)
 
     def consume(self, notify: Callable[[str], None], stop: threading.Event) -> None:
-        backoff = amqp_link.Backoff()
+        backoff = amqp_link.reconnect_backoff()
         failures = amqp_link.failures()
         while not stop.is_set():
             self.stats.state = "connecting"
@@ -167,7 +168,7 @@ class AmqpSource(PushSource):
         self.stats.state = "stopped"
 
     def _session(
-        self, notify: Callable[[str], None], stop: threading.Event, backoff: amqp_link.Backoff
+        self, notify: Callable[[str], None], stop: threading.Event, backoff: Backoff
     ) -> None:
         settings = self.settings
         connection = amqp_link.connect(settings, f"capsync source {self.name}")

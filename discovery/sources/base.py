@@ -35,10 +35,11 @@ class Declaration:
         return self.reload() if self.data is None and self.reload is not None else self.data
 
 
-@dataclass(frozen=True)
+@dataclass
 class Listing:
     """One successful listing: declarations to validate, and items already known bad
-    (unreadable, malformed) that must be reported and whose old entries must be kept."""
+    (unreadable, malformed) that must be reported and whose old entries must be kept.
+    Mutable on purpose: a source builds it up item by item and ``extend`` merges two."""
 
     declarations: list[Declaration] = field(default_factory=list)
     invalid: list[DeclarationError] = field(default_factory=list)

@@ -18,7 +18,7 @@ from discovery.sources.labelled import Labelled, LabelledSource, engine_kind
 @dataclass
 class DockerSource(LabelledSource):
     name: str = "docker"
-    kind = "container"
+    object_type = "container"
     events = ("start", "die", "destroy", "rename", "update")
 
     def list_objects(self, api: Any) -> Any:

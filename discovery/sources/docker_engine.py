@@ -8,15 +8,15 @@ cycle reconnects to a restarted engine. docker's and requests' exceptions stop h
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 import docker.errors
 import requests
+from pydantic import Field
 
 from config.errors import SourceError
 from config.events import emit
@@ -28,9 +28,18 @@ BACKOFF_MAX = 30.0
 
 
 class Engine:
-    def __init__(self, source: str, base_url: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        source: str,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        docker_host: str | None = None,
+    ) -> None:
         self.source = source
         self.base_url = base_url
+        # $DOCKER_HOST as the settings hand it: named in messages. Without ``base_url``
+        # the docker library reads DOCKER_HOST, DOCKER_TLS_VERIFY... itself (from_env).
+        self.docker_host = docker_host
         self.timeout = timeout
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
@@ -109,7 +118,7 @@ class Engine:
             client.close()
 
     def _where(self) -> str:
-        return self.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return self.base_url or self.docker_host or "unix:///var/run/docker.sock"
 
     def _connect(self) -> docker.DockerClient:
         with self._lock:
@@ -143,5 +152,8 @@ def _reason(exc: Exception, where: str) -> str:
 class EngineSourceSettings(SourceSettingsBase):
     """A Docker engine's objects; ``host`` defaults to DOCKER_HOST conventions."""
 
+    environment: ClassVar[Mapping[str, str]] = {"docker_host": "DOCKER_HOST"}
+
     label: str = DEFAULT_LABEL
     host: str | None = None
+    docker_host: str | None = Field(None, exclude=True)

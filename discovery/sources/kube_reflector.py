@@ -1,4 +1,4 @@
-"""An informer-style cache of one Kubernetes kind: list once, then apply the watch's events.
+"""An informer-style cache of one Kubernetes collection: list once, then apply the watch's events.
 
 Modelled on client-go's Reflector (tools/cache/reflector.go): a paged list fills the
 cache and gives the resourceVersion to watch from; each event is applied to the cache;
@@ -56,27 +56,29 @@ class VeryShortWatchError(Exception):
     or proxy that closes watches at once must not be polled in a tight loop."""
 
 
-class KindClient(Protocol):
-    """What a reflector needs from its source, for one kind."""
+class CollectionClient(Protocol):
+    """What a reflector needs from its source, for one collection."""
 
     name: str
 
     def session(self) -> AbstractContextManager[Any]: ...
 
-    def fetch(self, api: Any, kind: str) -> tuple[list[Obj], str]: ...
+    def fetch(self, api: Any, collection: str) -> tuple[list[Obj], str]: ...
 
-    def open_watch(self, api: Any, kind: str, resource_version: str) -> Any: ...
+    def open_watch(self, api: Any, collection: str, resource_version: str) -> Any: ...
 
-    def view(self, kind: str, obj: Obj) -> View | None: ...
+    def view(self, collection: str, obj: Obj) -> View | None: ...
 
-    def describe(self, kind: str, exc: BaseException) -> str: ...
+    def describe(self, collection: str, exc: BaseException) -> str: ...
 
 
 class Reflector:
-    """The cache of one kind and the thread that keeps it in step with the API server."""
+    """The cache of one collection and the thread that keeps it in step with the API server."""
 
-    def __init__(self, client: KindClient, kind: str, notify: Callable[[str], None]) -> None:
-        self.client, self.kind, self.notify = client, kind, notify
+    def __init__(
+        self, client: CollectionClient, collection: str, notify: Callable[[str], None]
+    ) -> None:
+        self.client, self.collection, self.notify = client, collection, notify
         self.backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         self._after = ""  # why the next list is a relist
         self.halted = threading.Event()
@@ -88,7 +90,7 @@ class Reflector:
         self._settled = threading.Event()  # set once the first list has succeeded or failed
         self._response: Any = None  # the open watch response, so that halt() can cut it
         self._thread = threading.Thread(
-            target=self.run, daemon=True, name=f"{client.name}-reflector-{kind}"
+            target=self.run, daemon=True, name=f"{client.name}-reflector-{collection}"
         )
 
     def start(self) -> Reflector:
@@ -102,9 +104,8 @@ class Reflector:
         self._settled.wait(first_wait)
         with self._lock:
             if not self._synced:
-                raise SourceError(
-                    f"source {self.client.name}: {self.kind} cache not in sync: {self._problem}"
-                )
+                what = f"source {self.client.name}: {self.collection} cache"
+                raise SourceError(f"{what} not in sync: {self._problem}")
             return [self._views[key] for key in sorted(self._views)]
 
     def halt(self, deadline: float) -> None:
@@ -127,7 +128,7 @@ class Reflector:
                 if not self._in_sync():
                     self._relist(api)
                     self.notify(
-                        f"kubernetes {self.kind} "
+                        f"kubernetes {self.collection} "
                         + (f"relisted after {self._after}" if self._after else "listed")
                     )
                     self._after = ""
@@ -147,7 +148,7 @@ class Reflector:
             logging.WARNING,
             "watch_failed",
             source=self.client.name,
-            kind=self.kind,
+            kind=self.collection,
             error=cause,
             retry_in=f"{delay:g}s",
         )
@@ -155,7 +156,7 @@ class Reflector:
 
     def _lost(self, exc: Exception) -> str:
         """The cache may miss events from now on: say so to ``views``; the cause."""
-        cause = self.client.describe(self.kind, exc)
+        cause = self.client.describe(self.collection, exc)
         with self._lock:
             self._synced, self._problem = False, cause
         self._settled.set()
@@ -166,10 +167,10 @@ class Reflector:
             return self._synced
 
     def _relist(self, api: Any) -> None:
-        items, rv = self.client.fetch(api, self.kind)
+        items, rv = self.client.fetch(api, self.collection)
         views = {}
         for obj in items:
-            if (view := self.client.view(self.kind, obj)) is not None:
+            if (view := self.client.view(self.collection, obj)) is not None:
                 views[_key(obj)] = view
         with self._lock:
             self._views, self._rv, self._synced, self._problem = views, rv, True, ""
@@ -178,7 +179,7 @@ class Reflector:
     def _follow(self, api: Any) -> None:
         """One watch request from the cached resourceVersion, applied until it ends."""
         started, events = time.monotonic(), 0
-        response = self.client.open_watch(api, self.kind, self._rv)
+        response = self.client.open_watch(api, self.collection, self._rv)
         self._response = response
         try:
             if self.halted.is_set():
@@ -211,7 +212,7 @@ class Reflector:
             self._rv = str(rv or self._rv)
             return
         key = _key(obj)
-        new = None if type_ == "DELETED" else self.client.view(self.kind, obj)
+        new = None if type_ == "DELETED" else self.client.view(self.collection, obj)
         with self._lock:
             self._rv = str(rv or self._rv)
             old = self._views.get(key)
@@ -221,7 +222,7 @@ class Reflector:
                 del self._views[key]
             else:
                 self._views[key] = new
-        self.notify(f"kubernetes {self.kind} {key} {type_}")
+        self.notify(f"kubernetes {self.collection} {key} {type_}")
 
     def _cut(self) -> None:
         """Shut the watch's socket down: unlike closing it, that ends a blocked read."""

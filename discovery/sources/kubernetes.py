@@ -7,7 +7,7 @@ touched. Lists are paged (limit/continue) so a large cluster is never one huge r
 Objects are read as plain JSON rather than the client's models: only a few fields
 matter, and custom resources are plain JSON anyway.
 
-While ``watch`` runs, one informer-style cache per kind (kube_reflector) answers
+While ``watch`` runs, one informer-style cache per collection (kube_reflector) answers
 ``list`` without a request; without it (``run --once``, ``validate``) ``list`` pages
 through the API. Only a clean answer is data: a page that is not the documented list
 shape (an HTML error page, a truncated body, a Status) fails the listing.
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import urllib3
+from pydantic import Field
 
 from config.errors import DeclarationError, SourceError
 from config.events import emit
@@ -40,7 +40,7 @@ CRD_MANIFEST = "config/kubernetes/workercapabilities-crd.yaml"
 RBAC_CLUSTER = "config/kubernetes/rbac-cluster.yaml"
 RBAC_NAMESPACE = "config/kubernetes/rbac-namespace.yaml"
 EXTRA_HINT = "the kubernetes source needs the 'kubernetes' extra: pip install 'capsync[kubernetes]'"
-POD, RESOURCE = "pod", "workercapabilities"  # the kinds, as named in notify() reasons
+POD, RESOURCE = "pod", "workercapabilities"  # the collections, as named in notify() reasons
 RESOURCE_NAMES = {POD: "pods", RESOURCE: f"{PLURAL}.{GROUP}"}  # as RBAC rules name them
 
 PAGE_LIMIT = 500
@@ -52,7 +52,7 @@ FIRST_LIST_WAIT = 35.0  # list() waits this long for a cache's first list to end
 # Spelt here: inside KubernetesSource, ``list`` is the method.
 Objs = list[Obj]
 Views = list[View]
-Kinds = list[str]
+Collections = list[str]
 
 
 def _kube() -> Any:
@@ -73,8 +73,10 @@ class KubernetesSource:
     annotation: str = "worker.capabilities"
     pods: bool = True
     resources: bool = True
-    kubeconfig: str | None = None  # None: in-cluster, else KUBECONFIG or ~/.kube/config
+    kubeconfig: str | None = None  # None: in-cluster in a pod, else kubeconfig_env, ~/.kube/config
     context: str | None = None
+    kubeconfig_env: str | None = None  # $KUBECONFIG, handed over by the settings
+    in_pod: bool = False  # $KUBERNETES_SERVICE_HOST is set: in-cluster configuration
     _reflectors: list[Reflector] = field(default_factory=list, init=False, repr=False)
     _warned: set[str] = field(default_factory=set, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -86,7 +88,7 @@ class KubernetesSource:
 
     def list(self) -> Listing:
         """From the caches while ``watch`` runs (SourceError if one is out of sync), else
-        one paged list per kind."""
+        one paged list per collection."""
         with self._lock:
             reflectors = self._reflectors[:]
         if reflectors:
@@ -95,16 +97,16 @@ class KubernetesSource:
             return self._listing(
                 [
                     view
-                    for kind in self._kinds()
-                    for obj in self.fetch(api, kind)[0]
-                    if (view := self.view(kind, obj)) is not None
+                    for collection in self._collections()
+                    for obj in self.fetch(api, collection)[0]
+                    if (view := self.view(collection, obj)) is not None
                 ]
             )
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """Keep the caches in step until ``stop`` is set; ``notify`` on each change that
         can alter a declaration."""
-        reflectors = [Reflector(self, kind, notify) for kind in self._kinds()]
+        reflectors = [Reflector(self, collection, notify) for collection in self._collections()]
         with self._lock:
             self._reflectors = reflectors
         for reflector in reflectors:
@@ -122,8 +124,10 @@ class KubernetesSource:
         for reflector in reflectors:
             reflector.halt(deadline)
 
-    def _kinds(self) -> Kinds:
-        return [kind for kind, on in ((POD, self.pods), (RESOURCE, self.resources)) if on]
+    def _collections(self) -> Collections:
+        return [
+            collection for collection, on in ((POD, self.pods), (RESOURCE, self.resources)) if on
+        ]
 
     def _listing(self, views: Views) -> Listing:
         listing = Listing()
@@ -145,12 +149,12 @@ class KubernetesSource:
 
     # -- what the reflectors use --------------------------------------------------------
 
-    def view(self, kind: str, obj: Obj) -> View | None:
+    def view(self, collection: str, obj: Obj) -> View | None:
         """The declaration-relevant part of an object; None when it declares nothing
         (a pod without the annotation, not running, or terminating)."""
         meta = obj.get("metadata") or {}
         namespace, name = meta.get("namespace"), meta.get("name")
-        if kind == RESOURCE:
+        if collection == RESOURCE:
             spec = obj.get("spec")
             return View(
                 f"{namespace}/{PLURAL}/{name}",
@@ -175,9 +179,9 @@ class KubernetesSource:
             parsed = exc
         return View(ref, name, raw, status.get("podIP") or "", parsed)
 
-    def fetch(self, api: Any, kind: str) -> tuple[Objs, str]:
-        """Every item of one kind, page by page, and the collection's resourceVersion."""
-        func, args = self._lister(api, kind)
+    def fetch(self, api: Any, collection: str) -> tuple[Objs, str]:
+        """Every item of one collection, page by page, and its resourceVersion."""
+        func, args = self._lister(api, collection)
         items: Objs = []
         token = None
         try:
@@ -203,11 +207,11 @@ class KubernetesSource:
             OSError,
             ValueError,
         ) as exc:
-            raise self._failure(kind, "list", exc) from exc
+            raise self._failure(collection, "list", exc) from exc
 
-    def open_watch(self, api: Any, kind: str, resource_version: str) -> Any:
+    def open_watch(self, api: Any, collection: str, resource_version: str) -> Any:
         """The streaming response of one watch request from ``resource_version``."""
-        func, args = self._lister(api, kind)
+        func, args = self._lister(api, collection)
         try:
             return func(
                 *args,
@@ -222,23 +226,23 @@ class KubernetesSource:
         except (_kube().client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             if getattr(exc, "status", None) == 410:
                 raise Gone(_cause(exc)) from exc
-            raise self._failure(kind, "watch", exc) from exc
+            raise self._failure(collection, "watch", exc) from exc
 
-    def describe(self, kind: str, exc: BaseException) -> str:
+    def describe(self, collection: str, exc: BaseException) -> str:
         """A failure of this source, without the ``source NAME:`` prefix."""
         if isinstance(exc, SourceError):
             return str(exc).removeprefix(f"source {self.name}: ")
-        return f"cannot follow {kind}: {_cause(exc)}"
+        return f"cannot follow {collection}: {_cause(exc)}"
 
     @contextmanager
     def session(self) -> Iterator[Any]:
         """A private ApiClient for one list or one watch connection, closed afterwards."""
         kube = _kube()
-        in_cluster = self.kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        in_cluster = self.kubeconfig is None and self.in_pod
         where = (
             "in-cluster service account"
             if in_cluster
-            else (self.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
+            else (self.kubeconfig or self.kubeconfig_env or "~/.kube/config")
         )
         try:
             if in_cluster:
@@ -263,10 +267,10 @@ class KubernetesSource:
 
     # -- requests and their failures ----------------------------------------------------
 
-    def _lister(self, api: Any, kind: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
-        """The client's list function for a kind (all namespaces or one) and its args."""
+    def _lister(self, api: Any, collection: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        """The client's list function for a collection (all namespaces or one) and its args."""
         client = _kube().client
-        if kind == POD:
+        if collection == POD:
             core = client.CoreV1Api(api)
             if self.namespace:
                 return core.list_namespaced_pod, (self.namespace,)
@@ -276,25 +280,27 @@ class KubernetesSource:
             return custom.list_namespaced_custom_object, (GROUP, VERSION, self.namespace, PLURAL)
         return custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
 
-    def _path(self, kind: str) -> str:
-        base, plural = ("/api/v1", "pods") if kind == POD else (f"/apis/{GROUP}/{VERSION}", PLURAL)
+    def _path(self, collection: str) -> str:
+        base, plural = (
+            ("/api/v1", "pods") if collection == POD else (f"/apis/{GROUP}/{VERSION}", PLURAL)
+        )
         scope = f"/namespaces/{self.namespace}" if self.namespace else ""
         return f"{base}{scope}/{plural}"
 
-    def _failure(self, kind: str, verb: str, exc: BaseException) -> SourceError:
-        what = f"source {self.name}: cannot {verb} {kind} (GET {self._path(kind)})"
+    def _failure(self, collection: str, verb: str, exc: BaseException) -> SourceError:
+        what = f"source {self.name}: cannot {verb} {collection} (GET {self._path(collection)})"
         status = getattr(exc, "status", None)
-        if kind == RESOURCE and status == 404:
+        if collection == RESOURCE and status == 404:
             return SourceError(
                 f"{what}: HTTP 404 Not Found: the WorkerCapabilities CRD "
                 f"({PLURAL}.{GROUP}, version {VERSION}) is not installed in the cluster; "
                 f"apply {CRD_MANIFEST} (or set resources = false)"
             )
         if status == 403:
-            return SourceError(f"{what}: {self._forbidden(kind, verb, exc)}")
+            return SourceError(f"{what}: {self._forbidden(collection, verb, exc)}")
         return SourceError(f"{what}: {_cause(exc)}")
 
-    def _forbidden(self, kind: str, verb: str, exc: BaseException) -> str:
+    def _forbidden(self, collection: str, verb: str, exc: BaseException) -> str:
         """The permission that is missing, and the manifest that grants it; warned once,
         as the configured scope and the credentials' permissions do not match."""
         if self.namespace:
@@ -305,7 +311,7 @@ class KubernetesSource:
             grant = (
                 f"apply {RBAC_CLUSTER}, or set the source's namespace and apply {RBAC_NAMESPACE}"
             )
-        missing = f"{verb} {RESOURCE_NAMES[kind]} {scope}"
+        missing = f"{verb} {RESOURCE_NAMES[collection]} {scope}"
         if missing not in self._warned:
             self._warned.add(missing)
             emit(
@@ -329,8 +335,8 @@ def _page(body: Any) -> tuple[Objs, str | None, str]:
             isinstance(item, dict) and isinstance(item.get("metadata"), dict) for item in items
         )
     ):
-        kind = body.get("kind") if isinstance(body, dict) else type(body).__name__
-        raise ValueError(f"the answer is not a list of objects (kind {kind!r})")
+        collection = body.get("kind") if isinstance(body, dict) else type(body).__name__
+        raise ValueError(f"the answer is not a list of objects (kind {collection!r})")
     return items, meta.get("continue") or None, str(meta.get("resourceVersion") or "")
 
 
@@ -356,6 +362,11 @@ def _cause(exc: BaseException) -> str:
 class KubernetesSourceSettings(SourceSettingsBase):
     """Pods with the annotation and WorkerCapabilities resources; KUBECONFIG conventions."""
 
+    environment: ClassVar[Mapping[str, str]] = {
+        "kubeconfig_env": "KUBECONFIG",
+        "service_host": "KUBERNETES_SERVICE_HOST",
+    }
+
     type: Literal["kubernetes"]
     name: SourceName = "kubernetes"
     namespace: str | None = None
@@ -365,6 +376,8 @@ class KubernetesSourceSettings(SourceSettingsBase):
     resources: bool = True
     kubeconfig: str | None = None
     context: str | None = None
+    kubeconfig_env: str | None = Field(None, exclude=True)
+    service_host: str | None = Field(None, exclude=True)
 
 
 def build(settings: KubernetesSourceSettings, ctx: BuildContext) -> KubernetesSource:
@@ -378,6 +391,8 @@ def build(settings: KubernetesSourceSettings, ctx: BuildContext) -> KubernetesSo
         resources=settings.resources,
         kubeconfig=settings.kubeconfig,
         context=settings.context,
+        kubeconfig_env=settings.kubeconfig_env,
+        in_pod=bool(settings.service_host),
     )
 
 

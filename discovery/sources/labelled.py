@@ -29,25 +29,26 @@ class LabelledSource(ABC):
     name: str
     label: str = "worker.capabilities"
     base_url: str | None = None
+    docker_host: str | None = None  # $DOCKER_HOST, handed over by the settings
     engine: Engine = field(init=False)
 
-    kind: ClassVar[str]  # "container" or "service": the event type and the log wording
+    object_type: ClassVar[str]  # "container" or "service": the event type and the log wording
     events: ClassVar[tuple[str, ...]]
 
     def __post_init__(self) -> None:
-        self.engine = Engine(self.name, self.base_url)
+        self.engine = Engine(self.name, self.base_url, docker_host=self.docker_host)
 
     def list(self) -> Listing:
         """Only a clean answer is data: an engine error raises (Engine.api), and so does
         an answer that is not the documented list of objects."""
-        with self.engine.api(f"listing {self.kind}s") as api:
+        with self.engine.api(f"listing {self.object_type}s") as api:
             answer = self.list_objects(api)
         try:
             objects = [self.parse(item) for item in answer]
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
             raise SourceError(
                 f"source {self.name}: the Docker engine answered listing "
-                f"{self.kind}s with an unexpected shape "
+                f"{self.object_type}s with an unexpected shape "
                 f"({type(exc).__name__}: {exc})"
             ) from None
         if not all(
@@ -56,7 +57,7 @@ class LabelledSource(ABC):
         ):
             raise SourceError(
                 f"source {self.name}: the Docker engine answered listing "
-                f"{self.kind}s with labels that are not strings"
+                f"{self.object_type}s with labels that are not strings"
             )
         listing = Listing()
         for item in objects:
@@ -66,10 +67,11 @@ class LabelledSource(ABC):
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         def on_event(event: dict[str, Any]) -> None:
             attributes = (event.get("Actor") or {}).get("Attributes") or {}
-            notify(f"{self.name} {self.kind} {attributes.get('name', '?')} {event.get('Action')}")
+            name, action = attributes.get("name", "?"), event.get("Action")
+            notify(f"{self.name} {self.object_type} {name} {action}")
 
         self.engine.watch(
-            {"type": self.kind, "event": list(self.events), **self.event_filters()},
+            {"type": self.object_type, "event": list(self.events), **self.event_filters()},
             on_event,
             lambda: notify(f"{self.name} event stream reconnected"),
             stop,
@@ -112,6 +114,11 @@ def engine_kind(
     """The kind of a Docker engine source: its argument is the engine's host."""
 
     def build(chosen: EngineSourceSettings, ctx: BuildContext) -> L:
-        return source(name=chosen.name, label=chosen.label, base_url=chosen.host)
+        return source(
+            name=chosen.name,
+            label=chosen.label,
+            base_url=chosen.host,
+            docker_host=chosen.docker_host,
+        )
 
     return Kind(name, settings, "[HOST]", field_arg("host", required=False), build)

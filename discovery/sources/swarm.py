@@ -16,7 +16,7 @@ from discovery.sources.labelled import Labelled, LabelledSource, engine_kind
 @dataclass
 class SwarmSource(LabelledSource):
     name: str = "swarm"
-    kind = "service"
+    object_type = "service"
     events = ("create", "update", "remove")
 
     def list_objects(self, api: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The push front end: the seed's REST API (``POST /workers/register``, ``POST
+"""The REST front end: the seed's REST API (``POST /workers/register``, ``POST
 /workers/find``) and WebSocket (``/workers/ws``, ``CapabilityUpdate`` messages), plus
 listing, showing and unregistering workers.
 
@@ -24,11 +24,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
-from config.errors import RegistryError
+from config.errors import InboxUnavailable, NotReady, RegistryError
 from config.events import emit
 from daemon import query
 from daemon.front_rules import Pace, authorized
-from daemon.push import RETRY_AFTER, NotReady, PushUnavailable, Registrar, refused_answer
+from daemon.registrar import RETRY_AFTER, Registrar, refused_answer
 from discovery import intake, schema, seed_json
 from discovery.wire import (
     FieldError,
@@ -101,7 +101,7 @@ def refusal(
     return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
 
 
-class Refused(Exception):
+class HttpRefusal(Exception):
     """A request refused: the status, the message, and every field error."""
 
     def __init__(
@@ -115,22 +115,22 @@ class Refused(Exception):
         self.status, self.headers, self.errors = status, headers, errors
 
 
-def _refused(exc: intake.Refused) -> Refused:
+def _refused(exc: intake.InvalidMessage) -> HttpRefusal:
     """400 when the body is not one JSON value, 422 (every field path) otherwise."""
     errors = [FieldError(field=loc, message=msg) for loc, msg in exc.problems]
-    return Refused(400 if exc.malformed else 422, exc.message, errors=errors)
+    return HttpRefusal(400 if exc.malformed else 422, exc.message, errors=errors)
 
 
 def rest_command(raw: bytes, ttl: str | None, registrar: Registrar) -> intake.Command:
     """A ``POST /workers/register`` body and its ``ttl`` query parameter, through the
-    intake; Refused (400, 422) naming the query parameter or the field, and counted."""
+    intake; HttpRefusal (400, 422) naming the query parameter or the field, and counted."""
     settings = registrar.ctx.settings
     try:
         lease = intake.ttl_text(ttl, field="query.ttl", max_ttl=settings.max_ttl)
         return intake.read(
             raw, limit=settings.max_body, max_ttl=settings.max_ttl, envelope=False, ttl_meta=lease
         )
-    except intake.Refused as exc:
+    except intake.InvalidMessage as exc:
         registrar.invalid("rest")
         raise _refused(exc) from None
 
@@ -141,22 +141,22 @@ def find_request(raw: bytes, limit: int) -> FindRequest:
         data = intake.parse(raw, limit=limit)
         intake.check(data)
         return FindRequest.model_validate(data)
-    except intake.Refused as exc:
+    except intake.InvalidMessage as exc:
         raise _refused(exc) from None
     except ValidationError as exc:
-        raise Refused(422, "invalid FindRequest", errors=validation_errors(exc)) from None
+        raise HttpRefusal(422, "invalid FindRequest", errors=validation_errors(exc)) from None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request's body; 413 past ``limit`` bytes (read no further)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise Refused(413, f"request body over {limit} bytes")
+        raise HttpRefusal(413, f"request body over {limit} bytes")
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > limit:
-            raise Refused(413, f"request body over {limit} bytes")
+            raise HttpRefusal(413, f"request body over {limit} bytes")
     return bytes(raw)
 
 
@@ -169,8 +169,8 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
     ctx = registrar.ctx
     limit = ctx.settings.max_body
 
-    @app.exception_handler(Refused)
-    async def refused(request: Request, exc: Refused) -> JSONResponse:
+    @app.exception_handler(HttpRefusal)
+    async def refused(request: Request, exc: HttpRefusal) -> JSONResponse:
         return refusal(exc.status, str(exc), exc.errors, exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -179,20 +179,20 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
 
     def write_access(request: Request) -> None:
         if not authorized(request.headers.get("authorization"), ctx.token):
-            raise Refused(401, "writes need the API token: Authorization: Bearer <token>")
+            raise HttpRefusal(401, "writes need the API token: Authorization: Bearer <token>")
 
     async def blocking(call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return await run_in_threadpool(call, *args, **kwargs)
         except NotReady as exc:
-            raise Refused(503, str(exc), {"Retry-After": str(RETRY_AFTER)}) from None
-        except (PushUnavailable, RegistryError) as exc:
-            raise Refused(503, str(exc)) from None
+            raise HttpRefusal(503, str(exc), {"Retry-After": str(RETRY_AFTER)}) from None
+        except (InboxUnavailable, RegistryError) as exc:
+            raise HttpRefusal(503, str(exc)) from None
 
     async def entries(q: query.Query) -> list[query.Decoded]:
         registry = ctx.registry()
         if registry is None:
-            raise Refused(503, "the registry is not open yet")
+            raise HttpRefusal(503, "the registry is not open yet")
         return list(await blocking(query.select, registry, q))
 
     @app.post(
@@ -261,7 +261,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
                 ignore_case=ignore_case,
             )
         except ValueError as exc:
-            raise Refused(400, str(exc)) from None
+            raise HttpRefusal(400, str(exc)) from None
         return [query.worker_json(*found) for found in await entries(q)]
 
     @app.get("/workers/{worker_id}", response_model=WorkerOut, responses=_errors(404, 503))
@@ -269,7 +269,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
         """One worker as the registry holds it, with its source, ref and owner."""
         found = [r for r in await entries(query.Query()) if r[1].id.lower() == worker_id.lower()]
         if not found:
-            raise Refused(404, f"no worker {worker_id!r} in the registry")
+            raise HttpRefusal(404, f"no worker {worker_id!r} in the registry")
         return query.worker_json(*found[0])
 
     @app.delete(
@@ -286,13 +286,13 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
         found = [r for r in await entries(query.Query()) if r[1].id.lower() == worker_id.lower()]
         if found:
             entry = found[0][1]
-            raise Refused(
+            raise HttpRefusal(
                 409,
                 f"worker {entry.id!r} comes from source {entry.source!r} "
                 f"({entry.ref}), not from the push API: remove it where it "
                 "is declared",
             )
-        raise Refused(404, f"no worker {worker_id!r} registered")
+        raise HttpRefusal(404, f"no worker {worker_id!r} registered")
 
 
 def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
@@ -330,7 +330,7 @@ def _websocket_route(app: FastAPI, registrar: Registrar) -> None:
             sockets.discard(conn)
             try:
                 await run_in_threadpool(registrar.release, conn)
-            except PushUnavailable as exc:
+            except InboxUnavailable as exc:
                 # The registrations' own expiry (renewed until now) still applies.
                 emit(logging.WARNING, "lease_release_failed", error=str(exc))
 
@@ -341,7 +341,7 @@ def handle_update(registrar: Registrar, raw: bytes, conn: str) -> UpdateAnswer:
     settings = registrar.ctx.settings
     try:
         command = intake.read(raw, limit=settings.max_body, max_ttl=settings.max_ttl, envelope=True)
-    except intake.Refused as exc:
+    except intake.InvalidMessage as exc:
         registrar.invalid("websocket")
         return refused_answer(exc)
     return registrar.apply(command, via="websocket", conn=conn)

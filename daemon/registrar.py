@@ -16,14 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from config.errors import SourceError
+from config.errors import InboxUnavailable, NotReady, SourceError
 from config.events import emit
 from config.settings import ApiSettings
 from daemon.events import EventBus
 from daemon.registry.base import Registry
 from discovery import lease
 from discovery.inbox import Inbox, Observer, Registration, unobserved
-from discovery.intake import Command, Refused
+from discovery.intake import Command, InvalidMessage
 from discovery.model import Capabilities
 from discovery.wire import FieldError, UpdateAnswer
 
@@ -34,14 +34,6 @@ MISSING_SOURCE = (
     'no push source is configured: add [[sources]] type = "push" (or '
     "--source push:PATH) so that pushed registrations are synced"
 )
-
-
-class PushUnavailable(Exception):
-    """The inbox cannot take the registration now (no push source, store failing)."""
-
-
-class NotReady(PushUnavailable):
-    """The daemon has not built its sources yet: the caller should retry shortly."""
 
 
 @dataclass
@@ -74,7 +66,7 @@ class Registrar:
     _write: threading.Lock = field(default_factory=threading.Lock)  # read-then-write
 
     def register(self, command: Command, *, via: str, conn: str | None = None) -> Capabilities:
-        """Store a decoded register or update under the lease rule; PushUnavailable when
+        """Store a decoded register or update under the lease rule; InboxUnavailable when
         the inbox cannot take it (nothing stored)."""
         with self._observed(via, "register"):
             return self._register(command, via=via, conn=conn)
@@ -128,7 +120,7 @@ class Registrar:
                 )
             else:
                 self.register(command, via=via, conn=conn)
-        except PushUnavailable as exc:
+        except InboxUnavailable as exc:
             return UpdateAnswer(ok=False, action=action, id=command.id, message=str(exc))
         return UpdateAnswer(ok=True, action=action, id=command.id)
 
@@ -148,7 +140,7 @@ class Registrar:
         call = _Call()
         try:
             yield call
-        except PushUnavailable:
+        except InboxUnavailable:
             call.outcome = "unavailable"
             raise
         except Exception:
@@ -184,14 +176,14 @@ class Registrar:
             raise NotReady(NOT_READY)
         inbox = self.ctx.inbox()
         if inbox is None:
-            raise PushUnavailable(MISSING_SOURCE)
+            raise InboxUnavailable(MISSING_SOURCE)
         try:
             return action(inbox)
         except SourceError as exc:
-            raise PushUnavailable(str(exc)) from exc
+            raise InboxUnavailable(str(exc)) from exc
 
 
-def refused_answer(exc: Refused) -> UpdateAnswer:
+def refused_answer(exc: InvalidMessage) -> UpdateAnswer:
     """A message the intake refused, as a connection's answer: every field path."""
     return UpdateAnswer(
         ok=False,
@@ -221,5 +213,5 @@ class Renewer:
         while not self._stop.wait(self.registrar.ctx.settings.grace / 3):
             try:
                 self.registrar.renew_bound()
-            except PushUnavailable as exc:
+            except InboxUnavailable as exc:
                 emit(logging.WARNING, "lease_renewal_failed", error=str(exc))

@@ -1,6 +1,6 @@
-"""The push source: the live registrations in the inbox that workers pushed over the
-daemon's front ends (REST, WebSocket, ...). Its place in the sources list is its
-precedence, like any other source.
+"""The inbox source (kind ``push``): the live registrations in the inbox that workers
+pushed over the daemon's front ends (REST, WebSocket, ...). Its place in the sources list
+is its precedence, like any other source.
 
 An expired lease is not listed, so its entry is deleted through the plan and the
 deletion guard: a daemon that was down longer than the leases holds those deletions and

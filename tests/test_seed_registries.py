@@ -181,7 +181,8 @@ def test_running_daemon_drops_a_tool_from_consul_tags_when_it_expires(
 ):
     directory = tmp_path / "fleet"
     directory.mkdir()
-    soon = library_tool("clippy", expires_at=int(time.time()) + 2)
+    # Long enough that a slow daemon start still writes clippy before it expires.
+    soon = library_tool("clippy", expires_at=int(time.time()) + 8)
     lasting = library_tool("rustfmt", expires_at=int(time.time()) + 3600)
     (directory / "w.json").write_text(
         json.dumps(library_worker("expiring", static_analysis=[soon, lasting]))
@@ -201,9 +202,9 @@ def test_running_daemon_drops_a_tool_from_consul_tags_when_it_expires(
     ).started()
     try:
         wait_until(
-            lambda: "clippy" in consul.services().get("expiring", {}).get("ServiceTags", ()), 5
+            lambda: "clippy" in consul.services().get("expiring", {}).get("ServiceTags", ()), 8
         )
-        wait_until(lambda: "clippy" not in consul.services()["expiring"]["ServiceTags"], 8)
+        wait_until(lambda: "clippy" not in consul.services()["expiring"]["ServiceTags"], 15)
         tags = consul.services()["expiring"]["ServiceTags"]
         assert "rustfmt" in tags and "expired:clippy" in tags  # the entry stays
         proc.wait_for(lambda line: "event=cycle" in line and "expiry" in line)

@@ -19,9 +19,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from config.events import emit
 from config.settings import Settings
-from daemon.cycle import GuardMemory, RegistrySync, Syncer, unexpected
+from daemon.cycle import Syncer
+from daemon.cycle_report import unexpected
 from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
+from daemon.registry_sync import GuardMemory, RegistrySync
 from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
 from discovery.consul.client import ConsulClient
 from discovery.inbox import Inbox, Observer

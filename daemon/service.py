@@ -22,7 +22,7 @@ from config.errors import CapsyncError, ConfigError
 from config.events import emit
 from config.settings import Settings
 from daemon.amqp_events import EventPublisher
-from daemon.cycle import CycleReport, unexpected
+from daemon.cycle_report import CycleReport, unexpected
 from daemon.events import EventBus, publish
 from daemon.front_ends import FRONT_ENDS, FrontEnd, FrontEndContext, restart_needed
 from daemon.front_rules import read_token

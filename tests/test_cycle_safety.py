@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.cycle import Syncer
 from daemon.registry.memory import MemoryRegistry
+from daemon.registry_sync import RegistrySync, SyncOptions
 from daemon.report import log_problems, summary
 from discovery.sources.base import Listing
 from tests.scripted_source import ScriptedSource

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import redis as redis_client
 
-from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.cycle import Syncer
 from daemon.plan import Changes, DeletionGuard, Update
 from daemon.query import Query
 from daemon.registry.base import Registry
@@ -33,6 +33,7 @@ from daemon.registry.postgres import PostgresEndpoint, PostgresRegistry
 from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect
 from daemon.registry.sqlite import SqliteRegistry
 from daemon.registry.table import REGISTRY_KINDS
+from daemon.registry_sync import RegistrySync, SyncOptions
 from discovery import codec, full_entry, model, schema
 from discovery.consul.client import ConsulClient, ConsulEndpoint
 from discovery.consul.fields import service_fields

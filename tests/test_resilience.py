@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from config.errors import RegistryError
-from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.cycle import Syncer
 from daemon.registry.sqlite import SqliteRegistry
+from daemon.registry_sync import RegistrySync, SyncOptions
 from daemon.retry import Backoff
 from daemon.trigger import Trigger
 from discovery.sources.base import Listing

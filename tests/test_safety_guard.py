@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.cycle import Syncer
 from daemon.registry.memory import MemoryCatalog, MemoryRegistry
+from daemon.registry_sync import RegistrySync, SyncOptions
 from tests.backends import Backend
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import Daemon, wait_until

@@ -29,6 +29,7 @@ from daemon.query import Query
 from daemon.registry.base import Registry
 from daemon.registry.consul import ConsulRegistry
 from daemon.registry.memory import MemoryCatalog, MemoryRegistry, _Node
+from daemon.registry.ownership import Ownership
 from daemon.registry.postgres import PostgresEndpoint, PostgresRegistry
 from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect
 from daemon.registry.sqlite import SqliteRegistry
@@ -101,11 +102,7 @@ def memory_place() -> Iterator[Place]:
 
     yield Place(
         lambda owner, service, writer: MemoryRegistry(
-            catalog,
-            service=service,
-            owner=owner,
-            node=f"capsync-{owner}",
-            writer=writer,
+            Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer), catalog
         ),
         plant,
         _foreign_owner,
@@ -138,11 +135,7 @@ def sqlite_place(tmp_path: Path) -> Iterator[Place]:
 
     yield Place(
         lambda owner, service, writer: SqliteRegistry(
-            path,
-            service=service,
-            owner=owner,
-            node=f"capsync-{owner}",
-            writer=writer,
+            path, Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer)
         ),
         plant,
         _foreign_owner,
@@ -159,10 +152,7 @@ def consul_place() -> Iterator[Place]:
         def open_at(owner: str, service: str, writer: str) -> Registry:
             return ConsulRegistry(
                 ConsulClient(ConsulEndpoint(double.address)),
-                service=service,
-                owner=owner,
-                node=f"capsync-{owner}",
-                writer=writer,
+                Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer),
             )
 
         def plant(node: str, e: codec.Entry) -> None:
@@ -271,10 +261,7 @@ def redis_place(redis_server: RedisServer) -> Iterator[Place]:
     yield from _store_place(
         lambda owner, service, writer, address: RedisRegistry(
             connect(RedisEndpoint(f"redis://{address}/3")),
-            service=service,
-            owner=owner,
-            node=f"capsync-{owner}",
-            writer=writer,
+            Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer),
         ),
         redis_server.port,
         squat,
@@ -313,10 +300,7 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
     yield from _store_place(
         lambda owner, service, writer, address: PostgresRegistry(
             PostgresEndpoint(f"postgresql://postgres@{address}/{name}?sslmode=disable"),
-            service=service,
-            owner=owner,
-            node=f"capsync-{owner}",
-            writer=writer,
+            Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer),
         ),
         postgres_server.port,
         squat,
@@ -697,9 +681,7 @@ def test_consul_tells_a_node_hidden_by_acls_from_a_vanished_one() -> None:
         def registry(token: str | None) -> ConsulRegistry:
             return ConsulRegistry(
                 ConsulClient(ConsulEndpoint(double.address, token=token)),
-                service="worker",
-                owner=OWNER,
-                node=f"capsync-{OWNER}",
+                Ownership(service="worker", owner=OWNER, node=f"capsync-{OWNER}"),
             )
 
         writer = registry("root")

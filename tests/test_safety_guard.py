@@ -7,6 +7,7 @@ from pathlib import Path
 
 from daemon.cycle import Syncer
 from daemon.registry.memory import MemoryCatalog, MemoryRegistry
+from daemon.registry.ownership import Ownership
 from daemon.registry_sync import RegistrySync, SyncOptions
 from tests.backends import Backend
 from tests.consul_target import ConsulTarget
@@ -84,7 +85,10 @@ def _fleet(count: int) -> list[dict[str, object]]:
 
 
 def _memory_sync(catalog: MemoryCatalog, name: str, release: Path | None = None) -> RegistrySync:
-    registry = MemoryRegistry(catalog, service="worker", owner="host-1", node="capsync-host-1")
+    registry = MemoryRegistry(
+        Ownership(service="worker", owner="host-1", node="capsync-host-1"),
+        catalog,
+    )
     return RegistrySync(
         name, registry, SyncOptions(service="worker", owner="host-1", release_file=release)
     )

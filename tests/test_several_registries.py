@@ -13,6 +13,7 @@ import pytest
 
 from daemon.cycle import Syncer
 from daemon.query import Query
+from daemon.registry.ownership import Ownership
 from daemon.registry.sqlite import SqliteRegistry
 from daemon.settings_model import SETTINGS
 from daemon.wiring import build_registries, build_sources
@@ -61,7 +62,7 @@ def consul_entries(double: ConsulDouble) -> dict[str, dict]:
 
 
 def sqlite_entries(db: Path) -> dict[str, dict]:
-    registry = SqliteRegistry(db, service="worker", owner=OWNER, node=f"capsync-{OWNER}")
+    registry = SqliteRegistry(db, Ownership(service="worker", owner=OWNER, node=f"capsync-{OWNER}"))
     try:
         listed: list[Entry] = [item.entry for item in registry.entries(Query())]
     finally:

@@ -36,6 +36,7 @@ from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry import postgres_schema, store
 from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.ownership import Ownership
 from daemon.registry.postgres_schema import SEED as _SEED
 from daemon.registry.store import Claim, StoreSettings, read_secret
 from discovery import seed_store
@@ -162,15 +163,11 @@ class PostgresRegistry:
     def __init__(
         self,
         endpoint: PostgresEndpoint,
+        ownership: Ownership,
         *,
-        service: str,
-        owner: str,
-        node: str,
         schema: str = "public",
         batch_size: int = 500,
         clock: Callable[[], float] = time.time,
-        writer: str = "",
-        takeover: bool = False,
     ) -> None:
         self._psycopg = _psycopg()
         self._dsn = endpoint.dsn
@@ -178,18 +175,14 @@ class PostgresRegistry:
             self._options = endpoint.options(self._psycopg.conninfo.conninfo_to_dict)
         except self._psycopg.Error as exc:
             raise ConfigError(f"registry.url: not a libpq connection string: {exc}") from None
-        self._service = service
-        self._owner = owner
-        self._node = node
+        self._ownership = ownership
         self._schema = schema
         self._batch_size = batch_size
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._decoder = seed_store.Decoder()
         self._clock = clock
-        self._claim = Claim(
-            "postgres", node=node, owner=owner, service=service, writer=writer, takeover=takeover
-        )
+        self._claim = Claim("postgres", ownership)
 
     def snapshot(self) -> Snapshot:
         try:
@@ -206,7 +199,7 @@ class PostgresRegistry:
         with self._using("snapshot") as conn:
             with conn.pipeline():
                 selected = conn.execute(self._sql(_SELECT))
-                node = conn.execute(self._sql(_NODE), (self._owner,))
+                node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
             rows = selected.fetchall()
             self._claim.update(_meta(node.fetchone()))
         return store.snapshot(
@@ -228,7 +221,7 @@ class PostgresRegistry:
     def _ours(self, row: tuple[Any, ...]) -> bool:
         """This owner's row of this service, by its columns (before decoding it)."""
         owner, service = row[_OWNER_AT], row[_OWNER_AT + 1] or ""
-        return bool(owner == self._owner and service.lower() == self._service.lower())
+        return self._ownership.ours(owner, service)
 
     def _send(self, batch: list[Operation]) -> list[Refused]:
         try:
@@ -247,7 +240,7 @@ class PostgresRegistry:
     def entries(self, query: Query | None = None) -> list[Listed]:
         query = query or Query()
         where = ["lower(capsync_service) = lower(%s)", "capsync_owner IS NOT NULL"]
-        params: list[Any] = [self._service]
+        params: list[Any] = [self._ownership.service]
         if query.has:
             where.append("capsync_tools @> %s::text[]")
             params.append(list(query.has))
@@ -276,7 +269,7 @@ class PostgresRegistry:
             rows = conn.execute(self._sql(text), params).fetchall()
         return [
             Listed(
-                node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
+                node=self._ownership.node_of(found.owner),
                 entry=found,
             )
             for row in rows
@@ -309,7 +302,7 @@ class PostgresRegistry:
             conn.execute("BEGIN")
             if meta is not None:
                 conn.execute(self._sql(_CLAIM), params)
-            node = conn.execute(self._sql(_NODE), (self._owner,))
+            node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
             if stored:
                 conn.execute(self._sql(_RENAME), params)
             upserted = conn.execute(self._sql(_UPSERT), params) if stored else None
@@ -464,12 +457,8 @@ def build(settings: PostgresRegistrySettings, ctx: BuildContext) -> PostgresRegi
     )
     return PostgresRegistry(
         endpoint,
-        service=settings.service,
-        owner=settings.owner,
-        node=settings.node_name,
+        Ownership.of(settings, takeover=ctx.takeover),
         schema=settings.schema_name,
-        writer=settings.writer,
-        takeover=ctx.takeover,
     )
 
 

@@ -50,6 +50,7 @@ from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry import store
 from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.ownership import Ownership
 from daemon.registry.store import Claim, StoreSettings, read_secret
 from discovery import seed_store
 from discovery.codec import Entry
@@ -264,25 +265,17 @@ class RedisRegistry:
     def __init__(
         self,
         client: redis.Redis,
+        ownership: Ownership,
         *,
-        service: str,
-        owner: str,
-        node: str,
         prefix: str = "",
         batch_size: int = 500,
         clock: Callable[[], float] = time.time,
-        writer: str = "",
-        takeover: bool = False,
     ) -> None:
         self._client = client
-        self._service = service
-        self._owner = owner
+        self._ownership = ownership
         self._prefix = prefix
         self._batch_size = batch_size
-        self._node = node
-        self._claim = Claim(
-            "redis", node=node, owner=owner, service=service, writer=writer, takeover=takeover
-        )
+        self._claim = Claim("redis", ownership)
         self._decoder = seed_store.Decoder()
         self._clock = clock
         # Ids found held by a key capsync did not write: no set lists them, so the
@@ -298,12 +291,12 @@ class RedisRegistry:
         from the entry hashes."""
         self._warn_if_evictable()
         p = self._prefix
-        mine, every = f"{p}capsync:owner:{self._owner}", f"{p}capsync:entries"
+        mine, every = f"{p}capsync:owner:{self._ownership.owner}", f"{p}capsync:entries"
         query = {
             "entries": every,
             "mine": mine,
-            "node": f"{p}capsync:node:{self._owner}",
-            "owner": self._owner,
+            "node": f"{p}capsync:node:{self._ownership.owner}",
+            "owner": self._ownership.owner,
             "check": sorted(self._squatted),
         }
         rows, meta, squatted, lost = self._call("snapshot", _SNAPSHOT, p, json.dumps(query))
@@ -327,8 +320,7 @@ class RedisRegistry:
         return store.snapshot(found, self._claim, self._decoder, squatted)
 
     def _ours(self, origin: dict[str, str]) -> bool:
-        service = origin.get("service", "").lower()
-        return origin.get("owner") == self._owner and service == self._service.lower()
+        return self._ownership.ours(origin.get("owner", ""), origin.get("service", ""))
 
     def _warn_if_evictable(self) -> None:
         """Once: a maxmemory-policy that may evict keys without a TTL (allkeys-*) can
@@ -418,11 +410,11 @@ class RedisRegistry:
         every = [f"{self._prefix}capsync:entries", *(tool + name for name in query.has)]
         listed = [
             Listed(
-                node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
+                node=self._ownership.node_of(found.owner),
                 entry=found,
             )
             for _, found in self._read(every, [tool + name for name in query.tools])
-            if found is not None and found.service.lower() == self._service.lower()
+            if found is not None and found.service.lower() == self._ownership.service.lower()
         ]
         return sorted(listed, key=lambda item: item.entry.id)
 
@@ -506,12 +498,8 @@ def build(settings: RedisRegistrySettings, ctx: BuildContext) -> RedisRegistry:
     )
     return RedisRegistry(
         connect(endpoint),
-        service=settings.service,
-        owner=settings.owner,
-        node=settings.node_name,
+        Ownership.of(settings, takeover=ctx.takeover),
         prefix=settings.prefix,
-        writer=settings.writer,
-        takeover=ctx.takeover,
     )
 
 

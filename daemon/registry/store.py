@@ -15,6 +15,7 @@ from config.settings import Duration, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.registry import writer as writers
 from daemon.registry.base import ApplyResult, Operation, Refused, Snapshot, Tally, operations
+from daemon.registry.ownership import Ownership
 from discovery import seed_store
 from discovery.codec import Entry
 
@@ -68,13 +69,9 @@ class Claim:
     Each batch writes ``wanted()`` only while the holder is still ``seen``, in the
     batch's own script or transaction, and writes no entry unless this writer holds it."""
 
-    def __init__(
-        self, registry: str, *, node: str, owner: str, service: str, writer: str, takeover: bool
-    ) -> None:
-        self.registry, self.node, self.owner, self.service = registry, node, owner, service
-        self.writer = writer or owner
-        self.takeover = takeover
-        self.field = writers.writer_key(service)
+    def __init__(self, registry: str, ownership: Ownership) -> None:
+        self.registry, self.ownership = registry, ownership
+        self.field = writers.writer_key(ownership.service)
         self.meta: dict[str, str] | None = None
         self.read = False  # has the meta been read since this registry opened?
         self.record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
@@ -88,20 +85,13 @@ class Claim:
 
     @property
     def held(self) -> bool:
-        return self.seen == self.writer
+        return self.seen == self.ownership.writer
 
     def wanted(self) -> dict[str, str] | None:
         """The meta to write (None: already held); RegistryError when another writer
         holds it."""
         return writers.claim(
-            self.meta,
-            node=self.node,
-            owner=self.owner,
-            service=self.service,
-            writer=self.writer,
-            takeover=self.takeover,
-            where=f"{self.registry} registry",
-            record=self.record,
+            self.meta, self.ownership, where=f"{self.registry} registry", record=self.record
         )
 
     def lost(self, meta: Mapping[str, str] | None) -> RegistryError:
@@ -111,21 +101,21 @@ class Claim:
         self.wanted()  # raises when another writer holds it
         return RegistryError(
             f"{self.registry} registry: the writer of service "
-            f"{self.service!r} changed while this capsync wrote; the next "
+            f"{self.ownership.service!r} changed while this capsync wrote; the next "
             "cycle retries"
         )
 
     def params(self) -> dict[str, str]:
         return {
-            "owner": self.owner,
-            "service": self.service.lower(),
+            "owner": self.ownership.owner,
+            "service": self.ownership.service.lower(),
             "field": self.field,
-            "writer": self.writer,
+            "writer": self.ownership.writer,
             "seen": self.seen,
         }
 
     def ours(self, entry: Entry) -> bool:
-        return entry.owner == self.owner and entry.service.lower() == self.service.lower()
+        return self.ownership.ours(entry.owner, entry.service)
 
 
 def snapshot(
@@ -176,11 +166,8 @@ def apply_batches(
     claim.record = changes.record
     ops: list[Operation] = []
     for op in operations(changes):
-        if op.kind != "delete" and op.entry.owner != claim.owner:
-            tally.refuse(
-                [op],
-                f"entry carries capsync-owner {op.entry.owner!r}; this registry is {claim.owner!r}",
-            )
+        if op.kind != "delete" and (reason := claim.ownership.foreign_owner(op.entry.owner)):
+            tally.refuse([op], reason)
         else:
             ops.append(op)
     for chunk in tally.batches(ops, size, stop):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.errors import SourceError
@@ -27,45 +28,60 @@ from discovery.sources.base import Listing, Source
 LIST_DEADLINE = 60.0  # seconds a cycle waits for one source's listing
 
 
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a cycle waits. For one source's listing: past it, that source fails
+    alone (its entries kept) while its listing runs on in its own thread. With several
+    registries, for each one's sync (None: as long as it takes; the one-shot commands
+    wait)."""
+
+    list: float = LIST_DEADLINE
+    apply: float | None = None
+
+
+@dataclass(frozen=True)
+class Handover:
+    """What a reload hands on to the next Syncer: the sources that listed successfully
+    since start (the first-sync gate: a new configuration does not reopen its wait) and
+    each registry's guard memory (by name, service and owner: a reload does not reset
+    the high-water marks)."""
+
+    listed_once: frozenset[str] = frozenset()
+    guard_memory: Mapping[tuple[str, ...], GuardMemory] = field(default_factory=dict)
+
+
 class Syncer:
     def __init__(
         self,
         sources: Sequence[Source],
         registries: Sequence[RegistrySync],
         *,
-        listed_once: set[str] | None = None,
-        guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
+        handover: Handover | None = None,
+        deadlines: Deadlines | None = None,
         clock: Callable[[], float] = time.time,
-        apply_deadline: float | None = None,
-        list_deadline: float = LIST_DEADLINE,
     ) -> None:
         self.sources = list(sources)
         self.clock = clock
-        # How long a cycle waits for one source's listing; past it, that source fails
-        # alone (its entries kept) while its listing runs on in its own thread.
-        self.list_deadline = list_deadline
+        self.deadlines = deadlines or Deadlines()
         self._listing: dict[str, Future[Listing]] = {}
         self._seen: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()  # invalid, logged
-        # With several registries, how long a cycle waits for each one's sync (None: for
-        # as long as it takes; the one-shot commands wait).
-        self.apply_deadline = apply_deadline
         self.registries = list(registries)
-        # Sources that listed successfully since start: the first-sync gate. A reload
-        # hands it on, so a new configuration does not reopen the gate's wait.
-        self.listed_once: set[str] = set(listed_once or ())
-        # A reload hands on each registry's guard memory too (same name, service and
-        # owner), so a reload does not reset the high-water marks.
+        handover = handover or Handover()
+        self.listed_once: set[str] = set(handover.listed_once)
         for target in self.registries:
-            if (memory := (guard_memory or {}).get(target.identity)) is not None:
+            if (memory := handover.guard_memory.get(target.identity)) is not None:
                 target.memory = memory
         self._normaliser = Normaliser()
         # id(caps) -> (caps, its changes_at): kept from cycle to cycle (see _changes_at).
         self._times: dict[int, tuple[Capabilities, int | None]] = {}
 
     @property
-    def guard_memory(self) -> dict[tuple[str, ...], GuardMemory]:
+    def handover(self) -> Handover:
         """What a reload hands on to the next Syncer."""
-        return {target.identity: target.memory for target in self.registries}
+        return Handover(
+            frozenset(self.listed_once),
+            {target.identity: target.memory for target in self.registries},
+        )
 
     def run_once(
         self, *, dry_run: bool = False, stop: threading.Event | None = None
@@ -97,7 +113,7 @@ class Syncer:
         reports = each_registry(
             self.registries,
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop),
-            self.apply_deadline,
+            self.deadlines.apply,
         )
         next_change = min((at for at in discovered.changes_at.values() if at), default=None)
         return CycleReport(
@@ -157,7 +173,7 @@ class Syncer:
         return outcomes, found, invalid
 
     def _list(self, source: Source) -> Listing:
-        """``source.list()`` in a thread of its own, waited for ``list_deadline`` seconds:
+        """``source.list()`` in a thread of its own, waited for ``deadlines.list`` seconds:
         a source that hangs (a peer that never answers, a parser stuck on its input)
         fails alone this cycle, and is not listed again until that listing ends."""
         running = self._listing.get(source.name)
@@ -178,10 +194,10 @@ class Syncer:
         threading.Thread(target=run, daemon=True, name=f"list-{source.name}").start()
         self._listing[source.name] = future
         try:
-            return future.result(timeout=self.list_deadline)
+            return future.result(timeout=self.deadlines.list)
         except FutureTimeout:
             raise SourceError(
-                f"source {source.name}: no answer within {self.list_deadline:g}s; its "
+                f"source {source.name}: no answer within {self.deadlines.list:g}s; its "
                 "entries are kept as they are"
             ) from None
 

@@ -192,8 +192,7 @@ class Daemon:
             runtime = Runtime(
                 settings,
                 self.trigger.request,
-                listed_once=self.runtime.syncer.listed_once,
-                guard_memory=self.runtime.syncer.guard_memory,
+                self.runtime.syncer.handover,
             )
             runtime.observe(self.metrics.observe_push)
         except Exception as exc:  # any failure keeps the running config

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon.cycle import Syncer
+from daemon.cycle import Deadlines, Syncer
 from daemon.registry.memory import MemoryRegistry
 from daemon.registry.ownership import Ownership
 from daemon.registry_sync import RegistrySync, SyncOptions
@@ -38,7 +38,7 @@ def test_a_source_that_never_answers_fails_alone_and_its_entries_are_kept() -> N
     quick = ScriptedSource("quick", declarations=declared("q-1"))
     registry = MemoryRegistry(Ownership(service="worker", owner="me", node="capsync-me"))
     target = RegistrySync("memory", registry, SyncOptions(service="worker", owner="me"))
-    sync = Syncer([slow, quick], [target], list_deadline=0.2)
+    sync = Syncer([slow, quick], [target], deadlines=Deadlines(list=0.2))
     assert sync.run_once().ok
     slow.hang.set()
     slow.declarations = []  # were it read, its entries would go

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cycle import Syncer
+from daemon.cycle import Deadlines, Syncer
 from daemon.query import Query
 from daemon.registry.ownership import Ownership
 from daemon.registry.sqlite import SqliteRegistry
@@ -249,7 +249,7 @@ def test_a_slow_registry_goes_on_alone_and_is_never_applied_twice_at_once(
         }
     )
     registries = build_registries(settings)
-    syncer = Syncer(build_sources(settings), registries, apply_deadline=0.2)
+    syncer = Syncer(build_sources(settings), registries, deadlines=Deadlines(apply=0.2))
     consul_target = registries[0]
     try:
         double.delay_requests(1.0)  # slow, but within the client's timeout

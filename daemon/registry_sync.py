@@ -17,7 +17,7 @@ from config.errors import RegistryError, WriterClaimHeld
 from config.events import emit
 from daemon import guard_marks
 from daemon.cycle_report import Conflict, RegistryReport, unexpected
-from daemon.plan import DeletionGuard, counts, plan
+from daemon.plan import DeletionGuard, Restraints, counts, plan
 from daemon.registry.base import Refused, Registry, Snapshot
 from discovery import codec, full_entry
 from discovery.codec import Entry
@@ -164,13 +164,15 @@ class RegistrySync:
         changes = plan(
             snapshot.owned,
             desired,
-            keep=_kept(snapshot, discovered.failed, discovered.invalid),
-            deletions_open=discovered.deletions_open,
+            restraints=Restraints(
+                keep=_kept(snapshot, discovered.failed, discovered.invalid),
+                deletions_open=discovered.deletions_open,
+                high_water={
+                    scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
+                    for scope in remembered.keys() | kept_marks.keys()
+                },
+            ),
             guard=guard,
-            high_water={
-                scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
-                for scope in remembered.keys() | kept_marks.keys()
-            },
             policy=self.options.policy,
         )
         # Recorded: the most owned before or after this apply.
@@ -263,12 +265,14 @@ class RegistrySync:
         else:
             entry = full_entry.encode(
                 item.caps,
+                codec.Provenance(
+                    service=self.options.service,
+                    owner=self.options.owner,
+                    source=decl.source,
+                    ref=decl.ref,
+                    address=decl.address,
+                ),
                 now=now,
-                service=self.options.service,
-                owner=self.options.owner,
-                source=decl.source,
-                ref=decl.ref,
-                address=decl.address,
             )
         encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
         return entry

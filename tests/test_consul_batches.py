@@ -47,7 +47,9 @@ def full(worker_id: str, signature: str = "s") -> codec.Entry:
     }
     caps = schema.validate({"id": worker_id, "static_analysis_tools": [tool]}, ref="t")
     return full_entry.encode(
-        caps, now=NOW, service="worker", owner="host-1", source="file", ref=f"/{worker_id}"
+        caps,
+        codec.Provenance(service="worker", owner="host-1", source="file", ref=f"/{worker_id}"),
+        now=NOW,
     )
 
 

@@ -97,10 +97,7 @@ def test_refused_entry_reported_others_land(consul: ConsulTarget):
     good = [
         codec.encode(
             schema.validate({"id": f"ok-{i}"}, ref="t"),
-            service="worker",
-            owner=consul.owner,
-            source="file",
-            ref=f"r{i}",
+            codec.Provenance(service="worker", owner=consul.owner, source="file", ref=f"r{i}"),
         )
         for i in range(9)
     ]

@@ -49,7 +49,9 @@ OWNER = "host-1"
 def entry(worker_id: str, *tools: str, owner: str = OWNER) -> codec.Entry:
     data = {"id": worker_id, "static_analysis_tools": [{"tool_name": t} for t in tools]}
     caps = schema.validate(data, ref="t")
-    return codec.encode(caps, service="worker", owner=owner, source="file", ref=f"/{worker_id}")
+    return codec.encode(
+        caps, codec.Provenance(service="worker", owner=owner, source="file", ref=f"/{worker_id}")
+    )
 
 
 @dataclass
@@ -206,7 +208,9 @@ def consul_place() -> Iterator[Place]:
 def _nul_in_metadata() -> codec.Entry:
     """PostgreSQL refuses U+0000 in JSONB: built past validation, which refuses it."""
     caps = model.Capabilities(id="stray-1", metadata={"note": "a\x00b"})
-    return codec.encode(caps, service="worker", owner=OWNER, source="file", ref="/stray-1")
+    return codec.encode(
+        caps, codec.Provenance(service="worker", owner=OWNER, source="file", ref="/stray-1")
+    )
 
 
 def _store_place(

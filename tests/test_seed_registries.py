@@ -161,7 +161,9 @@ def test_sqlite_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path):
             (json.dumps({"capsync-owner": "h"}),),
         )
         caps = schema.validate({"id": "old", "fuzzing_tools": [{"tool_name": "afl++"}]}, ref="t")
-        old = codec.encode(caps, service="worker", owner="h", source="file", ref="/old")
+        old = codec.encode(
+            caps, codec.Provenance(service="worker", owner="h", source="file", ref="/old")
+        )
         db.execute(
             "INSERT INTO services (node, id, service, tags, meta, address, port) "
             "VALUES ('capsync-h', 'old', 'worker', ?, ?, '', 0)",

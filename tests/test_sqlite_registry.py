@@ -33,7 +33,9 @@ def entry(
 ) -> codec.Entry:
     data = {"id": worker_id, "static_analysis_tools": [{"tool_name": t} for t in tools], **extra}
     caps = schema.validate(data, ref="t")
-    return codec.encode(caps, service=service, owner=owner, source="file", ref=f"/{worker_id}")
+    return codec.encode(
+        caps, codec.Provenance(service=service, owner=owner, source="file", ref=f"/{worker_id}")
+    )
 
 
 def by_id(*entries: codec.Entry) -> dict[str, codec.Entry]:
@@ -95,12 +97,14 @@ def test_cold_create_round_trips_entries_exactly(open_registry: Open, db_path: P
         ),
         codec.encode(
             schema.validate({"id": "bare"}, ref="t"),
-            service="worker",
-            owner="host-1",
-            source="docker",
-            ref="c1",
-            address="10.0.0.5",
-            port=8080,
+            codec.Provenance(
+                service="worker",
+                owner="host-1",
+                source="docker",
+                ref="c1",
+                address="10.0.0.5",
+                port=8080,
+            ),
         ),
     )
     registry = open_registry()
@@ -281,7 +285,7 @@ CHILD = textwrap.dedent(
     from discovery import codec, schema
 
     caps = schema.validate({"id": "child-worker"}, ref="t")
-    e = codec.encode(caps, service="worker", owner="child", source="file", ref="c")
+    e = codec.encode(caps, codec.Provenance("worker", "child", "file", "c"))
     registry = SqliteRegistry(Path(sys.argv[1]), Ownership("worker", "child", "n-child"))
     try:
         registry.apply(plan({}, {e.id: e}))

@@ -177,12 +177,12 @@ class PostgresRegistry:
             raise ConfigError(f"registry.url: not a libpq connection string: {exc}") from None
         self._ownership = ownership
         self._schema = schema
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._decoder = seed_store.Decoder()
         self._clock = clock
-        self._claim = Claim("postgres", ownership)
+        self.claim = Claim("postgres", ownership)
 
     def snapshot(self) -> Snapshot:
         try:
@@ -201,29 +201,22 @@ class PostgresRegistry:
                 selected = conn.execute(self._sql(_SELECT))
                 node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
             rows = selected.fetchall()
-            self._claim.update(_meta(node.fetchone()))
+            self.claim.update(_meta(node.fetchone()))
         return store.snapshot(
             ((row[0], self._decode(row) if self._ours(row) else None) for row in rows),
-            self._claim,
+            self.claim,
             self._decoder,
         )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        return store.apply_batches(
-            changes,
-            claim=self._claim,
-            read=self.snapshot,
-            size=self._batch_size,
-            stop=stop,
-            send=self._send,
-        )
+        return store.apply_batches(self, changes, stop)
 
     def _ours(self, row: tuple[Any, ...]) -> bool:
         """This owner's row of this service, by its columns (before decoding it)."""
         owner, service = row[_OWNER_AT], row[_OWNER_AT + 1] or ""
         return self._ownership.ours(owner, service)
 
-    def _send(self, batch: list[Operation]) -> list[Refused]:
+    def send(self, batch: list[Operation]) -> list[Refused]:
         try:
             with self._using("apply") as conn:
                 return self._batch(conn, batch)
@@ -290,9 +283,9 @@ class PostgresRegistry:
             op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.kind != "delete"
         }
         gone = [op.entry.id.lower() for op in batch if op.kind == "delete"]
-        meta = self._claim.wanted()
+        meta = self.claim.wanted()
         params = {
-            **self._claim.params(),
+            **self.claim.params(),
             "meta": self._json(meta),
             "ids": list(stored),
             "rows": self._json(_rows(stored)),
@@ -308,9 +301,9 @@ class PostgresRegistry:
             upserted = conn.execute(self._sql(_UPSERT), params) if stored else None
             deleted = conn.execute(self._sql(_DELETE), params) if gone else None
             conn.execute("COMMIT")
-        self._claim.update(_meta(node.fetchone()))
-        if not self._claim.held:  # another writer took the node: nothing was written
-            raise self._claim.lost(self._claim.meta)
+        self.claim.update(_meta(node.fetchone()))
+        if not self.claim.held:  # another writer took the node: nothing was written
+            raise self.claim.lost(self.claim.meta)
         entries = {op.entry.id: op.entry for op in batch}
         landed: set[str] = set()
         for worker_id, *texts in upserted.fetchall() if upserted else ():
@@ -364,10 +357,7 @@ class PostgresRegistry:
             )
             tags = tuple(own["tools"] or ())
             return self._decoder.entry(
-                worker_id,
-                texts,
-                origin,
-                tags,
+                seed_store.Row(worker_id, texts, origin, tags),
                 load,
                 where=f"worker_capabilities row {worker_id!r}",
                 now=int(self._clock()),

@@ -274,8 +274,8 @@ class RedisRegistry:
         self._client = client
         self._ownership = ownership
         self._prefix = prefix
-        self._batch_size = batch_size
-        self._claim = Claim("redis", ownership)
+        self.batch_size = batch_size
+        self.claim = Claim("redis", ownership)
         self._decoder = seed_store.Decoder()
         self._clock = clock
         # Ids found held by a key capsync did not write: no set lists them, so the
@@ -300,7 +300,7 @@ class RedisRegistry:
             "check": sorted(self._squatted),
         }
         rows, meta, squatted, lost = self._call("snapshot", _SNAPSHOT, p, json.dumps(query))
-        self._claim.update(_hash(meta))
+        self.claim.update(_hash(meta))
         self._squatted = set(squatted)
         if lost:
             self._call("rebuild", _REBUILD, mine, every, *lost)
@@ -317,7 +317,7 @@ class RedisRegistry:
             for worker_id, flat, value in rows
             if (origin := _hash(flat)) is not None
         ]
-        return store.snapshot(found, self._claim, self._decoder, squatted)
+        return store.snapshot(found, self.claim, self._decoder, squatted)
 
     def _ours(self, origin: dict[str, str]) -> bool:
         return self._ownership.ours(origin.get("owner", ""), origin.get("service", ""))
@@ -346,18 +346,11 @@ class RedisRegistry:
             )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        result = store.apply_batches(
-            changes,
-            claim=self._claim,
-            read=self.snapshot,
-            size=self._batch_size,
-            stop=stop,
-            send=self._send,
-        )
+        result = store.apply_batches(self, changes, stop)
         self._squatted |= {item.id for item in result.conflicts}
         return result
 
-    def _send(self, batch: list[Operation]) -> list[Refused]:
+    def send(self, batch: list[Operation]) -> list[Refused]:
         """One batch, one script: the writer claim, then every key checked, then written."""
         now = int(self._clock())
         stored = {
@@ -367,11 +360,11 @@ class RedisRegistry:
             _set_op(stored[op.entry.id]) if op.kind != "delete" else {"id": op.entry.id, "sets": []}
             for op in batch
         ]
-        meta = self._claim.wanted()
+        meta = self.claim.wanted()
         body = json.dumps(
             {
                 "prefix": self._prefix,
-                **self._claim.params(),
+                **self.claim.params(),
                 "claim": [item for pair in (meta or {}).items() for item in pair],
                 "ops": ops,
             }
@@ -390,9 +383,9 @@ class RedisRegistry:
             )
             raise failed(str(exc)) from exc
         if "held" in answer:  # another writer took the node since it was read
-            raise self._claim.lost(_hash(answer["held"]))
+            raise self.claim.lost(_hash(answer["held"]))
         if meta is not None:
-            self._claim.update(meta)
+            self.claim.update(meta)
         rejected = [
             Refused(worker_id, why, foreign=foreign)
             for worker_id, why, foreign in answer["refused"] or []
@@ -441,10 +434,7 @@ class RedisRegistry:
             )
             tags = tuple(json.loads(origin["tags"]))
             return self._decoder.entry(
-                worker_id,
-                (value,),
-                found,
-                tags,
+                seed_store.Row(worker_id, (value,), found, tags),
                 lambda: json.loads(value),
                 where=f"redis key {key}",
                 now=int(self._clock()),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import model_validator
 
@@ -142,27 +143,34 @@ def snapshot(
 Send = Callable[[list[Operation]], list[Refused]]  # one atomic batch; what it refused
 
 
+class BatchStore(Protocol):
+    """A store as its write loop sees it: its claim, its snapshot (which reads the
+    claim), its batch size and its atomic send of one batch."""
+
+    claim: Claim
+    batch_size: int
+
+    def snapshot(self) -> Snapshot: ...
+
+    def send(self, batch: list[Operation]) -> list[Refused]: ...
+
+
 def apply_batches(
-    changes: Changes,
-    *,
-    claim: Claim,
-    read: Callable[[], object],
-    size: int,
-    stop: threading.Event | None,
-    send: Send,
+    target: BatchStore, changes: Changes, stop: threading.Event | None
 ) -> ApplyResult:
     """The write loop of the stores (Redis, PostgreSQL): who holds the node is read
-    first (``read``, the snapshot) when no snapshot did; an entry carrying another owner
-    is refused before anything is sent; the rest go ``size`` at a time, each batch one
-    atomic request that checks the claim and ownership itself (``send``). A case-only
+    first (the snapshot) when no snapshot did; an entry carrying another owner is
+    refused before anything is sent; the rest go ``batch_size`` at a time, each batch
+    one atomic request that checks the claim and ownership itself (``send``). A case-only
     rename is one update: the store replaces the entry under its case-folded id in the
     same request. A batch the server rejects as a whole (Rejected) is refused, one whose
     request fails without a verdict (Interrupted) is counted interrupted, and the next
     batch is tried all the same; RegistryError from ``send`` (the writer claim lost)
     fails the whole apply."""
     tally = Tally()
+    claim = target.claim
     if changes.writes and not claim.read:
-        read()
+        target.snapshot()
     claim.record = changes.record
     ops: list[Operation] = []
     for op in operations(changes):
@@ -170,8 +178,8 @@ def apply_batches(
             tally.refuse([op], reason)
         else:
             ops.append(op)
-    for chunk in tally.batches(ops, size, stop):
-        _send_isolating(chunk, send, tally)
+    for chunk in tally.batches(ops, target.batch_size, stop):
+        _send_isolating(chunk, target.send, tally)
     return tally.result()
 
 

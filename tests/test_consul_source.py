@@ -20,6 +20,14 @@ def register(target: ConsulTarget, node: str, service: dict) -> None:
     assert target.put("/v1/catalog/register", body).status_code == 200
 
 
+def watching_builders(consul: ConsulTarget) -> Daemon:
+    """A daemon with the consul source on service ``builders`` and the Consul registry."""
+    return Daemon(
+        ["--owner", consul.owner, "--source", "consul:builders", "--interval", "300s"],
+        env=consul.env(),
+    ).started()
+
+
 def test_declarations_from_other_services(consul: ConsulTarget):
     register(
         consul,
@@ -117,10 +125,7 @@ def test_capsync_entries_are_never_read_back(consul: ConsulTarget, tmp_path):
 
 
 def test_a_registration_elsewhere_triggers_a_sync(consul: ConsulTarget):
-    proc = Daemon(
-        ["--owner", consul.owner, "--source", "consul:builders", "--interval", "300s"],
-        env=consul.env(),
-    ).started()
+    proc = watching_builders(consul)
     try:
         proc.wait_for(lambda line: "event=cycle" in line)
         register(
@@ -149,10 +154,7 @@ def test_the_source_and_the_registry_liveness_share_one_blocking_query(consul: C
     identical watches), and both still hear what it answers."""
     needs_double(consul)
     assert consul.double is not None
-    proc = Daemon(
-        ["--owner", consul.owner, "--source", "consul:builders", "--interval", "300s"],
-        env=consul.env(),
-    ).started()
+    proc = watching_builders(consul)
     try:
         proc.wait_for(lambda line: "event=cycle" in line)
         consul.double.reset_counts()

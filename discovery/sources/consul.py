@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from urllib.parse import quote
 from pydantic import Field
 
 from config.errors import CapsyncError, SourceError
-from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
 from discovery import codec, full_entry, seed_json
 from discovery.consul import catalog_watch
@@ -31,7 +29,7 @@ from discovery.consul.client import ConsulClient
 from discovery.consul.fields import entry_from_service
 from discovery.kinds import BuildContext, Kind
 from discovery.model import CATEGORIES
-from discovery.sources.base import Declaration, Listing, from_text
+from discovery.sources.base import Declaration, Listing, from_text, watch_failed
 
 PAUSE = 5.0  # seconds between attempts while Consul does not answer
 
@@ -76,13 +74,7 @@ class ConsulSource:
                     # Followed with others, the query may retry sooner: one line per PAUSE.
                     if time.monotonic() - logged >= PAUSE:
                         logged = time.monotonic()
-                        emit(
-                            logging.WARNING,
-                            "watch_failed",
-                            source=self.name,
-                            error=str(exc),
-                            retry_in=f"{PAUSE:g}s",
-                        )
+                        watch_failed(self.name, str(exc), PAUSE)
                     continue
                 if seen and current != seen:
                     notify(f"consul catalogue changed (index {index})")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from config.errors import DeclarationError
-from daemon.cycle import CycleReport, RegistryReport
+from daemon.cycle_report import CycleReport, RegistryReport
 from discovery import full_entry, seed_json
 from discovery.codec import Entry
 

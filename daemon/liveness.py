@@ -13,14 +13,16 @@ import threading
 from collections.abc import Callable
 
 from config.errors import CapsyncError
-from discovery.backoff import Backoff, run_with_backoff
+from discovery.consul import catalog_watch
 from discovery.consul.client import ConsulClient
 
-WAIT = "1500ms"
 PAUSE_SECONDS = 1.0  # between attempts while Consul does not answer
 
 
 class ConsulLiveness:
+    """Follows the endpoint's shared catalogue query (discovery/consul/catalog_watch.py):
+    with a consul source on the same endpoint, one blocking query serves both."""
+
     name = "registry"
 
     def __init__(self, client: ConsulClient) -> None:
@@ -28,27 +30,20 @@ class ConsulLiveness:
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         index, down = 0, False
-
-        def poll() -> None:
-            nonlocal index, down
-            response = self.client.get(
-                "/v1/catalog/services", params={"index": str(index), "wait": WAIT}, timeout=10
-            )
-            if down:
-                notify("registry answers again")
-            elif response.index < index:
-                notify("registry index went back (Consul restarted)")
-            down, index = False, response.index
-
-        def failed(exc: Exception, delay: float) -> None:
-            nonlocal down
-            if not down:
-                notify("registry unreachable")
-            down = True
-
-        run_with_backoff(
-            poll, stop, Backoff(PAUSE_SECONDS, PAUSE_SECONDS), failed, errors=(CapsyncError,)
-        )
+        with catalog_watch.follow(self.client.endpoint, PAUSE_SECONDS) as answers:
+            for answer in catalog_watch.answers_until(answers, stop):
+                if isinstance(answer, Exception):
+                    if not isinstance(answer, CapsyncError):
+                        raise answer
+                    if not down:
+                        notify("registry unreachable")
+                    down = True
+                    continue
+                if down:
+                    notify("registry answers again")
+                elif answer < index:
+                    notify("registry index went back (Consul restarted)")
+                down, index = False, answer
 
     def close(self) -> None:
         self.client.close()

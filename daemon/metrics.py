@@ -25,7 +25,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from daemon.cycle import CycleReport, RegistryReport
+from daemon.cycle_report import CycleReport, RegistryReport
 from daemon.events import EventBus, after_apply
 from discovery.codec import Entry
 from discovery.sources.inbox import InboxStats

@@ -106,21 +106,28 @@ POLICIES: Mapping[str, Policy] = {
 }
 
 
+@dataclass(frozen=True)
+class Restraints:
+    """What this cycle holds the plan back by: ``keep``, the case-folded ids to leave
+    exactly as they are (their source failed, their declaration is invalid);
+    ``deletions_open``, the first-sync gate (every source has listed since start); and
+    ``high_water``, the guard's memory (scope -> the most owned entries seen in its
+    window; see ``counts``)."""
+
+    keep: Collection[str] = frozenset()
+    deletions_open: bool = True
+    high_water: Mapping[str, int] = field(default_factory=dict)
+
+
 def plan(
     owned: Mapping[str, Entry],
     desired: Mapping[str, Entry],
     *,
-    keep: Collection[str] = frozenset(),
-    deletions_open: bool = True,
+    restraints: Restraints = Restraints(),
     guard: DeletionGuard = DeletionGuard(),
-    high_water: Mapping[str, int] | None = None,
     policy: str = "sync",
 ) -> Changes:
-    """Diff ``owned`` (id -> entry this owner wrote) against ``desired`` (id -> entry).
-
-    ``keep`` holds case-folded ids; ``high_water`` the guard's memory (scope -> the most
-    owned entries seen in its window; see ``counts``).
-    """
+    """Diff ``owned`` (id -> entry this owner wrote) against ``desired`` (id -> entry)."""
     folded_owned = {worker_id.casefold(): entry for worker_id, entry in owned.items()}
     folded_desired = {worker_id.casefold(): entry for worker_id, entry in desired.items()}
     create, update, delete = [], [], []
@@ -131,7 +138,7 @@ def plan(
             create.append(new)
         elif old is None:
             continue
-        elif worker_id in keep:
+        elif worker_id in restraints.keep:
             kept += 1
         elif new is None:
             delete.append(old)
@@ -139,7 +146,7 @@ def plan(
             unchanged += 1
         else:
             update.append(Update(old, new))
-    held, held_reason = _held(delete, owned.values(), deletions_open, guard, high_water or {})
+    held, held_reason = _held(delete, owned.values(), restraints, guard)
     changes = Changes(
         create=tuple(create),
         update=tuple(update),
@@ -155,12 +162,12 @@ def plan(
 def _held(
     delete: list[Entry],
     owned: Iterable[Entry],
-    deletions_open: bool,
+    restraints: Restraints,
     guard: DeletionGuard,
-    high_water: Mapping[str, int],
 ) -> tuple[set[str], str]:
     """The ids of the deletions to hold and why: per source, then for the owner."""
-    if delete and not deletions_open:
+    high_water = restraints.high_water
+    if delete and not restraints.deletions_open:
         return {e.id for e in delete}, "first sync: not every source has listed successfully yet"
     now, deleting = counts(owned), counts(delete)
     reasons, held = [], set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, Unpack
 
 from config.errors import DeclarationError
 from config.events import emit
@@ -23,6 +23,22 @@ if TYPE_CHECKING:
     from daemon.registry.base import Listed, Registry
 
 Decoded = tuple[str, codec.Entry, Capabilities]
+
+
+class Asked(TypedDict):
+    """A query as the user spelled it (``find``'s options, the API's parameters), before
+    ``Query.of`` checks and reads it: ``meta`` as KEY=VALUE, ``permissions`` as
+    CATEGORY:PERMISSION."""
+
+    category: str | None
+    tools: Sequence[str]
+    has: Sequence[str]
+    flags: Sequence[str]
+    meta: Sequence[str]
+    all_required: bool
+    verified: NotRequired[bool]
+    permissions: NotRequired[Sequence[str]]
+    ignore_case: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -63,21 +79,14 @@ class Query:
     def of(
         cls,
         *,
-        category: str | None,
-        tools: Sequence[str],
-        has: Sequence[str],
-        flags: Sequence[str],
-        meta: Sequence[str],
-        all_required: bool,
-        verified: bool = False,
-        permissions: Sequence[str] = (),
         now: int = 0,
         spell: Callable[[str], str] = lambda option: f"--{option}",
-        ignore_case: bool = False,
+        **asked: Unpack[Asked],
     ) -> Query:
         """The query the user asked for (``find``'s options, the API's parameters);
         ValueError naming the option when it does not make sense, in the caller's own
         terms (``spell``: a CLI flag, a query parameter, a message field)."""
+        category, tools, meta = asked["category"], asked["tools"], asked["meta"]
         if bool(category) != bool(tools):
             raise ValueError(f"{spell('category')} and {spell('tool')} go together")
         if category is not None and category not in CATEGORIES:
@@ -91,7 +100,7 @@ class Query:
                 raise ValueError(f"{spell('meta')} {pair!r}: expected KEY=VALUE")
             pairs.append((key, value))
         held = []
-        for pair in permissions:
+        for pair in asked.get("permissions", ()):
             cat, _, permission = pair.partition(":")
             if cat not in CATEGORIES or permission not in PERMISSIONS:
                 raise ValueError(
@@ -103,14 +112,14 @@ class Query:
         return cls(
             category=category or None,
             tools=tuple(tools),
-            has=tuple(has),
-            flags=tuple(flags),
+            has=tuple(asked["has"]),
+            flags=tuple(asked["flags"]),
             meta=tuple(pairs),
-            all_required=all_required,
-            verified=verified,
+            all_required=asked["all_required"],
+            verified=asked.get("verified", False),
             permissions=tuple(held),
             now=now,
-            ignore_case=ignore_case,
+            ignore_case=asked.get("ignore_case", False),
         )
 
     def narrowing(self) -> Query:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from config.events import emit
-from daemon.cycle import CycleReport, RegistryReport
+from daemon.cycle_report import CycleReport, RegistryReport
 from daemon.plan import Changes
 from daemon.registry.base import ApplyResult
 from daemon.text_table import render

@@ -12,16 +12,19 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from config.events import emit
 from config.settings import Settings
-from daemon.cycle import GuardMemory, RegistrySync, Syncer, unexpected
+from daemon.cycle import Deadlines, Handover, Syncer
+from daemon.cycle_report import unexpected
 from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
+from daemon.registry_sync import RegistrySync
 from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
 from discovery.consul.client import ConsulClient
 from discovery.inbox import Inbox, Observer
@@ -41,9 +44,7 @@ class Runtime:
         self,
         settings: Settings,
         request: Callable[[str], None],
-        *,
-        listed_once: set[str] | None = None,
-        guard_memory: Mapping[tuple[str, ...], GuardMemory] | None = None,
+        handover: Handover | None = None,
     ) -> None:
         self.settings = settings
         self.request = request
@@ -58,12 +59,12 @@ class Runtime:
             self.registries = build_registries(settings)
             self.sources = build_sources(settings)
             names = {source.name for source in self.sources}
+            kept = handover or Handover()
             self.syncer = Syncer(
                 self.sources,
                 self.registries,
-                listed_once=(listed_once or set()) & names,
-                guard_memory=guard_memory,
-                apply_deadline=APPLY_DEADLINE_SECONDS,
+                handover=replace(kept, listed_once=kept.listed_once & names),
+                deadlines=Deadlines(apply=APPLY_DEADLINE_SECONDS),
             )
             self.leadership = self._leadership(settings)
             if any(reg.backend == "consul" for reg in settings.registries):

@@ -22,7 +22,7 @@ from config.errors import CapsyncError, ConfigError
 from config.events import emit
 from config.settings import Settings
 from daemon.amqp_events import EventPublisher
-from daemon.cycle import CycleReport, unexpected
+from daemon.cycle_report import CycleReport, unexpected
 from daemon.events import EventBus, publish
 from daemon.front_ends import FRONT_ENDS, FrontEnd, FrontEndContext, restart_needed
 from daemon.front_rules import read_token
@@ -192,8 +192,7 @@ class Daemon:
             runtime = Runtime(
                 settings,
                 self.trigger.request,
-                listed_once=self.runtime.syncer.listed_once,
-                guard_memory=self.runtime.syncer.guard_memory,
+                self.runtime.syncer.handover,
             )
             runtime.observe(self.metrics.observe_push)
         except Exception as exc:  # any failure keeps the running config

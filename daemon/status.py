@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daemon.cycle import CycleReport, RegistryReport
+from daemon.cycle_report import CycleReport, RegistryReport
 from daemon.report import plan_json, summary
 
 

@@ -10,10 +10,10 @@ from typing import Protocol
 from config.errors import ConfigError
 from config.events import emit
 from config.settings import ConsulSettings, RegistrySettingsBase, Settings, check_token
-from daemon.cycle import RegistrySync, SyncOptions
 from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
 from daemon.registry.table import REGISTRY_KINDS
+from daemon.registry_sync import RegistrySync, SyncOptions
 from discovery.consul.client import ConsulEndpoint
 from discovery.documents import read_bounded
 from discovery.kinds import BuildContext

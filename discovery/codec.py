@@ -34,7 +34,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from config.errors import DeclarationError
 from discovery.model import CATEGORIES, Capabilities, ToolCapability
@@ -90,15 +90,24 @@ class Entry:
         return self.meta.get(REF, "")
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Whose an entry is and where its declaration was found: the service and owner it
+    is written for, the source and reference it came from, the address (and port) it
+    names."""
+
+    service: str
+    owner: str
+    source: str
+    ref: str
+    address: str = ""
+    port: int = 0
+
+
 def encode(
     caps: Capabilities,
+    origin: Provenance,
     *,
-    service: str,
-    owner: str,
-    source: str,
-    ref: str,
-    address: str = "",
-    port: int = 0,
     now: int = 0,
     document: str = "",
     document_key: str = "",
@@ -107,33 +116,17 @@ def encode(
     declaration that has one) is stored under ``document_key`` by the registry."""
     meta = {
         EXTERNAL_SOURCE: "capsync",
-        OWNER: owner,
-        SOURCE: source,
-        REF: ref_value(ref),
+        OWNER: origin.owner,
+        SOURCE: origin.source,
+        REF: ref_value(origin.ref),
         **_declaration_meta(caps),
     }
     tags = tuple(caps.provided_tools(now))
     if document:
         tags += _term_tags(caps, now)
         meta.update(_term_meta(caps, now, document_key))
-    meta[DIGEST] = _digest(
-        caps.id,
-        service=service,
-        tags=tags,
-        meta=meta,
-        address=address,
-        port=port,
-        document=document,
-    )
-    return Entry(
-        id=caps.id,
-        service=service,
-        tags=tags,
-        meta=meta,
-        address=address,
-        port=port,
-        document=document,
-    )
+    draft = Entry(caps.id, origin.service, tags, meta, origin.address, origin.port, document)
+    return replace(draft, meta={**meta, DIGEST: _digest(draft)})
 
 
 def decode(entry: Entry) -> Capabilities:
@@ -259,19 +252,18 @@ def _decode_tool(item: str) -> ToolCapability:
     )
 
 
-def _digest(
-    worker_id: str,
-    *,
-    service: str,
-    tags: tuple[str, ...],
-    meta: Mapping[str, str],
-    address: str,
-    port: int,
-    document: str,
-) -> str:
-    fields: list[object] = [worker_id, service, tags, sorted(meta.items()), address, port]
-    if document:
-        fields.append(document)
+def _digest(entry: Entry) -> str:
+    """Of everything the entry says (its meta before the digest is added)."""
+    fields: list[object] = [
+        entry.id,
+        entry.service,
+        entry.tags,
+        sorted(entry.meta.items()),
+        entry.address,
+        entry.port,
+    ]
+    if entry.document:
+        fields.append(entry.document)
     canonical = json.dumps(fields, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 

@@ -31,29 +31,14 @@ def document_prefix(service: str) -> str:
     return f"{DOCUMENT_ROOT}/{service}/"
 
 
-def encode(
-    caps: Capabilities,
-    *,
-    now: int,
-    service: str,
-    owner: str,
-    source: str,
-    ref: str,
-    address: str = "",
-    port: int = 0,
-) -> Entry:
+def encode(caps: Capabilities, origin: codec.Provenance, *, now: int) -> Entry:
     full = caps.has_terms() or not codec.meta_lossless(caps)
     return codec.encode(
         caps,
-        service=service,
-        owner=owner,
-        source=source,
-        ref=ref,
-        address=address,
-        port=port,
+        origin,
         now=now,
         document=_document(caps) if full else "",
-        document_key=document_key(owner, service, caps.id) if full else "",
+        document_key=document_key(origin.owner, origin.service, caps.id) if full else "",
     )
 
 

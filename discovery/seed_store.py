@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from discovery import full_entry, seed_json
+from discovery import codec, full_entry, seed_json
 from discovery.codec import DIGEST, DOCUMENT, Entry
 
 
@@ -70,20 +70,29 @@ def stored(entry: Entry, now: int) -> Stored:
     )
 
 
-def entry(
-    worker_id: str, declaration: Any, origin: Origin, tags: tuple[str, ...], *, where: str, now: int
-) -> tuple[Entry, int | None]:
+@dataclass(frozen=True)
+class Row:
+    """One entry as a store read it: its id, its stored text as read (an unchanged row
+    is recognised by it), capsync's origin kept beside it, and its tags."""
+
+    id: str
+    raw: tuple[str | None, ...]
+    origin: Origin
+    tags: tuple[str, ...]
+
+
+def entry(row: Row, declaration: Any, *, where: str, now: int) -> tuple[Entry, int | None]:
     """The entry as it was written (its tags and meta, judged at the writer's clock), and
     until when it holds. When the stored declaration no longer says what that entry says
     (edited behind capsync's back), the entry it stands for now instead: it differs from
     the desired one, so the next apply repairs it."""
-    caps = seed_json.from_seed(declaration, ref=where)
+    caps, origin = seed_json.from_seed(declaration, ref=where), row.origin
     meta = json.loads(origin.meta)
     document = json.dumps(seed_json.to_seed(caps), separators=(",", ":"), sort_keys=True)
     written = Entry(
-        worker_id,
+        row.id,
         origin.service,
-        tags,
+        row.tags,
         meta,
         origin.address,
         origin.port,
@@ -93,13 +102,10 @@ def entry(
         return written, caps.changes_at(now)
     found = full_entry.encode(
         caps,
+        codec.Provenance(
+            origin.service, origin.owner, origin.source, origin.ref, origin.address, origin.port
+        ),
         now=now,
-        service=origin.service,
-        owner=origin.owner,
-        source=origin.source,
-        ref=origin.ref,
-        address=origin.address,
-        port=origin.port,
     )
     return found, caps.changes_at(now)
 
@@ -112,25 +118,15 @@ class Decoder:
     def __init__(self) -> None:
         self._known: dict[str, tuple[bytes, Entry, int | None]] = {}
 
-    def entry(
-        self,
-        worker_id: str,
-        raw: tuple[str | None, ...],
-        origin: Origin,
-        tags: tuple[str, ...],
-        load: Callable[[], Any],
-        *,
-        where: str,
-        now: int,
-    ) -> Entry:
-        """``raw`` is the stored text as read; ``load`` parses it into the declaration.
-        DeclarationError (or ValueError from ``load``) when it does not decode."""
-        key = _fingerprint((*raw, *tags), origin)
-        known = self._known.get(worker_id)
+    def entry(self, row: Row, load: Callable[[], Any], *, where: str, now: int) -> Entry:
+        """``load`` parses the row's stored text into the declaration. DeclarationError
+        (or ValueError from ``load``) when it does not decode."""
+        key = _fingerprint((*row.raw, *row.tags), row.origin)
+        known = self._known.get(row.id)
         if known is not None and known[0] == key and (known[2] is None or now < known[2]):
             return known[1]
-        found, until = entry(worker_id, load(), origin, tags, where=where, now=now)
-        self._known[worker_id] = (key, found, until)
+        found, until = entry(row, load(), where=where, now=now)
+        self._known[row.id] = (key, found, until)
         return found
 
     def written(self, found: Entry, raw: tuple[str | None, ...], stored: Stored) -> None:

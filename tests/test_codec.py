@@ -39,14 +39,18 @@ META_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 def encode(data: dict[str, Any]) -> codec.Entry:
     caps = schema.validate(data, ref="t")
-    return codec.encode(caps, service="worker", owner="host-1", source="file", ref="/x.json")
+    return codec.encode(
+        caps, codec.Provenance(service="worker", owner="host-1", source="file", ref="/x.json")
+    )
 
 
 @settings(max_examples=300, deadline=None)
 @given(DECLARATION)
 def test_round_trip_and_limits(data: dict[str, Any]) -> None:
     caps = schema.validate(data, ref="t")
-    entry = codec.encode(caps, service="worker", owner="host-1", source="file", ref="/x.json")
+    entry = codec.encode(
+        caps, codec.Provenance(service="worker", owner="host-1", source="file", ref="/x.json")
+    )
     assert codec.decode(entry) == caps
     assert list(entry.tags) == caps.all_tools()
     assert len(entry.meta) <= codec.MAX_META_PAIRS
@@ -83,13 +87,17 @@ def test_digest_follows_content_and_origin() -> None:
     changed = encode({**SEED_CRD_SPEC, "flags": {"ast_support": False}})
     assert changed.meta["capsync-digest"] != base.meta["capsync-digest"]
     caps = schema.validate(SEED_CRD_SPEC, ref="t")
-    moved = codec.encode(caps, service="worker", owner="host-1", source="file", ref="/y.json")
+    moved = codec.encode(
+        caps, codec.Provenance(service="worker", owner="host-1", source="file", ref="/y.json")
+    )
     assert moved.meta["capsync-digest"] != base.meta["capsync-digest"]
 
 
 def test_long_reference_is_cut_to_consul_limit() -> None:
     caps = schema.validate({"id": "w"}, ref="t")
-    entry = codec.encode(caps, service="s", owner="o", source="file", ref="r" * 600)
+    entry = codec.encode(
+        caps, codec.Provenance(service="s", owner="o", source="file", ref="r" * 600)
+    )
     assert len(entry.ref) == codec.MAX_META_VALUE
 
 

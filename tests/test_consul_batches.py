@@ -12,6 +12,7 @@ import pytest
 
 from daemon.plan import Changes
 from daemon.registry.consul import ConsulRegistry
+from daemon.registry.ownership import Ownership
 from discovery import codec, full_entry, schema
 from discovery.consul.client import ConsulClient, ConsulEndpoint, Response
 from tests.doubles.consul import ConsulDouble
@@ -46,7 +47,9 @@ def full(worker_id: str, signature: str = "s") -> codec.Entry:
     }
     caps = schema.validate({"id": worker_id, "static_analysis_tools": [tool]}, ref="t")
     return full_entry.encode(
-        caps, now=NOW, service="worker", owner="host-1", source="file", ref=f"/{worker_id}"
+        caps,
+        codec.Provenance(service="worker", owner="host-1", source="file", ref=f"/{worker_id}"),
+        now=NOW,
     )
 
 
@@ -56,7 +59,9 @@ def registry() -> Iterator[tuple[ConsulRegistry, SpyClient]]:
         client = SpyClient(ConsulEndpoint(double.address))
         yield (
             ConsulRegistry(
-                client, service="worker", owner="host-1", node="capsync-host-1", max_bytes=8192
+                client,
+                Ownership(service="worker", owner="host-1", node="capsync-host-1"),
+                max_bytes=8192,
             ),
             client,
         )

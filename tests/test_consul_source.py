@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
+from config.errors import SourceError
+from daemon.liveness import ConsulLiveness
+from discovery.consul.client import ConsulClient, ConsulEndpoint
+from discovery.sources.consul import ConsulSource
 from tests.conftest import SEED_LABEL, run_cli
-from tests.consul_target import ConsulTarget
+from tests.consul_target import ConsulTarget, needs_double
 from tests.daemon_process import Daemon, wait_until
 
 
 def register(target: ConsulTarget, node: str, service: dict) -> None:
     body = {"Node": node, "Address": "10.0.0.9", "Service": service}
     assert target.put("/v1/catalog/register", body).status_code == 200
+
+
+def watching_builders(consul: ConsulTarget) -> Daemon:
+    """A daemon with the consul source on service ``builders`` and the Consul registry."""
+    return Daemon(
+        ["--owner", consul.owner, "--source", "consul:builders", "--interval", "300s"],
+        env=consul.env(),
+    ).started()
 
 
 def test_declarations_from_other_services(consul: ConsulTarget):
@@ -112,10 +125,7 @@ def test_capsync_entries_are_never_read_back(consul: ConsulTarget, tmp_path):
 
 
 def test_a_registration_elsewhere_triggers_a_sync(consul: ConsulTarget):
-    proc = Daemon(
-        ["--owner", consul.owner, "--source", "consul:builders", "--interval", "300s"],
-        env=consul.env(),
-    ).started()
+    proc = watching_builders(consul)
     try:
         proc.wait_for(lambda line: "event=cycle" in line)
         register(
@@ -136,3 +146,62 @@ def test_a_registration_elsewhere_triggers_a_sync(consul: ConsulTarget):
         assert len([line for line in proc.lines if "event=cycle" in line]) == cycles
     finally:
         assert proc.stop() == 0
+
+
+def test_the_source_and_the_registry_liveness_share_one_blocking_query(consul: ConsulTarget):
+    """A consul source and the Consul registry's liveness watch long-poll the same
+    endpoint: one blocking query serves both (as consul-template de-duplicates
+    identical watches), and both still hear what it answers."""
+    needs_double(consul)
+    assert consul.double is not None
+    proc = watching_builders(consul)
+    try:
+        proc.wait_for(lambda line: "event=cycle" in line)
+        consul.double.reset_counts()
+        catalogue = ("GET", "/v1/catalog/services")
+        wait_until(lambda: consul.double is not None and consul.double.count(*catalogue) >= 3)
+        register(
+            consul,
+            "ci-9",
+            {"ID": "late", "Service": "builders", "Meta": {"worker-capabilities": '{"id": "l"}'}},
+        )
+        wait_until(lambda: "l" in consul.services(), 10, 0.05)
+        assert consul.double.most_in_flight(*catalogue) == 1
+    finally:
+        assert proc.stop() == 0
+
+
+def test_a_shared_query_tells_each_follower_of_an_outage_and_the_recovery(
+    consul: ConsulTarget,
+):
+    """The liveness watch and the source follow one query; Consul failing and coming
+    back reaches the liveness watch as before, and the source keeps noticing changes."""
+    needs_double(consul)
+    assert consul.double is not None
+    endpoint = ConsulEndpoint(consul.address)
+    liveness = ConsulLiveness(ConsulClient(endpoint))
+    source = ConsulSource(ConsulClient(endpoint, error=SourceError), services=["builders"])
+    heard: list[str] = []
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=part.watch, args=(heard.append, stop), daemon=True)
+        for part in (liveness, source)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: consul.double is not None and consul.double.count("GET") >= 2)
+        consul.double.fail_requests()
+        wait_until(lambda: "registry unreachable" in heard)
+        consul.double.clear_faults()
+        wait_until(lambda: "registry answers again" in heard)
+        declares = {"worker-capabilities": '{"id": "n"}'}
+        register(consul, "ci-9", {"ID": "new", "Service": "builders", "Meta": declares})
+        wait_until(lambda: any(line.startswith("consul catalogue changed") for line in heard))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+        liveness.close()
+        source.close()
+    assert consul.double.most_in_flight("GET", "/v1/catalog/services") == 1

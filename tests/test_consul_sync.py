@@ -10,6 +10,7 @@ from pathlib import Path
 
 from daemon.plan import Changes
 from daemon.registry.consul import ConsulRegistry
+from daemon.registry.ownership import Ownership
 from discovery import codec, schema
 from discovery.consul.client import ConsulClient, ConsulEndpoint
 from tests.conftest import run_cli
@@ -96,10 +97,7 @@ def test_refused_entry_reported_others_land(consul: ConsulTarget):
     good = [
         codec.encode(
             schema.validate({"id": f"ok-{i}"}, ref="t"),
-            service="worker",
-            owner=consul.owner,
-            source="file",
-            ref=f"r{i}",
+            codec.Provenance(service="worker", owner=consul.owner, source="file", ref=f"r{i}"),
         )
         for i in range(9)
     ]
@@ -107,9 +105,7 @@ def test_refused_entry_reported_others_land(consul: ConsulTarget):
     bad = codec.Entry("bad-1", "worker", (), {**good[0].meta, "bad key": "x"})
     registry = ConsulRegistry(
         ConsulClient(ConsulEndpoint(consul.address)),
-        service="worker",
-        owner=consul.owner,
-        node=consul.node,
+        Ownership(service="worker", owner=consul.owner, node=consul.node),
     )
     registry.snapshot()
     result = registry.apply(Changes(create=(*good[:4], bad, *good[4:])))

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.cycle import Deadlines, Syncer
 from daemon.registry.memory import MemoryRegistry
+from daemon.registry.ownership import Ownership
+from daemon.registry_sync import RegistrySync, SyncOptions
 from daemon.report import log_problems, summary
 from discovery.sources.base import Listing
 from tests.scripted_source import ScriptedSource
@@ -34,9 +36,9 @@ class HangingSource(ScriptedSource):
 def test_a_source_that_never_answers_fails_alone_and_its_entries_are_kept() -> None:
     slow = HangingSource("slow", declarations=declared("s-1", "s-2"))
     quick = ScriptedSource("quick", declarations=declared("q-1"))
-    registry = MemoryRegistry(service="worker", owner="me", node="capsync-me")
+    registry = MemoryRegistry(Ownership(service="worker", owner="me", node="capsync-me"))
     target = RegistrySync("memory", registry, SyncOptions(service="worker", owner="me"))
-    sync = Syncer([slow, quick], [target], list_deadline=0.2)
+    sync = Syncer([slow, quick], [target], deadlines=Deadlines(list=0.2))
     assert sync.run_once().ok
     slow.hang.set()
     slow.declarations = []  # were it read, its entries would go
@@ -60,7 +62,7 @@ def test_an_invalid_declaration_is_logged_when_it_appears_or_changes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = ScriptedSource(declarations=[{"id": "bad", "flags": {"f": "yes"}}])
-    registry = MemoryRegistry(service="worker", owner="me", node="capsync-me")
+    registry = MemoryRegistry(Ownership(service="worker", owner="me", node="capsync-me"))
     target = RegistrySync("memory", registry, SyncOptions(service="worker", owner="me"))
     sync = Syncer([source], [target])
 

@@ -110,7 +110,9 @@ def test_consul_inbox_renewal_never_reverts_a_newer_write() -> None:
 
 def _entry(worker_id: str, tag: str = "") -> codec.Entry:
     caps = Capabilities(id=worker_id, flags={tag: True} if tag else {})
-    return codec.encode(caps, service="worker", owner="me", source="push", ref=worker_id)
+    return codec.encode(
+        caps, codec.Provenance(service="worker", owner="me", source="push", ref=worker_id)
+    )
 
 
 def test_bus_numbers_changes_and_resumes() -> None:

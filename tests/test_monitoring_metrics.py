@@ -90,7 +90,9 @@ def test_leases_that_run_out_and_the_inbox_show_on_metrics(tmp_path: Path):
 
 def entry(worker_id: str) -> codec.Entry:
     caps = Capabilities(id=worker_id)
-    return codec.encode(caps, service="worker", owner="me", source="push", ref=worker_id)
+    return codec.encode(
+        caps, codec.Provenance(service="worker", owner="me", source="push", ref=worker_id)
+    )
 
 
 def test_a_watcher_that_falls_behind_is_counted_as_dropped():

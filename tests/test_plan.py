@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.plan import Changes, DeletionGuard, plan
+from daemon.plan import Changes, DeletionGuard, Restraints, plan
 from discovery.codec import Entry
 
 
@@ -53,12 +53,14 @@ def test_table(owned, desired, create, update, delete, unchanged) -> None:
 
 def test_kept_entries_are_neither_updated_nor_deleted() -> None:
     owned = {"a": entry("a"), "b": entry("b")}
-    changes = plan(owned, {"a": entry("a", "2")}, keep={"a", "b"})
+    changes = plan(owned, {"a": entry("a", "2")}, restraints=Restraints(keep={"a", "b"}))
     assert changes == Changes(kept=2)
 
 
 def test_first_sync_gate_holds_deletions_only() -> None:
-    changes = plan({"a": entry("a")}, {"b": entry("b")}, deletions_open=False)
+    changes = plan(
+        {"a": entry("a")}, {"b": entry("b")}, restraints=Restraints(deletions_open=False)
+    )
     assert ids(changes.create) == ["b"] and not changes.delete
     assert ids(changes.held) == ["a"] and "first sync" in changes.held_reason
 
@@ -91,17 +93,25 @@ def test_guard_per_source_against_the_high_water_mark(
 ) -> None:
     owned = {f"{s}{i}": entry(f"{s}{i}", source=s) for s, n in sources.items() for i in range(n)}
     desired = {k: e for k, e in owned.items() if e.source != emptied}
-    changes = plan(owned, desired, high_water=high_water)
+    changes = plan(owned, desired, restraints=Restraints(high_water=high_water))
     assert len(changes.held) == held
     assert len(changes.delete) == len(owned) - len(desired) - held
 
 
 def test_sliced_deletion_just_under_the_limit_then_held() -> None:
     owned = {f"w{i}": entry(f"w{i}") for i in range(100)}
-    first = plan(owned, dict(list(owned.items())[49:]), high_water={"*": 100, "file": 100})
+    first = plan(
+        owned,
+        dict(list(owned.items())[49:]),
+        restraints=Restraints(high_water={"*": 100, "file": 100}),
+    )
     assert len(first.delete) == 49 and not first.held
     left = dict(list(owned.items())[49:])
-    second = plan(left, dict(list(left.items())[25:]), high_water={"*": 100, "file": 100})
+    second = plan(
+        left,
+        dict(list(left.items())[25:]),
+        restraints=Restraints(high_water={"*": 100, "file": 100}),
+    )
     assert len(second.held) == 25 and "high-water mark" in second.held_reason
 
 

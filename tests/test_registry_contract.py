@@ -23,16 +23,18 @@ import psycopg
 import pytest
 import redis as redis_client
 
-from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.cycle import Syncer
 from daemon.plan import Changes, DeletionGuard, Update
 from daemon.query import Query
 from daemon.registry.base import Registry
 from daemon.registry.consul import ConsulRegistry
 from daemon.registry.memory import MemoryCatalog, MemoryRegistry, _Node
+from daemon.registry.ownership import Ownership
 from daemon.registry.postgres import PostgresEndpoint, PostgresRegistry
 from daemon.registry.redis import RedisEndpoint, RedisRegistry, connect
 from daemon.registry.sqlite import SqliteRegistry
 from daemon.registry.table import REGISTRY_KINDS
+from daemon.registry_sync import RegistrySync, SyncOptions
 from discovery import codec, full_entry, model, schema
 from discovery.consul.client import ConsulClient, ConsulEndpoint
 from discovery.consul.fields import service_fields
@@ -48,7 +50,9 @@ OWNER = "host-1"
 def entry(worker_id: str, *tools: str, owner: str = OWNER) -> codec.Entry:
     data = {"id": worker_id, "static_analysis_tools": [{"tool_name": t} for t in tools]}
     caps = schema.validate(data, ref="t")
-    return codec.encode(caps, service="worker", owner=owner, source="file", ref=f"/{worker_id}")
+    return codec.encode(
+        caps, codec.Provenance(service="worker", owner=owner, source="file", ref=f"/{worker_id}")
+    )
 
 
 @dataclass
@@ -101,11 +105,7 @@ def memory_place() -> Iterator[Place]:
 
     yield Place(
         lambda owner, service, writer: MemoryRegistry(
-            catalog,
-            service=service,
-            owner=owner,
-            node=f"capsync-{owner}",
-            writer=writer,
+            Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer), catalog
         ),
         plant,
         _foreign_owner,
@@ -138,11 +138,7 @@ def sqlite_place(tmp_path: Path) -> Iterator[Place]:
 
     yield Place(
         lambda owner, service, writer: SqliteRegistry(
-            path,
-            service=service,
-            owner=owner,
-            node=f"capsync-{owner}",
-            writer=writer,
+            path, Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer)
         ),
         plant,
         _foreign_owner,
@@ -159,10 +155,7 @@ def consul_place() -> Iterator[Place]:
         def open_at(owner: str, service: str, writer: str) -> Registry:
             return ConsulRegistry(
                 ConsulClient(ConsulEndpoint(double.address)),
-                service=service,
-                owner=owner,
-                node=f"capsync-{owner}",
-                writer=writer,
+                Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer),
             )
 
         def plant(node: str, e: codec.Entry) -> None:
@@ -216,7 +209,9 @@ def consul_place() -> Iterator[Place]:
 def _nul_in_metadata() -> codec.Entry:
     """PostgreSQL refuses U+0000 in JSONB: built past validation, which refuses it."""
     caps = model.Capabilities(id="stray-1", metadata={"note": "a\x00b"})
-    return codec.encode(caps, service="worker", owner=OWNER, source="file", ref="/stray-1")
+    return codec.encode(
+        caps, codec.Provenance(service="worker", owner=OWNER, source="file", ref="/stray-1")
+    )
 
 
 def _store_place(
@@ -271,10 +266,7 @@ def redis_place(redis_server: RedisServer) -> Iterator[Place]:
     yield from _store_place(
         lambda owner, service, writer, address: RedisRegistry(
             connect(RedisEndpoint(f"redis://{address}/3")),
-            service=service,
-            owner=owner,
-            node=f"capsync-{owner}",
-            writer=writer,
+            Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer),
         ),
         redis_server.port,
         squat,
@@ -313,10 +305,7 @@ def postgres_place(postgres_server: PostgresServer) -> Iterator[Place]:
     yield from _store_place(
         lambda owner, service, writer, address: PostgresRegistry(
             PostgresEndpoint(f"postgresql://postgres@{address}/{name}?sslmode=disable"),
-            service=service,
-            owner=owner,
-            node=f"capsync-{owner}",
-            writer=writer,
+            Ownership(service=service, owner=owner, node=f"capsync-{owner}", writer=writer),
         ),
         postgres_server.port,
         squat,
@@ -697,9 +686,7 @@ def test_consul_tells_a_node_hidden_by_acls_from_a_vanished_one() -> None:
         def registry(token: str | None) -> ConsulRegistry:
             return ConsulRegistry(
                 ConsulClient(ConsulEndpoint(double.address, token=token)),
-                service="worker",
-                owner=OWNER,
-                node=f"capsync-{OWNER}",
+                Ownership(service="worker", owner=OWNER, node=f"capsync-{OWNER}"),
             )
 
         writer = registry("root")

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from config.errors import RegistryError
-from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.cycle import Syncer
+from daemon.registry.ownership import Ownership
 from daemon.registry.sqlite import SqliteRegistry
+from daemon.registry_sync import RegistrySync, SyncOptions
 from daemon.retry import Backoff
 from daemon.trigger import Trigger
 from discovery.sources.base import Listing
@@ -95,7 +97,9 @@ class Broken:
 
 def sqlite(tmp_path: Path) -> SqliteRegistry:
     return SqliteRegistry(
-        tmp_path / "r.db", service="worker", owner="t", node="capsync-t", node_address="127.0.0.1"
+        tmp_path / "r.db",
+        Ownership(service="worker", owner="t", node="capsync-t"),
+        node_address="127.0.0.1",
     )
 
 
@@ -124,7 +128,7 @@ def test_an_unexpected_registry_exception_is_a_failed_cycle(tmp_path: Path):
             raise UnicodeEncodeError("utf-8", "cl\ud800ppy", 2, 3, "surrogates not allowed")
 
     registry = Exploding(
-        tmp_path / "r.db", service="worker", owner="t", node="capsync-t", node_address="127.0.0.1"
+        tmp_path / "r.db", Ownership("worker", "t", "capsync-t"), node_address="127.0.0.1"
     )
     fleet = tmp_path / "fleet"
     shutil.copytree(EXAMPLES, fleet)
@@ -143,7 +147,7 @@ def test_retry_after_reaches_the_report(tmp_path: Path):
             raise RegistryError("Consul answered 429", retry_after=7.0)
 
     registry = Throttled(
-        tmp_path / "r.db", service="worker", owner="t", node="capsync-t", node_address="127.0.0.1"
+        tmp_path / "r.db", Ownership("worker", "t", "capsync-t"), node_address="127.0.0.1"
     )
     try:
         report = Syncer([], [target(registry)]).run_once()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from daemon.cycle import RegistrySync, Syncer, SyncOptions
+from daemon.cycle import Handover, Syncer
 from daemon.registry.memory import MemoryCatalog, MemoryRegistry
+from daemon.registry.ownership import Ownership
+from daemon.registry_sync import RegistrySync, SyncOptions
 from tests.backends import Backend
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import Daemon, wait_until
@@ -83,7 +85,10 @@ def _fleet(count: int) -> list[dict[str, object]]:
 
 
 def _memory_sync(catalog: MemoryCatalog, name: str, release: Path | None = None) -> RegistrySync:
-    registry = MemoryRegistry(catalog, service="worker", owner="host-1", node="capsync-host-1")
+    registry = MemoryRegistry(
+        Ownership(service="worker", owner="host-1", node="capsync-host-1"),
+        catalog,
+    )
     return RegistrySync(
         name, registry, SyncOptions(service="worker", owner="host-1", release_file=release)
     )
@@ -101,15 +106,16 @@ def test_the_guard_memory_survives_a_reload() -> None:
     reloaded = Syncer(
         [source],
         [_memory_sync(catalog, "r")],
-        listed_once=first.listed_once,
-        guard_memory=first.guard_memory,
+        handover=first.handover,
     )
     source.declarations = source.declarations[25:]  # 25 of 55, but 70 of the mark 100
     report = reloaded.run_once().registries[0]
     assert len(report.changes.held) == 25 and not report.changes.delete
     # Without the process's memory (a restart), the marks recorded in the registry
     # still hold the same slice (issue 22).
-    fresh = Syncer([source], [_memory_sync(catalog, "r")], listed_once=first.listed_once)
+    fresh = Syncer(
+        [source], [_memory_sync(catalog, "r")], handover=Handover(first.handover.listed_once)
+    )
     restarted = fresh.run_once(dry_run=True).registries[0].changes
     assert len(restarted.held) == 25 and not restarted.delete
 

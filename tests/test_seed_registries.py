@@ -12,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from daemon.registry.ownership import Ownership
 from daemon.registry.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteRegistry
 from discovery import codec, schema
 from tests.backends import Backend
@@ -160,14 +161,16 @@ def test_sqlite_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path):
             (json.dumps({"capsync-owner": "h"}),),
         )
         caps = schema.validate({"id": "old", "fuzzing_tools": [{"tool_name": "afl++"}]}, ref="t")
-        old = codec.encode(caps, service="worker", owner="h", source="file", ref="/old")
+        old = codec.encode(
+            caps, codec.Provenance(service="worker", owner="h", source="file", ref="/old")
+        )
         db.execute(
             "INSERT INTO services (node, id, service, tags, meta, address, port) "
             "VALUES ('capsync-h', 'old', 'worker', ?, ?, '', 0)",
             (json.dumps(old.tags), json.dumps(dict(old.meta))),
         )
         db.execute("PRAGMA user_version = 1")
-    registry = SqliteRegistry(path, service="worker", owner="h", node="capsync-h")
+    registry = SqliteRegistry(path, Ownership(service="worker", owner="h", node="capsync-h"))
     try:
         assert registry.snapshot().owned == {"old": old}
     finally:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cycle import Syncer
+from daemon.cycle import Deadlines, Syncer
 from daemon.query import Query
+from daemon.registry.ownership import Ownership
 from daemon.registry.sqlite import SqliteRegistry
 from daemon.settings_model import SETTINGS
 from daemon.wiring import build_registries, build_sources
@@ -61,7 +62,7 @@ def consul_entries(double: ConsulDouble) -> dict[str, dict]:
 
 
 def sqlite_entries(db: Path) -> dict[str, dict]:
-    registry = SqliteRegistry(db, service="worker", owner=OWNER, node=f"capsync-{OWNER}")
+    registry = SqliteRegistry(db, Ownership(service="worker", owner=OWNER, node=f"capsync-{OWNER}"))
     try:
         listed: list[Entry] = [item.entry for item in registry.entries(Query())]
     finally:
@@ -248,7 +249,7 @@ def test_a_slow_registry_goes_on_alone_and_is_never_applied_twice_at_once(
         }
     )
     registries = build_registries(settings)
-    syncer = Syncer(build_sources(settings), registries, apply_deadline=0.2)
+    syncer = Syncer(build_sources(settings), registries, deadlines=Deadlines(apply=0.2))
     consul_target = registries[0]
     try:
         double.delay_requests(1.0)  # slow, but within the client's timeout

@@ -20,6 +20,7 @@ from config.errors import RegistryError
 from daemon.plan import Changes, Update, plan
 from daemon.query import Query
 from daemon.registry.base import ApplyResult, Listed
+from daemon.registry.ownership import Ownership
 from daemon.registry.sqlite import SCHEMA_VERSION, SqliteRegistry
 from discovery import codec, schema
 from tests.conftest import ROOT
@@ -32,7 +33,9 @@ def entry(
 ) -> codec.Entry:
     data = {"id": worker_id, "static_analysis_tools": [{"tool_name": t} for t in tools], **extra}
     caps = schema.validate(data, ref="t")
-    return codec.encode(caps, service=service, owner=owner, source="file", ref=f"/{worker_id}")
+    return codec.encode(
+        caps, codec.Provenance(service=service, owner=owner, source="file", ref=f"/{worker_id}")
+    )
 
 
 def by_id(*entries: codec.Entry) -> dict[str, codec.Entry]:
@@ -52,7 +55,7 @@ def open_registry(db_path: Path) -> Iterator[Open]:
     def make(
         owner: str = "host-1", node: str = "capsync-host-1", service: str = "worker", **kw: Any
     ) -> SqliteRegistry:
-        registry = SqliteRegistry(db_path, service=service, owner=owner, node=node, **kw)
+        registry = SqliteRegistry(db_path, Ownership(service=service, owner=owner, node=node), **kw)
         opened.append(registry)
         return registry
 
@@ -94,12 +97,14 @@ def test_cold_create_round_trips_entries_exactly(open_registry: Open, db_path: P
         ),
         codec.encode(
             schema.validate({"id": "bare"}, ref="t"),
-            service="worker",
-            owner="host-1",
-            source="docker",
-            ref="c1",
-            address="10.0.0.5",
-            port=8080,
+            codec.Provenance(
+                service="worker",
+                owner="host-1",
+                source="docker",
+                ref="c1",
+                address="10.0.0.5",
+                port=8080,
+            ),
         ),
     )
     registry = open_registry()
@@ -275,12 +280,13 @@ CHILD = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from daemon.plan import plan
+    from daemon.registry.ownership import Ownership
     from daemon.registry.sqlite import SqliteRegistry
     from discovery import codec, schema
 
     caps = schema.validate({"id": "child-worker"}, ref="t")
-    e = codec.encode(caps, service="worker", owner="child", source="file", ref="c")
-    registry = SqliteRegistry(Path(sys.argv[1]), service="worker", owner="child", node="n-child")
+    e = codec.encode(caps, codec.Provenance("worker", "child", "file", "c"))
+    registry = SqliteRegistry(Path(sys.argv[1]), Ownership("worker", "child", "n-child"))
     try:
         registry.apply(plan({}, {e.id: e}))
         print(json.dumps([[x.node, x.entry.id] for x in registry.entries()]))
@@ -351,7 +357,7 @@ def test_unwritable_path_names_the_file(tmp_path: Path, layout: str) -> None:
         path.mkdir()
 
     with pytest.raises(RegistryError, match="open failed") as caught:
-        SqliteRegistry(path, service="worker", owner="host-1", node="n")
+        SqliteRegistry(path, Ownership(service="worker", owner="host-1", node="n"))
     assert str(path) in str(caught.value)
     assert caught.value.__cause__ is not None
 

@@ -8,7 +8,8 @@ import sys
 
 from config.settings import Settings
 from daemon.commands.common import add_sync_options, settings_from_args
-from daemon.cycle import CycleReport, Syncer
+from daemon.cycle import Syncer
+from daemon.cycle_report import CycleReport
 from daemon.logs import configure
 from daemon.report import log_problems, plan_json, plan_table, summary
 from daemon.service import Daemon

@@ -183,11 +183,8 @@ def _consul(item: Found, service: str, owner: str, now: int) -> Entry:
     the Consul registry judges it by Consul's meta rules."""
     return full_entry.encode(
         item.caps,
+        codec.Provenance(service=service, owner=owner, source="file", ref=item.declaration.ref),
         now=now,
-        service=service,
-        owner=owner,
-        source="file",
-        ref=item.declaration.ref,
     )
 
 

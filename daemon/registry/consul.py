@@ -43,6 +43,7 @@ from daemon.registry.base import (
     Tally,
     operations,
 )
+from daemon.registry.ownership import Ownership
 from daemon.registry.writer import claim
 from discovery import codec
 from discovery.codec import Entry
@@ -66,32 +67,24 @@ class ConsulRegistry:
     def __init__(
         self,
         client: ConsulClient,
+        ownership: Ownership,
         *,
-        service: str,
-        owner: str,
-        node: str,
         node_address: str = "127.0.0.1",
         max_ops: int = 64,
         max_bytes: int = MAX_TXN_BYTES,
-        writer: str = "",
-        takeover: bool = False,
     ) -> None:
         self.client = client
-        self.service = service
-        self.owner = owner
-        self.node = node
+        self.ownership = ownership
         self.node_address = node_address
         self.max_ops = max_ops
         self.max_bytes = max_bytes
-        self.writer = writer or owner
-        self.takeover = takeover
         self._node_meta: dict[str, str] | None = None
         self._node_seen = False
         self._node_read = False  # the node's claim is known only after a snapshot
         self._meta_read: dict[str, str] | None = None
 
     def snapshot(self) -> Snapshot:
-        path = f"/v1/catalog/node-services/{quote(self.node)}"
+        path = f"/v1/catalog/node-services/{quote(self.ownership.node)}"
         response = self.client.read_response(path, dict)
         node, services = response.body.get("Node"), response.body.get("Services")
         if not isinstance(node, dict | None) or not isinstance(services, list | None):
@@ -102,8 +95,8 @@ class ConsulRegistry:
             # Consul's own word (1.11 and later) that the token may not see all of it: a
             # partial answer is never read as the node's content.
             raise RegistryError(
-                f"Consul's ACLs hide node {self.node!r} or some of its services from this "
-                f"token ({FILTERED_BY_ACLS}: true); grant it node:read on the node and "
+                f"Consul's ACLs hide node {self.ownership.node!r} or some of its services from "
+                f"this token ({FILTERED_BY_ACLS}: true); grant it node:read on the node and "
                 "service:read on the services"
             )
         if node is None and services:
@@ -113,7 +106,7 @@ class ConsulRegistry:
                 logging.WARNING,
                 "registry_node_vanished",
                 registry="consul",
-                node=self.node,
+                node=self.ownership.node,
                 action="registering it again, with its entries",
             )
         self._node_seen = node is not None
@@ -124,22 +117,14 @@ class ConsulRegistry:
         foreign: set[str] = set()
         for service in services or ():
             entry = _entry(service, path)
-            if entry.owner == self.owner and entry.service.lower() == self.service.lower():
+            if self.ownership.ours(entry.owner, entry.service):
                 owned[entry.id] = entry
             else:
                 foreign.add(entry.id.casefold())
         return Snapshot(owned=owned, foreign=frozenset(foreign), meta=self._meta_read)
 
     def _claim(self, record: Mapping[str, str] | None = None) -> dict[str, str] | None:
-        return claim(
-            self._meta_read,
-            node=self.node,
-            owner=self.owner,
-            service=self.service,
-            writer=self.writer,
-            takeover=self.takeover,
-            record=record,
-        )
+        return claim(self._meta_read, self.ownership, record=record)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         tally = Tally()
@@ -174,7 +159,7 @@ class ConsulRegistry:
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         expression = consul_filter(query or Query())
-        path = f"/v1/catalog/service/{quote(self.service)}"
+        path = f"/v1/catalog/service/{quote(self.ownership.service)}"
         items, _ = self.client.read(path, list, params={"filter": expression})
         listed = []
         for item in items:
@@ -200,7 +185,7 @@ class ConsulRegistry:
     def _documents(self) -> dict[str, str]:
         """Every full-form document of the service, by key, in one read (a clean answer
         only: 404 with an index is Consul's empty prefix, anything else fails)."""
-        prefix = document_prefix(self.service)
+        prefix = document_prefix(self.ownership.service)
         path = f"/v1/kv/{quote(prefix)}"
         response = self.client.get(path, params={"recurse": ""})
         if response.status == 404 and response.index:
@@ -290,8 +275,8 @@ class ConsulRegistry:
                 # The token, not an entry, is at fault: one clear cycle error.
                 raise RegistryError(
                     f"Consul refused the write: {denied[0]}; check the ACL "
-                    f"token's policy (node {self.node!r} and service "
-                    f"{self.service!r} need write)"
+                    f"token's policy (node {self.ownership.node!r} and service "
+                    f"{self.ownership.service!r} need write)"
                 )
             if NODE in failing:
                 tally.refuse(ops, f"capsync's node registration was refused: {failing[NODE]}")
@@ -327,7 +312,7 @@ class ConsulRegistry:
         ops = []
         new_key = new.meta.get(codec.DOCUMENT, "") if new else ""
         old_key = (
-            document_key(self.owner, old.service, old.id)
+            document_key(self.ownership.owner, old.service, old.id)
             if old is not None and codec.DOCUMENT in old.meta
             else ""
         )
@@ -346,13 +331,17 @@ class ConsulRegistry:
             if verb == "delete"
             else service_fields(entry) | ({"ModifyIndex": 0} if verb == "cas" else {})
         )
-        return {"Service": {"Verb": verb, "Node": self.node, "Service": service}}
+        return {"Service": {"Verb": verb, "Node": self.ownership.node, "Service": service}}
 
     def _node_op(self, meta: dict[str, str] | None) -> dict[str, Any]:
         return {
             "Node": {
                 "Verb": "set",
-                "Node": {"Node": self.node, "Address": self.node_address, "Meta": meta or {}},
+                "Node": {
+                    "Node": self.ownership.node,
+                    "Address": self.node_address,
+                    "Meta": meta or {},
+                },
             }
         }
 
@@ -399,14 +388,10 @@ class ConsulRegistrySettings(RegistrySettingsBase):
 def build(settings: ConsulRegistrySettings, ctx: BuildContext) -> ConsulRegistry:
     return ConsulRegistry(
         ConsulClient(ctx.consul_endpoint()),
-        service=settings.service,
-        owner=settings.owner,
-        node=settings.node_name,
+        Ownership.of(settings, takeover=ctx.takeover),
         node_address=settings.node_address,
         max_ops=ctx.consul.max_txn_ops,
         max_bytes=ctx.consul.max_txn_bytes,
-        writer=settings.writer,
-        takeover=ctx.takeover,
     )
 
 

@@ -28,6 +28,7 @@ from daemon.registry.base import (
     Snapshot,
     apply_in_batches,
 )
+from daemon.registry.ownership import Ownership
 from daemon.registry.writer import claim
 from discovery.codec import EXTERNAL_SOURCE, Entry
 from discovery.kinds import BuildContext, Kind, no_arg
@@ -50,19 +51,13 @@ class MemoryCatalog:
 class MemoryRegistry:
     def __init__(
         self,
+        ownership: Ownership,
         catalog: MemoryCatalog | None = None,
         *,
-        service: str,
-        owner: str,
-        node: str,
         batch_size: int = 64,
-        writer: str = "",
-        takeover: bool = False,
     ) -> None:
         self.catalog = catalog or MemoryCatalog()
-        self.service, self.owner, self.node = service, owner, node
-        self.writer = writer or owner
-        self.takeover = takeover
+        self.ownership = ownership
         self.batch_size = batch_size
         self.closed = False
         self._node = _Node({})  # this owner's node, while a batch holds the catalog
@@ -70,7 +65,7 @@ class MemoryRegistry:
 
     def snapshot(self) -> Snapshot:
         with self._catalog():
-            node = self.catalog.nodes.get(self.node.lower())
+            node = self.catalog.nodes.get(self.ownership.node.lower())
             self._claim(node)
             services = list(node.services.values()) if node else []
             meta = dict(node.meta) if node else None
@@ -84,7 +79,7 @@ class MemoryRegistry:
         self._record = changes.record
         if changes.writes:
             with self._catalog():  # a node this capsync may not write fails the whole apply
-                self._claim(self.catalog.nodes.get(self.node.lower()))
+                self._claim(self.catalog.nodes.get(self.ownership.node.lower()))
         return apply_in_batches(
             changes, write=self._write, size=self.batch_size, stop=stop, batch=self._batch
         )
@@ -96,7 +91,7 @@ class MemoryRegistry:
                 Listed(node=name, entry=entry)
                 for name, node in sorted(self.catalog.nodes.items())
                 for _, entry in sorted(node.services.items())
-                if entry.service.lower() == self.service.lower()
+                if entry.service.lower() == self.ownership.service.lower()
                 and entry.meta.get(EXTERNAL_SOURCE) == "capsync"
             ]
         return [item for item in listed if _narrowed(query, set(item.entry.tags))]
@@ -115,10 +110,10 @@ class MemoryRegistry:
     @contextmanager
     def _batch(self) -> Iterator[None]:
         with self._catalog():
-            node = self.catalog.nodes.get(self.node.lower())
+            node = self.catalog.nodes.get(self.ownership.node.lower())
             meta = self._claim(node)
             if node is None:
-                node = self.catalog.nodes[self.node.lower()] = _Node(meta or {})
+                node = self.catalog.nodes[self.ownership.node.lower()] = _Node(meta or {})
             elif meta is not None:
                 node.meta = meta
             self._node = node
@@ -127,27 +122,20 @@ class MemoryRegistry:
     def _claim(self, node: _Node | None) -> dict[str, str] | None:
         return claim(
             None if node is None else node.meta,
-            node=self.node,
-            owner=self.owner,
-            service=self.service,
-            writer=self.writer,
-            takeover=self.takeover,
+            self.ownership,
             where="memory registry",
             record=self._record,
         )
 
     def _ours(self, entry: Entry) -> bool:
-        return entry.owner == self.owner and entry.service.lower() == self.service.lower()
+        return self.ownership.ours(entry.owner, entry.service)
 
     def _write(self, op: Operation) -> Refused | None:
         return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
 
     def _upsert(self, entry: Entry) -> Refused | None:
-        if entry.owner != self.owner:
-            return Refused(
-                entry.id,
-                f"entry carries capsync-owner {entry.owner!r}; this registry is {self.owner!r}",
-            )
+        if reason := self.ownership.foreign_owner(entry.owner):
+            return Refused(entry.id, reason)
         if refused := self._foreign_reason(entry.id):
             return refused
         # Keyed by the lower-cased id: a case-only rename replaces the entry in place.
@@ -166,7 +154,7 @@ class MemoryRegistry:
             return None
         return Refused(
             worker_id,
-            f"{worker_id!r} on node {self.node!r} belongs to another writer "
+            f"{worker_id!r} on node {self.ownership.node!r} belongs to another writer "
             f"(capsync-owner {current.owner!r}, service {current.service!r}); left as "
             "it is",
             foreign=True,
@@ -188,13 +176,7 @@ class MemoryRegistrySettings(RegistrySettingsBase):
 
 
 def build(settings: MemoryRegistrySettings, ctx: BuildContext) -> MemoryRegistry:
-    return MemoryRegistry(
-        service=settings.service,
-        owner=settings.owner,
-        node=settings.node_name,
-        writer=settings.writer,
-        takeover=ctx.takeover,
-    )
+    return MemoryRegistry(Ownership.of(settings, takeover=ctx.takeover))
 
 
 KIND = Kind("memory", MemoryRegistrySettings, "", no_arg, build)

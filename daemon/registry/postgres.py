@@ -10,8 +10,8 @@ itself, so a row taken over between snapshot and apply is refused, not clobbered
 
 Every batch is one transaction sent in one round trip (pipeline mode): one multi-row
 upsert and one multi-row delete. ``created_at`` is set by the insert only; ``updated_at``
-moves only when the declaration columns change. The schema version is recorded in
-``capsync_schema``; migrations only add, never drop.
+moves only when the declaration columns change. The schema and its migrations are in
+``postgres_schema``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ from config.events import emit
 from config.settings import KindName
 from daemon.plan import Changes
 from daemon.query import Query
-from daemon.registry import store
+from daemon.registry import postgres_schema, store
 from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.ownership import Ownership
+from daemon.registry.postgres_schema import SEED as _SEED
 from daemon.registry.store import Claim, StoreSettings, read_secret
 from discovery import seed_store
 from discovery.codec import Entry
@@ -47,61 +49,12 @@ if TYPE_CHECKING:
     from psycopg import sql
 
 EXTRA_HINT = "the postgres registry needs the 'postgres' extra: pip install 'capsync[postgres]'"
-_LOCK = 0x63617073  # advisory lock key ("caps"): one migrating daemon at a time
 # SQLSTATE classes of an error about a value, not the server: 22 data exception (U+0000
 # in JSONB or text, a string over its column's length), 54 program limit exceeded (a
 # row over an index's size limit).
 _BY_ENTRY = ("22", "54")
-# The tables capsync needs: when one is missing (dropped by hand), the migrations run
-# again whatever the version row says (each step is idempotent).
-_TABLES = ("worker_capabilities", "capsync_nodes", "capsync_schema")
-_SEED = (*CATEGORIES.values(), "flags", "metadata")
 _OWN = ("owner", "service", "source", "ref", "digest", "address", "meta", "port", "tools")
 
-# Target version -> statements bringing the schema from the version before it. {s} is the
-# schema. Only IF NOT EXISTS / ADD ... IF NOT EXISTS: an upgrade never drops data, running
-# a step twice is harmless, and the seed's own table, when it is already there, is adopted
-# as it is.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """CREATE TABLE IF NOT EXISTS {s}.worker_capabilities (
-            id VARCHAR(255) PRIMARY KEY,
-            static_analysis_tools JSONB, security_scanning_tools JSONB,
-            dynamic_analysis_tools JSONB, fuzzing_tools JSONB, test_framework_tools JSONB,
-            flags JSONB, metadata JSONB,
-            created_at TIMESTAMP DEFAULT NOW(), updated_at TIMESTAMP DEFAULT NOW())""",
-        """CREATE INDEX IF NOT EXISTS idx_tools ON {s}.worker_capabilities
-            USING GIN ((static_analysis_tools || security_scanning_tools))""",
-        """ALTER TABLE {s}.worker_capabilities
-            ADD COLUMN IF NOT EXISTS capsync_owner TEXT,
-            ADD COLUMN IF NOT EXISTS capsync_service TEXT,
-            ADD COLUMN IF NOT EXISTS capsync_source TEXT,
-            ADD COLUMN IF NOT EXISTS capsync_ref TEXT,
-            ADD COLUMN IF NOT EXISTS capsync_digest TEXT,
-            ADD COLUMN IF NOT EXISTS capsync_address TEXT,
-            ADD COLUMN IF NOT EXISTS capsync_meta TEXT,
-            ADD COLUMN IF NOT EXISTS capsync_port INTEGER,
-            ADD COLUMN IF NOT EXISTS capsync_tools TEXT[]""",
-        """CREATE INDEX IF NOT EXISTS worker_capabilities_capsync_owner
-            ON {s}.worker_capabilities (capsync_owner)""",
-        """CREATE INDEX IF NOT EXISTS worker_capabilities_capsync_tools
-            ON {s}.worker_capabilities USING GIN (capsync_tools)""",
-        *(
-            f"""CREATE INDEX IF NOT EXISTS worker_capabilities_{column}
-            ON {{s}}.worker_capabilities USING GIN ({column} jsonb_path_ops)"""
-            for column in _SEED
-        ),
-    ),
-    # Issue 10: ids compare case-insensitively (an index to find an id in any case) and
-    # one writer per owner and service (the node meta the Consul registry keeps).
-    2: (
-        """CREATE INDEX IF NOT EXISTS worker_capabilities_lower_id
-            ON {s}.worker_capabilities (lower(id))""",
-        """CREATE TABLE IF NOT EXISTS {s}.capsync_nodes (
-            owner TEXT PRIMARY KEY, meta JSONB NOT NULL)""",
-    ),
-}
-SCHEMA_VERSION = max(MIGRATIONS)
 
 # Statements are assembled from the constant column names above; values always travel as
 # parameters and the schema as a quoted identifier ({s}).
@@ -210,15 +163,11 @@ class PostgresRegistry:
     def __init__(
         self,
         endpoint: PostgresEndpoint,
+        ownership: Ownership,
         *,
-        service: str,
-        owner: str,
-        node: str,
         schema: str = "public",
         batch_size: int = 500,
         clock: Callable[[], float] = time.time,
-        writer: str = "",
-        takeover: bool = False,
     ) -> None:
         self._psycopg = _psycopg()
         self._dsn = endpoint.dsn
@@ -226,18 +175,14 @@ class PostgresRegistry:
             self._options = endpoint.options(self._psycopg.conninfo.conninfo_to_dict)
         except self._psycopg.Error as exc:
             raise ConfigError(f"registry.url: not a libpq connection string: {exc}") from None
-        self._service = service
-        self._owner = owner
-        self._node = node
+        self._ownership = ownership
         self._schema = schema
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._decoder = seed_store.Decoder()
         self._clock = clock
-        self._claim = Claim(
-            "postgres", node=node, owner=owner, service=service, writer=writer, takeover=takeover
-        )
+        self.claim = Claim("postgres", ownership)
 
     def snapshot(self) -> Snapshot:
         try:
@@ -254,31 +199,24 @@ class PostgresRegistry:
         with self._using("snapshot") as conn:
             with conn.pipeline():
                 selected = conn.execute(self._sql(_SELECT))
-                node = conn.execute(self._sql(_NODE), (self._owner,))
+                node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
             rows = selected.fetchall()
-            self._claim.update(_meta(node.fetchone()))
+            self.claim.update(_meta(node.fetchone()))
         return store.snapshot(
             ((row[0], self._decode(row) if self._ours(row) else None) for row in rows),
-            self._claim,
+            self.claim,
             self._decoder,
         )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        return store.apply_batches(
-            changes,
-            claim=self._claim,
-            read=self.snapshot,
-            size=self._batch_size,
-            stop=stop,
-            send=self._send,
-        )
+        return store.apply_batches(self, changes, stop)
 
     def _ours(self, row: tuple[Any, ...]) -> bool:
         """This owner's row of this service, by its columns (before decoding it)."""
         owner, service = row[_OWNER_AT], row[_OWNER_AT + 1] or ""
-        return bool(owner == self._owner and service.lower() == self._service.lower())
+        return self._ownership.ours(owner, service)
 
-    def _send(self, batch: list[Operation]) -> list[Refused]:
+    def send(self, batch: list[Operation]) -> list[Refused]:
         try:
             with self._using("apply") as conn:
                 return self._batch(conn, batch)
@@ -295,7 +233,7 @@ class PostgresRegistry:
     def entries(self, query: Query | None = None) -> list[Listed]:
         query = query or Query()
         where = ["lower(capsync_service) = lower(%s)", "capsync_owner IS NOT NULL"]
-        params: list[Any] = [self._service]
+        params: list[Any] = [self._ownership.service]
         if query.has:
             where.append("capsync_tools @> %s::text[]")
             params.append(list(query.has))
@@ -324,7 +262,7 @@ class PostgresRegistry:
             rows = conn.execute(self._sql(text), params).fetchall()
         return [
             Listed(
-                node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
+                node=self._ownership.node_of(found.owner),
                 entry=found,
             )
             for row in rows
@@ -345,27 +283,27 @@ class PostgresRegistry:
             op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.kind != "delete"
         }
         gone = [op.entry.id.lower() for op in batch if op.kind == "delete"]
-        meta = self._claim.wanted()
+        meta = self.claim.wanted()
         params = {
-            **self._claim.params(),
+            **self.claim.params(),
             "meta": self._json(meta),
             "ids": list(stored),
             "rows": self._json(_rows(stored)),
             "gone": gone,
         }
-        with self._sent_as_one(conn):
+        with postgres_schema.sent_as_one(conn):
             conn.execute("BEGIN")
             if meta is not None:
                 conn.execute(self._sql(_CLAIM), params)
-            node = conn.execute(self._sql(_NODE), (self._owner,))
+            node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
             if stored:
                 conn.execute(self._sql(_RENAME), params)
             upserted = conn.execute(self._sql(_UPSERT), params) if stored else None
             deleted = conn.execute(self._sql(_DELETE), params) if gone else None
             conn.execute("COMMIT")
-        self._claim.update(_meta(node.fetchone()))
-        if not self._claim.held:  # another writer took the node: nothing was written
-            raise self._claim.lost(self._claim.meta)
+        self.claim.update(_meta(node.fetchone()))
+        if not self.claim.held:  # another writer took the node: nothing was written
+            raise self.claim.lost(self.claim.meta)
         entries = {op.entry.id: op.entry for op in batch}
         landed: set[str] = set()
         for worker_id, *texts in upserted.fetchall() if upserted else ():
@@ -419,10 +357,7 @@ class PostgresRegistry:
             )
             tags = tuple(own["tools"] or ())
             return self._decoder.entry(
-                worker_id,
-                texts,
-                origin,
-                tags,
+                seed_store.Row(worker_id, texts, origin, tags),
                 load,
                 where=f"worker_capabilities row {worker_id!r}",
                 now=int(self._clock()),
@@ -464,76 +399,11 @@ class PostgresRegistry:
     def _open(self) -> psycopg.Connection[Any]:
         conn = self._psycopg.connect(self._dsn, autocommit=True, **self._options)
         try:
-            self._migrate(conn)
+            postgres_schema.migrate(conn, self._psycopg, self._schema, self._sql)
         except BaseException:
             conn.close()
             raise
         return conn  # type: ignore[no-any-return]
-
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        """Bring the schema up to SCHEMA_VERSION: one transaction, one round trip. Every
-        step is idempotent and the version row is added once, so two daemons migrating at
-        the same time (serialised by an advisory lock) cannot conflict."""
-        version = self._version(conn)
-        if version == SCHEMA_VERSION:
-            return  # nothing to write: a read-only replica can still be read
-        if version > SCHEMA_VERSION:
-            raise RegistryError(
-                f"postgres registry: schema {self._schema!r} is at version {version}, newer "
-                f"than this capsync understands ({SCHEMA_VERSION}); upgrade capsync"
-            )
-        with self._sent_as_one(conn):
-            conn.execute("BEGIN")
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-            conn.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
-            conn.execute(
-                self._sql(
-                    "CREATE TABLE IF NOT EXISTS {s}.capsync_schema (version INTEGER NOT NULL, "
-                    "migrated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"
-                )
-            )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target]:
-                    conn.execute(self._sql(statement))
-                conn.execute(
-                    self._sql(
-                        "INSERT INTO {s}.capsync_schema (version) SELECT %s WHERE NOT EXISTS "
-                        "(SELECT 1 FROM {s}.capsync_schema WHERE version >= %s)"
-                    ),
-                    (target, target),
-                )
-            conn.execute("COMMIT")
-
-    @contextmanager
-    def _sent_as_one(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
-        """Pipeline the statements (one round trip). BEGIN and COMMIT are sent as
-        statements, the connection being in autocommit mode: psycopg's own transaction
-        block would wait for an answer at each end. On any failure the transaction is
-        rolled back, so nothing of it is ever visible."""
-        try:
-            with conn.pipeline():
-                yield
-        except BaseException:
-            if not conn.broken and not conn.closed:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _version(self, conn: psycopg.Connection[Any]) -> int:
-        """The recorded version; 0 before the first migration, and when a table capsync
-        needs is missing from the catalog (dropped by hand), whatever the version row
-        says, so that the migrations recreate it."""
-        names = [f'"{self._schema}".{table}' for table in _TABLES]
-        try:
-            with conn.pipeline():  # one round trip
-                present = conn.execute(
-                    "SELECT " + ", ".join("to_regclass(%s) IS NOT NULL" for _ in names), names
-                )
-                recorded = conn.execute(self._sql("SELECT MAX(version) FROM {s}.capsync_schema"))
-        except (self._psycopg.errors.UndefinedTable, self._psycopg.errors.InvalidSchemaName):
-            return 0
-        if not all(present.fetchone() or (False,)):
-            return 0
-        return int((recorded.fetchone() or (0,))[0] or 0)
 
 
 def _meta(row: tuple[Any, ...] | None) -> dict[str, str] | None:
@@ -577,12 +447,8 @@ def build(settings: PostgresRegistrySettings, ctx: BuildContext) -> PostgresRegi
     )
     return PostgresRegistry(
         endpoint,
-        service=settings.service,
-        owner=settings.owner,
-        node=settings.node_name,
+        Ownership.of(settings, takeover=ctx.takeover),
         schema=settings.schema_name,
-        writer=settings.writer,
-        takeover=ctx.takeover,
     )
 
 

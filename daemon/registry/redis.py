@@ -50,6 +50,7 @@ from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry import store
 from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.ownership import Ownership
 from daemon.registry.store import Claim, StoreSettings, read_secret
 from discovery import seed_store
 from discovery.codec import Entry
@@ -264,25 +265,17 @@ class RedisRegistry:
     def __init__(
         self,
         client: redis.Redis,
+        ownership: Ownership,
         *,
-        service: str,
-        owner: str,
-        node: str,
         prefix: str = "",
         batch_size: int = 500,
         clock: Callable[[], float] = time.time,
-        writer: str = "",
-        takeover: bool = False,
     ) -> None:
         self._client = client
-        self._service = service
-        self._owner = owner
+        self._ownership = ownership
         self._prefix = prefix
-        self._batch_size = batch_size
-        self._node = node
-        self._claim = Claim(
-            "redis", node=node, owner=owner, service=service, writer=writer, takeover=takeover
-        )
+        self.batch_size = batch_size
+        self.claim = Claim("redis", ownership)
         self._decoder = seed_store.Decoder()
         self._clock = clock
         # Ids found held by a key capsync did not write: no set lists them, so the
@@ -298,16 +291,16 @@ class RedisRegistry:
         from the entry hashes."""
         self._warn_if_evictable()
         p = self._prefix
-        mine, every = f"{p}capsync:owner:{self._owner}", f"{p}capsync:entries"
+        mine, every = f"{p}capsync:owner:{self._ownership.owner}", f"{p}capsync:entries"
         query = {
             "entries": every,
             "mine": mine,
-            "node": f"{p}capsync:node:{self._owner}",
-            "owner": self._owner,
+            "node": f"{p}capsync:node:{self._ownership.owner}",
+            "owner": self._ownership.owner,
             "check": sorted(self._squatted),
         }
         rows, meta, squatted, lost = self._call("snapshot", _SNAPSHOT, p, json.dumps(query))
-        self._claim.update(_hash(meta))
+        self.claim.update(_hash(meta))
         self._squatted = set(squatted)
         if lost:
             self._call("rebuild", _REBUILD, mine, every, *lost)
@@ -324,11 +317,10 @@ class RedisRegistry:
             for worker_id, flat, value in rows
             if (origin := _hash(flat)) is not None
         ]
-        return store.snapshot(found, self._claim, self._decoder, squatted)
+        return store.snapshot(found, self.claim, self._decoder, squatted)
 
     def _ours(self, origin: dict[str, str]) -> bool:
-        service = origin.get("service", "").lower()
-        return origin.get("owner") == self._owner and service == self._service.lower()
+        return self._ownership.ours(origin.get("owner", ""), origin.get("service", ""))
 
     def _warn_if_evictable(self) -> None:
         """Once: a maxmemory-policy that may evict keys without a TTL (allkeys-*) can
@@ -354,18 +346,11 @@ class RedisRegistry:
             )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
-        result = store.apply_batches(
-            changes,
-            claim=self._claim,
-            read=self.snapshot,
-            size=self._batch_size,
-            stop=stop,
-            send=self._send,
-        )
+        result = store.apply_batches(self, changes, stop)
         self._squatted |= {item.id for item in result.conflicts}
         return result
 
-    def _send(self, batch: list[Operation]) -> list[Refused]:
+    def send(self, batch: list[Operation]) -> list[Refused]:
         """One batch, one script: the writer claim, then every key checked, then written."""
         now = int(self._clock())
         stored = {
@@ -375,11 +360,11 @@ class RedisRegistry:
             _set_op(stored[op.entry.id]) if op.kind != "delete" else {"id": op.entry.id, "sets": []}
             for op in batch
         ]
-        meta = self._claim.wanted()
+        meta = self.claim.wanted()
         body = json.dumps(
             {
                 "prefix": self._prefix,
-                **self._claim.params(),
+                **self.claim.params(),
                 "claim": [item for pair in (meta or {}).items() for item in pair],
                 "ops": ops,
             }
@@ -398,9 +383,9 @@ class RedisRegistry:
             )
             raise failed(str(exc)) from exc
         if "held" in answer:  # another writer took the node since it was read
-            raise self._claim.lost(_hash(answer["held"]))
+            raise self.claim.lost(_hash(answer["held"]))
         if meta is not None:
-            self._claim.update(meta)
+            self.claim.update(meta)
         rejected = [
             Refused(worker_id, why, foreign=foreign)
             for worker_id, why, foreign in answer["refused"] or []
@@ -418,11 +403,11 @@ class RedisRegistry:
         every = [f"{self._prefix}capsync:entries", *(tool + name for name in query.has)]
         listed = [
             Listed(
-                node=self._node if found.owner == self._owner else f"capsync-{found.owner}",
+                node=self._ownership.node_of(found.owner),
                 entry=found,
             )
             for _, found in self._read(every, [tool + name for name in query.tools])
-            if found is not None and found.service.lower() == self._service.lower()
+            if found is not None and found.service.lower() == self._ownership.service.lower()
         ]
         return sorted(listed, key=lambda item: item.entry.id)
 
@@ -449,10 +434,7 @@ class RedisRegistry:
             )
             tags = tuple(json.loads(origin["tags"]))
             return self._decoder.entry(
-                worker_id,
-                (value,),
-                found,
-                tags,
+                seed_store.Row(worker_id, (value,), found, tags),
                 lambda: json.loads(value),
                 where=f"redis key {key}",
                 now=int(self._clock()),
@@ -506,12 +488,8 @@ def build(settings: RedisRegistrySettings, ctx: BuildContext) -> RedisRegistry:
     )
     return RedisRegistry(
         connect(endpoint),
-        service=settings.service,
-        owner=settings.owner,
-        node=settings.node_name,
+        Ownership.of(settings, takeover=ctx.takeover),
         prefix=settings.prefix,
-        writer=settings.writer,
-        takeover=ctx.takeover,
     )
 
 

@@ -40,6 +40,7 @@ from daemon.registry.base import (
     Snapshot,
     apply_in_batches,
 )
+from daemon.registry.ownership import Ownership
 from daemon.registry.writer import claim
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -112,23 +113,15 @@ class SqliteRegistry:
     def __init__(
         self,
         path: Path,
+        ownership: Ownership,
         *,
-        service: str,
-        owner: str,
-        node: str,
         node_address: str = "127.0.0.1",
         batch_size: int = 500,
-        writer: str = "",
-        takeover: bool = False,
     ) -> None:
         self._path = path
-        self._service = service
-        self._owner = owner
-        self._node = node
+        self._ownership = ownership
         self._node_address = node_address
         self._batch_size = batch_size
-        self._writer = writer or owner
-        self._takeover = takeover
         self._record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
         self._lock = threading.Lock()
         try:
@@ -164,11 +157,8 @@ class SqliteRegistry:
         with self._using("snapshot") as db:
             meta = self._meta()
             self._claim()
-            rows = db.execute(f"{_SELECT} WHERE node = ?", (self._node,)).fetchall()
-        mine = [
-            row["owner"] == self._owner and row["service"].lower() == self._service.lower()
-            for row in rows
-        ]
+            rows = db.execute(f"{_SELECT} WHERE node = ?", (self._ownership.node,)).fetchall()
+        mine = [self._ownership.ours(row["owner"], row["service"]) for row in rows]
         owned = {row["id"]: _entry(row) for row, ours in zip(rows, mine, strict=True) if ours}
         foreign = frozenset(
             row["id"].casefold() for row, ours in zip(rows, mine, strict=True) if not ours
@@ -192,7 +182,7 @@ class SqliteRegistry:
 
     def entries(self, query: Query | None = None) -> list[Listed]:
         sql = f"{_SELECT} WHERE s.service = ? AND s.source = 'capsync'"
-        params = [self._service]
+        params = [self._ownership.service]
         if query is not None:
             for tag in query.has:
                 sql += _HAS_TAG.format("?")
@@ -232,7 +222,9 @@ class SqliteRegistry:
         self._db.execute("COMMIT")
 
     def _meta(self) -> dict[str, str] | None:
-        row = self._db.execute("SELECT meta FROM nodes WHERE name = ?", (self._node,)).fetchone()
+        row = self._db.execute(
+            "SELECT meta FROM nodes WHERE name = ?", (self._ownership.node,)
+        ).fetchone()
         return None if row is None else dict(json.loads(row["meta"]))
 
     def _claim(self) -> tuple[bool, dict[str, str] | None]:
@@ -240,11 +232,7 @@ class SqliteRegistry:
         found = self._meta()
         meta = claim(
             found,
-            node=self._node,
-            owner=self._owner,
-            service=self._service,
-            writer=self._writer,
-            takeover=self._takeover,
+            self._ownership,
             where=f"sqlite registry {self._path}",
             record=self._record,
         )
@@ -254,12 +242,12 @@ class SqliteRegistry:
         exists, meta = self._claim()
         if meta is not None and exists:
             self._db.execute(
-                "UPDATE nodes SET meta = ? WHERE name = ?", (json.dumps(meta), self._node)
+                "UPDATE nodes SET meta = ? WHERE name = ?", (json.dumps(meta), self._ownership.node)
             )
         elif meta is not None:
             self._db.execute(
                 "INSERT INTO nodes (name, address, meta) VALUES (?, ?, ?)",
-                (self._node, self._node_address, json.dumps(meta)),
+                (self._ownership.node, self._node_address, json.dumps(meta)),
             )
 
     def _write(self, op: Operation) -> Refused | None:
@@ -267,15 +255,12 @@ class SqliteRegistry:
 
     def _upsert(self, entry: Entry) -> Refused | None:
         """Create or replace one of our entries; the reason when it is refused."""
-        if entry.owner != self._owner:
-            return Refused(
-                entry.id,
-                f"entry carries capsync-owner {entry.owner!r}; this registry is {self._owner!r}",
-            )
+        if reason := self._ownership.foreign_owner(entry.owner):
+            return Refused(entry.id, reason)
         written = self._db.execute(
             _UPSERT,
             {
-                "node": self._node,
+                "node": self._ownership.node,
                 "id": entry.id,
                 "service": entry.service,
                 "tags": json.dumps(entry.tags),
@@ -283,18 +268,18 @@ class SqliteRegistry:
                 "address": entry.address,
                 "port": entry.port,
                 "document": entry.document,
-                "owner": self._owner,
-                "ours": self._service,
+                "owner": self._ownership.owner,
+                "ours": self._ownership.service,
             },
         ).rowcount
         if not written:
             return self._foreign_reason(entry.id)
         self._db.execute(
-            "DELETE FROM service_tags WHERE node = ? AND id = ?", (self._node, entry.id)
+            "DELETE FROM service_tags WHERE node = ? AND id = ?", (self._ownership.node, entry.id)
         )
         self._db.executemany(
             "INSERT OR IGNORE INTO service_tags (node, id, tag) VALUES (?, ?, ?)",
-            [(self._node, entry.id, tag) for tag in entry.tags],
+            [(self._ownership.node, entry.id, tag) for tag in entry.tags],
         )
         return None
 
@@ -302,20 +287,20 @@ class SqliteRegistry:
         """Remove one of our entries; an absent one is already done, as in Consul."""
         deleted = self._db.execute(
             "DELETE FROM services WHERE node = ? AND id = ? AND owner = ? AND service = ?",
-            (self._node, entry.id, self._owner, self._service),
+            (self._ownership.node, entry.id, self._ownership.owner, self._ownership.service),
         ).rowcount
         return None if deleted else self._foreign_reason(entry.id)
 
     def _foreign_reason(self, worker_id: str) -> Refused | None:
         row = self._db.execute(
             "SELECT owner, service FROM services WHERE node = ? AND id = ?",
-            (self._node, worker_id),
+            (self._ownership.node, worker_id),
         ).fetchone()
         if row is None:
             return None
         return Refused(
             worker_id,
-            f"{worker_id!r} on node {self._node!r} belongs to another writer "
+            f"{worker_id!r} on node {self._ownership.node!r} belongs to another writer "
             f"(capsync-owner {row['owner']!r}, service {row['service']!r}); left as it is",
             foreign=True,
         )
@@ -344,12 +329,8 @@ class SqliteRegistrySettings(RegistrySettingsBase):
 def build(settings: SqliteRegistrySettings, ctx: BuildContext) -> SqliteRegistry:
     return SqliteRegistry(
         settings.path,
-        service=settings.service,
-        owner=settings.owner,
-        node=settings.node_name,
+        Ownership.of(settings, takeover=ctx.takeover),
         node_address=settings.node_address,
-        writer=settings.writer,
-        takeover=ctx.takeover,
     )
 
 

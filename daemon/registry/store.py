@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import model_validator
 
@@ -15,6 +16,7 @@ from config.settings import Duration, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.registry import writer as writers
 from daemon.registry.base import ApplyResult, Operation, Refused, Snapshot, Tally, operations
+from daemon.registry.ownership import Ownership
 from discovery import seed_store
 from discovery.codec import Entry
 
@@ -68,13 +70,9 @@ class Claim:
     Each batch writes ``wanted()`` only while the holder is still ``seen``, in the
     batch's own script or transaction, and writes no entry unless this writer holds it."""
 
-    def __init__(
-        self, registry: str, *, node: str, owner: str, service: str, writer: str, takeover: bool
-    ) -> None:
-        self.registry, self.node, self.owner, self.service = registry, node, owner, service
-        self.writer = writer or owner
-        self.takeover = takeover
-        self.field = writers.writer_key(service)
+    def __init__(self, registry: str, ownership: Ownership) -> None:
+        self.registry, self.ownership = registry, ownership
+        self.field = writers.writer_key(ownership.service)
         self.meta: dict[str, str] | None = None
         self.read = False  # has the meta been read since this registry opened?
         self.record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
@@ -88,20 +86,13 @@ class Claim:
 
     @property
     def held(self) -> bool:
-        return self.seen == self.writer
+        return self.seen == self.ownership.writer
 
     def wanted(self) -> dict[str, str] | None:
         """The meta to write (None: already held); RegistryError when another writer
         holds it."""
         return writers.claim(
-            self.meta,
-            node=self.node,
-            owner=self.owner,
-            service=self.service,
-            writer=self.writer,
-            takeover=self.takeover,
-            where=f"{self.registry} registry",
-            record=self.record,
+            self.meta, self.ownership, where=f"{self.registry} registry", record=self.record
         )
 
     def lost(self, meta: Mapping[str, str] | None) -> RegistryError:
@@ -111,21 +102,21 @@ class Claim:
         self.wanted()  # raises when another writer holds it
         return RegistryError(
             f"{self.registry} registry: the writer of service "
-            f"{self.service!r} changed while this capsync wrote; the next "
+            f"{self.ownership.service!r} changed while this capsync wrote; the next "
             "cycle retries"
         )
 
     def params(self) -> dict[str, str]:
         return {
-            "owner": self.owner,
-            "service": self.service.lower(),
+            "owner": self.ownership.owner,
+            "service": self.ownership.service.lower(),
             "field": self.field,
-            "writer": self.writer,
+            "writer": self.ownership.writer,
             "seen": self.seen,
         }
 
     def ours(self, entry: Entry) -> bool:
-        return entry.owner == self.owner and entry.service.lower() == self.service.lower()
+        return self.ownership.ours(entry.owner, entry.service)
 
 
 def snapshot(
@@ -152,39 +143,43 @@ def snapshot(
 Send = Callable[[list[Operation]], list[Refused]]  # one atomic batch; what it refused
 
 
+class BatchStore(Protocol):
+    """A store as its write loop sees it: its claim, its snapshot (which reads the
+    claim), its batch size and its atomic send of one batch."""
+
+    claim: Claim
+    batch_size: int
+
+    def snapshot(self) -> Snapshot: ...
+
+    def send(self, batch: list[Operation]) -> list[Refused]: ...
+
+
 def apply_batches(
-    changes: Changes,
-    *,
-    claim: Claim,
-    read: Callable[[], object],
-    size: int,
-    stop: threading.Event | None,
-    send: Send,
+    target: BatchStore, changes: Changes, stop: threading.Event | None
 ) -> ApplyResult:
     """The write loop of the stores (Redis, PostgreSQL): who holds the node is read
-    first (``read``, the snapshot) when no snapshot did; an entry carrying another owner
-    is refused before anything is sent; the rest go ``size`` at a time, each batch one
-    atomic request that checks the claim and ownership itself (``send``). A case-only
+    first (the snapshot) when no snapshot did; an entry carrying another owner is
+    refused before anything is sent; the rest go ``batch_size`` at a time, each batch
+    one atomic request that checks the claim and ownership itself (``send``). A case-only
     rename is one update: the store replaces the entry under its case-folded id in the
     same request. A batch the server rejects as a whole (Rejected) is refused, one whose
     request fails without a verdict (Interrupted) is counted interrupted, and the next
     batch is tried all the same; RegistryError from ``send`` (the writer claim lost)
     fails the whole apply."""
     tally = Tally()
+    claim = target.claim
     if changes.writes and not claim.read:
-        read()
+        target.snapshot()
     claim.record = changes.record
     ops: list[Operation] = []
     for op in operations(changes):
-        if op.kind != "delete" and op.entry.owner != claim.owner:
-            tally.refuse(
-                [op],
-                f"entry carries capsync-owner {op.entry.owner!r}; this registry is {claim.owner!r}",
-            )
+        if op.kind != "delete" and (reason := claim.ownership.foreign_owner(op.entry.owner)):
+            tally.refuse([op], reason)
         else:
             ops.append(op)
-    for chunk in tally.batches(ops, size, stop):
-        _send_isolating(chunk, send, tally)
+    for chunk in tally.batches(ops, target.batch_size, stop):
+        _send_isolating(chunk, target.send, tally)
     return tally.result()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from config.errors import RegistryError, WriterClaimHeld
+from daemon.registry.ownership import Ownership
 from discovery.codec import EXTERNAL_SOURCE, OWNER
 
 WRITER_PREFIX = "capsync-writer-"
@@ -24,12 +25,8 @@ def writer_key(service: str) -> str:
 
 def claim(
     meta: Mapping[str, str] | None,
+    ownership: Ownership,
     *,
-    node: str,
-    owner: str,
-    service: str,
-    writer: str,
-    takeover: bool,
     where: str = "",
     record: Mapping[str, str] | None = None,
 ) -> dict[str, str] | None:
@@ -38,9 +35,7 @@ def claim(
     None: the node does not exist). RegistryError when it may not write, its message led
     by ``where`` (which registry) when given."""
     try:
-        wanted = _claim(
-            meta, node=node, owner=owner, service=service, writer=writer, takeover=takeover
-        )
+        wanted = _claim(meta, ownership)
     except RegistryError as exc:
         raise type(exc)(f"{where}: {exc}" if where else str(exc)) from None
     current = wanted if wanted is not None else dict(meta or {})
@@ -49,16 +44,9 @@ def claim(
     return {**current, **record}
 
 
-def _claim(
-    meta: Mapping[str, str] | None,
-    *,
-    node: str,
-    owner: str,
-    service: str,
-    writer: str,
-    takeover: bool,
-) -> dict[str, str] | None:
-    key = writer_key(service)
+def _claim(meta: Mapping[str, str] | None, ownership: Ownership) -> dict[str, str] | None:
+    node, owner, service = ownership.node, ownership.owner, ownership.service
+    writer, key = ownership.writer, writer_key(ownership.service)
     if meta is None:
         return {"external-node": "true", EXTERNAL_SOURCE: "capsync", OWNER: owner, key: writer}
     if meta.get(OWNER) != owner:
@@ -70,7 +58,7 @@ def _claim(
     holder = meta.get(key)
     if holder == writer:
         return None
-    if holder and not takeover:
+    if holder and not ownership.takeover:
         raise WriterClaimHeld(
             f"node {node!r}: service {service!r} of owner {owner!r} is written by "
             f"{holder!r} ({key}), and this capsync is {writer!r}; two hosts with the same "

@@ -86,6 +86,7 @@ class ConsulClient:
         error: type[TransientError] = RegistryError,
     ) -> None:
         self.error = error
+        self.endpoint = endpoint
         scheme, host, port = endpoint.parts()
         self.url = f"{scheme}://{host}:{port}"
         with warnings.catch_warnings():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from config.errors import DeclarationError
+from config.events import emit
 from discovery import documents
 
 
@@ -96,3 +98,15 @@ class Watchable(Protocol):
     """
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None: ...
+
+
+def watch_failed(source: str, error: str, retry_in: float, **fields: str) -> None:
+    """The one log line of a source's watch that failed and retries in ``retry_in`` s."""
+    emit(
+        logging.WARNING,
+        "watch_failed",
+        source=source,
+        **fields,
+        error=error,
+        retry_in=f"{retry_in:g}s",
+    )

@@ -11,8 +11,8 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,19 +22,15 @@ from urllib.parse import quote
 from pydantic import Field
 
 from config.errors import CapsyncError, SourceError
-from config.events import emit
 from config.settings import SourceName, SourceSettingsBase
 from discovery import codec, full_entry, seed_json
-from discovery.backoff import Backoff, run_with_backoff
+from discovery.consul import catalog_watch
 from discovery.consul.client import ConsulClient
 from discovery.consul.fields import entry_from_service
 from discovery.kinds import BuildContext, Kind
 from discovery.model import CATEGORIES
-from discovery.sources.base import Declaration, Listing, from_text
+from discovery.sources.base import Declaration, Listing, from_text, watch_failed
 
-# Short enough that a watch notices its stop event within 2 s; the agent answers an
-# unchanged index with an empty wait, so this costs one small request per wait.
-WAIT = "1500ms"
 PAUSE = 5.0  # seconds between attempts while Consul does not answer
 
 
@@ -62,33 +58,27 @@ class ConsulSource:
         """A blocking query on the catalogue; notify when what we would list changed.
 
         capsync's own writes move the catalogue's index too, so the listing itself is
-        compared, not the index: our writes do not wake a sync of their own. The query
-        waits at most WAIT, so a closed source's thread ends within 2 s.
+        compared, not the index: our writes do not wake a sync of their own. The query is
+        the endpoint's shared one (discovery/consul/catalog_watch.py): with the Consul
+        registry's liveness watch on the same endpoint, one blocking query serves both.
         """
-        index, seen = 0, ""
-
-        def poll() -> None:
-            nonlocal index, seen
-            _, answered = self.client.read(
-                "/v1/catalog/services", dict, params={"index": str(index), "wait": WAIT}, timeout=30
-            )
-            moved = answered != index
-            index = answered if answered >= index else 0
-            current = _fingerprint(self.list()) if moved or not seen else seen
-            if seen and current != seen:
-                notify(f"consul catalogue changed (index {index})")
-            seen = current
-
-        def failed(exc: Exception, delay: float) -> None:
-            emit(
-                logging.WARNING,
-                "watch_failed",
-                source=self.name,
-                error=str(exc),
-                retry_in=f"{delay:g}s",
-            )
-
-        run_with_backoff(poll, stop, Backoff(PAUSE, PAUSE), failed, errors=(CapsyncError,))
+        index, seen, logged = 0, "", -PAUSE
+        with catalog_watch.follow(self.client.endpoint, PAUSE) as answers:
+            for answer in catalog_watch.answers_until(answers, stop):
+                try:
+                    if isinstance(answer, Exception):
+                        raise answer
+                    moved, index = answer != index, answer
+                    current = _fingerprint(self.list()) if moved or not seen else seen
+                except CapsyncError as exc:
+                    # Followed with others, the query may retry sooner: one line per PAUSE.
+                    if time.monotonic() - logged >= PAUSE:
+                        logged = time.monotonic()
+                        watch_failed(self.name, str(exc), PAUSE)
+                    continue
+                if seen and current != seen:
+                    notify(f"consul catalogue changed (index {index})")
+                seen = current
 
     def close(self) -> None:
         self.client.close()

@@ -7,7 +7,6 @@ cycle reconnects to a restarted engine. docker's and requests' exceptions stop h
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,9 +18,9 @@ import requests
 from pydantic import Field
 
 from config.errors import SourceError
-from config.events import emit
 from config.settings import DEFAULT_LABEL, SourceSettingsBase
 from discovery.backoff import Backoff, run_with_backoff
+from discovery.sources.base import watch_failed
 
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
@@ -101,13 +100,7 @@ class Engine:
         def failed(exc: Exception, delay: float) -> None:
             nonlocal broken
             broken = True
-            emit(
-                logging.WARNING,
-                "watch_failed",
-                source=self.source,
-                error=str(exc),
-                retry_in=f"{delay:g}s",
-            )
+            watch_failed(self.source, str(exc), delay)
 
         run_with_backoff(follow, stop, backoff, failed)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from config.errors import SourceError
-from config.events import emit
 from discovery.backoff import Backoff, run_with_backoff
+from discovery.sources.base import watch_failed
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 SHORT_WATCH = 1.0  # seconds: a watch that ends sooner with no event is a failure
@@ -144,14 +144,7 @@ class Reflector:
     def _failed(self, exc: Exception, delay: float) -> None:
         cause = self._lost(exc)
         self._after = f"an error ({cause})"
-        emit(
-            logging.WARNING,
-            "watch_failed",
-            source=self.client.name,
-            kind=self.collection,
-            error=cause,
-            retry_in=f"{delay:g}s",
-        )
+        watch_failed(self.client.name, cause, delay, kind=self.collection)
         logging.getLogger(__name__).debug("watch failure", exc_info=exc)
 
     def _lost(self, exc: Exception) -> str:

@@ -38,10 +38,14 @@ class ConsulDouble:
         self.tls = tls
         self.store = Store(datacenter, node_name)
         self.requests: list[tuple[str, str]] = []
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._most_in_flight: dict[tuple[str, str], int] = {}
         self._record_lock = threading.Lock()
         self._faults = Faults()
         acl = Acl(acl_token, default_token)
-        self._context = Context(self.store, acl, max_txn_ops, self._faults, self._record)
+        self._context = Context(
+            self.store, acl, max_txn_ops, self._faults, self._record, self._finished
+        )
         self._httpd: Server | None = None
         self._threads: list[threading.Thread] = []
 
@@ -98,6 +102,19 @@ class ConsulDouble:
     def _record(self, method: str, path: str) -> None:
         with self._record_lock:
             self.requests.append((method, path))
+            now = self._in_flight[(method, path)] = self._in_flight.get((method, path), 0) + 1
+            most = self._most_in_flight.get((method, path), 0)
+            self._most_in_flight[(method, path)] = max(most, now)
+
+    def _finished(self, method: str, path: str) -> None:
+        with self._record_lock:
+            self._in_flight[(method, path)] -= 1
+
+    def most_in_flight(self, method: str, path: str) -> int:
+        """The most requests for ``path`` that were in flight at once (being answered,
+        a blocking query waiting included)."""
+        with self._record_lock:
+            return self._most_in_flight.get((method, path), 0)
 
     def count(self, method: str | None = None, path_prefix: str = "") -> int:
         with self._record_lock:
@@ -110,6 +127,7 @@ class ConsulDouble:
     def reset_counts(self) -> None:
         with self._record_lock:
             self.requests.clear()
+            self._most_in_flight.clear()
 
     def inject(self, fault: Fault) -> None:
         """Add a fault; it applies to requests that arrive from now on."""

@@ -36,7 +36,8 @@ class Context:
     acl: Acl
     max_txn_ops: int
     faults: Faults
-    record: Callable[[str, str], None]
+    record: Callable[[str, str], None]  # a request arrived
+    finished: Callable[[str, str], None]  # ... and was answered
 
 
 Handler = Callable[[Context, Request], Response]
@@ -130,6 +131,13 @@ def dispatch(ctx: Context, req: Request) -> Response:
     if req.path == CONTROL_PATH:
         return _control(ctx, req)
     ctx.record(req.method, req.path)
+    try:
+        return _answer(ctx, req)
+    finally:
+        ctx.finished(req.method, req.path)
+
+
+def _answer(ctx: Context, req: Request) -> Response:
     injected = ctx.faults.answer(req.method, req.path)
     if injected:
         return Response(*injected)

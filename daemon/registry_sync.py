@@ -1,0 +1,369 @@
+"""One registry's half of a cycle: snapshot -> plan (its own guard, guard memory and
+policy) -> apply, and running every registry's half at once, each in a thread of its
+own, waited for up to a deadline."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from config.errors import RegistryError, WriterClaimHeld
+from config.events import emit
+from daemon import guard_marks
+from daemon.cycle_report import Conflict, RegistryReport, unexpected
+from daemon.plan import DeletionGuard, Restraints, counts, plan
+from daemon.registry.base import Refused, Registry, Snapshot
+from discovery import codec, full_entry
+from discovery.codec import Entry
+from discovery.model import Capabilities
+from discovery.normalise import Found, Invalid
+
+Encoded = tuple[Capabilities, tuple[object, ...], Entry]
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """What the sources said this cycle: listed and normalised once, planned against
+    every registry."""
+
+    found: list[Found]
+    invalid: list[Invalid]
+    failed: set[str]
+    deletions_open: bool
+    now: int  # Unix seconds: which tools are live is judged at this instant
+    # id(caps) -> when time alone next changes that declaration's answers (None: never)
+    changes_at: dict[int, int | None] = field(default_factory=dict)
+    # Release files an operator touched, consumed this cycle: their registries' held
+    # deletions go through once.
+    released: frozenset[Path] = frozenset()
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    service: str
+    owner: str
+    policy: str = "sync"
+    guard: DeletionGuard = field(default_factory=DeletionGuard)
+    # Removing this file (``touch`` it) releases held deletions for one cycle.
+    release_file: Path | None = None
+
+
+class GuardMemory:
+    """The deletion guard's memory for one registry: the owned entries per guard scope
+    (the owner, each source) of recent cycles, so that deletions are measured against
+    the high-water mark over the window and cannot be sliced across cycles."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._marks: deque[tuple[float, dict[str, int]]] = deque()
+        self._lock = threading.Lock()
+
+    def high_water(self, current: dict[str, int], window: float) -> dict[str, int]:
+        """Record this cycle's owned counts; the most seen per scope within the window."""
+        with self._lock:
+            now = self.clock()
+            self._marks.append((now, current))
+            while self._marks[0][0] < now - window:
+                self._marks.popleft()
+            marks: dict[str, int] = {}
+            for _, sample in self._marks:
+                for scope, count in sample.items():
+                    marks[scope] = max(marks.get(scope, 0), count)
+            return marks
+
+    def reset(self) -> None:
+        """An allowed mass deletion is the new baseline."""
+        with self._lock:
+            self._marks.clear()
+
+
+class RegistrySync:
+    """One registry's half of the cycle: its snapshot, its plan (with its own guard, guard
+    memory and policy) and its apply."""
+
+    def __init__(
+        self, name: str, registry: Registry, options: SyncOptions, memory: GuardMemory | None = None
+    ) -> None:
+        self.name = name
+        self.registry = registry
+        self.options = options
+        self.memory = memory or GuardMemory()
+        # (source, ref) -> (the Capabilities object, where, its entry): an unchanged
+        # declaration comes back from the Normaliser as the same object, and is not
+        # encoded (and digested) again. Per registry: the entry carries its service
+        # and owner.
+        self._encoded: dict[tuple[str, str], Encoded] = {}
+        # Its sync in a thread of its own, until a cycle takes its report or it ends late.
+        self.running: Future[RegistryReport] | None = None
+
+    def start(self, sync: Callable[[RegistrySync], RegistryReport]) -> Future[RegistryReport]:
+        """Run ``sync`` of this registry in a thread of its own (daemonic: an exit does
+        not wait for a registry that stopped answering)."""
+        future: Future[RegistryReport] = Future()
+        future.set_running_or_notify_cancel()
+
+        def run() -> None:
+            try:
+                future.set_result(sync(self))
+            except BaseException as exc:  # sync never raises; were it to, never hang
+                future.set_exception(exc)
+
+        threading.Thread(target=run, daemon=True, name=f"registry-{self.name}").start()
+        self.running = future
+        return future
+
+    def finished_late(self, future: Future[RegistryReport]) -> None:
+        """Log the outcome of a sync the cycle stopped waiting for; free the registry."""
+        report = future.result()
+        self.running = None
+        emit(
+            logging.INFO if report.ok else logging.WARNING,
+            "registry_finished_late",
+            registry=self.name,
+            ok=report.ok,
+            error=report.registry_error,
+        )
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Whose entries the guard memory counts: a reload hands it on to the same."""
+        return (self.name, self.options.service.lower(), self.options.owner)
+
+    def sync(
+        self, discovered: Discovered, *, dry_run: bool, stop: threading.Event | None
+    ) -> RegistryReport:
+        """This registry's half; never raises: anything unexpected (SQLite refusing a
+        string, a bug in an adapter) is this registry's failure this cycle."""
+        try:
+            return self._sync(discovered, dry_run, stop)
+        except RegistryError as exc:
+            return _registry_failed(RegistryReport(self.name), exc)
+        except Exception as exc:  # one registry's surprise holds back no other
+            return RegistryReport(self.name, registry_error=unexpected(exc, self.name))
+
+    def _sync(
+        self, discovered: Discovered, dry_run: bool, stop: threading.Event | None
+    ) -> RegistryReport:
+        snapshot = self.registry.snapshot()
+        desired, conflicts = self._desired(discovered, snapshot)
+        guard = self.options.guard
+        if not guard.allow and self.options.release_file in discovered.released:
+            guard = replace(guard, allow=True)
+        # The guard's marks: this process's memory and what the registry recorded (so a
+        # restart or a one-shot run remembers), the higher of the two per scope.
+        owned_counts = counts(snapshot.owned.values())
+        recorded = guard_marks.read(snapshot.meta, self.options.service)
+        kept_marks = guard_marks.live(recorded, discovered.now, guard.window)
+        remembered = self.memory.high_water(owned_counts, guard.window)
+        changes = plan(
+            snapshot.owned,
+            desired,
+            restraints=Restraints(
+                keep=_kept(snapshot, discovered.failed, discovered.invalid),
+                deletions_open=discovered.deletions_open,
+                high_water={
+                    scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
+                    for scope in remembered.keys() | kept_marks.keys()
+                },
+            ),
+            guard=guard,
+            policy=self.options.policy,
+        )
+        # Recorded: the most owned before or after this apply.
+        after = counts([*_after(snapshot.owned, changes.delete), *changes.create])
+        peak = {s: max(owned_counts.get(s, 0), after.get(s, 0)) for s in owned_counts | after}
+        if guard.allow and changes.delete and not dry_run:
+            self.memory.reset()  # an allowed mass deletion is the new baseline
+            recorded, peak = {}, after
+        marks = guard_marks.advance(recorded, peak, discovered.now, guard.window)
+        value = guard_marks.encode(marks)
+        if value != (snapshot.meta or {}).get(guard_marks.key(self.options.service)):
+            changes = replace(changes, record={guard_marks.key(self.options.service): value})
+        report = RegistryReport(
+            self.name,
+            changes=changes,
+            conflicts=tuple(conflicts),
+            desired=desired,
+            owned=snapshot.owned,
+        )
+        if dry_run or not changes.writes:
+            return report
+        started = time.monotonic()
+        try:
+            applied = self.registry.apply(changes, stop)
+        except RegistryError as exc:
+            return _registry_failed(report, exc)
+        found = tuple(_conflict(item, desired) for item in applied.conflicts)
+        return replace(
+            report,
+            applied=applied,
+            conflicts=report.conflicts + found,
+            apply_seconds=time.monotonic() - started,
+        )
+
+    def _desired(
+        self, discovered: Discovered, snapshot: Snapshot
+    ) -> tuple[dict[str, Entry], list[Conflict]]:
+        """Encode every declaration; the first source (config order) wins a shared id.
+
+        Ids compare case-folded, as the registries compare them: ``W1`` after ``w1`` is
+        a conflict, and so is an id another writer holds in any case.
+        """
+        desired: dict[str, Entry] = {}
+        conflicts = []
+        encoded: dict[tuple[str, str], Encoded] = {}
+        for item in discovered.found:
+            decl, worker_id = item.declaration, item.caps.id
+            folded = worker_id.casefold()
+            if folded in desired:
+                winner = desired[folded]
+                conflicts.append(
+                    Conflict(
+                        worker_id,
+                        decl.source,
+                        decl.ref,
+                        f"{winner.id!r} already declared by {winner.source} "
+                        f"{winner.ref} (ids compare case-insensitively)",
+                    )
+                )
+            elif folded in snapshot.foreign:
+                conflicts.append(
+                    Conflict(
+                        worker_id,
+                        decl.source,
+                        decl.ref,
+                        "another writer (owner or service) registered this "
+                        "id, in some letter case, on capsync's node",
+                    )
+                )
+            else:
+                desired[folded] = self._encode(item, encoded, discovered)
+        self._encoded = encoded
+        return desired, conflicts
+
+    def _encode(
+        self, item: Found, encoded: dict[tuple[str, str], Encoded], discovered: Discovered
+    ) -> Entry:
+        decl, now = item.declaration, discovered.now
+        # Which tools are live is part of the entry: a cached one is reused only while
+        # time has changed nothing about it.
+        where = (
+            self.options.service,
+            self.options.owner,
+            decl.address,
+            discovered.changes_at[id(item.caps)],
+        )
+        cached = self._encoded.get((decl.source, decl.ref))
+        if cached is not None and cached[0] is item.caps and cached[1] == where:
+            entry: Entry = cached[2]
+        else:
+            entry = full_entry.encode(
+                item.caps,
+                codec.Provenance(
+                    service=self.options.service,
+                    owner=self.options.owner,
+                    source=decl.source,
+                    ref=decl.ref,
+                    address=decl.address,
+                ),
+                now=now,
+            )
+        encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
+        return entry
+
+
+def each_registry(
+    registries: Sequence[RegistrySync],
+    sync: Callable[[RegistrySync], RegistryReport],
+    deadline: float | None,
+) -> list[RegistryReport]:
+    """Every registry at once, each in its own thread: a slow or failing one does not
+    hold back the others' writes (its own entries stay as they were)."""
+    if len(registries) == 1:
+        return [sync(registries[0])]
+    if deadline is None:
+        with ThreadPoolExecutor(len(registries), "registry") as pool:
+            return list(pool.map(sync, registries))
+    return _each_registry_by_deadline(registries, sync, deadline)
+
+
+def _each_registry_by_deadline(
+    registries: Sequence[RegistrySync],
+    sync: Callable[[RegistrySync], RegistryReport],
+    deadline: float,
+) -> list[RegistryReport]:
+    """Each registry's sync runs in a thread of its own; the cycle waits ``deadline``
+    seconds for them. One still running then is reported "still applying" and goes
+    on alone (its outcome is logged when it ends); until it ends, that registry's
+    syncs are skipped, so one registry never has two applies at once."""
+    started = {target.name: target.start(sync) for target in registries if target.running is None}
+    wait(started.values(), timeout=deadline)
+    reports = []
+    for target in registries:
+        future = started.get(target.name)
+        if future is not None and future.done():
+            target.running = None
+            reports.append(future.result())
+            continue
+        if future is not None:
+            future.add_done_callback(target.finished_late)
+        reports.append(
+            RegistryReport(
+                target.name,
+                registry_error=(
+                    f"still applying after {deadline:g}s; its entries are synced again once it ends"
+                ),
+            )
+        )
+    return reports
+
+
+def _conflict(refused: Refused, desired: Mapping[str, Entry]) -> Conflict:
+    """An id the store found held by another writer when it wrote (planted since the
+    snapshot, or a key no snapshot lists): a conflict like those the snapshot shows."""
+    entry = desired.get(refused.id.casefold())
+    source, ref = (entry.source, entry.ref) if entry is not None else ("", "")
+    return Conflict(refused.id, source, ref, refused.reason)
+
+
+def _after(owned: Mapping[str, Entry], deleted: Sequence[Entry]) -> list[Entry]:
+    """The owned entries an apply of ``deleted`` leaves."""
+    gone = {entry.id.casefold() for entry in deleted}
+    return [entry for entry in owned.values() if entry.id.casefold() not in gone]
+
+
+def _registry_failed(report: RegistryReport, exc: RegistryError) -> RegistryReport:
+    return replace(
+        report,
+        registry_error=str(exc),
+        retry_after=exc.retry_after,
+        claim_held_elsewhere=isinstance(exc, WriterClaimHeld),
+    )
+
+
+def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[str]:
+    """Case-folded ids of the owned entries to leave exactly as they are: their source
+    failed, or their declaration is invalid this cycle (same source, and the same id or
+    a reference the invalid item covers: ``f.json`` covers ``f.json`` and its items
+    ``f.json[0]``, ``f.json[1]``...)."""
+    bad_ids = {(item.source, item.worker_id.casefold()) for item in invalid if item.worker_id}
+    bad_refs = {(item.source, codec.ref_value(item.ref)) for item in invalid}
+    return {
+        worker_id.casefold()
+        for worker_id, entry in snapshot.owned.items()
+        if entry.source in failed
+        or (entry.source, worker_id.casefold()) in bad_ids
+        or (entry.source, entry.ref) in bad_refs
+        or (entry.source, _container(entry.ref)) in bad_refs
+    }
+
+
+def _container(ref: str) -> str:
+    """``f.json[3]`` -> ``f.json``: the object an item's reference belongs to."""
+    return ref[: ref.rindex("[")] if ref.endswith("]") and "[" in ref else ref

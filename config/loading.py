@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, get_args
 
@@ -32,20 +34,28 @@ CONSUL_ENV = {
 }
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line replaces: settings per section (``registry`` applies to
+    every registry), and the whole list of sources or of registries."""
+
+    sections: Mapping[str, Mapping[str, Any]] = dataclass_field(default_factory=dict)
+    sources: list[dict[str, Any]] | None = None
+    registries: list[dict[str, Any]] | None = None
+
+
 def load(
     model: type[Settings],
     path: Path | None = None,
     *,
     environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    sources: list[dict[str, Any]] | None = None,
-    registries: list[dict[str, Any]] | None = None,
+    overrides: Overrides | None = None,
 ) -> Settings:
     """Load settings into ``model`` (the Settings derived from the kind tables). Without
     ``path`` the default file (CAPSYNC_CONFIG, else /etc/capsync/capsync.toml) is read if
     it exists.
 
-    ``overrides["registry"]`` applies to every registry; ``registries`` replaces the
+    ``overrides.sections["registry"]`` applies to every registry; ``registries`` replaces the
     configured ones, each taking the common settings (owner, service, policy...) of the
     first configured registry. This is the one place that reads the environment: each
     section, source and registry is handed the variables it declares (``environment``)."""
@@ -58,12 +68,15 @@ def load(
         data = registry_list(data)
     except ValueError as exc:
         raise ConfigError(f"{_where(path)}: {exc}") from None
-    data = _with_overrides(data, overrides or {}, sources, registries)
+    overrides = overrides or Overrides()
+    data = _with_overrides(data, overrides)
     data = _with_declared_environment(model, data, environ)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path, single=single and registries is None)) from None
+        raise ConfigError(
+            _describe(exc, path, single=single and overrides.registries is None)
+        ) from None
 
 
 def _with_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -87,25 +100,21 @@ def _with_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[
     return data
 
 
-def _with_overrides(
-    data: dict[str, Any],
-    overrides: Mapping[str, Mapping[str, Any]],
-    sources: list[dict[str, Any]] | None,
-    registries: list[dict[str, Any]] | None,
-) -> dict[str, Any]:
+def _with_overrides(data: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     """The command line's options, over everything else."""
-    overrides = dict(overrides)
-    if registries is not None:
-        data["registries"] = [{**_common(data["registries"]), **r} for r in registries]
-    every = overrides.pop("registry", {})
+    sections = dict(overrides.sections)
+    if overrides.registries is not None:
+        common = _common(data["registries"])
+        data["registries"] = [{**common, **r} for r in overrides.registries]
+    every = sections.pop("registry", {})
     if isinstance(data["registries"], list):
         data["registries"] = [
             {**r, **every} if isinstance(r, dict) else r for r in data["registries"]
         ]
-    for section, values in overrides.items():
+    for section, values in sections.items():
         data[section] = {**(data.get(section) or {}), **values}
-    if sources is not None:
-        data["sources"] = sources
+    if overrides.sources is not None:
+        data["sources"] = overrides.sources
     return data
 
 

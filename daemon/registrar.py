@@ -83,14 +83,11 @@ class Registrar:
             with self._write:  # read, then write: two front ends never interleave
                 old = inbox.get(command.id)
                 new = lease.registration(
-                    command.id,
-                    command.body or {},
+                    command,
                     via=via,
                     now=self.ctx.clock(),
-                    ttl=command.ttl,
                     old=old,
-                    conn=conn,
-                    grace=settings.grace,
+                    connection=None if conn is None else lease.Connection(conn, settings.grace),
                 )
                 inbox.put([new])
 

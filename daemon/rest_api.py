@@ -230,7 +230,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
         return [seed_json.to_seed(caps) for _, _, caps in await entries(q)]
 
     @app.get("/workers", response_model=list[WorkerOut], responses=_errors(400, 422, 503))
-    async def list_workers(
+    async def list_workers(  # noqa: PLR0913 (FastAPI reads its query parameters here)
         *,
         category: str | None = None,
         tool: Strings = (),

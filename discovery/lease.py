@@ -12,29 +12,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from discovery.inbox import Registration
 
+if TYPE_CHECKING:
+    from discovery.intake import Command
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The connection a registration arrived on (a WebSocket, a gRPC Session), and how
+    long its registrations outlive it."""
+
+    id: str
+    grace: float
+
 
 def registration(
-    worker_id: str,
-    body: dict[str, Any],
+    command: Command,
     *,
     via: str,
     now: float,
-    ttl: float | None,
     old: Registration | None,
-    conn: str | None = None,
-    grace: float = 0.0,
+    connection: Connection | None = None,
 ) -> Registration:
     """What to store for a registration arriving at ``now``, given what the inbox holds."""
-    if ttl is not None:
-        expires, bound = now + ttl, None
-    elif conn is not None:
-        expires, bound = now + grace, conn
+    if command.ttl is not None:
+        expires, bound = now + command.ttl, None
+    elif connection is not None:
+        expires, bound = now + connection.grace, connection.id
     else:
         expires, bound = None, None
     if old is not None and old.live(now) and old.expires is not None and expires is not None:
         expires = max(old.expires, expires)
-    return Registration(worker_id, body, via, expires, bound)
+    return Registration(command.id, command.body or {}, via, expires, bound)

@@ -66,8 +66,10 @@ class Backend:
         settings = loading.load(
             SETTINGS,
             environ={**self.env(), "CAPSYNC_CONFIG": os.devnull},
-            registries=[REGISTRY_KINDS.parse_arg(self.registry)],
-            overrides={"registry": {"owner": self.owner, "service": self.service}},
+            overrides=loading.Overrides(
+                sections={"registry": {"owner": self.owner, "service": self.service}},
+                registries=[REGISTRY_KINDS.parse_arg(self.registry)],
+            ),
         )
         registry = build_registry(settings, settings.registries[0])
         try:

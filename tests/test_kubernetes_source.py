@@ -173,7 +173,7 @@ def _from_environment(environ: dict[str, str]) -> KubernetesSource:
     settings = loading.load(
         SETTINGS,
         environ={"CAPSYNC_CONFIG": os.devnull, **environ},
-        sources=[{"type": "kubernetes"}],
+        overrides=loading.Overrides(sources=[{"type": "kubernetes"}]),
     )
     (source,) = build_sources(settings)
     assert isinstance(source, KubernetesSource)

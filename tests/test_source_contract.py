@@ -158,7 +158,9 @@ def built(table: dict[str, Any], env: dict[str, str], monkeypatch: pytest.Monkey
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = loading.load(
-        SETTINGS, environ={**os.environ, "CAPSYNC_CONFIG": os.devnull}, sources=[table]
+        SETTINGS,
+        environ={**os.environ, "CAPSYNC_CONFIG": os.devnull},
+        overrides=loading.Overrides(sources=[table]),
     )
     [source] = build_sources(settings)
     return source

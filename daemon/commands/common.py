@@ -100,13 +100,15 @@ def settings_from_args(args: argparse.Namespace, *, registries: bool = True) -> 
     return loading.load(
         SETTINGS,
         args.config,
-        overrides={"registry": registry, "daemon": daemon},
-        sources=_named([SOURCE_KINDS.parse_arg(arg) for arg in sources], "type")
-        if sources
-        else None,
-        registries=_named([REGISTRY_KINDS.parse_arg(arg) for arg in chosen], "backend")
-        if chosen
-        else None,
+        overrides=loading.Overrides(
+            sections={"registry": registry, "daemon": daemon},
+            sources=_named([SOURCE_KINDS.parse_arg(arg) for arg in sources], "type")
+            if sources
+            else None,
+            registries=_named([REGISTRY_KINDS.parse_arg(arg) for arg in chosen], "backend")
+            if chosen
+            else None,
+        ),
     )
 
 

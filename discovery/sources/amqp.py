@@ -188,9 +188,9 @@ class AmqpSource(PushSource):
                 url=redact_url(settings.url),
             )
             batch = Batch(
-                self.inbox,
-                channel,
-                self.stats,
+                inbox=self.inbox,
+                channel=channel,
+                stats=self.stats,
                 notify=notify,
                 clock=self.clock,
                 observe=self.observe,
@@ -274,6 +274,7 @@ class Received:
     at: float  # time.monotonic() when it arrived
 
 
+@dataclass(kw_only=True)
 class Batch:
     """Registrations received but not yet acknowledged: stored in one inbox write, then
     acknowledged with one ``multiple`` ack. Those equal to what the inbox holds are not
@@ -285,22 +286,16 @@ class Batch:
     loop); when the store does not answer at all, the failure ends the session and the
     broker requeues them (nothing lost, retried with backoff)."""
 
-    def __init__(
-        self,
-        inbox: Inbox,
-        channel: Any,
-        stats: ConsumerStats,
-        *,
-        notify: Callable[[str], None],
-        clock: Callable[[], float],
-        observe: Observer,
-        dead_letter: Callable[[Received, str], None],
-    ) -> None:
-        self.inbox, self.channel, self.stats, self.notify = inbox, channel, stats, notify
-        self.clock, self.observe, self.dead_letter = clock, observe, dead_letter
-        self._tag = 0
-        self._pending: dict[str, tuple[intake.Command, Received]] = {}
-        self._received: list[float] = []  # when each message of the batch arrived
+    inbox: Inbox
+    channel: Any
+    stats: ConsumerStats
+    notify: Callable[[str], None]
+    clock: Callable[[], float]
+    observe: Observer
+    dead_letter: Callable[[Received, str], None]
+    _tag: int = 0
+    _pending: dict[str, tuple[intake.Command, Received]] = field(default_factory=dict)
+    _received: list[float] = field(default_factory=list)  # when each message arrived
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -338,9 +333,7 @@ class Batch:
         now, changed = self.clock(), []
         for command, message in pending:
             old = self.inbox.get(command.id)
-            new = lease.registration(
-                command.id, command.body or {}, via=VIA, now=now, ttl=command.ttl, old=old
-            )
+            new = lease.registration(command, via=VIA, now=now, old=old)
             if new != old:
                 changed.append((new, message))
         try:

@@ -13,12 +13,12 @@ naming the setting and the path.
 from __future__ import annotations
 
 import logging
-import os
 import stat
 from pathlib import Path
 
 from config.errors import ConfigError
 from config.events import emit
+from config.files import read_bounded
 
 SECRET_LIMIT = 64 * 1024  # bytes: room for a PEM private key; a token is a few dozen
 
@@ -27,9 +27,8 @@ def read_secret_bytes(path: Path, key: str) -> bytes:
     """The file's bytes under the rules above; ``key`` names the setting in errors."""
     where = f"{key} {path}"
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(SECRET_LIMIT + 1)
-            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        raw = read_bounded(path, SECRET_LIMIT)
+        mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
         raise ConfigError(f"{where}: {exc.strerror or exc}") from None
     if len(raw) > SECRET_LIMIT:

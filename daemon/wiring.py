@@ -4,43 +4,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Protocol
 
 from config.errors import ConfigError
 from config.events import emit
-from config.settings import ConsulSettings, RegistrySettingsBase, Settings, check_token
+from config.settings import ConsulSettings, RegistrySettingsBase, Settings
 from daemon.plan import DeletionGuard
 from daemon.registry.base import Registry
 from daemon.registry.table import REGISTRY_KINDS
 from daemon.registry_sync import RegistrySync, SyncOptions
 from discovery.consul.client import ConsulEndpoint
-from discovery.documents import read_bounded
 from discovery.kinds import BuildContext
 from discovery.sources.base import Source
 from discovery.sources.table import SOURCE_KINDS
 
-TOKEN_FILE_LIMIT = 4096  # an ACL token is a 36-character UUID; anything huge is a mistake
-
 
 def consul_endpoint(settings: ConsulSettings) -> ConsulEndpoint:
-    token = settings.token.get_secret_value() if settings.token else None
-    if settings.token_file is not None:
-        token = _read_token(settings.token_file)
     verify: bool | str = str(settings.ca_file) if settings.ca_file else settings.ssl_verify
     if not settings.ssl_verify:
         verify = False
-    cert = (
-        (str(settings.cert_file), str(settings.key_file))
-        if settings.cert_file and settings.key_file
-        else None
-    )
     return ConsulEndpoint(
         address=settings.address,
-        token=token or None,
+        token=settings.secret_token() or None,
         scheme=settings.scheme,
         verify=verify,
-        cert=cert,
+        cert=settings.cert_pair(),
         datacenter=settings.datacenter,
         timeout=settings.timeout,
     )
@@ -118,21 +106,3 @@ def close_all(parts: Iterable[Closable | None]) -> None:
                 part=type(part).__name__,
                 error=f"{type(exc).__name__}: {exc}",
             )
-
-
-def _read_token(path: Path) -> str:
-    where = f"consul.token_file {path}"
-    try:
-        raw = read_bounded(path, TOKEN_FILE_LIMIT)
-        if len(raw) > TOKEN_FILE_LIMIT:
-            raise ConfigError(
-                f"{where}: larger than {TOKEN_FILE_LIMIT} bytes; it should hold only the token"
-            )
-        token = raw.decode("utf-8").strip()
-        return check_token(token, "the token")
-    except OSError as exc:
-        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: not UTF-8; a token is printable ASCII") from None
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None

@@ -7,10 +7,7 @@ not UTF-8, malformed, nested too deep, or a number too long to convert.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import stat
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from config.errors import DeclarationError
+from config.files import read_bounded
 
 MAX_DOCUMENT_BYTES = 64 * 1024
 Format = Literal["json", "yaml", "auto"]
@@ -64,25 +62,6 @@ def read_document(path: Path | str, ref: str) -> bytes:
     if len(data) > MAX_DOCUMENT_BYTES:
         raise _too_large(ref, f"more than {MAX_DOCUMENT_BYTES} bytes")
     return data
-
-
-def read_bounded(path: Path | str, limit: int) -> bytes:
-    """At most ``limit + 1`` bytes of a regular file (more than ``limit``: too large).
-
-    Opened non-blocking and checked with fstat, so a FIFO or a device never blocks the
-    caller and is refused with OSError, like a file that cannot be read.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        chunks, remaining = [], limit + 1
-        while remaining > 0 and (chunk := os.read(fd, remaining)):
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _too_large(ref: str, size: str) -> DeclarationError:

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from config.errors import ConfigError, DeclarationError, RegistryError
 from config.events import emit
+from config.secrets import read_secret
 from config.settings import KindName
 from daemon.plan import Changes
 from daemon.query import Query
@@ -38,7 +38,7 @@ from daemon.registry import postgres_schema, store
 from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
 from daemon.registry.ownership import Ownership
 from daemon.registry.postgres_schema import SEED as _SEED
-from daemon.registry.store import Claim, StoreSettings, read_secret
+from daemon.registry.store import Claim, StoreSettings
 from discovery import seed_store
 from discovery.codec import Entry
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -126,11 +126,12 @@ class PostgresEndpoint:
     cert_file: Path | None = None
     key_file: Path | None = None
     timeout: float = 10.0
+    pgoptions: str = ""  # PGOPTIONS, handed over by the configuration loading
 
     def options(self, conninfo_to_dict: Any) -> dict[str, Any]:
         # The statement time-out goes first so that the DSN's (or PGOPTIONS') own server
         # options, kept after it, win: default_transaction_read_only and the like.
-        given = conninfo_to_dict(self.dsn).get("options") or os.environ.get("PGOPTIONS", "")
+        given = conninfo_to_dict(self.dsn).get("options") or self.pgoptions
         options: dict[str, Any] = {
             "connect_timeout": max(2, round(self.timeout)),
             "options": f"-c statement_timeout={round(self.timeout * 1000)} {given}".strip(),
@@ -427,12 +428,15 @@ def _rows(stored: dict[str, seed_store.Stored]) -> list[dict[str, Any]]:
 class PostgresRegistrySettings(StoreSettings):
     """PostgreSQL in the seed's table; ``url`` a libpq connection string, else PG*."""
 
+    environment: ClassVar[Mapping[str, str]] = {"pgoptions": "PGOPTIONS"}
+
     backend: Literal["postgres"]
     name: KindName = "postgres"
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = (
         None
     )
     schema_name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "public"
+    pgoptions: str = Field("", exclude=True)
 
 
 def build(settings: PostgresRegistrySettings, ctx: BuildContext) -> PostgresRegistry:
@@ -444,6 +448,7 @@ def build(settings: PostgresRegistrySettings, ctx: BuildContext) -> PostgresRegi
         cert_file=settings.cert_file,
         key_file=settings.key_file,
         timeout=settings.timeout,
+        pgoptions=settings.pgoptions,
     )
     return PostgresRegistry(
         endpoint,

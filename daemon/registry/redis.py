@@ -32,26 +32,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from config.errors import ConfigError, DeclarationError, RegistryError
 from config.events import emit
+from config.secrets import read_secret
 from config.settings import KindName
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry import store
 from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
 from daemon.registry.ownership import Ownership
-from daemon.registry.store import Claim, StoreSettings, read_secret
+from daemon.registry.store import Claim, StoreSettings
 from discovery import seed_store
 from discovery.codec import Entry
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -469,14 +469,19 @@ def _set_op(stored: seed_store.Stored) -> dict[str, Any]:
 class RedisRegistrySettings(StoreSettings):
     """Redis in the seed's layout; ``url`` redis:// or rediss://, else REDIS_URL."""
 
+    # REDIS_URL, handed over by the configuration loading; kept apart from ``url`` (which
+    # ``config check`` shows) because it may carry a password.
+    environment: ClassVar[Mapping[str, str]] = {"redis_url": "REDIS_URL"}
+
     backend: Literal["redis"]
     name: KindName = "redis"
     ssl_verify: bool = True
     prefix: Annotated[str, Field(max_length=64)] = ""
+    redis_url: str | None = Field(None, exclude=True)
 
 
 def build(settings: RedisRegistrySettings, ctx: BuildContext) -> RedisRegistry:
-    url = settings.url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    url = settings.url or settings.redis_url or "redis://127.0.0.1:6379/0"
     endpoint = RedisEndpoint(
         url=url,
         password_file=settings.password_file,

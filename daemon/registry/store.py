@@ -9,10 +9,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import model_validator
-
-from config.errors import ConfigError, RegistryError
-from config.settings import Duration, RegistrySettingsBase
+from config.errors import RegistryError
+from config.settings import ClientTls, Duration, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.registry import writer as writers
 from daemon.registry.base import ApplyResult, Operation, Refused, Snapshot, Tally, operations
@@ -21,30 +19,14 @@ from discovery import seed_store
 from discovery.codec import Entry
 
 
-class StoreSettings(RegistrySettingsBase):
-    """``url``, ``password_file``, the TLS files and ``timeout`` (connect and per
-    command) of a Redis or PostgreSQL server."""
+class StoreSettings(RegistrySettingsBase, ClientTls):
+    """``url``, ``password_file``, the TLS files (``ca_file``, and ``cert_file`` with
+    ``key_file``) and ``timeout`` (connect and per command) of a Redis or PostgreSQL
+    server."""
 
     url: str | None = None
     password_file: Path | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
     timeout: Duration = 10.0
-
-    @model_validator(mode="after")
-    def _client_pair(self) -> StoreSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
-
-
-def read_secret(path: Path, key: str) -> str:
-    """A secret file's content, read once at start (or reload), like the Consul token."""
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{key} {path}: {exc.strerror}") from None
 
 
 class Interrupted(Exception):

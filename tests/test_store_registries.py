@@ -599,3 +599,21 @@ def test_writer_claim_and_case_only_rename_in_the_layouts(
     ]
     for registry in (f"redis:{redis_url}", f"postgres:{dsn}"):
         assert "0 write requests" in sync(registry, fleet).stdout
+
+
+def test_a_registrys_own_lines_carry_its_configured_name(
+    redis_db: tuple[str, redis.Redis], tmp_path: Path
+):
+    url, client = redis_db
+    config = tmp_path / "capsync.toml"
+    config.write_text(
+        f'[[registries]]\nbackend = "redis"\nname = "cache"\nurl = "{url}"\nowner = "{OWNER}"\n'
+    )
+    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        result = run_cli("run", "--once", "--config", str(config), "--source", f"file:{EXAMPLES}")
+    finally:
+        client.config_set("maxmemory-policy", policy)
+    assert result.returncode == 0, result.stderr
+    assert "event=registry_may_evict registry=cache " in result.stderr, result.stderr

@@ -105,7 +105,7 @@ class ConsulRegistry:
             emit(
                 logging.WARNING,
                 "registry_node_vanished",
-                registry="consul",
+                registry=self.ownership.name,
                 node=self.ownership.node,
                 action="registering it again, with its entries",
             )

@@ -20,6 +20,7 @@ class Ownership:
     node: str = ""  # empty: capsync-<owner>
     writer: str = ""  # empty: the owner
     takeover: bool = False
+    name: str = ""  # the registry's configured name, which its log lines carry
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "node", self.node or f"capsync-{self.owner}")
@@ -28,7 +29,14 @@ class Ownership:
     @classmethod
     def of(cls, settings: RegistrySettingsBase, *, takeover: bool) -> Ownership:
         """The ownership a registry's settings name."""
-        return cls(settings.service, settings.owner, settings.node_name, settings.writer, takeover)
+        return cls(
+            settings.service,
+            settings.owner,
+            settings.node_name,
+            settings.writer,
+            takeover,
+            settings.name,
+        )
 
     def foreign_owner(self, owner: str) -> str:
         """Why an entry to write carrying ``owner`` is refused (empty: it is not)."""

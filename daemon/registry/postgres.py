@@ -367,7 +367,7 @@ class PostgresRegistry:
             emit(
                 logging.WARNING,
                 "bad_registry_entry",
-                registry="postgres",
+                registry=self._ownership.name,
                 id=worker_id,
                 problem=str(exc),
             )

@@ -307,7 +307,7 @@ class RedisRegistry:
             emit(
                 logging.WARNING,
                 "registry_bookkeeping_rebuilt",
-                registry="redis",
+                registry=self._ownership.name,
                 ids=len(lost),
                 reason=f"{mine} or {every} had lost them (evicted or deleted)",
             )
@@ -339,7 +339,7 @@ class RedisRegistry:
             emit(
                 logging.WARNING,
                 "registry_may_evict",
-                registry="redis",
+                registry=self._ownership.name,
                 maxmemory_policy=policy,
                 action="use noeviction or a volatile-* policy: evicted entries are "
                 "rebuilt from the sources, but an evicted entry is missing until then",
@@ -440,7 +440,13 @@ class RedisRegistry:
                 now=int(self._clock()),
             )
         except (ValueError, DeclarationError) as exc:
-            emit(logging.WARNING, "bad_registry_entry", registry="redis", key=key, problem=str(exc))
+            emit(
+                logging.WARNING,
+                "bad_registry_entry",
+                registry=self._ownership.name,
+                key=key,
+                problem=str(exc),
+            )
             return None
 
     def _call(self, operation: str, script: str, *args: str) -> Any:

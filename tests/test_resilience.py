@@ -308,8 +308,9 @@ def test_bad_settings_are_one_line_and_exit_2(tmp_path: Path, content: bytes, ex
 
 def test_token_file_not_utf8_or_multiline_is_one_line_exit_2(tmp_path: Path):
     token = tmp_path / "token"
-    for raw, expected in ((b"\xff\xfe", "not UTF-8"), (b"sec\nret\n", "a line break")):
+    for raw, expected in ((b"\xff\xfe", "not UTF-8"), (b"t0ken\nvalue\n", "a line break")):
         token.write_bytes(raw)
+        token.chmod(0o600)  # as a secret should be: no secret_file_readable line beside it
         result = run_cli(
             "run",
             "--once",
@@ -318,7 +319,7 @@ def test_token_file_not_utf8_or_multiline_is_one_line_exit_2(tmp_path: Path):
             env={"CONSUL_HTTP_TOKEN_FILE": str(token)},
         )
         assert result.returncode == 2 and expected in result.stderr
-        assert result.stderr.count("\n") == 1 and "sec" not in result.stderr
+        assert result.stderr.count("\n") == 1 and "t0ken" not in result.stderr
 
 
 def test_occupied_and_unresolvable_listen_addresses(tmp_path: Path):

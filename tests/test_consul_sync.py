@@ -8,6 +8,9 @@ import math
 import socket
 from pathlib import Path
 
+import pytest
+
+from config.errors import RegistryError
 from daemon.plan import Changes
 from daemon.registry.consul import ConsulRegistry
 from daemon.registry.ownership import Ownership
@@ -179,3 +182,43 @@ def test_acl_token_from_env_and_file_never_printed(tmp_path: Path):
         assert wrong.returncode == 1 and "ACL not found" in wrong.stderr
         for result in (denied, ok, again, wrong):
             assert secret not in result.stdout + result.stderr
+
+
+def test_node_meta_written_by_another_writer_since_the_read_is_never_reverted(
+    consul: ConsulTarget,
+):
+    """Two services of one owner share the node's meta (each its writer claim and guard
+    marks): a write of the meta is a check-and-set on what was read, so a change made
+    in between fails this registry's cycle, clearly, and survives; the next cycle reads
+    it again and writes."""
+    needs_double(consul)
+    entry = codec.encode(
+        schema.validate({"id": "w-1"}, ref="t"),
+        codec.Provenance(service="worker", owner=consul.owner, source="file", ref="r"),
+    )
+    registry = ConsulRegistry(
+        ConsulClient(ConsulEndpoint(consul.address)),
+        Ownership(service="worker", owner=consul.owner, node=consul.node),
+    )
+    try:
+        registry.snapshot()
+        assert registry.apply(Changes(create=(entry,))).written == {"create": 1}
+        registry.snapshot()
+        node = consul.get(f"/v1/catalog/node/{consul.node}")["Node"]
+        other = {**node["Meta"], "capsync-writer-other": "host-2"}  # another service's claim
+        registered = consul.put(
+            "/v1/catalog/register",
+            {"Node": consul.node, "Address": node["Address"], "NodeMeta": other},
+        )
+        assert registered.status_code == 200
+        marks = {"capsync-guard-worker": '{"owner": [1, 1]}'}
+        with pytest.raises(RegistryError, match="changed since it was read"):
+            registry.apply(Changes(delete=(entry,), record=marks))
+        assert consul.get(f"/v1/catalog/node/{consul.node}")["Node"]["Meta"] == other
+        assert "w-1" in consul.services()  # nothing of the batch was written
+        registry.snapshot()
+        assert registry.apply(Changes(delete=(entry,), record=marks)).written == {"delete": 1}
+        meta = consul.get(f"/v1/catalog/node/{consul.node}")["Node"]["Meta"]
+        assert meta["capsync-writer-other"] == "host-2" and meta["capsync-guard-worker"]
+    finally:
+        registry.close()

@@ -82,6 +82,7 @@ class ConsulRegistry:
         self._node_seen = False
         self._node_read = False  # the node's claim is known only after a snapshot
         self._meta_read: dict[str, str] | None = None
+        self._node_index = 0  # the node's ModifyIndex as read: its meta is written by CAS
 
     def snapshot(self) -> Snapshot:
         path = f"/v1/catalog/node-services/{quote(self.ownership.node)}"
@@ -111,6 +112,7 @@ class ConsulRegistry:
             )
         self._node_seen = node is not None
         self._meta_read = None if node is None else node.get("Meta") or {}
+        self._node_index = 0 if node is None else _index(node, path)
         self._node_meta = self._claim()
         self._node_read = True
         owned: dict[str, Entry] = {}
@@ -278,6 +280,15 @@ class ConsulRegistry:
                     f"token's policy (node {self.ownership.node!r} and service "
                     f"{self.ownership.service!r} need write)"
                 )
+            if NODE in failing and "index is stale" in failing[NODE]:
+                # The node's meta (another service's writer claim or guard marks, shared on
+                # this owner's node) changed since it was read: never write back what was
+                # read over it. The next cycle reads it again.
+                self._node_read = False
+                raise RegistryError(
+                    f"node {self.ownership.node!r} changed since it was read (another writer "
+                    "of its meta); nothing was written, the next cycle reads it again"
+                )
             if NODE in failing:
                 tally.refuse(ops, f"capsync's node registration was refused: {failing[NODE]}")
                 return
@@ -334,16 +345,27 @@ class ConsulRegistry:
         return {"Service": {"Verb": verb, "Node": self.ownership.node, "Service": service}}
 
     def _node_op(self, meta: dict[str, str] | None) -> dict[str, Any]:
+        """The node with its meta, as a check-and-set on the ModifyIndex read with it (0:
+        only if the node is still absent), so a read-modify-write never reverts a newer
+        write of the meta."""
         return {
             "Node": {
-                "Verb": "set",
+                "Verb": "cas",
                 "Node": {
                     "Node": self.ownership.node,
                     "Address": self.node_address,
                     "Meta": meta or {},
+                    "ModifyIndex": self._node_index,
                 },
             }
         }
+
+
+def _index(node: dict[str, Any], path: str) -> int:
+    index = node.get("ModifyIndex")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise RegistryError(f"Consul answered GET {path} with a Node without its ModifyIndex")
+    return index
 
 
 def _failing(body: Any, node: Txn, batch: list[tuple[Operation, Txn]]) -> dict[int, str] | None:

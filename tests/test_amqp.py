@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 
-from config.settings import AmqpEventsSettings
 from daemon.amqp_events import EventPublisher, Outbox
+from daemon.amqp_events_settings import AmqpEventsSettings
 from daemon.events import EventBus
 from discovery.codec import Entry
 from discovery.sources.amqp import Invalid, decode

@@ -152,7 +152,7 @@ class ConsulRegistry:
         alone, with the rule, and whatever this registry held for it stays."""
         out = []
         for op in ops:
-            problems = codec.consul_problems(op.entry) if op.kind != "delete" else []
+            problems = codec.consul_problems(op.entry) if op.action != "delete" else []
             if problems:
                 tally.refuse([op], "; ".join(problems))
             else:
@@ -294,7 +294,7 @@ class ConsulRegistry:
                 return
             for index, what in failing.items():
                 op = batch[index][0]
-                taken = op.kind == "create" and "index is stale" in what
+                taken = op.action == "create" and "index is stale" in what
                 tally.answered(
                     op,
                     Refused(op.entry.id, _TAKEN if taken else what, foreign=taken),
@@ -304,12 +304,12 @@ class ConsulRegistry:
     def _txn(self, op: Operation) -> Txn:
         """One entry's ops: its service, its document, and on a case-only rename the
         delete of the old id."""
-        if op.kind == "delete":
+        if op.action == "delete":
             return [self._service_op("delete", op.entry), *self._document_ops(None, op.entry)]
         renamed = op.old is not None and op.old.id != op.entry.id
         # A create is a check-and-set on "absent" (ModifyIndex 0): an instance another
         # writer registered since the snapshot is a conflict, never overwritten.
-        verb = "cas" if op.kind == "create" else "set"
+        verb = "cas" if op.action == "create" else "set"
         return [
             *([self._service_op("delete", op.old)] if renamed and op.old else []),
             self._service_op(verb, op.entry),

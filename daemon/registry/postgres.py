@@ -281,9 +281,9 @@ class PostgresRegistry:
         delete pipelined, every write conditioned on the claim being held."""
         now = int(self._clock())
         stored = {
-            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.kind != "delete"
+            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.action != "delete"
         }
-        gone = [op.entry.id.lower() for op in batch if op.kind == "delete"]
+        gone = [op.entry.id.lower() for op in batch if op.action == "delete"]
         meta = self.claim.wanted()
         params = {
             **self.claim.params(),

@@ -354,10 +354,12 @@ class RedisRegistry:
         """One batch, one script: the writer claim, then every key checked, then written."""
         now = int(self._clock())
         stored = {
-            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.kind != "delete"
+            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.action != "delete"
         }
         ops: list[dict[str, Any]] = [
-            _set_op(stored[op.entry.id]) if op.kind != "delete" else {"id": op.entry.id, "sets": []}
+            _set_op(stored[op.entry.id])
+            if op.action != "delete"
+            else {"id": op.entry.id, "sets": []}
             for op in batch
         ]
         meta = self.claim.wanted()

@@ -156,7 +156,7 @@ def apply_batches(
     claim.record = changes.record
     ops: list[Operation] = []
     for op in operations(changes):
-        if op.kind != "delete" and (reason := claim.ownership.foreign_owner(op.entry.owner)):
+        if op.action != "delete" and (reason := claim.ownership.foreign_owner(op.entry.owner)):
             tally.refuse([op], reason)
         else:
             ops.append(op)

@@ -7,7 +7,6 @@ key path, never in the middle of a cycle.
 from __future__ import annotations
 
 import math
-import os
 import re
 import socket
 from collections.abc import Mapping
@@ -44,16 +43,24 @@ def default_owner() -> str:
     return name or "localhost"
 
 
-def state_path(name: str) -> Path:
-    """A default file in the state directory: systemd's ``$STATE_DIRECTORY`` (the first,
-    when it lists several) when set, else /var/lib/capsync."""
-    directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(directory or "/var/lib/capsync") / name
+STATE_DIRECTORY = Path("/var/lib/capsync")
 
 
 def in_state_directory(name: str) -> Any:
-    """A ``Field`` whose default is ``state_path(name)``, read when settings are built."""
-    return Field(default_factory=lambda: state_path(name))
+    """A ``Field`` whose default is the file ``name`` in the state directory:
+    /var/lib/capsync, or systemd's ``$STATE_DIRECTORY``, which config/loading.py hands
+    over as the field's value (``state_files`` finds these fields)."""
+    return Field(STATE_DIRECTORY / name, json_schema_extra={"state_file": name})
+
+
+def state_files(model: type[BaseModel]) -> dict[str, str]:
+    """The fields of ``model`` that default to a file in the state directory: field ->
+    file name."""
+    return {
+        key: str(extra["state_file"])
+        for key, field in model.model_fields.items()
+        if isinstance(extra := field.json_schema_extra, dict) and "state_file" in extra
+    }
 
 
 MAX_DURATION = 366 * 86400.0  # a year and a day: far beyond any sane interval, far inside

@@ -34,7 +34,7 @@ from daemon.report import log_problems, summary
 from daemon.retry import Backoff
 from daemon.runtime import Runtime
 from daemon.status import DaemonState
-from daemon.systemd import Notifier
+from daemon.systemd import Notifier, Supervision
 from daemon.trigger import Trigger
 from discovery.sources.inbox import InboxStats
 
@@ -47,7 +47,7 @@ class Daemon:
     ) -> None:
         self.load_settings = load_settings
         self.settings = load_settings()
-        self.notifier = notifier or Notifier()
+        self.notifier = notifier or Notifier(Supervision.given())
         self.state = DaemonState()
         self.metrics = Metrics()
         self.trigger = Trigger(self.settings.daemon.min_gap)

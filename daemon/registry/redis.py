@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from config.errors import ConfigError, DeclarationError, RegistryError
+from config.errors import ConfigError, RegistryError
 from config.events import emit
 from config.secrets import read_secret
 from config.settings import KindName
@@ -428,7 +428,8 @@ class RedisRegistry:
 
     def _decode(self, worker_id: str, origin: dict[str, str], value: str | None) -> Entry | None:
         key = f"{self._prefix}{worker_id}"
-        try:
+
+        def decode() -> Entry:
             if not value or {*_ORIGIN_FIELDS, "tags"} - origin.keys():
                 raise ValueError("missing, or not capsync's (no complete capsync:entry hash)")
             found = seed_store.Origin(
@@ -441,15 +442,8 @@ class RedisRegistry:
                 where=f"redis key {key}",
                 now=int(self._clock()),
             )
-        except (ValueError, DeclarationError) as exc:
-            emit(
-                logging.WARNING,
-                "bad_registry_entry",
-                registry=self._ownership.name,
-                key=key,
-                problem=str(exc),
-            )
-            return None
+
+        return store.decoded(decode, self._ownership.name, key=key)
 
     def _call(self, operation: str, script: str, *args: str) -> Any:
         import redis  # noqa: PLC0415

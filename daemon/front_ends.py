@@ -1,7 +1,7 @@
 """Front ends are plug-ins, like sources and registries: each is one module with a
 ``start``/``stop``/``status`` object, and one line in ``FRONT_ENDS`` below says when it
-is on, its settings section (a model in a module of its own beside it, importable without
-its extra), the other settings it reads (a change to any needs a restart), how it is built
+is on, its own settings sections (models beside it, importable without its extra), the
+other settings it reads (a change to any needs a restart), how it is built
 and which extra it needs. The settings model takes the sections from here
 (daemon/settings_model.py). The daemon starts, reports and stops them in loops, with no
 per-protocol branch.

@@ -18,7 +18,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ValidationError
 
 from config.errors import ConfigError
-from config.settings import RegistrySettingsBase, Settings, registry_list
+from config.settings import RegistrySettingsBase, Settings, registry_list, state_files
 
 DEFAULT_PATH = Path("/etc/capsync/capsync.toml")
 
@@ -58,7 +58,8 @@ def load(
     ``overrides.sections["registry"]`` applies to every registry; ``registries`` replaces the
     configured ones, each taking the common settings (owner, service, policy...) of the
     first configured registry. This is the one place that reads the environment: each
-    section, source and registry is handed the variables it declares (``environment``)."""
+    section, source and registry is handed the variables it declares (``environment``)
+    and its files in systemd's ``$STATE_DIRECTORY``."""
     environ = os.environ if environ is None else environ
     default = Path(environ.get("CAPSYNC_CONFIG") or DEFAULT_PATH)
     data = _read_toml(path if path is not None else default, required=path is not None)
@@ -122,8 +123,9 @@ def _with_declared_environment(
     model: type[Settings], data: dict[str, Any], environ: Mapping[str, str]
 ) -> dict[str, Any]:
     """Each settings model's ``environment`` (field -> variable): the field's value when
-    nothing else set it. So a kind is handed ``REDIS_URL`` or ``KUBECONFIG`` with its
-    settings instead of reading the environment itself."""
+    nothing else set it, and so is ``$STATE_DIRECTORY`` for its state files. So a kind is
+    handed ``REDIS_URL`` or ``KUBECONFIG`` with its settings instead of reading the
+    environment itself."""
     for name, field in model.model_fields.items():
         value = data.get(name)
         members = _members(field.annotation)
@@ -136,11 +138,23 @@ def _with_declared_environment(
     return data
 
 
+def with_environment(
+    model: type[BaseModel], given: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A command's options for ``model`` (not the daemon's file), with the variables the
+    model declares for what the command line leaves unset."""
+    filled: dict[str, Any] = _fill(model, dict(given), os.environ if environ is None else environ)
+    return filled
+
+
 def _fill(member: type[BaseModel] | None, table: Any, environ: Mapping[str, str]) -> Any:
     if member is None or not isinstance(table, dict):
         return table
     declared = getattr(member, "environment", {})
     found = {key: environ[var] for key, var in declared.items() if environ.get(var)}
+    # systemd's $STATE_DIRECTORY (the first, when it lists several) holds the state files.
+    if directory := environ.get("STATE_DIRECTORY", "").split(":")[0]:
+        found |= {key: str(Path(directory, name)) for key, name in state_files(member).items()}
     return {**found, **table}
 
 

@@ -7,7 +7,6 @@ key path, never in the middle of a cycle.
 from __future__ import annotations
 
 import math
-import os
 import re
 import socket
 from collections.abc import Mapping
@@ -44,16 +43,24 @@ def default_owner() -> str:
     return name or "localhost"
 
 
-def state_path(name: str) -> Path:
-    """A default file in the state directory: systemd's ``$STATE_DIRECTORY`` (the first,
-    when it lists several) when set, else /var/lib/capsync."""
-    directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(directory or "/var/lib/capsync") / name
+STATE_DIRECTORY = Path("/var/lib/capsync")
 
 
 def in_state_directory(name: str) -> Any:
-    """A ``Field`` whose default is ``state_path(name)``, read when settings are built."""
-    return Field(default_factory=lambda: state_path(name))
+    """A ``Field`` whose default is the file ``name`` in the state directory:
+    /var/lib/capsync, or systemd's ``$STATE_DIRECTORY``, which config/loading.py hands
+    over as the field's value (``state_files`` finds these fields)."""
+    return Field(STATE_DIRECTORY / name, json_schema_extra={"state_file": name})
+
+
+def state_files(model: type[BaseModel]) -> dict[str, str]:
+    """The fields of ``model`` that default to a file in the state directory: field ->
+    file name."""
+    return {
+        key: str(extra["state_file"])
+        for key, field in model.model_fields.items()
+        if isinstance(extra := field.json_schema_extra, dict) and "state_file" in extra
+    }
 
 
 MAX_DURATION = 366 * 86400.0  # a year and a day: far beyond any sane interval, far inside
@@ -112,14 +119,25 @@ def _matching(pattern: re.Pattern[str], value: str, rule: str) -> str:
     return value
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     # field -> environment variable: the field's value when neither the file, CAPSYNC_*
     # nor the command line set it. config/loading.py reads them; nothing else does.
     environment: ClassVar[Mapping[str, str]] = {}
+    # The [table] a section of the daemon's own (a front end's, the event publisher's) is
+    # read from: the derived model holds it under this name.
+    section: ClassVar[str] = ""
+
+    @classmethod
+    def of(cls, settings: BaseModel) -> Self:
+        """This section of a configuration validated by the derived model."""
+        section = getattr(settings, cls.section, None)
+        if not isinstance(section, cls):
+            raise TypeError(f"the settings have no [{cls.section}] {cls.__name__}")
+        return section
 
 
-class CertPair(_Section):
+class CertPair(Section):
     """A certificate and its private key (``cert_file``, ``key_file``): both or neither.
     Every setting that names such a pair (Consul, AMQP, gRPC, the Redis and PostgreSQL
     registries) derives from this, so the rule is checked here and nowhere else."""
@@ -187,7 +205,7 @@ class ConsulSettings(ClientTls):
 KindName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 
 
-class RegistrySettingsBase(_Section):
+class RegistrySettingsBase(Section):
     """What every registry kind shares; each kind's module adds its own fields and
     narrows ``backend`` to its name (daemon/registry/table.py lists them)."""
 
@@ -238,7 +256,7 @@ DEFAULT_LABEL = "worker.capabilities"
 SourceName = KindName
 
 
-class SourceSettingsBase(_Section):
+class SourceSettingsBase(Section):
     """What every source kind shares; each kind's module adds its own fields and narrows
     ``type`` to its name (discovery/sources/table.py lists them)."""
 
@@ -246,7 +264,7 @@ class SourceSettingsBase(_Section):
     name: SourceName
 
 
-class DaemonSettings(_Section):
+class DaemonSettings(Section):
     interval: Duration = 60.0
     min_gap: Duration = 1.0
     listen: str = "127.0.0.1:9469"
@@ -260,42 +278,15 @@ class DaemonSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        return _host_port(value, "127.0.0.1:9469")
+        return host_port(value, "127.0.0.1:9469")
 
 
-def _host_port(value: str, example: str) -> str:
+def host_port(value: str, example: str) -> str:
     if value != "off":
         _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"must be HOST:PORT (e.g. {example}) or 'off'")
     return value
-
-
-class ApiSettings(_Section):
-    """The push and watch API on ``daemon.listen``: its token and its limits.
-
-    Writes (register, delete, the WebSocket) need the bearer token read from
-    ``token_file``, else from the systemd credential ``capsync-api-token``
-    ($CREDENTIALS_DIRECTORY). Without a token, writes are open on a loopback listener and
-    the daemon refuses to start on any other."""
-
-    environment: ClassVar[Mapping[str, str]] = {"credentials_directory": "CREDENTIALS_DIRECTORY"}
-
-    token_file: Path | None = None
-    # systemd's $CREDENTIALS_DIRECTORY: where the capsync-api-token credential may be.
-    credentials_directory: Path | None = Field(None, exclude=True)
-    grace: Duration = 30.0
-    max_ttl: Duration = 86400.0
-    max_body: Annotated[int, Field(ge=1024, le=1 << 20)] = 64 * 1024
-    max_connections: Annotated[int, Field(ge=1)] = 2048
-    max_websockets: Annotated[int, Field(ge=1)] = 2000
-    max_watchers: Annotated[int, Field(ge=1)] = 100
-    max_messages: Annotated[int, Field(ge=1)] = 50
-    ping_interval: Duration = 20.0
-    watch_queue: Annotated[int, Field(ge=10)] = 1000
-    # A connection whose request headers are not complete this long after it opened (or
-    # after its previous response) is closed: idle peers cannot hold max_connections.
-    header_timeout: Annotated[Duration, Field(le=300)] = 10.0
 
 
 def redact_url(url: str) -> str:
@@ -329,52 +320,19 @@ class AmqpConnection(ClientTls):
         return redact_url(value)
 
 
-class AmqpEventsSettings(AmqpConnection):
-    """The change-event publisher: every created, updated or deleted entry to a durable
-    topic exchange, through a bounded durable outbox (oldest dropped, and reported, when
-    full)."""
-
-    enabled: bool = False
-    exchange: str = Field("worker.capabilities.events", min_length=1, max_length=255)
-    outbox: Path = in_state_directory("amqp-outbox.db")
-    outbox_max: Annotated[int, Field(ge=10)] = 100_000
-
-
-class GrpcSettings(CertPair):
-    """The gRPC API (WorkerRegistry, health, reflection) on its own listener: off unless
-    ``listen`` is set. It takes the ``[api]`` token (writes need it; without it the daemon
-    refuses a listener that is not loopback) and limits (message size, grace, TTL). TLS
-    with ``cert_file`` and ``key_file``; ``client_ca_file`` also requires every client to
-    present a certificate signed by that CA. At most ``max_rpcs`` calls at once (streams
-    included); one more is answered RESOURCE_EXHAUSTED. Long-lived calls that need no token
-    (health ``Watch``, reflection) count under ``max_open_streams`` of their own, so they
-    cannot take the calls ``Register`` needs."""
-
-    listen: str = "off"
-    client_ca_file: Path | None = None
-    max_rpcs: Annotated[int, Field(ge=1, le=10_000)] = 256
-    max_open_streams: Annotated[int, Field(ge=1, le=10_000)] = 16
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        return _host_port(value, "127.0.0.1:9470")
-
-    @model_validator(mode="after")
-    def _tls(self) -> GrpcSettings:
-        if self.client_ca_file is not None and self.cert_file is None:
-            raise ValueError("client_ca_file needs cert_file and key_file (TLS)")
-        return self
-
-
-class Settings(_Section):
-    """The generic shape; the model that validates a real configuration is derived from
-    the kind tables (daemon/settings_model.py)."""
+class Head(Section):
+    """What every configuration starts with: ``[daemon]``. The sections of the daemon's
+    own parts (the front ends, the event publisher) follow it, then ``Settings``'s:
+    daemon/settings_model.py derives both from this head, so that order is kept."""
 
     daemon: DaemonSettings = DaemonSettings()
-    api: ApiSettings = ApiSettings()
-    amqp_events: AmqpEventsSettings = AmqpEventsSettings()
-    grpc: GrpcSettings = GrpcSettings()
+
+
+class Settings(Head):
+    """The generic shape; the model that validates a real configuration is derived from
+    the kind tables (daemon/settings_model.py), which add the sources' and registries'
+    models and the daemon's own sections (``[api]``, ``[grpc]``, ``[amqp_events]``)."""
+
     registries: list[RegistrySettingsBase]
     consul: ConsulSettings = ConsulSettings()
     sources: list[SourceSettingsBase] = []

@@ -30,7 +30,8 @@ from typing import Any
 
 from config.errors import ConfigError
 from config.events import emit
-from config.settings import AmqpEventsSettings, redact_url
+from config.settings import redact_url
+from daemon.amqp_events_settings import AmqpEventsSettings
 from daemon.events import ChangeEvent, EventBus, Subscription
 from discovery import amqp_link
 

@@ -10,7 +10,7 @@ import ipaddress
 
 from config.errors import ConfigError
 from config.secrets import read_secret
-from config.settings import ApiSettings
+from daemon.api_settings import ApiSettings
 
 CREDENTIAL = "capsync-api-token"
 

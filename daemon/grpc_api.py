@@ -35,11 +35,11 @@ from pydantic import ValidationError
 from config.errors import ConfigError, DeclarationError, InboxUnavailable, NotReady, RegistryError
 from config.events import emit
 from config.secrets import read_secret_bytes
-from config.settings import GrpcSettings
 from daemon import grpc_reflection_v1, query
 from daemon.events import ChangeEvent, Start
 from daemon.front_rules import Pace, authorized, require_token_off_loopback
 from daemon.grpc_limits import Limits, Undecodable, malformed
+from daemon.grpc_settings import GrpcSettings
 from daemon.registrar import Registrar, refused_answer
 from daemon.status import DaemonState
 from discovery import full_entry, intake
@@ -376,7 +376,7 @@ class GrpcApi:
 
 def build(ctx: FrontEndContext) -> GrpcApi:
     """The front-end table's entry point (daemon/front_ends.py)."""
-    return GrpcApi(ctx.settings.grpc, ctx.state, ctx.registrar)
+    return GrpcApi(GrpcSettings.of(ctx.settings), ctx.state, ctx.registrar)
 
 
 def _credentials(settings: GrpcSettings) -> grpc.ServerCredentials:

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from config.errors import InboxUnavailable, NotReady, SourceError
 from config.events import emit
-from config.settings import ApiSettings
+from daemon.api_settings import ApiSettings
 from daemon.events import EventBus
 from daemon.registry.base import Registry
 from discovery import lease

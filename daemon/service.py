@@ -22,6 +22,8 @@ from config.errors import CapsyncError, ConfigError
 from config.events import emit
 from config.settings import Settings
 from daemon.amqp_events import EventPublisher
+from daemon.amqp_events_settings import AmqpEventsSettings
+from daemon.api_settings import ApiSettings
 from daemon.cycle_report import CycleReport, unexpected
 from daemon.events import EventBus, publish
 from daemon.front_ends import FRONT_ENDS, FrontEnd, FrontEndContext, restart_needed
@@ -32,7 +34,7 @@ from daemon.report import log_problems, summary
 from daemon.retry import Backoff
 from daemon.runtime import Runtime
 from daemon.status import DaemonState
-from daemon.systemd import Notifier
+from daemon.systemd import Notifier, Supervision
 from daemon.trigger import Trigger
 from discovery.sources.inbox import InboxStats
 
@@ -45,7 +47,7 @@ class Daemon:
     ) -> None:
         self.load_settings = load_settings
         self.settings = load_settings()
-        self.notifier = notifier or Notifier()
+        self.notifier = notifier or Notifier(Supervision.given())
         self.state = DaemonState()
         self.metrics = Metrics()
         self.trigger = Trigger(self.settings.daemon.min_gap)
@@ -54,12 +56,9 @@ class Daemon:
         self._reload = threading.Event()
         self.front_ends: dict[str, FrontEnd] = {}
         self.runtime: Runtime | None = None
-        self.events = EventBus(queue=self.settings.api.watch_queue)
-        self.publisher = (
-            EventPublisher(self.events, self.settings.amqp_events)
-            if self.settings.amqp_events.enabled
-            else None
-        )
+        self.events = EventBus(queue=ApiSettings.of(self.settings).watch_queue)
+        publishing = AmqpEventsSettings.of(self.settings)
+        self.publisher = EventPublisher(self.events, publishing) if publishing.enabled else None
         self.state.amqp = self._amqp_status
         self.state.front_ends = lambda: {n: f.status() for n, f in self.front_ends.items()}
         self.metrics.watch(amqp=self._amqp_status, inboxes=self._inboxes, bus=self.events)
@@ -235,7 +234,7 @@ class Daemon:
         A file emptied, deleted or unreadable is reported, and the running token kept
         (writes never fall open)."""
         try:
-            token = read_token(settings.api)
+            token = read_token(ApiSettings.of(settings))
             if token is None and self.push.token is not None:
                 raise ConfigError("api.token_file: no token configured any more")
         except ConfigError as exc:
@@ -255,8 +254,8 @@ class Daemon:
             registry=lambda: self.runtime.registries[0].registry if self.runtime else None,
             request=self.trigger.request,
             bus=self.events,
-            settings=self.settings.api,
-            token=read_token(self.settings.api),
+            settings=(api := ApiSettings.of(self.settings)),
+            token=read_token(api),
             started=lambda: self.runtime is not None,
             observe=self.metrics.observe_push,
         )

@@ -9,15 +9,38 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Mapping
+from typing import ClassVar
+
+from config import loading
+from config.settings import Section
+
+
+class Supervision(Section):
+    """What systemd tells its service in the environment: the notify socket and the
+    watchdog. config/loading.py hands it over; all empty when not under systemd."""
+
+    environment: ClassVar[Mapping[str, str]] = {
+        "notify_socket": "NOTIFY_SOCKET",
+        "watchdog_usec": "WATCHDOG_USEC",
+        "watchdog_pid": "WATCHDOG_PID",
+    }
+
+    notify_socket: str = ""
+    watchdog_usec: str = ""
+    watchdog_pid: str = ""
+
+    @classmethod
+    def given(cls) -> Supervision:
+        return cls.model_validate(loading.with_environment(cls, {}))
 
 
 class Notifier:
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
-        path = env.get("NOTIFY_SOCKET", "")
+    def __init__(self, supervision: Supervision | None = None) -> None:
+        given = supervision or Supervision()
+        path = given.notify_socket
         self._address = "\0" + path[1:] if path.startswith("@") else path
-        usec = env.get("WATCHDOG_USEC", "")
-        pid = env.get("WATCHDOG_PID", "")
+        usec, pid = given.watchdog_usec, given.watchdog_pid
         watched = usec.isdigit() and (not pid or pid == str(os.getpid()))
         self.watchdog_interval = int(usec) / 2_000_000 if watched else None
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 
-from config.settings import AmqpEventsSettings
 from daemon.amqp_events import EventPublisher, Outbox
+from daemon.amqp_events_settings import AmqpEventsSettings
 from daemon.events import EventBus
 from discovery.codec import Entry
 from discovery.sources.amqp import Invalid, decode
@@ -284,8 +284,14 @@ def test_capsync_publish_end_to_end(rabbitmq: Broker, consul: ConsulTarget, tmp_
         secret = tmp_path / "password"
         secret.write_text("guest\n")
         url = rabbitmq.url.replace("guest:guest@", "guest@")  # the password from the file
-        done = run_cli(
-            "publish", str(good), "--amqp", url, "--queue", queue, "--password-file", str(secret)
+        done = run_cli(  # the URL from $CAPSYNC_AMQP_URL, as the README says
+            "publish",
+            str(good),
+            "--queue",
+            queue,
+            "--password-file",
+            str(secret),
+            env={"CAPSYNC_AMQP_URL": url},
         )
         assert done.returncode == 0, done.stderr
         assert sorted(done.stdout.split("\n")[:-1]) == [

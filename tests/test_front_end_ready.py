@@ -13,9 +13,10 @@ import grpc
 import pytest
 import requests
 
-from config.settings import ApiSettings, GrpcSettings
+from daemon.api_settings import ApiSettings
 from daemon.events import EventBus
 from daemon.grpc_api import GrpcApi
+from daemon.grpc_settings import GrpcSettings
 from daemon.http_api import HttpApi
 from daemon.metrics import Metrics
 from daemon.registrar import PushContext, Registrar

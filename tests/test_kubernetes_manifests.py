@@ -12,6 +12,7 @@ import yaml
 
 from config.errors import SourceError
 from config.loading import load
+from daemon.api_settings import ApiSettings
 from daemon.settings_model import SETTINGS
 from discovery.sources.kubernetes import KubernetesSource, KubernetesSourceSettings
 from tests.conftest import ROOT
@@ -160,7 +161,7 @@ def test_the_deployment_listens_off_loopback_with_an_api_token_from_a_secret(
     [container] = pod["containers"]
     config = tmp_path / "capsync.toml"
     config.write_text(one(docs, "ConfigMap")["data"]["capsync.toml"])
-    token_file = load(SETTINGS, config, environ={}).api.token_file
+    token_file = ApiSettings.of(load(SETTINGS, config, environ={})).token_file
     assert token_file is not None
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}

@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
+from typing import ClassVar
 
+from pydantic import ConfigDict
+
+from config import loading
 from config.errors import ConfigError, SourceError
 from config.settings import MAX_DURATION, AmqpConnection, redact_url
 from daemon.commands.validate import STDIN, print_errors, read_paths
 from discovery import amqp_link, intake, seed_json
 
 URL_VARIABLE = "CAPSYNC_AMQP_URL"
+
+
+class Broker(AmqpConnection):
+    """Where `capsync publish` sends: the command line's options, the URL else from
+    ``$CAPSYNC_AMQP_URL`` (handed over by config/loading.py)."""
+
+    environment: ClassVar[Mapping[str, str]] = {"url": URL_VARIABLE}
+    # Its errors name the connection, as they did before this class existed.
+    model_config = ConfigDict(title="AmqpConnection")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--amqp",
         metavar="URL",
-        default=os.environ.get(URL_VARIABLE),
+        default=None,
         help=f"amqp:// or amqps:// URL (default: ${URL_VARIABLE}); keep the "
         "password out of it with --password-file",
     )
@@ -65,17 +78,19 @@ def header_number(seconds: float) -> int | Decimal:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.amqp:
+    given = {
+        "url": args.amqp,
+        "password_file": args.password_file,
+        "ca_file": args.ca_file,
+        "cert_file": args.cert_file,
+        "key_file": args.key_file,
+    }
+    options = loading.with_environment(Broker, {k: v for k, v in given.items() if v is not None})
+    if not options.get("url"):
         print(f"capsync publish: give --amqp URL (or set {URL_VARIABLE})", file=sys.stderr)
         return 2
     try:
-        conn = AmqpConnection(
-            url=args.amqp,
-            password_file=args.password_file,
-            ca_file=args.ca_file,
-            cert_file=args.cert_file,
-            key_file=args.key_file,
-        )
+        conn = Broker(**options)
     except ValueError as exc:
         raise ConfigError(f"--amqp: {exc}") from None
     read = read_paths(args.paths, "publish")

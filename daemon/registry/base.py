@@ -40,14 +40,14 @@ class Refused:
     foreign: bool = False
 
 
-Kind = Literal["create", "update", "delete"]
+Action = Literal["create", "update", "delete"]
 
 
 @dataclass(frozen=True)
 class Operation:
     """One planned write; an update keeps the old entry (its id may differ in case)."""
 
-    kind: Kind
+    action: Action
     entry: Entry
     old: Entry | None = None
 
@@ -71,7 +71,7 @@ class ApplyResult:
     """
 
     requests: int = 0
-    written: Mapping[Kind, int] = field(default_factory=dict)
+    written: Mapping[Action, int] = field(default_factory=dict)
     refused: tuple[Refused, ...] = field(default_factory=tuple)
     unsent: int = 0
     interrupted: int = 0
@@ -92,7 +92,7 @@ class Tally:
     """An apply's running count, shared by the registries."""
 
     requests: int = 0
-    written: Counter[Kind] = field(default_factory=Counter)
+    written: Counter[Action] = field(default_factory=Counter)
     refused: list[Refused] = field(default_factory=list)
     unsent: int = 0
     interrupted: int = 0
@@ -100,7 +100,7 @@ class Tally:
     conflicts: list[Refused] = field(default_factory=list)
 
     def wrote(self, batch: list[Operation]) -> None:
-        self.written.update(op.kind for op in batch)
+        self.written.update(op.action for op in batch)
 
     def refuse(self, batch: list[Operation], reason: str) -> None:
         self.refused += [Refused(op.entry.id, reason) for op in batch]

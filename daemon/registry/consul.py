@@ -47,7 +47,7 @@ from daemon.registry.ownership import Ownership
 from daemon.registry.writer import claim
 from discovery import codec
 from discovery.codec import Entry
-from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient
+from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient, Response
 from discovery.consul.fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
 from discovery.kinds import BuildContext, Kind, no_arg
@@ -152,7 +152,7 @@ class ConsulRegistry:
         alone, with the rule, and whatever this registry held for it stays."""
         out = []
         for op in ops:
-            problems = codec.consul_problems(op.entry) if op.kind != "delete" else []
+            problems = codec.consul_problems(op.entry) if op.action != "delete" else []
             if problems:
                 tally.refuse([op], "; ".join(problems))
             else:
@@ -256,60 +256,66 @@ class ConsulRegistry:
                 self._node_meta = None
                 tally.wrote([op for op, _ in batch])
                 return
-            ops = [op for op, _ in batch]
-            if response.status != 409:
-                tally.refuse(
-                    ops,
-                    f"Consul rejected the transaction ({response.status}): "
-                    f"{response.text.strip()[:300]}",
-                )
-                return
-            failing = _failing(response.body, node, batch)
-            if failing is None:
-                tally.refuse(
-                    ops,
-                    "Consul rolled back the transaction without saying why: "
-                    f"{response.text.strip()[:300]}",
-                )
-                return
-            denied = [what for what in failing.values() if what.startswith(ACL_DENIALS)]
-            if denied:
-                # The token, not an entry, is at fault: one clear cycle error.
-                raise RegistryError(
-                    f"Consul refused the write: {denied[0]}; check the ACL "
-                    f"token's policy (node {self.ownership.node!r} and service "
-                    f"{self.ownership.service!r} need write)"
-                )
-            if NODE in failing and "index is stale" in failing[NODE]:
-                # The node's meta (another service's writer claim or guard marks, shared on
-                # this owner's node) changed since it was read: never write back what was
-                # read over it. The next cycle reads it again.
-                self._node_read = False
-                raise RegistryError(
-                    f"node {self.ownership.node!r} changed since it was read (another writer "
-                    "of its meta); nothing was written, the next cycle reads it again"
-                )
-            if NODE in failing:
-                tally.refuse(ops, f"capsync's node registration was refused: {failing[NODE]}")
+            failing = self._rolled_back(response, node, batch)
+            if isinstance(failing, str):
+                tally.refuse([op for op, _ in batch], failing)
                 return
             for index, what in failing.items():
                 op = batch[index][0]
-                taken = op.kind == "create" and "index is stale" in what
+                taken = op.action == "create" and "index is stale" in what
                 tally.answered(
                     op,
                     Refused(op.entry.id, _TAKEN if taken else what, foreign=taken),
                 )
             batch = [unit for i, unit in enumerate(batch) if i not in failing]
 
+    def _rolled_back(
+        self, response: Response, node: Txn, batch: list[tuple[Operation, Txn]]
+    ) -> dict[int, str] | str:
+        """What a transaction Consul did not apply says: the units it named, each with
+        why (the rest may be sent again), or why the whole batch is refused. A denial of
+        the token or a stale node is the cycle's error, raised."""
+        if response.status != 409:
+            return (
+                f"Consul rejected the transaction ({response.status}): "
+                f"{response.text.strip()[:300]}"
+            )
+        failing = _failing(response.body, node, batch)
+        if failing is None:
+            return (
+                "Consul rolled back the transaction without saying why: "
+                f"{response.text.strip()[:300]}"
+            )
+        denied = [what for what in failing.values() if what.startswith(ACL_DENIALS)]
+        if denied:
+            # The token, not an entry, is at fault: one clear cycle error.
+            raise RegistryError(
+                f"Consul refused the write: {denied[0]}; check the ACL "
+                f"token's policy (node {self.ownership.node!r} and service "
+                f"{self.ownership.service!r} need write)"
+            )
+        if NODE in failing and "index is stale" in failing[NODE]:
+            # The node's meta (another service's writer claim or guard marks, shared on
+            # this owner's node) changed since it was read: never write back what was
+            # read over it. The next cycle reads it again.
+            self._node_read = False
+            raise RegistryError(
+                f"node {self.ownership.node!r} changed since it was read (another writer "
+                "of its meta); nothing was written, the next cycle reads it again"
+            )
+        if NODE in failing:
+            return f"capsync's node registration was refused: {failing[NODE]}"
+        return failing
+
     def _txn(self, op: Operation) -> Txn:
         """One entry's ops: its service, its document, and on a case-only rename the
         delete of the old id."""
-        if op.kind == "delete":
+        if op.action == "delete":
             return [self._service_op("delete", op.entry), *self._document_ops(None, op.entry)]
         renamed = op.old is not None and op.old.id != op.entry.id
         # A create is a check-and-set on "absent" (ModifyIndex 0): an instance another
         # writer registered since the snapshot is a conflict, never overwritten.
-        verb = "cas" if op.kind == "create" else "set"
+        verb = "cas" if op.action == "create" else "set"
         return [
             *([self._service_op("delete", op.old)] if renamed and op.old else []),
             self._service_op(verb, op.entry),

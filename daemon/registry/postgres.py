@@ -17,7 +17,6 @@ moves only when the declaration columns change. The schema and its migrations ar
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,8 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from config.errors import ConfigError, DeclarationError, RegistryError
-from config.events import emit
+from config.errors import ConfigError, RegistryError
 from config.secrets import read_secret
 from config.settings import KindName
 from daemon.plan import Changes
@@ -281,9 +279,9 @@ class PostgresRegistry:
         delete pipelined, every write conditioned on the claim being held."""
         now = int(self._clock())
         stored = {
-            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.kind != "delete"
+            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.action != "delete"
         }
-        gone = [op.entry.id.lower() for op in batch if op.kind == "delete"]
+        gone = [op.entry.id.lower() for op in batch if op.action == "delete"]
         meta = self.claim.wanted()
         params = {
             **self.claim.params(),
@@ -352,7 +350,7 @@ class PostgresRegistry:
                 },
             }
 
-        try:
+        def decode() -> Entry:
             origin = seed_store.Origin(
                 **{name: own[name] or "" for name in _OWN[:-2]}, port=own["port"] or 0
             )
@@ -363,15 +361,8 @@ class PostgresRegistry:
                 where=f"worker_capabilities row {worker_id!r}",
                 now=int(self._clock()),
             )
-        except (ValueError, DeclarationError) as exc:
-            emit(
-                logging.WARNING,
-                "bad_registry_entry",
-                registry=self._ownership.name,
-                id=worker_id,
-                problem=str(exc),
-            )
-            return None
+
+        return store.decoded(decode, self._ownership.name, id=worker_id)
 
     def _json(self, value: Any) -> Any:
         return self._psycopg.types.json.Jsonb(value)

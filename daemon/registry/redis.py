@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from config.errors import ConfigError, DeclarationError, RegistryError
+from config.errors import ConfigError, RegistryError
 from config.events import emit
 from config.secrets import read_secret
 from config.settings import KindName
@@ -354,10 +354,12 @@ class RedisRegistry:
         """One batch, one script: the writer claim, then every key checked, then written."""
         now = int(self._clock())
         stored = {
-            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.kind != "delete"
+            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.action != "delete"
         }
         ops: list[dict[str, Any]] = [
-            _set_op(stored[op.entry.id]) if op.kind != "delete" else {"id": op.entry.id, "sets": []}
+            _set_op(stored[op.entry.id])
+            if op.action != "delete"
+            else {"id": op.entry.id, "sets": []}
             for op in batch
         ]
         meta = self.claim.wanted()
@@ -426,7 +428,8 @@ class RedisRegistry:
 
     def _decode(self, worker_id: str, origin: dict[str, str], value: str | None) -> Entry | None:
         key = f"{self._prefix}{worker_id}"
-        try:
+
+        def decode() -> Entry:
             if not value or {*_ORIGIN_FIELDS, "tags"} - origin.keys():
                 raise ValueError("missing, or not capsync's (no complete capsync:entry hash)")
             found = seed_store.Origin(
@@ -439,15 +442,8 @@ class RedisRegistry:
                 where=f"redis key {key}",
                 now=int(self._clock()),
             )
-        except (ValueError, DeclarationError) as exc:
-            emit(
-                logging.WARNING,
-                "bad_registry_entry",
-                registry=self._ownership.name,
-                key=key,
-                problem=str(exc),
-            )
-            return None
+
+        return store.decoded(decode, self._ownership.name, key=key)
 
     def _call(self, operation: str, script: str, *args: str) -> Any:
         import redis  # noqa: PLC0415

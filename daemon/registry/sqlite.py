@@ -251,7 +251,7 @@ class SqliteRegistry:
             )
 
     def _write(self, op: Operation) -> Refused | None:
-        return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
+        return self._delete(op.entry) if op.action == "delete" else self._upsert(op.entry)
 
     def _upsert(self, entry: Entry) -> Refused | None:
         """Create or replace one of our entries; the reason when it is refused."""

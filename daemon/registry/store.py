@@ -4,12 +4,14 @@ anything, and how a batch's answers are counted)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from config.errors import RegistryError
+from config.errors import DeclarationError, RegistryError
+from config.events import emit
 from config.settings import ClientTls, Duration, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.registry import writer as writers
@@ -156,7 +158,7 @@ def apply_batches(
     claim.record = changes.record
     ops: list[Operation] = []
     for op in operations(changes):
-        if op.kind != "delete" and (reason := claim.ownership.foreign_owner(op.entry.owner)):
+        if op.action != "delete" and (reason := claim.ownership.foreign_owner(op.entry.owner)):
             tally.refuse([op], reason)
         else:
             ops.append(op)
@@ -188,3 +190,13 @@ def _send_isolating(chunk: list[Operation], send: Send, tally: Tally) -> None:
     for op in chunk:
         if (verdict := verdicts.get(op.entry.id.casefold())) is not None:
             tally.answered(op, verdict)
+
+
+def decoded(decode: Callable[[], Entry], registry: str, **where: str) -> Entry | None:
+    """The entry ``decode`` reads from a stored row, or None when it is not one: reported
+    as ``bad_registry_entry`` with ``where`` it is, and left alone."""
+    try:
+        return decode()
+    except (ValueError, DeclarationError) as exc:
+        emit(logging.WARNING, "bad_registry_entry", registry=registry, **where, problem=str(exc))
+        return None

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config.settings import AmqpEventsSettings
 from daemon.amqp_events import EventPublisher
+from daemon.amqp_events_settings import AmqpEventsSettings
 from daemon.events import EventBus
 from discovery.codec import Entry
 from tests.consul_target import ConsulTarget

@@ -22,7 +22,7 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 
 
-class Refused(Exception):
+class StatusError(Exception):
     """A request the API server answers with this Status."""
 
     def __init__(self, status: dict[str, Any]) -> None:
@@ -30,7 +30,7 @@ class Refused(Exception):
         self.status = status
 
 
-def failure(code: int, message: str, reason: str, **details: str) -> Refused:
+def failure(code: int, message: str, reason: str, **details: str) -> StatusError:
     status: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
@@ -42,10 +42,10 @@ def failure(code: int, message: str, reason: str, **details: str) -> Refused:
     }
     if details:
         status["details"] = details
-    return Refused(status)
+    return StatusError(status)
 
 
-def not_found(kind: ResourceType, name: str) -> Refused:
+def not_found(kind: ResourceType, name: str) -> StatusError:
     details = {"name": name, "kind": kind.plural}
     if kind.group:
         details["group"] = kind.group

@@ -179,7 +179,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_status(status_object(400, str(exc)))
         except Expired as exc:
             self.send_status(status_object(410, str(exc)))
-        except api.Refused as exc:
+        except api.StatusError as exc:
             self.send_status(exc.status)
         return None
 

@@ -21,8 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -36,7 +35,7 @@ from daemon.registry import postgres_schema, store
 from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
 from daemon.registry.ownership import Ownership
 from daemon.registry.postgres_schema import SEED as _SEED
-from daemon.registry.store import Claim, StoreSettings
+from daemon.registry.store import Claim, StoreConnection, StoreSettings
 from discovery import seed_store
 from discovery.codec import Entry
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -118,30 +117,27 @@ class PostgresEndpoint:
     PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE, PGSSLMODE..."""
 
     dsn: str = ""
-    password_file: Path | None = None
+    connection: StoreConnection = field(default_factory=StoreConnection)
     sslmode: str | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    timeout: float = 10.0
     pgoptions: str = ""  # PGOPTIONS, handed over by the configuration loading
 
     def options(self, conninfo_to_dict: Any) -> dict[str, Any]:
         # The statement time-out goes first so that the DSN's (or PGOPTIONS') own server
         # options, kept after it, win: default_transaction_read_only and the like.
         given = conninfo_to_dict(self.dsn).get("options") or self.pgoptions
+        conn = self.connection
         options: dict[str, Any] = {
-            "connect_timeout": max(2, round(self.timeout)),
-            "options": f"-c statement_timeout={round(self.timeout * 1000)} {given}".strip(),
+            "connect_timeout": max(2, round(conn.timeout)),
+            "options": f"-c statement_timeout={round(conn.timeout * 1000)} {given}".strip(),
             "application_name": "capsync",
         }
-        if self.password_file is not None:
-            options["password"] = read_secret(self.password_file, "registry.password_file")
+        if conn.password_file is not None:
+            options["password"] = read_secret(conn.password_file, "registry.password_file")
         tls = {
             "sslmode": self.sslmode,
-            "sslrootcert": self.ca_file,
-            "sslcert": self.cert_file,
-            "sslkey": self.key_file,
+            "sslrootcert": conn.ca_file,
+            "sslcert": conn.cert_file,
+            "sslkey": conn.key_file,
         }
         options.update({key: str(value) for key, value in tls.items() if value is not None})
         return options
@@ -433,12 +429,8 @@ class PostgresRegistrySettings(StoreSettings):
 def build(settings: PostgresRegistrySettings, ctx: BuildContext) -> PostgresRegistry:
     endpoint = PostgresEndpoint(
         dsn=settings.url or "",
-        password_file=settings.password_file,
+        connection=settings.connection(),
         sslmode=settings.sslmode,
-        ca_file=settings.ca_file,
-        cert_file=settings.cert_file,
-        key_file=settings.key_file,
-        timeout=settings.timeout,
         pgoptions=settings.pgoptions,
     )
     return PostgresRegistry(

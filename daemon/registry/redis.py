@@ -35,8 +35,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -51,7 +50,7 @@ from daemon.query import Query
 from daemon.registry import store
 from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
 from daemon.registry.ownership import Ownership
-from daemon.registry.store import Claim, StoreSettings
+from daemon.registry.store import Claim, StoreConnection, StoreSettings
 from discovery import seed_store
 from discovery.codec import Entry
 from discovery.kinds import BuildContext, Kind, field_arg
@@ -219,12 +218,8 @@ class RedisEndpoint:
     """Where the server is; ``url`` is redis:// or rediss:// (TLS)."""
 
     url: str
-    password_file: Path | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    connection: StoreConnection = field(default_factory=StoreConnection)
     ssl_verify: bool = True
-    timeout: float = 10.0
 
 
 def connect(endpoint: RedisEndpoint) -> redis.Redis:
@@ -232,27 +227,28 @@ def connect(endpoint: RedisEndpoint) -> redis.Redis:
         import redis  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError(EXTRA_HINT) from exc
+    conn = endpoint.connection
     options: dict[str, Any] = {
-        "socket_timeout": endpoint.timeout,
-        "socket_connect_timeout": endpoint.timeout,
+        "socket_timeout": conn.timeout,
+        "socket_connect_timeout": conn.timeout,
         "decode_responses": True,
         # No CLIENT SETINFO on connect: a round trip per connection for nothing we use.
         "driver_info": None,
         "protocol": 2,  # RESP2: no HELLO round trip on connect
     }
-    if endpoint.password_file is not None:
+    if conn.password_file is not None:
         if urlsplit(endpoint.url).password:
             # redis-py lets the URL's password win over the file's: say so, never guess.
             raise ConfigError(
                 "redis registry: the url carries a password and "
                 "registry.password_file is set; keep one of them"
             )
-        options["password"] = read_secret(endpoint.password_file, "registry.password_file")
+        options["password"] = read_secret(conn.password_file, "registry.password_file")
     if endpoint.url.startswith("rediss://"):
         options.update(
-            ssl_ca_certs=str(endpoint.ca_file) if endpoint.ca_file else None,
-            ssl_certfile=str(endpoint.cert_file) if endpoint.cert_file else None,
-            ssl_keyfile=str(endpoint.key_file) if endpoint.key_file else None,
+            ssl_ca_certs=str(conn.ca_file) if conn.ca_file else None,
+            ssl_certfile=str(conn.cert_file) if conn.cert_file else None,
+            ssl_keyfile=str(conn.key_file) if conn.key_file else None,
             ssl_cert_reqs="required" if endpoint.ssl_verify else "none",
         )
     try:
@@ -486,12 +482,8 @@ def build(settings: RedisRegistrySettings, ctx: BuildContext) -> RedisRegistry:
     url = settings.url or settings.redis_url or "redis://127.0.0.1:6379/0"
     endpoint = RedisEndpoint(
         url=url,
-        password_file=settings.password_file,
-        ca_file=settings.ca_file,
-        cert_file=settings.cert_file,
-        key_file=settings.key_file,
+        connection=settings.connection(),
         ssl_verify=settings.ssl_verify,
-        timeout=settings.timeout,
     )
     return RedisRegistry(
         connect(endpoint),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +30,28 @@ class StoreSettings(RegistrySettingsBase, ClientTls):
     url: str | None = None
     password_file: Path | None = None
     timeout: Duration = 10.0
+
+    def connection(self) -> StoreConnection:
+        return StoreConnection(
+            password_file=self.password_file,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            timeout=self.timeout,
+        )
+
+
+@dataclass(frozen=True)
+class StoreConnection:
+    """How to reach a Redis or PostgreSQL server beyond its address: the password file,
+    the TLS files and the time-out (connect and per command), as ``StoreSettings`` names
+    them, handed to either kind's endpoint."""
+
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    timeout: float = 10.0
 
 
 class Interrupted(Exception):

@@ -256,6 +256,9 @@ class DaemonSettings(_Section):
     session_ttl: Annotated[Duration, Field(ge=10, le=86400)] = 15.0
     # The longest wait between retries of a failed cycle (never longer than interval).
     retry_max: Duration = 10.0
+    # A worker's health is shown at least this long before it changes again (damping: a
+    # flapping worker costs at most one health write per this time).
+    health_min_time: Annotated[Duration, Field(le=3600)] = 10.0
 
     @field_validator("listen")
     @classmethod

@@ -12,6 +12,11 @@ logging or counting; the cycle acts on the result.
                                                                    by the gates below)
     kept                 anything               unchanged: its source failed or its
                                                 declaration was invalid this cycle
+    present, equal,      present                health       (only for a registry that
+      health differs                                          keeps health)
+
+Health is not part of an entry's equality: an entry whose declaration is unchanged but
+whose health status changed is a health update, which rewrites nothing else.
 
 Ids are matched case-folded, as Consul and SQLite compare them: ``W1`` owned and ``w1``
 desired are one worker, and a case-only rename is an update.
@@ -50,10 +55,18 @@ class Changes:
     # Node meta the apply records beside the writer claim: the guard's marks
     # (daemon/guard_marks.py), written in the same request as the first batch.
     record: Mapping[str, str] = field(default_factory=dict)
+    # Entries whose declaration is unchanged and whose health status changed.
+    health: tuple[Update, ...] = ()
 
     @property
     def writes(self) -> int:
-        return len(self.create) + len(self.update) + len(self.delete)
+        return len(self.create) + len(self.update) + len(self.delete) + len(self.health)
+
+    @property
+    def health_changes(self) -> int:
+        """Workers whose health this apply changes (created ones are not counted)."""
+        changed = sum(u.old.health.status != u.new.health.status for u in self.update)
+        return len(self.health) + changed
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,9 @@ class Restraints:
     keep: Collection[str] = frozenset()
     deletions_open: bool = True
     high_water: Mapping[str, int] = field(default_factory=dict)
+    # The registry keeps health: a change of health status alone is planned (a health
+    # update); otherwise it is not this registry's business.
+    health: bool = False
 
 
 def plan(
@@ -130,7 +146,7 @@ def plan(
     """Diff ``owned`` (id -> entry this owner wrote) against ``desired`` (id -> entry)."""
     folded_owned = {worker_id.casefold(): entry for worker_id, entry in owned.items()}
     folded_desired = {worker_id.casefold(): entry for worker_id, entry in desired.items()}
-    create, update, delete = [], [], []
+    create, update, delete, healths = [], [], [], []
     unchanged = kept = 0
     for worker_id in sorted(folded_owned.keys() | folded_desired.keys()):
         old, new = folded_owned.get(worker_id), folded_desired.get(worker_id)
@@ -142,6 +158,8 @@ def plan(
             kept += 1
         elif new is None:
             delete.append(old)
+        elif new == old and restraints.health and new.health.status != old.health.status:
+            healths.append(Update(old, new))
         elif new == old:
             unchanged += 1
         else:
@@ -155,6 +173,7 @@ def plan(
         held=tuple(e for e in delete if e.id in held),
         held_reason=held_reason,
         kept=kept,
+        health=tuple(healths),
     )
     return POLICIES[policy](changes)
 

@@ -171,6 +171,7 @@ class RegistrySync:
                     scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
                     for scope in remembered.keys() | kept_marks.keys()
                 },
+                health=snapshot.health,
             ),
             guard=guard,
             policy=self.options.policy,
@@ -275,7 +276,7 @@ class RegistrySync:
                 now=now,
             )
         encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
-        return entry
+        return entry if entry.health == decl.health else replace(entry, health=decl.health)
 
 
 def each_registry(

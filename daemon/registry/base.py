@@ -27,6 +27,9 @@ class Snapshot:
     owned: Mapping[str, Entry]
     foreign: frozenset[str] = frozenset()
     meta: Mapping[str, str] | None = None  # capsync's node meta as read (None: no node)
+    # The registry keeps each entry's health (read back into ``Entry.health``), so the
+    # plan includes health updates for it.
+    health: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,13 @@ class Refused:
     foreign: bool = False
 
 
-Kind = Literal["create", "update", "delete"]
+Kind = Literal["create", "update", "delete", "health"]
 
 
 @dataclass(frozen=True)
 class Operation:
-    """One planned write; an update keeps the old entry (its id may differ in case)."""
+    """One planned write; an update keeps the old entry (its id may differ in case). A
+    ``health`` operation writes only the entry's health (its declaration is unchanged)."""
 
     kind: Kind
     entry: Entry
@@ -57,6 +61,7 @@ def operations(changes: Changes) -> list[Operation]:
         *(Operation("create", entry) for entry in changes.create),
         *(Operation("update", u.new, u.old) for u in changes.update),
         *(Operation("delete", entry) for entry in changes.delete),
+        *(Operation("health", u.new, u.old) for u in changes.health),
     ]
 
 

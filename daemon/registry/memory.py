@@ -73,6 +73,7 @@ class MemoryRegistry:
             owned={e.id: e for e in services if self._ours(e)},
             foreign=frozenset(e.id.casefold() for e in services if not self._ours(e)),
             meta=meta,
+            health=True,
         )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:

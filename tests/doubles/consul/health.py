@@ -1,4 +1,5 @@
-"""GET /v1/health/service/:service (agent/health_endpoint.go, HealthServiceNodes).
+"""GET /v1/health/service/:service (agent/health_endpoint.go, HealthServiceNodes) and
+GET /v1/health/node/:node (HealthNodeChecks).
 
 Each instance with its node and every check that bears on it (the node's own checks and
 the service's), in the catalog's order. ``passing`` keeps only instances all of whose
@@ -29,6 +30,7 @@ from .records import Service
 from .state import Store, Tables
 
 PREFIX = "/v1/health/service/"
+NODE_PREFIX = "/v1/health/node/"
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 
@@ -86,3 +88,30 @@ def service_health(store: Store, acl: Acl, req: Request) -> Response:
 
     index, rows = blocking(store, query, run)
     return json_response(req, rows, meta_headers(index, query))
+
+
+def node_checks(store: Store, acl: Acl, req: Request) -> Response:
+    """Every check registered on the node, by check id; a node that does not exist (or
+    has no checks) answers ``[]``, never null. The index is the checks table's; an
+    anonymous token sees none (and is told so by the filtered header when there were
+    some)."""
+    check_scope(req, store.datacenter)
+    query = parse_query(req)
+    name = _named(req, NODE_PREFIX, "node")
+    authz = resolve_token(acl, req)
+    keep = _compile(req, filter_fields.HEALTH_CHECK)
+
+    def run() -> tuple[int, tuple[list[dict[str, Any]], bool]]:
+        t = store.tables
+        node = name.casefold()
+        found = sorted(
+            (check for (owner, _), check in t.checks.items() if owner == node),
+            key=lambda c: c.check_id.casefold(),
+        )
+        rows = [row for check in found if keep(row := check.to_json())]
+        if authz.anonymous:
+            return t.max_index("checks"), ([], bool(rows))
+        return t.max_index("checks"), (rows, False)
+
+    index, (rows, filtered) = blocking(store, query, run)
+    return json_response(req, rows, meta_headers(index, query, filtered))

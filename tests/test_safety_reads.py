@@ -94,9 +94,11 @@ def test_failed_source_read_keeps_its_entries(
         assert "retry after 7s" in result.stderr
 
 
+# Both reads of a Consul snapshot: the node's services, and its checks (their health).
+@pytest.mark.parametrize("path", ["/v1/catalog/node-services/", "/v1/health/node/"])
 @pytest.mark.parametrize("fault", list(NOT_DATA.values()), ids=list(NOT_DATA))
 def test_failed_registry_read_writes_nothing(
-    proxied: tuple[ConsulTarget, FaultProxy], fault: Fault, tmp_path: Any
+    proxied: tuple[ConsulTarget, FaultProxy], fault: Fault, path: str, tmp_path: Any
 ) -> None:
     target, proxy = proxied
     fleet = tmp_path / "fleet"
@@ -108,9 +110,11 @@ def test_failed_registry_read_writes_nothing(
     (fleet / "d.json").write_text('{"id": "d"}')
     before, writes = target.services(), target.writes()
 
-    if fault.reshape is not None:  # node-services answers an object, not a list
+    if fault.reshape is not None and "node-services" in path:  # an object, not a list
         fault = Fault(reshape=lambda body: {"Node": body["Node"], "Services": {"x": 1}})
-    proxy.inject("GET", "/v1/catalog/node-services/", fault)
+    elif fault.reshape is not None:  # the checks, with a status that is not a string
+        fault = Fault(reshape=lambda body: [{**check, "Status": ["x"]} for check in body])
+    proxy.inject("GET", path, fault)
     result = run(proxy, target, "run", "--once", "--source", f"file:{fleet}", "--allow-mass-delete")
 
     assert result.returncode == 1

@@ -57,13 +57,14 @@ from discovery.codec import Entry
 from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient
 from discovery.consul.fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
-from discovery.health import UNKNOWN, Health
+from discovery.health import UNKNOWN, Health, Status
 from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
 MAX_TXN_BYTES = 512 * 1024
 CHECK_PREFIX = "capsync:"
 CHECK_NAME = "capsync health"
+STATUSES: dict[str, Status] = {"passing": "passing", "warning": "warning", "critical": "critical"}
 MAX_OUTPUT = 4096  # Consul's default check_output_max_size, in bytes
 NODE = -1  # the node's registration, in a 409's failing operations
 
@@ -156,13 +157,21 @@ class ConsulRegistry:
             )
         checks: dict[str, Health] = {}
         for item in response.body:
-            if not isinstance(item, dict) or not isinstance(item.get("CheckID"), str):
-                raise RegistryError(f"Consul answered GET {path} with a check without its CheckID")
-            status, output = item.get("Status"), item.get("Output")
-            known = status in ("passing", "warning", "critical") and isinstance(output, str)
-            checks[item["CheckID"].casefold()] = (
-                Health(status, output) if known else UNKNOWN  # type: ignore[arg-type]
+            fields = (
+                [item.get(k) for k in ("CheckID", "Status", "Output")]
+                if isinstance(item, dict)
+                else []
             )
+            texts = [f for f in fields if isinstance(f, str)]
+            if len(texts) != 3:
+                raise RegistryError(
+                    f"Consul answered GET {path} with a check of the wrong shape (CheckID, "
+                    "Status and Output must be strings)"
+                )
+            check, status, output = texts
+            # A status capsync never writes (set by hand): UNKNOWN, so it is written again.
+            known = STATUSES.get(status)
+            checks[check.casefold()] = Health(known, output) if known else UNKNOWN
         return checks
 
     def _claim(self, record: Mapping[str, str] | None = None) -> dict[str, str] | None:

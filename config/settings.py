@@ -258,7 +258,13 @@ class DaemonSettings(_Section):
     retry_max: Duration = 10.0
     # A worker's health is shown at least this long before it changes again (damping: a
     # flapping worker costs at most one health write per this time).
-    health_min_time: Annotated[Duration, Field(le=3600)] = 10.0
+    # 0: no damping.
+    health_min_time: Annotated[
+        float,
+        BeforeValidator(parse_duration),
+        Field(ge=0, le=3600),
+        AfterValidator(bounded_duration),
+    ] = 10.0
 
     @field_validator("listen")
     @classmethod

@@ -36,6 +36,11 @@ PASSING = Health()
 UNKNOWN = Health("critical", "capsync: no health recorded")
 
 
+def status_of(text: str) -> Status | None:
+    """A status as Consul words it; None for anything else (``maintenance``, junk)."""
+    return next((status for status in STATUSES if status == text), None)
+
+
 def worst(*healths: Health) -> Health:
     """The least healthy of several signals (a container's state and its probe)."""
     return max(healths, key=lambda h: STATUSES.index(h.status), default=PASSING)

@@ -202,3 +202,17 @@ def test_deregistering_a_service_removes_its_checks(consul: ConsulDouble) -> Non
     body = {"Node": "a", "ServiceID": "w1"}
     requests.put(f"{consul.url}/v1/catalog/deregister", json=body, timeout=10)
     assert [c["CheckID"] for c in node_checks(consul, "a").json()] == []
+
+
+def test_service_checks_list_the_checks_of_the_service_s_instances(consul: ConsulDouble) -> None:
+    check(consul, "a", "node-ok", "passing")  # a node check: not the service's
+    check(consul, "b", "w3-probe", "critical", service="w3")
+    check(consul, "a", "w1-probe", "warning", service="w1")
+    answer = requests.get(f"{consul.url}/v1/health/checks/web", timeout=10)
+    assert answer.status_code == 200
+    assert [(c["Node"], c["CheckID"]) for c in answer.json()] == [
+        ("a", "w1-probe"),
+        ("b", "w3-probe"),
+    ]
+    missing = requests.get(f"{consul.url}/v1/health/checks/nothing", timeout=10)
+    assert missing.json() == []

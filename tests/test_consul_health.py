@@ -13,8 +13,9 @@ from daemon.cycle import Syncer
 from daemon.registry.consul import ConsulRegistry, check_id
 from daemon.registry.ownership import Ownership
 from daemon.registry_sync import RegistrySync, SyncOptions
-from discovery.consul.client import ConsulEndpoint
+from discovery.consul.client import ConsulClient, ConsulEndpoint
 from discovery.health import Health
+from discovery.sources.consul import ConsulSource
 from tests.consul_target import ConsulTarget, needs_double
 from tests.scripted_source import ScriptedSource
 from tests.test_consul_batches import SpyClient
@@ -169,3 +170,51 @@ def test_a_flapping_worker_costs_no_write_per_flap(fleet: Fleet) -> None:
     clock[0] = 1031.0  # failing still, and passing was shown for 30 s: now it shows
     fleet.source.health["w1"] = CRITICAL
     assert fleet.cycle() == 1 and fleet.passing() == ["w2"]
+
+
+# -- the consul source: the checks of the services it reads ---------------------------
+
+
+def test_the_consul_source_reads_the_health_of_the_services_it_lists(
+    consul: ConsulTarget,
+) -> None:
+    for node, worker in (("ci-1", "b-1"), ("ci-2", "b-2")):
+        body = {
+            "Node": node,
+            "Address": "10.0.0.9",
+            "Service": {"ID": worker, "Service": "builders", "Meta": {"worker-capabilities": "{}"}},
+        }
+        assert consul.put("/v1/catalog/register", body).status_code == 200
+    for name, status, output in (("disk", "passing", "ok"), ("http", "critical", "503\n")):
+        body = {
+            "Node": "ci-2",
+            "SkipNodeUpdate": True,
+            "Check": {
+                "CheckID": name,
+                "Name": name,
+                "Status": status,
+                "Output": output,
+                "ServiceID": "b-2",
+            },
+        }
+        assert consul.put("/v1/catalog/register", body).status_code == 200
+    source = ConsulSource(ConsulClient(ConsulEndpoint(consul.address)), services=["builders"])
+    try:
+        health = {d.ref: d.health for d in source.list().declarations}
+    finally:
+        source.close()
+    assert health == {
+        "ci-1/b-1": Health(),  # no checks: passing, as Consul counts it
+        "ci-2/b-2": Health("critical", "consul: check 'http' critical: 503"),
+    }
+    fleet = Fleet(consul)
+    fleet.syncer = Syncer(
+        [ConsulSource(ConsulClient(ConsulEndpoint(consul.address)), services=["builders"])],
+        fleet.syncer.registries,
+    )
+    try:
+        fleet.cycle()
+        assert fleet.passing() == ["b-1"]
+    finally:
+        fleet.syncer.sources[0].close()
+        fleet.registry.close()

@@ -57,14 +57,13 @@ from discovery.codec import Entry
 from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient
 from discovery.consul.fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
-from discovery.health import UNKNOWN, Health, Status
+from discovery.health import UNKNOWN, Health, status_of
 from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
 MAX_TXN_BYTES = 512 * 1024
 CHECK_PREFIX = "capsync:"
 CHECK_NAME = "capsync health"
-STATUSES: dict[str, Status] = {"passing": "passing", "warning": "warning", "critical": "critical"}
 MAX_OUTPUT = 4096  # Consul's default check_output_max_size, in bytes
 NODE = -1  # the node's registration, in a 409's failing operations
 
@@ -170,7 +169,7 @@ class ConsulRegistry:
                 )
             check, status, output = texts
             # A status capsync never writes (set by hand): UNKNOWN, so it is written again.
-            known = STATUSES.get(status)
+            known = status_of(status)
             checks[check.casefold()] = Health(known, output) if known else UNKNOWN
         return checks
 

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
 from urllib.parse import quote
@@ -27,6 +27,7 @@ from discovery import codec, full_entry, seed_json
 from discovery.consul import catalog_watch
 from discovery.consul.client import ConsulClient
 from discovery.consul.fields import entry_from_service
+from discovery.health import Health, status_of, worst
 from discovery.kinds import BuildContext, Kind
 from discovery.model import CATEGORIES
 from discovery.sources.base import Declaration, Listing, from_text, watch_failed
@@ -50,9 +51,40 @@ class ConsulSource:
             params = {"tag": self.tag} if self.tag else {}
             path = f"/v1/catalog/service/{quote(service)}"
             instances, _ = self.client.read(path, list, params=params)
+            found = Listing()
             for instance in instances:
-                self._add(listing, instance, path)
+                self._add(found, instance, path)
+            if found.declarations:
+                health = self._health(service)
+                found.declarations = [
+                    replace(d, health=health[d.ref.casefold()]) if d.ref.casefold() in health else d
+                    for d in found.declarations
+                ]
+            listing.extend(found)
         return listing
+
+    def _health(self, service: str) -> dict[str, Health]:
+        """The service's checks, as the health of each instance (``node/id``, folded):
+        the worst of its checks, named with its output. Node checks are not read."""
+        path = f"/v1/health/checks/{quote(service)}"
+        checks, _ = self.client.read(path, list)
+        worst_of: dict[str, list[Health]] = {}
+        for check in checks:
+            fields = [check.get(k) for k in _CHECK_FIELDS] if isinstance(check, dict) else []
+            texts = [f for f in fields if isinstance(f, str)]
+            if len(texts) != len(_CHECK_FIELDS):
+                raise SourceError(
+                    f"source {self.name}: Consul answered GET {path} with a check of the "
+                    "wrong shape"
+                )
+            node, service_id, name, status, output = texts
+            said = " ".join(output.split())[:200]
+            health = Health(
+                status_of(status) or "critical",
+                f"consul: check {name!r} {status}" + (f": {said}" if said else ""),
+            )
+            worst_of.setdefault(f"{node}/{service_id}".casefold(), []).append(health)
+        return {ref: worst(*healths) for ref, healths in worst_of.items()}
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """A blocking query on the catalogue; notify when what we would list changed.
@@ -138,8 +170,13 @@ def _decoded(entry: codec.Entry) -> Any:
     return seed_json.to_seed(full_entry.decode(entry))
 
 
+_CHECK_FIELDS = ("Node", "ServiceID", "Name", "Status", "Output")
+
+
 def _fingerprint(listing: Listing) -> str:
-    items: list[Any] = [(d.ref, d.fingerprint, d.address) for d in listing.declarations]
+    items: list[Any] = [
+        (d.ref, d.fingerprint, d.address, d.health.status) for d in listing.declarations
+    ]
     items += [(e.ref, e.problems) for e in listing.invalid]
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 

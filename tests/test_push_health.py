@@ -1,0 +1,97 @@
+"""The health of a worker that registered itself: live while its connection lives,
+warning once the connection closed (it leaves after its grace period), warning when a
+lease runs out unrenewed. Real WebSocket and HTTP clients, a running daemon, the Consul
+double."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from discovery.inbox import Registration, SqliteInbox
+from discovery.sources.inbox import LEASE_WARNING, PushSource
+from tests.consul_target import ConsulTarget
+from tests.daemon_process import wait_until
+from tests.doubles.consul import ConsulDouble
+from tests.push_daemon import PushDaemon, send
+
+GRACE = 4.0
+
+
+@pytest.fixture
+def target() -> Iterator[ConsulTarget]:
+    with ConsulDouble() as double:
+        yield ConsulTarget(double.address, double)
+
+
+@pytest.fixture
+def push(target: ConsulTarget, tmp_path: Path) -> Iterator[PushDaemon]:
+    env = {"CAPSYNC_API__GRACE": f"{GRACE}s", "CAPSYNC_DAEMON__HEALTH_MIN_TIME": "0"}
+    proc = PushDaemon(target, tmp_path, env=env).started()
+    yield proc
+    assert proc.stop() == 0
+
+
+def check(target: ConsulTarget, worker: str) -> tuple[str, str]:
+    rows = target.get(f"/v1/health/node/{target.node}")
+    found = [(r["Status"], r["Output"]) for r in rows if r["ServiceID"] == worker]
+    return found[0] if found else ("", "")
+
+
+def test_a_websocket_worker_goes_warning_on_disconnect_and_leaves_after_its_grace(
+    push: PushDaemon, target: ConsulTarget
+) -> None:
+    with push.websocket() as ws:
+        assert send(ws, {"action": "Register", "capabilities": {"id": "ws-live"}})["ok"]
+        wait_until(lambda: check(target, "ws-live")[0] == "passing")
+    wait_until(lambda: check(target, "ws-live")[0] == "warning", 10, 0.05)
+    _, output = check(target, "ws-live")
+    assert output.startswith("websocket: connection closed at ")
+    assert "unless it registers again" in output
+    assert "ws-live" in target.services()  # still there, in its grace period
+    wait_until(lambda: "ws-live" not in target.services(), 3 * GRACE)
+    assert check(target, "ws-live") == ("", "")  # its check left with it
+
+
+def test_a_worker_coming_back_in_its_grace_is_passing_again(
+    push: PushDaemon, target: ConsulTarget
+) -> None:
+    with push.websocket() as ws:
+        assert send(ws, {"action": "Register", "capabilities": {"id": "ws-back"}})["ok"]
+        wait_until(lambda: check(target, "ws-back")[0] == "passing")
+    wait_until(lambda: check(target, "ws-back")[0] == "warning", 10, 0.05)
+    with push.websocket() as ws:
+        assert send(ws, {"action": "Register", "capabilities": {"id": "ws-back"}})["ok"]
+        wait_until(lambda: check(target, "ws-back")[0] == "passing")
+
+
+def test_a_lease_about_to_run_out_is_warning(tmp_path: Path) -> None:
+    clock = [1000.0]
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    inbox.put(
+        [
+            Registration("soon", {"id": "soon"}, "rest", expires=1000 + LEASE_WARNING - 1),
+            Registration("later", {"id": "later"}, "rest", expires=1000 + 3 * LEASE_WARNING),
+            Registration("bound", {"id": "bound"}, "websocket", expires=1001, conn="c1"),
+            Registration("forever", {"id": "forever"}, "rest"),
+        ]
+    )
+    source = PushSource(inbox, clock=lambda: clock[0])
+    try:
+        health = {d.ref: d.health.status for d in source.list().declarations}
+        assert health == {
+            "rest/soon": "warning",
+            "rest/later": "passing",
+            "websocket/bound": "passing",  # renewed by its live connection
+            "rest/forever": "passing",
+        }
+        inbox.release("c1", at=1000.5, until=1004)
+        [bound] = [d for d in source.list().declarations if d.ref == "websocket/bound"]
+        assert bound.health.status == "warning"
+        assert inbox.get("bound") == Registration(
+            "bound", {"id": "bound"}, "websocket", expires=1004, conn=None, released=1000.5
+        )
+    finally:
+        inbox.close()

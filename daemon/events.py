@@ -24,8 +24,10 @@ from config.errors import DeclarationError
 from daemon.cycle_report import CycleReport, RegistryReport
 from discovery import full_entry, seed_json
 from discovery.codec import Entry
+from discovery.health import STATUSES
 
-Action = Literal["created", "updated", "deleted"]
+# "health": the entry's declaration is unchanged and its health status changed.
+Action = Literal["created", "updated", "deleted", "health"]
 HISTORY = 10_000
 QUEUE = 1_000
 
@@ -59,6 +61,7 @@ def describe(entry: Entry) -> dict[str, Any]:
         "ref": entry.ref,
         "owner": entry.owner,
         "declaration": declaration,
+        "health": {"status": entry.health.status, "output": entry.health.output},
     }
 
 
@@ -136,10 +139,22 @@ def after_apply(reg: RegistryReport) -> dict[str, Entry]:
     for entry in reg.changes.delete:
         if entry.id not in refused:
             view.pop(entry.id, None)
-    for entry in (*reg.changes.create, *(u.new for u in reg.changes.update)):
+    changed = (*reg.changes.update, *reg.changes.health)
+    for entry in (*reg.changes.create, *(u.new for u in changed)):
         if entry.id not in refused:
             view[entry.id] = entry
     return view
+
+
+def health_counts(reg: RegistryReport) -> dict[str, int] | None:
+    """The registry's entries per health status after the cycle; None when the registry
+    keeps no health."""
+    if not reg.keeps_health or reg.registry_error:
+        return None
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    for entry in after_apply(reg).values():
+        counts[entry.health.status] += 1
+    return counts
 
 
 class EventBus:
@@ -160,11 +175,15 @@ class EventBus:
             events = []
             for worker_id in sorted(old.keys() | entries.keys()):
                 before, after = old.get(worker_id), entries.get(worker_id)
-                if before == after:
+                action: Action
+                if before is None or after is None:
+                    action = "created" if before is None else "deleted"
+                elif before != after:
+                    action = "updated"
+                elif before.health.status != after.health.status:
+                    action = "health"
+                else:
                     continue
-                action: Action = (
-                    "created" if before is None else "deleted" if after is None else "updated"
-                )
                 self._sequence += 1
                 changed = after if after is not None else before
                 assert changed is not None

@@ -57,7 +57,12 @@ SERVICE = pb.DESCRIPTOR.services_by_name["WorkerRegistry"].full_name
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 WAIT = 0.5  # how often a stream looks whether its caller is still there
 _LIST_FIELDS = {"tool": "tools", "permission": "permissions"}  # query option -> field
-_ACTIONS = {"created": pb.Event.CREATED, "updated": pb.Event.UPDATED, "deleted": pb.Event.DELETED}
+_ACTIONS = {
+    "created": pb.Event.CREATED,
+    "updated": pb.Event.UPDATED,
+    "deleted": pb.Event.DELETED,
+    "health": pb.Event.HEALTH,
+}
 
 
 class Aborted(Exception):
@@ -424,7 +429,12 @@ def _event(event: ChangeEvent) -> pb.Event:
 
 def _entry(registry: str, worker_id: str, entry: Entry) -> pb.Entry:
     message = pb.Entry(
-        registry=registry, id=worker_id, source=entry.source, ref=entry.ref, owner=entry.owner
+        registry=registry,
+        id=worker_id,
+        source=entry.source,
+        ref=entry.ref,
+        owner=entry.owner,
+        health=pb.Health(status=entry.health.status, output=entry.health.output),
     )
     try:
         message.declaration.CopyFrom(to_proto(full_entry.decode(entry)))

@@ -192,6 +192,7 @@ class RegistrySync:
             conflicts=tuple(conflicts),
             desired=desired,
             owned=snapshot.owned,
+            keeps_health=snapshot.health,
         )
         if dry_run or not changes.writes:
             return report

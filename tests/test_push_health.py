@@ -5,17 +5,23 @@ double."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from discovery.inbox import Registration, SqliteInbox
+from discovery.proto import registry_pb2 as pb
 from discovery.sources.inbox import LEASE_WARNING, PushSource
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import wait_until
 from tests.doubles.consul import ConsulDouble
+from tests.grpc_daemon import GrpcDaemon
 from tests.push_daemon import PushDaemon, send
+from tests.test_grpc_api import held_open
 
 GRACE = 4.0
 
@@ -95,3 +101,64 @@ def test_a_lease_about_to_run_out_is_warning(tmp_path: Path) -> None:
         )
     finally:
         inbox.close()
+
+
+def _metric(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def test_a_health_change_is_an_event_and_counted_on_status_metrics_and_the_summary(
+    push: PushDaemon, target: ConsulTarget
+) -> None:
+    with push.websocket("/workers/watch") as watch:
+        assert json.loads(watch.recv(timeout=10))["type"] == "snapshot"
+        with push.websocket() as ws:
+            assert send(ws, {"action": "Register", "capabilities": {"id": "ws-seen"}})["ok"]
+            created = json.loads(watch.recv(timeout=10))
+            assert (created["action"], created["health"]["status"]) == ("created", "passing")
+        health = json.loads(watch.recv(timeout=10))
+    assert (health["action"], health["id"]) == ("health", "ws-seen")
+    assert health["health"]["status"] == "warning"
+    assert health["health"]["output"].startswith("websocket: connection closed at ")
+    assert health["declaration"]["id"] == "ws-seen"
+
+    [registry] = push.status()["last_cycle"]["registries"].values()
+    assert registry["health"] == {"passing": 0, "warning": 1, "critical": 0}
+    metrics = push.get("/metrics").text
+    assert _metric(metrics, "capsync_registry_health", status="warning") == 1
+    assert _metric(metrics, "capsync_registry_health", status="passing") == 0
+    push.wait_for(lambda line: "event=cycle" in line and "1 health updates" in line)
+
+
+def test_a_grpc_session_ending_is_a_health_event_on_the_grpc_watch(
+    target: ConsulTarget, tmp_path: Path
+) -> None:
+    env = {"CAPSYNC_API__GRACE": f"{GRACE}s", "CAPSYNC_DAEMON__HEALTH_MIN_TIME": "0"}
+    daemon = GrpcDaemon(target, tmp_path, env=env).started()
+    try:
+        stub = daemon.stub()
+        watch = stub.Watch(pb.WatchRequest(), timeout=60)
+        assert next(watch).WhichOneof("kind") == "snapshot"
+        opened = threading.Event()
+        register = pb.CapabilityUpdate(
+            action=pb.CapabilityUpdate.REGISTER,
+            capabilities=pb.WorkerCapabilitiesProto(id="g-1"),
+        )
+        session = stub.Session(held_open([register], opened), metadata=daemon.metadata())
+        assert next(session).ok
+        created = next(watch).event
+        assert (created.action, created.entry.health.status) == (pb.Event.CREATED, "passing")
+        session.cancel()  # the stream is cut: the worker is in its grace period
+        event = next(watch).event
+        assert (event.action, event.entry.id) == (pb.Event.HEALTH, "g-1")
+        assert event.entry.health.status == "warning"
+        assert event.entry.health.output.startswith("grpc: connection closed at ")
+        assert check(target, "g-1")[0] == "warning"
+        opened.set()
+        watch.cancel()
+    finally:
+        assert daemon.stop() == 0

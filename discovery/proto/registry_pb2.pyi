@@ -241,20 +241,30 @@ class Resumed(_message.Message):
     def __init__(self, stream: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("registry", "id", "source", "ref", "owner", "declaration")
+    __slots__ = ("registry", "id", "source", "ref", "owner", "declaration", "health")
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     DECLARATION_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     registry: str
     id: str
     source: str
     ref: str
     owner: str
     declaration: WorkerCapabilitiesProto
-    def __init__(self, registry: _Optional[str] = ..., id: _Optional[str] = ..., source: _Optional[str] = ..., ref: _Optional[str] = ..., owner: _Optional[str] = ..., declaration: _Optional[_Union[WorkerCapabilitiesProto, _Mapping]] = ...) -> None: ...
+    health: Health
+    def __init__(self, registry: _Optional[str] = ..., id: _Optional[str] = ..., source: _Optional[str] = ..., ref: _Optional[str] = ..., owner: _Optional[str] = ..., declaration: _Optional[_Union[WorkerCapabilitiesProto, _Mapping]] = ..., health: _Optional[_Union[Health, _Mapping]] = ...) -> None: ...
+
+class Health(_message.Message):
+    __slots__ = ("status", "output")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    output: str
+    def __init__(self, status: _Optional[str] = ..., output: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("sequence", "action", "entry")
@@ -264,10 +274,12 @@ class Event(_message.Message):
         CREATED: _ClassVar[Event.Action]
         UPDATED: _ClassVar[Event.Action]
         DELETED: _ClassVar[Event.Action]
+        HEALTH: _ClassVar[Event.Action]
     ACTION_UNSPECIFIED: Event.Action
     CREATED: Event.Action
     UPDATED: Event.Action
     DELETED: Event.Action
+    HEALTH: Event.Action
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]

@@ -181,6 +181,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
                 now=int(time.time()),
                 spell=lambda option: f"ListRequest.{_LIST_FIELDS.get(option, option)}",
                 ignore_case=request.ignore_case,
+                healthy=request.healthy,
             )
         except ValueError as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -434,13 +435,17 @@ def _entry(registry: str, worker_id: str, entry: Entry) -> pb.Entry:
         source=entry.source,
         ref=entry.ref,
         owner=entry.owner,
-        health=pb.Health(status=entry.health.status, output=entry.health.output),
+        health=_health(entry),
     )
     try:
         message.declaration.CopyFrom(to_proto(full_entry.decode(entry)))
     except DeclarationError:
         message.ClearField("declaration")
     return message
+
+
+def _health(entry: Entry) -> pb.Health:
+    return pb.Health(status=entry.health.status, output=entry.health.output)
 
 
 def _worker(found: query.Decoded) -> pb.Worker:
@@ -452,6 +457,7 @@ def _worker(found: query.Decoded) -> pb.Worker:
         source=entry.source,
         ref=entry.ref,
         address=entry.address,
+        health=_health(entry),
     )
 
 

@@ -9,6 +9,7 @@ the status last changed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal
@@ -39,6 +40,25 @@ UNKNOWN = Health("critical", "capsync: no health recorded")
 def status_of(text: str) -> Status | None:
     """A status as Consul words it; None for anything else (``maintenance``, junk)."""
     return next((status for status in STATUSES if status == text), None)
+
+
+def health_text(health: Health) -> str:
+    """How a store keeps a health beside an entry: compact JSON."""
+    return json.dumps({"status": health.status, "output": health.output}, separators=(",", ":"))
+
+
+def health_from_text(text: str | None) -> Health:
+    """A stored health; UNKNOWN for none (a row written before health was kept) or one
+    that does not read (it is then written again)."""
+    try:
+        data = json.loads(text or "null")
+    except ValueError:
+        return UNKNOWN
+    if not isinstance(data, dict):
+        return UNKNOWN
+    status, output = data.get("status"), data.get("output")
+    known = status_of(status) if isinstance(status, str) else None
+    return Health(known, output) if known and isinstance(output, str) else UNKNOWN
 
 
 def worst(*healths: Health) -> Health:

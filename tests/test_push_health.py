@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from discovery.inbox import Registration, SqliteInbox
 from discovery.proto import registry_pb2 as pb
 from discovery.sources.inbox import LEASE_WARNING, PushSource
+from tests.conftest import run_cli
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import wait_until
 from tests.doubles.consul import ConsulDouble
@@ -158,7 +160,29 @@ def test_a_grpc_session_ending_is_a_health_event_on_the_grpc_watch(
         assert event.entry.health.status == "warning"
         assert event.entry.health.output.startswith("grpc: connection closed at ")
         assert check(target, "g-1")[0] == "warning"
+        listed = stub.List(pb.ListRequest(), timeout=10).workers
+        assert [(w.capabilities.id, w.health.status) for w in listed] == [("g-1", "warning")]
+        assert list(stub.List(pb.ListRequest(healthy=True), timeout=10).workers) == []
         opened.set()
         watch.cancel()
     finally:
         assert daemon.stop() == 0
+
+
+def test_healthy_queries_over_rest_and_the_cli(push: PushDaemon, target: ConsulTarget) -> None:
+    with push.websocket() as ws:
+        assert send(ws, {"action": "Register", "capabilities": {"id": "gone-soon"}})["ok"]
+        assert push.register({"id": "steady"}).ok
+        wait_until(lambda: {"gone-soon", "steady"} <= set(target.services()))
+    wait_until(lambda: check(target, "gone-soon")[0] == "warning", 10, 0.05)
+    every = requests.get(f"http://{push.address}/workers", timeout=10).json()
+    assert {w["id"]: w["health"]["status"] for w in every} == {
+        "gone-soon": "warning",
+        "steady": "passing",
+    }
+    healthy = requests.get(f"http://{push.address}/workers?healthy=true", timeout=10).json()
+    assert [w["id"] for w in healthy] == ["steady"]
+    args = ["--owner", target.owner, "--json"]
+    found = run_cli("find", "--healthy", *args, env=target.env())
+    assert found.returncode == 0, found.stderr
+    assert [w["id"] for w in json.loads(found.stdout)] == ["steady"]

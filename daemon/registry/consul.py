@@ -54,6 +54,7 @@ from daemon.registry.ownership import Ownership
 from daemon.registry.writer import claim
 from discovery import codec
 from discovery.codec import Entry
+from discovery.consul import checks
 from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient
 from discovery.consul.fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
@@ -145,33 +146,13 @@ class ConsulRegistry:
         return Snapshot(owned=owned, foreign=frozenset(foreign), meta=self._meta_read, health=True)
 
     def _checks(self) -> dict[str, Health]:
-        """capsync's checks on its node: case-folded check id -> health (a clean answer
-        only; a list ACLs filtered is a failure, never "no checks")."""
+        """capsync's checks on its node: case-folded check id -> health; a status
+        capsync never writes (set by hand) reads UNKNOWN, so it is written again."""
         path = f"/v1/health/node/{quote(self.ownership.node)}"
-        response = self.client.read_response(path, list)
-        if response.filtered:
-            raise RegistryError(
-                f"Consul's ACLs hide the checks of node {self.ownership.node!r} from this "
-                f"token ({FILTERED_BY_ACLS}: true); grant it node:read on the node"
-            )
-        checks: dict[str, Health] = {}
-        for item in response.body:
-            fields = (
-                [item.get(k) for k in ("CheckID", "Status", "Output")]
-                if isinstance(item, dict)
-                else []
-            )
-            texts = [f for f in fields if isinstance(f, str)]
-            if len(texts) != 3:
-                raise RegistryError(
-                    f"Consul answered GET {path} with a check of the wrong shape (CheckID, "
-                    "Status and Output must be strings)"
-                )
-            check, status, output = texts
-            # A status capsync never writes (set by hand): UNKNOWN, so it is written again.
-            known = status_of(status)
-            checks[check.casefold()] = Health(known, output) if known else UNKNOWN
-        return checks
+        return {
+            check.check_id.casefold(): check.health if status_of(check.status) else UNKNOWN
+            for check in checks.read(self.client, path)
+        }
 
     def _claim(self, record: Mapping[str, str] | None = None) -> dict[str, str] | None:
         return claim(self._meta_read, self.ownership, record=record)
@@ -219,6 +200,7 @@ class ConsulRegistry:
                     f"Consul answered GET {path} with an instance without a Node name"
                 )
             listed.append(Listed(node, _entry(item, path)))
+        listed = self._with_health(listed) if listed else listed
         if not any(codec.DOCUMENT in item.entry.meta for item in listed):
             return listed
         documents = self._documents()
@@ -229,6 +211,18 @@ class ConsulRegistry:
                     item.entry, document=documents.get(item.entry.meta.get(codec.DOCUMENT, ""), "")
                 ),
             )
+            for item in listed
+        ]
+
+    def _with_health(self, listed: list[Listed]) -> list[Listed]:
+        """Each instance with its health as Consul's ``?passing`` judges it: the worst of
+        its checks (none: passing), read with one more request."""
+        path = f"/v1/health/checks/{quote(self.ownership.service)}"
+        health = checks.instances(checks.read(self.client, path))
+        return [
+            Listed(item.node, replace(item.entry, health=found))
+            if (found := health.get(f"{item.node}/{item.entry.id}".casefold()))
+            else item
             for item in listed
         ]
 

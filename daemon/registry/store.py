@@ -119,7 +119,8 @@ def snapshot(
         else:
             foreign.add(worker_id.casefold())
     decoder.keep_only(owned.keys())
-    return Snapshot(owned=owned, foreign=frozenset(foreign), meta=claim.meta)
+    # Each store keeps its entries' health in its bookkeeping (beside the seed's layout).
+    return Snapshot(owned=owned, foreign=frozenset(foreign), meta=claim.meta, health=True)
 
 
 Send = Callable[[list[Operation]], list[Refused]]  # one atomic batch; what it refused

@@ -138,23 +138,25 @@ class GetRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("capabilities", "node", "owner", "source", "ref", "address")
+    __slots__ = ("capabilities", "node", "owner", "source", "ref", "address", "health")
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     capabilities: WorkerCapabilitiesProto
     node: str
     owner: str
     source: str
     ref: str
     address: str
-    def __init__(self, capabilities: _Optional[_Union[WorkerCapabilitiesProto, _Mapping]] = ..., node: _Optional[str] = ..., owner: _Optional[str] = ..., source: _Optional[str] = ..., ref: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+    health: Health
+    def __init__(self, capabilities: _Optional[_Union[WorkerCapabilitiesProto, _Mapping]] = ..., node: _Optional[str] = ..., owner: _Optional[str] = ..., source: _Optional[str] = ..., ref: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[Health, _Mapping]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("category", "tools", "has", "flags", "meta", "all_required", "verified", "permissions", "ignore_case")
+    __slots__ = ("category", "tools", "has", "flags", "meta", "all_required", "verified", "permissions", "ignore_case", "healthy")
     class MetaEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +173,7 @@ class ListRequest(_message.Message):
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
     PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
     IGNORE_CASE_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
     category: str
     tools: _containers.RepeatedScalarFieldContainer[str]
     has: _containers.RepeatedScalarFieldContainer[str]
@@ -180,7 +183,8 @@ class ListRequest(_message.Message):
     verified: bool
     permissions: _containers.RepeatedScalarFieldContainer[str]
     ignore_case: bool
-    def __init__(self, category: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., has: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., meta: _Optional[_Mapping[str, str]] = ..., all_required: _Optional[bool] = ..., verified: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ..., ignore_case: _Optional[bool] = ...) -> None: ...
+    healthy: bool
+    def __init__(self, category: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., has: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., meta: _Optional[_Mapping[str, str]] = ..., all_required: _Optional[bool] = ..., verified: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ..., ignore_case: _Optional[bool] = ..., healthy: _Optional[bool] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("workers",)

@@ -24,10 +24,10 @@ from pydantic import Field
 from config.errors import CapsyncError, SourceError
 from config.settings import SourceName, SourceSettingsBase
 from discovery import codec, full_entry, seed_json
-from discovery.consul import catalog_watch
+from discovery.consul import catalog_watch, checks
 from discovery.consul.client import ConsulClient
 from discovery.consul.fields import entry_from_service
-from discovery.health import Health, status_of, worst
+from discovery.health import Health
 from discovery.kinds import BuildContext, Kind
 from discovery.model import CATEGORIES
 from discovery.sources.base import Declaration, Listing, from_text, watch_failed
@@ -64,27 +64,9 @@ class ConsulSource:
         return listing
 
     def _health(self, service: str) -> dict[str, Health]:
-        """The service's checks, as the health of each instance (``node/id``, folded):
-        the worst of its checks, named with its output. Node checks are not read."""
+        """The service's checks, as each instance's health (node checks are not read)."""
         path = f"/v1/health/checks/{quote(service)}"
-        checks, _ = self.client.read(path, list)
-        worst_of: dict[str, list[Health]] = {}
-        for check in checks:
-            fields = [check.get(k) for k in _CHECK_FIELDS] if isinstance(check, dict) else []
-            texts = [f for f in fields if isinstance(f, str)]
-            if len(texts) != len(_CHECK_FIELDS):
-                raise SourceError(
-                    f"source {self.name}: Consul answered GET {path} with a check of the "
-                    "wrong shape"
-                )
-            node, service_id, name, status, output = texts
-            said = " ".join(output.split())[:200]
-            health = Health(
-                status_of(status) or "critical",
-                f"consul: check {name!r} {status}" + (f": {said}" if said else ""),
-            )
-            worst_of.setdefault(f"{node}/{service_id}".casefold(), []).append(health)
-        return {ref: worst(*healths) for ref, healths in worst_of.items()}
+        return checks.instances(checks.read(self.client, path))
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """A blocking query on the catalogue; notify when what we would list changed.
@@ -168,9 +150,6 @@ class ConsulSource:
 
 def _decoded(entry: codec.Entry) -> Any:
     return seed_json.to_seed(full_entry.decode(entry))
-
-
-_CHECK_FIELDS = ("Node", "ServiceID", "Name", "Status", "Output")
 
 
 def _fingerprint(listing: Listing) -> str:

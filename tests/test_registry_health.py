@@ -1,0 +1,70 @@
+"""Health in every registry kind (the contract's places): kept beside each entry in the
+registry's own bookkeeping (Consul: its check; SQLite and PostgreSQL: a column; Redis: a
+field of capsync's entry hash), read back by a fresh registry, and a health-only change
+writes the health alone, never the seed's layout."""
+
+from __future__ import annotations
+
+from daemon.query import Query, select, worker_json
+from discovery.health import Health
+from tests.scripted_source import ScriptedSource
+from tests.test_registry_contract import (  # noqa: F401 - the places are fixtures
+    Place,
+    consul_place,
+    declared,
+    memory_place,
+    place,
+    postgres_place,
+    redis_place,
+    sqlite_place,
+    syncer,
+)
+
+CRITICAL = Health("critical", "docker: unhealthy (3 failed probes)")
+WARNING = Health("warning", "websocket: connection closed")
+
+
+def test_health_is_kept_beside_each_entry_and_a_change_writes_only_it(
+    place: Place,  # noqa: F811 - the contract's fixture
+) -> None:
+    source = ScriptedSource(declarations=declared("h-1", "h-2"), as_text=True)
+    sync = syncer(place, source)
+    assert sync.run_once().registries[0].ok
+    seed_layout = place.raw("h-1")
+    source.health["h-1"] = CRITICAL
+    report = sync.run_once().registries[0]
+    assert report.ok and report.keeps_health
+    assert (len(report.changes.update), len(report.changes.health)) == (0, 1)
+    assert report.applied is not None and report.applied.written == {"health": 1}
+    owned = place.open(writer="host-a").snapshot().owned  # a fresh registry reads it back
+    assert (owned["h-1"].health, owned["h-2"].health.status) == (CRITICAL, "passing")
+    if isinstance(seed_layout, bytes):  # Redis: the seed's key holds the declaration alone
+        assert place.raw("h-1") == seed_layout
+
+    steady = sync.run_once().registries[0]
+    assert steady.changes.writes == 0 and steady.applied is None
+
+    source.health["h-1"] = WARNING
+    source.declarations = declared("h-1", "h-2", tools=("semgrep",))
+    both = sync.run_once().registries[0]  # declaration and health change: one update each
+    assert (len(both.changes.update), len(both.changes.health)) == (2, 0) and both.ok
+    owned = place.open(writer="host-a").snapshot().owned
+    assert (owned["h-1"].health, owned["h-2"].health.status) == (WARNING, "passing")
+
+    source.health.clear()
+    back = sync.run_once().registries[0]
+    assert len(back.changes.health) == 1 and back.ok
+    assert place.open(writer="host-a").snapshot().owned["h-1"].health.status == "passing"
+
+
+def test_healthy_queries_keep_passing_workers_only(place: Place) -> None:  # noqa: F811
+    source = ScriptedSource(declarations=declared("q-1", "q-2", "q-3"), as_text=True)
+    source.health.update({"q-1": CRITICAL, "q-3": WARNING})
+    sync = syncer(place, source)
+    assert sync.run_once().registries[0].ok
+    registry = place.open(writer="host-a")
+    every = {found[1].id: found[1].health.status for found in select(registry, Query())}
+    assert every == {"q-1": "critical", "q-2": "passing", "q-3": "warning"}
+    healthy = select(registry, Query(tools=("clippy",), category="static_analysis", healthy=True))
+    assert [found[1].id for found in healthy] == ["q-2"]
+    assert worker_json(*healthy[0])["health"]["status"] == "passing"

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -41,7 +41,7 @@ from daemon.registry.postgres_schema import SEED as _SEED
 from daemon.registry.store import Claim, StoreSettings
 from discovery import seed_store
 from discovery.codec import Entry
-from discovery.health import health_from_text, health_text
+from discovery.health import health_text
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.model import CATEGORIES
 
@@ -382,8 +382,7 @@ class PostgresRegistry:
                 where=f"worker_capabilities row {worker_id!r}",
                 now=int(self._clock()),
             )
-            kept = health_from_text(health)
-            return entry if entry.health == kept else replace(entry, health=kept)
+            return seed_store.with_health(entry, health)
         except (ValueError, DeclarationError) as exc:
             emit(
                 logging.WARNING,

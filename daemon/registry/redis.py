@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -54,7 +54,7 @@ from daemon.registry.ownership import Ownership
 from daemon.registry.store import Claim, StoreSettings
 from discovery import seed_store
 from discovery.codec import Entry
-from discovery.health import Health, health_from_text, health_text
+from discovery.health import Health, health_text
 from discovery.kinds import BuildContext, Kind, field_arg
 
 if TYPE_CHECKING:
@@ -450,8 +450,7 @@ class RedisRegistry:
                 where=f"redis key {key}",
                 now=int(self._clock()),
             )
-            health = health_from_text(origin.get("health"))
-            return entry if entry.health == health else replace(entry, health=health)
+            return seed_store.with_health(entry, origin.get("health"))
         except (ValueError, DeclarationError) as exc:
             emit(
                 logging.WARNING,

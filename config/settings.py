@@ -205,6 +205,9 @@ class RegistrySettingsBase(_Section):
     guard_window: Duration = 3600.0
     # `touch` it to release held deletions for one cycle of a running daemon.
     release_file: Path = in_state_directory("release-deletions")
+    # Critical workers: kept and marked (their health beside them), or withdrawn from the
+    # registry until they recover.
+    unhealthy: Literal["mark", "withdraw"] = "mark"
     # This host's identity in the node's meta: a second host writing the same owner's
     # service is refused (unless daemon.leader_election serialises them).
     writer: str = Field(default_factory=default_writer, min_length=1, max_length=255)

@@ -26,8 +26,9 @@ from discovery import full_entry, seed_json
 from discovery.codec import Entry
 from discovery.health import STATUSES
 
-# "health": the entry's declaration is unchanged and its health status changed.
-Action = Literal["created", "updated", "deleted", "health"]
+# "health": the entry's declaration is unchanged and its health status changed;
+# "withdrawn": a critical worker taken out of a registry set to withdraw.
+Action = Literal["created", "updated", "deleted", "health", "withdrawn"]
 HISTORY = 10_000
 QUEUE = 1_000
 
@@ -125,7 +126,8 @@ def publish(bus: EventBus, report: CycleReport) -> None:
     """Feed the bus from a cycle: each registry that was read, as it is after the apply."""
     for reg in report.registries:
         if not reg.registry_error:
-            bus.update(reg.name, after_apply(reg))
+            withdrawn = {u.new.id: u.new for u in reg.changes.withdraw}
+            bus.update(reg.name, after_apply(reg), withdrawn)
 
 
 def after_apply(reg: RegistryReport) -> dict[str, Entry]:
@@ -136,7 +138,7 @@ def after_apply(reg: RegistryReport) -> dict[str, Entry]:
     if reg.applied is None:
         return view
     refused = {r.id for r in reg.applied.refused}
-    for entry in reg.changes.delete:
+    for entry in (*reg.changes.delete, *(u.old for u in reg.changes.withdraw)):
         if entry.id not in refused:
             view.pop(entry.id, None)
     changed = (*reg.changes.update, *reg.changes.health)
@@ -168,15 +170,24 @@ class EventBus:
         self._subscribers: list[Subscription] = []
         self.dropped = 0  # subscribers dropped since start (slow or gone): a metric
 
-    def update(self, registry: str, entries: Mapping[str, Entry]) -> list[ChangeEvent]:
-        """The registry now holds ``entries`` (id -> entry): publish what changed."""
+    def update(
+        self,
+        registry: str,
+        entries: Mapping[str, Entry],
+        withdrawn: Mapping[str, Entry] | None = None,
+    ) -> list[ChangeEvent]:
+        """The registry now holds ``entries`` (id -> entry): publish what changed.
+        ``withdrawn``: the critical workers it took out (id -> the worker, its health)."""
+        withdrawn = withdrawn or {}
         with self._lock:
             old = self._views.get(registry, {})
             events = []
             for worker_id in sorted(old.keys() | entries.keys()):
                 before, after = old.get(worker_id), entries.get(worker_id)
                 action: Action
-                if before is None or after is None:
+                if after is None and worker_id in withdrawn:
+                    action, after = "withdrawn", withdrawn[worker_id]
+                elif before is None or after is None:
                     action = "created" if before is None else "deleted"
                 elif before != after:
                     action = "updated"

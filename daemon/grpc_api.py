@@ -62,6 +62,7 @@ _ACTIONS = {
     "updated": pb.Event.UPDATED,
     "deleted": pb.Event.DELETED,
     "health": pb.Event.HEALTH,
+    "withdrawn": pb.Event.WITHDRAWN,
 }
 
 

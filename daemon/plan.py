@@ -18,6 +18,10 @@ logging or counting; the cycle acts on the result.
 Health is not part of an entry's equality: an entry whose declaration is unchanged but
 whose health status changed is a health update, which rewrites nothing else.
 
+A registry set to ``unhealthy = "withdraw"`` keeps critical workers out: a critical
+worker it holds is withdrawn (removed like a deletion, but neither gated nor guarded: it
+comes back as a create when it recovers), and one it does not hold is not created.
+
 Ids are matched case-folded, as Consul and SQLite compare them: ``W1`` owned and ``w1``
 desired are one worker, and a case-only rename is an update.
 
@@ -57,10 +61,15 @@ class Changes:
     record: Mapping[str, str] = field(default_factory=dict)
     # Entries whose declaration is unchanged and whose health status changed.
     health: tuple[Update, ...] = ()
+    # Critical workers taken out of a registry set to withdraw (old: as held; new: as
+    # desired, with its health), and how many critical workers it does not hold.
+    withdraw: tuple[Update, ...] = ()
+    withdrawn: int = 0
 
     @property
     def writes(self) -> int:
-        return len(self.create) + len(self.update) + len(self.delete) + len(self.health)
+        changed = len(self.update) + len(self.health) + len(self.withdraw)
+        return len(self.create) + len(self.delete) + changed
 
     @property
     def health_changes(self) -> int:
@@ -109,7 +118,13 @@ def _no_deletes(changes: Changes) -> Changes:
 
 
 def _create_only(changes: Changes) -> Changes:
-    return replace(changes, update=(), delete=(), unchanged=changes.unchanged + len(changes.update))
+    return replace(
+        changes,
+        update=(),
+        delete=(),
+        withdraw=(),
+        unchanged=changes.unchanged + len(changes.update) + len(changes.withdraw),
+    )
 
 
 POLICIES: Mapping[str, Policy] = {
@@ -133,6 +148,8 @@ class Restraints:
     # The registry keeps health: a change of health status alone is planned (a health
     # update); otherwise it is not this registry's business.
     health: bool = False
+    # The registry keeps critical workers out (``unhealthy = "withdraw"``).
+    withdraw: bool = False
 
 
 def plan(
@@ -146,11 +163,21 @@ def plan(
     """Diff ``owned`` (id -> entry this owner wrote) against ``desired`` (id -> entry)."""
     folded_owned = {worker_id.casefold(): entry for worker_id, entry in owned.items()}
     folded_desired = {worker_id.casefold(): entry for worker_id, entry in desired.items()}
-    create, update, delete, healths = [], [], [], []
-    unchanged = kept = 0
+    create, update, delete, healths, withdraw = [], [], [], [], []
+    unchanged = kept = withdrawn = 0
     for worker_id in sorted(folded_owned.keys() | folded_desired.keys()):
         old, new = folded_owned.get(worker_id), folded_desired.get(worker_id)
-        if old is None and new is not None:
+        if (
+            restraints.withdraw
+            and new is not None
+            and new.health.status == "critical"
+            and worker_id not in restraints.keep
+        ):
+            if old is None:
+                withdrawn += 1
+            else:
+                withdraw.append(Update(old, new))
+        elif old is None and new is not None:
             create.append(new)
         elif old is None:
             continue
@@ -174,6 +201,8 @@ def plan(
         held_reason=held_reason,
         kept=kept,
         health=tuple(healths),
+        withdraw=tuple(withdraw),
+        withdrawn=withdrawn + len(withdraw),
     )
     return POLICIES[policy](changes)
 

@@ -41,6 +41,7 @@ def _summary(report: CycleReport, reg: RegistryReport) -> str:
             "update": len(c.update),
             "delete": len(c.delete),
             "health": len(c.health),
+            "withdraw": len(c.withdraw),
         }
         if report.dry_run
         else done.written
@@ -61,7 +62,8 @@ def _summary(report: CycleReport, reg: RegistryReport) -> str:
         f"{verb}: {written.get('create', 0)} created, {written.get('update', 0)} updated, "
         f"{written.get('delete', 0)} deleted{failed}, {c.unchanged} unchanged, "
         f"{len(report.invalid)} invalid, {len(reg.conflicts)} conflicts, {len(c.held)} held, "
-        f"{c.kept} kept, {written.get('health', 0)} health updates{tail}"
+        f"{c.kept} kept, {written.get('health', 0)} health updates, "
+        f"{written.get('withdraw', 0)} withdrawn{tail}"
         f"{_next_change(report)}"
     )
 
@@ -154,6 +156,7 @@ def plan_rows(changes: Changes) -> list[tuple[str, Entry, str]]:
     rows += [
         ("health", u.new, f"{u.old.health.status} -> {u.new.health.status}") for u in changes.health
     ]
+    rows += [("withdraw", u.new, u.new.health.output) for u in changes.withdraw]
     return rows
 
 
@@ -187,6 +190,7 @@ def plan_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
             "kept": c.kept,
             "conflicts": len(reg.conflicts),
             "health": len(c.health),
+            "withdrawn": c.withdrawn,
         },
         "held_reason": c.held_reason,
         "release": RELEASE if c.held else "",

@@ -4,7 +4,7 @@ Messages, one JSON object each::
 
     {"type": "snapshot", "stream": S, "sequence": N, "entries": [ENTRY...]}
     {"type": "resume", "stream": S, "sequence": N}          (instead of the snapshot)
-    {"type": "event", "sequence": N, "action": "created|updated|deleted|health",
+    {"type": "event", "sequence": N, "action": "created|updated|deleted|health|withdrawn",
      "registry": R, "id": ID, "source": ..., "ref": ..., "owner": ..., "declaration": {...},
      "health": {"status": "passing|warning|critical", "output": "..."}}
     {"type": "dropped", "reason": "..."}                     (then the connection closes)

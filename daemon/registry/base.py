@@ -43,7 +43,7 @@ class Refused:
     foreign: bool = False
 
 
-Kind = Literal["create", "update", "delete", "health"]
+Kind = Literal["create", "update", "delete", "health", "withdraw"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,12 @@ class Operation:
     entry: Entry
     old: Entry | None = None
 
+    @property
+    def removes(self) -> bool:
+        """A delete, or a withdrawal (the unhealthy worker taken out of the registry,
+        written as a delete: it comes back as a create when it recovers)."""
+        return self.kind in ("delete", "withdraw")
+
 
 def operations(changes: Changes) -> list[Operation]:
     return [
@@ -62,6 +68,7 @@ def operations(changes: Changes) -> list[Operation]:
         *(Operation("update", u.new, u.old) for u in changes.update),
         *(Operation("delete", entry) for entry in changes.delete),
         *(Operation("health", u.new, u.old) for u in changes.health),
+        *(Operation("withdraw", u.old, u.new) for u in changes.withdraw),
     ]
 
 

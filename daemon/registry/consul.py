@@ -181,7 +181,7 @@ class ConsulRegistry:
         alone, with the rule, and whatever this registry held for it stays."""
         out = []
         for op in ops:
-            problems = codec.consul_problems(op.entry) if op.kind != "delete" else []
+            problems = codec.consul_problems(op.entry) if not op.removes else []
             if problems:
                 tally.refuse([op], "; ".join(problems))
             else:
@@ -347,7 +347,7 @@ class ConsulRegistry:
         """One entry's ops: its service, its check (when new or its status changed), its
         document, and on a case-only rename the delete of the old id (which deletes the
         old id's check with it). A health operation is the check alone."""
-        if op.kind == "delete":
+        if op.removes:
             return [self._service_op("delete", op.entry), *self._document_ops(None, op.entry)]
         if op.kind == "health":
             return [self._check_op(op.entry)]

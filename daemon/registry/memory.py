@@ -132,7 +132,7 @@ class MemoryRegistry:
         return self.ownership.ours(entry.owner, entry.service)
 
     def _write(self, op: Operation) -> Refused | None:
-        return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
+        return self._delete(op.entry) if op.removes else self._upsert(op.entry)
 
     def _upsert(self, entry: Entry) -> Refused | None:
         if reason := self.ownership.foreign_owner(entry.owner):

@@ -294,7 +294,7 @@ class PostgresRegistry:
             for op in batch
             if op.kind in ("create", "update")
         }
-        gone = [op.entry.id.lower() for op in batch if op.kind == "delete"]
+        gone = [op.entry.id.lower() for op in batch if op.removes]
         healths = [
             {"id": op.entry.id, "health": health_text(op.entry.health)}
             for op in batch

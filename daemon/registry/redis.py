@@ -365,7 +365,7 @@ class RedisRegistry:
         }
         ops: list[dict[str, Any]] = [
             {"id": op.entry.id, "sets": []}
-            if op.kind == "delete"
+            if op.removes
             else {"id": op.entry.id, "health": health_text(op.entry.health)}
             if op.kind == "health"
             else _set_op(stored[op.entry.id], op.entry.health)

@@ -271,7 +271,7 @@ class SqliteRegistry:
     def _write(self, op: Operation) -> Refused | None:
         if op.kind == "health":
             return self._set_health(op.entry)
-        return self._delete(op.entry) if op.kind == "delete" else self._upsert(op.entry)
+        return self._delete(op.entry) if op.removes else self._upsert(op.entry)
 
     def _set_health(self, entry: Entry) -> Refused | None:
         """Only the health of one of our entries: its declaration is unchanged."""

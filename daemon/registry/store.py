@@ -157,7 +157,7 @@ def apply_batches(
     claim.record = changes.record
     ops: list[Operation] = []
     for op in operations(changes):
-        if op.kind != "delete" and (reason := claim.ownership.foreign_owner(op.entry.owner)):
+        if not op.removes and (reason := claim.ownership.foreign_owner(op.entry.owner)):
             tally.refuse([op], reason)
         else:
             ops.append(op)

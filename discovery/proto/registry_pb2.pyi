@@ -279,11 +279,13 @@ class Event(_message.Message):
         UPDATED: _ClassVar[Event.Action]
         DELETED: _ClassVar[Event.Action]
         HEALTH: _ClassVar[Event.Action]
+        WITHDRAWN: _ClassVar[Event.Action]
     ACTION_UNSPECIFIED: Event.Action
     CREATED: Event.Action
     UPDATED: Event.Action
     DELETED: Event.Action
     HEALTH: Event.Action
+    WITHDRAWN: Event.Action
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]

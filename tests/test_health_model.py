@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.cycle import Handover, Syncer
+from daemon.events import EventBus, publish
 from daemon.plan import Restraints, plan
 from daemon.registry.memory import MemoryCatalog, MemoryRegistry
 from daemon.registry.ownership import Ownership
@@ -184,3 +185,20 @@ def test_a_dry_run_changes_no_damping_memory() -> None:
     clock[0] = 101
     syncer.run_once()  # had the dry run been remembered, critical would be held until 130
     assert _owned(catalog)["w1"].health == PASSING
+
+
+def test_health_and_withdrawal_are_change_events_with_the_new_state() -> None:
+    catalog = MemoryCatalog()
+    registry = MemoryRegistry(Ownership(service="worker", owner="me", node="capsync-me"), catalog)
+    options = SyncOptions(service="worker", owner="me", unhealthy="withdraw")
+    source = ScriptedSource(declarations=[{"id": "w1"}, {"id": "w2"}])
+    syncer = Syncer([source], [RegistrySync("memory", registry, options)])
+    bus = EventBus()
+    publish(bus, syncer.run_once())
+    _, subscription = bus.subscribe()
+    source.health = {"w1": WARNING, "w2": CRITICAL}
+    publish(bus, syncer.run_once())
+    events = [(e.action, e.id, e.entry.health.status) for e in subscription.drain()]
+    assert events == [("health", "w1", "warning"), ("withdrawn", "w2", "critical")]
+    start, _ = bus.subscribe()
+    assert start.entries["memory"].keys() == {"w1"}

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from discovery.sources.docker import DockerSource
+from discovery.sources.swarm import SwarmSource
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import Daemon, wait_until
-from tests.docker_engine import DockerEngine
+from tests.docker_engine import IMAGE, DockerEngine
 from tests.test_docker_source import LABEL, remove, start
 
 SECOND = 1_000_000_000  # Docker's durations are nanoseconds
@@ -29,7 +30,7 @@ def sicken(container: Any, sick: bool) -> None:
     assert container.exec_run(["/bin/sh", "-c", command]).exit_code == 0
 
 
-def health_of(source: DockerSource) -> dict[str, tuple[str, str]]:
+def health_of(source: DockerSource | SwarmSource) -> dict[str, tuple[str, str]]:
     return {
         d.ref.split("/", 1)[1]: (d.health.status, d.health.output)
         for d in source.list().declarations
@@ -88,3 +89,23 @@ def test_a_failing_healthcheck_goes_critical_in_consul_and_back(
     finally:
         proc.stop()
         remove(docker_engine, container.name)
+
+
+def test_a_swarm_service_s_health_is_its_running_tasks(swarm_engine: DockerEngine) -> None:
+    source = SwarmSource(base_url=swarm_engine.host)
+    with swarm_engine.client() as client:
+        good = client.services.create(IMAGE, name="sw-ok", labels={LABEL: '{"id": "sw-ok"}'})
+        bad = client.services.create(
+            IMAGE,
+            name="sw-bad",
+            labels={LABEL: '{"id": "sw-bad"}'},
+            constraints=["node.labels.nowhere == true"],  # its task is never placed
+        )
+        try:
+            wait_until(lambda: health_of(source).get("sw-ok", ("",))[0] == "passing", 60)
+            assert health_of(source)["sw-ok"] == ("passing", "")
+            assert health_of(source)["sw-bad"] == ("critical", "swarm: 0/1 tasks running")
+        finally:
+            good.remove()
+            bad.remove()
+            source.close()

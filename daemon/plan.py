@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from discovery import health
 from discovery.codec import Entry
 
 OWNER_SCOPE = "*"  # the guard's key for "every owned entry"; other keys are source names
@@ -185,7 +186,7 @@ def plan(
             kept += 1
         elif new is None:
             delete.append(old)
-        elif new == old and restraints.health and new.health.status != old.health.status:
+        elif new == old and restraints.health and health.changed(old.health, new.health):
             healths.append(Update(old, new))
         elif new == old:
             unchanged += 1

@@ -37,6 +37,12 @@ PASSING = Health()
 UNKNOWN = Health("critical", "capsync: no health recorded")
 
 
+def changed(old: Health, new: Health) -> bool:
+    """Whether a registry holding ``old`` must be written ``new``: the status changed, or
+    the registry holds none (UNKNOWN: written whatever the status, even critical)."""
+    return old.status != new.status or old == UNKNOWN
+
+
 def status_of(text: str) -> Status | None:
     """A status as Consul words it; None for anything else (``maintenance``, junk)."""
     return next((status for status in STATUSES if status == text), None)

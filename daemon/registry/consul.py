@@ -58,7 +58,7 @@ from discovery.consul import checks
 from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient
 from discovery.consul.fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
-from discovery.health import UNKNOWN, Health, status_of
+from discovery.health import UNKNOWN, Health, changed, status_of
 from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
@@ -352,7 +352,7 @@ class ConsulRegistry:
         if op.kind == "health":
             return [self._check_op(op.entry)]
         renamed = op.old is not None and op.old.id != op.entry.id
-        checked = op.old is None or renamed or op.old.health.status != op.entry.health.status
+        checked = op.old is None or renamed or changed(op.old.health, op.entry.health)
         # A create is a check-and-set on "absent" (ModifyIndex 0): an instance another
         # writer registered since the snapshot is a conflict, never overwritten.
         verb = "cas" if op.kind == "create" else "set"

@@ -223,6 +223,9 @@ class RegistrySettingsBase(Section):
     guard_window: Duration = 3600.0
     # `touch` it to release held deletions for one cycle of a running daemon.
     release_file: Path = in_state_directory("release-deletions")
+    # Critical workers: kept and marked (their health beside them), or withdrawn from the
+    # registry until they recover.
+    unhealthy: Literal["mark", "withdraw"] = "mark"
     # This host's identity in the node's meta: a second host writing the same owner's
     # service is refused (unless daemon.leader_election serialises them).
     writer: str = Field(default_factory=default_writer, min_length=1, max_length=255)
@@ -274,6 +277,15 @@ class DaemonSettings(Section):
     session_ttl: Annotated[Duration, Field(ge=10, le=86400)] = 15.0
     # The longest wait between retries of a failed cycle (never longer than interval).
     retry_max: Duration = 10.0
+    # A worker's health is shown at least this long before it changes again (damping: a
+    # flapping worker costs at most one health write per this time).
+    # 0: no damping.
+    health_min_time: Annotated[
+        float,
+        BeforeValidator(parse_duration),
+        Field(ge=0, le=3600),
+        AfterValidator(bounded_duration),
+    ] = 10.0
 
     @field_validator("listen")
     @classmethod

@@ -2,8 +2,9 @@
 entry, after each successful apply) to a durable RabbitMQ topic exchange,
 ``worker.capabilities.events`` by default.
 
-Routing key ``<action>.<service>`` (``created.worker``, ``deleted.worker``); the body is
-the watch stream's event message, with the same sequence numbers, plus the bus's
+Routing key ``<action>.<service>`` (``created.worker``, ``deleted.worker``,
+``health.worker`` when only the worker's health status changed, ``withdrawn.worker``);
+the body is the watch stream's event message, with the same sequence numbers, plus the bus's
 ``stream`` (a new one at each daemon start)::
 
     {"type": "event", "stream": S, "sequence": N, "action": "created", "registry": R,

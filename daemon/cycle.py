@@ -10,17 +10,20 @@ repaired by the next one.
 
 from __future__ import annotations
 
+import copy
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config.errors import SourceError
 from daemon.cycle_report import CycleReport, RegistryReport, SourceOutcome, unexpected
 from daemon.registry_sync import Discovered, GuardMemory, RegistrySync, each_registry
+from discovery.health import Damper
 from discovery.model import Capabilities
 from discovery.normalise import Found, Invalid, Normaliser
 from discovery.sources.base import Listing, Source
@@ -48,6 +51,8 @@ class Handover:
 
     listed_once: frozenset[str] = frozenset()
     guard_memory: Mapping[tuple[str, ...], GuardMemory] = field(default_factory=dict)
+    # Each worker's shown health and since when (the damping goes on across a reload).
+    damper: Damper | None = None
 
 
 class Syncer:
@@ -72,6 +77,8 @@ class Syncer:
             if (memory := handover.guard_memory.get(target.identity)) is not None:
                 target.memory = memory
         self._normaliser = Normaliser()
+        # Its minimum time in a state is the daemon's setting (0 until set: undamped).
+        self.damper = handover.damper or Damper()
         # id(caps) -> (caps, its changes_at): kept from cycle to cycle (see _changes_at).
         self._times: dict[int, tuple[Capabilities, int | None]] = {}
 
@@ -81,6 +88,7 @@ class Syncer:
         return Handover(
             frozenset(self.listed_once),
             {target.identity: target.memory for target in self.registries},
+            self.damper,
         )
 
     def run_once(
@@ -101,12 +109,14 @@ class Syncer:
 
     def _run(self, dry_run: bool, stop: threading.Event | None) -> CycleReport:
         outcomes, found, invalid = self._discover()
+        clock = self.clock()
+        found, health_due = self._damp(found, clock, dry_run)
         discovered = Discovered(
             found,
             invalid,
             failed={outcome.name for outcome in outcomes if not outcome.ok},
             deletions_open=all(source.name in self.listed_once for source in self.sources),
-            now=(now := int(self.clock())),
+            now=(now := int(clock)),
             changes_at=self._changes_at(found, now),
             released=frozenset() if dry_run else self._released(),
         )
@@ -115,7 +125,8 @@ class Syncer:
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop),
             self.deadlines.apply,
         )
-        next_change = min((at for at in discovered.changes_at.values() if at), default=None)
+        times = [*discovered.changes_at.values(), math.ceil(health_due) if health_due else None]
+        next_change = min((at for at in times if at), default=None)
         return CycleReport(
             sources=tuple(outcomes),
             invalid=tuple(invalid),
@@ -124,6 +135,23 @@ class Syncer:
             next_change=next_change,
             invalid_news=self._invalid_news(invalid),
         )
+
+    def _damp(
+        self, found: list[Found], now: float, dry_run: bool
+    ) -> tuple[list[Found], float | None]:
+        """Each worker's health as the damper shows it (a dry run changes no memory), and
+        when a held change is next due. A steady fleet costs one comparison per worker."""
+        damper = self.damper if not dry_run else copy.deepcopy(self.damper)
+        keys = [(item.declaration.source, item.declaration.ref) for item in found]
+        shown, due = damper.settle(
+            {key: item.declaration.health for key, item in zip(keys, found, strict=True)}, now
+        )
+        return [
+            item
+            if (health := shown[key]) == item.declaration.health
+            else Found(item.caps, replace(item.declaration, health=health))
+            for key, item in zip(keys, found, strict=True)
+        ], due
 
     def _invalid_news(self, invalid: list[Invalid]) -> tuple[Invalid, ...]:
         """The invalid declarations not reported, with these same problems, last cycle."""

@@ -48,6 +48,7 @@ class RegistryReport:
     retry_after: float | None = None  # the registry asked for this wait (429/503)
     apply_seconds: float | None = None  # how long its apply took (None: nothing applied)
     claim_held_elsewhere: bool = False  # another writer holds its writer claim
+    keeps_health: bool = False  # the registry keeps each entry's health (Snapshot.health)
 
     @property
     def ok(self) -> bool:

@@ -24,8 +24,11 @@ from config.errors import DeclarationError
 from daemon.cycle_report import CycleReport, RegistryReport
 from discovery import full_entry, seed_json
 from discovery.codec import Entry
+from discovery.health import STATUSES
 
-Action = Literal["created", "updated", "deleted"]
+# "health": the entry's declaration is unchanged and its health status changed;
+# "withdrawn": a critical worker taken out of a registry set to withdraw.
+Action = Literal["created", "updated", "deleted", "health", "withdrawn"]
 HISTORY = 10_000
 QUEUE = 1_000
 
@@ -59,6 +62,7 @@ def describe(entry: Entry) -> dict[str, Any]:
         "ref": entry.ref,
         "owner": entry.owner,
         "declaration": declaration,
+        "health": {"status": entry.health.status, "output": entry.health.output},
     }
 
 
@@ -122,7 +126,8 @@ def publish(bus: EventBus, report: CycleReport) -> None:
     """Feed the bus from a cycle: each registry that was read, as it is after the apply."""
     for reg in report.registries:
         if not reg.registry_error:
-            bus.update(reg.name, after_apply(reg))
+            withdrawn = {u.new.id: u.new for u in reg.changes.withdraw}
+            bus.update(reg.name, after_apply(reg), withdrawn)
 
 
 def after_apply(reg: RegistryReport) -> dict[str, Entry]:
@@ -133,13 +138,25 @@ def after_apply(reg: RegistryReport) -> dict[str, Entry]:
     if reg.applied is None:
         return view
     refused = {r.id for r in reg.applied.refused}
-    for entry in reg.changes.delete:
+    for entry in (*reg.changes.delete, *(u.old for u in reg.changes.withdraw)):
         if entry.id not in refused:
             view.pop(entry.id, None)
-    for entry in (*reg.changes.create, *(u.new for u in reg.changes.update)):
+    changed = (*reg.changes.update, *reg.changes.health)
+    for entry in (*reg.changes.create, *(u.new for u in changed)):
         if entry.id not in refused:
             view[entry.id] = entry
     return view
+
+
+def health_counts(reg: RegistryReport) -> dict[str, int] | None:
+    """The registry's entries per health status after the cycle; None when the registry
+    keeps no health."""
+    if not reg.keeps_health or reg.registry_error:
+        return None
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    for entry in after_apply(reg).values():
+        counts[entry.health.status] += 1
+    return counts
 
 
 class EventBus:
@@ -153,18 +170,31 @@ class EventBus:
         self._subscribers: list[Subscription] = []
         self.dropped = 0  # subscribers dropped since start (slow or gone): a metric
 
-    def update(self, registry: str, entries: Mapping[str, Entry]) -> list[ChangeEvent]:
-        """The registry now holds ``entries`` (id -> entry): publish what changed."""
+    def update(
+        self,
+        registry: str,
+        entries: Mapping[str, Entry],
+        withdrawn: Mapping[str, Entry] | None = None,
+    ) -> list[ChangeEvent]:
+        """The registry now holds ``entries`` (id -> entry): publish what changed.
+        ``withdrawn``: the critical workers it took out (id -> the worker, its health)."""
+        withdrawn = withdrawn or {}
         with self._lock:
             old = self._views.get(registry, {})
             events = []
             for worker_id in sorted(old.keys() | entries.keys()):
                 before, after = old.get(worker_id), entries.get(worker_id)
-                if before == after:
+                action: Action
+                if after is None and worker_id in withdrawn:
+                    action, after = "withdrawn", withdrawn[worker_id]
+                elif before is None or after is None:
+                    action = "created" if before is None else "deleted"
+                elif before != after:
+                    action = "updated"
+                elif before.health.status != after.health.status:
+                    action = "health"
+                else:
                     continue
-                action: Action = (
-                    "created" if before is None else "deleted" if after is None else "updated"
-                )
                 self._sequence += 1
                 changed = after if after is not None else before
                 assert changed is not None

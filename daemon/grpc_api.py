@@ -57,7 +57,13 @@ SERVICE = pb.DESCRIPTOR.services_by_name["WorkerRegistry"].full_name
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 WAIT = 0.5  # how often a stream looks whether its caller is still there
 _LIST_FIELDS = {"tool": "tools", "permission": "permissions"}  # query option -> field
-_ACTIONS = {"created": pb.Event.CREATED, "updated": pb.Event.UPDATED, "deleted": pb.Event.DELETED}
+_ACTIONS = {
+    "created": pb.Event.CREATED,
+    "updated": pb.Event.UPDATED,
+    "deleted": pb.Event.DELETED,
+    "health": pb.Event.HEALTH,
+    "withdrawn": pb.Event.WITHDRAWN,
+}
 
 
 class Aborted(Exception):
@@ -176,6 +182,7 @@ class WorkerRegistry(pb_grpc.WorkerRegistryServicer):
                 now=int(time.time()),
                 spell=lambda option: f"ListRequest.{_LIST_FIELDS.get(option, option)}",
                 ignore_case=request.ignore_case,
+                healthy=request.healthy,
             )
         except ValueError as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -424,13 +431,22 @@ def _event(event: ChangeEvent) -> pb.Event:
 
 def _entry(registry: str, worker_id: str, entry: Entry) -> pb.Entry:
     message = pb.Entry(
-        registry=registry, id=worker_id, source=entry.source, ref=entry.ref, owner=entry.owner
+        registry=registry,
+        id=worker_id,
+        source=entry.source,
+        ref=entry.ref,
+        owner=entry.owner,
+        health=_health(entry),
     )
     try:
         message.declaration.CopyFrom(to_proto(full_entry.decode(entry)))
     except DeclarationError:
         message.ClearField("declaration")
     return message
+
+
+def _health(entry: Entry) -> pb.Health:
+    return pb.Health(status=entry.health.status, output=entry.health.output)
 
 
 def _worker(found: query.Decoded) -> pb.Worker:
@@ -442,6 +458,7 @@ def _worker(found: query.Decoded) -> pb.Worker:
         source=entry.source,
         ref=entry.ref,
         address=entry.address,
+        health=_health(entry),
     )
 
 

@@ -26,7 +26,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from daemon.cycle_report import CycleReport, RegistryReport
-from daemon.events import EventBus, after_apply
+from daemon.events import EventBus, after_apply, health_counts
 from discovery.codec import Entry
 from discovery.sources.inbox import InboxStats
 
@@ -131,6 +131,13 @@ class Metrics:
             ["registry", "source"],
             registry=r,
         )
+        self.health = Gauge(
+            "capsync_registry_health",
+            "capsync's entries in the registry after the last cycle, by health status "
+            "(registries that keep health)",
+            ["registry", "status"],
+            registry=r,
+        )
         self.held = Gauge(
             "capsync_deletions_held",
             "Deletions held in the last cycle (first-sync gate or the mass-deletion guard)",
@@ -209,6 +216,8 @@ class Metrics:
         self.held.labels(name).set(len(reg.changes.held))
         self.conflicts.labels(name).set(len(reg.conflicts))
         self._registry_entries(name, _per_source(after_apply(reg).values()))
+        for status, count in (health_counts(reg) or {}).items():
+            self.health.labels(name, status).set(count)
         if reg.apply_seconds is not None:
             self.apply_seconds.labels(name).observe(reg.apply_seconds)
         if reg.applied:  # never set on a dry run

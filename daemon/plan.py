@@ -12,6 +12,15 @@ logging or counting; the cycle acts on the result.
                                                                    by the gates below)
     kept                 anything               unchanged: its source failed or its
                                                 declaration was invalid this cycle
+    present, equal,      present                health       (only for a registry that
+      health differs                                          keeps health)
+
+Health is not part of an entry's equality: an entry whose declaration is unchanged but
+whose health status changed is a health update, which rewrites nothing else.
+
+A registry set to ``unhealthy = "withdraw"`` keeps critical workers out: a critical
+worker it holds is withdrawn (removed like a deletion, but neither gated nor guarded: it
+comes back as a create when it recovers), and one it does not hold is not created.
 
 Ids are matched case-folded, as Consul and SQLite compare them: ``W1`` owned and ``w1``
 desired are one worker, and a case-only rename is an update.
@@ -27,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from discovery import health
 from discovery.codec import Entry
 
 OWNER_SCOPE = "*"  # the guard's key for "every owned entry"; other keys are source names
@@ -50,10 +60,23 @@ class Changes:
     # Node meta the apply records beside the writer claim: the guard's marks
     # (daemon/guard_marks.py), written in the same request as the first batch.
     record: Mapping[str, str] = field(default_factory=dict)
+    # Entries whose declaration is unchanged and whose health status changed.
+    health: tuple[Update, ...] = ()
+    # Critical workers taken out of a registry set to withdraw (old: as held; new: as
+    # desired, with its health), and how many critical workers it does not hold.
+    withdraw: tuple[Update, ...] = ()
+    withdrawn: int = 0
 
     @property
     def writes(self) -> int:
-        return len(self.create) + len(self.update) + len(self.delete)
+        changed = len(self.update) + len(self.health) + len(self.withdraw)
+        return len(self.create) + len(self.delete) + changed
+
+    @property
+    def health_changes(self) -> int:
+        """Workers whose health this apply changes (created ones are not counted)."""
+        changed = sum(u.old.health.status != u.new.health.status for u in self.update)
+        return len(self.health) + changed
 
 
 @dataclass(frozen=True)
@@ -96,7 +119,13 @@ def _no_deletes(changes: Changes) -> Changes:
 
 
 def _create_only(changes: Changes) -> Changes:
-    return replace(changes, update=(), delete=(), unchanged=changes.unchanged + len(changes.update))
+    return replace(
+        changes,
+        update=(),
+        delete=(),
+        withdraw=(),
+        unchanged=changes.unchanged + len(changes.update) + len(changes.withdraw),
+    )
 
 
 POLICIES: Mapping[str, Policy] = {
@@ -117,6 +146,11 @@ class Restraints:
     keep: Collection[str] = frozenset()
     deletions_open: bool = True
     high_water: Mapping[str, int] = field(default_factory=dict)
+    # The registry keeps health: a change of health status alone is planned (a health
+    # update); otherwise it is not this registry's business.
+    health: bool = False
+    # The registry keeps critical workers out (``unhealthy = "withdraw"``).
+    withdraw: bool = False
 
 
 def plan(
@@ -130,11 +164,21 @@ def plan(
     """Diff ``owned`` (id -> entry this owner wrote) against ``desired`` (id -> entry)."""
     folded_owned = {worker_id.casefold(): entry for worker_id, entry in owned.items()}
     folded_desired = {worker_id.casefold(): entry for worker_id, entry in desired.items()}
-    create, update, delete = [], [], []
-    unchanged = kept = 0
+    create, update, delete, healths, withdraw = [], [], [], [], []
+    unchanged = kept = withdrawn = 0
     for worker_id in sorted(folded_owned.keys() | folded_desired.keys()):
         old, new = folded_owned.get(worker_id), folded_desired.get(worker_id)
-        if old is None and new is not None:
+        if (
+            restraints.withdraw
+            and new is not None
+            and new.health.status == "critical"
+            and worker_id not in restraints.keep
+        ):
+            if old is None:
+                withdrawn += 1
+            else:
+                withdraw.append(Update(old, new))
+        elif old is None and new is not None:
             create.append(new)
         elif old is None:
             continue
@@ -142,6 +186,8 @@ def plan(
             kept += 1
         elif new is None:
             delete.append(old)
+        elif new == old and restraints.health and health.changed(old.health, new.health):
+            healths.append(Update(old, new))
         elif new == old:
             unchanged += 1
         else:
@@ -155,6 +201,9 @@ def plan(
         held=tuple(e for e in delete if e.id in held),
         held_reason=held_reason,
         kept=kept,
+        health=tuple(healths),
+        withdraw=tuple(withdraw),
+        withdrawn=withdrawn + len(withdraw),
     )
     return POLICIES[policy](changes)
 

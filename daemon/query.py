@@ -39,6 +39,7 @@ class Asked(TypedDict):
     verified: NotRequired[bool]
     permissions: NotRequired[Sequence[str]]
     ignore_case: NotRequired[bool]
+    healthy: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class Query:
     permissions: tuple[tuple[str, str], ...] = ()
     now: int = 0
     ignore_case: bool = False
+    # capsync's extension (``--healthy``): passing workers only, by the health the
+    # registry keeps beside each entry.
+    healthy: bool = False
 
     @classmethod
     def seed_find(cls, request: FindRequest, now: int) -> Query:
@@ -120,6 +124,7 @@ class Query:
             permissions=tuple(held),
             now=now,
             ignore_case=asked.get("ignore_case", False),
+            healthy=asked.get("healthy", False),
         )
 
     def narrowing(self) -> Query:
@@ -128,6 +133,10 @@ class Query:
         if not self.ignore_case:
             return self
         return replace(self, category=None, tools=(), has=(), all_required=False)
+
+    def keeps(self, entry: codec.Entry, caps: Capabilities) -> bool:
+        """``matches``, and passing when only healthy workers are asked for."""
+        return self.matches(caps) and (not self.healthy or entry.health.healthy)
 
     def matches(self, caps: Capabilities) -> bool:
         fold = str.casefold if self.ignore_case else _same
@@ -174,7 +183,7 @@ def decoded(listed: list[Listed]) -> list[Decoded]:
 
 def select(registry: Registry, q: Query) -> list[Decoded]:
     """The registry's entries that ``q`` matches (RegistryError when it cannot answer)."""
-    return [found for found in decoded(registry.entries(q.narrowing())) if q.matches(found[2])]
+    return [found for found in decoded(registry.entries(q.narrowing())) if q.keeps(*found[1:])]
 
 
 def worker_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, Any]:
@@ -186,4 +195,5 @@ def worker_json(node: str, entry: codec.Entry, caps: Capabilities) -> dict[str, 
         "ref": entry.ref,
         "address": entry.address,
         "declaration": seed_json.to_seed(caps),
+        "health": {"status": entry.health.status, "output": entry.health.output},
     }

@@ -165,8 +165,9 @@ class Registrar:
         """The connection ended: its registrations leave ``grace`` seconds from now."""
         with self._lock:
             self._bound.discard(conn)
-        until = self.ctx.clock() + self.ctx.settings.grace
-        self._store(lambda inbox: inbox.renew([conn], until))
+        now = self.ctx.clock()
+        until = now + self.ctx.settings.grace
+        self._store(lambda inbox: inbox.release(conn, now, until))
 
     def _store(self, action: Callable[[Inbox], T]) -> T:
         if not self.ctx.started():

@@ -17,7 +17,7 @@ from config.errors import RegistryError, WriterClaimHeld
 from config.events import emit
 from daemon import guard_marks
 from daemon.cycle_report import Conflict, RegistryReport, unexpected
-from daemon.plan import DeletionGuard, Restraints, counts, plan
+from daemon.plan import Changes, DeletionGuard, Restraints, counts, plan
 from daemon.registry.base import Refused, Registry, Snapshot
 from discovery import codec, full_entry
 from discovery.codec import Entry
@@ -52,6 +52,7 @@ class SyncOptions:
     guard: DeletionGuard = field(default_factory=DeletionGuard)
     # Removing this file (``touch`` it) releases held deletions for one cycle.
     release_file: Path | None = None
+    unhealthy: str = "mark"  # or "withdraw": critical workers are kept out
 
 
 class GuardMemory:
@@ -171,10 +172,13 @@ class RegistrySync:
                     scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
                     for scope in remembered.keys() | kept_marks.keys()
                 },
+                health=snapshot.health,
+                withdraw=self.options.unhealthy == "withdraw",
             ),
             guard=guard,
             policy=self.options.policy,
         )
+        _report_mass_withdrawal(self.name, changes, len(snapshot.owned), guard)
         # Recorded: the most owned before or after this apply.
         after = counts([*_after(snapshot.owned, changes.delete), *changes.create])
         peak = {s: max(owned_counts.get(s, 0), after.get(s, 0)) for s in owned_counts | after}
@@ -191,6 +195,7 @@ class RegistrySync:
             conflicts=tuple(conflicts),
             desired=desired,
             owned=snapshot.owned,
+            keeps_health=snapshot.health,
         )
         if dry_run or not changes.writes:
             return report
@@ -275,7 +280,7 @@ class RegistrySync:
                 now=now,
             )
         encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
-        return entry
+        return entry if entry.health == decl.health else replace(entry, health=decl.health)
 
 
 def each_registry(
@@ -336,6 +341,22 @@ def _after(owned: Mapping[str, Entry], deleted: Sequence[Entry]) -> list[Entry]:
     """The owned entries an apply of ``deleted`` leaves."""
     gone = {entry.id.casefold() for entry in deleted}
     return [entry for entry in owned.values() if entry.id.casefold() not in gone]
+
+
+def _report_mass_withdrawal(name: str, changes: Changes, owned: int, guard: DeletionGuard) -> None:
+    """Withdrawals are not held (a withdrawal is not a deletion: the worker comes back
+    when it recovers), but as many as the deletion guard would hold are reported."""
+    count = len(changes.withdraw)
+    if count > guard.min_count and count > guard.max_fraction * max(owned, 1):
+        emit(
+            logging.WARNING,
+            "mass_withdrawal",
+            registry=name,
+            withdrawing=count,
+            owned=owned,
+            reason="critical workers withdrawn (unhealthy = withdraw); not held: they "
+            "come back when they recover",
+        )
 
 
 def _registry_failed(report: RegistryReport, exc: RegistryError) -> RegistryReport:

@@ -36,7 +36,13 @@ def _summary(report: CycleReport, reg: RegistryReport) -> str:
     c = reg.changes
     done = reg.applied or ApplyResult()
     written = (
-        {"create": len(c.create), "update": len(c.update), "delete": len(c.delete)}
+        {
+            "create": len(c.create),
+            "update": len(c.update),
+            "delete": len(c.delete),
+            "health": len(c.health),
+            "withdraw": len(c.withdraw),
+        }
         if report.dry_run
         else done.written
     )
@@ -56,7 +62,8 @@ def _summary(report: CycleReport, reg: RegistryReport) -> str:
         f"{verb}: {written.get('create', 0)} created, {written.get('update', 0)} updated, "
         f"{written.get('delete', 0)} deleted{failed}, {c.unchanged} unchanged, "
         f"{len(report.invalid)} invalid, {len(reg.conflicts)} conflicts, {len(c.held)} held, "
-        f"{c.kept} kept{tail}"
+        f"{c.kept} kept, {written.get('health', 0)} health updates, "
+        f"{written.get('withdraw', 0)} withdrawn{tail}"
         f"{_next_change(report)}"
     )
 
@@ -146,6 +153,10 @@ def plan_rows(changes: Changes) -> list[tuple[str, Entry, str]]:
     rows += [("update", u.new, _difference(u.old, u.new)) for u in changes.update]
     rows += [("delete", entry, "") for entry in changes.delete]
     rows += [("held", entry, "deletion held") for entry in changes.held]
+    rows += [
+        ("health", u.new, f"{u.old.health.status} -> {u.new.health.status}") for u in changes.health
+    ]
+    rows += [("withdraw", u.new, u.new.health.output) for u in changes.withdraw]
     return rows
 
 
@@ -165,7 +176,7 @@ def plan_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
                 "id": e.id,
                 "source": e.source,
                 "ref": e.ref,
-                **({"changed": note} if action == "update" else {}),
+                **({"changed": note} if action in ("update", "health") else {}),
             }
             for action, e, note in plan_rows(c)
         ],
@@ -178,6 +189,8 @@ def plan_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
             "held": len(c.held),
             "kept": c.kept,
             "conflicts": len(reg.conflicts),
+            "health": len(c.health),
+            "withdrawn": c.withdrawn,
         },
         "held_reason": c.held_reason,
         "release": RELEASE if c.held else "",

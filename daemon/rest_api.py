@@ -244,6 +244,9 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
             bool,
             Query(description="compare tool names case-insensitively (capsync's extension)"),
         ] = False,
+        healthy: Annotated[
+            bool, Query(description="passing workers only (their health; capsync's extension)")
+        ] = False,
     ) -> Any:
         """Workers in the registry, filtered as ``capsync find`` filters them."""
         try:
@@ -259,6 +262,7 @@ def _rest_routes(app: FastAPI, registrar: Registrar) -> None:
                 now=int(time.time()),
                 spell=lambda option: f"query parameter {option!r}",
                 ignore_case=ignore_case,
+                healthy=healthy,
             )
         except ValueError as exc:
             raise HttpRefusal(400, str(exc)) from None

@@ -66,6 +66,7 @@ class Runtime:
                 handover=replace(kept, listed_once=kept.listed_once & names),
                 deadlines=Deadlines(apply=APPLY_DEADLINE_SECONDS),
             )
+            self.syncer.damper.min_seconds = settings.daemon.health_min_time
             self.leadership = self._leadership(settings)
             if any(reg.backend == "consul" for reg in settings.registries):
                 self._liveness = ConsulLiveness(ConsulClient(consul_endpoint(settings.consul)))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.cycle_report import CycleReport, RegistryReport
+from daemon.events import health_counts
 from daemon.report import plan_json, summary
 
 
@@ -95,6 +96,8 @@ def _registry_json(report: CycleReport, reg: RegistryReport) -> dict[str, Any]:
     return {
         "registry_error": reg.registry_error,
         "plan": plan_json(report, reg),
+        # entries per health status (null: this registry keeps no health)
+        "health": health_counts(reg),
         "refused": [vars(r) for r in (reg.applied.refused if reg.applied else ())],
         # What the registry confirmed, and the planned operations it did not write.
         "written": dict(reg.applied.written) if reg.applied else {},

@@ -4,8 +4,9 @@ Messages, one JSON object each::
 
     {"type": "snapshot", "stream": S, "sequence": N, "entries": [ENTRY...]}
     {"type": "resume", "stream": S, "sequence": N}          (instead of the snapshot)
-    {"type": "event", "sequence": N, "action": "created|updated|deleted",
-     "registry": R, "id": ID, "source": ..., "ref": ..., "owner": ..., "declaration": {...}}
+    {"type": "event", "sequence": N, "action": "created|updated|deleted|health|withdrawn",
+     "registry": R, "id": ID, "source": ..., "ref": ..., "owner": ..., "declaration": {...},
+     "health": {"status": "passing|warning|critical", "output": "..."}}
     {"type": "dropped", "reason": "..."}                     (then the connection closes)
 
 A client resumes with ``?stream=S&since=N`` (its last sequence number); when that part of

@@ -43,6 +43,7 @@ def sync_options(reg: RegistrySettingsBase) -> SyncOptions:
             reg.max_delete_fraction, reg.max_delete_count, reg.allow_mass_delete, reg.guard_window
         ),
         release_file=reg.release_file,
+        unhealthy=reg.unhealthy,
     )
 
 

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from config.errors import DeclarationError
+from discovery.health import PASSING, Health
 from discovery.model import CATEGORIES, Capabilities, ToolCapability
 from discovery.tool_terms import NEVER_EXPIRES, PERMISSIONS
 
@@ -76,6 +77,9 @@ class Entry:
     # The full form stored beside the entry; its digest is in meta, so equality (the
     # diff's test) need not compare it, and a registry need not read it back to diff.
     document: str = field(default="", compare=False)
+    # The worker's health: beside the entry, never in its digest nor in equality (a
+    # health change is a health update, never a rewrite of the declaration).
+    health: Health = field(default=PASSING, compare=False)
 
     @property
     def owner(self) -> str:

@@ -10,7 +10,8 @@ write to it, the source in ``discovery`` reads it.
 A registration is live while it has no expiry or its expiry is in the future. A lease
 (``ttl``) sets the expiry; registering again renews it. A registration bound to a
 connection (``conn``) is renewed by that connection while it lives and left to expire
-after a grace period when it ends. An expired registration is simply no longer listed:
+after a grace period when it ends: it is then marked ``released`` (when its connection
+ended), which its health shows. An expired registration is simply no longer listed:
 its deletion goes through the plan, so the deletion guard applies.
 
 Two stores behind one interface: SQLite in the state directory (one daemon), Consul KV
@@ -24,7 +25,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +56,9 @@ class Registration:
     via: str
     expires: float | None = None
     conn: str | None = None
+    # When the connection it was bound to ended (Unix time): it leaves at ``expires``
+    # unless the worker registers again.
+    released: float | None = None
 
     @property
     def key(self) -> str:
@@ -71,6 +75,7 @@ class Registration:
             "via": self.via,
             "expires": self.expires,
             "conn": self.conn,
+            **({"released": self.released} if self.released is not None else {}),
         }
 
     @classmethod
@@ -81,6 +86,7 @@ class Registration:
             via=data["via"],
             expires=data.get("expires"),
             conn=data.get("conn"),
+            released=data.get("released"),
         )
 
 
@@ -106,6 +112,11 @@ class Inbox(Protocol):
         ``conns``; a later expiry is kept (a renewal never shortens a lease)."""
         ...
 
+    def release(self, conn: str, at: float, until: float) -> None:
+        """The connection ``conn`` ended at ``at``: its registrations are bound to it no
+        more, marked released, and expire at ``until`` (a later expiry is kept)."""
+        ...
+
     def purge(self, before: float) -> int:
         """Drop registrations that expired before ``before``; how many."""
         ...
@@ -118,6 +129,12 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS registrations (
 
 
 _SELECT = "SELECT record, conn, expires FROM registrations"
+
+
+def _record(r: Registration) -> str:
+    """The stored record: all but the columns (conn, expires)."""
+    record = {"id": r.id, "body": r.body, "via": r.via}
+    return json.dumps(record | ({"released": r.released} if r.released is not None else {}))
 
 
 def _row(row: tuple[str, str | None, float | None]) -> Registration:
@@ -142,10 +159,7 @@ class SqliteInbox:
             raise SourceError(f"inbox {path}: open failed: {exc}") from exc
 
     def put(self, registrations: Sequence[Registration]) -> None:
-        rows = [
-            (r.key, json.dumps({"id": r.id, "body": r.body, "via": r.via}), r.conn, r.expires)
-            for r in registrations
-        ]
+        rows = [(r.key, _record(r), r.conn, r.expires) for r in registrations]
         self._write("put", "INSERT OR REPLACE INTO registrations VALUES (?, ?, ?, ?)", rows)
 
     def remove(self, worker_id: str) -> bool:
@@ -166,6 +180,17 @@ class SqliteInbox:
             "renew",
             "UPDATE registrations SET expires = ? WHERE conn = ? AND expires < ?",
             [(until, conn, until) for conn in conns],
+        )
+
+    def release(self, conn: str, at: float, until: float) -> None:
+        with self._lock:
+            rows = self._db.execute(f"{_SELECT} WHERE conn = ?", (conn,)).fetchall()
+        released = [replace(_row(row), conn=None, released=at) for row in rows]
+        self._write(
+            "release",
+            "UPDATE registrations SET record = ?, conn = NULL, expires = max(expires, ?) "
+            "WHERE key = ? AND conn = ?",
+            [(_record(r), until, r.key, conn) for r in released],
         )
 
     def purge(self, before: float) -> int:

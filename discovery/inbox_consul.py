@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from typing import Any
 
 from config.errors import SourceError
@@ -62,6 +63,20 @@ class ConsulInbox:
             if self._txn(ops):
                 return
         raise self._busy("renew")
+
+    def release(self, conn: str, at: float, until: float) -> None:
+        for _ in range(CAS_TRIES):
+            ops = [
+                self._set(
+                    replace(r, conn=None, released=at, expires=max(r.expires or until, until)),
+                    index,
+                )
+                for r, index in self._items(self.prefix + "/", recurse=True)
+                if r.conn == conn
+            ]
+            if self._txn(ops):
+                return
+        raise self._busy("release")
 
     def purge(self, before: float) -> int:
         for _ in range(CAS_TRIES):

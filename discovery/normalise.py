@@ -61,6 +61,9 @@ class Normaliser:
             result = previous.get(key) if declaration.fingerprint is not None else None
             if result is None:
                 result = _validate(declaration, source)
+            elif isinstance(result, Found) and result.declaration.health != declaration.health:
+                # Health is no part of the declaration: the validation is reused.
+                result = Found(result.caps, replace(result.declaration, health=declaration.health))
             if declaration.fingerprint is not None:
                 current[key] = result
             if isinstance(result, Found):

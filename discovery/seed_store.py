@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from discovery import codec, full_entry, seed_json
 from discovery.codec import DIGEST, DOCUMENT, Entry
+from discovery.health import health_from_text
 
 
 @dataclass(frozen=True)
@@ -142,3 +143,10 @@ class Decoder:
 
 def _fingerprint(raw: tuple[str | None, ...], origin: Origin) -> bytes:
     return hashlib.blake2b(repr((raw, origin)).encode(), digest_size=16).digest()
+
+
+def with_health(found: Entry, stored: str | None) -> Entry:
+    """The entry with the health a store keeps beside it (``health_text``); UNKNOWN when
+    it keeps none yet. The decoded entry is reused as it is when the health matches."""
+    health = health_from_text(stored)
+    return found if found.health == health else replace(found, health=health)

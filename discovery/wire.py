@@ -7,7 +7,7 @@ decoded by ``discovery.intake``; the declaration itself is validated by
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,6 +62,13 @@ class UpdateAnswer(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
 
 
+class HealthOut(BaseModel):
+    """A worker's health, from where it lives: passing, warning or critical, and why."""
+
+    status: Literal["passing", "warning", "critical"]
+    output: str
+
+
 class WorkerOut(BaseModel):
     """One worker as the registry holds it."""
 
@@ -72,3 +79,4 @@ class WorkerOut(BaseModel):
     ref: str
     address: str
     declaration: dict[str, Any]
+    health: HealthOut

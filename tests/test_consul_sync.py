@@ -52,12 +52,16 @@ def test_cold_sync_of_1000_within_request_budget(consul: ConsulTarget, tmp_path:
     }
     assert marks["*"][0] == 1000  # the guard's marks, recorded with the first write
     if consul.double:
-        assert consul.writes() <= math.ceil(1000 / 64) + 3
+        # Two ops an entry (its service and its check), one reserved for the node's.
+        assert consul.writes() <= math.ceil(1000 / ((64 - 1) // 2)) + 3
         consul.double.reset_counts()
         again = sync(consul, "--source", f"file:{tmp_path / 'fleet'}")
         assert "1000 unchanged" in again.stdout
-        # A steady cycle reads the node's services once and writes nothing.
-        assert consul.double.requests == [("GET", f"/v1/catalog/node-services/{consul.node}")]
+        # A steady cycle reads the node's services and its checks once, writes nothing.
+        assert consul.double.requests == [
+            ("GET", f"/v1/catalog/node-services/{consul.node}"),
+            ("GET", f"/v1/health/node/{consul.node}"),
+        ]
 
 
 def test_unowned_entry_on_own_node_is_a_conflict_never_touched(consul: ConsulTarget):
@@ -126,7 +130,8 @@ def test_batches_respect_the_txn_limit(tmp_path: Path):
         target = ConsulTarget(double.address, double)
         small = sync(target, "--source", f"file:{tmp_path / 'fleet'}")
         assert small.returncode == 0, small.stderr
-        assert double.count("PUT", "/v1/txn") == math.ceil(301 / 64)
+        # Two ops an entry (its service and its check), one reserved for the node's.
+        assert double.count("PUT", "/v1/txn") == math.ceil(300 / ((64 - 1) // 2))
 
 
 def test_find_with_quotes_in_values(consul: ConsulTarget, tmp_path: Path):

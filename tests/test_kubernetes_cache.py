@@ -41,10 +41,8 @@ def test_at_10000_pods_a_steady_cycle_costs_no_request_and_status_updates_are_si
         assert len(source.list().declarations) == 10_000
     assert len(double.requests) == before  # answered from the cache
 
-    # A status-only update of an annotated pod cannot change its declaration.
-    double.put_pod(
-        "ns-1", "w00001", annotations=helpers.annotated(), labels={"role": "worker"}, ready=False
-    )
+    # An update that changes neither the declaration nor the pod's readiness is silent.
+    double.put_pod("ns-1", "w00001", annotations=helpers.annotated(), labels={"role": "worker"})
     # Relabelled out of the selector: the API server sends DELETED, and it leaves.
     double.put_pod("ns-2", "w00002", annotations=helpers.annotated(), labels={"role": "retired"})
     running.expect("kubernetes pod ns-2/w00002 DELETED")
@@ -69,7 +67,9 @@ def test_the_declarations_fingerprint_is_their_raw_text_so_validation_is_reused(
         '{"fuzzingTools": [{"toolName": "afl++"}]}',
     ]
     again, _ = normaliser.normalise(listing, "kubernetes")
-    assert all(a is b for a, b in zip(first, again, strict=True))  # not validated again
+    # not validated again (the pod's readiness, its health, rides beside the declaration)
+    assert all(a.caps is b.caps for a, b in zip(first, again, strict=True))
+    assert [f.declaration.health.status for f in again] == ["critical", "passing"]
 
 
 def test_close_ends_the_watch_threads_within_two_seconds(

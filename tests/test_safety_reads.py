@@ -72,9 +72,18 @@ NOT_DATA = {
 }
 
 
+def _checks_fault(fault: Fault) -> Fault:
+    """A list of checks has no meta: its shape fault is a status that is not a string."""
+    if fault is not NOT_DATA["meta-not-object"]:
+        return fault
+    return Fault(reshape=lambda body: [{**check, "Status": ["x"]} for check in body])
+
+
+# Both reads of the consul source: the instances, and their checks (their health).
+@pytest.mark.parametrize("path", ["/v1/catalog/service/legacy", "/v1/health/checks/legacy"])
 @pytest.mark.parametrize("fault", list(NOT_DATA.values()), ids=list(NOT_DATA))
 def test_failed_source_read_keeps_its_entries(
-    proxied: tuple[ConsulTarget, FaultProxy], fault: Fault
+    proxied: tuple[ConsulTarget, FaultProxy], fault: Fault, path: str
 ) -> None:
     target, proxy = proxied
     register_legacy(target, 12)
@@ -82,7 +91,11 @@ def test_failed_source_read_keeps_its_entries(
     assert first.returncode == 0 and "12 created" in first.stdout, first.stderr
     before = target.services()
 
-    proxy.inject("GET", "/v1/catalog/service/legacy", fault)
+    if "health" in path:  # a check, so that a reshaped list of checks is not empty
+        check = {"CheckID": "up", "Name": "up", "Status": "passing", "ServiceID": "legacy-0"}
+        body = {"Node": "legacy-host", "SkipNodeUpdate": True, "Check": check}
+        assert target.put("/v1/catalog/register", body).status_code == 200
+    proxy.inject("GET", path, fault if "catalog" in path else _checks_fault(fault))
     result = run(proxy, target, "run", "--once", "--source", "consul:legacy")
 
     assert proxy.hits, "the fault was never served"
@@ -94,9 +107,11 @@ def test_failed_source_read_keeps_its_entries(
         assert "retry after 7s" in result.stderr
 
 
+# Both reads of a Consul snapshot: the node's services, and its checks (their health).
+@pytest.mark.parametrize("path", ["/v1/catalog/node-services/", "/v1/health/node/"])
 @pytest.mark.parametrize("fault", list(NOT_DATA.values()), ids=list(NOT_DATA))
 def test_failed_registry_read_writes_nothing(
-    proxied: tuple[ConsulTarget, FaultProxy], fault: Fault, tmp_path: Any
+    proxied: tuple[ConsulTarget, FaultProxy], fault: Fault, path: str, tmp_path: Any
 ) -> None:
     target, proxy = proxied
     fleet = tmp_path / "fleet"
@@ -108,9 +123,11 @@ def test_failed_registry_read_writes_nothing(
     (fleet / "d.json").write_text('{"id": "d"}')
     before, writes = target.services(), target.writes()
 
-    if fault.reshape is not None:  # node-services answers an object, not a list
+    if fault.reshape is not None and "node-services" in path:  # an object, not a list
         fault = Fault(reshape=lambda body: {"Node": body["Node"], "Services": {"x": 1}})
-    proxy.inject("GET", "/v1/catalog/node-services/", fault)
+    elif "health" in path:
+        fault = _checks_fault(fault)
+    proxy.inject("GET", path, fault)
     result = run(proxy, target, "run", "--once", "--source", f"file:{fleet}", "--allow-mass-delete")
 
     assert result.returncode == 1

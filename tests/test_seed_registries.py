@@ -15,6 +15,7 @@ from typing import Any
 from daemon.registry.ownership import Ownership
 from daemon.registry.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteRegistry
 from discovery import codec, schema
+from discovery.health import UNKNOWN
 from tests.backends import Backend
 from tests.conftest import run_cli
 from tests.consul_target import ConsulTarget
@@ -172,11 +173,13 @@ def test_sqlite_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path):
         db.execute("PRAGMA user_version = 1")
     registry = SqliteRegistry(path, Ownership(service="worker", owner="h", node="capsync-h"))
     try:
-        assert registry.snapshot().owned == {"old": old}
+        owned = registry.snapshot().owned
+        assert owned == {"old": old}
+        assert owned["old"].health == UNKNOWN  # none kept before: the next cycle writes it
     finally:
         registry.close()
     with closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
 
 
 def test_running_daemon_drops_a_tool_from_consul_tags_when_it_expires(

@@ -239,7 +239,7 @@ def test_postgres_dropped_tables_are_recreated_though_the_version_row_says_migra
     assert sync(f"postgres:{dsn}").returncode == 0
     conn.execute("DROP TABLE worker_capabilities")
     conn.execute("DROP TABLE capsync_nodes")
-    assert conn.execute("SELECT MAX(version) FROM capsync_schema").fetchone() == (2,)
+    assert conn.execute("SELECT MAX(version) FROM capsync_schema").fetchone() == (3,)
     again = sync(f"postgres:{dsn}")
     assert again.returncode == 0, again.stderr
     assert "9 created" in again.stdout
@@ -466,7 +466,7 @@ def test_postgres_adopts_the_seeds_table_and_keeps_its_rows(
                     "alternatives":[]}]', '{}', '{}')""")
     for _ in range(2):
         assert sync(f"postgres:{dsn}").returncode == 0
-    assert conn.execute("SELECT version FROM capsync_schema").fetchall() == [(1,), (2,)]
+    assert conn.execute("SELECT version FROM capsync_schema").fetchall() == [(1,), (2,), (3,)]
     found = conn.execute("""SELECT id FROM worker_capabilities
                             WHERE static_analysis_tools @> '[{"tool_name":"clippy"}]'""")
     assert "seed-worker" in {row[0] for row in found}

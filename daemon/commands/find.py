@@ -30,7 +30,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "does not verify signatures). --permission C:P: some tool of category "
         "C holds permission P. Expired and revoked tools provide nothing. Tool "
         "names compare exactly, as in the library; --ignore-case compares them "
-        "case-insensitively (capsync's extension).",
+        "case-insensitively (capsync's extension). --healthy: passing workers only "
+        "(their health, from where they live).",
     )
     find.add_argument("--category", choices=list(CATEGORIES))
     find.add_argument("--tool", nargs="+", default=[], metavar="T")
@@ -47,6 +48,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="compare tool names case-insensitively (capsync's extension; the library "
         "compares them exactly)",
     )
+    find.add_argument(
+        "--healthy",
+        action="store_true",
+        help="passing workers only: the health the registry keeps beside each entry "
+        "(capsync's extension)",
+    )
     _common(find)
     find.set_defaults(handler=find_command)
     listing = sub.add_parser("list", help="list every worker in the registry")
@@ -62,6 +69,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         verified=False,
         permission=[],
         ignore_case=False,
+        healthy=False,
     )
     show = sub.add_parser("show", help="show one worker's entries in the registry")
     show.add_argument("id")
@@ -90,11 +98,12 @@ def find_command(args: argparse.Namespace) -> int:
             permissions=args.permission,
             now=int(time.time()),
             ignore_case=args.ignore_case,
+            healthy=args.healthy,
         )
     except ValueError as exc:
         print(f"capsync find: {exc}", file=sys.stderr)
         return 2
-    results = [r for r in _decoded(args, query) if query.matches(r[2])]
+    results = [r for r in _decoded(args, query) if query.keeps(r[1], r[2])]
     if args.json:
         print(
             json.dumps([worker_json(node, entry, caps) for node, entry, caps in results], indent=2)

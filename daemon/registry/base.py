@@ -27,6 +27,9 @@ class Snapshot:
     owned: Mapping[str, Entry]
     foreign: frozenset[str] = frozenset()
     meta: Mapping[str, str] | None = None  # capsync's node meta as read (None: no node)
+    # The registry keeps each entry's health (read back into ``Entry.health``), so the
+    # plan includes health updates for it.
+    health: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,16 +43,23 @@ class Refused:
     foreign: bool = False
 
 
-Action = Literal["create", "update", "delete"]
+Action = Literal["create", "update", "delete", "health", "withdraw"]
 
 
 @dataclass(frozen=True)
 class Operation:
-    """One planned write; an update keeps the old entry (its id may differ in case)."""
+    """One planned write; an update keeps the old entry (its id may differ in case). A
+    ``health`` operation writes only the entry's health (its declaration is unchanged)."""
 
     action: Action
     entry: Entry
     old: Entry | None = None
+
+    @property
+    def removes(self) -> bool:
+        """A delete, or a withdrawal (the unhealthy worker taken out of the registry,
+        written as a delete: it comes back as a create when it recovers)."""
+        return self.action in ("delete", "withdraw")
 
 
 def operations(changes: Changes) -> list[Operation]:
@@ -57,6 +67,8 @@ def operations(changes: Changes) -> list[Operation]:
         *(Operation("create", entry) for entry in changes.create),
         *(Operation("update", u.new, u.old) for u in changes.update),
         *(Operation("delete", entry) for entry in changes.delete),
+        *(Operation("health", u.new, u.old) for u in changes.health),
+        *(Operation("withdraw", u.old, u.new) for u in changes.withdraw),
     ]
 
 

@@ -16,6 +16,13 @@ unit too big for any transaction is refused alone.
 
 A case-only rename of an id is a delete and a set in the same transaction, so a reader
 never sees the worker missing (Consul's service ids compare case-insensitively).
+
+Each entry has one capsync check (``capsync:<service id>``, bound to its service) set in
+the same transaction as the service, so ``/v1/health/service/<name>?passing``, DNS and
+consul-template's ``service "name|passing"`` answer live workers only. Consul never runs
+a catalog check: its status is what capsync writes, only when it changes (a health
+operation is that one check op); deleting the service deletes its check with it. The
+checks are read back with one ``/v1/health/node/<node>`` per snapshot.
 """
 
 from __future__ import annotations
@@ -47,13 +54,18 @@ from daemon.registry.ownership import Ownership
 from daemon.registry.writer import claim
 from discovery import codec
 from discovery.codec import Entry
+from discovery.consul import checks
 from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient, Response
 from discovery.consul.fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
+from discovery.health import UNKNOWN, Health, changed, status_of
 from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
 MAX_TXN_BYTES = 512 * 1024
+CHECK_PREFIX = "capsync:"
+CHECK_NAME = "capsync health"
+MAX_OUTPUT = 4096  # Consul's default check_output_max_size, in bytes
 NODE = -1  # the node's registration, in a 409's failing operations
 
 Txn = list[dict[str, Any]]  # one entry's ops, sent together
@@ -123,7 +135,24 @@ class ConsulRegistry:
                 owned[entry.id] = entry
             else:
                 foreign.add(entry.id.casefold())
-        return Snapshot(owned=owned, foreign=frozenset(foreign), meta=self._meta_read)
+        if owned:
+            checks = self._checks()
+            owned = {
+                worker_id: replace(
+                    entry, health=checks.get(check_id(worker_id).casefold(), UNKNOWN)
+                )
+                for worker_id, entry in owned.items()
+            }
+        return Snapshot(owned=owned, foreign=frozenset(foreign), meta=self._meta_read, health=True)
+
+    def _checks(self) -> dict[str, Health]:
+        """capsync's checks on its node: case-folded check id -> health; a status
+        capsync never writes (set by hand) reads UNKNOWN, so it is written again."""
+        path = f"/v1/health/node/{quote(self.ownership.node)}"
+        return {
+            check.check_id.casefold(): check.health if status_of(check.status) else UNKNOWN
+            for check in checks.read(self.client, path)
+        }
 
     def _claim(self, record: Mapping[str, str] | None = None) -> dict[str, str] | None:
         return claim(self._meta_read, self.ownership, record=record)
@@ -152,7 +181,7 @@ class ConsulRegistry:
         alone, with the rule, and whatever this registry held for it stays."""
         out = []
         for op in ops:
-            problems = codec.consul_problems(op.entry) if op.action != "delete" else []
+            problems = codec.consul_problems(op.entry) if not op.removes else []
             if problems:
                 tally.refuse([op], "; ".join(problems))
             else:
@@ -171,6 +200,7 @@ class ConsulRegistry:
                     f"Consul answered GET {path} with an instance without a Node name"
                 )
             listed.append(Listed(node, _entry(item, path)))
+        listed = self._with_health(listed) if listed else listed
         if not any(codec.DOCUMENT in item.entry.meta for item in listed):
             return listed
         documents = self._documents()
@@ -181,6 +211,18 @@ class ConsulRegistry:
                     item.entry, document=documents.get(item.entry.meta.get(codec.DOCUMENT, ""), "")
                 ),
             )
+            for item in listed
+        ]
+
+    def _with_health(self, listed: list[Listed]) -> list[Listed]:
+        """Each instance with its health as Consul's ``?passing`` judges it: the worst of
+        its checks (none: passing), read with one more request."""
+        path = f"/v1/health/checks/{quote(self.ownership.service)}"
+        health = checks.instances(checks.read(self.client, path))
+        return [
+            Listed(item.node, replace(item.entry, health=found))
+            if (found := health.get(f"{item.node}/{item.entry.id}".casefold()))
+            else item
             for item in listed
         ]
 
@@ -308,19 +350,41 @@ class ConsulRegistry:
         return failing
 
     def _txn(self, op: Operation) -> Txn:
-        """One entry's ops: its service, its document, and on a case-only rename the
-        delete of the old id."""
-        if op.action == "delete":
+        """One entry's ops: its service, its check (when new or its status changed), its
+        document, and on a case-only rename the delete of the old id (which deletes the
+        old id's check with it). A health operation is the check alone."""
+        if op.removes:
             return [self._service_op("delete", op.entry), *self._document_ops(None, op.entry)]
+        if op.action == "health":
+            return [self._check_op(op.entry)]
         renamed = op.old is not None and op.old.id != op.entry.id
+        checked = op.old is None or renamed or changed(op.old.health, op.entry.health)
         # A create is a check-and-set on "absent" (ModifyIndex 0): an instance another
         # writer registered since the snapshot is a conflict, never overwritten.
         verb = "cas" if op.action == "create" else "set"
         return [
             *([self._service_op("delete", op.old)] if renamed and op.old else []),
             self._service_op(verb, op.entry),
+            *([self._check_op(op.entry)] if checked else []),
             *self._document_ops(op.entry, op.old),
         ]
+
+    def _check_op(self, entry: Entry) -> dict[str, Any]:
+        """The entry's capsync check, bound to its service (its name is sent so Consul
+        checks service:write on it, as it does for the service op)."""
+        health = entry.health
+        output = health.output or f"capsync: {entry.source or 'declared'}, {health.status}"
+        raw = output.encode("utf-8", "backslashreplace")[:MAX_OUTPUT]
+        check = {
+            "Node": self.ownership.node,
+            "CheckID": check_id(entry.id),
+            "Name": CHECK_NAME,
+            "Status": health.status,
+            "Output": raw.decode("utf-8", "ignore"),
+            "ServiceID": entry.id,
+            "ServiceName": entry.service,
+        }
+        return {"Check": {"Verb": "set", "Check": check}}
 
     def _document_ops(self, new: Entry | None, old: Entry | None) -> Txn:
         """Write the new entry's document; delete the old one's when the new has none or
@@ -365,6 +429,12 @@ class ConsulRegistry:
                 },
             }
         }
+
+
+def check_id(service_id: str) -> str:
+    """The id of an entry's capsync check, derived from its service id (compared
+    case-insensitively, as Consul compares check ids)."""
+    return f"{CHECK_PREFIX}{service_id}"
 
 
 def _index(node: dict[str, Any], path: str) -> int:

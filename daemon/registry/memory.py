@@ -73,6 +73,7 @@ class MemoryRegistry:
             owned={e.id: e for e in services if self._ours(e)},
             foreign=frozenset(e.id.casefold() for e in services if not self._ours(e)),
             meta=meta,
+            health=True,
         )
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
@@ -131,7 +132,7 @@ class MemoryRegistry:
         return self.ownership.ours(entry.owner, entry.service)
 
     def _write(self, op: Operation) -> Refused | None:
-        return self._delete(op.entry) if op.action == "delete" else self._upsert(op.entry)
+        return self._delete(op.entry) if op.removes else self._upsert(op.entry)
 
     def _upsert(self, entry: Entry) -> Refused | None:
         if reason := self.ownership.foreign_owner(entry.owner):

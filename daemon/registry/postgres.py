@@ -38,6 +38,7 @@ from daemon.registry.postgres_schema import SEED as _SEED
 from daemon.registry.store import Claim, StoreConnection, StoreSettings
 from discovery import seed_store
 from discovery.codec import Entry
+from discovery.health import health_text
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.model import CATEGORIES
 
@@ -59,7 +60,8 @@ _COLUMNS = ", ".join((*_SEED, *(f"capsync_{name}" for name in _OWN)))
 # The JSONB columns are read as text: an unchanged row is recognised by its text and not
 # parsed again (seed_store.Decoder).
 _READ = ", ".join((*(f"{c}::text" for c in _SEED), *(f"capsync_{name}" for name in _OWN)))
-_SELECT = f"SELECT id, {_READ} FROM {{s}}.worker_capabilities"  # noqa: S608
+# capsync_health last: the worker's health (discovery.health.health_text), beside the rest.
+_SELECT = f"SELECT id, {_READ}, capsync_health FROM {{s}}.worker_capabilities"  # noqa: S608
 _OWNER_AT = 1 + len(_SEED)  # capsync_owner's place in a _SELECT row
 _RECORD = ", ".join(
     (
@@ -68,16 +70,17 @@ _RECORD = ", ".join(
         *(f"{name} text" for name in _OWN[:-2]),
         "port integer",
         "tools text[]",
+        "health text",
     )
 )
 _UPSERT = (
-    f"INSERT INTO {{s}}.worker_capabilities AS w (id, {_COLUMNS}) "  # noqa: S608
-    f"SELECT id, {', '.join((*_SEED, *_OWN))} "
+    f"INSERT INTO {{s}}.worker_capabilities AS w (id, {_COLUMNS}, capsync_health) "  # noqa: S608
+    f"SELECT id, {', '.join((*_SEED, *_OWN))}, health "
     f"FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({_RECORD}) "
     "WHERE {held} AND NOT EXISTS (SELECT 1 FROM {s}.worker_capabilities AS x "
     "WHERE lower(x.id) = lower(r.id) AND x.id <> r.id) "
     "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", "))
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in (*_COLUMNS.split(", "), "capsync_health"))
     + f", updated_at = CASE WHEN ({', '.join(f'w.{c}' for c in _SEED)}) IS DISTINCT FROM "
     f"({', '.join(f'EXCLUDED.{c}' for c in _SEED)}) THEN NOW() ELSE w.updated_at END "
     "WHERE w.capsync_owner = EXCLUDED.capsync_owner "
@@ -96,6 +99,12 @@ _RENAME = (
     "UPDATE {s}.worker_capabilities AS w SET id = r.id "  # noqa: S608
     "FROM unnest(%(ids)s::text[]) AS r(id) "
     f"WHERE lower(w.id) = lower(r.id) AND w.id <> r.id AND {_OURS} AND {{held}}"
+)
+# A health update writes capsync_health alone: the seed's columns are unchanged.
+_SET_HEALTH = (
+    "UPDATE {s}.worker_capabilities AS w SET capsync_health = r.health "  # noqa: S608
+    "FROM jsonb_to_recordset(%(healths)s::jsonb) AS r(id text, health text) "
+    f"WHERE w.id = r.id AND {_OURS} AND {{held}} RETURNING w.id"
 )
 _DELETE = (
     "DELETE FROM {s}.worker_capabilities WHERE lower(id) = ANY(%(gone)s) "  # noqa: S608
@@ -275,16 +284,25 @@ class PostgresRegistry:
         delete pipelined, every write conditioned on the claim being held."""
         now = int(self._clock())
         stored = {
-            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.action != "delete"
+            op.entry.id: seed_store.stored(op.entry, now)
+            for op in batch
+            if op.action in ("create", "update")
         }
-        gone = [op.entry.id.lower() for op in batch if op.action == "delete"]
+        gone = [op.entry.id.lower() for op in batch if op.removes]
+        healths = [
+            {"id": op.entry.id, "health": health_text(op.entry.health)}
+            for op in batch
+            if op.action == "health"
+        ]
+        entries = {op.entry.id: op.entry for op in batch}
         meta = self.claim.wanted()
         params = {
             **self.claim.params(),
             "meta": self._json(meta),
             "ids": list(stored),
-            "rows": self._json(_rows(stored)),
+            "rows": self._json(_rows(stored, entries)),
             "gone": gone,
+            "healths": self._json(healths),
         }
         with postgres_schema.sent_as_one(conn):
             conn.execute("BEGIN")
@@ -295,16 +313,17 @@ class PostgresRegistry:
                 conn.execute(self._sql(_RENAME), params)
             upserted = conn.execute(self._sql(_UPSERT), params) if stored else None
             deleted = conn.execute(self._sql(_DELETE), params) if gone else None
+            healed = conn.execute(self._sql(_SET_HEALTH), params) if healths else None
             conn.execute("COMMIT")
         self.claim.update(_meta(node.fetchone()))
         if not self.claim.held:  # another writer took the node: nothing was written
             raise self.claim.lost(self.claim.meta)
-        entries = {op.entry.id: op.entry for op in batch}
         landed: set[str] = set()
         for worker_id, *texts in upserted.fetchall() if upserted else ():
             landed.add(worker_id.lower())
             self._decoder.written(entries[worker_id], tuple(texts), stored[worker_id])
         landed |= {row[0].lower() for row in deleted.fetchall()} if deleted else set()
+        landed |= {row[0].lower() for row in healed.fetchall()} if healed else set()
         missed = [worker_id.lower() for worker_id in entries if worker_id.lower() not in landed]
         return self._refusals(conn, missed)
 
@@ -332,7 +351,7 @@ class PostgresRegistry:
 
     def _decode(self, row: tuple[Any, ...]) -> Entry | None:
         """A row as an entry; one that does not decode is reported and left alone."""
-        worker_id, *values = row
+        worker_id, *values, health = row
         texts = tuple(values[: len(_SEED)])
         own = dict(zip(_OWN, values[len(_SEED) :], strict=True))
 
@@ -351,12 +370,13 @@ class PostgresRegistry:
                 **{name: own[name] or "" for name in _OWN[:-2]}, port=own["port"] or 0
             )
             tags = tuple(own["tools"] or ())
-            return self._decoder.entry(
+            entry = self._decoder.entry(
                 seed_store.Row(worker_id, texts, origin, tags),
                 load,
                 where=f"worker_capabilities row {worker_id!r}",
                 now=int(self._clock()),
             )
+            return seed_store.with_health(entry, health)
 
         return store.decoded(decode, self._ownership.name, id=worker_id)
 
@@ -399,7 +419,7 @@ def _meta(row: tuple[Any, ...] | None) -> dict[str, str] | None:
     return None if row is None else dict(row[0])
 
 
-def _rows(stored: dict[str, seed_store.Stored]) -> list[dict[str, Any]]:
+def _rows(stored: dict[str, seed_store.Stored], entries: dict[str, Entry]) -> list[dict[str, Any]]:
     """The upsert's records: the seed's columns, then capsync's."""
     return [
         {
@@ -407,6 +427,7 @@ def _rows(stored: dict[str, seed_store.Stored]) -> list[dict[str, Any]]:
             **{column: item.declaration[column] for column in _SEED},
             **{name: getattr(item.origin, name) for name in _OWN[:-1]},
             "tools": list(item.tags),
+            "health": health_text(entries[worker_id].health),
         }
         for worker_id, item in stored.items()
     ]

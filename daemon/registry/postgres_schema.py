@@ -68,6 +68,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TABLE IF NOT EXISTS {s}.capsync_nodes (
             owner TEXT PRIMARY KEY, meta JSONB NOT NULL)""",
     ),
+    # Issue 27: each worker's health, in capsync's bookkeeping beside the seed's columns
+    # (discovery.health.health_text; NULL for a row written before, written next cycle).
+    3: (
+        """ALTER TABLE {s}.worker_capabilities
+            ADD COLUMN IF NOT EXISTS capsync_health TEXT""",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -53,6 +53,7 @@ from daemon.registry.ownership import Ownership
 from daemon.registry.store import Claim, StoreConnection, StoreSettings
 from discovery import seed_store
 from discovery.codec import Entry
+from discovery.health import Health, health_text
 from discovery.kinds import BuildContext, Kind, field_arg
 
 if TYPE_CHECKING:
@@ -109,6 +110,9 @@ for _, op in ipairs(b.ops) do
 end
 for _, op in ipairs(good) do
   local bk = book(op.id)
+  if op.health then  -- the health alone, in capsync's bookkeeping: the seed's keys stay
+    if redis.call('HGET', bk, 'owner') then redis.call('HSET', bk, 'health', op.health) end
+  else
   local id = redis.call('HGET', bk, 'id') or op.id  -- the key as written (its case)
   local old = redis.call('HGET', bk, 'sets')
   if old then
@@ -134,6 +138,7 @@ for _, op in ipairs(good) do
     redis.call('DEL', p .. id, bk)
     redis.call('SREM', p .. 'capsync:owner:' .. owner, id)
     redis.call('SREM', p .. 'capsync:entries', id)
+  end
   end
 end
 return cjson.encode({refused = refused})
@@ -350,12 +355,16 @@ class RedisRegistry:
         """One batch, one script: the writer claim, then every key checked, then written."""
         now = int(self._clock())
         stored = {
-            op.entry.id: seed_store.stored(op.entry, now) for op in batch if op.action != "delete"
+            op.entry.id: seed_store.stored(op.entry, now)
+            for op in batch
+            if op.action in ("create", "update")
         }
         ops: list[dict[str, Any]] = [
-            _set_op(stored[op.entry.id])
-            if op.action != "delete"
-            else {"id": op.entry.id, "sets": []}
+            {"id": op.entry.id, "sets": []}
+            if op.removes
+            else {"id": op.entry.id, "health": health_text(op.entry.health)}
+            if op.action == "health"
+            else _set_op(stored[op.entry.id], op.entry.health)
             for op in batch
         ]
         meta = self.claim.wanted()
@@ -432,12 +441,13 @@ class RedisRegistry:
                 **{name: origin[name] for name in _ORIGIN_FIELDS[:-1]}, port=int(origin["port"])
             )
             tags = tuple(json.loads(origin["tags"]))
-            return self._decoder.entry(
+            entry = self._decoder.entry(
                 seed_store.Row(worker_id, (value,), found, tags),
                 lambda: json.loads(value),
                 where=f"redis key {key}",
                 now=int(self._clock()),
             )
+            return seed_store.with_health(entry, origin.get("health"))
 
         return store.decoded(decode, self._ownership.name, key=key)
 
@@ -454,13 +464,14 @@ def _hash(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _set_op(stored: seed_store.Stored) -> dict[str, Any]:
+def _set_op(stored: seed_store.Stored, health: Health) -> dict[str, Any]:
     """One write, as the apply script reads it: the tool sets are the seed's all_tools()
     (expired tools included, as the library indexes them); the hash keeps the entry's
     own tags, to give the entry back as written, and the sets, to leave them later."""
     sets = list(stored.all_tools)
     origin = {name: str(getattr(stored.origin, name)) for name in _ORIGIN_FIELDS}
     origin.update(id=stored.id, tags=json.dumps(list(stored.tags)), sets=json.dumps(sets))
+    origin["health"] = health_text(health)
     return {"id": stored.id, "value": stored.text, "sets": sets, "origin": origin}
 
 

@@ -16,6 +16,8 @@ Schema::
 
 Version 2 adds ``services.document``: the declaration's full form (the library's serde
 JSON) when it has one, '' otherwise; a version 1 file is migrated in place, rows kept.
+Version 3 adds ``services.health``: the worker's health (``discovery.health_text``), ''
+for a row written before (its health is then written by the next cycle).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from daemon.registry.base import (
 from daemon.registry.ownership import Ownership
 from daemon.registry.writer import claim
 from discovery.codec import EXTERNAL_SOURCE, OWNER, Entry
+from discovery.health import health_from_text, health_text
 from discovery.kinds import BuildContext, Kind, field_arg
 
 _SCHEMA_V1 = (
@@ -87,19 +90,34 @@ def _add_document(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE services ADD COLUMN document TEXT NOT NULL DEFAULT ''")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _add_document}
+def _add_health(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE services ADD COLUMN health TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _create_v1,
+    2: _add_document,
+    3: _add_health,
+}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _UPSERT = """
-    INSERT INTO services (node, id, service, tags, meta, address, port, document)
-    VALUES (:node, :id, :service, :tags, :meta, :address, :port, :document)
+    INSERT INTO services (node, id, service, tags, meta, address, port, document, health)
+    VALUES (:node, :id, :service, :tags, :meta, :address, :port, :document, :health)
     ON CONFLICT (node, id) DO UPDATE SET
         id = excluded.id, service = excluded.service, tags = excluded.tags,
         meta = excluded.meta, address = excluded.address, port = excluded.port,
-        document = excluded.document
+        document = excluded.document, health = excluded.health
     WHERE services.owner = :owner AND services.service = :ours
 """
-_SELECT = "SELECT node, id, service, tags, meta, address, port, owner, document FROM services AS s"
+_SELECT = (
+    "SELECT node, id, service, tags, meta, address, port, owner, document, health"
+    " FROM services AS s"
+)
+_SET_HEALTH = """
+    UPDATE services SET health = :health
+    WHERE node = :node AND id = :id AND owner = :owner AND service = :ours
+"""
 _HAS_TAG = (
     " AND EXISTS (SELECT 1 FROM service_tags AS t"
     " WHERE t.node = s.node AND t.id = s.id AND t.tag IN ({}))"
@@ -163,7 +181,7 @@ class SqliteRegistry:
         foreign = frozenset(
             row["id"].casefold() for row, ours in zip(rows, mine, strict=True) if not ours
         )
-        return Snapshot(owned=owned, foreign=foreign, meta=meta)
+        return Snapshot(owned=owned, foreign=foreign, meta=meta, health=True)
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         self._record = changes.record
@@ -251,7 +269,23 @@ class SqliteRegistry:
             )
 
     def _write(self, op: Operation) -> Refused | None:
-        return self._delete(op.entry) if op.action == "delete" else self._upsert(op.entry)
+        if op.action == "health":
+            return self._set_health(op.entry)
+        return self._delete(op.entry) if op.removes else self._upsert(op.entry)
+
+    def _set_health(self, entry: Entry) -> Refused | None:
+        """Only the health of one of our entries: its declaration is unchanged."""
+        written = self._db.execute(
+            _SET_HEALTH,
+            {
+                "node": self._ownership.node,
+                "id": entry.id,
+                "health": health_text(entry.health),
+                "owner": self._ownership.owner,
+                "ours": self._ownership.service,
+            },
+        ).rowcount
+        return None if written else self._foreign_reason(entry.id)
 
     def _upsert(self, entry: Entry) -> Refused | None:
         """Create or replace one of our entries; the reason when it is refused."""
@@ -268,6 +302,7 @@ class SqliteRegistry:
                 "address": entry.address,
                 "port": entry.port,
                 "document": entry.document,
+                "health": health_text(entry.health),
                 "owner": self._ownership.owner,
                 "ours": self._ownership.service,
             },
@@ -315,6 +350,7 @@ def _entry(row: sqlite3.Row) -> Entry:
         address=row["address"],
         port=row["port"],
         document=row["document"],
+        health=health_from_text(row["health"]),
     )
 
 

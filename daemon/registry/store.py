@@ -144,7 +144,8 @@ def snapshot(
         else:
             foreign.add(worker_id.casefold())
     decoder.keep_only(owned.keys())
-    return Snapshot(owned=owned, foreign=frozenset(foreign), meta=claim.meta)
+    # Each store keeps its entries' health in its bookkeeping (beside the seed's layout).
+    return Snapshot(owned=owned, foreign=frozenset(foreign), meta=claim.meta, health=True)
 
 
 Send = Callable[[list[Operation]], list[Refused]]  # one atomic batch; what it refused
@@ -181,7 +182,7 @@ def apply_batches(
     claim.record = changes.record
     ops: list[Operation] = []
     for op in operations(changes):
-        if op.action != "delete" and (reason := claim.ownership.foreign_owner(op.entry.owner)):
+        if not op.removes and (reason := claim.ownership.foreign_owner(op.entry.owner)):
             tally.refuse([op], reason)
         else:
             ops.append(op)

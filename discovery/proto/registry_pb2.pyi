@@ -138,23 +138,25 @@ class GetRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("capabilities", "node", "owner", "source", "ref", "address")
+    __slots__ = ("capabilities", "node", "owner", "source", "ref", "address", "health")
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     capabilities: WorkerCapabilitiesProto
     node: str
     owner: str
     source: str
     ref: str
     address: str
-    def __init__(self, capabilities: _Optional[_Union[WorkerCapabilitiesProto, _Mapping]] = ..., node: _Optional[str] = ..., owner: _Optional[str] = ..., source: _Optional[str] = ..., ref: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+    health: Health
+    def __init__(self, capabilities: _Optional[_Union[WorkerCapabilitiesProto, _Mapping]] = ..., node: _Optional[str] = ..., owner: _Optional[str] = ..., source: _Optional[str] = ..., ref: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[Health, _Mapping]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("category", "tools", "has", "flags", "meta", "all_required", "verified", "permissions", "ignore_case")
+    __slots__ = ("category", "tools", "has", "flags", "meta", "all_required", "verified", "permissions", "ignore_case", "healthy")
     class MetaEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +173,7 @@ class ListRequest(_message.Message):
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
     PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
     IGNORE_CASE_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
     category: str
     tools: _containers.RepeatedScalarFieldContainer[str]
     has: _containers.RepeatedScalarFieldContainer[str]
@@ -180,7 +183,8 @@ class ListRequest(_message.Message):
     verified: bool
     permissions: _containers.RepeatedScalarFieldContainer[str]
     ignore_case: bool
-    def __init__(self, category: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., has: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., meta: _Optional[_Mapping[str, str]] = ..., all_required: _Optional[bool] = ..., verified: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ..., ignore_case: _Optional[bool] = ...) -> None: ...
+    healthy: bool
+    def __init__(self, category: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., has: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[str]] = ..., meta: _Optional[_Mapping[str, str]] = ..., all_required: _Optional[bool] = ..., verified: _Optional[bool] = ..., permissions: _Optional[_Iterable[str]] = ..., ignore_case: _Optional[bool] = ..., healthy: _Optional[bool] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("workers",)
@@ -241,20 +245,30 @@ class Resumed(_message.Message):
     def __init__(self, stream: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("registry", "id", "source", "ref", "owner", "declaration")
+    __slots__ = ("registry", "id", "source", "ref", "owner", "declaration", "health")
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     DECLARATION_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     registry: str
     id: str
     source: str
     ref: str
     owner: str
     declaration: WorkerCapabilitiesProto
-    def __init__(self, registry: _Optional[str] = ..., id: _Optional[str] = ..., source: _Optional[str] = ..., ref: _Optional[str] = ..., owner: _Optional[str] = ..., declaration: _Optional[_Union[WorkerCapabilitiesProto, _Mapping]] = ...) -> None: ...
+    health: Health
+    def __init__(self, registry: _Optional[str] = ..., id: _Optional[str] = ..., source: _Optional[str] = ..., ref: _Optional[str] = ..., owner: _Optional[str] = ..., declaration: _Optional[_Union[WorkerCapabilitiesProto, _Mapping]] = ..., health: _Optional[_Union[Health, _Mapping]] = ...) -> None: ...
+
+class Health(_message.Message):
+    __slots__ = ("status", "output")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    output: str
+    def __init__(self, status: _Optional[str] = ..., output: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("sequence", "action", "entry")
@@ -264,10 +278,14 @@ class Event(_message.Message):
         CREATED: _ClassVar[Event.Action]
         UPDATED: _ClassVar[Event.Action]
         DELETED: _ClassVar[Event.Action]
+        HEALTH: _ClassVar[Event.Action]
+        WITHDRAWN: _ClassVar[Event.Action]
     ACTION_UNSPECIFIED: Event.Action
     CREATED: Event.Action
     UPDATED: Event.Action
     DELETED: Event.Action
+    HEALTH: Event.Action
+    WITHDRAWN: Event.Action
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]

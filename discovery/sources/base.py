@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from config.errors import DeclarationError
 from config.events import emit
 from discovery import documents
+from discovery.health import PASSING, Health
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,9 @@ class Declaration:
     # fingerprint at the same ref means the same declaration, so its validation is reused.
     fingerprint: Hashable = None
     reload: Callable[[], Any] | None = None
+    # What the place the worker lives says of it now; beside the declaration, not part
+    # of its fingerprint: a health change is no new declaration.
+    health: Health = PASSING
 
     def body(self) -> Any:
         """The parsed body; DeclarationError if it has to be read again and cannot."""

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
 from urllib.parse import quote
@@ -24,9 +24,10 @@ from pydantic import Field
 from config.errors import CapsyncError, SourceError
 from config.settings import SourceName, SourceSettingsBase
 from discovery import codec, full_entry, seed_json
-from discovery.consul import catalog_watch
+from discovery.consul import catalog_watch, checks
 from discovery.consul.client import ConsulClient
 from discovery.consul.fields import entry_from_service
+from discovery.health import Health
 from discovery.kinds import BuildContext, Kind
 from discovery.model import CATEGORIES
 from discovery.sources.base import Declaration, Listing, from_text, watch_failed
@@ -50,9 +51,22 @@ class ConsulSource:
             params = {"tag": self.tag} if self.tag else {}
             path = f"/v1/catalog/service/{quote(service)}"
             instances, _ = self.client.read(path, list, params=params)
+            found = Listing()
             for instance in instances:
-                self._add(listing, instance, path)
+                self._add(found, instance, path)
+            if found.declarations:
+                health = self._health(service)
+                found.declarations = [
+                    replace(d, health=health[d.ref.casefold()]) if d.ref.casefold() in health else d
+                    for d in found.declarations
+                ]
+            listing.extend(found)
         return listing
+
+    def _health(self, service: str) -> dict[str, Health]:
+        """The service's checks, as each instance's health (node checks are not read)."""
+        path = f"/v1/health/checks/{quote(service)}"
+        return checks.instances(checks.read(self.client, path))
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """A blocking query on the catalogue; notify when what we would list changed.
@@ -139,7 +153,9 @@ def _decoded(entry: codec.Entry) -> Any:
 
 
 def _fingerprint(listing: Listing) -> str:
-    items: list[Any] = [(d.ref, d.fingerprint, d.address) for d in listing.declarations]
+    items: list[Any] = [
+        (d.ref, d.fingerprint, d.address, d.health.status) for d in listing.declarations
+    ]
     items += [(e.ref, e.problems) for e in listing.invalid]
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 

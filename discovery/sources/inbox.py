@@ -2,6 +2,11 @@
 pushed over the daemon's front ends (REST, WebSocket, ...). Its place in the sources list
 is its precedence, like any other source.
 
+Each registration's health says how it lives: passing while its connection lives or its
+lease has time left; warning once its connection ended (it leaves when its grace period
+ends, unless the worker comes back) or when its lease runs out within
+``LEASE_WARNING`` seconds without being renewed.
+
 An expired lease is not listed, so its entry is deleted through the plan and the
 deletion guard: a daemon that was down longer than the leases holds those deletions and
 reports them instead of emptying the registry.
@@ -15,18 +20,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from config.errors import SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase, in_state_directory
+from discovery.health import PASSING, Health
 from discovery.inbox import PURGE_AFTER, Inbox, Observer, Registration, SqliteInbox, unobserved
 from discovery.inbox_consul import ConsulInbox
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
 
 POLL_SECONDS = 1.0
+LEASE_WARNING = 10.0  # seconds before an unrenewed lease runs out: its health is warning
 
 
 @dataclass
@@ -60,7 +68,7 @@ class PushSource:
     # daemon's front ends do (the metrics).
     observe: Observer = field(default=unobserved, repr=False)
     # What the last listing read: the watch asks for a cycle only when the inbox differs.
-    _listed: set[tuple[str, str]] | None = field(default=None, repr=False)
+    _listed: set[tuple[str, str, bool]] | None = field(default=None, repr=False)
 
     def list(self) -> Listing:
         now = self.clock()
@@ -79,6 +87,7 @@ class PushSource:
                     ref=f"{r.via}/{r.id}",
                     data=r.body,
                     fingerprint=_fingerprint(r.body),
+                    health=lease_health(r, now),
                 )
                 for r in registrations
                 if r.live(now)
@@ -101,11 +110,20 @@ class PushSource:
             expired = [
                 r.id for r in registrations if r.expires is not None and last < r.expires <= now
             ]
+            waning = [
+                r.id
+                for r in registrations
+                if r.expires is not None
+                and r.conn is None
+                and last < r.expires - LEASE_WARNING <= now
+            ]
             if expired:
                 notify(
                     f"push: lease of {expired[0]} expired"
                     + (f" (+{len(expired) - 1} more)" if len(expired) > 1 else "")
                 )
+            elif waning:
+                notify(f"push: lease of {waning[0]} runs out in {LEASE_WARNING:g}s")
             elif self._listed is not None and _seen(registrations) != self._listed:
                 notify("push: the inbox changed")
             last = now
@@ -153,5 +171,23 @@ def _fingerprint(body: dict[str, object]) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
-def _seen(registrations: list[Registration]) -> set[tuple[str, str]]:
-    return {(r.key, _fingerprint(r.body)) for r in registrations}
+def _seen(registrations: list[Registration]) -> set[tuple[str, str, bool]]:
+    return {(r.key, _fingerprint(r.body), r.released is None) for r in registrations}
+
+
+def lease_health(r: Registration, now: float) -> Health:
+    """How a pushed worker lives: its connection, and the time its lease has left. The
+    output names instants, not durations, so it does not change from cycle to cycle."""
+    if r.released is not None and r.expires is not None:
+        return Health(
+            "warning",
+            f"{r.via}: connection closed at {_instant(r.released)}; leaves at "
+            f"{_instant(r.expires)} unless it registers again",
+        )
+    if r.expires is not None and r.conn is None and r.expires - now <= LEASE_WARNING:
+        return Health("warning", f"{r.via}: lease runs out at {_instant(r.expires)}, not renewed")
+    return PASSING
+
+
+def _instant(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from config.errors import SourceError
 from discovery.backoff import Backoff, run_with_backoff
+from discovery.health import PASSING, Health
 from discovery.sources.base import watch_failed
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
@@ -45,6 +46,8 @@ class View:
     text: str
     address: str = ""
     parsed: Any = field(default=None, compare=False)
+    # A pod's readiness: part of equality, so a pod losing Ready triggers a sync.
+    health: Health = PASSING
 
 
 class Gone(Exception):

@@ -31,6 +31,7 @@ from config.errors import DeclarationError, SourceError
 from config.events import emit
 from config.settings import DEFAULT_LABEL, SourceName, SourceSettingsBase
 from discovery import documents
+from discovery.health import PASSING, Health
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
 from discovery.sources.kube_reflector import Gone, Obj, Reflector, View
@@ -143,6 +144,7 @@ class KubernetesSource:
                     default_id=view.default_id,
                     address=view.address,
                     fingerprint=view.text,
+                    health=view.health,
                 )
             )
         return listing
@@ -177,7 +179,7 @@ class KubernetesSource:
             [(_, parsed)] = documents.parse(raw, ref=ref, fmt="json")
         except DeclarationError as exc:
             parsed = exc
-        return View(ref, name, raw, status.get("podIP") or "", parsed)
+        return View(ref, name, raw, status.get("podIP") or "", parsed, _readiness(status))
 
     def fetch(self, api: Any, collection: str) -> tuple[Objs, str]:
         """Every item of one collection, page by page, and its resourceVersion."""
@@ -322,6 +324,26 @@ class KubernetesSource:
                 hint=grant,
             )
         return f"{_cause(exc)}; missing permission: {missing}; {grant}"
+
+
+def _readiness(status: dict[str, Any]) -> Health:
+    """A running pod's health: its Ready condition (True: passing; False or Unknown:
+    critical, with the kubelet's reason and message; none reported yet: warning)."""
+    conditions = status.get("conditions")
+    ready = next(
+        (
+            c
+            for c in (conditions if isinstance(conditions, list) else [])
+            if isinstance(c, dict) and c.get("type") == "Ready"
+        ),
+        None,
+    )
+    if ready is None:
+        return Health("warning", "kubernetes: Running, no Ready condition reported yet")
+    if ready.get("status") == "True":
+        return PASSING
+    why = ": ".join(str(ready[k]) for k in ("reason", "message") if ready.get(k))
+    return Health("critical", "kubernetes: not Ready" + (f" ({why})" if why else ""))
 
 
 def _page(body: Any) -> tuple[Objs, str | None, str]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from config.errors import SourceError
+from discovery.health import PASSING, Health
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Listing, from_text
 from discovery.sources.docker_engine import Engine, EngineSourceSettings
@@ -22,6 +23,7 @@ class Labelled(NamedTuple):
     name: str
     labels: dict[str, str]
     address: str = ""
+    health: Health = PASSING  # what the engine says of the object's state and probes
 
 
 @dataclass
@@ -94,15 +96,12 @@ class LabelledSource(ABC):
         self.engine.reset()
 
     def _add(self, listing: Listing, item: Labelled) -> None:
-        listing.declarations.append(
-            from_text(
-                self.name,
-                item.ref,
-                item.labels[self.label],
-                default_id=item.name,
-                address=item.address,
-            )
+        declaration = from_text(
+            self.name, item.ref, item.labels[self.label], default_id=item.name, address=item.address
         )
+        if item.health != PASSING:
+            declaration = replace(declaration, health=item.health)
+        listing.declarations.append(declaration)
 
 
 L = TypeVar("L", bound=LabelledSource)

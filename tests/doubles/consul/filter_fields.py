@@ -131,21 +131,24 @@ NODE = _struct(
     Meta=STRING_MAP,
 )
 
-# structs.HealthCheck, as a list inside structs.CheckServiceNode.
-_HEALTH_CHECKS = _struct_list(
-    Node=STRING,
-    CheckID=STRING,
-    Name=STRING,
-    Status=STRING,
-    Notes=STRING,
-    Output=STRING,
-    ServiceID=STRING,
-    ServiceName=STRING,
-    ServiceTags=STRINGS,
-    Type=STRING,
-    ExposedPort=INT,
-    PeerName=STRING,
-)
+# structs.HealthCheck: alone (/v1/health/node/:node), and as a list inside
+# structs.CheckServiceNode.
+_CHECK_FIELDS = {
+    "Node": STRING,
+    "CheckID": STRING,
+    "Name": STRING,
+    "Status": STRING,
+    "Notes": STRING,
+    "Output": STRING,
+    "ServiceID": STRING,
+    "ServiceName": STRING,
+    "ServiceTags": STRINGS,
+    "Type": STRING,
+    "ExposedPort": INT,
+    "PeerName": STRING,
+}
+HEALTH_CHECK = _struct(**_CHECK_FIELDS)
+_HEALTH_CHECKS = _struct_list(**_CHECK_FIELDS)
 
 # structs.CheckServiceNode: /v1/health/service/:name.
 CHECK_SERVICE_NODE = _struct(Node=NODE, Service=NODE_SERVICE, Checks=_HEALTH_CHECKS)

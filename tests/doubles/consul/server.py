@@ -85,6 +85,8 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "/v1/catalog/node/": (("GET",), _plain(catalog.node)),
     "/v1/catalog/node-services/": (("GET",), _plain(catalog.node_services)),
     "/v1/health/service/": (("GET",), _plain(health.service_health)),
+    "/v1/health/node/": (("GET",), _plain(health.node_checks)),
+    "/v1/health/checks/": (("GET",), _plain(health.service_checks)),
     "/v1/kv/": (("GET", "PUT", "DELETE"), _plain(kv_http.endpoint)),
     "/v1/txn": (
         ("PUT",),

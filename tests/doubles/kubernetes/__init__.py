@@ -167,10 +167,12 @@ class KubernetesDouble:
         ready: bool = True,
     ) -> dict[str, Any]:
         """Create or replace a pod; ``terminating`` marks it as being deleted (graceful)."""
-        status: dict[str, Any] = {
-            "phase": phase,
-            "conditions": [{"type": "Ready", "status": str(ready)}],
-        }
+        condition = {"type": "Ready", "status": str(ready)}
+        if not ready:  # as the kubelet words it
+            condition.update(
+                reason="ContainersNotReady", message="containers with unready status: [worker]"
+            )
+        status: dict[str, Any] = {"phase": phase, "conditions": [condition]}
         if pod_ip:
             status.update(podIP=pod_ip, podIPs=[{"ip": pod_ip}])
         body = {

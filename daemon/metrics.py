@@ -238,10 +238,12 @@ class Metrics:
         for source in seen:
             self.registry_entries.labels(registry, source).set(per_source.get(source, 0))
 
-    def observe_push(self, frontend: str, operation: str, outcome: str, seconds: float) -> None:
-        """One registration call of a front end (``PushContext.observe``). A front end's
-        every outcome is exported from its first call on, so error rates read 0, not
-        nothing."""
+    def observe_registration(
+        self, frontend: str, operation: str, outcome: str, seconds: float
+    ) -> None:
+        """One registration call of a front end (``RegistrationContext.observe``). A front
+        end's every outcome is exported from its first call on, so error rates read 0,
+        not nothing."""
         if frontend not in self._front_ends:
             self._front_ends.add(frontend)
             for op in PUSH_OPERATIONS:

@@ -37,7 +37,7 @@ MISSING_SOURCE = (
 
 
 @dataclass
-class PushContext:
+class RegistrationContext:
     """What the front ends are handed: the current inbox and registry (a reload replaces
     them), the cycle's trigger, the event bus, the API settings and the write token.
     ``started`` is false until the sources are built (``inbox`` cannot answer yet)."""
@@ -60,7 +60,7 @@ class _Call:
 
 @dataclass
 class Registrar:
-    ctx: PushContext
+    ctx: RegistrationContext
     _bound: set[str] = field(default_factory=set)  # live connections
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _write: threading.Lock = field(default_factory=threading.Lock)  # read-then-write

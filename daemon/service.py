@@ -29,7 +29,7 @@ from daemon.events import EventBus, publish
 from daemon.front_ends import FRONT_ENDS, FrontEnd, FrontEndContext, restart_needed
 from daemon.front_rules import read_token
 from daemon.metrics import Metrics
-from daemon.registrar import PushContext, Registrar, Renewer
+from daemon.registrar import Registrar, RegistrationContext, Renewer
 from daemon.report import log_problems, summary
 from daemon.retry import Backoff
 from daemon.runtime import Runtime
@@ -70,8 +70,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        self.push = self._push_context()
-        registrar = Registrar(self.push)
+        self.registration = self._registration_context()
+        registrar = Registrar(self.registration)
         ctx = FrontEndContext(self.settings, self.state, self.metrics, registrar)
         try:
             for kind in FRONT_ENDS.values():
@@ -80,7 +80,7 @@ class Daemon:
             if self.publisher:
                 self.publisher.start()
             self.runtime = Runtime(self.settings, self.trigger.request)
-            self.runtime.observe(self.metrics.observe_push)
+            self.runtime.observe(self.metrics.observe_registration)
         except BaseException:
             self._stop_front_ends()
             raise
@@ -193,7 +193,7 @@ class Daemon:
                 self.trigger.request,
                 self.runtime.syncer.handover,
             )
-            runtime.observe(self.metrics.observe_push)
+            runtime.observe(self.metrics.observe_registration)
         except Exception as exc:  # any failure keeps the running config
             error = str(exc) if isinstance(exc, CapsyncError) else unexpected(exc, "reload")
             emit(
@@ -235,21 +235,21 @@ class Daemon:
         (writes never fall open)."""
         try:
             token = read_token(ApiSettings.of(settings))
-            if token is None and self.push.token is not None:
+            if token is None and self.registration.token is not None:
                 raise ConfigError("api.token_file: no token configured any more")
         except ConfigError as exc:
             emit(logging.ERROR, "token_not_rotated", error=str(exc), action="keeping the token")
             self.state.token_error = str(exc)
             return
         self.state.token_error = ""
-        if token != self.push.token:
-            self.push.token = token
+        if token != self.registration.token:
+            self.registration.token = token
             emit(logging.INFO, "token_rotated")
 
-    def _push_context(self) -> PushContext:
+    def _registration_context(self) -> RegistrationContext:
         """What the push and watch API reach through a reload: the current runtime's inbox
         and first registry."""
-        return PushContext(
+        return RegistrationContext(
             inbox=lambda: self.runtime.inbox if self.runtime else None,
             registry=lambda: self.runtime.registries[0].registry if self.runtime else None,
             request=self.trigger.request,
@@ -257,7 +257,7 @@ class Daemon:
             settings=(api := ApiSettings.of(self.settings)),
             token=read_token(api),
             started=lambda: self.runtime is not None,
-            observe=self.metrics.observe_push,
+            observe=self.metrics.observe_registration,
         )
 
     def _amqp_status(self) -> dict[str, Any]:

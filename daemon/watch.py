@@ -22,7 +22,7 @@ from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from daemon.events import Start, describe
-from daemon.registrar import PushContext
+from daemon.registrar import RegistrationContext
 
 WS_TRY_LATER = 1013
 WS_POLICY = 1008  # a query that does not make sense
@@ -46,7 +46,7 @@ def start_messages(start: Start) -> list[dict[str, Any]]:
     return [head, *({"type": "event", **e.as_json()} for e in start.events)]
 
 
-def add_routes(app: FastAPI, ctx: PushContext) -> None:
+def add_routes(app: FastAPI, ctx: RegistrationContext) -> None:
     watchers: set[int] = set()
 
     @app.websocket("/workers/watch")

@@ -20,7 +20,7 @@ from daemon.grpc_api import GrpcApi
 from daemon.grpc_settings import GrpcSettings
 from daemon.http_api import HttpApi
 from daemon.metrics import Metrics
-from daemon.registrar import PushContext, Registrar
+from daemon.registrar import Registrar, RegistrationContext
 from daemon.status import DaemonState
 from discovery.inbox import SqliteInbox
 from discovery.proto import registry_pb2 as pb
@@ -35,7 +35,7 @@ SESSION = "/capsync.v1.WorkerRegistry/Session"
 def registrar(tmp_path: Path) -> Iterator[Registrar]:
     inbox = SqliteInbox(tmp_path / "inbox.db")
     yield Registrar(
-        PushContext(
+        RegistrationContext(
             inbox=lambda: inbox,
             registry=lambda: None,
             request=lambda reason: None,

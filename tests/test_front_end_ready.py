@@ -19,7 +19,7 @@ from daemon.grpc_api import GrpcApi
 from daemon.grpc_settings import GrpcSettings
 from daemon.http_api import HttpApi
 from daemon.metrics import Metrics
-from daemon.registrar import PushContext, Registrar
+from daemon.registrar import Registrar, RegistrationContext
 from daemon.status import DaemonState
 from discovery.inbox import SqliteInbox
 from discovery.proto import registry_pb2 as pb
@@ -27,10 +27,10 @@ from discovery.proto import registry_pb2_grpc as pb_grpc
 
 
 @pytest.fixture
-def starting(tmp_path: Path) -> Iterator[tuple[PushContext, list[bool]]]:
+def starting(tmp_path: Path) -> Iterator[tuple[RegistrationContext, list[bool]]]:
     inbox = SqliteInbox(tmp_path / "inbox.db")
     built = [False]
-    ctx = PushContext(
+    ctx = RegistrationContext(
         inbox=lambda: inbox,
         registry=lambda: None,
         request=lambda reason: None,
@@ -42,7 +42,9 @@ def starting(tmp_path: Path) -> Iterator[tuple[PushContext, list[bool]]]:
     inbox.close()
 
 
-def test_rest_says_not_ready_yet_then_stores(starting: tuple[PushContext, list[bool]]) -> None:
+def test_rest_says_not_ready_yet_then_stores(
+    starting: tuple[RegistrationContext, list[bool]],
+) -> None:
     ctx, built = starting
     api = HttpApi("127.0.0.1:0", DaemonState(), Metrics(), Registrar(ctx)).start()
     try:
@@ -58,7 +60,9 @@ def test_rest_says_not_ready_yet_then_stores(starting: tuple[PushContext, list[b
         api.stop()
 
 
-def test_grpc_says_unavailable_not_ready_yet(starting: tuple[PushContext, list[bool]]) -> None:
+def test_grpc_says_unavailable_not_ready_yet(
+    starting: tuple[RegistrationContext, list[bool]],
+) -> None:
     ctx, built = starting
     api = GrpcApi(GrpcSettings(listen="127.0.0.1:0"), DaemonState(), Registrar(ctx)).start()
     channel = grpc.insecure_channel(api.address)

@@ -17,7 +17,7 @@ from config.errors import RegistryError, WriterClaimHeld
 from config.events import emit
 from daemon import guard_marks
 from daemon.cycle_report import Conflict, RegistryReport, unexpected
-from daemon.plan import DeletionGuard, Restraints, counts, plan
+from daemon.plan import OWNER_SCOPE, Changes, DeletionGuard, Restraints, counts, plan
 from daemon.registry.base import Refused, Registry, Snapshot
 from discovery import codec, full_entry
 from discovery.codec import Entry
@@ -101,6 +101,9 @@ class RegistrySync:
         self._encoded: dict[tuple[str, str], Encoded] = {}
         # Its sync in a thread of its own, until a cycle takes its report or it ends late.
         self.running: Future[RegistryReport] | None = None
+        # The last cycle's plan, when it wrote nothing and held nothing: reused while its
+        # inputs are the very same objects (see _Planned).
+        self._planned: _Planned | None = None
 
     def start(self, sync: Callable[[RegistrySync], RegistryReport]) -> Future[RegistryReport]:
         """Run ``sync`` of this registry in a thread of its own (daemonic: an exit does
@@ -151,32 +154,49 @@ class RegistrySync:
         self, discovered: Discovered, dry_run: bool, stop: threading.Event | None
     ) -> RegistryReport:
         snapshot = self.registry.snapshot()
-        desired, conflicts = self._desired(discovered, snapshot)
         guard = self.options.guard
         if not guard.allow and self.options.release_file in discovered.released:
             guard = replace(guard, allow=True)
         # The guard's marks: this process's memory and what the registry recorded (so a
         # restart or a one-shot run remembers), the higher of the two per scope.
-        owned_counts = counts(snapshot.owned.values())
         recorded = guard_marks.read(snapshot.meta, self.options.service)
         kept_marks = guard_marks.live(recorded, discovered.now, guard.window)
-        remembered = self.memory.high_water(owned_counts, guard.window)
-        changes = plan(
-            snapshot.owned,
-            desired,
-            restraints=Restraints(
-                keep=_kept(snapshot, discovered.failed, discovered.invalid),
-                deletions_open=discovered.deletions_open,
-                high_water={
-                    scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
-                    for scope in remembered.keys() | kept_marks.keys()
-                },
-            ),
-            guard=guard,
-            policy=self.options.policy,
-        )
-        # Recorded: the most owned before or after this apply.
-        after = counts([*_after(snapshot.owned, changes.delete), *changes.create])
+        planned = self._planned
+        if planned is not None and planned.same(discovered, snapshot, guard):
+            # Nothing the plan reads has changed (the registry said so by its version,
+            # the sources by handing back the same declarations): the same plan, at no
+            # cost per entry. The guard's memory still sees this cycle's counts.
+            desired, conflicts, owned_counts = planned.desired, planned.conflicts, planned.counts
+            self.memory.high_water(owned_counts, guard.window)
+            changes, after = planned.changes, owned_counts
+        else:
+            desired, conflicts = self._desired(discovered, snapshot)
+            owned_counts = counts(snapshot.owned.values())
+            remembered = self.memory.high_water(owned_counts, guard.window)
+            changes = plan(
+                snapshot.owned,
+                desired,
+                restraints=Restraints(
+                    keep=_kept(snapshot, discovered.failed, discovered.invalid),
+                    deletions_open=discovered.deletions_open,
+                    high_water={
+                        scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
+                        for scope in remembered.keys() | kept_marks.keys()
+                    },
+                ),
+                guard=guard,
+                policy=self.options.policy,
+            )
+            # Recorded: the most owned before or after this apply (counted from what
+            # changes: an update keeps its entry's scope, as before).
+            after = _after(owned_counts, counts(changes.delete), counts(changes.create))
+            # Kept only when it wrote and held nothing: work to do is planned afresh.
+            quiet = not (changes.writes or changes.held)
+            self._planned = (
+                _Planned(discovered, snapshot, guard, desired, conflicts, changes, owned_counts)
+                if quiet
+                else None
+            )
         peak = {s: max(owned_counts.get(s, 0), after.get(s, 0)) for s in owned_counts | after}
         if guard.allow and changes.delete and not dry_run:
             self.memory.reset()  # an allowed mass deletion is the new baseline
@@ -278,6 +298,35 @@ class RegistrySync:
         return entry
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A plan that wrote and held nothing, with the inputs it was made from. It holds
+    again while those inputs are the same objects: the registry hands back the same
+    Snapshot only while its version (Consul's index, SQLite's data version) says nothing
+    was written since, and the cycle hands back the same declarations only while every
+    source listed exactly what it listed before."""
+
+    discovered: Discovered
+    snapshot: Snapshot
+    guard: DeletionGuard
+    desired: dict[str, Entry]
+    conflicts: list[Conflict]
+    changes: Changes
+    counts: dict[str, int]
+
+    def same(self, discovered: Discovered, snapshot: Snapshot, guard: DeletionGuard) -> bool:
+        last = self.discovered
+        return (
+            snapshot is self.snapshot
+            and discovered.found is last.found
+            and discovered.invalid is last.invalid
+            and discovered.changes_at is last.changes_at
+            and discovered.deletions_open == last.deletions_open
+            and discovered.failed == last.failed
+            and guard == self.guard
+        )
+
+
 def each_registry(
     registries: Sequence[RegistrySync],
     sync: Callable[[RegistrySync], RegistryReport],
@@ -332,10 +381,17 @@ def _conflict(refused: Refused, desired: Mapping[str, Entry]) -> Conflict:
     return Conflict(refused.id, source, ref, refused.reason)
 
 
-def _after(owned: Mapping[str, Entry], deleted: Sequence[Entry]) -> list[Entry]:
-    """The owned entries an apply of ``deleted`` leaves."""
-    gone = {entry.id.casefold() for entry in deleted}
-    return [entry for entry in owned.values() if entry.id.casefold() not in gone]
+def _after(
+    owned: dict[str, int], deleted: dict[str, int], created: dict[str, int]
+) -> dict[str, int]:
+    """The per-scope counts an apply leaves (``counts`` of the owned entries after it),
+    from the changes alone: a scope left with nothing is not listed."""
+    out = dict(owned)
+    for scope, count in deleted.items():
+        out[scope] = out.get(scope, 0) - count
+    for scope, count in created.items():
+        out[scope] = out.get(scope, 0) + count
+    return {scope: count for scope, count in out.items() if count or scope == OWNER_SCOPE}
 
 
 def _registry_failed(report: RegistryReport, exc: RegistryError) -> RegistryReport:
@@ -352,6 +408,8 @@ def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[s
     failed, or their declaration is invalid this cycle (same source, and the same id or
     a reference the invalid item covers: ``f.json`` covers ``f.json`` and its items
     ``f.json[0]``, ``f.json[1]``...)."""
+    if not failed and not invalid:
+        return set()
     bad_ids = {(item.source, item.worker_id.casefold()) for item in invalid if item.worker_id}
     bad_refs = {(item.source, codec.ref_value(item.ref)) for item in invalid}
     return {

@@ -46,8 +46,15 @@ class Normaliser:
 
     def __init__(self) -> None:
         self._memory: dict[str, dict[tuple[Any, ...], Found | Invalid]] = {}
+        # source -> (the listing it handed over, what it gave): a source that lists
+        # exactly what it listed before hands back the same Listing object, and gets
+        # back the same lists (nothing walked, and the cycle can tell nothing changed).
+        self._last: dict[str, tuple[Listing, list[Found], list[Invalid]]] = {}
 
     def normalise(self, listing: Listing, source: str) -> tuple[list[Found], list[Invalid]]:
+        last = self._last.get(source)
+        if last is not None and last[0] is listing:
+            return last[1], last[2]
         found: list[Found] = []
         invalid = [Invalid(source=source, error=error) for error in listing.invalid]
         previous, current = self._memory.get(source, {}), {}
@@ -68,6 +75,7 @@ class Normaliser:
             else:
                 invalid.append(result)
         self._memory[source] = current
+        self._last[source] = (listing, found, invalid)
         return found, invalid
 
 

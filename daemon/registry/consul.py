@@ -24,6 +24,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -35,6 +36,7 @@ from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import (
+    REREAD_SECONDS,
     ApplyResult,
     Listed,
     Operation,
@@ -47,12 +49,16 @@ from daemon.registry.ownership import Ownership
 from daemon.registry.writer import claim
 from discovery import codec
 from discovery.codec import Entry
-from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient
+from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient, Response
 from discovery.consul.fields import entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
 from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
+# A filter no service matches: the node-services answer then carries only the node and
+# the index (a steady cycle's one cheap read).
+NO_SERVICE = 'ID == "" and ID != ""'
+
 MAX_TXN_BYTES = 512 * 1024
 NODE = -1  # the node's registration, in a 409's failing operations
 
@@ -83,10 +89,37 @@ class ConsulRegistry:
         self._node_read = False  # the node's claim is known only after a snapshot
         self._meta_read: dict[str, str] | None = None
         self._node_index = 0  # the node's ModifyIndex as read: its meta is written by CAS
+        # The last full read: (its X-Consul-Index, when it was read, the Snapshot).
+        self._last: tuple[int, float, Snapshot] | None = None
 
     def snapshot(self) -> Snapshot:
-        path = f"/v1/catalog/node-services/{quote(self.ownership.node)}"
+        """The node's services. The same Snapshot object as last time when Consul's index
+        for them has not moved since that read (no write of any node or service, ours
+        or anyone's), asked in one request whose answer holds no service; a full read
+        at least every ``REREAD_SECONDS`` whatever the index says."""
+        last = self._last
+        fresh = last is not None and time.monotonic() - last[1] < REREAD_SECONDS
+        if last is not None and fresh and self._index_now() == last[0]:
+            return last[2]
+        path = self._path()
+        read_at = time.monotonic()
         response = self.client.read_response(path, dict)
+        snapshot = self._snapshot(response, path)
+        self._last = (response.index, read_at, snapshot)
+        return snapshot
+
+    def _path(self) -> str:
+        return f"/v1/catalog/node-services/{quote(self.ownership.node)}"
+
+    def _index_now(self) -> int | None:
+        """The index of the node's services now (None: a full read must tell), from an
+        answer filtered to no service at all."""
+        response = self.client.read_response(self._path(), dict, params={"filter": NO_SERVICE})
+        if response.filtered or not isinstance(response.body.get("Node"), dict):
+            return None
+        return response.index
+
+    def _snapshot(self, response: Response, path: str) -> Snapshot:
         node, services = response.body.get("Node"), response.body.get("Services")
         if not isinstance(node, dict | None) or not isinstance(services, list | None):
             raise RegistryError(
@@ -133,6 +166,7 @@ class ConsulRegistry:
         units = [(op, self._txn(op)) for op in self._writable(operations(changes), tally)]
         if not units:
             return tally.result()
+        self._last = None  # whatever this writes, the next snapshot reads it all
         if not self._node_read:
             self.snapshot()  # who holds the node is checked before any write
         if changes.record:

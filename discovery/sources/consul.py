@@ -42,16 +42,33 @@ class ConsulSource:
     tag: str | None = None
     meta_key: str = "worker-capabilities"
 
+    # The last listing and what it was read at: (service, X-Consul-Index) per service.
+    _last: tuple[tuple[tuple[str, int], ...], Listing] | None = field(default=None, repr=False)
+
     def list(self) -> Listing:
         """Every read must be a clean answer (ConsulClient.read): a rate limit or a
-        proxy's page raises SourceError, so the source's entries freeze, never empty."""
-        listing = Listing()
-        for service in self._service_names():
-            params = {"tag": self.tag} if self.tag else {}
-            path = f"/v1/catalog/service/{quote(service)}"
-            instances, _ = self.client.read(path, list, params=params)
+        proxy's page raises SourceError, so the source's entries freeze, never empty.
+
+        While Consul's index of every listed service is where it was when they were last
+        read (asked with a filter no instance matches, so the answer holds none), the
+        same Listing object is handed back: nothing is read, decoded or walked again."""
+        names = self._service_names()
+        params = {"tag": self.tag} if self.tag else {}
+        if self._last is not None and [name for name, _ in self._last[0]] == names:
+            probe = {**params, "filter": NO_INSTANCE}
+            now = tuple(
+                (name, self.client.read(_path(name), list, params=probe)[1]) for name in names
+            )
+            if now == self._last[0]:
+                return self._last[1]
+        listing, read_at = Listing(), []
+        for service in names:
+            path = _path(service)
+            instances, index = self.client.read(path, list, params=params)
+            read_at.append((service, index))
             for instance in instances:
                 self._add(listing, instance, path)
+        self._last = (tuple(read_at), listing)
         return listing
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
@@ -132,6 +149,14 @@ class ConsulSource:
                     reload=partial(_decoded, entry),
                 )
             )
+
+
+# A filter no catalogue instance matches: the answer carries only the index.
+NO_INSTANCE = 'ServiceID == "" and ServiceID != ""'
+
+
+def _path(service: str) -> str:
+    return f"/v1/catalog/service/{quote(service)}"
 
 
 def _decoded(entry: codec.Entry) -> Any:

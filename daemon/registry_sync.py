@@ -190,6 +190,8 @@ class RegistrySync:
             # Recorded: the most owned before or after this apply (counted from what
             # changes: an update keeps its entry's scope, as before).
             after = _after(owned_counts, counts(changes.delete), counts(changes.create))
+            if planned is None or snapshot is not planned.snapshot:
+                _share(snapshot, desired)
             # Kept only when it wrote and held nothing: work to do is planned afresh.
             quiet = not (changes.writes or changes.held)
             self._planned = (
@@ -392,6 +394,19 @@ def _after(
     for scope, count in created.items():
         out[scope] = out.get(scope, 0) + count
     return {scope: count for scope, count in out.items() if count or scope == OWNER_SCOPE}
+
+
+def _share(snapshot: Snapshot, desired: Mapping[str, Entry]) -> None:
+    """Hold each owned entry equal to its desired one (and with the same document) as
+    that one object: a snapshot a registry keeps from cycle to cycle then costs no
+    second copy of every unchanged entry (a decoded answer's dicts and strings)."""
+    owned = snapshot.owned
+    if not isinstance(owned, dict):
+        return
+    for worker_id, entry in owned.items():
+        new = desired.get(worker_id.casefold())
+        if new is not None and new is not entry and new.document == entry.document and new == entry:
+            owned[worker_id] = new
 
 
 def _registry_failed(report: RegistryReport, exc: RegistryError) -> RegistryReport:

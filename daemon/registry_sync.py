@@ -21,10 +21,10 @@ from daemon.plan import OWNER_SCOPE, Changes, DeletionGuard, Restraints, counts,
 from daemon.registry.base import Refused, Registry, Snapshot
 from discovery import codec, full_entry
 from discovery.codec import Entry
-from discovery.model import Capabilities
 from discovery.normalise import Found, Invalid
 
-Encoded = tuple[Capabilities, tuple[object, ...], Entry]
+# id(found) -> (that Found, its changes_at when encoded, its entry)
+Encoded = dict[int, tuple[Found, int | None, Entry]]
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,10 @@ class RegistrySync:
         self.registry = registry
         self.options = options
         self.memory = memory or GuardMemory()
-        # (source, ref) -> (the Capabilities object, where, its entry): an unchanged
-        # declaration comes back from the Normaliser as the same object, and is not
-        # encoded (and digested) again. Per registry: the entry carries its service
-        # and owner.
-        self._encoded: dict[tuple[str, str], Encoded] = {}
+        # An unchanged declaration comes back from the Normaliser as the same Found
+        # object, and is not encoded (and digested) again. Per registry: the entry
+        # carries its service and owner.
+        self._encoded: Encoded = {}
         # Its sync in a thread of its own, until a cycle takes its report or it ends late.
         self.running: Future[RegistryReport] | None = None
         # The last cycle's plan, when it wrote nothing and held nothing: reused while its
@@ -239,7 +238,7 @@ class RegistrySync:
         """
         desired: dict[str, Entry] = {}
         conflicts = []
-        encoded: dict[tuple[str, str], Encoded] = {}
+        encoded: Encoded = {}
         for item in discovered.found:
             decl, worker_id = item.declaration, item.caps.id
             folded = worker_id.casefold()
@@ -269,20 +268,13 @@ class RegistrySync:
         self._encoded = encoded
         return desired, conflicts
 
-    def _encode(
-        self, item: Found, encoded: dict[tuple[str, str], Encoded], discovered: Discovered
-    ) -> Entry:
-        decl, now = item.declaration, discovered.now
+    def _encode(self, item: Found, encoded: Encoded, discovered: Discovered) -> Entry:
+        decl = item.declaration
         # Which tools are live is part of the entry: a cached one is reused only while
         # time has changed nothing about it.
-        where = (
-            self.options.service,
-            self.options.owner,
-            decl.address,
-            discovered.changes_at[id(item.caps)],
-        )
-        cached = self._encoded.get((decl.source, decl.ref))
-        if cached is not None and cached[0] is item.caps and cached[1] == where:
+        at = discovered.changes_at[id(item.caps)]
+        cached = self._encoded.get(id(item))
+        if cached is not None and cached[0] is item and cached[1] == at:
             entry: Entry = cached[2]
         else:
             entry = full_entry.encode(
@@ -294,9 +286,9 @@ class RegistrySync:
                     ref=decl.ref,
                     address=decl.address,
                 ),
-                now=now,
+                now=discovered.now,
             )
-        encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
+        encoded[id(item)] = (item, at, entry)
         return entry
 
 

@@ -170,7 +170,12 @@ class RegistrySync:
             changes, after = planned.changes, owned_counts
         else:
             desired, conflicts = self._desired(discovered, snapshot)
-            owned_counts = counts(snapshot.owned.values())
+            same_snapshot = planned is not None and snapshot is planned.snapshot
+            owned_counts = (
+                planned.counts
+                if planned is not None and same_snapshot
+                else counts(snapshot.owned.values())
+            )
             remembered = self.memory.high_water(owned_counts, guard.window)
             changes = plan(
                 snapshot.owned,
@@ -189,7 +194,7 @@ class RegistrySync:
             # Recorded: the most owned before or after this apply (counted from what
             # changes: an update keeps its entry's scope, as before).
             after = _after(owned_counts, counts(changes.delete), counts(changes.create))
-            if planned is None or snapshot is not planned.snapshot:
+            if not same_snapshot:
                 _share(snapshot, desired)
             # Kept only when it wrote and held nothing: work to do is planned afresh.
             quiet = not (changes.writes or changes.held)

@@ -47,8 +47,10 @@ class Normaliser:
     def __init__(self) -> None:
         self._memory: dict[str, dict[tuple[Any, ...], Found | Invalid]] = {}
         # source -> (the listing it handed over, what it gave): a source that lists
-        # exactly what it listed before hands back the same Listing object, and gets
-        # back the same lists (nothing walked, and the cycle can tell nothing changed).
+        # exactly what it listed before gets back the same lists, so the cycle can tell
+        # nothing changed. The same Listing object (the file source's) is not even
+        # walked; a new one is when each of its declarations is the remembered one at
+        # the same place (a fingerprinted source: Docker, Kubernetes, Consul, push).
         self._last: dict[str, tuple[Listing, list[Found], list[Invalid]]] = {}
 
     def normalise(self, listing: Listing, source: str) -> tuple[list[Found], list[Invalid]]:
@@ -58,6 +60,7 @@ class Normaliser:
         found: list[Found] = []
         invalid = [Invalid(source=source, error=error) for error in listing.invalid]
         previous, current = self._memory.get(source, {}), {}
+        remembered = 0
         for declaration in listing.declarations:
             key = (
                 declaration.ref,
@@ -68,6 +71,8 @@ class Normaliser:
             result = previous.get(key) if declaration.fingerprint is not None else None
             if result is None:
                 result = _validate(declaration, source)
+            else:
+                remembered += 1
             if declaration.fingerprint is not None:
                 current[key] = result
             if isinstance(result, Found):
@@ -75,8 +80,29 @@ class Normaliser:
             else:
                 invalid.append(result)
         self._memory[source] = current
+        if last is not None and _relisted(listing, last[0], remembered, current, previous):
+            found, invalid = last[1], last[2]
         self._last[source] = (listing, found, invalid)
         return found, invalid
+
+
+def _relisted(
+    listing: Listing,
+    before: Listing,
+    remembered: int,
+    current: dict[tuple[Any, ...], Found | Invalid],
+    previous: dict[tuple[Any, ...], Found | Invalid],
+) -> bool:
+    """Whether ``listing`` holds exactly what ``before`` held: no unreadable item in
+    either, and every declaration of both remembered (fingerprinted, each at its own
+    place), the same ones in the same order."""
+    count = len(listing.declarations)
+    return (
+        not listing.invalid
+        and not before.invalid
+        and remembered == count == len(before.declarations) == len(current) == len(previous)
+        and list(current) == list(previous)
+    )
 
 
 def _validate(declaration: Declaration, source: str) -> Found | Invalid:

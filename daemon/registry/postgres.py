@@ -121,10 +121,7 @@ _CLAIM = (
 _NODE = "SELECT meta FROM {s}.capsync_nodes WHERE owner = %s"
 # The table's version: its rows and a 64-bit hash of each row's every column, summed
 # (computed by the server: a steady cycle receives two numbers, not every row).
-_VERSION = (
-    "SELECT count(*), sum(hashtextextended(w::text, 0)) "
-    "FROM {s}.worker_capabilities AS w"
-)
+_VERSION = "SELECT count(*), sum(hashtextextended(w::text, 0)) FROM {s}.worker_capabilities AS w"
 
 
 @dataclass(frozen=True)
@@ -209,30 +206,35 @@ class PostgresRegistry:
             return self._snapshot()  # reconnected: the missing table is recreated
 
     def _snapshot(self) -> Snapshot:
-        # One round trip: every row (though only ours are decoded: the others, another
-        # writer's or the seed's own, hold ids that are never ours to write) and the
-        # owner's node meta (the writer claim).
         # While the table's version and the node's meta are what they were at the last
-        # full read (asked first, in one round trip), that read's Snapshot is handed
-        # back; else the rows are read, and the version asked again after them: a
-        # snapshot is kept only when nothing was committed in between.
+        # full read (asked in one round trip), that read's Snapshot is handed back. A
+        # full read is one round trip too: every row (though only ours are decoded: the
+        # others, another writer's or the seed's own, hold ids that are never ours to
+        # write), the owner's node meta (the writer claim) and the version just before
+        # and after the rows; it is kept only when the two agree (nothing committed).
         with self._using("snapshot") as conn:
-            with conn.pipeline():
-                version = conn.execute(self._sql(_VERSION))
-                node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
-            meta = _meta(node.fetchone())
-            seen = (version.fetchone(), json.dumps(meta, sort_keys=True))
-            self.claim.update(meta)
             last = self._last
-            if last is not None and last[0] == seen and time.monotonic() - last[1] < REREAD_SECONDS:
-                self.claim.wanted()  # as a full read checks it
-                return last[2]
+            if last is not None and time.monotonic() - last[1] < REREAD_SECONDS:
+                with conn.pipeline():
+                    version = conn.execute(self._sql(_VERSION))
+                    node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
+                meta = _meta(node.fetchone())
+                self.claim.update(meta)
+                if (version.fetchone(), json.dumps(meta, sort_keys=True)) == last[0]:
+                    self.claim.wanted()  # as a full read checks it
+                    return last[2]
             read_at = time.monotonic()
             with conn.pipeline():
+                before = conn.execute(self._sql(_VERSION))
                 selected = conn.execute(self._sql(_SELECT))
-                again = conn.execute(self._sql(_VERSION))
+                node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
+                after = conn.execute(self._sql(_VERSION))
             rows = selected.fetchall()
-            settled = again.fetchone() == seen[0]
+            meta = _meta(node.fetchone())
+            self.claim.update(meta)
+            counted = before.fetchone()
+            settled = counted == after.fetchone()
+            seen = (counted, json.dumps(meta, sort_keys=True))
         snapshot = store.snapshot(
             ((row[0], self._decode(row) if self._ours(row) else None) for row in rows),
             self.claim,

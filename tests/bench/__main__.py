@@ -253,6 +253,8 @@ def main() -> None:
     if args.only_amqp:
         figures = {"amqp": amqp.run(args.amqp)}
         print("\n".join(amqp.summary(figures["amqp"])))
+        print(json.dumps(figures))
+        return
     if args.only_grpc:
         with tempfile.TemporaryDirectory(prefix="capsync-bench-grpc-") as tmp:
             figures = {"grpc": grpc_api.run(args.grpc, Path(tmp))}

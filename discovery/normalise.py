@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -51,11 +52,13 @@ class Normaliser:
         # nothing changed. The same Listing object (the file source's) is not even
         # walked; a new one is when each of its declarations is the remembered one at
         # the same place (a fingerprinted source: Docker, Kubernetes, Consul, push).
-        self._last: dict[str, tuple[Listing, list[Found], list[Invalid]]] = {}
+        # The listing is held weakly (its source keeps it, if it hands it back), with its
+        # size and whether it held unreadable items: a pushed body lives no longer here.
+        self._last: dict[str, tuple[Seen, list[Found], list[Invalid]]] = {}
 
     def normalise(self, listing: Listing, source: str) -> tuple[list[Found], list[Invalid]]:
         last = self._last.get(source)
-        if last is not None and last[0] is listing:
+        if last is not None and last[0].listing() is listing:
             return last[1], last[2]
         found: list[Found] = []
         invalid = [Invalid(source=source, error=error) for error in listing.invalid]
@@ -82,13 +85,26 @@ class Normaliser:
         self._memory[source] = current
         if last is not None and _relisted(listing, last[0], remembered, current, previous):
             found, invalid = last[1], last[2]
-        self._last[source] = (listing, found, invalid)
+        self._last[source] = (Seen.of(listing), found, invalid)
         return found, invalid
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the Normaliser remembers of the last listing of a source."""
+
+    listing: weakref.ref[Listing]
+    count: int
+    unreadable: bool
+
+    @classmethod
+    def of(cls, listing: Listing) -> Seen:
+        return cls(weakref.ref(listing), len(listing.declarations), bool(listing.invalid))
 
 
 def _relisted(
     listing: Listing,
-    before: Listing,
+    before: Seen,
     remembered: int,
     current: dict[tuple[Any, ...], Found | Invalid],
     previous: dict[tuple[Any, ...], Found | Invalid],
@@ -99,8 +115,8 @@ def _relisted(
     count = len(listing.declarations)
     return (
         not listing.invalid
-        and not before.invalid
-        and remembered == count == len(before.declarations) == len(current) == len(previous)
+        and not before.unreadable
+        and remembered == count == before.count == len(current) == len(previous)
         and list(current) == list(previous)
     )
 

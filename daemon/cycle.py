@@ -81,6 +81,12 @@ class Syncer:
         self.damper = handover.damper or Damper()
         # id(caps) -> (caps, its changes_at): kept from cycle to cycle (see _changes_at).
         self._times: dict[int, tuple[Capabilities, int | None]] = {}
+        # The last cycle's discovery, handed on as the same objects while every source
+        # gave the same lists (see _discover and _changes_at).
+        self._parts: list[tuple[str, list[Found], list[Invalid]]] = []
+        self._found: list[Found] = []
+        self._invalid: list[Invalid] = []
+        self._at: tuple[list[Found], dict[int, int | None], int | None] | None = None
 
     @property
     def handover(self) -> Handover:
@@ -111,13 +117,15 @@ class Syncer:
         outcomes, found, invalid = self._discover()
         clock = self.clock()
         found, health_due = self._damp(found, clock, dry_run)
+        now = int(clock)
+        changes_at, next_change = self._changes_at(found, now)
         discovered = Discovered(
             found,
             invalid,
             failed={outcome.name for outcome in outcomes if not outcome.ok},
             deletions_open=all(source.name in self.listed_once for source in self.sources),
-            now=(now := int(clock)),
-            changes_at=self._changes_at(found, now),
+            now=now,
+            changes_at=changes_at,
             released=frozenset() if dry_run else self._released(),
         )
         reports = each_registry(
@@ -125,8 +133,8 @@ class Syncer:
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop),
             self.deadlines.apply,
         )
-        times = [*discovered.changes_at.values(), math.ceil(health_due) if health_due else None]
-        next_change = min((at for at in times if at), default=None)
+        if health_due:
+            next_change = min(at for at in (next_change, math.ceil(health_due)) if at)
         return CycleReport(
             sources=tuple(outcomes),
             invalid=tuple(invalid),
@@ -146,12 +154,15 @@ class Syncer:
         shown, due = damper.settle(
             {key: item.declaration.health for key, item in zip(keys, found, strict=True)}, now
         )
-        return [
+        settled = [
             item
             if (health := shown[key]) == item.declaration.health
             else Found(item.caps, replace(item.declaration, health=health))
             for key, item in zip(keys, found, strict=True)
-        ], due
+        ]
+        # Nothing held back: the very same list, so a steady cycle's reuse still holds.
+        same = all(new is old for new, old in zip(settled, found, strict=True))
+        return (found if same else settled), due
 
     def _invalid_news(self, invalid: list[Invalid]) -> tuple[Invalid, ...]:
         """The invalid declarations not reported, with these same problems, last cycle."""
@@ -179,7 +190,10 @@ class Syncer:
         return frozenset(released)
 
     def _discover(self) -> tuple[list[SourceOutcome], list[Found], list[Invalid]]:
+        """Every source's declarations; the same list objects as last cycle when every
+        source listed and normalised to the very same lists (nothing changed)."""
         outcomes, found, invalid = [], [], []
+        parts: list[tuple[str, list[Found], list[Invalid]]] = []
         for source in self.sources:
             outcome = SourceOutcome(source.name)
             started = time.monotonic()
@@ -196,8 +210,15 @@ class Syncer:
                 outcome.found, outcome.invalid = len(good), len(bad)
                 found += good
                 invalid += bad
+                parts.append((source.name, good, bad))
             outcome.seconds = time.monotonic() - started
             outcomes.append(outcome)
+        if len(parts) == len(self._parts) and all(
+            name == old[0] and good is old[1] and bad is old[2]
+            for (name, good, bad), old in zip(parts, self._parts, strict=True)
+        ):
+            return outcomes, self._found, self._invalid
+        self._parts, self._found, self._invalid = parts, found, invalid
         return outcomes, found, invalid
 
     def _list(self, source: Source) -> Listing:
@@ -229,10 +250,13 @@ class Syncer:
                 "entries are kept as they are"
             ) from None
 
-    def _changes_at(self, found: list[Found], now: int) -> dict[int, int | None]:
-        """Each declaration's next change in time. Time only moves on, so an answer that
-        is still ahead of ``now`` (or None) is reused for the same, unchanged
-        declaration: a steady cycle of a large fleet does not walk every tool again."""
+    def _changes_at(self, found: list[Found], now: int) -> tuple[dict[int, int | None], int | None]:
+        """Each declaration's next change in time, and the earliest of them. Time only
+        moves on, so an answer that is still ahead of ``now`` (or None) is reused for
+        the same, unchanged declaration: a steady cycle of a large fleet does not walk
+        every tool again, nor (the same declarations, none due) even every item."""
+        if self._at is not None and self._at[0] is found and (self._at[2] or now + 1) > now:
+            return self._at[1], self._at[2]
         times: dict[int, tuple[Capabilities, int | None]] = {}
         for item in found:
             key = id(item.caps)
@@ -242,4 +266,7 @@ class Syncer:
                 known = (item.caps, item.caps.changes_at(now))
             times[key] = known
         self._times = times
-        return {key: at for key, (_, at) in times.items()}
+        changes_at = {key: at for key, (_, at) in times.items()}
+        next_change = min((at for at in changes_at.values() if at), default=None)
+        self._at = (found, changes_at, next_change)
+        return changes_at, next_change

@@ -216,7 +216,9 @@ def _held(
 ) -> tuple[set[str], str]:
     """The ids of the deletions to hold and why: per source, then for the owner."""
     high_water = restraints.high_water
-    if delete and not restraints.deletions_open:
+    if not delete:
+        return set(), ""
+    if not restraints.deletions_open:
         return {e.id for e in delete}, "first sync: not every source has listed successfully yet"
     now, deleting = counts(owned), counts(delete)
     reasons, held = [], set()

@@ -17,14 +17,14 @@ from config.errors import RegistryError, WriterClaimHeld
 from config.events import emit
 from daemon import guard_marks
 from daemon.cycle_report import Conflict, RegistryReport, unexpected
-from daemon.plan import Changes, DeletionGuard, Restraints, counts, plan
+from daemon.plan import OWNER_SCOPE, Changes, DeletionGuard, Restraints, counts, plan
 from daemon.registry.base import Refused, Registry, Snapshot
 from discovery import codec, full_entry
 from discovery.codec import Entry
-from discovery.model import Capabilities
 from discovery.normalise import Found, Invalid
 
-Encoded = tuple[Capabilities, tuple[object, ...], Entry]
+# id(found) -> (that Found, its changes_at when encoded, its entry)
+Encoded = dict[int, tuple[Found, int | None, Entry]]
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,15 @@ class RegistrySync:
         self.registry = registry
         self.options = options
         self.memory = memory or GuardMemory()
-        # (source, ref) -> (the Capabilities object, where, its entry): an unchanged
-        # declaration comes back from the Normaliser as the same object, and is not
-        # encoded (and digested) again. Per registry: the entry carries its service
-        # and owner.
-        self._encoded: dict[tuple[str, str], Encoded] = {}
+        # An unchanged declaration comes back from the Normaliser as the same Found
+        # object, and is not encoded (and digested) again. Per registry: the entry
+        # carries its service and owner.
+        self._encoded: Encoded = {}
         # Its sync in a thread of its own, until a cycle takes its report or it ends late.
         self.running: Future[RegistryReport] | None = None
+        # The last cycle's plan, when it wrote nothing and held nothing: reused while its
+        # inputs are the very same objects (see _Planned).
+        self._planned: _Planned | None = None
 
     def start(self, sync: Callable[[RegistrySync], RegistryReport]) -> Future[RegistryReport]:
         """Run ``sync`` of this registry in a thread of its own (daemonic: an exit does
@@ -152,35 +154,59 @@ class RegistrySync:
         self, discovered: Discovered, dry_run: bool, stop: threading.Event | None
     ) -> RegistryReport:
         snapshot = self.registry.snapshot()
-        desired, conflicts = self._desired(discovered, snapshot)
         guard = self.options.guard
         if not guard.allow and self.options.release_file in discovered.released:
             guard = replace(guard, allow=True)
         # The guard's marks: this process's memory and what the registry recorded (so a
         # restart or a one-shot run remembers), the higher of the two per scope.
-        owned_counts = counts(snapshot.owned.values())
         recorded = guard_marks.read(snapshot.meta, self.options.service)
         kept_marks = guard_marks.live(recorded, discovered.now, guard.window)
-        remembered = self.memory.high_water(owned_counts, guard.window)
-        changes = plan(
-            snapshot.owned,
-            desired,
-            restraints=Restraints(
-                keep=_kept(snapshot, discovered.failed, discovered.invalid),
-                deletions_open=discovered.deletions_open,
-                high_water={
-                    scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
-                    for scope in remembered.keys() | kept_marks.keys()
-                },
-                health=snapshot.health,
-                withdraw=self.options.unhealthy == "withdraw",
-            ),
-            guard=guard,
-            policy=self.options.policy,
-        )
-        _report_mass_withdrawal(self.name, changes, len(snapshot.owned), guard)
-        # Recorded: the most owned before or after this apply.
-        after = counts([*_after(snapshot.owned, changes.delete), *changes.create])
+        planned = self._planned
+        if planned is not None and planned.same(discovered, snapshot, guard):
+            # Nothing the plan reads has changed (the registry said so by its version,
+            # the sources by handing back the same declarations): the same plan, at no
+            # cost per entry. The guard's memory still sees this cycle's counts.
+            desired, conflicts, owned_counts = planned.desired, planned.conflicts, planned.counts
+            self.memory.high_water(owned_counts, guard.window)
+            changes, after = planned.changes, owned_counts
+        else:
+            desired, conflicts = self._desired(discovered, snapshot)
+            same_snapshot = planned is not None and snapshot is planned.snapshot
+            owned_counts = (
+                planned.counts
+                if planned is not None and same_snapshot
+                else counts(snapshot.owned.values())
+            )
+            remembered = self.memory.high_water(owned_counts, guard.window)
+            changes = plan(
+                snapshot.owned,
+                desired,
+                restraints=Restraints(
+                    keep=_kept(snapshot, discovered.failed, discovered.invalid),
+                    deletions_open=discovered.deletions_open,
+                    high_water={
+                        scope: max(remembered.get(scope, 0), kept_marks.get(scope, 0))
+                        for scope in remembered.keys() | kept_marks.keys()
+                    },
+                    health=snapshot.health,
+                    withdraw=self.options.unhealthy == "withdraw",
+                ),
+                guard=guard,
+                policy=self.options.policy,
+            )
+            _report_mass_withdrawal(self.name, changes, len(snapshot.owned), guard)
+            # Recorded: the most owned before or after this apply (counted from what
+            # changes: an update keeps its entry's scope, as before).
+            after = _after(owned_counts, counts(changes.delete), counts(changes.create))
+            if not same_snapshot:
+                _share(snapshot, desired)
+            # Kept only when it wrote and held nothing: work to do is planned afresh.
+            quiet = not (changes.writes or changes.held)
+            self._planned = (
+                _Planned(discovered, snapshot, guard, desired, conflicts, changes, owned_counts)
+                if quiet
+                else None
+            )
         peak = {s: max(owned_counts.get(s, 0), after.get(s, 0)) for s in owned_counts | after}
         if guard.allow and changes.delete and not dry_run:
             self.memory.reset()  # an allowed mass deletion is the new baseline
@@ -222,7 +248,7 @@ class RegistrySync:
         """
         desired: dict[str, Entry] = {}
         conflicts = []
-        encoded: dict[tuple[str, str], Encoded] = {}
+        encoded: Encoded = {}
         for item in discovered.found:
             decl, worker_id = item.declaration, item.caps.id
             folded = worker_id.casefold()
@@ -252,20 +278,13 @@ class RegistrySync:
         self._encoded = encoded
         return desired, conflicts
 
-    def _encode(
-        self, item: Found, encoded: dict[tuple[str, str], Encoded], discovered: Discovered
-    ) -> Entry:
-        decl, now = item.declaration, discovered.now
+    def _encode(self, item: Found, encoded: Encoded, discovered: Discovered) -> Entry:
+        decl = item.declaration
         # Which tools are live is part of the entry: a cached one is reused only while
         # time has changed nothing about it.
-        where = (
-            self.options.service,
-            self.options.owner,
-            decl.address,
-            discovered.changes_at[id(item.caps)],
-        )
-        cached = self._encoded.get((decl.source, decl.ref))
-        if cached is not None and cached[0] is item.caps and cached[1] == where:
+        at = discovered.changes_at[id(item.caps)]
+        cached = self._encoded.get(id(item))
+        if cached is not None and cached[0] is item and cached[1] == at:
             entry: Entry = cached[2]
         else:
             entry = full_entry.encode(
@@ -277,10 +296,41 @@ class RegistrySync:
                     ref=decl.ref,
                     address=decl.address,
                 ),
-                now=now,
+                now=discovered.now,
             )
-        encoded[(decl.source, decl.ref)] = (item.caps, where, entry)
-        return entry if entry.health == decl.health else replace(entry, health=decl.health)
+        if entry.health != decl.health:
+            entry = replace(entry, health=decl.health)
+        encoded[id(item)] = (item, at, entry)
+        return entry
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A plan that wrote and held nothing, with the inputs it was made from. It holds
+    again while those inputs are the same objects: the registry hands back the same
+    Snapshot only while its version (Consul's index, SQLite's data version) says nothing
+    was written since, and the cycle hands back the same declarations only while every
+    source listed exactly what it listed before."""
+
+    discovered: Discovered
+    snapshot: Snapshot
+    guard: DeletionGuard
+    desired: dict[str, Entry]
+    conflicts: list[Conflict]
+    changes: Changes
+    counts: dict[str, int]
+
+    def same(self, discovered: Discovered, snapshot: Snapshot, guard: DeletionGuard) -> bool:
+        last = self.discovered
+        return (
+            snapshot is self.snapshot
+            and discovered.found is last.found
+            and discovered.invalid is last.invalid
+            and discovered.changes_at is last.changes_at
+            and discovered.deletions_open == last.deletions_open
+            and discovered.failed == last.failed
+            and guard == self.guard
+        )
 
 
 def each_registry(
@@ -337,10 +387,37 @@ def _conflict(refused: Refused, desired: Mapping[str, Entry]) -> Conflict:
     return Conflict(refused.id, source, ref, refused.reason)
 
 
-def _after(owned: Mapping[str, Entry], deleted: Sequence[Entry]) -> list[Entry]:
-    """The owned entries an apply of ``deleted`` leaves."""
-    gone = {entry.id.casefold() for entry in deleted}
-    return [entry for entry in owned.values() if entry.id.casefold() not in gone]
+def _after(
+    owned: dict[str, int], deleted: dict[str, int], created: dict[str, int]
+) -> dict[str, int]:
+    """The per-scope counts an apply leaves (``counts`` of the owned entries after it),
+    from the changes alone: a scope left with nothing is not listed."""
+    out = dict(owned)
+    for scope, count in deleted.items():
+        out[scope] = out.get(scope, 0) - count
+    for scope, count in created.items():
+        out[scope] = out.get(scope, 0) + count
+    return {scope: count for scope, count in out.items() if count or scope == OWNER_SCOPE}
+
+
+def _share(snapshot: Snapshot, desired: Mapping[str, Entry]) -> None:
+    """Hold each owned entry equal to its desired one (with the same document and the
+    same health, which equality leaves out) as that one object: a snapshot a registry
+    keeps from cycle to cycle then costs no second copy of every unchanged entry (a
+    decoded answer's dicts and strings), and still says what the registry holds."""
+    owned = snapshot.owned
+    if not isinstance(owned, dict):
+        return
+    for worker_id, entry in owned.items():
+        new = desired.get(worker_id.casefold())
+        if (
+            new is not None
+            and new is not entry
+            and new == entry
+            and new.document == entry.document
+            and new.health == entry.health
+        ):
+            owned[worker_id] = new
 
 
 def _report_mass_withdrawal(name: str, changes: Changes, owned: int, guard: DeletionGuard) -> None:
@@ -373,6 +450,8 @@ def _kept(snapshot: Snapshot, failed: set[str], invalid: list[Invalid]) -> set[s
     failed, or their declaration is invalid this cycle (same source, and the same id or
     a reference the invalid item covers: ``f.json`` covers ``f.json`` and its items
     ``f.json[0]``, ``f.json[1]``...)."""
+    if not failed and not invalid:
+        return set()
     bad_ids = {(item.source, item.worker_id.casefold()) for item in invalid if item.worker_id}
     bad_refs = {(item.source, codec.ref_value(item.ref)) for item in invalid}
     return {

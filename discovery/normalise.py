@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,11 +47,23 @@ class Normaliser:
 
     def __init__(self) -> None:
         self._memory: dict[str, dict[tuple[Any, ...], Found | Invalid]] = {}
+        # source -> (the listing it handed over, what it gave): a source that lists
+        # exactly what it listed before gets back the same lists, so the cycle can tell
+        # nothing changed. The same Listing object (the file source's) is not even
+        # walked; a new one is when each of its declarations is the remembered one at
+        # the same place (a fingerprinted source: Docker, Kubernetes, Consul, push).
+        # The listing is held weakly (its source keeps it, if it hands it back), with its
+        # size and whether it held unreadable items: a pushed body lives no longer here.
+        self._last: dict[str, tuple[Seen, list[Found], list[Invalid]]] = {}
 
     def normalise(self, listing: Listing, source: str) -> tuple[list[Found], list[Invalid]]:
+        last = self._last.get(source)
+        if last is not None and last[0].listing() is listing:
+            return last[1], last[2]
         found: list[Found] = []
         invalid = [Invalid(source=source, error=error) for error in listing.invalid]
         previous, current = self._memory.get(source, {}), {}
+        remembered = 0
         for declaration in listing.declarations:
             key = (
                 declaration.ref,
@@ -62,8 +75,11 @@ class Normaliser:
             if result is None:
                 result = _validate(declaration, source)
             elif isinstance(result, Found) and result.declaration.health != declaration.health:
-                # Health is no part of the declaration: the validation is reused.
+                # Health is no part of the declaration: the validation is reused, but
+                # the listing is not the one remembered (its health is news).
                 result = Found(result.caps, replace(result.declaration, health=declaration.health))
+            else:
+                remembered += 1
             if declaration.fingerprint is not None:
                 current[key] = result
             if isinstance(result, Found):
@@ -71,7 +87,42 @@ class Normaliser:
             else:
                 invalid.append(result)
         self._memory[source] = current
+        if last is not None and _relisted(listing, last[0], remembered, current, previous):
+            found, invalid = last[1], last[2]
+        self._last[source] = (Seen.of(listing), found, invalid)
         return found, invalid
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the Normaliser remembers of the last listing of a source."""
+
+    listing: weakref.ref[Listing]
+    count: int
+    unreadable: bool
+
+    @classmethod
+    def of(cls, listing: Listing) -> Seen:
+        return cls(weakref.ref(listing), len(listing.declarations), bool(listing.invalid))
+
+
+def _relisted(
+    listing: Listing,
+    before: Seen,
+    remembered: int,
+    current: dict[tuple[Any, ...], Found | Invalid],
+    previous: dict[tuple[Any, ...], Found | Invalid],
+) -> bool:
+    """Whether ``listing`` holds exactly what ``before`` held: no unreadable item in
+    either, and every declaration of both remembered (fingerprinted, each at its own
+    place), the same ones in the same order."""
+    count = len(listing.declarations)
+    return (
+        not listing.invalid
+        and not before.unreadable
+        and remembered == count == before.count == len(current) == len(previous)
+        and list(current) == list(previous)
+    )
 
 
 def _validate(declaration: Declaration, source: str) -> Found | Invalid:

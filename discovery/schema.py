@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -198,13 +198,24 @@ def _tools(tools: list[ToolIn]) -> tuple[ToolCapability, ...]:
             tool_name=tool.tool_name,
             required=tool.required,
             alternatives=tuple(tool.alternatives),
-            permissions=Permissions(**tool.permissions.model_dump()),
-            expiration=Expiration(**tool.expiration.model_dump()),
+            permissions=_shared(Permissions(**tool.permissions.model_dump())),
+            expiration=_shared(Expiration(**tool.expiration.model_dump())),
             attestation=Attestation(**tool.attestation.model_dump()) if tool.attestation else None,
             verified=tool.verified,
         )
         for tool in tools
     )
+
+
+Terms = TypeVar("Terms", Permissions, Expiration)
+# The terms most tools declare (none): one instance each, shared by every tool that
+# declares them, instead of one per tool of a large fleet.
+_DEFAULT_TERMS: dict[type, Any] = {Permissions: Permissions(), Expiration: Expiration()}
+
+
+def _shared(terms_: Terms) -> Terms:
+    default: Terms = _DEFAULT_TERMS[type(terms_)]
+    return default if terms_ == default else terms_
 
 
 def _duplicate_tools(parsed: DeclarationIn) -> list[tuple[str, str]]:

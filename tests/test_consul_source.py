@@ -205,3 +205,35 @@ def test_a_shared_query_tells_each_follower_of_an_outage_and_the_recovery(
         liveness.close()
         source.close()
     assert consul.double.most_in_flight("GET", "/v1/catalog/services") == 1
+
+
+def test_an_unchanged_catalogue_is_not_read_again_and_a_change_is(consul: ConsulTarget):
+    """While Consul's index for the listed service has not moved, the source hands back
+    what it listed (the same listing); a registration, a change or a removal moves it,
+    and the next listing has it."""
+    register(
+        consul, "ci-1", {"ID": "a-1", "Service": "builders", "Meta": {"static_analysis": "ruff"}}
+    )
+    source = ConsulSource(ConsulClient(ConsulEndpoint(consul.address)), services=["builders"])
+    try:
+        first = source.list()
+        assert [d.default_id for d in first.declarations] == ["a-1"]
+        assert source.list() is first
+        register(
+            consul,
+            "ci-1",
+            {"ID": "a-1", "Service": "builders", "Meta": {"static_analysis": "mypy"}},
+        )
+        changed = source.list()
+        assert changed is not first
+        [declaration] = changed.declarations
+        body = json.dumps(declaration.body())
+        assert "mypy" in body and "ruff" not in body
+        register(
+            consul,
+            "ci-2",
+            {"ID": "b-1", "Service": "builders", "Meta": {"static_analysis": "ruff"}},
+        )
+        assert sorted(d.default_id for d in source.list().declarations) == ["a-1", "b-1"]
+    finally:
+        source.close()

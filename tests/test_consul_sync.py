@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from config.errors import RegistryError
+from daemon.cycle import Syncer
 from daemon.plan import Changes
 from daemon.registry.consul import ConsulRegistry
 from daemon.registry.ownership import Ownership
+from daemon.settings_model import SETTINGS
+from daemon.wiring import build_registries, build_sources
 from discovery import codec, schema
 from discovery.consul.client import ConsulClient, ConsulEndpoint
 from tests.conftest import run_cli
@@ -227,3 +230,44 @@ def test_node_meta_written_by_another_writer_since_the_read_is_never_reverted(
         assert meta["capsync-writer-other"] == "host-2" and meta["capsync-guard-worker"]
     finally:
         registry.close()
+
+
+def test_an_owned_instance_changed_by_hand_between_steady_cycles_is_put_back(
+    consul: ConsulTarget, tmp_path: Path
+):
+    """A steady cycle asks Consul only whether anything moved (its index) and reuses
+    what it read; an instance of ours changed by hand (its tags) moves the index, so the
+    next cycle reads it and writes it back as declared."""
+    write_fleet(tmp_path / "fleet", 5)
+    settings = SETTINGS.model_validate(
+        {
+            "registry": {"owner": consul.owner, "service": consul.service},
+            "consul": {"address": consul.address},
+            "sources": [{"type": "file", "path": str(tmp_path / "fleet")}],
+        }
+    )
+    syncer = Syncer(build_sources(settings), build_registries(settings))
+    try:
+        assert syncer.run_once().registries[0].changes.writes == 5
+        for _ in range(2):
+            assert syncer.run_once().registries[0].changes.unchanged == 5
+        declared = consul.services()["w-0001"]
+        tampered = {
+            "Node": consul.node,
+            "Address": declared["Address"],
+            "SkipNodeUpdate": True,
+            "Service": {
+                "ID": "w-0001",
+                "Service": consul.service,
+                "Tags": ["not-declared"],
+                "Meta": declared["ServiceMeta"],
+            },
+        }
+        assert consul.put("/v1/catalog/register", tampered).status_code == 200
+        repaired = syncer.run_once().registries[0]
+        assert [u.new.id for u in repaired.changes.update] == ["w-0001"]
+        assert consul.services()["w-0001"]["ServiceTags"] == declared["ServiceTags"]
+        assert syncer.run_once().registries[0].changes.unchanged == 5
+    finally:
+        for target in syncer.registries:
+            target.registry.close()

@@ -4,6 +4,7 @@ an invalid declaration is logged when it appears or changes, not every cycle."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from daemon.registry.memory import MemoryRegistry
 from daemon.registry.ownership import Ownership
 from daemon.registry_sync import RegistrySync, SyncOptions
 from daemon.report import log_problems, summary
-from discovery.sources.base import Listing
+from discovery.normalise import Normaliser
+from discovery.sources.base import Listing, from_text
 from tests.scripted_source import ScriptedSource
 from tests.test_registry_contract import declared
 
@@ -79,3 +81,41 @@ def test_an_invalid_declaration_is_logged_when_it_appears_or_changes(
     source.declarations = [{"id": "bad", "flags": {"f": "no"}, "metadata": {"k": 1}}]
     assert logged() == 2  # changed: its problems are logged again
     assert logged() == 0
+
+
+@dataclass
+class _Labels:
+    """A source that lists fresh declarations held as raw text each time (as the Docker,
+    Kubernetes and Consul sources do), fingerprinted by that text."""
+
+    texts: dict[str, str]
+    name: str = "labels"
+
+    def list(self) -> Listing:
+        return Listing([from_text(self.name, ref, text) for ref, text in self.texts.items()])
+
+    def close(self) -> None:
+        """Nothing held."""
+
+
+def test_a_relisted_unchanged_source_is_reused_and_a_changed_text_is_seen() -> None:
+    """A listing whose every declaration is the remembered one at the same place hands
+    back what the last one gave (the cycle reuses its plan); a changed text, a new or
+    a removed declaration is planned again."""
+    texts = {f"c-{i}": json.dumps({"id": f"w-{i}"}) for i in range(3)}
+    source = _Labels(texts)
+    normaliser = Normaliser()
+    first, _ = normaliser.normalise(source.list(), source.name)
+    assert normaliser.normalise(source.list(), source.name)[0] is first
+    registry = MemoryRegistry(Ownership(service="worker", owner="me", node="capsync-me"))
+    sync = Syncer([source], [RegistrySync("r", registry, SyncOptions("worker", "me"))])
+    assert len(sync.run_once().registries[0].changes.create) == 3
+    for _ in range(2):
+        assert sync.run_once().registries[0].changes.unchanged == 3
+    texts["c-1"] = json.dumps({"id": "w-1", "metadata": {"pool": "b"}})
+    assert [u.new.id for u in sync.run_once().registries[0].changes.update] == ["w-1"]
+    del texts["c-2"]
+    assert [e.id for e in sync.run_once().registries[0].changes.delete] == ["w-2"]
+    texts["c-2"] = json.dumps({"id": "w-2"})
+    assert [e.id for e in sync.run_once().registries[0].changes.create] == ["w-2"]
+    assert sync.run_once().registries[0].changes.unchanged == 3

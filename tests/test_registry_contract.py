@@ -38,6 +38,7 @@ from daemon.registry_sync import RegistrySync, SyncOptions
 from discovery import codec, full_entry, model, schema
 from discovery.consul.client import ConsulClient, ConsulEndpoint
 from discovery.consul.fields import service_fields
+from discovery.sources.base import Listing
 from tests.backends import OPENERS, PLACES, REGISTRIES
 from tests.doubles.consul import ConsulDouble
 from tests.proxy import Proxy
@@ -751,3 +752,36 @@ def test_deletions_sliced_across_restarts_are_held(place: Place) -> None:
     source = ScriptedSource(declarations=declared(*ids[85:]))
     assert len(Syncer([source], [allowed]).run_once().registries[0].changes.delete) == 40
     assert len(run_once(ids[90:]).registries[0].changes.delete) == 5
+
+
+@dataclass
+class _Unchanged:
+    """A source that hands back the very same Listing every time, as the file source
+    does while no file changed: the cycle then reuses its last plan for as long as the
+    registry hands back the same snapshot."""
+
+    listing: Listing
+    name: str = "scripted"
+
+    def list(self) -> Listing:
+        return self.listing
+
+    def close(self) -> None:
+        """Nothing held."""
+
+
+def test_a_change_made_behind_steady_cycles_is_repaired_by_the_next(place: Place) -> None:
+    """Steady cycles reuse what they read while the registry's version says nothing was
+    written; losing the node and its entries to someone else moves that version, so the
+    next cycle sees it and writes them back."""
+    source = _Unchanged(ScriptedSource(declarations=declared("a-1", "a-2", "a-3")).list())
+    sync = syncer(place, source)
+    assert len(sync.run_once().registries[0].changes.create) == 3
+    for _ in range(3):
+        steady = sync.run_once().registries[0]
+        assert steady.ok and steady.changes.unchanged == 3 and not steady.changes.writes
+    place.vanish(f"capsync-{OWNER}")
+    again = sync.run_once().registries[0]
+    assert again.ok, again
+    assert len(again.changes.create) == 3
+    assert sorted(place.open().snapshot().owned) == ["a-1", "a-2", "a-3"]

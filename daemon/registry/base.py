@@ -14,6 +14,12 @@ from daemon.plan import Changes
 from daemon.query import Query
 from discovery.codec import Entry
 
+# A registry that hands back its last Snapshot while its version says nothing was
+# written (Consul's index, SQLite's data version) still reads everything at least this
+# often: a bound on how long a change it could not see (a restored backup whose index
+# came back to the same number) goes unrepaired.
+REREAD_SECONDS = 300.0
+
 
 @dataclass(frozen=True)
 class Snapshot:

@@ -31,6 +31,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -42,6 +43,7 @@ from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import (
+    REREAD_SECONDS,
     ApplyResult,
     Listed,
     Operation,
@@ -62,6 +64,11 @@ from discovery.health import UNKNOWN, Health, changed, status_of
 from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
+# Filters no service and no check match: the node-services answer then carries only the
+# node and the index, the node's checks only the index (a steady cycle's cheap reads).
+NO_SERVICE = 'ID == "" and ID != ""'
+NO_CHECK = 'CheckID == "" and CheckID != ""'
+
 MAX_TXN_BYTES = 512 * 1024
 CHECK_PREFIX = "capsync:"
 CHECK_NAME = "capsync health"
@@ -95,10 +102,46 @@ class ConsulRegistry:
         self._node_read = False  # the node's claim is known only after a snapshot
         self._meta_read: dict[str, str] | None = None
         self._node_index = 0  # the node's ModifyIndex as read: its meta is written by CAS
+        # The last full read: (the X-Consul-Index of the node's services and of its
+        # checks, when it was read, the Snapshot).
+        self._last: tuple[tuple[int, int], float, Snapshot] | None = None
 
     def snapshot(self) -> Snapshot:
-        path = f"/v1/catalog/node-services/{quote(self.ownership.node)}"
+        """The node's services and their checks. The same Snapshot object as last time
+        when Consul's indexes for them have not moved since that read (no write of any
+        node, service or check, ours or anyone's), asked in two requests whose answers
+        hold nothing; a full read at least every ``REREAD_SECONDS`` whatever they say."""
+        last = self._last
+        fresh = last is not None and time.monotonic() - last[1] < REREAD_SECONDS
+        if last is not None and fresh and self._index_now() == last[0]:
+            return last[2]
+        path = self._path()
+        read_at = time.monotonic()
+        # Asked before the checks are read: a check changed in between moves it, so the
+        # next cycle reads everything again.
+        checked = self._checks_index()
         response = self.client.read_response(path, dict)
+        snapshot = self._snapshot(response, path)
+        self._last = ((response.index, checked), read_at, snapshot)
+        return snapshot
+
+    def _path(self) -> str:
+        return f"/v1/catalog/node-services/{quote(self.ownership.node)}"
+
+    def _index_now(self) -> tuple[int, int] | None:
+        """The indexes of the node's services and checks now (None: a full read must
+        tell), from answers filtered to no service and no check at all."""
+        response = self.client.read_response(self._path(), dict, params={"filter": NO_SERVICE})
+        if response.filtered or not isinstance(response.body.get("Node"), dict):
+            return None
+        return response.index, self._checks_index()
+
+    def _checks_index(self) -> int:
+        return self.client.read_response(
+            self._checks_path(), list, params={"filter": NO_CHECK}
+        ).index
+
+    def _snapshot(self, response: Response, path: str) -> Snapshot:
         node, services = response.body.get("Node"), response.body.get("Services")
         if not isinstance(node, dict | None) or not isinstance(services, list | None):
             raise RegistryError(
@@ -148,11 +191,13 @@ class ConsulRegistry:
     def _checks(self) -> dict[str, Health]:
         """capsync's checks on its node: case-folded check id -> health; a status
         capsync never writes (set by hand) reads UNKNOWN, so it is written again."""
-        path = f"/v1/health/node/{quote(self.ownership.node)}"
         return {
             check.check_id.casefold(): check.health if status_of(check.status) else UNKNOWN
-            for check in checks.read(self.client, path)
+            for check in checks.read(self.client, self._checks_path())
         }
+
+    def _checks_path(self) -> str:
+        return f"/v1/health/node/{quote(self.ownership.node)}"
 
     def _claim(self, record: Mapping[str, str] | None = None) -> dict[str, str] | None:
         return claim(self._meta_read, self.ownership, record=record)
@@ -162,6 +207,7 @@ class ConsulRegistry:
         units = [(op, self._txn(op)) for op in self._writable(operations(changes), tally)]
         if not units:
             return tally.result()
+        self._last = None  # whatever this writes, the next snapshot reads it all
         if not self._node_read:
             self.snapshot()  # who holds the node is checked before any write
         if changes.record:

@@ -32,7 +32,14 @@ from config.settings import KindName
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry import postgres_schema, store
-from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.base import (
+    REREAD_SECONDS,
+    ApplyResult,
+    Listed,
+    Operation,
+    Refused,
+    Snapshot,
+)
 from daemon.registry.ownership import Ownership
 from daemon.registry.postgres_schema import SEED as _SEED
 from daemon.registry.store import Claim, StoreConnection, StoreSettings
@@ -118,6 +125,9 @@ _CLAIM = (
     "WHERE COALESCE(n.meta ->> %(field)s::text, '') = %(seen)s::text"
 )
 _NODE = "SELECT meta FROM {s}.capsync_nodes WHERE owner = %s"
+# The table's version: its rows and a 64-bit hash of each row's every column, summed
+# (computed by the server: a steady cycle receives two numbers, not every row).
+_VERSION = "SELECT count(*), sum(hashtextextended(w::text, 0)) FROM {s}.worker_capabilities AS w"
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,8 @@ class PostgresRegistry:
         self._decoder = seed_store.Decoder()
         self._clock = clock
         self.claim = Claim("postgres", ownership)
+        # The last full read: (the table's version and node meta then, when, Snapshot).
+        self._last: tuple[tuple[Any, ...], float, Snapshot] | None = None
 
     def snapshot(self) -> Snapshot:
         try:
@@ -197,20 +209,42 @@ class PostgresRegistry:
             return self._snapshot()  # reconnected: the missing table is recreated
 
     def _snapshot(self) -> Snapshot:
-        # One round trip: every row (though only ours are decoded: the others, another
-        # writer's or the seed's own, hold ids that are never ours to write) and the
-        # owner's node meta (the writer claim).
+        # While the table's version and the node's meta are what they were at the last
+        # full read (asked in one round trip), that read's Snapshot is handed back. A
+        # full read is one round trip too: every row (though only ours are decoded: the
+        # others, another writer's or the seed's own, hold ids that are never ours to
+        # write), the owner's node meta (the writer claim) and the version just before
+        # and after the rows; it is kept only when the two agree (nothing committed).
         with self._using("snapshot") as conn:
+            last = self._last
+            if last is not None and time.monotonic() - last[1] < REREAD_SECONDS:
+                with conn.pipeline():
+                    version = conn.execute(self._sql(_VERSION))
+                    node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
+                meta = _meta(node.fetchone())
+                self.claim.update(meta)
+                if (version.fetchone(), json.dumps(meta, sort_keys=True)) == last[0]:
+                    self.claim.wanted()  # as a full read checks it
+                    return last[2]
+            read_at = time.monotonic()
             with conn.pipeline():
+                before = conn.execute(self._sql(_VERSION))
                 selected = conn.execute(self._sql(_SELECT))
                 node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
+                after = conn.execute(self._sql(_VERSION))
             rows = selected.fetchall()
-            self.claim.update(_meta(node.fetchone()))
-        return store.snapshot(
+            meta = _meta(node.fetchone())
+            self.claim.update(meta)
+            counted = before.fetchone()
+            settled = counted == after.fetchone()
+            seen = (counted, json.dumps(meta, sort_keys=True))
+        snapshot = store.snapshot(
             ((row[0], self._decode(row) if self._ours(row) else None) for row in rows),
             self.claim,
             self._decoder,
         )
+        self._last = (seen, read_at, snapshot) if settled else None
+        return snapshot
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         return store.apply_batches(self, changes, stop)

@@ -48,7 +48,14 @@ from config.settings import KindName
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry import store
-from daemon.registry.base import ApplyResult, Listed, Operation, Refused, Snapshot
+from daemon.registry.base import (
+    REREAD_SECONDS,
+    ApplyResult,
+    Listed,
+    Operation,
+    Refused,
+    Snapshot,
+)
 from daemon.registry.ownership import Ownership
 from daemon.registry.store import Claim, StoreConnection, StoreSettings
 from discovery import seed_store
@@ -283,6 +290,8 @@ class RedisRegistry:
         # snapshot checks them again and reports them as foreign (a conflict, no write).
         self._squatted: set[str] = set()
         self._policy_checked = False
+        # The last full read: (the server's write count then, when, the Snapshot).
+        self._last: tuple[tuple[Any, ...], float, Snapshot] | None = None
 
     def snapshot(self) -> Snapshot:
         """Every id capsync wrote, classified by what its own capsync:entry hash records:
@@ -291,6 +300,29 @@ class RedisRegistry:
         (conflicts, left alone). Lost bookkeeping (a set evicted or deleted) is put back
         from the entry hashes."""
         self._warn_if_evictable()
+        last = self._last
+        fresh = last is not None and time.monotonic() - last[1] < REREAD_SECONDS
+        if last is not None and fresh and self._version() == last[0]:
+            return last[2]
+        read_at = time.monotonic()
+        snapshot, version = self._read_all()
+        self._last = (version, read_at, snapshot) if version is not None else None
+        return snapshot
+
+    def _version(self) -> tuple[Any, ...] | None:
+        """Redis's own count of writes since its last save, with that save's time: it
+        moves with any write to the server (capsync's, anyone's) and with a restart;
+        None when INFO is refused (the registry is then read in full every cycle)."""
+        import redis  # noqa: PLC0415
+
+        try:
+            return _written(self._client.info("persistence"))
+        except redis.RedisError:
+            return None
+
+    def _read_all(self) -> tuple[Snapshot, tuple[Any, ...] | None]:
+        """Every row, and the server's write count when it stood still around the read
+        (asked before and after it in the same round trip; else None)."""
         p = self._prefix
         mine, every = f"{p}capsync:owner:{self._ownership.owner}", f"{p}capsync:entries"
         query = {
@@ -300,7 +332,9 @@ class RedisRegistry:
             "owner": self._ownership.owner,
             "check": sorted(self._squatted),
         }
-        rows, meta, squatted, lost = self._call("snapshot", _SNAPSHOT, p, json.dumps(query))
+        before, (rows, meta, squatted, lost), after = self._around(
+            "snapshot", _SNAPSHOT, p, json.dumps(query)
+        )
         self.claim.update(_hash(meta))
         self._squatted = set(squatted)
         if lost:
@@ -318,7 +352,8 @@ class RedisRegistry:
             for worker_id, flat, value in rows
             if (origin := _hash(flat)) is not None
         ]
-        return store.snapshot(found, self.claim, self._decoder, squatted)
+        snapshot = store.snapshot(found, self.claim, self._decoder, squatted)
+        return snapshot, before if before is not None and before == after else None
 
     def _ours(self, origin: dict[str, str]) -> bool:
         return self._ownership.ours(origin.get("owner", ""), origin.get("service", ""))
@@ -451,6 +486,23 @@ class RedisRegistry:
 
         return store.decoded(decode, self._ownership.name, key=key)
 
+    def _around(self, operation: str, script: str, *args: str) -> tuple[Any, Any, Any]:
+        """``_call``, with the server's write count asked just before and just after it
+        in the same round trip (None where INFO is refused)."""
+        import redis  # noqa: PLC0415
+
+        pipe = self._client.pipeline(transaction=False)
+        pipe.info("persistence")
+        pipe.eval(script, 0, *args)
+        pipe.info("persistence")
+        try:
+            before, answer, after = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            raise RegistryError(f"redis registry: {operation} failed: {exc}") from exc
+        if isinstance(answer, redis.RedisError):
+            raise RegistryError(f"redis registry: {operation} failed: {answer}") from answer
+        return _written(before), answer, _written(after)
+
     def _call(self, operation: str, script: str, *args: str) -> Any:
         import redis  # noqa: PLC0415
 
@@ -458,6 +510,13 @@ class RedisRegistry:
             return self._client.eval(script, 0, *args)
         except redis.RedisError as exc:
             raise RegistryError(f"redis registry: {operation} failed: {exc}") from exc
+
+
+def _written(info: Any) -> tuple[Any, ...] | None:
+    """The write count of an INFO persistence answer (None: refused)."""
+    if not isinstance(info, dict):
+        return None
+    return info.get("rdb_changes_since_last_save"), info.get("rdb_last_save_time")
 
 
 def _hash(flat: list[str]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,7 @@ from config.settings import KindName, RegistrySettingsBase, in_state_directory
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import (
+    REREAD_SECONDS,
     ApplyResult,
     Listed,
     Operation,
@@ -124,6 +126,12 @@ _HAS_TAG = (
 )
 
 
+def _version(db: sqlite3.Connection) -> tuple[int, int]:
+    """Moves whenever anything is committed to the file: by another connection
+    (data_version) or by this one (total_changes)."""
+    return db.execute("PRAGMA data_version").fetchone()[0], db.total_changes
+
+
 class SqliteRegistry:
     """One connection per instance, shared across threads behind a lock: the daemon
     may call from its scheduler thread while the HTTP side reads."""
@@ -142,6 +150,8 @@ class SqliteRegistry:
         self._batch_size = batch_size
         self._record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
         self._lock = threading.Lock()
+        # The last full read: (the file's version then, when, the Snapshot).
+        self._last: tuple[tuple[int, int], float, Snapshot] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -172,16 +182,32 @@ class SqliteRegistry:
                 self._db.execute(f"PRAGMA user_version = {target}")
 
     def snapshot(self) -> Snapshot:
+        """The node's rows; the same Snapshot object as last time while no connection
+        has committed to the file since that read (SQLite's data_version for others'
+        commits, this connection's total_changes for its own), read in full at least
+        every ``REREAD_SECONDS``."""
         with self._using("snapshot") as db:
+            version = _version(db)
+            last = self._last
+            if (
+                last is not None
+                and last[0] == version
+                and time.monotonic() - last[1] < REREAD_SECONDS
+            ):
+                return last[2]
+            read_at = time.monotonic()
             meta = self._meta()
             self._claim()
             rows = db.execute(f"{_SELECT} WHERE node = ?", (self._ownership.node,)).fetchall()
+            settled = _version(db) == version  # nothing committed while it was read
         mine = [self._ownership.ours(row["owner"], row["service"]) for row in rows]
         owned = {row["id"]: _entry(row) for row, ours in zip(rows, mine, strict=True) if ours}
         foreign = frozenset(
             row["id"].casefold() for row, ours in zip(rows, mine, strict=True) if not ours
         )
-        return Snapshot(owned=owned, foreign=foreign, meta=meta, health=True)
+        snapshot = Snapshot(owned=owned, foreign=foreign, meta=meta, health=True)
+        self._last = (version, read_at, snapshot) if settled else None
+        return snapshot
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         self._record = changes.record

@@ -43,14 +43,32 @@ class ConsulSource:
     tag: str | None = None
     meta_key: str = "worker-capabilities"
 
+    # The last listing and what it was read at: (service, X-Consul-Index of its
+    # instances, of its checks) per service.
+    _last: tuple[tuple[tuple[str, int, int], ...], Listing] | None = field(default=None, repr=False)
+
     def list(self) -> Listing:
         """Every read must be a clean answer (ConsulClient.read): a rate limit or a
-        proxy's page raises SourceError, so the source's entries freeze, never empty."""
-        listing = Listing()
-        for service in self._service_names():
-            params = {"tag": self.tag} if self.tag else {}
-            path = f"/v1/catalog/service/{quote(service)}"
-            instances, _ = self.client.read(path, list, params=params)
+        proxy's page raises SourceError, so the source's entries freeze, never empty.
+
+        While Consul's indexes of every listed service and of its checks are where they
+        were when they were last read (asked with filters nothing matches, so the
+        answers hold none), the same Listing object is handed back: nothing is read,
+        decoded or walked again."""
+        names = self._service_names()
+        params = {"tag": self.tag} if self.tag else {}
+        if self._last is not None and [name for name, *_ in self._last[0]] == names:
+            now = tuple(self._indexes(name, params) for name in names)
+            if now == self._last[0]:
+                return self._last[1]
+        listing, read_at = Listing(), []
+        for service in names:
+            path = _path(service)
+            # Asked before the checks are read: a check changed in between moves it, so
+            # the next cycle reads again.
+            checked = self._checks_index(service)
+            instances, index = self.client.read(path, list, params=params)
+            read_at.append((service, index, checked))
             found = Listing()
             for instance in instances:
                 self._add(found, instance, path)
@@ -61,12 +79,21 @@ class ConsulSource:
                     for d in found.declarations
                 ]
             listing.extend(found)
+        self._last = (tuple(read_at), listing)
         return listing
 
     def _health(self, service: str) -> dict[str, Health]:
         """The service's checks, as each instance's health (node checks are not read)."""
-        path = f"/v1/health/checks/{quote(service)}"
-        return checks.instances(checks.read(self.client, path))
+        return checks.instances(checks.read(self.client, _checks_path(service)))
+
+    def _indexes(self, service: str, params: dict[str, str]) -> tuple[str, int, int]:
+        """Consul's index of the service's instances and of its checks now."""
+        probe = {**params, "filter": NO_INSTANCE}
+        index = self.client.read(_path(service), list, params=probe)[1]
+        return service, index, self._checks_index(service)
+
+    def _checks_index(self, service: str) -> int:
+        return self.client.read(_checks_path(service), list, params={"filter": NO_CHECK})[1]
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """A blocking query on the catalogue; notify when what we would list changed.
@@ -146,6 +173,19 @@ class ConsulSource:
                     reload=partial(_decoded, entry),
                 )
             )
+
+
+# Filters no catalogue instance and no check match: the answer carries only the index.
+NO_INSTANCE = 'ServiceID == "" and ServiceID != ""'
+NO_CHECK = 'CheckID == "" and CheckID != ""'
+
+
+def _path(service: str) -> str:
+    return f"/v1/catalog/service/{quote(service)}"
+
+
+def _checks_path(service: str) -> str:
+    return f"/v1/health/checks/{quote(service)}"
 
 
 def _decoded(entry: codec.Entry) -> Any:

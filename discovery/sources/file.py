@@ -33,6 +33,9 @@ class FileSource:
     name: str = "file"
     # path -> (stat, what it held): unchanged files are not read or parsed again.
     _cache: dict[str, tuple[Stat, Listing]] = field(default_factory=dict, repr=False)
+    # The last scan and its listing (bodies left out): handed back as the same object
+    # while no file's stat changed, so the cycle knows nothing did.
+    _last: tuple[dict[str, Stat], Listing] | None = field(default=None, repr=False)
 
     def list(self) -> Listing:
         if not self.path.is_dir():
@@ -41,7 +44,9 @@ class FileSource:
             files = self._scan()
         except OSError as exc:
             raise SourceError(f"source {self.name}: cannot list {self.path}: {exc}") from exc
-        listing, cache = Listing(), {}
+        if self._last is not None and self._last[0] == files:
+            return self._last[1]
+        listing, cache, kept = Listing(), {}, Listing()
         for path in sorted(files):
             cached = self._cache.get(path)
             if cached is None or cached[0] != files[path]:
@@ -59,8 +64,11 @@ class FileSource:
                 )
             else:
                 listing.extend(cached[1])
+            kept.extend(cached[1])
             cache[path] = cached
         self._cache = cache
+        # What is kept holds no parsed body (a re-read when needed), like the cache.
+        self._last = (files, kept)
         return listing
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:

@@ -1,5 +1,6 @@
 """`python -m tests.bench [--workers N] [--events N] [--push N] [--amqp N]`: capsync vs the
-naive approach.
+naive approach; `python -m tests.bench --sizes 10000,50000,100000`: the scaling run
+(tests/bench/scaling.py).
 
 Scenarios run side by side in one invocation, so ratios are fair on a noisy machine:
 - capsync: cold sync of N file declarations into a fresh Consul double, a steady cycle
@@ -43,7 +44,7 @@ from typing import Any
 
 import requests
 
-from tests.bench import amqp, grpc_api, health, kubernetes, push, stores
+from tests.bench import amqp, grpc_api, health, kubernetes, push, scaling, stores
 from tests.conftest import ROOT
 from tests.doubles.consul import ConsulDouble
 
@@ -153,6 +154,7 @@ def measured(figures: dict[str, Any], double: ConsulDouble | None) -> dict[str, 
         "wall_s": round(figures["wall_s"], 3),
         "cpu_s": round(figures["cpu_s"], 3),
         "peak_rss_mb": round(figures["peak_rss_mb"], 1),
+        "rss_mb": round(figures.get("rss_mb", 0.0), 1),
         "outcome": figures["outcome"],
     }
     if double is not None:
@@ -235,11 +237,25 @@ def main() -> None:
         default=10_000,
         help="pods for the Kubernetes steady-cycle figure; 0 skips it",
     )
+    parser.add_argument(
+        "--sizes",
+        help="only the scaling run, at these worker counts (comma-separated, e.g. "
+        "10000,50000,100000): per-worker CPU and memory of every phase, and the targets",
+    )
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=100,
+        help="cycles of the churn soak in the scaling run (at its smallest size); 0 skips it",
+    )
     args = parser.parse_args()
     if args.only_health:
         figures = {"health": health.run()}
         print(health.summary(figures["health"]))
         print(json.dumps(figures))
+        return
+    if args.sizes:
+        report_scaling([int(n) for n in args.sizes.split(",")], args.soak)
         return
     if args.only_push:
         report_push(args.push)
@@ -247,6 +263,8 @@ def main() -> None:
     if args.only_amqp:
         figures = {"amqp": amqp.run(args.amqp)}
         print("\n".join(amqp.summary(figures["amqp"])))
+        print(json.dumps(figures))
+        return
     if args.only_grpc:
         with tempfile.TemporaryDirectory(prefix="capsync-bench-grpc-") as tmp:
             figures = {"grpc": grpc_api.run(args.grpc, Path(tmp))}
@@ -319,6 +337,16 @@ def main() -> None:
         results["kubernetes_steady"] = kubernetes.steady_cycle(args.pods)
     print_summary(results)
     print(json.dumps(results))
+
+
+def report_scaling(sizes: list[int], soak: int) -> None:
+    figures: dict[str, Any] = {
+        "sizes": {n: scaling.run_size(n, Child, write_fleet, seed_consul, churn) for n in sizes}
+    }
+    if soak:
+        figures["soak"] = scaling.soak(min(sizes), soak, Child, write_fleet)
+    print("\n".join(scaling.report(figures)))
+    print(json.dumps(figures))
 
 
 def report_push(workers: int) -> None:

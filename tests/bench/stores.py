@@ -20,7 +20,9 @@ from typing import Any
 from tests.proxy import Proxy
 from tests.services import RedisServer, free_port, running_postgres
 
-PHASES = ("cold", "steady", "churn")
+# reread: the first cycle after the cold one (the store is read in full: it was written);
+# steady: nothing changed since (the store's version stands still).
+PHASES = ("cold", "reread", "steady", "churn")
 
 
 @contextmanager

@@ -108,12 +108,16 @@ def test_a_steady_cycle_reads_twice_and_writes_nothing(fleet: Fleet) -> None:
     assert fleet.consul.double is not None
     fleet.source.health["w2"] = CRITICAL
     fleet.cycle()
+    services = ("GET", f"/v1/catalog/node-services/{fleet.consul.node}")
+    checks = ("GET", f"/v1/health/node/{fleet.consul.node}")
     fleet.consul.double.reset_counts()
     assert fleet.cycle() == 0
-    assert fleet.consul.double.requests == [
-        ("GET", f"/v1/catalog/node-services/{fleet.consul.node}"),
-        ("GET", f"/v1/health/node/{fleet.consul.node}"),
-    ]
+    # After a write, a full read: the checks' index, the services, their checks.
+    assert fleet.consul.double.requests == [checks, services, checks]
+    fleet.consul.double.reset_counts()
+    assert fleet.cycle() == 0
+    # Steady: the two indexes alone (answers filtered to nothing), then no write.
+    assert fleet.consul.double.requests == [services, checks]
 
 
 def test_a_changed_declaration_with_the_same_health_keeps_its_check(fleet: Fleet) -> None:

@@ -60,8 +60,10 @@ def test_cold_sync_of_1000_within_request_budget(consul: ConsulTarget, tmp_path:
         consul.double.reset_counts()
         again = sync(consul, "--source", f"file:{tmp_path / 'fleet'}")
         assert "1000 unchanged" in again.stdout
-        # A steady cycle reads the node's services and its checks once, writes nothing.
+        # A new process reads the checks' index, the node's services and their checks
+        # once, and writes nothing.
         assert consul.double.requests == [
+            ("GET", f"/v1/health/node/{consul.node}"),
             ("GET", f"/v1/catalog/node-services/{consul.node}"),
             ("GET", f"/v1/health/node/{consul.node}"),
         ]

@@ -90,6 +90,34 @@ class Registration:
         )
 
 
+@dataclass(frozen=True)
+class InboxView:
+    """What a listing needs of the inbox at ``now``, costing what is live, not what
+    expired: the live registrations (by key), those whose expiry fell after ``since``
+    (the leases that ran out since the last look: as many as ran out, whatever the inbox
+    holds), and counts of the expired rows held for purging and of those past it."""
+
+    live: list[Registration]
+    expired_since: list[Registration]
+    expired: int
+    purgeable: int
+
+
+def view_of(registrations: Sequence[Registration], now: float, since: float | None) -> InboxView:
+    """The view of a store that cannot filter on its side (Consul KV)."""
+    after = now if since is None else since
+    return InboxView(
+        live=[r for r in registrations if r.live(now)],
+        expired_since=[
+            r for r in registrations if r.expires is not None and after < r.expires <= now
+        ],
+        expired=sum(1 for r in registrations if not r.live(now)),
+        purgeable=sum(
+            1 for r in registrations if r.expires is not None and r.expires < now - PURGE_AFTER
+        ),
+    )
+
+
 class Inbox(Protocol):
     """Raises SourceError when the store cannot be read or written."""
 
@@ -105,6 +133,11 @@ class Inbox(Protocol):
 
     def all(self) -> list[Registration]:
         """Every stored registration, live or expired."""
+        ...
+
+    def view(self, now: float, since: float | None) -> InboxView:
+        """The live registrations at ``now`` and the expired ones counted (InboxView);
+        ``since`` None: none counted as newly expired."""
         ...
 
     def renew(self, conns: Collection[str], until: float) -> None:
@@ -126,6 +159,9 @@ class Inbox(Protocol):
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS registrations (
     key TEXT PRIMARY KEY, record TEXT NOT NULL, conn TEXT, expires REAL)"""
+# Listings read the live rows and count the expired ones through this index, so a cycle
+# costs what is live, not the expired rows kept until the purge.
+_INDEX = "CREATE INDEX IF NOT EXISTS registrations_expires ON registrations (expires)"
 
 
 _SELECT = "SELECT record, conn, expires FROM registrations"
@@ -155,6 +191,7 @@ class SqliteInbox:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute(_SCHEMA)
+            self._db.execute(_INDEX)
         except (OSError, sqlite3.Error) as exc:
             raise SourceError(f"inbox {path}: open failed: {exc}") from exc
 
@@ -174,6 +211,29 @@ class SqliteInbox:
 
     def all(self) -> list[Registration]:
         return [_row(row) for row in self._read(f"{_SELECT} ORDER BY key", ())]
+
+    def view(self, now: float, since: float | None) -> InboxView:
+        after = now if since is None else min(since, now)
+        # No ORDER BY: sorting in SQL would walk the primary key over every row; the
+        # expiry index finds the live ones alone.
+        rows = sorted(
+            (
+                _row(row)
+                for row in self._read(f"{_SELECT} WHERE expires IS NULL OR expires > ?", (after,))
+            ),
+            key=lambda r: r.key,
+        )
+        [(expired, purgeable)] = self._read(
+            "SELECT count(*), count(CASE WHEN expires < ? THEN 1 END) FROM registrations "
+            "WHERE expires <= ?",
+            (now - PURGE_AFTER, now),
+        )
+        return InboxView(
+            live=[r for r in rows if r.live(now)],
+            expired_since=[r for r in rows if not r.live(now)],
+            expired=expired,
+            purgeable=purgeable,
+        )
 
     def renew(self, conns: Collection[str], until: float) -> None:
         self._write(

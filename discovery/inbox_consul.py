@@ -12,7 +12,7 @@ from typing import Any
 
 from config.errors import SourceError
 from discovery.consul.client import ConsulClient, ConsulEndpoint
-from discovery.inbox import Registration
+from discovery.inbox import InboxView, Registration, view_of
 
 TXN_OPS = 64
 
@@ -26,11 +26,17 @@ class ConsulInbox:
     carries X-Consul-Index, as Consul's own does; a proxy's 404 fails the read, so the
     push source is frozen, never emptied). Every read-modify-write (renew, purge, remove)
     is a check-and-set on each key's ModifyIndex: it never reverts a newer write; a lost
-    race is read again and retried."""
+    race is read again and retried.
+
+    Consul KV cannot filter values on its side, so a listing reads every key; what it
+    costs per row is kept small instead: a key whose ModifyIndex is unchanged since the
+    last read is not decoded again (the expired rows, unchanged until the purge, cost
+    their bytes on the wire and a lookup)."""
 
     def __init__(self, endpoint: ConsulEndpoint, prefix: str) -> None:
         self.prefix = prefix.strip("/")
         self._client = ConsulClient(endpoint, error=SourceError)
+        self._decoded: dict[str, tuple[int, Registration]] = {}
 
     def put(self, registrations: Sequence[Registration]) -> None:
         self._txn([self._set(r) for r in registrations])
@@ -51,6 +57,9 @@ class ConsulInbox:
 
     def all(self) -> list[Registration]:
         return [r for r, _ in self._items(self.prefix + "/", recurse=True)]
+
+    def view(self, now: float, since: float | None) -> InboxView:
+        return view_of(self.all(), now, since)
 
     def renew(self, conns: Collection[str], until: float) -> None:
         wanted = set(conns)
@@ -125,15 +134,24 @@ class ConsulInbox:
                 "the pushed registrations are kept as they are"
             )
         out = []
+        decoded = self._decoded if recurse else {}
+        fresh: dict[str, tuple[int, Registration]] = {}
         for item in response.body:
             try:
-                data: Any = json.loads(base64.b64decode(item.get("Value") or ""))
-                out.append((Registration.from_json(data), int(item["ModifyIndex"])))
+                index = int(item["ModifyIndex"])
+                known = decoded.get(item["Key"])
+                if known is None or known[0] != index:
+                    data: Any = json.loads(base64.b64decode(item.get("Value") or ""))
+                    known = (index, Registration.from_json(data))
+                fresh[item["Key"]] = known
+                out.append((known[1], index))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 key_name = item.get("Key") if isinstance(item, dict) else None
                 raise SourceError(
                     f"inbox in Consul KV {key_name}: not a registration ({type(exc).__name__})"
                 ) from None
+        if recurse and key == self.prefix + "/":
+            self._decoded = fresh
         return out
 
     def _txn(self, ops: list[dict[str, Any]]) -> bool:

@@ -14,7 +14,7 @@ from config.errors import SourceError
 from daemon.events import EventBus
 from discovery import codec
 from discovery.consul.client import ConsulEndpoint
-from discovery.inbox import Inbox, Registration, SqliteInbox
+from discovery.inbox import PURGE_AFTER, Inbox, Registration, SqliteInbox
 from discovery.inbox_consul import ConsulInbox
 from discovery.model import Capabilities
 from tests.doubles.consul import ConsulDouble, Fault
@@ -172,3 +172,26 @@ def test_threaded_subscriber_waits_for_events() -> None:
     bus.update("consul", {"a": _entry("a")})
     reader.join(10)
     assert got == ["a"]
+
+
+def test_the_inbox_view_costs_what_is_live(inbox: Inbox) -> None:
+    """A listing sees the live rows only (a released one in its grace is live), the
+    leases that ran out since the last look, and the expired rows as counts."""
+    inbox.put(
+        [Registration(f"old-{i}", {"id": f"old-{i}"}, "rest", 1000.0 + i) for i in range(50)]
+        + [
+            Registration("forever", {"id": "forever"}, "rest"),
+            Registration("leased", {"id": "leased"}, "rest", 200_000.0),
+            Registration("ws-1", {"id": "ws-1"}, "websocket", 200_000.0, "conn-a"),
+            Registration("ran-out", {"id": "ran-out"}, "rest", 150_000.0),
+        ]
+    )
+    inbox.release("conn-a", 149_000.0, 150_500.0)
+    view = inbox.view(150_000.0, 140_000.0)
+    assert [r.id for r in view.live] == ["forever", "leased", "ws-1"]
+    assert view.live[2].released == 149_000.0
+    assert [r.id for r in view.expired_since] == ["ran-out"]
+    assert (view.expired, view.purgeable) == (51, 50)
+    assert inbox.view(150_000.0, None).expired_since == []
+    assert inbox.purge(150_000.0 - PURGE_AFTER) == 50
+    assert inbox.view(150_000.0, 150_000.0).expired == 1

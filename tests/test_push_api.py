@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from discovery.inbox import PURGE_AFTER, Registration, SqliteInbox
 from tests.conftest import SEED_CRD_SPEC, run_cli
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import wait_until
 from tests.doubles.consul import ConsulDouble
 from tests.push_daemon import TOKEN, PushDaemon
+from tests.test_monitoring_metrics import value
 from tests.test_sync_contract import EXAMPLES
 
 FIND_CLIPPY = {"capability_type": "static_analysis", "required_tools": ["clippy"]}
@@ -341,3 +343,35 @@ def test_a_reload_names_each_front_end_section_that_needs_a_restart(
         line.split("key=")[1].split()[0] for line in proc.lines if "event=restart_needed" in line
     }
     assert needed == {"api", "grpc"}
+
+
+def test_an_inbox_full_of_expired_rows_lists_only_the_live_ones(tmp_path: Path):
+    """Expired rows kept for purging are neither listed nor synced; a lease that runs out
+    still removes its entry; the metrics count the expired rows; a row past the purge
+    horizon is purged."""
+    now = time.time()
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    inbox.put(
+        [Registration(f"gone-{i}", {"id": f"gone-{i}"}, "rest", now - 60) for i in range(2000)]
+        + [Registration("ancient", {"id": "ancient"}, "rest", now - PURGE_AFTER - 60)]
+    )
+    inbox.close()
+    with ConsulDouble() as double:
+        target = ConsulTarget(double.address, double)
+        proc = PushDaemon(target, tmp_path, "--interval", "1s").started()
+        try:
+            assert proc.register({"id": "forever"}).ok
+            assert proc.register({"id": "short"}, ttl=2).ok
+            wait_until(lambda: set(target.services()) == {"forever", "short"})
+            wait_until(lambda: set(target.services()) == {"forever"}, timeout=15)
+            text = proc.get("/metrics").text
+        finally:
+            assert proc.stop() == 0
+    assert value(text, "capsync_inbox_registrations", source="push", state="live") == 1
+    assert value(text, "capsync_inbox_registrations", source="push", state="expired") == 2001
+    assert value(text, "capsync_lease_expiries_total", source="push") == 1
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    try:
+        assert inbox.get("ancient") is None and len(inbox.all()) == 2002
+    finally:
+        inbox.close()

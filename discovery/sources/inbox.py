@@ -28,7 +28,15 @@ from config.errors import SourceError
 from config.events import emit
 from config.settings import SourceName, SourceSettingsBase, in_state_directory
 from discovery.health import PASSING, Health
-from discovery.inbox import PURGE_AFTER, Inbox, Observer, Registration, SqliteInbox, unobserved
+from discovery.inbox import (
+    PURGE_AFTER,
+    Inbox,
+    InboxView,
+    Observer,
+    Registration,
+    SqliteInbox,
+    unobserved,
+)
 from discovery.inbox_consul import ConsulInbox
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
@@ -47,14 +55,10 @@ class InboxStats:
     lease_expiries: int = 0
     listed_at: float | None = None
 
-    def listed(self, registrations: list[Registration], now: float) -> None:
-        since = self.listed_at
-        self.live = sum(1 for r in registrations if r.live(now))
-        self.expired = len(registrations) - self.live
-        if since is not None:
-            self.lease_expiries += sum(
-                1 for r in registrations if r.expires is not None and since < r.expires <= now
-            )
+    def listed(self, view: InboxView, now: float) -> None:
+        self.live = len(view.live)
+        self.expired = view.expired
+        self.lease_expiries += len(view.expired_since)
         self.listed_at = now
 
 
@@ -73,13 +77,13 @@ class PushSource:
     def list(self) -> Listing:
         now = self.clock()
         try:
-            registrations = self.inbox.all()
-            if any(r.expires is not None and r.expires < now - PURGE_AFTER for r in registrations):
+            view = self.inbox.view(now, self.inbox_stats.listed_at)
+            if view.purgeable:
                 self.inbox.purge(now - PURGE_AFTER)
         except SourceError as exc:
             raise SourceError(f"source {self.name}: {exc}") from exc
-        self._listed = _seen(registrations)
-        self.inbox_stats.listed(registrations, now)
+        self._listed = _seen(view.live)
+        self.inbox_stats.listed(view, now)
         return Listing(
             [
                 Declaration(
@@ -89,8 +93,7 @@ class PushSource:
                     fingerprint=_fingerprint(r.body),
                     health=lease_health(r, now),
                 )
-                for r in registrations
-                if r.live(now)
+                for r in view.live
             ]
         )
 
@@ -98,21 +101,19 @@ class PushSource:
         """Ask for a cycle when a lease runs out, or when the inbox holds what the last
         listing did not (another daemon's front end wrote to the Consul KV inbox): nothing
         else would until the interval. The inbox is read once a second, like the file
-        source's poll."""
+        source's poll; each read costs what is live and what ran out since the last one."""
         last = self.clock()
         while not stop.wait(POLL_SECONDS):
             now = self.clock()
             try:
-                registrations = self.inbox.all()
+                view = self.inbox.view(now, last)
             except SourceError as exc:
                 emit(logging.DEBUG, "inbox_poll_failed", source=self.name, error=str(exc))
                 continue  # the next listing reports it
-            expired = [
-                r.id for r in registrations if r.expires is not None and last < r.expires <= now
-            ]
+            expired = [r.id for r in view.expired_since]
             waning = [
                 r.id
-                for r in registrations
+                for r in view.live
                 if r.expires is not None
                 and r.conn is None
                 and last < r.expires - LEASE_WARNING <= now
@@ -124,7 +125,7 @@ class PushSource:
                 )
             elif waning:
                 notify(f"push: lease of {waning[0]} runs out in {LEASE_WARNING:g}s")
-            elif self._listed is not None and _seen(registrations) != self._listed:
+            elif self._listed is not None and _seen(view.live) != self._listed:
                 notify("push: the inbox changed")
             last = now
 

@@ -1,6 +1,7 @@
 """`python -m tests.bench [--workers N] [--events N] [--push N] [--amqp N]`: capsync vs the
 naive approach; `python -m tests.bench --sizes 10000,50000,100000`: the scaling run
-(tests/bench/scaling.py).
+(tests/bench/scaling.py); `python -m tests.bench --inbox-soak N`: the push source's cycle
+time before and after churn leaves N expired rows in its inbox (tests/bench/push.py).
 
 Scenarios run side by side in one invocation, so ratios are fair on a noisy machine:
 - capsync: cold sync of N file declarations into a fresh Consul double, a steady cycle
@@ -248,7 +249,16 @@ def main() -> None:
         default=100,
         help="cycles of the churn soak in the scaling run (at its smallest size); 0 skips it",
     )
+    parser.add_argument(
+        "--inbox-soak",
+        type=int,
+        default=0,
+        help="only the inbox churn soak: the cycle time before and after N expired rows",
+    )
     args = parser.parse_args()
+    if args.inbox_soak:
+        report_inbox_soak(args.inbox_soak)
+        return
     if args.only_health:
         figures = {"health": health.run()}
         print(health.summary(figures["health"]))
@@ -354,6 +364,17 @@ def report_push(workers: int) -> None:
         results = {"push": push.run(workers, Path(tmp))}
     print_push(results["push"])
     print(json.dumps(results))
+
+
+def report_inbox_soak(expired: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="capsync-bench-inbox-") as tmp:
+        figures = push.inbox_soak(Path(tmp), expired)
+    print(
+        f"  inbox soak: {figures['rows_held']} rows held, {figures['rows_live']} live; "
+        f"median cycle {figures['cycle_start_s']}s at the start, "
+        f"{figures['cycle_end_s']}s at the end"
+    )
+    print(json.dumps({"inbox_soak": figures}))
 
 
 def print_push(figures: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ token) and the Consul double (64 ops a transaction), both on this machine.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import statistics
 import time
@@ -17,7 +18,9 @@ from typing import Any
 
 import requests
 from websockets.asyncio.client import connect
+from websockets.sync.client import connect as connect_sync
 
+from discovery.inbox import Registration, SqliteInbox
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import Daemon, wait_until
 from tests.doubles.consul import ConsulDouble
@@ -160,3 +163,84 @@ def run(workers: int, state: Path) -> dict[str, Any]:
         "trickle_fast": trickle(state / "trickle_fast", 40, 0.25),
         "websockets": websockets_rss(state / "ws", workers),
     }
+
+
+def inbox_soak(state: Path, expired: int, live: int = 500) -> dict[str, Any]:
+    """The cycle time with ``live`` registrations, then after churn: real churn (REST
+    registrations with a 1 s ttl, WebSocket connections that register and close, their
+    grace 1 s) and, standing for a long soak's leftovers, ``expired`` expired rows written
+    straight into the inbox (kept a day for purging, as the churn's are)."""
+    inbox_path = state / "inbox.db"
+    with ConsulDouble(max_txn_ops=64) as double:
+        target = ConsulTarget(double.address, double, owner="bench")
+        daemon = Daemon(
+            ["--owner", target.owner, "--source", f"push:{inbox_path}", "--interval", "1s"],
+            env=target.env(CAPSYNC_API__GRACE="1s"),
+        ).started()
+        try:
+            daemon.wait_for(lambda line: "event=cycle" in line)
+            base = f"http://{daemon.address}/workers/register"
+            with requests.Session() as http:
+                for i in range(live):
+                    http.post(base, json={"id": f"live-{i:05}"}, timeout=30).raise_for_status()
+                wait_until(lambda: len(target.services()) == live, 120, 0.05)
+                start = _cycle_seconds(daemon, 5)
+                for i in range(200):
+                    http.post(
+                        base, params={"ttl": 1}, json={"id": f"churn-{i:05}"}, timeout=30
+                    ).raise_for_status()
+            for i in range(50):
+                with connect_sync(f"ws://{daemon.address}/workers/ws", open_timeout=10) as ws:
+                    ws.send(json.dumps({"action": "Register", "capabilities": {"id": f"ws-{i}"}}))
+                    ws.recv(timeout=10)
+            _write_expired(inbox_path, expired)
+            wait_until(lambda: len(target.services()) == live, 60, 0.1)
+            end = _cycle_seconds(daemon, 5)
+        finally:
+            daemon.stop()
+    held, alive = _rows(inbox_path)
+    return {
+        "rows_held": held,
+        "rows_live": alive,
+        "cycle_start_s": start,
+        "cycle_end_s": end,
+    }
+
+
+def _cycle_seconds(daemon: Daemon, cycles: int) -> float:
+    """The median time of the next ``cycles`` cycles, from their log lines."""
+    seen = len(daemon.lines)
+    wait_until(
+        lambda: sum("event=cycle " in line for line in daemon.lines[seen:]) >= cycles, 60, 0.1
+    )
+    times = [
+        float(line.split(" seconds=")[1].split()[0])
+        for line in daemon.lines[seen:]
+        if "event=cycle " in line
+    ]
+    return round(statistics.median(times[:cycles]), 3)
+
+
+def _write_expired(path: Path, count: int) -> None:
+    inbox = SqliteInbox(path)
+    try:
+        at = time.time() - 60
+        for start in range(0, count, 1000):
+            inbox.put(
+                [
+                    Registration(f"expired-{i:06}", {"id": f"expired-{i:06}"}, "rest", at)
+                    for i in range(start, min(count, start + 1000))
+                ]
+            )
+    finally:
+        inbox.close()
+
+
+def _rows(path: Path) -> tuple[int, int]:
+    inbox = SqliteInbox(path)
+    try:
+        now = time.time()
+        rows = inbox.all()
+        return len(rows), sum(r.live(now) for r in rows)
+    finally:
+        inbox.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -36,6 +37,40 @@ class Snapshot:
     # The registry keeps each entry's health (read back into ``Entry.health``), so the
     # plan includes health updates for it.
     health: bool = False
+
+
+class KeptRead:
+    """A registry's last full read and the version it was read at (any value the
+    registry moves on every write, its own or anyone's): handed back while the version
+    is the same, for at most ``REREAD_SECONDS`` whatever the version says. The one rule
+    of every registry that reuses its snapshot in a steady cycle."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._kept: tuple[Hashable, float, Snapshot] | None = None
+
+    def fresh(self) -> bool:
+        """A read is kept and young enough to be handed back: worth asking the version."""
+        return self._kept is not None and self._clock() - self._kept[1] < REREAD_SECONDS
+
+    def get(self, version: Hashable | None) -> Snapshot | None:
+        """The kept read when ``version`` (None: unknown) is the one it was read at."""
+        kept = self._kept
+        if kept is None or version is None or kept[0] != version or not self.fresh():
+            return None
+        return kept[2]
+
+    def start(self) -> float:
+        """The time a full read starts, to hand to ``keep``."""
+        return self._clock()
+
+    def keep(self, version: Hashable | None, started: float, snapshot: Snapshot) -> None:
+        """Keep a full read; a version that is None (unknown, or moved while it was
+        read) keeps nothing."""
+        self._kept = None if version is None else (version, started, snapshot)
+
+    def forget(self) -> None:
+        self._kept = None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ import base64
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -43,8 +42,8 @@ from config.settings import KindName, RegistrySettingsBase
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import (
-    REREAD_SECONDS,
     ApplyResult,
+    KeptRead,
     Listed,
     Operation,
     Refused,
@@ -102,27 +101,25 @@ class ConsulRegistry:
         self._node_read = False  # the node's claim is known only after a snapshot
         self._meta_read: dict[str, str] | None = None
         self._node_index = 0  # the node's ModifyIndex as read: its meta is written by CAS
-        # The last full read: (the X-Consul-Index of the node's services and of its
-        # checks, when it was read, the Snapshot).
-        self._last: tuple[tuple[int, int], float, Snapshot] | None = None
+        # The last full read, at the X-Consul-Index of the node's services and of its
+        # checks.
+        self._kept = KeptRead()
 
     def snapshot(self) -> Snapshot:
         """The node's services and their checks. The same Snapshot object as last time
         when Consul's indexes for them have not moved since that read (no write of any
         node, service or check, ours or anyone's), asked in two requests whose answers
         hold nothing; a full read at least every ``REREAD_SECONDS`` whatever they say."""
-        last = self._last
-        fresh = last is not None and time.monotonic() - last[1] < REREAD_SECONDS
-        if last is not None and fresh and self._index_now() == last[0]:
-            return last[2]
+        if self._kept.fresh() and (kept := self._kept.get(self._index_now())) is not None:
+            return kept
         path = self._path()
-        read_at = time.monotonic()
+        started = self._kept.start()
         # Asked before the checks are read: a check changed in between moves it, so the
         # next cycle reads everything again.
         checked = self._checks_index()
         response = self.client.read_response(path, dict)
         snapshot = self._snapshot(response, path)
-        self._last = ((response.index, checked), read_at, snapshot)
+        self._kept.keep((response.index, checked), started, snapshot)
         return snapshot
 
     def _path(self) -> str:
@@ -207,7 +204,7 @@ class ConsulRegistry:
         units = [(op, self._txn(op)) for op in self._writable(operations(changes), tally)]
         if not units:
             return tally.result()
-        self._last = None  # whatever this writes, the next snapshot reads it all
+        self._kept.forget()  # whatever this writes, the next snapshot reads it all
         if not self._node_read:
             self.snapshot()  # who holds the node is checked before any write
         if changes.record:

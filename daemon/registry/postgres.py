@@ -33,8 +33,8 @@ from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry import postgres_schema, store
 from daemon.registry.base import (
-    REREAD_SECONDS,
     ApplyResult,
+    KeptRead,
     Listed,
     Operation,
     Refused,
@@ -197,8 +197,8 @@ class PostgresRegistry:
         self._decoder = seed_store.Decoder()
         self._clock = clock
         self.claim = Claim("postgres", ownership)
-        # The last full read: (the table's version and node meta then, when, Snapshot).
-        self._last: tuple[tuple[Any, ...], float, Snapshot] | None = None
+        # The last full read, at the table's version and the node's meta then.
+        self._kept = KeptRead()
 
     def snapshot(self) -> Snapshot:
         try:
@@ -216,17 +216,17 @@ class PostgresRegistry:
         # write), the owner's node meta (the writer claim) and the version just before
         # and after the rows; it is kept only when the two agree (nothing committed).
         with self._using("snapshot") as conn:
-            last = self._last
-            if last is not None and time.monotonic() - last[1] < REREAD_SECONDS:
+            if self._kept.fresh():
                 with conn.pipeline():
                     version = conn.execute(self._sql(_VERSION))
                     node = conn.execute(self._sql(_NODE), (self._ownership.owner,))
                 meta = _meta(node.fetchone())
                 self.claim.update(meta)
-                if (version.fetchone(), json.dumps(meta, sort_keys=True)) == last[0]:
+                now = (version.fetchone(), json.dumps(meta, sort_keys=True))
+                if (kept := self._kept.get(now)) is not None:
                     self.claim.wanted()  # as a full read checks it
-                    return last[2]
-            read_at = time.monotonic()
+                    return kept
+            started = self._kept.start()
             with conn.pipeline():
                 before = conn.execute(self._sql(_VERSION))
                 selected = conn.execute(self._sql(_SELECT))
@@ -243,7 +243,7 @@ class PostgresRegistry:
             self.claim,
             self._decoder,
         )
-        self._last = (seen, read_at, snapshot) if settled else None
+        self._kept.keep(seen if settled else None, started, snapshot)
         return snapshot
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:

@@ -49,8 +49,8 @@ from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry import store
 from daemon.registry.base import (
-    REREAD_SECONDS,
     ApplyResult,
+    KeptRead,
     Listed,
     Operation,
     Refused,
@@ -290,8 +290,8 @@ class RedisRegistry:
         # snapshot checks them again and reports them as foreign (a conflict, no write).
         self._squatted: set[str] = set()
         self._policy_checked = False
-        # The last full read: (the server's write count then, when, the Snapshot).
-        self._last: tuple[tuple[Any, ...], float, Snapshot] | None = None
+        # The last full read, at the server's write count then.
+        self._kept = KeptRead()
 
     def snapshot(self) -> Snapshot:
         """Every id capsync wrote, classified by what its own capsync:entry hash records:
@@ -300,13 +300,11 @@ class RedisRegistry:
         (conflicts, left alone). Lost bookkeeping (a set evicted or deleted) is put back
         from the entry hashes."""
         self._warn_if_evictable()
-        last = self._last
-        fresh = last is not None and time.monotonic() - last[1] < REREAD_SECONDS
-        if last is not None and fresh and self._version() == last[0]:
-            return last[2]
-        read_at = time.monotonic()
+        if self._kept.fresh() and (kept := self._kept.get(self._version())) is not None:
+            return kept
+        started = self._kept.start()
         snapshot, version = self._read_all()
-        self._last = (version, read_at, snapshot) if version is not None else None
+        self._kept.keep(version, started, snapshot)
         return snapshot
 
     def _version(self) -> tuple[Any, ...] | None:

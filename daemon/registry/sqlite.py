@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,8 +35,8 @@ from config.settings import KindName, RegistrySettingsBase, in_state_directory
 from daemon.plan import Changes
 from daemon.query import Query
 from daemon.registry.base import (
-    REREAD_SECONDS,
     ApplyResult,
+    KeptRead,
     Listed,
     Operation,
     Refused,
@@ -150,8 +149,8 @@ class SqliteRegistry:
         self._batch_size = batch_size
         self._record: Mapping[str, str] = {}  # the apply's node meta to record (guard)
         self._lock = threading.Lock()
-        # The last full read: (the file's version then, when, the Snapshot).
-        self._last: tuple[tuple[int, int], float, Snapshot] | None = None
+        # The last full read, at the file's version then.
+        self._kept = KeptRead()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -188,14 +187,9 @@ class SqliteRegistry:
         every ``REREAD_SECONDS``."""
         with self._using("snapshot") as db:
             version = _version(db)
-            last = self._last
-            if (
-                last is not None
-                and last[0] == version
-                and time.monotonic() - last[1] < REREAD_SECONDS
-            ):
-                return last[2]
-            read_at = time.monotonic()
+            if (kept := self._kept.get(version)) is not None:
+                return kept
+            started = self._kept.start()
             meta = self._meta()
             self._claim()
             rows = db.execute(f"{_SELECT} WHERE node = ?", (self._ownership.node,)).fetchall()
@@ -206,7 +200,7 @@ class SqliteRegistry:
             row["id"].casefold() for row, ours in zip(rows, mine, strict=True) if not ours
         )
         snapshot = Snapshot(owned=owned, foreign=foreign, meta=meta, health=True)
-        self._last = (version, read_at, snapshot) if settled else None
+        self._kept.keep(version if settled else None, started, snapshot)
         return snapshot
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:

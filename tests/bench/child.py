@@ -36,6 +36,13 @@ def capsync(directory: Path, address: str) -> Callable[[], str]:
     return syncing({"consul": {"address": address}}, files(directory))
 
 
+def capsync_txn128(directory: Path, address: str) -> Callable[[], str]:
+    """The same, into a Consul of 1.14 or later (transactions of up to 128 operations,
+    ``[consul] max_txn_ops = 128``): an entry is two operations, its service and its
+    capsync health check."""
+    return syncing({"consul": {"address": address, "max_txn_ops": 128}}, files(directory))
+
+
 def capsync_consul(service: Path, address: str) -> Callable[[], str]:
     """The daemon's cycle over a non-file source: services others registered in Consul."""
     return syncing({"consul": {"address": address}}, {"type": "consul", "services": [str(service)]})
@@ -169,6 +176,7 @@ SEED_UPSERT = """INSERT INTO worker_capabilities (id, static_analysis_tools,
 
 APPROACHES: dict[str, Callable[[Path, str], Callable[[], str]]] = {
     "capsync": capsync,
+    "capsync-txn128": capsync_txn128,
     "capsync-consul": capsync_consul,
     "naive": naive,
     "capsync-store": capsync_store,

@@ -37,9 +37,12 @@ def test_at_10000_pods_a_steady_cycle_costs_no_request_and_status_updates_are_si
     before = len(double.requests)
     assert lists(double) == 21  # 20 pages of pods, one of resources: once
 
+    steady = source.list()
+    assert len(steady.declarations) == 10_000
     for _ in range(3):
-        assert len(source.list().declarations) == 10_000
-    assert len(double.requests) == before  # answered from the cache
+        # answered from the cache, and the very same listing: nothing to walk or validate
+        assert source.list() is steady
+    assert len(double.requests) == before
 
     # An update that changes neither the declaration nor the pod's readiness is silent.
     double.put_pod("ns-1", "w00001", annotations=helpers.annotated(), labels={"role": "worker"})
@@ -47,8 +50,21 @@ def test_at_10000_pods_a_steady_cycle_costs_no_request_and_status_updates_are_si
     double.put_pod("ns-2", "w00002", annotations=helpers.annotated(), labels={"role": "retired"})
     running.expect("kubernetes pod ns-2/w00002 DELETED")
     assert not [note for note in running.seen if "w00001" in note]
-    refs = {d.ref for d in source.list().declarations}
+    after = source.list()
+    refs = {d.ref for d in after.declarations}
     assert len(refs) == 9_999 and "ns-2/w00002" not in refs and "ns-1/w00001" in refs
+    # A changed declaration is a new listing that carries it.
+    double.put_pod(
+        "ns-3",
+        "w00003",
+        annotations=helpers.annotated('{"id": "renamed"}'),
+        labels={"role": "worker"},
+    )
+    running.expect("kubernetes pod ns-3/w00003 MODIFIED")
+    changed = source.list()
+    assert changed is not after
+    texts = {d.ref: d.fingerprint for d in changed.declarations}
+    assert texts["ns-3/w00003"] == '{"id": "renamed"}' and len(texts) == 9_999
     assert lists(double) == 21
     assert running.finish() < 2.0
 

@@ -87,6 +87,9 @@ class Reflector:
         self.halted = threading.Event()
         self._lock = threading.Lock()
         self._views: dict[str, View] = {}
+        # The sorted views last handed out, until the cache changes: the same list
+        # object tells the source that nothing changed, so it hands back its listing.
+        self._listed: list[View] | None = None
         self._synced = False
         self._problem = "its cache is not filled yet (the first list is running)"
         self._rv = ""
@@ -101,15 +104,18 @@ class Reflector:
         return self
 
     def views(self, first_wait: float) -> list[View]:
-        """The cached views; SourceError while the cache may be missing events. Waits up
-        to ``first_wait`` seconds for the first list, so that a cycle at start-up is not
-        reported failed while it runs."""
+        """The cached views, sorted; SourceError while the cache may be missing events.
+        Waits up to ``first_wait`` seconds for the first list, so that a cycle at start-up
+        is not reported failed while it runs. The same list object (never changed once
+        handed out) while the cache is unchanged."""
         self._settled.wait(first_wait)
         with self._lock:
             if not self._synced:
                 what = f"source {self.client.name}: {self.collection} cache"
                 raise SourceError(f"{what} not in sync: {self._problem}")
-            return [self._views[key] for key in sorted(self._views)]
+            if self._listed is None:
+                self._listed = [self._views[key] for key in sorted(self._views)]
+            return self._listed
 
     def halt(self, deadline: float) -> None:
         """Stop the thread, cutting its watch stream; wait for it until ``deadline``
@@ -170,6 +176,7 @@ class Reflector:
                 views[_key(obj)] = view
         with self._lock:
             self._views, self._rv, self._synced, self._problem = views, rv, True, ""
+            self._listed = None
         self._settled.set()
 
     def _follow(self, api: Any) -> None:
@@ -218,6 +225,7 @@ class Reflector:
                 del self._views[key]
             else:
                 self._views[key] = new
+            self._listed = None
         self.notify(f"kubernetes {self.collection} {key} {type_}")
 
     def _cut(self) -> None:

@@ -81,6 +81,9 @@ class KubernetesSource:
     _reflectors: list[Reflector] = field(default_factory=list, init=False, repr=False)
     _warned: set[str] = field(default_factory=set, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # The caches' view lists and the listing made of them: handed back while every cache
+    # hands back the same list, so a steady cycle costs no walk over the pods.
+    _last: tuple[list[Views], Listing] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         _kube()  # fail at construction, with the extra to install, not at the first list
@@ -93,7 +96,17 @@ class KubernetesSource:
         with self._lock:
             reflectors = self._reflectors[:]
         if reflectors:
-            return self._listing([view for r in reflectors for view in r.views(FIRST_LIST_WAIT)])
+            views = [r.views(FIRST_LIST_WAIT) for r in reflectors]
+            last = self._last
+            if (
+                last is not None
+                and len(last[0]) == len(views)
+                and all(old is new for old, new in zip(last[0], views, strict=True))
+            ):
+                return last[1]
+            listing = self._listing([view for cached in views for view in cached])
+            self._last = (views, listing)
+            return listing
         with self.session() as api:
             return self._listing(
                 [

@@ -7,7 +7,8 @@ Consul double (or SQLite file):
   sync; ``reread``, the first cycle after a write (the registry is read in full again);
   ``steady``, a cycle with nothing changed; ``churn``, a cycle after 1% of the files
   changed; ``once``, a fresh process's first cycle (``run --once``);
-- files -> SQLite: cold, reread, steady;
+- files -> SQLite, Redis, PostgreSQL (private servers, tests/bench/stores.py): cold,
+  reread, steady;
 - consul source -> Consul: the source listing N services others registered, cold,
   reread, steady.
 It prints one table: each phase's CPU seconds and peak RSS, per worker (microseconds and
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.bench.stores import STORES
 from tests.doubles.consul import ConsulDouble
 
 Run = dict[str, dict[str, Any]]  # phase -> the child's figures
@@ -56,6 +58,11 @@ def run_size(
         database = child("capsync-sqlite", fleet, str(Path(tmp) / "registry.db"))
         out["files->sqlite"] = {p: database.cycle() for p in ("cold", "reread", "steady")}
         database.close()
+        for store, server in STORES.items():
+            with server() as (port, url):
+                process = child("capsync-store", fleet, url.format(port=port))
+                out[f"files->{store}"] = {p: process.cycle() for p in ("cold", "reread", "steady")}
+                process.close()
         with ConsulDouble(max_txn_ops=64) as double:
             seed_consul(double, n)
             source = child("capsync-consul", "legacy", double.address, double)
@@ -105,6 +112,10 @@ TARGETS: tuple[tuple[int, str, str, str, float], ...] = (
     (50_000, "files->consul", "steady", "cpu_s", 0.5),
     (10_000, "files->sqlite", "steady", "cpu_s", 0.15),
     (50_000, "files->sqlite", "steady", "cpu_s", 0.5),
+    (10_000, "files->redis", "steady", "cpu_s", 0.15),
+    (50_000, "files->redis", "steady", "cpu_s", 0.5),
+    (10_000, "files->postgres", "steady", "cpu_s", 0.15),
+    (50_000, "files->postgres", "steady", "cpu_s", 0.5),
     (10_000, "consul->consul", "steady", "cpu_s", 0.15),
     (50_000, "consul->consul", "steady", "cpu_s", 0.5),
     (50_000, "files->consul", "churn", "cpu_s", 0.8),
@@ -128,7 +139,13 @@ def targets(sizes: dict[int, dict[str, Run]]) -> list[tuple[str, Any, bool]]:
         out.append((f"{n} cold writes <= {limit}", cold["writes"], cold["writes"] <= limit))
     small, large = min(sizes), max(sizes)
     if large > small:
-        for what in ("files->consul", "files->sqlite", "consul->consul"):
+        for what in (
+            "files->consul",
+            "files->sqlite",
+            "files->redis",
+            "files->postgres",
+            "consul->consul",
+        ):
             ratio = (sizes[large][what]["steady"]["cpu_s"] / large) / max(
                 sizes[small][what]["steady"]["cpu_s"] / small, 1e-12
             )

@@ -65,6 +65,10 @@ def files(directory: Path) -> dict[str, Any]:
 def syncing(settings_: dict[str, Any], source: dict[str, Any]) -> Callable[[], str]:
     """One Syncer (and registry connection) for every cycle, as in the daemon."""
     registry = {"owner": "bench", "allow_mass_delete": True, **settings_.pop("registry", {})}
+    if "consul" in settings_:
+        # The double is Python on a shared machine: at 100,000 services its answer to
+        # a full read takes longer than Consul's own would, and longer than the default.
+        settings_["consul"] = {"timeout": 120.0, **settings_["consul"]}
     settings = SETTINGS.model_validate(
         {
             "registry": registry,

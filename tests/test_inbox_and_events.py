@@ -3,8 +3,10 @@ change-event bus: sequence numbers, snapshots, resuming, slow subscribers."""
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from discovery.consul.client import ConsulEndpoint
 from discovery.inbox import PURGE_AFTER, Inbox, Registration, SqliteInbox
 from discovery.inbox_consul import ConsulInbox
 from discovery.model import Capabilities
+from discovery.sources.inbox import PushSource
 from tests.doubles.consul import ConsulDouble, Fault
 
 
@@ -195,3 +198,57 @@ def test_the_inbox_view_costs_what_is_live(inbox: Inbox) -> None:
     assert inbox.view(150_000.0, None).expired_since == []
     assert inbox.purge(150_000.0 - PURGE_AFTER) == 50
     assert inbox.view(150_000.0, 150_000.0).expired == 1
+
+
+@pytest.fixture(params=["sqlite", "consul"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Inbox]]:
+    """Opens connections to one store: what two processes (or daemons) share."""
+    if request.param == "sqlite":
+        yield lambda: SqliteInbox(tmp_path / "inbox.db")
+        return
+    with ConsulDouble() as double:
+        yield lambda: ConsulInbox(ConsulEndpoint(double.address), "capsync/inbox")
+
+
+def test_the_watch_judges_a_quiet_inbox_by_the_clock_and_sees_another_writer(
+    opener: Callable[[], Inbox],
+) -> None:
+    """With nothing written, a lease still goes warning and then runs out (by the clock,
+    the SQLite inbox not read again: its version did not move); a write through another
+    connection to the same store is seen."""
+    inbox = opener()
+    now = [1000.0]
+    reads: list[float] = []
+    view = inbox.view
+    inbox.view = lambda at, since: reads.append(at) or view(at, since)  # type: ignore[method-assign]
+    source = PushSource(inbox, clock=lambda: now[0])
+    inbox.put([Registration("leased", {"id": "leased"}, "rest", 1030.0)])
+    source.list()
+    heard: queue.SimpleQueue[str] = queue.SimpleQueue()
+    stop = threading.Event()
+    watch = threading.Thread(target=source.watch, args=(heard.put, stop), daemon=True)
+    watch.start()
+    try:
+        _wait(lambda: len(reads) >= 2)  # the listing's read, then the watch's first
+        now[0] = 1025.0
+        assert heard.get(timeout=10) == "push: lease of leased runs out in 10s"
+        now[0] = 1031.0
+        assert heard.get(timeout=10) == "push: lease of leased expired"
+        if isinstance(inbox, SqliteInbox):
+            assert len(reads) == 2  # judged again by the clock, not read
+        source.list()
+        other = opener()
+        other.put([Registration("elsewhere", {"id": "elsewhere"}, "rest")])
+        other.close()
+        assert heard.get(timeout=10) == "push: the inbox changed"
+    finally:
+        stop.set()
+        watch.join(5)
+        inbox.close()
+
+
+def _wait(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met within 10 s"
+        time.sleep(0.02)

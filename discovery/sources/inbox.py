@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,20 +100,21 @@ class PushSource:
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """Ask for a cycle when a lease runs out, or when the inbox holds what the last
         listing did not (another daemon's front end wrote to the Consul KV inbox): nothing
-        else would until the interval. The inbox is read once a second, like the file
-        source's poll; each read costs what is live and what ran out since the last one."""
-        last = self.clock()
+        else would until the interval. The inbox is looked at once a second, like the file
+        source's poll; while its version is unchanged the rows of the last look are
+        judged again (leases run out by the clock, not by a write), so a quiet inbox
+        costs one small query a second, not a read of every row."""
+        last, seen = self.clock(), Seen()
         while not stop.wait(POLL_SECONDS):
             now = self.clock()
             try:
-                view = self.inbox.view(now, last)
+                live, expired = seen.look(self.inbox, now, last)
             except SourceError as exc:
                 emit(logging.DEBUG, "inbox_poll_failed", source=self.name, error=str(exc))
                 continue  # the next listing reports it
-            expired = [r.id for r in view.expired_since]
             waning = [
                 r.id
-                for r in view.live
+                for r in live
                 if r.expires is not None
                 and r.conn is None
                 and last < r.expires - LEASE_WARNING <= now
@@ -125,12 +126,38 @@ class PushSource:
                 )
             elif waning:
                 notify(f"push: lease of {waning[0]} runs out in {LEASE_WARNING:g}s")
-            elif self._listed is not None and _seen(view.live) != self._listed:
+            elif self._listed is not None and seen.differs(self._listed, now):
                 notify("push: the inbox changed")
             last = now
 
     def close(self) -> None:
         self.inbox.close()
+
+
+@dataclass
+class Seen:
+    """What the watch's last read of the inbox found: its version, and each live
+    registration with what a listing compares of it (``_seen``'s tuple, computed once
+    per read). With the version unchanged the rows are the same, so the next look
+    judges them again at the new time instead of reading them."""
+
+    version: Hashable | None = None
+    rows: list[tuple[Registration, tuple[str, str, bool]]] = field(default_factory=list)
+
+    def look(self, inbox: Inbox, now: float, since: float) -> tuple[list[Registration], list[str]]:
+        """The live registrations at ``now`` and the ids whose lease ran out in
+        (``since``, ``now``]."""
+        version = inbox.version()
+        if version is None or version != self.version:
+            view = inbox.view(now, since)
+            self.version = version
+            self.rows = [(r, _seen_one(r)) for r in view.live]
+            return view.live, [r.id for r in view.expired_since]
+        expired = [r.id for r, _ in self.rows if r.expires is not None and since < r.expires <= now]
+        return [r for r, _ in self.rows if r.live(now)], expired
+
+    def differs(self, listed: set[tuple[str, str, bool]], now: float) -> bool:
+        return {seen for r, seen in self.rows if r.live(now)} != listed
 
 
 class InboxSettings(SourceSettingsBase):
@@ -173,7 +200,13 @@ def _fingerprint(body: dict[str, object]) -> str:
 
 
 def _seen(registrations: list[Registration]) -> set[tuple[str, str, bool]]:
-    return {(r.key, _fingerprint(r.body), r.released is None) for r in registrations}
+    return {_seen_one(r) for r in registrations}
+
+
+def _seen_one(r: Registration) -> tuple[str, str, bool]:
+    """What a listing and the watch compare of a registration: its key, its body and
+    whether its connection still holds it (not its expiry: a renewal is no news)."""
+    return (r.key, _fingerprint(r.body), r.released is None)
 
 
 def lease_health(r: Registration, now: float) -> Health:

@@ -286,7 +286,9 @@ def services(store: Store, acl: Acl, req: Request) -> Response:
     query = parse_query(req)
     wanted = _meta_filter(req)
     authz = resolve_token(acl, req)
-    keep = _compile(req, filter_fields.SERVICE_NODE)
+    # The filter reads each instance's service-node form; built only when there is one
+    # (a blocking query reruns this on every commit).
+    keep = _compile(req, filter_fields.SERVICE_NODE) if req.arg("filter") else None
     # state.Services: the services table's index; ServicesByNodeMeta adds the nodes table's.
     tables = ("services", "nodes") if wanted else ("services",)
 
@@ -295,7 +297,11 @@ def services(store: Store, acl: Acl, req: Request) -> Response:
         names: dict[str, set[str]] = {}
         for svc in sorted(t.services.values(), key=lambda s: s.name):
             node = t.node(svc.node)
-            if node is not None and _node_ok(node, wanted) and keep(svc.service_node_json(node)):
+            if (
+                node is not None
+                and _node_ok(node, wanted)
+                and (keep is None or keep(svc.service_node_json(node)))
+            ):
                 names.setdefault(svc.name, set()).update(svc.tags or [])
         listing = {} if authz.anonymous else {k: sorted(v) for k, v in names.items()}
         return t.max_index(*tables), listing

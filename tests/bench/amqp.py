@@ -28,10 +28,13 @@ from tests.rabbitmq import Broker
 
 def consume(broker: Broker, state: Path, count: int) -> dict[str, Any]:
     config = state / "capsync.toml"
+    # A Consul of 1.14 or later: 128 operations a transaction, an entry's service and
+    # its health check two of them.
     config.write_text(
-        f'[[sources]]\ntype = "amqp"\nurl = "{broker.url}"\npath = "{state / "amqp-inbox.db"}"\n'
+        f'[consul]\nmax_txn_ops = 128\n[[sources]]\ntype = "amqp"\nurl = "{broker.url}"\n'
+        f'path = "{state / "amqp-inbox.db"}"\n'
     )
-    with ConsulDouble(max_txn_ops=64) as double:
+    with ConsulDouble(max_txn_ops=128) as double:
         target = ConsulTarget(double.address, double, owner="bench")
         daemon = Daemon(
             ["--config", str(config), "--owner", "bench", "--interval", "300s"], env=target.env()

@@ -186,12 +186,12 @@ def plan(
             kept += 1
         elif new is None:
             delete.append(old)
-        elif new == old and restraints.health and health.changed(old.health, new.health):
-            healths.append(Update(old, new))
-        elif new == old:
-            unchanged += 1
-        else:
+        elif not (new is old or new == old):  # the same object: an entry kept as desired
             update.append(Update(old, new))
+        elif restraints.health and health.changed(old.health, new.health):
+            healths.append(Update(old, new))
+        else:
+            unchanged += 1
     held, held_reason = _held(delete, owned.values(), restraints, guard)
     changes = Changes(
         create=tuple(create),

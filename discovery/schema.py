@@ -276,7 +276,8 @@ def _plain_text(data: Any) -> bool:
         text = _PLAIN.encode(data)
     except (TypeError, ValueError, RecursionError):
         return False
-    return "\\u0000" not in text and _SURROGATE.search(text) is None
+    # ASCII text (most is; a flag Python keeps) holds no surrogate at all.
+    return "\\u0000" not in text and (text.isascii() or _SURROGATE.search(text) is None)
 
 
 _PLAIN = json.JSONEncoder(ensure_ascii=False)

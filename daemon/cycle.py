@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config.errors import SourceError
+from daemon import collector
 from daemon.cycle_report import CycleReport, RegistryReport, SourceOutcome, unexpected
 from daemon.registry_sync import Discovered, GuardMemory, RegistrySync, each_registry
 from discovery.health import Damper
@@ -103,7 +104,8 @@ class Syncer:
         """One cycle; never raises. Anything unexpected (a bug, a library rejecting a
         value while encoding or writing) is a failed cycle the next one retries."""
         try:
-            return self._run(dry_run, stop)
+            with collector.paused():
+                return self._run(dry_run, stop)
         except Exception as exc:  # the daemon outlives any one cycle
             error = unexpected(exc, "cycle")
             return CycleReport(

@@ -286,6 +286,9 @@ class RegistrySync:
         cached = self._encoded.get(id(item))
         if cached is not None and cached[0] is item and cached[1] == at:
             entry: Entry = cached[2]
+            if entry.health is decl.health:  # the common case, without comparing
+                encoded[id(item)] = cached
+                return entry
         else:
             entry = full_entry.encode(
                 item.caps,

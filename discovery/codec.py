@@ -34,7 +34,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from config.errors import DeclarationError
 from discovery.health import PASSING, Health
@@ -129,8 +129,11 @@ def encode(
     if document:
         tags += _term_tags(caps, now)
         meta.update(_term_meta(caps, now, document_key))
-    draft = Entry(caps.id, origin.service, tags, meta, origin.address, origin.port, document)
-    return replace(draft, meta={**meta, DIGEST: _digest(draft)})
+    # The digest is of everything the entry says (its meta before the digest is added).
+    said: list[object] = [caps.id, origin.service, tags, sorted(meta.items())]
+    said += [origin.address, origin.port, *([document] if document else [])]
+    meta[DIGEST] = _digest(said)
+    return Entry(caps.id, origin.service, tags, meta, origin.address, origin.port, document)
 
 
 def decode(entry: Entry) -> Capabilities:
@@ -180,11 +183,12 @@ def consul_problems(entry: Entry) -> list[str]:
     for key, value in entry.meta.items():
         if not CONSUL_META_KEY.fullmatch(key):
             problems.append(f"meta key {key!r}: Consul meta keys are [A-Za-z0-9_-] only")
-        elif utf8_len(key) > MAX_META_KEY:
+        elif len(key) > MAX_META_KEY:  # ASCII alone (the pattern): a byte per character
             problems.append(f"meta key {key!r}: Consul allows at most {MAX_META_KEY} bytes")
         elif key.startswith("consul-"):
             problems.append(f"meta key {key!r}: Consul reserves the 'consul-' prefix")
-        if (size := utf8_len(value)) > MAX_META_VALUE:
+        # At most 4 UTF-8 bytes a character: a short value needs no count.
+        if len(value) * 4 > MAX_META_VALUE and (size := utf8_len(value)) > MAX_META_VALUE:
             problems.append(
                 f"meta {key!r} is {size} bytes (UTF-8); Consul allows at most "
                 f"{MAX_META_VALUE} bytes per meta value"
@@ -256,20 +260,12 @@ def _decode_tool(item: str) -> ToolCapability:
     )
 
 
-def _digest(entry: Entry) -> str:
-    """Of everything the entry says (its meta before the digest is added)."""
-    fields: list[object] = [
-        entry.id,
-        entry.service,
-        entry.tags,
-        sorted(entry.meta.items()),
-        entry.address,
-        entry.port,
-    ]
-    if entry.document:
-        fields.append(entry.document)
-    canonical = json.dumps(fields, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+def _digest(fields: list[object]) -> str:
+    return hashlib.sha256(_CANONICAL.encode(fields).encode()).hexdigest()[:32]
+
+
+# json.dumps(fields, separators=(",", ":")), without building an encoder per entry.
+_CANONICAL = json.JSONEncoder(separators=(",", ":"))
 
 
 def reserved_reason(key: str) -> str:

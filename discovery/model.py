@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from discovery.tool_terms import (
+    DEFAULT_EXPIRATION,
+    DEFAULT_PERMISSIONS,
     NEVER_EXPIRES,
     Attestation,
     Expiration,
@@ -72,11 +74,11 @@ class ToolCapability:
     def has_terms(self) -> bool:
         """True when this tool says more than the minimal form can (tool, required,
         alternatives): the registry then keeps its full form beside the entry."""
-        return (self.permissions, self.expiration, self.attestation, self.verified) != (
-            Permissions(),
-            Expiration(),
-            None,
-            False,
+        return (
+            self.attestation is not None
+            or self.verified
+            or self.permissions != DEFAULT_PERMISSIONS
+            or self.expiration != DEFAULT_EXPIRATION
         )
 
     def changes_at(self, now: int) -> int | None:

@@ -14,6 +14,7 @@ than 64 meta pairs) is refused by the Consul registry alone (``codec.consul_prob
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, TypeVar
@@ -26,7 +27,15 @@ from config.errors import DeclarationError
 from discovery import codec
 from discovery import tool_terms as terms
 from discovery.model import CATEGORIES, Capabilities, ToolCapability
-from discovery.tool_terms import NEVER_EXPIRES, U64_MAX, Attestation, Expiration, Permissions
+from discovery.tool_terms import (
+    DEFAULT_EXPIRATION,
+    DEFAULT_PERMISSIONS,
+    NEVER_EXPIRES,
+    U64_MAX,
+    Attestation,
+    Expiration,
+    Permissions,
+)
 
 MAX_NAME = 256
 MAX_ALTERNATIVES = 10
@@ -193,14 +202,15 @@ def validate(data: Any, *, ref: str, default_id: str | None = None) -> Capabilit
 
 
 def _tools(tools: list[ToolIn]) -> tuple[ToolCapability, ...]:
+    # Straight from the validated models' fields (flat: scalars only), no dump round trip.
     return tuple(
         ToolCapability(
             tool_name=tool.tool_name,
             required=tool.required,
             alternatives=tuple(tool.alternatives),
-            permissions=_shared(Permissions(**tool.permissions.model_dump())),
-            expiration=_shared(Expiration(**tool.expiration.model_dump())),
-            attestation=Attestation(**tool.attestation.model_dump()) if tool.attestation else None,
+            permissions=_terms(tool, "permissions", Permissions, DEFAULT_PERMISSIONS),
+            expiration=_terms(tool, "expiration", Expiration, DEFAULT_EXPIRATION),
+            attestation=Attestation(**vars(tool.attestation)) if tool.attestation else None,
             verified=tool.verified,
         )
         for tool in tools
@@ -208,13 +218,14 @@ def _tools(tools: list[ToolIn]) -> tuple[ToolCapability, ...]:
 
 
 Terms = TypeVar("Terms", Permissions, Expiration)
-# The terms most tools declare (none): one instance each, shared by every tool that
-# declares them, instead of one per tool of a large fleet.
-_DEFAULT_TERMS: dict[type, Any] = {Permissions: Permissions(), Expiration: Expiration()}
 
 
-def _shared(terms_: Terms) -> Terms:
-    default: Terms = _DEFAULT_TERMS[type(terms_)]
+def _terms(tool: ToolIn, name: str, kind: type[Terms], default: Terms) -> Terms:
+    """The terms most tools declare (none) are one instance, shared by every tool that
+    declares them, instead of one per tool of a large fleet."""
+    if name not in tool.model_fields_set:
+        return default
+    terms_ = kind(**vars(getattr(tool, name)))
     return default if terms_ == default else terms_
 
 
@@ -251,6 +262,28 @@ def text_problems(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, 
     """Every string (key or value) that is not text a registry can hold: a lone
     surrogate from a JSON ``\\ud800`` escape cannot be encoded for any registry, and
     U+0000 ends a string in C clients and SQL."""
+    if _plain_text(data):
+        return iter(())
+    return _walk_text(data, loc)
+
+
+def _plain_text(data: Any) -> bool:
+    """True when no string in ``data`` can hold either, found in one pass in C: the JSON
+    encoder writes every key and string of dicts and lists, a NUL as ``\\u0000`` and a
+    lone surrogate as itself. False means only "look closer" (such an escape, or data
+    JSON cannot write): the walk then finds each problem with its path."""
+    try:
+        text = _PLAIN.encode(data)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    # ASCII text (most is; a flag Python keeps) holds no surrogate at all.
+    return "\\u0000" not in text and (text.isascii() or _SURROGATE.search(text) is None)
+
+
+_PLAIN = json.JSONEncoder(ensure_ascii=False)
+
+
+def _walk_text(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, str]]:
     if isinstance(data, str):
         if reason := _not_text(data):
             yield format_loc(loc), reason
@@ -260,7 +293,7 @@ def text_problems(data: Any, loc: tuple[int | str, ...]) -> Iterator[tuple[str, 
             printable = key.encode("utf-8", "replace").decode().replace("\x00", "\\u0000")
             yield f"{format_loc((*loc, printable))} (key)", reason
             continue
-        yield from text_problems(value, (*loc, key))
+        yield from _walk_text(value, (*loc, key))
 
 
 def children(data: Any) -> Iterable[tuple[Any, Any]]:

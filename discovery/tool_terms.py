@@ -68,6 +68,11 @@ class Expiration:
         return not self.revoked and not self.expired(now)
 
 
+# The terms of a tool that declares none: one instance each, shared (see schema._terms).
+DEFAULT_PERMISSIONS = Permissions()
+DEFAULT_EXPIRATION = Expiration()
+
+
 @dataclass(frozen=True, slots=True)
 class Attestation:
     capability_hash: str

@@ -4,6 +4,7 @@ an invalid declaration is logged when it appears or changes, not every cycle."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -119,3 +120,38 @@ def test_a_relisted_unchanged_source_is_reused_and_a_changed_text_is_seen() -> N
     texts["c-2"] = json.dumps({"id": "w-2"})
     assert [e.id for e in sync.run_once().registries[0].changes.create] == ["w-2"]
     assert sync.run_once().registries[0].changes.unchanged == 3
+
+
+@dataclass
+class _Probe(ScriptedSource):
+    """Records whether the cyclic collector ran automatically while it listed."""
+
+    seen: list[bool] = field(default_factory=list)
+    boom: bool = False
+
+    def list(self) -> Listing:
+        self.seen.append(gc.isenabled())
+        if self.boom:
+            raise RuntimeError("a source's bug")
+        return super().list()
+
+
+def test_a_cycle_pauses_the_cyclic_collector_and_always_turns_it_back_on() -> None:
+    """Collection is paused for the cycle's work (records freed by reference counting),
+    on again after it, a failed cycle included; one that was off stays off."""
+    source = _Probe(declarations=[{"id": "w-1"}])
+    registry = MemoryRegistry(Ownership(service="worker", owner="me", node="capsync-me"))
+    sync = Syncer([source], [RegistrySync("r", registry, SyncOptions("worker", "me"))])
+    assert gc.isenabled()
+    assert len(sync.run_once().registries[0].changes.create) == 1
+    assert gc.isenabled()
+    source.boom = True
+    assert not sync.run_once().sources[0].ok
+    assert gc.isenabled()
+    assert source.seen == [False, False]
+    gc.disable()
+    try:
+        sync.run_once()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

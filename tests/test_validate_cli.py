@@ -210,3 +210,37 @@ def test_version_and_help() -> None:
     assert run_cli("--version").stdout.startswith("capsync ")
     help_text = run_cli("--help").stdout
     assert "validate" in help_text
+
+
+def test_every_nul_and_lone_surrogate_is_reported_with_its_path_and_text_that_looks_so_is_not(
+    tmp_path: Path,
+) -> None:
+    """Strings are checked in one pass first and walked only when that pass sees a
+    NUL or a lone surrogate: each is still reported, with its path, wherever it is (a
+    key, a nested value, metadata, a YAML file); an escape that merely looks like one
+    (a backslash written out) and a character beyond the BMP pass."""
+    bad = (
+        '{"id": "w", "flags": {"a\\u0000b": true}, "static_analysis_tools": '
+        '[{"tool_name": "t", "alternatives": ["x", "y\\udc01"]}], '
+        '"metadata": {"k\\ud800": "v", "ok": "\\u0000"}}'
+    )
+    result = run_cli("validate", input=bad)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "error <stdin>: flags.a\\u0000b (key): U+0000 (NUL) is not allowed in any string",
+        "error <stdin>: static_analysis_tools[0].alternatives[1]: not valid Unicode: lone "
+        "surrogate U+DC01 (an unpaired \\u escape)",
+        "error <stdin>: metadata.k? (key): not valid Unicode: lone surrogate U+D800 (an "
+        "unpaired \\u escape)",
+        "error <stdin>: metadata.ok: U+0000 (NUL) is not allowed in any string",
+    ]
+    looks_bad = (
+        '{"id": "w", "metadata": {"smile": "\\ud83d\\ude00", "text": "a\\\\u0000 \\\\ud800"}}'
+    )
+    assert run_cli("validate", input=looks_bad).stdout == "ok w\n"
+    (tmp_path / "w.yaml").write_text('id: w\nmetadata:\n  pool: "a\\0b"\n')
+    result = run_cli("validate", str(tmp_path / "w.yaml"))
+    assert result.returncode == 1
+    assert result.stdout == (
+        f"error {tmp_path / 'w.yaml'}: metadata.pool: U+0000 (NUL) is not allowed in any string\n"
+    )

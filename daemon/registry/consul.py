@@ -201,15 +201,15 @@ class ConsulRegistry:
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         tally = Tally()
-        units = [(op, self._txn(op)) for op in self._writable(operations(changes), tally)]
-        if not units:
+        ops = self._writable(operations(changes), tally)
+        if not ops:
             return tally.result()
         self._kept.forget()  # whatever this writes, the next snapshot reads it all
         if not self._node_read:
             self.snapshot()  # who holds the node is checked before any write
         if changes.record:
             self._node_meta = self._claim(changes.record)
-        for batch in self._batches(units, tally):
+        for batch in self._batches(ops, tally):
             if stop is not None and stop.is_set():
                 tally.unsent += len(batch)
                 continue
@@ -297,15 +297,17 @@ class ConsulRegistry:
         self.client.close()
 
     def _batches(
-        self, units: list[tuple[Operation, Txn]], tally: Tally
+        self, writable: list[Operation], tally: Tally
     ) -> Iterator[list[tuple[Operation, Txn]]]:
         """Consecutive whole units within both limits, the node's registration counted
-        in; a unit that fits in no transaction is refused alone."""
+        in; a unit that fits in no transaction is refused alone. Each unit's ops are
+        built as its batch fills: a cold sync never holds every entry's body at once."""
         reserve = _size([self._node_op(self._node_meta)]) if self._node_meta else 2
         reserve_ops = 1 if self._node_meta else 0
         batch: list[tuple[Operation, Txn]] = []
         ops = size = 0
-        for op, txn in units:
+        for op in writable:
+            txn = self._txn(op)
             need = _size(txn) - 1  # its ops and one separating comma
             if len(txn) + reserve_ops > self.max_ops or need + reserve > self.max_bytes:
                 tally.refuse(

@@ -23,6 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import msgspec
 import requests
 import urllib3
 
@@ -154,6 +155,23 @@ class ConsulClient:
             )
         return response
 
+    def read_as(
+        self, path: str, into: type[Typed], params: dict[str, str] | None = None
+    ) -> tuple[Typed, Response]:
+        """``read_response`` decoding the body straight into ``into`` (a msgspec type
+        naming only the fields the caller reads: the rest is skipped, not built). The
+        answer keeps no copy of the text, and a body not of that shape raises
+        ``error``, as any unclean answer does."""
+        raw = self._send("GET", path, params, None, None)
+        response = _response(raw, "GET", path, self.error, into)
+        if response.status != 200:
+            raise self.error(
+                f"Consul answered GET {path} with {response.status} "
+                f"({_excerpt(response.text)}); a read must answer 200"
+            )
+        body: Typed = response.body
+        return body, response
+
     def put(self, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
         data = "" if body is None else json.dumps(body, separators=(",", ":"))
         return self._call("PUT", path, params, data, None)
@@ -169,6 +187,17 @@ class ConsulClient:
         data: str | None,
         timeout: float | None,
     ) -> Response:
+        raw = self._send(method, path, params, data, timeout)
+        return _response(raw, method, path, self.error)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        data: str | None,
+        timeout: float | None,
+    ) -> consul.base.Response:
         query = dict(params or {})
         if self._dc:
             query["dc"] = self._dc
@@ -194,10 +223,11 @@ class ConsulClient:
             ) from None
         except requests.RequestException as exc:
             raise self.error(f"cannot reach Consul at {self.url} ({type(exc).__name__})") from None
-        return _response(raw, method, path, self.error)
+        return raw
 
 
 Shape = TypeVar("Shape", list[Any], dict[str, Any])
+Typed = TypeVar("Typed")
 FILTERED_BY_ACLS = "X-Consul-Results-Filtered-By-ACLs"
 
 # Answers no Consul endpoint gives in capsync's use, whoever sends them: a rate limit,
@@ -206,7 +236,11 @@ _NOT_CONSUL = {401: "unauthorised", 407: "proxy authentication required", 429: "
 
 
 def _response(
-    raw: consul.base.Response, method: str, path: str, error: type[TransientError]
+    raw: consul.base.Response,
+    method: str,
+    path: str,
+    error: type[TransientError],
+    into: type[Any] | None = None,
 ) -> Response:
     text = raw.body or ""
     retry_after = _retry_after(raw.headers.get("Retry-After"))
@@ -222,7 +256,10 @@ def _response(
             retry_after=retry_after,
         )
     body = None
-    if raw.code in (200, 409) and text:
+    if into is not None and raw.code == 200:
+        body = _decode(text, into, f"{method} {path}", error)
+        text = ""  # decoded: a large answer is not held twice
+    elif raw.code in (200, 409) and text:
         try:
             body = json.loads(text)
         except ValueError:  # an HTML page, a truncated body
@@ -239,6 +276,19 @@ def _response(
         ) from None
     filtered = raw.headers.get(FILTERED_BY_ACLS, "").lower() == "true"
     return Response(raw.code, index, body, text, filtered)
+
+
+def _decode(text: str, into: type[Any], request: str, error: type[TransientError]) -> Any:
+    """A 200 answer's body as ``into``; an empty body, one that is not JSON, or JSON of
+    another shape (named with where, as msgspec says it) raises ``error``."""
+    try:
+        return msgspec.json.decode(text, type=into)
+    except msgspec.ValidationError as exc:
+        raise error(f"Consul answered {request} with JSON of the wrong shape: {exc}") from None
+    except msgspec.DecodeError:  # an HTML page, a truncated or empty body
+        raise error(
+            f"Consul answered {request} (200) with a body that is not JSON: {_excerpt(text)}"
+        ) from None
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

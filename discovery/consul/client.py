@@ -120,7 +120,7 @@ class ConsulClient:
     def get(
         self, path: str, params: dict[str, str] | None = None, timeout: float | None = None
     ) -> Response:
-        return self._call("GET", path, params, None, timeout)
+        return _response(self._send("GET", path, params, None, timeout), "GET", path, self.error)
 
     def read(
         self,
@@ -174,21 +174,10 @@ class ConsulClient:
 
     def put(self, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
         data = "" if body is None else json.dumps(body, separators=(",", ":"))
-        return self._call("PUT", path, params, data, None)
+        return _response(self._send("PUT", path, params, data, None), "PUT", path, self.error)
 
     def close(self) -> None:
         self._http.session.close()
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str] | None,
-        data: str | None,
-        timeout: float | None,
-    ) -> Response:
-        raw = self._send(method, path, params, data, timeout)
-        return _response(raw, method, path, self.error)
 
     def _send(
         self,

@@ -120,7 +120,8 @@ class ConsulClient:
     def get(
         self, path: str, params: dict[str, str] | None = None, timeout: float | None = None
     ) -> Response:
-        return _response(self._send("GET", path, params, None, timeout), "GET", path, self.error)
+        raw = self._http.response(self._send("GET", path, params, None, timeout))
+        return _response(raw, "GET", path, self.error)
 
     def read(
         self,
@@ -162,7 +163,13 @@ class ConsulClient:
         naming only the fields the caller reads: the rest is skipped, not built). The
         answer keeps no copy of the text, and a body not of that shape raises
         ``error``, as any unclean answer does."""
-        raw = self._send("GET", path, params, None, None)
+        reply = self._send("GET", path, params, None, None)
+        # A 200's body is decoded from its bytes: never held as text as well.
+        raw = (
+            consul.base.Response(200, reply.headers, "", reply.content)
+            if reply.status_code == 200
+            else self._http.response(reply)
+        )
         response = _response(raw, "GET", path, self.error, into)
         if response.status != 200:
             raise self.error(
@@ -174,7 +181,8 @@ class ConsulClient:
 
     def put(self, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
         data = "" if body is None else json.dumps(body, separators=(",", ":"))
-        return _response(self._send("PUT", path, params, data, None), "PUT", path, self.error)
+        raw = self._http.response(self._send("PUT", path, params, data, None))
+        return _response(raw, "PUT", path, self.error)
 
     def close(self) -> None:
         self._http.session.close()
@@ -186,25 +194,23 @@ class ConsulClient:
         params: dict[str, str] | None,
         data: str | None,
         timeout: float | None,
-    ) -> consul.base.Response:
+    ) -> requests.Response:
         query = dict(params or {})
         if self._dc:
             query["dc"] = self._dc
         http = self._http
         try:
-            # The library's session, URL builder and response wrapper, with the time-out
-            # given per request: a blocking query's long wait must not leak into other
-            # threads' requests through the shared client.
-            raw = http.response(
-                http.session.request(
-                    method,
-                    http.uri(path, query),
-                    data=data,
-                    headers=self._headers,
-                    verify=http.verify,
-                    cert=http.cert,
-                    timeout=timeout or http.timeout,
-                )
+            # The library's session and URL builder (its response wrapper is the
+            # caller's), with the time-out given per request: a blocking query's long
+            # wait must not leak into other threads' requests through the shared client.
+            reply: requests.Response = http.session.request(
+                method,
+                http.uri(path, query),
+                data=data,
+                headers=self._headers,
+                verify=http.verify,
+                cert=http.cert,
+                timeout=timeout or http.timeout,
             )
         except requests.Timeout:
             raise self.error(
@@ -212,7 +218,7 @@ class ConsulClient:
             ) from None
         except requests.RequestException as exc:
             raise self.error(f"cannot reach Consul at {self.url} ({type(exc).__name__})") from None
-        return raw
+        return reply
 
 
 Shape = TypeVar("Shape", list[Any], dict[str, Any])
@@ -246,8 +252,7 @@ def _response(
         )
     body = None
     if into is not None and raw.code == 200:
-        body = _decode(text, into, f"{method} {path}", error)
-        text = ""  # decoded: a large answer is not held twice
+        body = _decode(raw.content, into, f"{method} {path}", error)
     elif raw.code in (200, 409) and text:
         try:
             body = json.loads(text)
@@ -267,16 +272,17 @@ def _response(
     return Response(raw.code, index, body, text, filtered)
 
 
-def _decode(text: str, into: type[Any], request: str, error: type[TransientError]) -> Any:
+def _decode(content: bytes, into: type[Any], request: str, error: type[TransientError]) -> Any:
     """A 200 answer's body as ``into``; an empty body, one that is not JSON, or JSON of
     another shape (named with where, as msgspec says it) raises ``error``."""
     try:
-        return msgspec.json.decode(text, type=into)
+        return msgspec.json.decode(content, type=into)
     except msgspec.ValidationError as exc:
         raise error(f"Consul answered {request} with JSON of the wrong shape: {exc}") from None
     except msgspec.DecodeError:  # an HTML page, a truncated or empty body
         raise error(
-            f"Consul answered {request} (200) with a body that is not JSON: {_excerpt(text)}"
+            f"Consul answered {request} (200) with a body that is not JSON: "
+            f"{_excerpt(content.decode('utf-8', 'replace'))}"
         ) from None
 
 

@@ -245,12 +245,16 @@ class Syncer:
         threading.Thread(target=run, daemon=True, name=f"list-{source.name}").start()
         self._listing[source.name] = future
         try:
-            return future.result(timeout=self.deadlines.list)
+            listing = future.result(timeout=self.deadlines.list)
         except FutureTimeout:
             raise SourceError(
                 f"source {source.name}: no answer within {self.deadlines.list:g}s; its "
                 "entries are kept as they are"
             ) from None
+        # An ended listing is not kept: its future would hold every parsed body (the
+        # largest thing a first cycle reads) until the source's next listing.
+        del self._listing[source.name]
+        return listing
 
     def _changes_at(self, found: list[Found], now: int) -> tuple[dict[int, int | None], int | None]:
         """Each declaration's next change in time, and the earliest of them. Time only

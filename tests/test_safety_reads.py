@@ -180,3 +180,72 @@ def test_retry_after_travels_on_the_error(
         if header == "7"
         else (20 < failed.value.retry_after <= 30)
     )
+
+
+def _node_services(fault: Any) -> Fault:
+    """The node-services answer with every owned instance reshaped by ``fault``."""
+    return Fault(
+        reshape=lambda body: {**body, "Services": [fault(dict(s)) for s in body["Services"]]}
+    )
+
+
+# What real Consul may send and the registry must take as it is: fields capsync does not
+# read (Consul adds some in every version), nulls where Consul writes null.
+ACCEPTED = {
+    "unknown-fields": lambda s: {**s, "Datacenter": "dc1", "Extra": {"a": [1, None]}},
+    "null-address-port": lambda s: {**s, "Address": None, "Port": None},
+}
+# Shapes no Consul answers: read as the registry's error, never as data.
+REFUSED = {
+    "port-boolean": lambda s: {**s, "Port": True},
+    "port-float": lambda s: {**s, "Port": 1.5},
+    "tag-not-string": lambda s: {**s, "Tags": [*s["Tags"], 7]},
+    "meta-value-not-string": lambda s: {**s, "Meta": {**s["Meta"], "k": None}},
+    "id-null": lambda s: {**s, "ID": None},
+}
+
+
+@pytest.mark.parametrize("name", [*ACCEPTED, *REFUSED])
+def test_registry_read_takes_what_consul_sends_and_refuses_other_shapes(
+    proxied: tuple[ConsulTarget, FaultProxy], name: str, tmp_path: Any
+) -> None:
+    target, proxy = proxied
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    for worker in ("a", "b"):
+        (fleet / f"{worker}.json").write_text(json.dumps({"id": worker}))
+    assert run(proxy, target, "run", "--once", "--source", f"file:{fleet}").returncode == 0
+    before, writes = target.services(), target.writes()
+
+    proxy.inject("GET", "/v1/catalog/node-services/", _node_services({**ACCEPTED, **REFUSED}[name]))
+    result = run(proxy, target, "run", "--once", "--source", f"file:{fleet}")
+
+    assert proxy.hits, "the fault was never served"
+    assert "Traceback" not in result.stderr
+    if name in ACCEPTED:
+        assert result.returncode == 0, result.stderr
+        assert "2 unchanged" in result.stdout
+    else:
+        assert result.returncode == 1
+        assert "registry_failed" in result.stderr and "wrong shape" in result.stderr
+    assert target.writes() == writes and target.services() == before
+
+
+def test_a_node_without_its_modify_index_is_refused(
+    proxied: tuple[ConsulTarget, FaultProxy], tmp_path: Any
+) -> None:
+    target, proxy = proxied
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "a.json").write_text('{"id": "a"}')
+    assert run(proxy, target, "run", "--once", "--source", f"file:{fleet}").returncode == 0
+    writes = target.writes()
+
+    node = Fault(
+        reshape=lambda body: {**body, "Node": {"Node": body["Node"]["Node"], "Meta": None}}
+    )
+    proxy.inject("GET", "/v1/catalog/node-services/", node)
+    result = run(proxy, target, "run", "--once", "--source", f"file:{fleet}")
+
+    assert result.returncode == 1 and "ModifyIndex" in result.stderr
+    assert target.writes() == writes

@@ -57,7 +57,7 @@ from discovery import codec
 from discovery.codec import Entry
 from discovery.consul import checks
 from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient, Response
-from discovery.consul.fields import entry_from_service, service_fields
+from discovery.consul.fields import NodeServices, Service, entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
 from discovery.health import UNKNOWN, Health, changed, status_of
 from discovery.kinds import BuildContext, Kind, no_arg
@@ -117,8 +117,8 @@ class ConsulRegistry:
         # Asked before the checks are read: a check changed in between moves it, so the
         # next cycle reads everything again.
         checked = self._checks_index()
-        response = self.client.read_response(path, dict)
-        snapshot = self._snapshot(response, path)
+        answer, response = self.client.read_as(path, NodeServices)
+        snapshot = self._snapshot(answer, response, path)
         self._kept.keep((response.index, checked), started, snapshot)
         return snapshot
 
@@ -138,12 +138,8 @@ class ConsulRegistry:
             self._checks_path(), list, params={"filter": NO_CHECK}
         ).index
 
-    def _snapshot(self, response: Response, path: str) -> Snapshot:
-        node, services = response.body.get("Node"), response.body.get("Services")
-        if not isinstance(node, dict | None) or not isinstance(services, list | None):
-            raise RegistryError(
-                f"Consul answered GET {path} with Node or Services of the wrong type"
-            )
+    def _snapshot(self, answer: NodeServices, response: Response, path: str) -> Snapshot:
+        node, services = answer.node, answer.services
         if response.filtered:
             # Consul's own word (1.11 and later) that the token may not see all of it: a
             # partial answer is never read as the node's content.
@@ -163,26 +159,24 @@ class ConsulRegistry:
                 action="registering it again, with its entries",
             )
         self._node_seen = node is not None
-        self._meta_read = None if node is None else node.get("Meta") or {}
-        self._node_index = 0 if node is None else _index(node, path)
+        self._meta_read = None if node is None else node.meta or {}
+        self._node_index = 0 if node is None else node.modify_index
         self._node_meta = self._claim()
         self._node_read = True
-        owned: dict[str, Entry] = {}
+        ours: list[Service] = []
         foreign: set[str] = set()
         for service in services or ():
-            entry = _entry(service, path)
-            if self.ownership.ours(entry.owner, entry.service):
-                owned[entry.id] = entry
+            if self.ownership.ours(service.owner, service.service):
+                ours.append(service)
             else:
-                foreign.add(entry.id.casefold())
-        if owned:
-            checks = self._checks()
-            owned = {
-                worker_id: replace(
-                    entry, health=checks.get(check_id(worker_id).casefold(), UNKNOWN)
-                )
-                for worker_id, entry in owned.items()
-            }
+                foreign.add(service.id.casefold())
+        health = self._checks() if ours else {}
+        owned = {
+            service.id: service.entry(
+                _as_written(health.get(check_id(service.id).casefold(), UNKNOWN), service)
+            )
+            for service in ours
+        }
         return Snapshot(owned=owned, foreign=frozenset(foreign), meta=self._meta_read, health=True)
 
     def _checks(self) -> dict[str, Health]:
@@ -201,15 +195,15 @@ class ConsulRegistry:
 
     def apply(self, changes: Changes, stop: threading.Event | None = None) -> ApplyResult:
         tally = Tally()
-        units = [(op, self._txn(op)) for op in self._writable(operations(changes), tally)]
-        if not units:
+        ops = self._writable(operations(changes), tally)
+        if not ops:
             return tally.result()
         self._kept.forget()  # whatever this writes, the next snapshot reads it all
         if not self._node_read:
             self.snapshot()  # who holds the node is checked before any write
         if changes.record:
             self._node_meta = self._claim(changes.record)
-        for batch in self._batches(units, tally):
+        for batch in self._batches(ops, tally):
             if stop is not None and stop.is_set():
                 tally.unsent += len(batch)
                 continue
@@ -297,15 +291,17 @@ class ConsulRegistry:
         self.client.close()
 
     def _batches(
-        self, units: list[tuple[Operation, Txn]], tally: Tally
+        self, writable: list[Operation], tally: Tally
     ) -> Iterator[list[tuple[Operation, Txn]]]:
         """Consecutive whole units within both limits, the node's registration counted
-        in; a unit that fits in no transaction is refused alone."""
+        in; a unit that fits in no transaction is refused alone. Each unit's ops are
+        built as its batch fills: a cold sync never holds every entry's body at once."""
         reserve = _size([self._node_op(self._node_meta)]) if self._node_meta else 2
         reserve_ops = 1 if self._node_meta else 0
         batch: list[tuple[Operation, Txn]] = []
         ops = size = 0
-        for op, txn in units:
+        for op in writable:
+            txn = self._txn(op)
             need = _size(txn) - 1  # its ops and one separating comma
             if len(txn) + reserve_ops > self.max_ops or need + reserve > self.max_bytes:
                 tally.refuse(
@@ -416,7 +412,7 @@ class ConsulRegistry:
         """The entry's capsync check, bound to its service (its name is sent so Consul
         checks service:write on it, as it does for the service op)."""
         health = entry.health
-        output = health.output or f"capsync: {entry.source or 'declared'}, {health.status}"
+        output = health.output or _default_output(entry.source, health.status)
         raw = output.encode("utf-8", "backslashreplace")[:MAX_OUTPUT]
         check = {
             "Node": self.ownership.node,
@@ -480,11 +476,19 @@ def check_id(service_id: str) -> str:
     return f"{CHECK_PREFIX}{service_id}"
 
 
-def _index(node: dict[str, Any], path: str) -> int:
-    index = node.get("ModifyIndex")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise RegistryError(f"Consul answered GET {path} with a Node without its ModifyIndex")
-    return index
+def _default_output(source: str, status: str) -> str:
+    """The check output capsync writes for a health that carries none."""
+    return f"capsync: {source or 'declared'}, {status}"
+
+
+def _as_written(health: Health, service: Service) -> Health:
+    """A health read back as the entry that was written carries it: the output capsync
+    filled in for an empty one reads empty again, so an unchanged entry read back is
+    equal to the desired one in full (and the kept snapshot can hold that object)."""
+    source = (service.meta or {}).get(codec.SOURCE, "")
+    if health.output and health.output == _default_output(source, health.status):
+        return Health(health.status)
+    return health
 
 
 def _failing(body: Any, node: Txn, batch: list[tuple[Operation, Txn]]) -> dict[int, str] | None:

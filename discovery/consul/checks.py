@@ -4,22 +4,22 @@ judges it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient
 from discovery.health import Health, status_of, worst
 
-_FIELDS = ("Node", "CheckID", "Name", "ServiceID", "Status", "Output")
 
+class Check(msgspec.Struct, frozen=True):
+    """One check as Consul lists it, decoded with only these fields (each a string:
+    missing or null is a wrong answer)."""
 
-@dataclass(frozen=True)
-class Check:
-    node: str
-    check_id: str
-    name: str
-    service_id: str
-    status: str
-    output: str
+    node: str = msgspec.field(name="Node")
+    check_id: str = msgspec.field(name="CheckID")
+    name: str = msgspec.field(name="Name")
+    service_id: str = msgspec.field(name="ServiceID")
+    status: str = msgspec.field(name="Status")
+    output: str = msgspec.field(name="Output")
 
     @property
     def health(self) -> Health:
@@ -31,22 +31,12 @@ class Check:
 def read(client: ConsulClient, path: str) -> list[Check]:
     """The checks ``path`` lists; the client's error when the answer is not a clean
     list of checks, or when ACLs hid some of them (never "no checks")."""
-    response = client.read_response(path, list)
+    checks, response = client.read_as(path, list[Check])
     if response.filtered:
         raise client.error(
             f"Consul's ACLs hide checks of {path} from this token ({FILTERED_BY_ACLS}: "
             "true); grant it node:read and service:read on them"
         )
-    checks = []
-    for item in response.body:
-        fields = [item.get(name) for name in _FIELDS] if isinstance(item, dict) else []
-        texts = [field for field in fields if isinstance(field, str)]
-        if len(texts) != len(_FIELDS):
-            raise client.error(
-                f"Consul answered GET {path} with a check of the wrong shape "
-                f"({', '.join(_FIELDS)} must be strings)"
-            )
-        checks.append(Check(*texts))
     return checks
 
 

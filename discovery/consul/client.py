@@ -23,6 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import msgspec
 import requests
 import urllib3
 
@@ -119,7 +120,8 @@ class ConsulClient:
     def get(
         self, path: str, params: dict[str, str] | None = None, timeout: float | None = None
     ) -> Response:
-        return self._call("GET", path, params, None, timeout)
+        raw = self._http.response(self._send("GET", path, params, None, timeout))
+        return _response(raw, "GET", path, self.error)
 
     def read(
         self,
@@ -154,39 +156,61 @@ class ConsulClient:
             )
         return response
 
+    def read_as(
+        self, path: str, into: type[Typed], params: dict[str, str] | None = None
+    ) -> tuple[Typed, Response]:
+        """``read_response`` decoding the body straight into ``into`` (a msgspec type
+        naming only the fields the caller reads: the rest is skipped, not built). The
+        answer keeps no copy of the text, and a body not of that shape raises
+        ``error``, as any unclean answer does."""
+        reply = self._send("GET", path, params, None, None)
+        # A 200's body is decoded from its bytes: never held as text as well.
+        raw = (
+            consul.base.Response(200, reply.headers, "", reply.content)
+            if reply.status_code == 200
+            else self._http.response(reply)
+        )
+        response = _response(raw, "GET", path, self.error, into)
+        if response.status != 200:
+            raise self.error(
+                f"Consul answered GET {path} with {response.status} "
+                f"({_excerpt(response.text)}); a read must answer 200"
+            )
+        body: Typed = response.body
+        return body, response
+
     def put(self, path: str, body: Any = None, params: dict[str, str] | None = None) -> Response:
         data = "" if body is None else json.dumps(body, separators=(",", ":"))
-        return self._call("PUT", path, params, data, None)
+        raw = self._http.response(self._send("PUT", path, params, data, None))
+        return _response(raw, "PUT", path, self.error)
 
     def close(self) -> None:
         self._http.session.close()
 
-    def _call(
+    def _send(
         self,
         method: str,
         path: str,
         params: dict[str, str] | None,
         data: str | None,
         timeout: float | None,
-    ) -> Response:
+    ) -> requests.Response:
         query = dict(params or {})
         if self._dc:
             query["dc"] = self._dc
         http = self._http
         try:
-            # The library's session, URL builder and response wrapper, with the time-out
-            # given per request: a blocking query's long wait must not leak into other
-            # threads' requests through the shared client.
-            raw = http.response(
-                http.session.request(
-                    method,
-                    http.uri(path, query),
-                    data=data,
-                    headers=self._headers,
-                    verify=http.verify,
-                    cert=http.cert,
-                    timeout=timeout or http.timeout,
-                )
+            # The library's session and URL builder (its response wrapper is the
+            # caller's), with the time-out given per request: a blocking query's long
+            # wait must not leak into other threads' requests through the shared client.
+            reply: requests.Response = http.session.request(
+                method,
+                http.uri(path, query),
+                data=data,
+                headers=self._headers,
+                verify=http.verify,
+                cert=http.cert,
+                timeout=timeout or http.timeout,
             )
         except requests.Timeout:
             raise self.error(
@@ -194,10 +218,11 @@ class ConsulClient:
             ) from None
         except requests.RequestException as exc:
             raise self.error(f"cannot reach Consul at {self.url} ({type(exc).__name__})") from None
-        return _response(raw, method, path, self.error)
+        return reply
 
 
 Shape = TypeVar("Shape", list[Any], dict[str, Any])
+Typed = TypeVar("Typed")
 FILTERED_BY_ACLS = "X-Consul-Results-Filtered-By-ACLs"
 
 # Answers no Consul endpoint gives in capsync's use, whoever sends them: a rate limit,
@@ -206,7 +231,11 @@ _NOT_CONSUL = {401: "unauthorised", 407: "proxy authentication required", 429: "
 
 
 def _response(
-    raw: consul.base.Response, method: str, path: str, error: type[TransientError]
+    raw: consul.base.Response,
+    method: str,
+    path: str,
+    error: type[TransientError],
+    into: type[Any] | None = None,
 ) -> Response:
     text = raw.body or ""
     retry_after = _retry_after(raw.headers.get("Retry-After"))
@@ -222,7 +251,9 @@ def _response(
             retry_after=retry_after,
         )
     body = None
-    if raw.code in (200, 409) and text:
+    if into is not None and raw.code == 200:
+        body = _decode(raw.content, into, f"{method} {path}", error)
+    elif raw.code in (200, 409) and text:
         try:
             body = json.loads(text)
         except ValueError:  # an HTML page, a truncated body
@@ -239,6 +270,20 @@ def _response(
         ) from None
     filtered = raw.headers.get(FILTERED_BY_ACLS, "").lower() == "true"
     return Response(raw.code, index, body, text, filtered)
+
+
+def _decode(content: bytes, into: type[Any], request: str, error: type[TransientError]) -> Any:
+    """A 200 answer's body as ``into``; an empty body, one that is not JSON, or JSON of
+    another shape (named with where, as msgspec says it) raises ``error``."""
+    try:
+        return msgspec.json.decode(content, type=into)
+    except msgspec.ValidationError as exc:
+        raise error(f"Consul answered {request} with JSON of the wrong shape: {exc}") from None
+    except msgspec.DecodeError:  # an HTML page, a truncated or empty body
+        raise error(
+            f"Consul answered {request} (200) with a body that is not JSON: "
+            f"{_excerpt(content.decode('utf-8', 'replace'))}"
+        ) from None
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

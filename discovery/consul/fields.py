@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from discovery.codec import Entry
+import msgspec
+
+from discovery.codec import OWNER, Entry
+from discovery.health import PASSING, Health
 
 # Sent explicitly on every write: what Consul fills in for an omitted Weights differs
 # between endpoints, and a difference would show up as a spurious diff.
@@ -60,3 +63,50 @@ def entry_from_service(service: Any) -> Entry:
         raise ValueError(f"{prefix}Tags must hold strings and {prefix}Meta string pairs")
     values["tags"] = tuple(values["tags"])
     return Entry(**values)
+
+
+class Service(msgspec.Struct, frozen=True):
+    """A node-services instance decoded straight from Consul's answer, with only the
+    fields an Entry holds: the rest of what Consul sends (Weights, Proxy, Connect,
+    indexes...) is skipped by the decoder, never built. The same rules as
+    ``entry_from_service``: ID and Service strings, Tags strings, Meta string pairs,
+    Address a string and Port an integer (never a boolean), a null or missing one of
+    the last four its empty value."""
+
+    id: str = msgspec.field(name="ID")
+    service: str = msgspec.field(name="Service")
+    tags: tuple[str, ...] | None = msgspec.field(default=None, name="Tags")
+    meta: dict[str, str] | None = msgspec.field(default=None, name="Meta")
+    address: str | None = msgspec.field(default="", name="Address")
+    port: int | None = msgspec.field(default=0, name="Port")
+
+    @property
+    def owner(self) -> str:
+        return (self.meta or {}).get(OWNER, "")
+
+    def entry(self, health: Health = PASSING) -> Entry:
+        """The Entry, holding the decoded tags and meta themselves (no copy)."""
+        return Entry(
+            id=self.id,
+            service=self.service,
+            tags=self.tags or (),
+            meta=self.meta or {},
+            address=self.address or "",
+            port=self.port or 0,
+            health=health,
+        )
+
+
+class Node(msgspec.Struct, frozen=True):
+    """A node as node-services answers it: what capsync reads of it."""
+
+    modify_index: Annotated[int, msgspec.Meta(ge=0)] = msgspec.field(name="ModifyIndex")
+    meta: dict[str, str] | None = msgspec.field(default=None, name="Meta")
+
+
+class NodeServices(msgspec.Struct, frozen=True):
+    """``/v1/catalog/node-services/<node>``: the node (null when it is not registered)
+    and its services."""
+
+    node: Node | None = msgspec.field(default=None, name="Node")
+    services: list[Service] | None = msgspec.field(default=None, name="Services")

@@ -53,6 +53,9 @@ class Handover:
     guard_memory: Mapping[tuple[str, ...], GuardMemory] = field(default_factory=dict)
     # Each worker's shown health and since when (the damping goes on across a reload).
     damper: Damper | None = None
+    # What was validated (a reload validates nothing again that did not change); a new
+    # process's starts from the file in the state directory (daemon/wiring.py).
+    normaliser: Normaliser | None = None
 
 
 class Syncer:
@@ -76,7 +79,7 @@ class Syncer:
         for target in self.registries:
             if (memory := handover.guard_memory.get(target.identity)) is not None:
                 target.memory = memory
-        self._normaliser = Normaliser()
+        self._normaliser = handover.normaliser or Normaliser()
         # Its minimum time in a state is the daemon's setting (0 until set: undamped).
         self.damper = handover.damper or Damper()
         # id(caps) -> (caps, its changes_at): kept from cycle to cycle (see _changes_at).
@@ -95,6 +98,7 @@ class Syncer:
             frozenset(self.listed_once),
             {target.identity: target.memory for target in self.registries},
             self.damper,
+            self._normaliser,
         )
 
     def run_once(
@@ -133,6 +137,7 @@ class Syncer:
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop),
             self.deadlines.apply,
         )
+        self._normaliser.save()
         if health_due:
             next_change = min(at for at in (next_change, math.ceil(health_due)) if at)
         return CycleReport(

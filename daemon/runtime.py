@@ -25,7 +25,13 @@ from daemon.cycle_report import unexpected
 from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
 from daemon.registry_sync import RegistrySync
-from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
+from daemon.wiring import (
+    build_normaliser,
+    build_registries,
+    build_sources,
+    close_all,
+    consul_endpoint,
+)
 from discovery.consul.client import ConsulClient
 from discovery.inbox import Inbox, Observer
 from discovery.sources.amqp import AmqpSource
@@ -63,7 +69,11 @@ class Runtime:
             self.syncer = Syncer(
                 self.sources,
                 self.registries,
-                handover=replace(kept, listed_once=kept.listed_once & names),
+                handover=replace(
+                    kept,
+                    listed_once=kept.listed_once & names,
+                    normaliser=kept.normaliser or build_normaliser(settings),
+                ),
                 deadlines=Deadlines(apply=APPLY_DEADLINE_SECONDS),
             )
             self.syncer.damper.min_seconds = settings.daemon.health_min_time

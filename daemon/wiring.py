@@ -15,8 +15,10 @@ from daemon.registry.table import REGISTRY_KINDS
 from daemon.registry_sync import RegistrySync, SyncOptions
 from discovery.consul.client import ConsulEndpoint
 from discovery.kinds import BuildContext
+from discovery.normalise import Normaliser
 from discovery.sources.base import Source
 from discovery.sources.table import SOURCE_KINDS
+from discovery.validations import Validations
 
 
 def consul_endpoint(settings: ConsulSettings) -> ConsulEndpoint:
@@ -87,6 +89,12 @@ def build_sources(settings: Settings) -> list[Source]:
             raise ConfigError(str(exc)) from None
         raise
     return built
+
+
+def build_normaliser(settings: Settings) -> Normaliser:
+    """Validation with its memory on disk (``daemon.validations``), unless that is off."""
+    path = settings.daemon.validations
+    return Normaliser(Validations(None if path == "off" else path))
 
 
 class Closable(Protocol):

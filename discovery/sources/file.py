@@ -6,6 +6,7 @@ A single declaration without an ``id`` takes the file name's stem as its id.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Hashable
@@ -50,13 +51,15 @@ class FileSource:
         for path in sorted(files):
             cached = self._cache.get(path)
             if cached is None or cached[0] != files[path]:
-                fresh = read_file(Path(path), self.name, files[path])
+                fresh = read_file(Path(path), self.name)
                 listing.extend(fresh)
                 cached = (
                     files[path],
                     Listing(
                         [
-                            replace(d, data=None, reload=partial(_reread, path, d.ref))
+                            replace(
+                                d, data=None, reload=partial(_reread, path, d.ref, d.fingerprint)
+                            )
                             for d in fresh.declarations
                         ],
                         fresh.invalid,
@@ -127,22 +130,27 @@ def _add_file(found: dict[str, Stat], entry: os.DirEntry[str]) -> None:
     found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _reread(path: str, ref: str) -> Any:
-    """One declaration of a file, read again (its validation was not remembered)."""
+def _reread(path: str, ref: str, fingerprint: Hashable) -> Any:
+    """One declaration of a file, read again (its validation was not remembered): the
+    content it was listed with, or an error (what is validated is always what the
+    fingerprint names, so a validation is never remembered under another's)."""
     listing = read_file(Path(path), "file")
     if listing.invalid:
         raise listing.invalid[0]
     for declaration in listing.declarations:
-        if declaration.ref == ref:
+        if declaration.ref == ref and declaration.fingerprint == fingerprint:
             return declaration.data
     raise DeclarationError(ref, [("", "the file changed while it was being read")])
 
 
-def read_file(path: Path, source: str, fingerprint: Hashable = None) -> Listing:
-    """One file's declarations, or its one error."""
+def read_file(path: Path, source: str) -> Listing:
+    """One file's declarations, or its one error. Each is fingerprinted by a digest of
+    the file's bytes: the same digest at the same ref is the same declaration, in this
+    process or (the Normaliser's memory on disk) a later one."""
     ref = str(path)
     try:
         raw = documents.read_document(path, ref)
+        fingerprint = hashlib.blake2b(raw, digest_size=16).digest()
         items = documents.parse(raw, ref=ref, fmt=SUFFIXES.get(path.suffix, "auto"), many=True)
     except OSError as exc:
         reason = exc.strerror or str(exc)

@@ -169,6 +169,10 @@ class Syncer:
         same = all(new is old for new, old in zip(settled, found, strict=True))
         return (found if same else settled), due
 
+    def close(self) -> None:
+        """Write what was validated since the last write: the next process starts from it."""
+        self._normaliser.save(now=True)
+
     def _invalid_news(self, invalid: list[Invalid]) -> tuple[Invalid, ...]:
         """The invalid declarations not reported, with these same problems, last cycle."""
         keys = [(item.source, item.error.ref, tuple(item.error.problems)) for item in invalid]

@@ -155,6 +155,8 @@ class Runtime:
                     after=f"{WATCHER_JOIN_SECONDS:g}s",
                 )
         close_all(target.registry for target in self.registries)
+        if (syncer := getattr(self, "syncer", None)) is not None:
+            syncer.close()  # None: this runtime failed to start
 
     def _leadership(self, settings: Settings) -> Leadership | None:
         daemon = settings.daemon

@@ -119,9 +119,10 @@ class Normaliser:
         self._last[source] = (Seen.of(listing), found, invalid)
         return found, invalid
 
-    def save(self) -> None:
-        """Write what is remembered to disk, when it changed and a write is due."""
-        if not self._changed or not self._validations.due():
+    def save(self, *, now: bool = False) -> None:
+        """Write what is remembered to disk, when it changed and a write is due (or
+        ``now``: the process is stopping)."""
+        if not self._changed or not (now or self._validations.due()):
             return
         self._validations.save(
             {

@@ -5,9 +5,9 @@ Safe by construction:
 - an entry is found only by what the declaration *is*: its source, ref, default id,
   address and a fingerprint that is its raw text or a digest of its bytes (a ``str`` or
   ``bytes`` fingerprint; a stat, which says nothing of the content, is never kept);
-- the file starts with a header naming its format and a digest of the code that
-  validates (every module of ``discovery`` and ``config``): a file written by other code
-  is ignored, never read as today's answer;
+- the file starts with a header naming its format, a digest of the code that validates
+  (every module of ``discovery`` and ``config``) and a checksum of the rest: a file
+  written by other code, or damaged anywhere, is ignored, never read as today's answer;
 - anything unreadable (absent, truncated, corrupt, foreign, too large, not ours) is
   ignored with one log line: the declarations are validated, as without the file;
 - it is written to a temporary file renamed over the old one (a crash leaves the old
@@ -104,7 +104,8 @@ class Validations:
             return
         self._saved_at = self._clock()
         try:
-            data = MAGIC + code_version() + _dumps(memory)
+            body = _dumps(memory)
+            data = MAGIC + code_version() + _checksum(body) + body
             if len(data) > MAX_BYTES:
                 raise ValueError(f"{len(data)} bytes, more than the limit of {MAX_BYTES}")
             _replace(self.path, data)
@@ -118,8 +119,11 @@ class Validations:
 
     @staticmethod
     def _read(path: Path) -> Memory:
-        with path.open("rb") as handle:
+        # Non-blocking: a FIFO put in its place fails the check below instead of hanging.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError("not a regular file")
             if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
                 raise ValueError("not owned by this user, or writable by others")
             if info.st_size > MAX_BYTES:
@@ -128,7 +132,10 @@ class Validations:
                 raise ValueError("not a file of validations in this format")
             if handle.read(len(code_version())) != code_version():
                 raise ValueError("written by another version of capsync")
-            memory = pickle.loads(handle.read())  # noqa: S301 (the header and owner are checked)
+            checksum, body = handle.readline(), handle.read()
+        if checksum != _checksum(body):
+            raise ValueError("truncated or corrupt (its checksum does not match)")
+        memory = pickle.loads(body)  # noqa: S301 (checked: our file, our code, intact)
         if not isinstance(memory, dict) or not all(
             isinstance(keys, dict) and all(isinstance(c, Capabilities) for c in keys.values())
             for keys in memory.values()
@@ -147,6 +154,11 @@ def code_version() -> bytes:
         for path in sorted(root.rglob("*.py")):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest().encode() + b"\n"
+
+
+def _checksum(body: bytes) -> bytes:
+    """The header's last line: a flipped byte in a name never loads as another name."""
+    return hashlib.blake2b(body, digest_size=32).hexdigest().encode() + b"\n"
 
 
 def _dumps(memory: Mapping[str, Mapping[Key, Capabilities]]) -> bytes:

@@ -172,19 +172,7 @@ def test_a_damaged_or_foreign_file_is_ignored_with_one_line(
 def test_a_registry_changed_by_hand_between_runs_is_repaired(
     consul: ConsulTarget, tmp_path: Path, synced: dict[str, tuple[Any, ...]]
 ) -> None:
-    declared = consul.services()["w-0001"]
-    tampered = {
-        "Node": consul.node,
-        "Address": declared["Address"],
-        "SkipNodeUpdate": True,
-        "Service": {
-            "ID": "w-0001",
-            "Service": consul.service,
-            "Tags": ["not-declared"],
-            "Meta": declared["ServiceMeta"],
-        },
-    }
-    assert consul.put("/v1/catalog/register", tampered).status_code == 200
+    consul.retag_by_hand("w-0001", ["not-declared"])
     assert (
         consul.put(
             "/v1/catalog/deregister", {"Node": consul.node, "ServiceID": "w-0002"}

@@ -62,17 +62,18 @@ class Runtime:
         self._watchers: list[threading.Thread] = []
         self._scheduler = BackgroundScheduler(timezone="UTC")
         try:
-            self.registries = build_registries(settings)
-            self.sources = build_sources(settings)
-            names = {source.name for source in self.sources}
             kept = handover or Handover()
+            normaliser = kept.normaliser or build_normaliser(settings)
+            self.registries = build_registries(settings)
+            self.sources = build_sources(settings, normaliser.validations)
+            names = {source.name for source in self.sources}
             self.syncer = Syncer(
                 self.sources,
                 self.registries,
                 handover=replace(
                     kept,
                     listed_once=kept.listed_once & names,
-                    normaliser=kept.normaliser or build_normaliser(settings),
+                    normaliser=normaliser,
                 ),
                 deadlines=Deadlines(apply=APPLY_DEADLINE_SECONDS),
             )

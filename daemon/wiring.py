@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Protocol
 
 from config.errors import ConfigError
@@ -75,10 +76,11 @@ def build_registries(settings: Settings) -> list[RegistrySync]:
     return built
 
 
-def build_sources(settings: Settings) -> list[Source]:
+def build_sources(settings: Settings, validations: Validations | None = None) -> list[Source]:
     """Every configured source; if one cannot be built, those built before it are
-    closed again."""
-    ctx = build_context(settings)
+    closed again. ``validations``: what earlier processes validated (the Normaliser's),
+    for a source that can then skip parsing what they did."""
+    ctx = replace(build_context(settings), validations=validations)
     built: list[Source] = []
     try:
         for source in settings.sources:

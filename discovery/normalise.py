@@ -12,7 +12,7 @@ from config.events import emit
 from discovery import schema
 from discovery.model import Capabilities
 from discovery.sources.base import Declaration, Listing
-from discovery.validations import Memory, Validations, persistable
+from discovery.validations import Validations, persistable
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +54,7 @@ class Normaliser:
 
     def __init__(self, validations: Validations | None = None) -> None:
         self._memory: dict[str, dict[tuple[Any, ...], Found | Invalid]] = {}
-        self._validations = validations or Validations(None)
-        # What an earlier process validated, read before the first listing of each source.
-        self._kept: Memory | None = None
+        self.validations = validations or Validations(None)
         self._changed = False  # the memory differs from what is on disk
         self.reused = 0  # declarations of the last listing whose validation was on disk
         # source -> (the listing it handed over, what it gave): a source that lists
@@ -76,7 +74,7 @@ class Normaliser:
         invalid = [Invalid(source=source, error=error) for error in listing.invalid]
         first = source not in self._memory
         previous, current = self._memory.get(source, {}), {}
-        kept = self._kept_of(source) if first else {}
+        kept = self.validations.kept(source) if first else {}
         remembered = validated = self.reused = 0
         for declaration in listing.declarations:
             key = (
@@ -105,7 +103,8 @@ class Normaliser:
             else:
                 invalid.append(result)
         self._memory[source] = current
-        if first and self._validations.path is not None:
+        self.validations.release(source)
+        if first and self.validations.path is not None:
             emit(
                 logging.INFO,
                 "validations_reused",
@@ -122,9 +121,9 @@ class Normaliser:
     def save(self, *, now: bool = False) -> None:
         """Write what is remembered to disk, when it changed and a write is due (or
         ``now``: the process is stopping)."""
-        if not self._changed or not (now or self._validations.due()):
+        if not self._changed or not (now or self.validations.due()):
             return
-        self._validations.save(
+        self.validations.save(
             {
                 source: {
                     key: result.caps
@@ -135,11 +134,6 @@ class Normaliser:
             }
         )
         self._changed = False
-
-    def _kept_of(self, source: str) -> dict[tuple[Any, ...], Any]:
-        if self._kept is None:
-            self._kept = self._validations.load()
-        return self._kept.pop(source, {})
 
 
 @dataclass(frozen=True)

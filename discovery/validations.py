@@ -31,6 +31,7 @@ import os
 import pickle
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Hashable, Mapping
 from functools import cache
@@ -64,8 +65,28 @@ class Validations:
         self.path = path
         self._clock = clock
         self._saved_at: float | None = None
+        self._loaded: Memory | None = None  # read once, by whoever asks first
+        self._lock = threading.Lock()  # a source's listing runs in a thread of its own
 
-    def load(self) -> Memory:
+    def kept(self, source: str) -> dict[Key, Capabilities]:
+        """What an earlier process validated of ``source``."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return self._loaded.get(source, {})
+
+    def knows(self, source: str, key: Key) -> bool:
+        """Whether an earlier process validated this very declaration: a source may then
+        leave it unparsed (its Normaliser reuses the validation)."""
+        return key in self.kept(source)
+
+    def release(self, source: str) -> None:
+        """Forget what was kept of ``source`` (its Normaliser has taken what it needs)."""
+        with self._lock:
+            if self._loaded is not None:
+                self._loaded.pop(source, None)
+
+    def _load(self) -> Memory:
         """What an earlier process validated; empty (and one log line) when the file
         cannot be trusted."""
         if self.path is None:

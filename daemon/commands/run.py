@@ -87,8 +87,9 @@ def sync_once(settings: Settings, *, dry_run: bool) -> CycleReport:
     registries = build_registries(settings)
     sources: list[Source] = []
     try:
-        sources = build_sources(settings)
-        handover = Handover(normaliser=build_normaliser(settings))
+        normaliser = build_normaliser(settings)
+        sources = build_sources(settings, normaliser.validations)
+        handover = Handover(normaliser=normaliser)
         return Syncer(sources, registries, handover=handover).run_once(dry_run=dry_run)
     finally:
         close_all([*sources, *(target.registry for target in registries)])

@@ -69,8 +69,10 @@ def syncing(settings_: dict[str, Any], source: dict[str, Any]) -> Callable[[], s
         }
     )
     # The validations on disk as the daemon keeps them, in the bench's state directory.
-    handover = Handover(normaliser=build_normaliser(settings))
-    syncer = Syncer(build_sources(settings), build_registries(settings), handover=handover)
+    normaliser = build_normaliser(settings)
+    handover = Handover(normaliser=normaliser)
+    sources = build_sources(settings, normaliser.validations)
+    syncer = Syncer(sources, build_registries(settings), handover=handover)
     atexit.register(syncer.close)  # as the daemon, when it stops
 
     def cycle() -> str:

@@ -104,7 +104,7 @@ class Normaliser:
                 invalid.append(result)
         self._memory[source] = current
         self.validations.release(source)
-        if first and self.validations.path is not None:
+        if first and self.reused:
             emit(
                 logging.INFO,
                 "validations_reused",

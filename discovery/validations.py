@@ -131,8 +131,10 @@ class Validations:
                 raise ValueError(f"{len(data)} bytes, more than the limit of {MAX_BYTES}")
             _replace(self.path, data)
         except Exception as exc:  # the cycle is done; only a later start pays for this
+            if isinstance(exc, FileNotFoundError) and not self.path.parent.exists():
+                return  # no state directory (a user's `run --once`): nothing to keep it in
             emit(
-                logging.INFO,
+                logging.WARNING,
                 "validations_not_saved",
                 path=str(self.path),
                 reason=_reason(exc),

@@ -56,7 +56,7 @@ def synced(consul: ConsulTarget, tmp_path: Path) -> dict[str, tuple[Any, ...]]:
     (tmp_path / "state").mkdir()
     first = run_once(consul, tmp_path)
     assert first.returncode == 0, first.stderr
-    assert reuse(first.stderr) == (0, COUNT)
+    assert "validations_" not in first.stderr  # nothing to reuse, nothing to report
     assert (tmp_path / "state" / "validations.cache").is_file()
     return entries(consul)
 
@@ -160,7 +160,7 @@ def test_a_damaged_or_foreign_file_is_ignored_with_one_line(
     assert second.returncode == 0, second.stderr
     assert second.stderr.count("validations_ignored") == 1, second.stderr
     assert "Traceback" not in second.stderr
-    assert reuse(second.stderr) == (0, COUNT)
+    assert "validations_reused" not in second.stderr
     assert f"{COUNT} unchanged" in second.stdout
     assert entries(consul) == synced
     if kind not in ("a directory", "a FIFO"):
@@ -186,7 +186,7 @@ def test_a_registry_changed_by_hand_between_runs_is_repaired(
     assert entries(consul) == synced
 
 
-def test_off_keeps_nothing_and_a_missing_state_directory_is_one_line(
+def test_off_keeps_nothing_and_a_missing_state_directory_is_no_line(
     consul: ConsulTarget, tmp_path: Path
 ) -> None:
     write_fleet(tmp_path / "fleet", 3)
@@ -200,5 +200,16 @@ def test_off_keeps_nothing_and_a_missing_state_directory_is_one_line(
     (tmp_path / "state").rmdir()  # a state directory nobody made: the run is not hurt
     missing = run_once(consul, tmp_path)
     assert missing.returncode == 0, missing.stderr
-    assert missing.stderr.count("validations_not_saved") == 1, missing.stderr
+    assert "validations_" not in missing.stderr, missing.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_a_state_directory_that_cannot_be_written_is_one_line(
+    consul: ConsulTarget, tmp_path: Path
+) -> None:
+    write_fleet(tmp_path / "fleet", 3)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "validations.cache").mkdir()  # in the way of the rename
+    result = run_once(consul, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("validations_not_saved") == 1, result.stderr

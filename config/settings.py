@@ -286,6 +286,9 @@ class DaemonSettings(Section):
         Field(ge=0, le=3600),
         AfterValidator(bounded_duration),
     ] = 10.0
+    # What was validated, kept for the next process (`run --once`, a restart): a file in
+    # the state directory, or "off".
+    validations: Path | Literal["off"] = in_state_directory("validations.cache")
 
     @field_validator("listen")
     @classmethod

@@ -54,6 +54,9 @@ class Handover:
     guard_memory: Mapping[tuple[str, ...], GuardMemory] = field(default_factory=dict)
     # Each worker's shown health and since when (the damping goes on across a reload).
     damper: Damper | None = None
+    # What was validated (a reload validates nothing again that did not change); a new
+    # process's starts from the file in the state directory (daemon/wiring.py).
+    normaliser: Normaliser | None = None
 
 
 class Syncer:
@@ -77,7 +80,7 @@ class Syncer:
         for target in self.registries:
             if (memory := handover.guard_memory.get(target.identity)) is not None:
                 target.memory = memory
-        self._normaliser = Normaliser()
+        self._normaliser = handover.normaliser or Normaliser()
         # Its minimum time in a state is the daemon's setting (0 until set: undamped).
         self.damper = handover.damper or Damper()
         # id(caps) -> (caps, its changes_at): kept from cycle to cycle (see _changes_at).
@@ -96,6 +99,7 @@ class Syncer:
             frozenset(self.listed_once),
             {target.identity: target.memory for target in self.registries},
             self.damper,
+            self._normaliser,
         )
 
     def run_once(
@@ -135,6 +139,7 @@ class Syncer:
             lambda target: target.sync(discovered, dry_run=dry_run, stop=stop),
             self.deadlines.apply,
         )
+        self._normaliser.save()
         if health_due:
             next_change = min(at for at in (next_change, math.ceil(health_due)) if at)
         return CycleReport(
@@ -165,6 +170,10 @@ class Syncer:
         # Nothing held back: the very same list, so a steady cycle's reuse still holds.
         same = all(new is old for new, old in zip(settled, found, strict=True))
         return (found if same else settled), due
+
+    def close(self) -> None:
+        """Write what was validated since the last write: the next process starts from it."""
+        self._normaliser.save(now=True)
 
     def _invalid_news(self, invalid: list[Invalid]) -> tuple[Invalid, ...]:
         """The invalid declarations not reported, with these same problems, last cycle."""

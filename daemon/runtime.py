@@ -25,7 +25,13 @@ from daemon.cycle_report import unexpected
 from daemon.leader import Leadership
 from daemon.liveness import ConsulLiveness
 from daemon.registry_sync import RegistrySync
-from daemon.wiring import build_registries, build_sources, close_all, consul_endpoint
+from daemon.wiring import (
+    build_normaliser,
+    build_registries,
+    build_sources,
+    close_all,
+    consul_endpoint,
+)
 from discovery.consul.client import ConsulClient
 from discovery.inbox import Inbox, Observer
 from discovery.sources.amqp import AmqpSource
@@ -56,14 +62,19 @@ class Runtime:
         self._watchers: list[threading.Thread] = []
         self._scheduler = BackgroundScheduler(timezone="UTC")
         try:
-            self.registries = build_registries(settings)
-            self.sources = build_sources(settings)
-            names = {source.name for source in self.sources}
             kept = handover or Handover()
+            normaliser = kept.normaliser or build_normaliser(settings)
+            self.registries = build_registries(settings)
+            self.sources = build_sources(settings, normaliser.validations)
+            names = {source.name for source in self.sources}
             self.syncer = Syncer(
                 self.sources,
                 self.registries,
-                handover=replace(kept, listed_once=kept.listed_once & names),
+                handover=replace(
+                    kept,
+                    listed_once=kept.listed_once & names,
+                    normaliser=normaliser,
+                ),
                 deadlines=Deadlines(apply=APPLY_DEADLINE_SECONDS),
             )
             self.syncer.damper.min_seconds = settings.daemon.health_min_time
@@ -145,6 +156,8 @@ class Runtime:
                     after=f"{WATCHER_JOIN_SECONDS:g}s",
                 )
         close_all(target.registry for target in self.registries)
+        if (syncer := getattr(self, "syncer", None)) is not None:
+            syncer.close()  # None: this runtime failed to start
 
     def _leadership(self, settings: Settings) -> Leadership | None:
         daemon = settings.daemon

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Protocol
 
 from config.errors import ConfigError
@@ -15,8 +16,10 @@ from daemon.registry.table import REGISTRY_KINDS
 from daemon.registry_sync import RegistrySync, SyncOptions
 from discovery.consul.client import ConsulEndpoint
 from discovery.kinds import BuildContext
+from discovery.normalise import Normaliser
 from discovery.sources.base import Source
 from discovery.sources.table import SOURCE_KINDS
+from discovery.validations import Validations
 
 
 def consul_endpoint(settings: ConsulSettings) -> ConsulEndpoint:
@@ -73,10 +76,11 @@ def build_registries(settings: Settings) -> list[RegistrySync]:
     return built
 
 
-def build_sources(settings: Settings) -> list[Source]:
+def build_sources(settings: Settings, validations: Validations | None = None) -> list[Source]:
     """Every configured source; if one cannot be built, those built before it are
-    closed again."""
-    ctx = build_context(settings)
+    closed again. ``validations``: what earlier processes validated (the Normaliser's),
+    for a source that can then skip parsing what they did."""
+    ctx = replace(build_context(settings), validations=validations)
     built: list[Source] = []
     try:
         for source in settings.sources:
@@ -87,6 +91,12 @@ def build_sources(settings: Settings) -> list[Source]:
             raise ConfigError(str(exc)) from None
         raise
     return built
+
+
+def build_normaliser(settings: Settings) -> Normaliser:
+    """Validation with its memory on disk (``daemon.validations``), unless that is off."""
+    path = settings.daemon.validations
+    return Normaliser(Validations(None if path == "off" else path))
 
 
 class Closable(Protocol):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from config.errors import ConfigError
 from config.settings import ConsulSettings
 from discovery.consul.client import ConsulEndpoint
+from discovery.validations import Validations
 
 S = TypeVar("S", bound=BaseModel)
 T = TypeVar("T")
@@ -37,6 +38,8 @@ class BuildContext:
     # Leader election serialises the writers: the leader takes capsync's node over from
     # a writer recorded before it (daemon/registry/writer.py).
     takeover: bool = False
+    # What earlier processes validated (the state directory), shared with the Normaliser.
+    validations: Validations | None = None
 
 
 @dataclass(frozen=True)

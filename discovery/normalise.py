@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
 from config.errors import DeclarationError
+from config.events import emit
 from discovery import schema
 from discovery.model import Capabilities
 from discovery.sources.base import Declaration, Listing
+from discovery.validations import Validations, persistable
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +46,17 @@ class Normaliser:
     """Validation with a memory: a declaration whose source reports the same fingerprint
     at the same reference as last cycle is not validated again (in a steady cycle of a
     large fleet, validation is most of the work). Only what was listed in the latest
-    cycle is remembered, per source."""
+    cycle is remembered, per source.
 
-    def __init__(self) -> None:
+    With ``validations`` (a file in the state directory), a new process starts from
+    what the last one validated: a declaration whose content (its fingerprint is its text
+    or a digest of its bytes) was validated before is not validated again."""
+
+    def __init__(self, validations: Validations | None = None) -> None:
         self._memory: dict[str, dict[tuple[Any, ...], Found | Invalid]] = {}
+        self.validations = validations or Validations(None)
+        self._changed = False  # the memory differs from what is on disk
+        self.reused = 0  # declarations of the last listing whose validation was on disk
         # source -> (the listing it handed over, what it gave): a source that lists
         # exactly what it listed before gets back the same lists, so the cycle can tell
         # nothing changed. The same Listing object (the file source's) is not even
@@ -62,8 +72,10 @@ class Normaliser:
             return last[1], last[2]
         found: list[Found] = []
         invalid = [Invalid(source=source, error=error) for error in listing.invalid]
+        first = source not in self._memory
         previous, current = self._memory.get(source, {}), {}
-        remembered = 0
+        kept = self.validations.kept(source) if first else {}
+        remembered = validated = self.reused = 0
         for declaration in listing.declarations:
             key = (
                 declaration.ref,
@@ -72,8 +84,12 @@ class Normaliser:
                 declaration.address,
             )
             result = previous.get(key) if declaration.fingerprint is not None else None
-            if result is None:
+            if result is None and (caps := kept.get(key)) is not None:
+                result = Found(caps, replace(declaration, data=None, reload=None))
+                self.reused += 1
+            elif result is None:
                 result = _validate(declaration, source)
+                validated += 1
             elif isinstance(result, Found) and result.declaration.health != declaration.health:
                 # Health is no part of the declaration: the validation is reused, but
                 # the listing is not the one remembered (its health is news).
@@ -87,10 +103,37 @@ class Normaliser:
             else:
                 invalid.append(result)
         self._memory[source] = current
+        self.validations.release(source)
+        if first and self.reused:
+            emit(
+                logging.INFO,
+                "validations_reused",
+                source=source,
+                reused=self.reused,
+                validated=validated,
+            )
+        self._changed |= bool(validated) or len(current) != len(kept if first else previous)
         if last is not None and _relisted(listing, last[0], remembered, current, previous):
             found, invalid = last[1], last[2]
         self._last[source] = (Seen.of(listing), found, invalid)
         return found, invalid
+
+    def save(self, *, now: bool = False) -> None:
+        """Write what is remembered to disk, when it changed and a write is due (or
+        ``now``: the process is stopping)."""
+        if not self._changed or not (now or self.validations.due()):
+            return
+        self.validations.save(
+            {
+                source: {
+                    key: result.caps
+                    for key, result in memory.items()
+                    if isinstance(result, Found) and persistable(key[1])
+                }
+                for source, memory in self._memory.items()
+            }
+        )
+        self._changed = False
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,23 @@ class ConsulTarget:
     def _headers(self) -> dict[str, str]:
         return {"X-Consul-Token": self.token} if self.token else {}
 
+    def retag_by_hand(self, service_id: str, tags: list[str]) -> None:
+        """Change the tags of one of our instances as an operator would (the catalog
+        API), its meta kept."""
+        declared = self.services()[service_id]
+        tampered = {
+            "Node": self.node,
+            "Address": declared["Address"],
+            "SkipNodeUpdate": True,
+            "Service": {
+                "ID": service_id,
+                "Service": self.service,
+                "Tags": tags,
+                "Meta": declared["ServiceMeta"],
+            },
+        }
+        assert self.put("/v1/catalog/register", tampered).status_code == 200
+
     def services(self) -> dict[str, Any]:
         """id -> catalog entry of every instance of our service on our node."""
         items = self.get(f"/v1/catalog/service/{self.service}")

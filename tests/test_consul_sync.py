@@ -254,18 +254,7 @@ def test_an_owned_instance_changed_by_hand_between_steady_cycles_is_put_back(
         for _ in range(2):
             assert syncer.run_once().registries[0].changes.unchanged == 5
         declared = consul.services()["w-0001"]
-        tampered = {
-            "Node": consul.node,
-            "Address": declared["Address"],
-            "SkipNodeUpdate": True,
-            "Service": {
-                "ID": "w-0001",
-                "Service": consul.service,
-                "Tags": ["not-declared"],
-                "Meta": declared["ServiceMeta"],
-            },
-        }
-        assert consul.put("/v1/catalog/register", tampered).status_code == 200
+        consul.retag_by_hand("w-0001", ["not-declared"])
         repaired = syncer.run_once().registries[0]
         assert [u.new.id for u in repaired.changes.update] == ["w-0001"]
         assert consul.services()["w-0001"]["ServiceTags"] == declared["ServiceTags"]

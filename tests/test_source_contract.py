@@ -25,8 +25,10 @@ from daemon.runtime import WATCHER_JOIN_SECONDS
 from daemon.settings_model import SETTINGS
 from daemon.wiring import build_sources
 from discovery.inbox import Registration, SqliteInbox
+from discovery.normalise import Normaliser
 from discovery.sources.base import Source, Watchable
 from discovery.sources.table import SOURCE_KINDS
+from discovery.validations import Validations
 from tests.conftest import SEED_LABEL
 from tests.docker_engine import IMAGE, DockerEngine
 from tests.doubles.consul import ConsulDouble
@@ -178,6 +180,30 @@ def test_lists_what_it_sees(
             listing = source.list()
     assert not listing.invalid
     assert [d.body() for d in listing.declarations] == [json.loads(SEED_LABEL)]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_new_process_reuses_what_an_earlier_one_validated(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every kind fingerprints a declaration by its content, so what one process
+    validated (kept in the state directory) is not validated again by the next, which
+    gets the same worker."""
+    cache = tmp_path / "validations.cache"
+    runs = []
+    with KINDS[kind](request, tmp_path, True) as (table, env):
+        for _ in range(2):  # two processes: a new source and Normaliser, the same file
+            source = built(table, env, monkeypatch)
+            normaliser = Normaliser(Validations(cache))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                found, invalid = normaliser.normalise(source.list(), source.name)
+            normaliser.save()
+            source.close()
+            runs.append(([item.caps for item in found], invalid, normaliser.reused))
+    (first, invalid, reused_first), second = runs
+    assert len(first) == 1 and not invalid and reused_first == 0
+    assert second == (first, [], 1)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -33,6 +33,7 @@ def state_paths(config: dict) -> dict[str, str]:
         "push inbox": push["path"],
         "amqp inbox": amqp["path"],
         "outbox": config["amqp_events"]["outbox"],
+        "validations": config["daemon"]["validations"],
     }
 
 
@@ -55,6 +56,7 @@ def test_default_paths_follow_the_state_directory(
         "push inbox": f"{directory}/inbox.db",
         "amqp inbox": f"{directory}/amqp-inbox.db",
         "outbox": f"{directory}/amqp-outbox.db",
+        "validations": f"{directory}/validations.cache",
     }
 
 

@@ -8,12 +8,12 @@ import sys
 
 from config.settings import Settings
 from daemon.commands.common import add_sync_options, settings_from_args
-from daemon.cycle import Syncer
+from daemon.cycle import Handover, Syncer
 from daemon.cycle_report import CycleReport
 from daemon.logs import configure
 from daemon.report import log_problems, plan_json, plan_table, summary
 from daemon.service import Daemon
-from daemon.wiring import build_registries, build_sources, close_all
+from daemon.wiring import build_normaliser, build_registries, build_sources, close_all
 from discovery.sources.base import Source
 
 
@@ -87,7 +87,9 @@ def sync_once(settings: Settings, *, dry_run: bool) -> CycleReport:
     registries = build_registries(settings)
     sources: list[Source] = []
     try:
-        sources = build_sources(settings)
-        return Syncer(sources, registries).run_once(dry_run=dry_run)
+        normaliser = build_normaliser(settings)
+        sources = build_sources(settings, normaliser.validations)
+        handover = Handover(normaliser=normaliser)
+        return Syncer(sources, registries, handover=handover).run_once(dry_run=dry_run)
     finally:
         close_all([*sources, *(target.registry for target in registries)])

@@ -28,8 +28,10 @@ class Declaration:
     data: Any
     default_id: str | None = None
     address: str = ""
-    # What the source read, or a stamp of it (a file's stat, a label's text): the same
-    # fingerprint at the same ref means the same declaration, so its validation is reused.
+    # What the source read, or a stamp of it (a digest of a file's bytes, a label's
+    # text): the same fingerprint at the same ref means the same declaration, so its
+    # validation is reused. A str or bytes fingerprint must be the content itself or a
+    # digest of it: it is trusted by later processes too (discovery/validations.py).
     fingerprint: Hashable = None
     reload: Callable[[], Any] | None = None
     # What the place the worker lives says of it now; beside the declaration, not part

@@ -161,7 +161,8 @@ class ConsulSource:
                 )
             )
         elif any(k in CATEGORIES or k.startswith(codec.FLAG_PREFIX) for k in meta):
-            # The registry encoding: its meta and tags are the raw text.
+            # The registry encoding: its meta and tags are the raw text (as one text, so
+            # a later process may reuse its validation too).
             listing.declarations.append(
                 Declaration(
                     self.name,
@@ -169,7 +170,7 @@ class ConsulSource:
                     None,
                     default_id=entry.id,
                     address=address,
-                    fingerprint=(tuple(sorted(entry.meta.items())), tuple(entry.tags)),
+                    fingerprint=json.dumps([sorted(entry.meta.items()), entry.tags]),
                     reload=partial(_decoded, entry),
                 )
             )

@@ -6,6 +6,7 @@ A single declaration without an ``id`` takes the file name's stem as its id.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Hashable
@@ -19,6 +20,7 @@ from config.settings import SourceName, SourceSettingsBase
 from discovery import documents
 from discovery.kinds import BuildContext, Kind, field_arg
 from discovery.sources.base import Declaration, Listing
+from discovery.validations import Key, Validations
 
 POLL_SECONDS = 1.0
 SUFFIXES: dict[str, documents.Format] = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
@@ -37,6 +39,10 @@ class FileSource:
     # while no file's stat changed, so the cycle knows nothing did.
     _last: tuple[dict[str, Stat], Listing] | None = field(default=None, repr=False)
 
+    # What earlier processes validated (the state directory): a file they validated is
+    # not parsed by a new process.
+    validations: Validations | None = field(default=None, repr=False)
+
     def list(self) -> Listing:
         if not self.path.is_dir():
             raise SourceError(f"source {self.name}: {self.path} is not a readable directory")
@@ -50,13 +56,15 @@ class FileSource:
         for path in sorted(files):
             cached = self._cache.get(path)
             if cached is None or cached[0] != files[path]:
-                fresh = read_file(Path(path), self.name, files[path])
+                fresh = read_file(Path(path), self.name, self._known())
                 listing.extend(fresh)
                 cached = (
                     files[path],
                     Listing(
                         [
-                            replace(d, data=None, reload=partial(_reread, path, d.ref))
+                            replace(
+                                d, data=None, reload=partial(_reread, path, d.ref, d.fingerprint)
+                            )
                             for d in fresh.declarations
                         ],
                         fresh.invalid,
@@ -70,6 +78,9 @@ class FileSource:
         # What is kept holds no parsed body (a re-read when needed), like the cache.
         self._last = (files, kept)
         return listing
+
+    def _known(self) -> Callable[[Key], bool] | None:
+        return None if self.validations is None else partial(self.validations.knows, self.name)
 
     def watch(self, notify: Callable[[str], None], stop: threading.Event) -> None:
         """Poll the directory's file names, sizes and modification times: portable, and
@@ -127,22 +138,36 @@ def _add_file(found: dict[str, Stat], entry: os.DirEntry[str]) -> None:
     found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _reread(path: str, ref: str) -> Any:
-    """One declaration of a file, read again (its validation was not remembered)."""
+def _reread(path: str, ref: str, fingerprint: Hashable) -> Any:
+    """One declaration of a file, read again (its validation was not remembered): the
+    content it was listed with, or an error (what is validated is always what the
+    fingerprint names, so a validation is never remembered under another's)."""
     listing = read_file(Path(path), "file")
     if listing.invalid:
         raise listing.invalid[0]
     for declaration in listing.declarations:
-        if declaration.ref == ref:
+        if declaration.ref == ref and declaration.fingerprint == fingerprint:
             return declaration.data
     raise DeclarationError(ref, [("", "the file changed while it was being read")])
 
 
-def read_file(path: Path, source: str, fingerprint: Hashable = None) -> Listing:
-    """One file's declarations, or its one error."""
+def read_file(path: Path, source: str, known: Callable[[Key], bool] | None = None) -> Listing:
+    """One file's declarations, or its one error. Each is fingerprinted by a digest of
+    the file's bytes: the same digest at the same ref is the same declaration, in this
+    process or (the Normaliser's memory on disk) a later one. A file that ``known`` says
+    an earlier process validated is not parsed: those very bytes at this path were one
+    valid declaration (its ref is the path's only then) for the same code, so they are
+    again; it is parsed when it has to be validated after all."""
     ref = str(path)
     try:
         raw = documents.read_document(path, ref)
+        fingerprint = hashlib.blake2b(raw, digest_size=16).digest()
+        if known is not None and known((ref, fingerprint, path.stem, "")):
+            reload = partial(_reread, ref, ref, fingerprint)
+            unparsed = Declaration(
+                source, ref, None, default_id=path.stem, fingerprint=fingerprint, reload=reload
+            )
+            return Listing([unparsed])
         items = documents.parse(raw, ref=ref, fmt=SUFFIXES.get(path.suffix, "auto"), many=True)
     except OSError as exc:
         reason = exc.strerror or str(exc)
@@ -173,7 +198,7 @@ class FileSourceSettings(SourceSettingsBase):
 
 
 def build(settings: FileSourceSettings, ctx: BuildContext) -> FileSource:
-    return FileSource(settings.path, name=settings.name)
+    return FileSource(settings.path, name=settings.name, validations=ctx.validations)
 
 
 KIND = Kind("file", FileSourceSettings, "DIR", field_arg("path", required=True), build)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import statistics
 import subprocess
@@ -121,15 +122,24 @@ class Child:
     """An approach's process; each ``cycle()`` is one measured cycle in it."""
 
     def __init__(
-        self, approach: str, directory: Path | str, address: str, double: ConsulDouble | None = None
+        self,
+        approach: str,
+        directory: Path | str,
+        address: str,
+        double: ConsulDouble | None = None,
+        *,
+        state: Path | None = None,
     ) -> None:
+        """``state``: the process's $STATE_DIRECTORY (None: it keeps nothing on disk)."""
         self.double = double
+        env = {k: v for k, v in os.environ.items() if k != "STATE_DIRECTORY"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.bench.child", approach, str(directory), address],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
+            env=env if state is None else {**env, "STATE_DIRECTORY": str(state)},
         )
 
     def cycle(self) -> dict[str, Any]:
@@ -283,18 +293,21 @@ def main() -> None:
         return
     n = args.workers
     results: dict[str, Any] = {"workers": n, "capsync": {}, "naive": {}}
-    with tempfile.TemporaryDirectory(prefix="capsync-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="capsync-bench-") as tmp,
+        tempfile.TemporaryDirectory(prefix="capsync-bench-state-") as state,
+    ):
         fleet = Path(tmp)
         write_fleet(fleet, n)
         with ConsulDouble(max_txn_ops=64) as double:
-            daemon = Child("capsync", fleet, double.address, double)
+            daemon = Child("capsync", fleet, double.address, double, state=Path(state))
             results["capsync"]["cold"] = daemon.cycle()
             results["capsync"]["steady"] = daemon.cycle()
             results["churned"] = churn(fleet, 0.01)
             results["capsync"]["churn"] = daemon.cycle()
             daemon.close()
-            # `capsync run --once`: nothing learnt
-            once = Child("capsync", fleet, double.address, double)
+            # `capsync run --once`: only what the daemon left in the state directory
+            once = Child("capsync", fleet, double.address, double, state=Path(state))
             results["capsync"]["steady_fresh_process"] = once.cycle()
             once.close()
         with ConsulDouble(max_txn_ops=64) as double:

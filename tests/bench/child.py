@@ -12,7 +12,9 @@ and the Consul double's work (in the parent) is never counted here.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import resource
 import sys
 import time
@@ -21,10 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from daemon.cycle import Syncer
+from daemon.cycle import Handover, Syncer
 from daemon.report import summary
 from daemon.settings_model import SETTINGS
-from daemon.wiring import build_registries, build_sources
+from daemon.wiring import build_normaliser, build_registries, build_sources
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -74,9 +76,15 @@ def syncing(settings_: dict[str, Any], source: dict[str, Any]) -> Callable[[], s
             "registry": registry,
             **settings_,
             "sources": [source],
+            "daemon": {"validations": state_file("validations.cache")},
         }
     )
-    syncer = Syncer(build_sources(settings), build_registries(settings))
+    # The validations on disk as the daemon keeps them, in the bench's state directory.
+    normaliser = build_normaliser(settings)
+    handover = Handover(normaliser=normaliser)
+    sources = build_sources(settings, normaliser.validations)
+    syncer = Syncer(sources, build_registries(settings), handover=handover)
+    atexit.register(syncer.close)  # as the daemon, when it stops
 
     def cycle() -> str:
         report = syncer.run_once()
@@ -85,6 +93,12 @@ def syncing(settings_: dict[str, Any], source: dict[str, Any]) -> Callable[[], s
         return summary(report)
 
     return cycle
+
+
+def state_file(name: str) -> str:
+    """A file in ``$STATE_DIRECTORY``, as the daemon's default; "off" without one."""
+    directory = os.environ.get("STATE_DIRECTORY")
+    return str(Path(directory, name)) if directory else "off"
 
 
 def naive(directory: Path, address: str) -> Callable[[], str]:

@@ -45,13 +45,17 @@ def run_size(
         fleet = Path(tmp) / "fleet"
         fleet.mkdir()
         write_fleet(fleet, n)
+        # The daemon's state directory: the fresh process of ``once`` starts from what the
+        # daemon left there when it stopped, as a restart or `run --once` would.
+        state = Path(tmp) / "state"
+        state.mkdir()
         with ConsulDouble(max_txn_ops=128) as double:
-            daemon = child("capsync-txn128", fleet, double.address, double)
+            daemon = child("capsync-txn128", fleet, double.address, double, state=state)
             files: Run = {phase: daemon.cycle() for phase in ("cold", "reread", "steady")}
             churn(fleet, 0.01)
             files["churn"] = daemon.cycle()
             daemon.close()
-            once = child("capsync-txn128", fleet, double.address, double)
+            once = child("capsync-txn128", fleet, double.address, double, state=state)
             files["once"] = once.cycle()
             once.close()
         out["files->consul"] = files

@@ -1,0 +1,232 @@
+"""The Normaliser's memory kept on disk, so that a new process (``capsync run --once``, a
+restart) does not validate again what an earlier one validated.
+
+Safe by construction:
+- an entry is found only by what the declaration *is*: its source, ref, default id,
+  address and a fingerprint that is its raw text or a digest of its bytes (a ``str`` or
+  ``bytes`` fingerprint; a stat, which says nothing of the content, is never kept);
+- the file starts with a header naming its format, a digest of the code that validates
+  (every module of ``discovery`` and ``config``) and a checksum of the rest: a file
+  written by other code, or damaged anywhere, is ignored, never read as today's answer;
+- anything unreadable (absent, truncated, corrupt, foreign, too large, not ours) is
+  ignored with one log line: the declarations are validated, as without the file;
+- it is written to a temporary file renamed over the old one (a crash leaves the old
+  file or the new one, never half of one), and never larger than ``MAX_BYTES``.
+
+Pickle, with the header checked before it is unpickled and the file in capsync's own
+state directory, owned by this user and writable by no one else (whoever can write there
+can already change capsync's state): a Capabilities is a graph of frozen dataclasses,
+which marshal and JSON cannot hold without a hand-written codec to keep in step with the
+model. Each dataclass is pickled as its constructor's arguments, which loads in half the
+time of pickle's default (``__setstate__`` field by field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+import os
+import pickle
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Hashable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from config.events import emit
+from discovery.model import Capabilities
+
+MAGIC = b"capsync-validations 1\n"
+MAX_BYTES = 512 * 2**20
+# A running daemon writes its memory at most this often (and after its first cycle):
+# what changed since costs a restart one validation each, never a wrong entry.
+SAVE_SECONDS = 300.0
+
+# (ref, fingerprint, default id, address): a declaration's key in the Normaliser's memory.
+Key = tuple[str, Hashable, str | None, str]
+Memory = dict[str, dict[Key, Capabilities]]  # source -> key -> its validation
+
+
+def persistable(fingerprint: Hashable) -> bool:
+    """A fingerprint that is the declaration's content (its raw text, or a digest of its
+    bytes), so the same fingerprint in another process means the same declaration."""
+    return isinstance(fingerprint, str | bytes)
+
+
+class Validations:
+    """The file at ``path`` (None: nothing is kept on disk)."""
+
+    def __init__(self, path: Path | None, clock: Any = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._saved_at: float | None = None
+        self._loaded: Memory | None = None  # read once, by whoever asks first
+        self._lock = threading.Lock()  # a source's listing runs in a thread of its own
+
+    def kept(self, source: str) -> dict[Key, Capabilities]:
+        """What an earlier process validated of ``source``."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return self._loaded.get(source, {})
+
+    def knows(self, source: str, key: Key) -> bool:
+        """Whether an earlier process validated this very declaration: a source may then
+        leave it unparsed (its Normaliser reuses the validation)."""
+        return key in self.kept(source)
+
+    def release(self, source: str) -> None:
+        """Forget what was kept of ``source`` (its Normaliser has taken what it needs)."""
+        with self._lock:
+            if self._loaded is not None:
+                self._loaded.pop(source, None)
+
+    def _load(self) -> Memory:
+        """What an earlier process validated; empty (and one log line) when the file
+        cannot be trusted."""
+        if self.path is None:
+            return {}
+        try:
+            memory = self._read(self.path)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # whatever is wrong with it, it only costs validation
+            emit(
+                logging.WARNING,
+                "validations_ignored",
+                path=str(self.path),
+                reason=_reason(exc),
+                action="validating every declaration",
+            )
+            return {}
+        emit(
+            logging.INFO,
+            "validations_loaded",
+            path=str(self.path),
+            declarations=sum(len(keys) for keys in memory.values()),
+        )
+        return memory
+
+    def due(self) -> bool:
+        """Whether a changed memory is written now: the first time, then at most every
+        ``SAVE_SECONDS``."""
+        return self.path is not None and (
+            self._saved_at is None or self._clock() - self._saved_at >= SAVE_SECONDS
+        )
+
+    def save(self, memory: Memory) -> None:
+        """Write ``memory``; a failure (no state directory, a full disk) is one log line."""
+        if self.path is None:
+            return
+        self._saved_at = self._clock()
+        try:
+            body = _dumps(memory)
+            data = MAGIC + code_version() + _checksum(body) + body
+            if len(data) > MAX_BYTES:
+                raise ValueError(f"{len(data)} bytes, more than the limit of {MAX_BYTES}")
+            _replace(self.path, data)
+        except Exception as exc:  # the cycle is done; only a later start pays for this
+            if isinstance(exc, FileNotFoundError) and not self.path.parent.exists():
+                return  # no state directory (a user's `run --once`): nothing to keep it in
+            emit(
+                logging.WARNING,
+                "validations_not_saved",
+                path=str(self.path),
+                reason=_reason(exc),
+            )
+
+    @staticmethod
+    def _read(path: Path) -> Memory:
+        # Non-blocking: a FIFO put in its place fails the check below instead of hanging.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError("not a regular file")
+            if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise ValueError("not owned by this user, or writable by others")
+            if info.st_size > MAX_BYTES:
+                raise ValueError(f"{info.st_size} bytes, more than the limit of {MAX_BYTES}")
+            if handle.read(len(MAGIC)) != MAGIC:
+                raise ValueError("not a file of validations in this format")
+            if handle.read(len(code_version())) != code_version():
+                raise ValueError("written by another version of capsync")
+            checksum, body = handle.readline(), handle.read()
+        if checksum != _checksum(body):
+            raise ValueError("truncated or corrupt (its checksum does not match)")
+        memory = pickle.loads(body)  # noqa: S301 (checked: our file, our code, intact)
+        if not isinstance(memory, dict) or not all(
+            isinstance(keys, dict) and all(isinstance(c, Capabilities) for c in keys.values())
+            for keys in memory.values()
+        ):
+            raise ValueError("not a memory of validations")
+        return memory
+
+
+@cache
+def code_version() -> bytes:
+    """A digest of the source of every module that reads, validates or models a
+    declaration: another capsync (an upgrade, a local change) never reuses this one's."""
+    digest = hashlib.blake2b(digest_size=16)
+    for package in ("discovery", "config"):
+        root = Path(__file__).resolve().parents[1] / package
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest().encode() + b"\n"
+
+
+def _checksum(body: bytes) -> bytes:
+    """The header's last line: a flipped byte in a name never loads as another name."""
+    return hashlib.blake2b(body, digest_size=32).hexdigest().encode() + b"\n"
+
+
+def _dumps(memory: Mapping[str, Mapping[Key, Capabilities]]) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(memory)
+    return buffer.getvalue()
+
+
+class _Pickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        """A dataclass as its class and its fields in order: loaded by its constructor."""
+        names = _fields(type(obj))
+        if names is None:
+            return NotImplemented
+        return type(obj), tuple(getattr(obj, name) for name in names)
+
+
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _fields(kind: type) -> tuple[str, ...] | None:
+    """A dataclass's fields, when its constructor takes every one of them."""
+    if kind not in _FIELDS:
+        fields = dataclasses.fields(kind) if dataclasses.is_dataclass(kind) else None
+        _FIELDS[kind] = (
+            tuple(f.name for f in fields) if fields and all(f.init for f in fields) else None
+        )
+    return _FIELDS[kind]
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, atomically: written beside it, flushed, renamed over it."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc) or type(exc).__name__

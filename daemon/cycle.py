@@ -91,6 +91,9 @@ class Syncer:
         self._found: list[Found] = []
         self._invalid: list[Invalid] = []
         self._at: tuple[list[Found], dict[int, int | None], int | None] | None = None
+        # The damper's last input and what it showed, while it holds no change back: the
+        # same input is then shown the same (nothing is due), without a walk.
+        self._settled: tuple[list[Found], list[Found]] | None = None
 
     @property
     def handover(self) -> Handover:
@@ -155,7 +158,10 @@ class Syncer:
         self, found: list[Found], now: float, dry_run: bool
     ) -> tuple[list[Found], float | None]:
         """Each worker's health as the damper shows it (a dry run changes no memory), and
-        when a held change is next due. A steady fleet costs one comparison per worker."""
+        when a held change is next due. A steady fleet costs one comparison per worker; the
+        very list of last cycle, with nothing held back, costs nothing."""
+        if self._settled is not None and self._settled[0] is found:
+            return self._settled[1], None
         damper = self.damper if not dry_run else copy.deepcopy(self.damper)
         keys = [(item.declaration.source, item.declaration.ref) for item in found]
         shown, due = damper.settle(
@@ -169,7 +175,10 @@ class Syncer:
         ]
         # Nothing held back: the very same list, so a steady cycle's reuse still holds.
         same = all(new is old for new, old in zip(settled, found, strict=True))
-        return (found if same else settled), due
+        result = found if same else settled
+        if not dry_run:
+            self._settled = (found, result) if due is None else None
+        return result, due
 
     def close(self) -> None:
         """Write what was validated since the last write: the next process starts from it."""

@@ -153,6 +153,29 @@ def test_a_flapping_worker_is_damped_and_its_held_change_is_due() -> None:
     assert _owned(catalog)["w1"].health == CRITICAL
 
 
+def test_a_held_change_is_shown_when_due_while_the_listing_stays_the_same() -> None:
+    catalog = MemoryCatalog()
+    clock = [1000.0]
+    # fingerprinted: the same declarations give the very same list, cycle after cycle
+    source = ScriptedSource(declarations=[{"id": "w1"}], as_text=True)
+    syncer = _damped(Syncer([source], [_sync(catalog)], clock=lambda: clock[0]))
+    syncer.run_once()  # passing, shown since 1000
+    clock[0] += 1
+    source.health["w1"] = CRITICAL
+    assert syncer.run_once().next_change == 1030  # held
+    for _ in range(3):  # nothing else changes: the same listing, cycle after cycle
+        clock[0] += 1
+        syncer.run_once()
+        assert _owned(catalog)["w1"].health == PASSING
+    clock[0] = 1030.0
+    syncer.run_once()
+    assert _owned(catalog)["w1"].health == CRITICAL
+    clock[0] += 1
+    steady = syncer.run_once()  # shown and settled: a steady cycle writes nothing
+    assert steady.registries[0].changes is not None
+    assert steady.registries[0].changes.writes == 0
+
+
 def test_the_damping_goes_on_across_a_reload() -> None:
     catalog = MemoryCatalog()
     clock = [0.0]

@@ -6,18 +6,11 @@ write moves each one's version (test_registry_contract.py, behind steady cycles)
 from __future__ import annotations
 
 from daemon.registry.base import REREAD_SECONDS, KeptRead, Snapshot
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fake_clock import Clock
 
 
 def test_the_kept_read_is_handed_back_at_its_version_only_and_never_past_the_bound() -> None:
-    clock, read = Clock(), Snapshot(owned={})
+    clock, read = Clock(1000.0), Snapshot(owned={})
     kept = KeptRead(clock)
     assert not kept.fresh() and kept.get(7) is None  # nothing read yet
     kept.keep(7, kept.start(), read)
@@ -31,7 +24,7 @@ def test_the_kept_read_is_handed_back_at_its_version_only_and_never_past_the_bou
 
 
 def test_a_read_whose_version_moved_while_it_ran_is_not_kept_and_a_write_forgets() -> None:
-    kept = KeptRead(Clock())
+    kept = KeptRead(Clock(1000.0))
     kept.keep(None, kept.start(), Snapshot(owned={}))
     assert not kept.fresh() and kept.get(None) is None
     kept.keep((1, 2), kept.start(), Snapshot(owned={}))

@@ -28,18 +28,11 @@ from tests.conftest import ROOT, child_environment, run_cli
 from tests.consul_target import ConsulTarget
 from tests.daemon_process import Daemon, wait_until
 from tests.doubles.consul import ConsulDouble
+from tests.fake_clock import Clock
 from tests.test_sync_contract import EXAMPLES
 
 # A lone surrogate: valid JSON text, but no UTF-8 encoding exists for it.
 SURROGATE = '{"id":"sur","static_analysis_tools":[{"tool_name":"cl\\ud800ppy"}]}'
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # --- retry with backoff (time passed in) ---------------------------------------------

@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.trigger import Trigger
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fake_clock import Clock
 
 
 def test_nothing_due_without_a_request() -> None:

@@ -53,10 +53,11 @@ class FileSource:
         if self._last is not None and self._last[0] == files:
             return self._last[1]
         listing, cache, kept = Listing(), {}, Listing()
+        known = self._known()
         for path in sorted(files):
             cached = self._cache.get(path)
             if cached is None or cached[0] != files[path]:
-                fresh = read_file(Path(path), self.name, self._known())
+                fresh = read_file(Path(path), self.name, known)
                 listing.extend(fresh)
                 cached = (
                     files[path],

@@ -169,7 +169,8 @@ class Syncer:
         )
         settled = [
             item
-            if (health := shown[key]) == item.declaration.health
+            if (health := shown[key]) is item.declaration.health
+            or health == item.declaration.health
             else Found(item.caps, replace(item.declaration, health=health))
             for key, item in zip(keys, found, strict=True)
         ]

@@ -40,7 +40,8 @@ UNKNOWN = Health("critical", "capsync: no health recorded")
 def changed(old: Health, new: Health) -> bool:
     """Whether a registry holding ``old`` must be written ``new``: the status changed, or
     the registry holds none (UNKNOWN: written whatever the status, even critical)."""
-    return old.status != new.status or old == UNKNOWN
+    # UNKNOWN's status is checked first: a steady fleet compares no Health in full.
+    return old.status != new.status or (old.status == UNKNOWN.status and old == UNKNOWN)
 
 
 def status_of(text: str) -> Status | None:

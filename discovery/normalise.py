@@ -90,7 +90,10 @@ class Normaliser:
             elif result is None:
                 result = _validate(declaration, source)
                 validated += 1
-            elif isinstance(result, Found) and result.declaration.health != declaration.health:
+            elif isinstance(result, Found) and (
+                result.declaration.health is not declaration.health
+                and result.declaration.health != declaration.health
+            ):
                 # Health is no part of the declaration: the validation is reused, but
                 # the listing is not the one remembered (its health is news).
                 result = Found(result.caps, replace(result.declaration, health=declaration.health))

@@ -8,10 +8,13 @@ import gc
 import json
 import logging
 import threading
+import time
+import weakref
 from dataclasses import dataclass, field
 
 import pytest
 
+from daemon import collector
 from daemon.cycle import Deadlines, Syncer
 from daemon.registry.memory import MemoryRegistry
 from daemon.registry.ownership import Ownership
@@ -151,7 +154,39 @@ def test_a_cycle_pauses_the_cyclic_collector_and_always_turns_it_back_on() -> No
     assert source.seen == [False, False]
     gc.disable()
     try:
+        frozen = gc.get_freeze_count()
         sync.run_once()
         assert not gc.isenabled()
+        assert gc.get_freeze_count() <= frozen  # nothing frozen by a cycle it did not pause
     finally:
         gc.enable()
+
+
+class _Ring:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_what_a_cycle_leaves_is_frozen_and_cyclic_garbage_in_it_is_freed_in_time() -> None:
+    """The collector's later passes skip what was alive when a cycle ended (the daemon's
+    long-lived state); cyclic garbage among it waits for the next full collection, at
+    most ``FULL_SECONDS`` later, and is freed then."""
+    registry = MemoryRegistry(Ownership(service="worker", owner="me", node="capsync-me"))
+    sync = Syncer(
+        [_Probe(declarations=[{"id": "w-1"}])],
+        [RegistrySync("r", registry, SyncOptions("worker", "me"))],
+    )
+    ring = _Ring()
+    gone = weakref.ref(ring)
+    try:
+        sync.run_once()
+        assert gc.get_freeze_count() > 0
+        del ring
+        gc.collect()
+        assert gone() is not None  # frozen: it waits for the full collection
+        collector.settle(time.monotonic() + collector.FULL_SECONDS)
+        assert gone() is None
+    finally:
+        gc.unfreeze()

@@ -223,7 +223,7 @@ Terms = TypeVar("Terms", Permissions, Expiration)
 def _terms(tool: ToolIn, name: str, kind: type[Terms], default: Terms) -> Terms:
     """The terms most tools declare (none) are one instance, shared by every tool that
     declares them, instead of one per tool of a large fleet."""
-    if name not in tool.model_fields_set:
+    if name not in tool.__pydantic_fields_set__:  # model_fields_set, without its property
         return default
     terms_ = kind(**vars(getattr(tool, name)))
     return default if terms_ == default else terms_

@@ -6,24 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import run_cli
 from tests.doubles.consul import ConsulDouble
-from tests.test_consul_tls import https_double, make_pki, pki  # noqa: F401 (fixtures)
-from tests.test_sync_contract import EXAMPLES
+from tests.test_consul_tls import https_double, pki, sync  # noqa: F401 (fixtures)
 
 NO_PROXY = {"NO_PROXY": "", "no_proxy": ""}
-
-
-def sync(double: ConsulDouble, **env: str):
-    return run_cli(
-        "run",
-        "--once",
-        "--owner",
-        "env",
-        "--source",
-        f"file:{EXAMPLES}",
-        env={"CONSUL_HTTP_ADDR": double.url, **env},
-    )
 
 
 def test_a_proxy_from_the_environment_is_used_unless_no_proxy_names_consul() -> None:

@@ -238,9 +238,10 @@ _ENCODER = msgspec.json.Encoder()
 def _environment(http: Any, url: str) -> dict[str, Any]:
     """What requests would take from the environment for ``url`` (HTTP(S)_PROXY and
     NO_PROXY, REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, ~/.netrc), asked once: the session
-    otherwise asks on every request (about 0.75 ms each, most of a cold sync's client
-    time), for an answer that is the same for every path of one Consul. The session then
-    no longer looks; these are passed with each request."""
+    otherwise asks on every request (about 0.75 ms each, a large part of a cold sync's
+    client time), for an answer that is the same for every path of one Consul (it
+    depends on the scheme and host only). The session then no longer looks; these are
+    passed with each request."""
     session: requests.Session = http.session
     settings = session.merge_environment_settings(url, {}, None, http.verify, http.cert)
     auth = requests.utils.get_netrc_auth(url) if session.trust_env else None

@@ -77,8 +77,12 @@ class ToolCapability:
         return (
             self.attestation is not None
             or self.verified
-            or self.permissions != DEFAULT_PERMISSIONS
-            or self.expiration != DEFAULT_EXPIRATION
+            # Most tools hold the shared defaults: the same object needs no comparing.
+            or (
+                self.permissions is not DEFAULT_PERMISSIONS
+                and self.permissions != DEFAULT_PERMISSIONS
+            )
+            or (self.expiration is not DEFAULT_EXPIRATION and self.expiration != DEFAULT_EXPIRATION)
         )
 
     def changes_at(self, now: int) -> int | None:

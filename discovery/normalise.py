@@ -85,7 +85,7 @@ class Normaliser:
             )
             result = previous.get(key) if declaration.fingerprint is not None else None
             if result is None and (caps := kept.get(key)) is not None:
-                result = Found(caps, replace(declaration, data=None, reload=None))
+                result = Found(caps, declaration.without_body())
                 self.reused += 1
             elif result is None:
                 result = _validate(declaration, source)
@@ -178,7 +178,7 @@ def _validate(declaration: Declaration, source: str) -> Found | Invalid:
     except DeclarationError as error:
         return Invalid(source, error, _claimed_id(declaration))
     # Remembered until the next cycle: keep where it came from, not its raw body.
-    return Found(caps, replace(declaration, data=None, reload=None))
+    return Found(caps, declaration.without_body())
 
 
 def _claimed_id(declaration: Declaration) -> str | None:

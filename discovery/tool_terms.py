@@ -65,7 +65,7 @@ class Expiration:
 
     def live(self, now: int) -> bool:
         """Neither expired nor revoked: the only state in which a tool provides anything."""
-        return not self.revoked and not self.expired(now)
+        return not self.revoked and now <= self.expires_at  # not expired, inlined
 
 
 # The terms of a tool that declares none: one instance each, shared (see schema._terms).

@@ -27,13 +27,14 @@ import dataclasses
 import hashlib
 import io
 import logging
+import operator
 import os
 import pickle
 import stat
 import tempfile
 import threading
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -193,23 +194,32 @@ def _dumps(memory: Mapping[str, Mapping[Key, Capabilities]]) -> bytes:
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         """A dataclass as its class and its fields in order: loaded by its constructor."""
-        names = _fields(type(obj))
-        if names is None:
+        kind = type(obj)
+        fields = _FIELDS[kind] if kind in _FIELDS else _fields(kind)
+        if fields is None:
             return NotImplemented
-        return type(obj), tuple(getattr(obj, name) for name in names)
+        return kind, fields(obj)
 
 
-_FIELDS: dict[type, tuple[str, ...] | None] = {}
+# A dataclass -> its fields' values in order, read in C (one attrgetter), or None.
+_FIELDS: dict[type, Callable[[Any], tuple[Any, ...]] | None] = {}
 
 
-def _fields(kind: type) -> tuple[str, ...] | None:
+def _fields(kind: type) -> Callable[[Any], tuple[Any, ...]] | None:
     """A dataclass's fields, when its constructor takes every one of them."""
-    if kind not in _FIELDS:
-        fields = dataclasses.fields(kind) if dataclasses.is_dataclass(kind) else None
-        _FIELDS[kind] = (
-            tuple(f.name for f in fields) if fields and all(f.init for f in fields) else None
-        )
-    return _FIELDS[kind]
+    fields = dataclasses.fields(kind) if dataclasses.is_dataclass(kind) else None
+    names = [f.name for f in fields] if fields and all(f.init for f in fields) else []
+    getter: Callable[[Any], tuple[Any, ...]] | None = None
+    if len(names) > 1:
+        getter = operator.attrgetter(*names)
+    elif names:
+        one = operator.attrgetter(names[0])  # of one name: the value, not a 1-tuple
+
+        def getter(obj: Any) -> tuple[Any, ...]:
+            return (one(obj),)
+
+    _FIELDS[kind] = getter
+    return getter
 
 
 def _replace(path: Path, data: bytes) -> None:

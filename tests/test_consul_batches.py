@@ -108,3 +108,33 @@ def test_an_entry_too_big_for_any_transaction_is_refused_alone(
     assert "max_txn_bytes" in result.refused[0].reason
     assert result.written == {"create": 3}
     assert sorted(consul.snapshot().owned) == ["ok-0", "ok-1", "ok-2"]
+
+
+def test_the_node_rides_in_the_first_transaction_only_and_the_rest_are_full() -> None:
+    """A cold sync: the node's registration (the writer claim, a check-and-set) goes in
+    the first transaction; once it is applied, the node is held and the later ones carry
+    max_ops operations of entries each (two an entry: its service and its check)."""
+    with ConsulDouble(max_txn_ops=128) as double:
+        client = SpyClient(ConsulEndpoint(double.address))
+        consul = ConsulRegistry(
+            client, Ownership(service="worker", owner="host-1", node="capsync-host-1"), max_ops=128
+        )
+        entries = [
+            codec.encode(
+                schema.validate({"id": f"w-{i:03}"}, ref="t"),
+                codec.Provenance(service="worker", owner="host-1", source="file", ref=f"r{i}"),
+            )
+            for i in range(200)
+        ]
+        consul.snapshot()
+        result = consul.apply(Changes(create=tuple(entries)))
+        assert result.written == {"create": 200} and result.complete
+        shapes = [[next(iter(op)) for op in body] for body in client.txns]
+        assert shapes == [
+            ["Node"] + ["Service", "Check"] * 63,
+            ["Service", "Check"] * 64,
+            ["Service", "Check"] * 64,
+            ["Service", "Check"] * 9,
+        ]
+        assert len(consul.snapshot().owned) == 200
+        client.close()

@@ -28,7 +28,6 @@ checks are read back with one ``/v1/health/node/<node>`` per snapshot.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping
@@ -56,7 +55,7 @@ from daemon.registry.writer import claim
 from discovery import codec
 from discovery.codec import Entry
 from discovery.consul import checks
-from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient, Response
+from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient, Response, encode
 from discovery.consul.fields import NodeServices, Service, entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
 from discovery.health import UNKNOWN, Health, changed, status_of
@@ -294,10 +293,11 @@ class ConsulRegistry:
         self, writable: list[Operation], tally: Tally
     ) -> Iterator[list[tuple[Operation, Txn]]]:
         """Consecutive whole units within both limits, the node's registration counted
-        in; a unit that fits in no transaction is refused alone. Each unit's ops are
-        built as its batch fills: a cold sync never holds every entry's body at once."""
-        reserve = _size([self._node_op(self._node_meta)]) if self._node_meta else 2
-        reserve_ops = 1 if self._node_meta else 0
+        in while it is still to be sent (the first transaction carries it; once one is
+        applied, the node is held and the rest have room for one more entry); a unit
+        that fits in no transaction is refused alone. Each unit's ops are built as its
+        batch fills: a cold sync never holds every entry's body at once."""
+        reserve, reserve_ops = self._reserve()
         batch: list[tuple[Operation, Txn]] = []
         ops = size = 0
         for op in writable:
@@ -316,12 +316,20 @@ class ConsulRegistry:
                 ops + len(txn) + reserve_ops > self.max_ops
                 or size + need + reserve > self.max_bytes
             ):
-                yield batch
+                yield batch  # sent before this resumes: the node's op may be done with
                 batch, ops, size = [], 0, 0
+                reserve, reserve_ops = self._reserve()
             batch.append((op, txn))
             ops, size = ops + len(txn), size + need
         if batch:
             yield batch
+
+    def _reserve(self) -> tuple[int, int]:
+        """(bytes, ops) a transaction keeps for the node's registration: none once it
+        is written (``_node_meta`` None), as ``apply`` then sends none."""
+        if self._node_meta is None:
+            return 2, 0  # the body's brackets
+        return _size([self._node_op(self._node_meta)]), 1
 
     def _send(self, batch: list[tuple[Operation, Txn]], node: Txn, tally: Tally) -> None:
         """One transaction; on 409 drop the units Consul named and send the rest."""
@@ -519,7 +527,7 @@ def _entry(service: Any, path: str) -> Entry:
 
 def _size(txn: Txn) -> int:
     """Bytes of ``txn`` as a JSON array, exactly as the client encodes it."""
-    return len(json.dumps(txn, separators=(",", ":")))
+    return len(encode(txn))
 
 
 class ConsulRegistrySettings(RegistrySettingsBase):

@@ -10,7 +10,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -63,9 +63,7 @@ class FileSource:
                     files[path],
                     Listing(
                         [
-                            replace(
-                                d, data=None, reload=partial(_reread, path, d.ref, d.fingerprint)
-                            )
+                            d.without_body(partial(_reread, path, d.ref, d.fingerprint))
                             for d in fresh.declarations
                         ],
                         fresh.invalid,

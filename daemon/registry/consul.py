@@ -59,7 +59,7 @@ from discovery.consul import checks
 from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient, Response
 from discovery.consul.fields import NodeServices, Service, entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
-from discovery.health import UNKNOWN, Health, changed, status_of
+from discovery.health import PASSING, UNKNOWN, Health, changed, status_of
 from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
@@ -487,7 +487,7 @@ def _as_written(health: Health, service: Service) -> Health:
     equal to the desired one in full (and the kept snapshot can hold that object)."""
     source = (service.meta or {}).get(codec.SOURCE, "")
     if health.output and health.output == _default_output(source, health.status):
-        return Health(health.status)
+        return PASSING if health.status == PASSING.status else Health(health.status)
     return health
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -206,16 +207,21 @@ def ref_value(ref: str) -> str:
     512-byte value limit on a character boundary; bytes that are not text (a file name
     in another encoding) are escaped, never sent as lone surrogates."""
     raw = ref.encode("utf-8", "backslashreplace")[:MAX_META_VALUE]
-    return raw.decode("utf-8", "ignore")
+    value = raw.decode("utf-8", "ignore")
+    return ref if value == ref else value  # the declaration's own copy, not a second
 
 
 def _declaration_meta(caps: Capabilities) -> dict[str, str]:
+    # Interned: a fleet repeats the same few tool lists and flag names in every entry.
     meta = {
-        category: ",".join(_encode_tool(tool) for tool in tools)
+        category: sys.intern(",".join(_encode_tool(tool) for tool in tools))
         for category, tools in caps.tools.items()
     }
     meta.update(
-        {f"{FLAG_PREFIX}{name}": "true" if on else "false" for name, on in caps.flags.items()}
+        {
+            sys.intern(FLAG_PREFIX + name): "true" if on else "false"
+            for name, on in caps.flags.items()
+        }
     )
     meta.update(caps.metadata)
     return meta

@@ -73,7 +73,7 @@ def worst(*healths: Health) -> Health:
     return max(healths, key=lambda h: STATUSES.index(h.status), default=PASSING)
 
 
-@dataclass
+@dataclass(slots=True)  # one per worker: no __dict__ each
 class _Held:
     shown: Health
     since: float

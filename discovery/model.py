@@ -35,7 +35,8 @@ CATEGORIES: Mapping[str, str] = MappingProxyType(
 )
 
 
-@dataclass(frozen=True, slots=True)
+# A weak reference slot: equal tools are one object (discovery.shared).
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ToolCapability:
     """One tool and the library's terms for it. The defaults are the minimal form's:
     the library's default permissions, an expiry that never passes, no attestation."""

@@ -172,16 +172,18 @@ def _relisted(
 
 
 def _validate(declaration: Declaration, source: str) -> Found | Invalid:
+    data = declaration.data
     try:
         data = declaration.body()
         caps = schema.validate(data, ref=declaration.ref, default_id=declaration.default_id)
     except DeclarationError as error:
-        return Invalid(source, error, _claimed_id(declaration))
+        return Invalid(source, error, _claimed_id(declaration, data))
     # Remembered until the next cycle: keep where it came from, not its raw body.
     return Found(caps, declaration.without_body())
 
 
-def _claimed_id(declaration: Declaration) -> str | None:
-    data = declaration.data  # None when a re-read failed: no id to claim
+def _claimed_id(declaration: Declaration, data: Any) -> str | None:
+    """The id the body claims (``data``: the body as read, parsed late or read again);
+    the source's default id when it claims none or could not be read."""
     claimed = data.get("id") if isinstance(data, dict) else None
     return claimed if isinstance(claimed, str) else declaration.default_id

@@ -24,7 +24,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from config.errors import DeclarationError
-from discovery import codec
+from discovery import codec, shared
 from discovery import tool_terms as terms
 from discovery.model import CATEGORIES, Capabilities, ToolCapability
 from discovery.tool_terms import (
@@ -193,8 +193,8 @@ def validate(data: Any, *, ref: str, default_id: str | None = None) -> Capabilit
             for category, field_name in CATEGORIES.items()
             if (tools := _tools(getattr(parsed, field_name)))
         },
-        flags=dict(parsed.flags),
-        metadata=dict(parsed.metadata),
+        flags=shared.flags(parsed.flags),
+        metadata=shared.strings(parsed.metadata),
     )
     if problems := _duplicate_tools(parsed):
         raise DeclarationError(ref, problems)
@@ -202,16 +202,19 @@ def validate(data: Any, *, ref: str, default_id: str | None = None) -> Capabilit
 
 
 def _tools(tools: list[ToolIn]) -> tuple[ToolCapability, ...]:
-    # Straight from the validated models' fields (flat: scalars only), no dump round trip.
+    # Straight from the validated models' fields (flat: scalars only), no dump round trip;
+    # each tool the one object equal to it (a fleet repeats a few tools many times).
     return tuple(
-        ToolCapability(
-            tool_name=tool.tool_name,
-            required=tool.required,
-            alternatives=tuple(tool.alternatives),
-            permissions=_terms(tool, "permissions", Permissions, DEFAULT_PERMISSIONS),
-            expiration=_terms(tool, "expiration", Expiration, DEFAULT_EXPIRATION),
-            attestation=Attestation(**vars(tool.attestation)) if tool.attestation else None,
-            verified=tool.verified,
+        shared.tool(
+            ToolCapability(
+                tool_name=shared.text(tool.tool_name),
+                required=tool.required,
+                alternatives=shared.texts(tool.alternatives),
+                permissions=_terms(tool, "permissions", Permissions, DEFAULT_PERMISSIONS),
+                expiration=_terms(tool, "expiration", Expiration, DEFAULT_EXPIRATION),
+                attestation=Attestation(**vars(tool.attestation)) if tool.attestation else None,
+                verified=tool.verified,
+            )
         )
         for tool in tools
     )

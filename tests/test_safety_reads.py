@@ -228,6 +228,7 @@ def test_registry_read_takes_what_consul_sends_and_refuses_other_shapes(
     else:
         assert result.returncode == 1
         assert "registry_failed" in result.stderr and "wrong shape" in result.stderr
+        assert "at `$.Services[" in result.stderr  # where, though decoded one by one
     assert target.writes() == writes and target.services() == before
 
 

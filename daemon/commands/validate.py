@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +151,14 @@ def _strings_checked(listing: Listing) -> Listing:
     out = Listing(invalid=list(listing.invalid))
     for declaration in listing.declarations:
         try:
-            intake.check(declaration.data)
+            body = declaration.body()  # a file's one object is parsed when it is needed
+            intake.check(body)
+        except DeclarationError as exc:
+            out.invalid.append(exc)
         except intake.InvalidMessage as exc:
             out.invalid.append(DeclarationError(declaration.ref, exc.problems))
         else:
-            out.declarations.append(declaration)
+            out.declarations.append(replace(declaration, data=body))
     return out
 
 

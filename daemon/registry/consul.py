@@ -35,6 +35,8 @@ from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import quote
 
+import msgspec
+
 from config.errors import RegistryError
 from config.events import emit
 from config.settings import KindName, RegistrySettingsBase
@@ -56,9 +58,9 @@ from discovery import codec
 from discovery.codec import Entry
 from discovery.consul import checks
 from discovery.consul.client import FILTERED_BY_ACLS, ConsulClient, Response, encode
-from discovery.consul.fields import NodeServices, Service, entry_from_service, service_fields
+from discovery.consul.fields import NodeServices, entry_from_service, service_fields
 from discovery.full_entry import document_key, document_prefix
-from discovery.health import UNKNOWN, Health, changed, status_of
+from discovery.health import PASSING, UNKNOWN, Health, changed, status_of
 from discovery.kinds import BuildContext, Kind, no_arg
 
 ACL_DENIALS = ("Permission denied", "ACL not found")
@@ -103,6 +105,12 @@ class ConsulRegistry:
         # The last full read, at the X-Consul-Index of the node's services and of its
         # checks.
         self._kept = KeptRead()
+        # What a full read may hold instead of what it decoded, when equal in full: the
+        # last read's entries (after the plan, the desired objects: registry_sync._share)
+        # and those written since. A read of an unchanged fleet then frees each decoded
+        # entry as soon as it is made, instead of holding a second copy of every one.
+        self._last_owned: Mapping[str, Entry] = {}
+        self._written: dict[str, Entry] = {}
 
     def snapshot(self) -> Snapshot:
         """The node's services and their checks. The same Snapshot object as last time
@@ -147,7 +155,7 @@ class ConsulRegistry:
                 f"this token ({FILTERED_BY_ACLS}: true); grant it node:read on the node and "
                 "service:read on the services"
             )
-        if node is None and services:
+        if node is None and answer.raw_services:
             raise RegistryError(f"Consul answered GET {path} with services but no Node")
         if node is None and self._node_seen:
             emit(
@@ -162,20 +170,25 @@ class ConsulRegistry:
         self._node_index = 0 if node is None else node.modify_index
         self._node_meta = self._claim()
         self._node_read = True
-        ours: list[Service] = []
+        ours: list[Entry] = []
         foreign: set[str] = set()
-        for service in services or ():
-            if self.ownership.ours(service.owner, service.service):
-                ours.append(service)
-            else:
-                foreign.add(service.id.casefold())
+        known, self._written = {**self._last_owned, **self._written}, {}
+        try:
+            for service in services():
+                if self.ownership.ours(service.owner, service.service):
+                    ours.append(_known(service.entry(), known))
+                else:
+                    foreign.add(service.id.casefold())
+        except msgspec.ValidationError as exc:
+            raise self.client.error(
+                f"Consul answered GET {path} with JSON of the wrong shape: {exc}"
+            ) from None
         health = self._checks() if ours else {}
-        owned = {
-            service.id: service.entry(
-                _as_written(health.get(check_id(service.id).casefold(), UNKNOWN), service)
-            )
-            for service in ours
-        }
+        owned = {}
+        for entry in ours:
+            read = _as_written(health.get(check_id(entry.id).casefold(), UNKNOWN), entry)
+            owned[entry.id] = entry if entry.health == read else replace(entry, health=read)
+        self._last_owned = owned
         return Snapshot(owned=owned, foreign=frozenset(foreign), meta=self._meta_read, health=True)
 
     def _checks(self) -> dict[str, Health]:
@@ -198,6 +211,8 @@ class ConsulRegistry:
         if not ops:
             return tally.result()
         self._kept.forget()  # whatever this writes, the next snapshot reads it all
+        written = [*changes.create, *(u.new for u in (*changes.update, *changes.health))]
+        self._written.update((entry.id, entry) for entry in written)
         if not self._node_read:
             self.snapshot()  # who holds the node is checked before any write
         if changes.record:
@@ -489,13 +504,21 @@ def _default_output(source: str, status: str) -> str:
     return f"capsync: {source or 'declared'}, {status}"
 
 
-def _as_written(health: Health, service: Service) -> Health:
+def _known(entry: Entry, known: Mapping[str, Entry]) -> Entry:
+    """The entry held before that is equal to ``entry`` in full but for its health
+    (set after), or ``entry`` itself."""
+    held = known.get(entry.id)
+    if held is not None and held == entry and held.document == entry.document:
+        return held
+    return entry
+
+
+def _as_written(health: Health, entry: Entry) -> Health:
     """A health read back as the entry that was written carries it: the output capsync
     filled in for an empty one reads empty again, so an unchanged entry read back is
     equal to the desired one in full (and the kept snapshot can hold that object)."""
-    source = (service.meta or {}).get(codec.SOURCE, "")
-    if health.output and health.output == _default_output(source, health.status):
-        return Health(health.status)
+    if health.output and health.output == _default_output(entry.source, health.status):
+        return PASSING if health.status == PASSING.status else Health(health.status)
     return health
 
 

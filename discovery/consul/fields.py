@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import msgspec
@@ -106,7 +107,21 @@ class Node(msgspec.Struct, frozen=True):
 
 class NodeServices(msgspec.Struct, frozen=True):
     """``/v1/catalog/node-services/<node>``: the node (null when it is not registered)
-    and its services."""
+    and its services, each left as its bytes until ``services`` decodes it: a full read
+    of 50,000 never holds every one decoded at once."""
 
     node: Node | None = msgspec.field(default=None, name="Node")
-    services: list[Service] | None = msgspec.field(default=None, name="Services")
+    raw_services: list[msgspec.Raw] | None = msgspec.field(default=None, name="Services")
+
+    def services(self) -> Iterator[Service]:
+        """Each service, decoded as it is reached; msgspec.ValidationError naming where
+        (``$.Services[i]...``) for one not of the shape."""
+        for index, raw in enumerate(self.raw_services or ()):
+            try:
+                yield msgspec.json.decode(raw, type=Service)
+            except msgspec.ValidationError as exc:
+                where, said = f"$.Services[{index}]", str(exc)
+                at = said.replace(" - at `$", f" - at `{where}", 1)
+                raise msgspec.ValidationError(
+                    at if at != said else f"{said} - at `{where}`"
+                ) from None

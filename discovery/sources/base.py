@@ -85,11 +85,12 @@ def from_text(
         default_id=default_id,
         address=address,
         fingerprint=text,
-        reload=partial(_parse_one, text, ref),
+        reload=partial(parse_one, text, ref),
     )
 
 
-def _parse_one(text: str, ref: str) -> Any:
+def parse_one(text: bytes | str, ref: str) -> Any:
+    """The one JSON object ``text`` holds; DeclarationError if it holds anything else."""
     [(_, data)] = documents.parse(text, ref=ref, fmt="json")
     return data
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config.errors import SourceError
-from daemon import collector
+from daemon import collector, kept_entries
 from daemon.cycle_report import CycleReport, RegistryReport, SourceOutcome, unexpected
+from daemon.kept_entries import KeptEntries
 from daemon.registry_sync import Discovered, GuardMemory, RegistrySync, each_registry
 from discovery.health import Damper
 from discovery.model import Capabilities
@@ -81,6 +82,10 @@ class Syncer:
             if (memory := handover.guard_memory.get(target.identity)) is not None:
                 target.memory = memory
         self._normaliser = handover.normaliser or Normaliser()
+        # The encoded entries on disk, beside the validations (and off with them).
+        self._entries = KeptEntries.beside(self._normaliser.validations)
+        for target in self.registries:
+            target.kept_entries = self._entries
         # Its minimum time in a state is the daemon's setting (0 until set: undamped).
         self.damper = handover.damper or Damper()
         # id(caps) -> (caps, its changes_at): kept from cycle to cycle (see _changes_at).
@@ -143,6 +148,7 @@ class Syncer:
             self.deadlines.apply,
         )
         self._normaliser.save()
+        kept_entries.save(self._entries, self.registries)
         if health_due:
             next_change = min(at for at in (next_change, math.ceil(health_due)) if at)
         return CycleReport(
@@ -181,8 +187,10 @@ class Syncer:
         return result, due
 
     def close(self) -> None:
-        """Write what was validated since the last write: the next process starts from it."""
+        """Write what was validated and encoded since the last write: the next process
+        starts from it."""
         self._normaliser.save(now=True)
+        kept_entries.save(self._entries, self.registries, now=True)
 
     def _invalid_news(self, invalid: list[Invalid]) -> tuple[Invalid, ...]:
         """The invalid declarations not reported, with these same problems, last cycle."""

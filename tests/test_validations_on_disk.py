@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from discovery.validations import MAGIC
 from tests.conftest import run_cli
 from tests.consul_target import ConsulTarget
 from tests.test_sync_contract import write_fleet
@@ -123,8 +122,8 @@ def damage(kind: str, cache: Path) -> None:
         cache.write_bytes(b"\x80\x05not a pickle at all" * 10)
     elif kind == "other version":
         # The same format, written by other code: the code digest line differs.
-        rest = data[len(MAGIC) :]
-        cache.write_bytes(MAGIC + b"0" * 32 + b"\n" + rest.split(b"\n", 1)[1])
+        magic, _, rest = data.split(b"\n", 2)
+        cache.write_bytes(magic + b"\n" + b"0" * 32 + b"\n" + rest)
     elif kind == "corrupt body":
         # Still a valid pickle, naming another tool: only the checksum tells.
         assert b"clippy" in data
@@ -139,19 +138,19 @@ def damage(kind: str, cache: Path) -> None:
         os.mkfifo(cache)
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "truncated",
-        "empty",
-        "garbage",
-        "other version",
-        "corrupt body",
-        "writable by others",
-        "a directory",
-        "a FIFO",
-    ],
+DAMAGES = (
+    "truncated",
+    "empty",
+    "garbage",
+    "other version",
+    "corrupt body",
+    "writable by others",
+    "a directory",
+    "a FIFO",
 )
+
+
+@pytest.mark.parametrize("kind", DAMAGES)
 def test_a_damaged_or_foreign_file_is_ignored_with_one_line(
     consul: ConsulTarget, tmp_path: Path, synced: dict[str, tuple[Any, ...]], kind: str
 ) -> None:

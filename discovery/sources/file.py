@@ -59,18 +59,7 @@ class FileSource:
             if cached is None or cached[0] != files[path]:
                 fresh = read_file(Path(path), self.name, known)
                 listing.extend(fresh)
-                cached = (
-                    files[path],
-                    Listing(
-                        [
-                            replace(
-                                d, data=None, reload=partial(_reread, path, d.ref, d.fingerprint)
-                            )
-                            for d in fresh.declarations
-                        ],
-                        fresh.invalid,
-                    ),
-                )
+                cached = (files[path], fresh if _unparsed(fresh) else _bodiless(fresh, path))
             else:
                 listing.extend(cached[1])
             kept.extend(cached[1])
@@ -137,6 +126,23 @@ def _add_file(found: dict[str, Stat], entry: os.DirEntry[str]) -> None:
         found[entry.path] = (-1, -1, exc.errno or 0)
         return
     found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _unparsed(listing: Listing) -> bool:
+    """A listing that holds no parsed body: a known file, left unparsed (``read_file``)."""
+    return not listing.invalid and all(d.data is None for d in listing.declarations)
+
+
+def _bodiless(listing: Listing, path: str) -> Listing:
+    """What is kept of a file's listing: its declarations without their parsed bodies,
+    each with a way to read it again."""
+    return Listing(
+        [
+            replace(d, data=None, reload=partial(_reread, path, d.ref, d.fingerprint))
+            for d in listing.declarations
+        ],
+        listing.invalid,
+    )
 
 
 def _reread(path: str, ref: str, fingerprint: Hashable) -> Any:

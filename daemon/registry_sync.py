@@ -110,7 +110,7 @@ class RegistrySync:
         self.kept_entries = KeptEntries(None)
         self.part = kept_entries.part(name, options.service, options.owner)
         self.entries_changed = False
-        self._stored: dict[kept_entries.Key, kept_entries.Encoded] | None = None
+        self._taken = False
         self._fresh = 0
 
     def start(self, sync: Callable[[RegistrySync], RegistryReport]) -> Future[RegistryReport]:
@@ -296,11 +296,12 @@ class RegistrySync:
     def _take_stored(self) -> dict[kept_entries.Key, kept_entries.Encoded]:
         """What an earlier process encoded for this registry, at its first encoding
         only (then it is released: this process's own memory takes over)."""
-        if self._stored is not None:
+        if self._taken:
             return {}
-        self._stored = self.kept_entries.kept(self.part)
+        self._taken = True
+        stored = self.kept_entries.kept(self.part)
         self.kept_entries.release(self.part)
-        return self._stored
+        return stored
 
     def entries_kept(self) -> dict[kept_entries.Key, kept_entries.Encoded]:
         """This registry's encoded entries, as the file keeps them."""

@@ -6,7 +6,6 @@ a reason to skip reading the registry."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +15,27 @@ from daemon.cycle import Handover, Syncer
 from daemon.settings_model import SETTINGS
 from daemon.wiring import build_normaliser, build_registries, build_sources
 from tests.consul_target import ConsulTarget
-from tests.test_sync_contract import write_fleet
-from tests.test_validations_on_disk import DAMAGES, damage, entries, run_once
+from tests.test_validations_on_disk import (
+    COUNT,
+    DAMAGES,
+    entries,
+    first_run,
+    ignored_then_rewritten,
+    reuse,
+    run_once,
+)
 
-COUNT = 12
+REUSED = "entries_reused registry=consul"
 
 
 def reused(stderr: str) -> tuple[int, int]:
     """(reused, encoded) from the run's one entries_reused line."""
-    [(count, encoded)] = re.findall(
-        r"entries_reused registry=consul reused=(\d+) encoded=(\d+)", stderr
-    )
-    return int(count), int(encoded)
+    return reuse(stderr, REUSED)
 
 
 @pytest.fixture
 def synced(consul: ConsulTarget, tmp_path: Path) -> dict[str, tuple[Any, ...]]:
-    """A first run: every entry encoded, written, and kept on disk."""
-    write_fleet(tmp_path / "fleet", COUNT)
-    (tmp_path / "state").mkdir()
-    first = run_once(consul, tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert "entries_" not in first.stderr  # nothing to reuse, nothing to report
-    assert (tmp_path / "state" / "entries.cache").is_file()
-    return entries(consul)
+    return first_run(consul, tmp_path)
 
 
 def test_a_second_run_with_nothing_changed_encodes_nothing_and_writes_nothing(
@@ -90,17 +86,7 @@ def test_another_owner_or_service_encodes_its_own(
 def test_a_damaged_or_foreign_file_is_ignored_with_one_line(
     consul: ConsulTarget, tmp_path: Path, synced: dict[str, tuple[Any, ...]], kind: str
 ) -> None:
-    damage(kind, tmp_path / "state" / "entries.cache")
-    second = run_once(consul, tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert second.stderr.count("entries_ignored") == 1, second.stderr
-    assert "Traceback" not in second.stderr
-    assert "entries_reused" not in second.stderr
-    assert f"{COUNT} unchanged" in second.stdout
-    assert entries(consul) == synced
-    if kind not in ("a directory", "a FIFO"):
-        third = run_once(consul, tmp_path)  # written again, whole: the run after reuses it
-        assert reused(third.stderr) == (COUNT, 0), third.stderr
+    ignored_then_rewritten(consul, tmp_path, synced, kind, "entries", REUSED)
 
 
 def test_a_registry_changed_by_hand_between_runs_is_repaired(

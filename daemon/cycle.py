@@ -84,6 +84,7 @@ class Syncer:
         self._normaliser = handover.normaliser or Normaliser()
         # The encoded entries on disk, beside the validations (and off with them).
         self._entries = KeptEntries.beside(self._normaliser.validations)
+        self._kept_times = True  # the first cycle asks the file for changes_at
         for target in self.registries:
             target.kept_entries = self._entries
         # Its minimum time in a state is the daemon's setting (0 until set: undamped).
@@ -290,12 +291,14 @@ class Syncer:
         if self._at is not None and self._at[0] is found and (self._at[2] or now + 1) > now:
             return self._at[1], self._at[2]
         times: dict[int, tuple[Capabilities, int | None]] = {}
+        kept = self._entries.times() if self._kept_times else {}
+        self._kept_times = False
         for item in found:
             key = id(item.caps)
             known = self._times.get(key)
             passed = known is not None and known[1] is not None and known[1] <= now
             if known is None or known[0] is not item.caps or passed:
-                known = (item.caps, item.caps.changes_at(now))
+                known = (item.caps, kept_entries.changes_at(kept, item, now))
             times[key] = known
         self._times = times
         changes_at = {key: at for key, (_, at) in times.items()}

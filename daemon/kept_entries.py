@@ -38,15 +38,17 @@ MAGIC = b"capsync-entries 1\n"
 FILE = "entries.cache"
 # (source, ref, fingerprint, default id, address): the declaration an entry encodes.
 Key = tuple[str, str, Hashable, str | None, str]
-Encoded = tuple[int | None, Entry]  # the declaration's changes_at when encoded, its entry
+# An instant the entry held at, the declaration's changes_at then, and the entry.
+Encoded = tuple[int, int | None, Entry]
 
 
 def _valid(value: Any) -> bool:
     return (
         isinstance(value, tuple)
-        and len(value) == 2
-        and (value[0] is None or isinstance(value[0], int))
-        and isinstance(value[1], Entry)
+        and len(value) == 3  # an instant, the changes_at then, the entry
+        and isinstance(value[0], int)
+        and (value[1] is None or isinstance(value[1], int))
+        and isinstance(value[2], Entry)
     )
 
 
@@ -59,6 +61,11 @@ class KeptEntries(Kept[Key, Encoded]):
 
     def __init__(self, path: Path | None) -> None:
         super().__init__(path, FORMAT)
+
+    def times(self) -> dict[Key, tuple[int, int | None]]:
+        """Each kept declaration's changes_at and an instant it held at, whichever
+        registry encoded it (changes_at is the declaration's alone)."""
+        return {k: (v[0], v[1]) for part in self.parts() for k, v in self.kept(part).items()}
 
     @classmethod
     def beside(cls, validations: Validations) -> KeptEntries:
@@ -103,6 +110,17 @@ def save(kept: KeptEntries, keepers: Sequence[Keeper], *, now: bool = False) -> 
         k.entries_changed = False
 
 
-def memory(encoded: Iterable[tuple[Found, int | None, Entry]]) -> dict[Key, Encoded]:
-    """What is kept of a registry's encoded entries: those of persistable declarations."""
-    return {found_key: (at, entry) for item, at, entry in encoded if (found_key := key(item))}
+def memory(encoded: Iterable[tuple[Found, int | None, Entry]], now: int) -> dict[Key, Encoded]:
+    """What is kept of a registry's encoded entries (each's changes_at was worked out at
+    ``now``): those of persistable declarations."""
+    return {found_key: (now, at, entry) for item, at, entry in encoded if (found_key := key(item))}
+
+
+def changes_at(times: dict[Key, tuple[int, int | None]], found: Found, now: int) -> int | None:
+    """When time next changes what ``found`` answers, after ``now``: an earlier
+    process's answer while it still holds (worked out at an instant no later than
+    ``now``, and still ahead of it, or never), else worked out."""
+    kept = times.get(found_key) if times and (found_key := key(found)) else None
+    if kept is not None and kept[0] <= now and (kept[1] is None or now < kept[1]):
+        return kept[1]
+    return found.caps.changes_at(now)

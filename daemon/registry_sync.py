@@ -112,6 +112,7 @@ class RegistrySync:
         self.entries_changed = False
         self._taken = False
         self._fresh = 0
+        self._now = 0  # the instant of the last encoding
 
     def start(self, sync: Callable[[RegistrySync], RegistryReport]) -> Future[RegistryReport]:
         """Run ``sync`` of this registry in a thread of its own (daemonic: an exit does
@@ -290,7 +291,7 @@ class RegistrySync:
         if stored:
             kept_entries.reused(self.name, len(encoded) - fresh, fresh)
         self.entries_changed |= bool(fresh) or len(encoded) != before
-        self._encoded = encoded
+        self._encoded, self._now = encoded, discovered.now
         return desired, conflicts
 
     def _take_stored(self) -> dict[kept_entries.Key, kept_entries.Encoded]:
@@ -305,7 +306,7 @@ class RegistrySync:
 
     def entries_kept(self) -> dict[kept_entries.Key, kept_entries.Encoded]:
         """This registry's encoded entries, as the file keeps them."""
-        return kept_entries.memory(self._encoded.values())
+        return kept_entries.memory(self._encoded.values(), self._now)
 
     def _encode(
         self,
@@ -326,8 +327,8 @@ class RegistrySync:
             if entry.health is decl.health:  # the common case, without comparing
                 encoded[id(item)] = cached
                 return entry
-        elif kept is not None and kept[0] == at:
-            entry = kept[1]
+        elif kept is not None and kept[1] == at:
+            entry = kept[2]
         else:
             self._fresh += 1
             entry = full_entry.encode(

@@ -94,6 +94,13 @@ class Kept(Generic[K, V]):
                 self._loaded = self._load()
             return self._loaded.get(part, {})
 
+    def parts(self) -> list[str]:
+        """Every part an earlier process kept."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return list(self._loaded)
+
     def release(self, part: str) -> None:
         """Forget what was kept of ``part`` (whoever needed it has taken it)."""
         with self._lock:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config.errors import SourceError
-from daemon import collector
+from daemon import collector, kept_entries
 from daemon.cycle_report import CycleReport, RegistryReport, SourceOutcome, unexpected
+from daemon.kept_entries import KeptEntries
 from daemon.registry_sync import Discovered, GuardMemory, RegistrySync, each_registry
 from discovery.health import Damper
 from discovery.model import Capabilities
@@ -81,6 +82,11 @@ class Syncer:
             if (memory := handover.guard_memory.get(target.identity)) is not None:
                 target.memory = memory
         self._normaliser = handover.normaliser or Normaliser()
+        # The encoded entries on disk, beside the validations (and off with them).
+        self._entries = KeptEntries.beside(self._normaliser.validations)
+        self._kept_times = True  # the first cycle asks the file for changes_at
+        for target in self.registries:
+            target.kept_entries = self._entries
         # Its minimum time in a state is the daemon's setting (0 until set: undamped).
         self.damper = handover.damper or Damper()
         # id(caps) -> (caps, its changes_at): kept from cycle to cycle (see _changes_at).
@@ -143,6 +149,7 @@ class Syncer:
             self.deadlines.apply,
         )
         self._normaliser.save()
+        kept_entries.save(self._entries, self.registries)
         if health_due:
             next_change = min(at for at in (next_change, math.ceil(health_due)) if at)
         return CycleReport(
@@ -182,8 +189,10 @@ class Syncer:
         return result, due
 
     def close(self) -> None:
-        """Write what was validated since the last write: the next process starts from it."""
+        """Write what was validated and encoded since the last write: the next process
+        starts from it."""
         self._normaliser.save(now=True)
+        kept_entries.save(self._entries, self.registries, now=True)
 
     def _invalid_news(self, invalid: list[Invalid]) -> tuple[Invalid, ...]:
         """The invalid declarations not reported, with these same problems, last cycle."""
@@ -283,12 +292,14 @@ class Syncer:
         if self._at is not None and self._at[0] is found and (self._at[2] or now + 1) > now:
             return self._at[1], self._at[2]
         times: dict[int, tuple[Capabilities, int | None]] = {}
+        kept = self._entries.times() if self._kept_times else {}
+        self._kept_times = False
         for item in found:
             key = id(item.caps)
             known = self._times.get(key)
             passed = known is not None and known[1] is not None and known[1] <= now
             if known is None or known[0] is not item.caps or passed:
-                known = (item.caps, item.caps.changes_at(now))
+                known = (item.caps, kept_entries.changes_at(kept, item, now))
             times[key] = known
         self._times = times
         changes_at = {key: at for key, (_, at) in times.items()}

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from config.errors import RegistryError, WriterClaimHeld
 from config.events import emit
-from daemon import guard_marks
+from daemon import guard_marks, kept_entries
 from daemon.cycle_report import Conflict, RegistryReport, unexpected
+from daemon.kept_entries import KeptEntries
 from daemon.plan import OWNER_SCOPE, Changes, DeletionGuard, Restraints, counts, plan
 from daemon.registry.base import Refused, Registry, Snapshot
 from discovery import codec, full_entry
@@ -104,6 +105,14 @@ class RegistrySync:
         # The last cycle's plan, when it wrote nothing and held nothing: reused while its
         # inputs are the very same objects (see _Planned).
         self._planned: _Planned | None = None
+        # What an earlier process encoded (daemon/kept_entries.py), taken at the first
+        # encoding; whether this registry's encoded entries differ from the file's.
+        self.kept_entries = KeptEntries(None)
+        self.part = kept_entries.part(name, options.service, options.owner)
+        self.entries_changed = False
+        self._taken = False
+        self._fresh = 0
+        self._now = 0  # the instant of the last encoding
 
     def start(self, sync: Callable[[RegistrySync], RegistryReport]) -> Future[RegistryReport]:
         """Run ``sync`` of this registry in a thread of its own (daemonic: an exit does
@@ -249,6 +258,9 @@ class RegistrySync:
         desired: dict[str, Entry] = {}
         conflicts = []
         encoded: Encoded = {}
+        stored = self._take_stored()
+        before = len(stored) if stored else len(self._encoded)
+        self._fresh = 0  # encoded afresh by this call (neither kept nor stored)
         for item in discovered.found:
             decl, worker_id = item.declaration, item.caps.id
             folded = worker_id.casefold()
@@ -274,22 +286,51 @@ class RegistrySync:
                     )
                 )
             else:
-                desired[folded] = self._encode(item, encoded, discovered)
-        self._encoded = encoded
+                desired[folded] = self._encode(item, encoded, discovered, stored)
+        fresh = self._fresh
+        if stored:
+            kept_entries.reused(self.name, len(encoded) - fresh, fresh)
+        self.entries_changed |= bool(fresh) or len(encoded) != before
+        self._encoded, self._now = encoded, discovered.now
         return desired, conflicts
 
-    def _encode(self, item: Found, encoded: Encoded, discovered: Discovered) -> Entry:
+    def _take_stored(self) -> dict[kept_entries.Key, kept_entries.Encoded]:
+        """What an earlier process encoded for this registry, at its first encoding
+        only (then it is released: this process's own memory takes over)."""
+        if self._taken:
+            return {}
+        self._taken = True
+        stored = self.kept_entries.kept(self.part)
+        self.kept_entries.release(self.part)
+        return stored
+
+    def entries_kept(self) -> dict[kept_entries.Key, kept_entries.Encoded]:
+        """This registry's encoded entries, as the file keeps them."""
+        return kept_entries.memory(self._encoded.values(), self._now)
+
+    def _encode(
+        self,
+        item: Found,
+        encoded: Encoded,
+        discovered: Discovered,
+        stored: dict[kept_entries.Key, kept_entries.Encoded],
+    ) -> Entry:
         decl = item.declaration
-        # Which tools are live is part of the entry: a cached one is reused only while
-        # time has changed nothing about it.
+        # Which tools are live is part of the entry: a cached one (this process's, or
+        # an earlier one's for the very same declaration) is reused only while time has
+        # changed nothing about it.
         at = discovered.changes_at[id(item.caps)]
         cached = self._encoded.get(id(item))
+        kept = stored.get(key) if stored and (key := kept_entries.key(item)) else None
         if cached is not None and cached[0] is item and cached[1] == at:
             entry: Entry = cached[2]
             if entry.health is decl.health:  # the common case, without comparing
                 encoded[id(item)] = cached
                 return entry
+        elif kept is not None and kept[1] == at:
+            entry = kept[2]
         else:
+            self._fresh += 1
             entry = full_entry.encode(
                 item.caps,
                 codec.Provenance(

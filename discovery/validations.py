@@ -35,9 +35,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from config.events import emit
 from discovery.model import Capabilities
@@ -47,10 +48,12 @@ MAX_BYTES = 512 * 2**20
 # A running daemon writes its memory at most this often (and after its first cycle):
 # what changed since costs a restart one validation each, never a wrong entry.
 SAVE_SECONDS = 300.0
+CODE = ("discovery", "config")  # the packages whose code a validation depends on
+K = TypeVar("K")
+V = TypeVar("V")
 
 # (ref, fingerprint, default id, address): a declaration's key in the Normaliser's memory.
 Key = tuple[str, Hashable, str | None, str]
-Memory = dict[str, dict[Key, Capabilities]]  # source -> key -> its validation
 
 
 def persistable(fingerprint: Hashable) -> bool:
@@ -59,57 +62,75 @@ def persistable(fingerprint: Hashable) -> bool:
     return isinstance(fingerprint, str | bytes)
 
 
-class Validations:
-    """The file at ``path`` (None: nothing is kept on disk)."""
+@dataclass(frozen=True)
+class Format:
+    """What a kept file is: its first line, the name of its log lines
+    (``<name>_ignored``...), what is done without it, the test of each value, and the
+    packages whose code its values depend on (their digest is its second line)."""
 
-    def __init__(self, path: Path | None, clock: Any = time.monotonic) -> None:
+    magic: bytes
+    name: str
+    redo: str
+    valid: Callable[[Any], bool]
+    packages: tuple[str, ...] = CODE
+
+
+class Kept(Generic[K, V]):
+    """A memory of part -> key -> value kept in the file at ``path`` (None: nothing is
+    kept on disk): read once, by whoever asks first; written when ``due``."""
+
+    def __init__(self, path: Path | None, form: Format, clock: Any = time.monotonic) -> None:
         self.path = path
+        self._header = form.magic + code_version(form.packages)
+        self._name, self._redo, self._valid = form.name, form.redo, form.valid
         self._clock = clock
         self._saved_at: float | None = None
-        self._loaded: Memory | None = None  # read once, by whoever asks first
+        self._loaded: dict[str, dict[K, V]] | None = None
         self._lock = threading.Lock()  # a source's listing runs in a thread of its own
 
-    def kept(self, source: str) -> dict[Key, Capabilities]:
-        """What an earlier process validated of ``source``."""
+    def kept(self, part: str) -> dict[K, V]:
+        """What an earlier process kept of ``part``."""
         with self._lock:
             if self._loaded is None:
                 self._loaded = self._load()
-            return self._loaded.get(source, {})
+            return self._loaded.get(part, {})
 
-    def knows(self, source: str, key: Key) -> bool:
-        """Whether an earlier process validated this very declaration: a source may then
-        leave it unparsed (its Normaliser reuses the validation)."""
-        return key in self.kept(source)
+    def parts(self) -> list[str]:
+        """Every part an earlier process kept."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return list(self._loaded)
 
-    def release(self, source: str) -> None:
-        """Forget what was kept of ``source`` (its Normaliser has taken what it needs)."""
+    def release(self, part: str) -> None:
+        """Forget what was kept of ``part`` (whoever needed it has taken it)."""
         with self._lock:
             if self._loaded is not None:
-                self._loaded.pop(source, None)
+                self._loaded.pop(part, None)
 
-    def _load(self) -> Memory:
-        """What an earlier process validated; empty (and one log line) when the file
-        cannot be trusted."""
+    def _load(self) -> dict[str, dict[K, V]]:
+        """What an earlier process kept; empty (and one log line) when the file cannot
+        be trusted."""
         if self.path is None:
             return {}
         try:
             memory = self._read(self.path)
         except FileNotFoundError:
             return {}
-        except Exception as exc:  # whatever is wrong with it, it only costs validation
+        except Exception as exc:  # whatever is wrong with it, it only costs the work
             emit(
                 logging.WARNING,
-                "validations_ignored",
+                f"{self._name}_ignored",
                 path=str(self.path),
                 reason=_reason(exc),
-                action="validating every declaration",
+                action=self._redo,
             )
             return {}
         emit(
             logging.INFO,
-            "validations_loaded",
+            f"{self._name}_loaded",
             path=str(self.path),
-            declarations=sum(len(keys) for keys in memory.values()),
+            count=sum(len(keys) for keys in memory.values()),
         )
         return memory
 
@@ -120,14 +141,14 @@ class Validations:
             self._saved_at is None or self._clock() - self._saved_at >= SAVE_SECONDS
         )
 
-    def save(self, memory: Memory) -> None:
+    def save(self, memory: Mapping[str, Mapping[K, V]]) -> None:
         """Write ``memory``; a failure (no state directory, a full disk) is one log line."""
         if self.path is None:
             return
         self._saved_at = self._clock()
         try:
             body = _dumps(memory)
-            data = MAGIC + code_version() + _checksum(body) + body
+            data = self._header + _checksum(body) + body
             if len(data) > MAX_BYTES:
                 raise ValueError(f"{len(data)} bytes, more than the limit of {MAX_BYTES}")
             _replace(self.path, data)
@@ -136,13 +157,12 @@ class Validations:
                 return  # no state directory (a user's `run --once`): nothing to keep it in
             emit(
                 logging.WARNING,
-                "validations_not_saved",
+                f"{self._name}_not_saved",
                 path=str(self.path),
                 reason=_reason(exc),
             )
 
-    @staticmethod
-    def _read(path: Path) -> Memory:
+    def _read(self, path: Path) -> dict[str, dict[K, V]]:
         # Non-blocking: a FIFO put in its place fails the check below instead of hanging.
         with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             info = os.fstat(handle.fileno())
@@ -152,28 +172,50 @@ class Validations:
                 raise ValueError("not owned by this user, or writable by others")
             if info.st_size > MAX_BYTES:
                 raise ValueError(f"{info.st_size} bytes, more than the limit of {MAX_BYTES}")
-            if handle.read(len(MAGIC)) != MAGIC:
-                raise ValueError("not a file of validations in this format")
-            if handle.read(len(code_version())) != code_version():
+            magic, version = self._header.split(b"\n", 1)
+            if handle.readline() != magic + b"\n":
+                raise ValueError(f"not a file of {self._name} in this format")
+            if handle.readline() != version:
                 raise ValueError("written by another version of capsync")
             checksum, body = handle.readline(), handle.read()
         if checksum != _checksum(body):
             raise ValueError("truncated or corrupt (its checksum does not match)")
         memory = pickle.loads(body)  # noqa: S301 (checked: our file, our code, intact)
         if not isinstance(memory, dict) or not all(
-            isinstance(keys, dict) and all(isinstance(c, Capabilities) for c in keys.values())
+            isinstance(keys, dict) and all(self._valid(value) for value in keys.values())
             for keys in memory.values()
         ):
-            raise ValueError("not a memory of validations")
+            raise ValueError(f"not a memory of {self._name}")
         return memory
 
 
+FORMAT = Format(
+    MAGIC,
+    "validations",
+    "validating every declaration",
+    lambda value: isinstance(value, Capabilities),
+)
+
+
+class Validations(Kept[Key, Capabilities]):
+    """The Normaliser's memory (source -> key -> validation) in the file at ``path``."""
+
+    def __init__(self, path: Path | None, clock: Any = time.monotonic) -> None:
+        super().__init__(path, FORMAT, clock)
+
+    def knows(self, source: str, key: Key) -> bool:
+        """Whether an earlier process validated this very declaration: a source may then
+        leave it unparsed (its Normaliser reuses the validation)."""
+        return key in self.kept(source)
+
+
 @cache
-def code_version() -> bytes:
-    """A digest of the source of every module that reads, validates or models a
-    declaration: another capsync (an upgrade, a local change) never reuses this one's."""
+def code_version(packages: tuple[str, ...] = CODE) -> bytes:
+    """A digest of the source of every module of ``packages`` (by default those that
+    read, validate or model a declaration): another capsync (an upgrade, a local
+    change) never reuses this one's."""
     digest = hashlib.blake2b(digest_size=16)
-    for package in ("discovery", "config"):
+    for package in packages:
         root = Path(__file__).resolve().parents[1] / package
         for path in sorted(root.rglob("*.py")):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
@@ -185,7 +227,7 @@ def _checksum(body: bytes) -> bytes:
     return hashlib.blake2b(body, digest_size=32).hexdigest().encode() + b"\n"
 
 
-def _dumps(memory: Mapping[str, Mapping[Key, Capabilities]]) -> bytes:
+def _dumps(memory: Mapping[str, Mapping[Any, Any]]) -> bytes:
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(memory)
     return buffer.getvalue()

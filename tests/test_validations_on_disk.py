@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from discovery.validations import MAGIC
 from tests.conftest import run_cli
 from tests.consul_target import ConsulTarget
 from tests.test_sync_contract import write_fleet
@@ -34,10 +33,9 @@ def run_once(consul: ConsulTarget, tmp_path: Path, **env: str) -> Any:
     )
 
 
-def reuse(stderr: str) -> tuple[int, int]:
-    """(reused, validated) from the run's one validations_reused line."""
-    pattern = r"validations_reused source=file reused=(\d+) validated=(\d+)"
-    [(reused, validated)] = re.findall(pattern, stderr)
+def reuse(stderr: str, line: str = "validations_reused source=file") -> tuple[int, int]:
+    """(reused, validated) from the run's one ``line`` (entries: (reused, encoded))."""
+    [(reused, validated)] = re.findall(rf"{line} reused=(\d+) \w+=(\d+)", stderr)
     return int(reused), int(validated)
 
 
@@ -49,16 +47,22 @@ def entries(consul: ConsulTarget) -> dict[str, tuple[Any, ...]]:
     }
 
 
-@pytest.fixture
-def synced(consul: ConsulTarget, tmp_path: Path) -> dict[str, tuple[Any, ...]]:
-    """A first run: every declaration validated, written, and kept on disk."""
+def first_run(consul: ConsulTarget, tmp_path: Path) -> dict[str, tuple[Any, ...]]:
+    """A first run: every declaration validated, encoded, written, and kept on disk."""
     write_fleet(tmp_path / "fleet", COUNT)
     (tmp_path / "state").mkdir()
     first = run_once(consul, tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "validations_" not in first.stderr  # nothing to reuse, nothing to report
-    assert (tmp_path / "state" / "validations.cache").is_file()
+    # Nothing to reuse, nothing to report.
+    assert "validations_" not in first.stderr and "entries_" not in first.stderr
+    for kept in ("validations.cache", "entries.cache"):
+        assert (tmp_path / "state" / kept).is_file()
     return entries(consul)
+
+
+@pytest.fixture
+def synced(consul: ConsulTarget, tmp_path: Path) -> dict[str, tuple[Any, ...]]:
+    return first_run(consul, tmp_path)
 
 
 def test_a_second_run_with_nothing_changed_reuses_every_validation(
@@ -123,8 +127,8 @@ def damage(kind: str, cache: Path) -> None:
         cache.write_bytes(b"\x80\x05not a pickle at all" * 10)
     elif kind == "other version":
         # The same format, written by other code: the code digest line differs.
-        rest = data[len(MAGIC) :]
-        cache.write_bytes(MAGIC + b"0" * 32 + b"\n" + rest.split(b"\n", 1)[1])
+        magic, _, rest = data.split(b"\n", 2)
+        cache.write_bytes(magic + b"\n" + b"0" * 32 + b"\n" + rest)
     elif kind == "corrupt body":
         # Still a valid pickle, naming another tool: only the checksum tells.
         assert b"clippy" in data
@@ -139,34 +143,46 @@ def damage(kind: str, cache: Path) -> None:
         os.mkfifo(cache)
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "truncated",
-        "empty",
-        "garbage",
-        "other version",
-        "corrupt body",
-        "writable by others",
-        "a directory",
-        "a FIFO",
-    ],
+DAMAGES = (
+    "truncated",
+    "empty",
+    "garbage",
+    "other version",
+    "corrupt body",
+    "writable by others",
+    "a directory",
+    "a FIFO",
 )
+
+
+@pytest.mark.parametrize("kind", DAMAGES)
 def test_a_damaged_or_foreign_file_is_ignored_with_one_line(
     consul: ConsulTarget, tmp_path: Path, synced: dict[str, tuple[Any, ...]], kind: str
 ) -> None:
-    damage(kind, tmp_path / "state" / "validations.cache")
+    ignored_then_rewritten(consul, tmp_path, synced, kind, "validations")
+
+
+def ignored_then_rewritten(
+    consul: ConsulTarget,
+    tmp_path: Path,
+    synced: dict[str, tuple[Any, ...]],
+    kind: str,
+    name: str,
+    reused: str = "validations_reused source=file",
+) -> None:
+    """``name``.cache damaged ``kind``: one ``name``_ignored line, the same registry,
+    and (when it can be) the file written again, whole, for the run after to reuse."""
+    damage(kind, tmp_path / "state" / f"{name}.cache")
     second = run_once(consul, tmp_path)
     assert second.returncode == 0, second.stderr
-    assert second.stderr.count("validations_ignored") == 1, second.stderr
+    assert second.stderr.count(f"{name}_ignored") == 1, second.stderr
     assert "Traceback" not in second.stderr
-    assert "validations_reused" not in second.stderr
+    assert f"{name}_reused" not in second.stderr
     assert f"{COUNT} unchanged" in second.stdout
     assert entries(consul) == synced
     if kind not in ("a directory", "a FIFO"):
-        # Written again, whole: the run after reuses it.
         third = run_once(consul, tmp_path)
-        assert reuse(third.stderr) == (COUNT, 0), third.stderr
+        assert reuse(third.stderr, reused) == (COUNT, 0), third.stderr
 
 
 def test_a_registry_changed_by_hand_between_runs_is_repaired(
